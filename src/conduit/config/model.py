@@ -1,0 +1,174 @@
+"""The shape of ``conduit.toml``: one pydantic model per section.
+
+These models only say what a well-formed file looks like (types, units,
+unknown keys). Cross-references (a role naming an unknown area, overlapping
+zone networks, ...) are checked by :mod:`conduit.config.check`, which needs
+the whole file at once. Paths stay as written here; :func:`conduit.config.load`
+makes them absolute against the file's folder.
+"""
+
+from __future__ import annotations
+
+import socket
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
+
+Network = IPv4Network | IPv6Network
+
+
+class Op(StrEnum):
+    """An operation a grant can allow; every SFTP/SCP request maps to one."""
+
+    LIST = "list"
+    READ = "read"
+    WRITE = "write"
+    DELETE = "delete"
+    RENAME = "rename"
+    MKDIR = "mkdir"
+
+
+class Obligation(StrEnum):
+    """What a conduit requires to have happened before a transfer commits."""
+
+    SIGNATURE = "signature"
+    SCAN = "scan"
+    APPROVAL = "approval"
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Limits(Section):
+    """Connection and session limits (the sshd_config knobs asyncssh lacks)."""
+
+    login_grace_time: Annotated[float, Field(gt=0)] = 30.0
+    max_auth_tries: Annotated[int, Field(ge=1)] = 6
+    max_startups: Annotated[int, Field(ge=1)] = 64
+    max_sessions_per_connection: Annotated[int, Field(ge=1)] = 10
+    max_sessions_per_user: Annotated[int, Field(ge=1)] = 64
+    idle_timeout: Annotated[float, Field(ge=0)] = 900.0
+    max_reads_in_flight: Annotated[int, Field(ge=1)] = 64
+
+
+class GatewayConfig(Section):
+    listen: str = "127.0.0.1:2222"
+    data_dir: Path = Path("data")
+    host_keys: list[Path] = []
+    node: str = Field(default_factory=socket.gethostname)
+    timezone: str = "UTC"
+    limits: Limits = Limits()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_has_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:2222")
+        return value
+
+
+class SiemSink(Section):
+    target: str
+    format: Literal["rfc5424", "cef"] = "rfc5424"
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    name: str | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _target_scheme(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("udp", "tcp", "tls") or ":" not in rest:
+            raise ValueError("must be udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+        return value
+
+
+class AuditConfig(Section):
+    journal: Path = Path("data/audit")
+    on_failure: Literal["closed", "alert"] = "closed"
+    fsync: Literal["always", "batch", "never"] = "always"
+    checkpoint_interval: Annotated[float, Field(gt=0)] = 300.0
+    rotate_size: ByteSize = ByteSize(64 * 1024 * 1024)
+    spool_alert_fill: Annotated[float, Field(gt=0, le=1)] = 0.8
+    siem: list[SiemSink] = []
+
+
+class ZoneConfig(Section):
+    level: float
+    networks: list[Network] = []
+    description: str = ""
+
+
+class AreaConfig(Section):
+    zone: str
+    path: Path
+    description: str = ""
+
+
+class DeviceConfig(Section):
+    zone: str
+    address: str
+    user: str
+    identity: Path | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    trust_on_first_use: bool = False
+    protocols: list[Literal["sftp", "scp"]] = ["sftp"]
+    root: str = "/"
+    commands: dict[str, str] = {}
+    max_concurrency: Annotated[int, Field(ge=1)] = 4
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    description: str = ""
+
+
+class Grant(Section):
+    target: str
+    ops: list[Op]
+    paths: list[str] = []
+
+
+class RoleConfig(Section):
+    grants: list[Grant] = []
+    description: str = ""
+
+
+class UserConfig(Section):
+    keys: list[str] = []
+    roles: list[str] = []
+    networks: list[Network] = []
+    description: str = ""
+
+
+class ConduitConfig(Section):
+    name: str
+    from_zone: str = Field(alias="from")
+    to_zone: str = Field(alias="to")
+    paths: list[str] = []
+    max_size: ByteSize | None = None
+    window: str | list[str] | None = None
+    require: list[Obligation] = []
+    description: str = ""
+
+
+class Config(Section):
+    """A whole policy file. ``source`` is where it came from (None: embedded)."""
+
+    gateway: GatewayConfig = GatewayConfig()
+    audit: AuditConfig = AuditConfig()
+    zones: dict[str, ZoneConfig] = {}
+    areas: dict[str, AreaConfig] = {}
+    devices: dict[str, DeviceConfig] = {}
+    roles: dict[str, RoleConfig] = {}
+    users: dict[str, UserConfig] = {}
+    conduits: list[ConduitConfig] = []
+    source: Path | None = Field(default=None, exclude=True)

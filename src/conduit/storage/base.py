@@ -1,0 +1,119 @@
+"""The one storage interface every backend implements (local disk, device relay).
+
+The gateway never touches a file itself: it hands a backend a *relative path*
+(a tuple of plain name components, already free of ``.``, ``..``, ``/`` and
+NUL) and the backend resolves it against its own root, component by
+component, refusing anything that would leave that root. Errors are values a
+person can read and never contain a real server path.
+"""
+
+from __future__ import annotations
+
+import stat as stat_module
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+RelPath = tuple[str, ...]
+"""A path below a backend's root, as name components: ``("dir", "file.bin")``."""
+
+
+class Fault(Enum):
+    """Why a storage operation failed; the gateway maps each to an SFTP status."""
+
+    NOT_FOUND = "no such file or directory"
+    FORBIDDEN = "permission denied"
+    EXISTS = "already exists"
+    NOT_A_DIRECTORY = "not a directory"
+    IS_A_DIRECTORY = "is a directory"
+    NOT_EMPTY = "directory not empty"
+    UNSUPPORTED = "operation not supported"
+    NO_SPACE = "no space left"
+    UNAVAILABLE = "storage unavailable"
+    FAILURE = "operation failed"
+
+
+class StorageError(Exception):
+    """A refused or failed storage operation.
+
+    ``reason`` is short and safe to show a client; ``detail`` may say more for
+    the audit journal but still never names a real path outside the area.
+    """
+
+    def __init__(self, fault: Fault, reason: str | None = None, detail: str | None = None):
+        self.fault = fault
+        self.reason = reason or fault.value
+        self.detail = detail or self.reason
+        super().__init__(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What a backend reports about one entry (an ``os.stat_result`` subset)."""
+
+    size: int
+    mode: int
+    mtime: float
+    atime: float
+
+    @property
+    def is_dir(self) -> bool:
+        return stat_module.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat_module.S_ISREG(self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    stat: Stat
+
+
+class ReadHandle(Protocol):
+    """An open file being read; ``size`` is its length when it was opened."""
+
+    size: int
+
+    async def read(self, offset: int, length: int) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class WriteHandle(Protocol):
+    """An upload in progress. Bytes go to a hidden temp name; nothing appears
+    under the final name until :meth:`commit`. :meth:`abort` (or a crash)
+    leaves the final name untouched."""
+
+    async def write(self, offset: int, data: bytes) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def abort(self) -> None: ...
+
+
+class Backend(Protocol):
+    """One storage space: a local area folder or a relayed device."""
+
+    name: str
+
+    async def stat(self, path: RelPath) -> Stat: ...
+
+    async def listdir(self, path: RelPath) -> list[Entry]: ...
+
+    async def open_read(self, path: RelPath) -> ReadHandle: ...
+
+    async def open_write(self, path: RelPath, *, mode: int = 0o644) -> WriteHandle: ...
+
+    async def mkdir(self, path: RelPath, *, mode: int = 0o755) -> None: ...
+
+    async def rmdir(self, path: RelPath) -> None: ...
+
+    async def remove(self, path: RelPath) -> None: ...
+
+    async def rename(self, old: RelPath, new: RelPath, *, overwrite: bool) -> None: ...
+
+    async def set_times(self, path: RelPath, atime: float, mtime: float) -> None: ...
+
+    async def close(self) -> None: ...
