@@ -1,1 +1,5 @@
-"""gateway"""
+"""The asyncssh server: connections, sessions, one file-operation path for SFTP and SCP."""
+
+from conduit.gateway.app import Gateway
+
+__all__ = ["Gateway"]

@@ -1,0 +1,109 @@
+"""``conduit serve``: run the gateway (a policy file, or the embedded default)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+from pathlib import Path
+
+from conduit.cli.main import CommandError
+from conduit.config import Config, ConfigError, embedded, load, local_public_keys
+from conduit.config.model import GatewayConfig
+
+DEFAULT_CONFIG = Path("conduit.toml")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Without --config and without ./conduit.toml, serve the "
+        "embedded default: /inbox and /outbox on 127.0.0.1:2222 for your ~/.ssh keys.",
+    )
+    parser.add_argument("--config", type=Path, help="policy file (default: ./conduit.toml)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="override gateway.listen")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every event")
+    parser.set_defaults(handler=run)
+
+
+def choose_config(path: Path | None, listen: str | None) -> tuple[Config, bool]:
+    """The config to serve and whether it is the embedded default."""
+    if path is None and not DEFAULT_CONFIG.exists():
+        keys = local_public_keys()
+        if not keys:
+            raise CommandError(
+                "no public key in ~/.ssh, so nobody could log in to the embedded default.\n"
+                "  Make one with:  ssh-keygen -t ed25519\n"
+                "  then run `conduit serve` again.",
+                code=1,
+            )
+        config = embedded(Path.cwd(), keys=keys, listen=listen or "127.0.0.1:2222")
+        return config, True
+    try:
+        config = load(path or DEFAULT_CONFIG)
+    except ConfigError as exc:
+        raise CommandError(str(exc), code=1) from None
+    if listen:
+        try:
+            gateway = GatewayConfig.model_validate(
+                {**config.gateway.model_dump(), "listen": listen}
+            )
+        except ValueError:
+            raise CommandError(f"--listen {listen!r}: must be HOST:PORT", code=2) from None
+        config = config.model_copy(update={"gateway": gateway})
+    return config, False
+
+
+def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:
+    host = config.gateway.listen.rpartition(":")[0].strip("[]")
+    target = f"[{host}]" if ":" in host else host
+    user = getpass.getuser() if demo else "USER"
+    area = "inbox" if "inbox" in config.areas else next(iter(config.areas), "AREA")
+    lines = [
+        f"Conduit gateway listening on {host}:{port}",
+        f"  host key {fingerprint}",
+        f"  policy   {config.source or 'embedded default (loopback demo)'}",
+        f"  data     {config.gateway.data_dir}",
+        "",
+        "Try it (the first connection asks you to confirm the host key above):",
+        f"  scp -P {port} FILE {user}@{target}:/{area}/",
+        f"  scp -O -P {port} FILE {user}@{target}:/{area}/",
+        f"  sftp -P {port} {user}@{target}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    config, demo = choose_config(args.config, args.listen)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        asyncio.run(_serve(config, demo))
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {config.gateway.listen}: {exc.strerror}", 1) from None
+    except ConfigError as exc:
+        raise CommandError(str(exc), code=1) from None
+    return 0
+
+
+async def _serve(config: Config, demo: bool) -> None:
+    from conduit.gateway import Gateway
+
+    gateway = Gateway(config)
+    await gateway.start()
+    print(banner(config, gateway.port, gateway.fingerprint, demo), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if not demo:
+        gateway.install_reload_signal()
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()

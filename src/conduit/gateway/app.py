@@ -1,0 +1,201 @@
+"""The running gateway: host keys, backends, the listener, reload and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from conduit.config import Config, ConfigError, load
+from conduit.gateway import tuning
+from conduit.gateway.operations import Recorder
+from conduit.gateway.server import Connection, Counters
+from conduit.policy import Policy
+from conduit.storage.base import Backend
+from conduit.storage.local import LocalBackend
+
+log = logging.getLogger("conduit.gateway")
+
+# AES-GCM first: asyncssh runs it ~2x faster than chacha20-poly1305.
+CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+]
+
+
+class LogRecorder:
+    """Events to the ``conduit.audit`` logger: used when no journal is attached."""
+
+    def __init__(self) -> None:
+        self.log = logging.getLogger("conduit.audit")
+
+    async def record(self, type: str, outcome: str, **fields: Any) -> None:
+        shown = " ".join(f"{k}={v!r}" for k, v in fields.items() if v is not None)
+        self.log.info("%s %s %s", type, outcome, shown)
+
+
+def load_host_key(config: Config) -> list[asyncssh.SSHKey]:
+    """The configured host keys, or the persistent Ed25519 key in the data folder."""
+    if config.gateway.host_keys:
+        return [asyncssh.read_private_key(path) for path in config.gateway.host_keys]
+    path = config.gateway.data_dir / "host_ed25519"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="conduit host key")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.export_private_key())
+        path.with_suffix(".pub").write_bytes(key.export_public_key())
+    return [asyncssh.read_private_key(path)]
+
+
+def user_keys(config: Config) -> dict[str, frozenset[bytes]]:
+    """Each user's allowed keys as public key blobs (what asyncssh compares)."""
+    keys: dict[str, frozenset[bytes]] = {}
+    problems: list[str] = []
+    for name, user in config.users.items():
+        blobs = set()
+        for index, text in enumerate(user.keys):
+            try:
+                blobs.add(asyncssh.import_public_key(text).public_data)
+            except (asyncssh.KeyImportError, ValueError):
+                problems.append(f"users.{name}.keys[{index}]: not an OpenSSH public key")
+        keys[name] = frozenset(blobs)
+    if problems:
+        raise ConfigError(config.source, problems)
+    return keys
+
+
+class Gateway:
+    """Conduit's SSH gateway for one policy. ``site`` is what sessions consult."""
+
+    def __init__(self, config: Config, *, recorder: Recorder | None = None) -> None:
+        self.config = config
+        self._policy = Policy(config)
+        self._keys = user_keys(config)
+        self.recorder: Recorder = recorder or LogRecorder()
+        self.counters = Counters()
+        self.areas: dict[str, Backend] = {}
+        self.devices: dict[str, Backend] = {}
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.host_keys: list[asyncssh.SSHKey] = []
+
+    # -- what sessions see ---------------------------------------------------------------
+
+    @property
+    def site(self) -> Gateway:
+        return self
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def keys_of(self, user: str) -> frozenset[bytes]:
+        return self._keys.get(user, frozenset())
+
+    def auditor_available(self) -> bool:
+        return bool(getattr(self.recorder, "available", True))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.host_keys[0].get_fingerprint("sha256")
+
+    def _build_backends(self, config: Config) -> dict[str, Backend]:
+        areas: dict[str, Backend] = {}
+        for name, area in config.areas.items():
+            backend = LocalBackend(name, area.path)
+            removed = backend.cleanup_orphans()
+            if removed:
+                log.warning("area %s: removed %d incomplete upload(s) left by a crash", name, removed)
+            areas[name] = backend
+        return areas
+
+    async def start(self) -> None:
+        tuning.apply()
+        gw = self.config.gateway
+        gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.host_keys = load_host_key(self.config)
+        self.areas = self._build_backends(self.config)
+        host, _, port = gw.listen.rpartition(":")
+        self._server = await asyncssh.listen(
+            host.strip("[]"),
+            int(port),
+            server_factory=lambda: Connection(self),
+            server_host_keys=self.host_keys,
+            encryption_algs=CIPHERS,
+            compression_algs=["none"],
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=False,
+            login_timeout=gw.limits.login_grace_time,
+            keepalive_interval=60,
+            keepalive_count_max=3,
+            server_version="Conduit",
+            reuse_address=True,
+        )
+        (gw.data_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
+        await self.recorder.record("gateway.start", "success", listen=f"{host}:{self.port}")
+
+    def reload(self, path: Path | None = None) -> None:
+        """Swap in a new policy file; on any error keep the current one and raise."""
+        source = path or self.config.source
+        if source is None:
+            raise ConfigError(None, ["the embedded default cannot be reloaded"])
+        config = load(source)
+        keys = user_keys(config)
+        areas = self._build_backends(config)
+        self.config, self._policy, self._keys = config, Policy(config), keys
+        self.areas = areas
+
+    def install_reload_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_hup() -> None:
+            try:
+                self.reload()
+            except ConfigError as exc:
+                log.error("policy reload refused, keeping the current policy: %s", exc)
+                self.spawn(self.recorder.record("policy.reload", "failed", error=str(exc)))
+                return
+            log.info("policy reloaded from %s", self.config.source)
+            self.spawn(self.recorder.record("policy.reload", "success",
+                                            path=str(self.config.source)))
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self.recorder.record("gateway.stop", "success")
+        for task in list(self._tasks):
+            task.cancel()
+        pid = self.config.gateway.data_dir / "gateway.pid"
+        pid.unlink(missing_ok=True)
+        for backend in list(self.areas.values()) + list(self.devices.values()):
+            await backend.close()
+

@@ -1,0 +1,322 @@
+"""File operations in virtual-root terms, shared by the SFTP and SCP servers.
+
+Every request, whichever protocol brought it, comes through one
+:class:`Operations` object per SSH session: the path is normalised in the
+virtual root, the policy decides, the right backend carries it out, the
+transfer pipeline hashes and commits, and the outcome is recorded. The
+protocol servers only translate wire messages to these calls and errors back.
+"""
+
+from __future__ import annotations
+
+import stat as stat_module
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any, Protocol
+
+from conduit.config.model import Op
+from conduit.gateway.vfs import DEVICES, ROOT, BadPath, VirtualPath, resolve
+from conduit.policy import Decision, Policy, Request
+from conduit.storage.base import Backend, Entry, Fault, RelPath, Stat, StorageError
+from conduit.transfer import Download, TransferRecord, Upload
+
+VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
+
+
+class Denied(StorageError):
+    """The policy said no. ``reason`` goes to the client, ``detail`` to the audit."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(Fault.FORBIDDEN, decision.reason, decision.detail)
+        self.decision = decision
+
+
+class Recorder(Protocol):
+    """Where events go (the audit journal); awaited before the client hears success."""
+
+    async def record(self, type: str, outcome: str, **fields: Any) -> Any: ...
+
+
+class Site(Protocol):
+    """What a session needs from the running gateway; re-read on every operation
+    so that a policy reload applies to open sessions from their next request."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def areas(self) -> Mapping[str, Backend]: ...
+
+    @property
+    def devices(self) -> Mapping[str, Backend]: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """Who is on the other end of one SSH session."""
+
+    id: str
+    user: str
+    source: IPv4Address | IPv6Address
+    zone: str | None
+    protocol: str
+
+
+def _virtual_stat() -> Stat:
+    now = time.time()
+    return Stat(size=0, mode=VIRTUAL_DIR_MODE, mtime=now, atime=now)
+
+
+class Operations:
+    """One session's view of the virtual root."""
+
+    def __init__(
+        self, site: Site, session: SessionInfo, activity: Callable[[int], None] | None = None
+    ) -> None:
+        self.site = site
+        self.session = session
+        # Told +1 when a transfer opens and -1 when it ends (idle timeout bookkeeping).
+        self._activity = activity or (lambda delta: None)
+
+    # -- paths, policy and audit ------------------------------------------------
+
+    def resolve(self, raw: bytes | str, cwd: VirtualPath = ROOT) -> VirtualPath:
+        try:
+            return resolve(raw, cwd)
+        except BadPath as exc:
+            raise StorageError(Fault.FAILURE, str(exc)) from None
+
+    def _fields(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "principal": self.session.user,
+            "source": str(self.session.source),
+            "zone": self.session.zone,
+            "session": self.session.id,
+            "protocol": self.session.protocol,
+            **extra,
+        }
+
+    async def record(self, type: str, outcome: str, **fields: Any) -> None:
+        await self.site.recorder.record(type, outcome, **self._fields(**fields))
+
+    def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
+        request = Request(self.session.user, self.session.source, op, path.text, size)
+        return self.site.policy.decide(request)
+
+    async def authorize(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
+        """The policy's yes, or :class:`Denied` after recording why not."""
+        decision = self._ask(op, path, size)
+        if decision.allowed and decision.obligations:
+            # The pipeline cannot yet check signatures, scan or hold for
+            # approval: a conduit that requires them must not pass silently.
+            required = ", ".join(sorted(decision.obligations))
+            decision = Decision(
+                False,
+                decision.rule,
+                f"requires {required}, which this gateway cannot enforce yet",
+                f"{decision.rule} requires {required}; not implemented: fail closed",
+            )
+        if not decision.allowed:
+            await self.record(
+                "access.denied",
+                "denied",
+                operation=str(op),
+                path=path.text,
+                reason=decision.detail,
+                rule=decision.rule,
+            )
+            raise Denied(decision)
+        return decision
+
+    async def authorize_any(self, ops: tuple[Op, ...], path: VirtualPath) -> None:
+        """Allowed when any of ``ops`` is (used for stat: seeing that a thing exists)."""
+        if any(self._ask(op, path).allowed for op in ops):
+            return
+        await self.authorize(ops[0], path)
+
+    def locate(self, path: VirtualPath) -> tuple[Backend, RelPath, str]:
+        """The backend serving ``path``, the path below its root, and a label."""
+        top = path.top
+        if top == DEVICES and len(path.parts) >= 2:
+            backend = self.site.devices.get(path.parts[1])
+            if backend is not None:
+                return backend, path.parts[2:], f"device:{path.parts[1]}"
+        elif top is not None and top != DEVICES:
+            backend = self.site.areas.get(top)
+            if backend is not None:
+                return backend, path.parts[1:], f"area:{top}"
+        raise StorageError(Fault.NOT_FOUND)
+
+    def _is_virtual_dir(self, path: VirtualPath) -> bool:
+        return path.is_root or (path.parts == (DEVICES,) and bool(self.site.devices))
+
+    def _target(self, path: VirtualPath) -> dict[str, Any]:
+        """Audit fields naming where ``path`` lives."""
+        top = path.top
+        if top == DEVICES and len(path.parts) >= 2:
+            return {"device": path.parts[1]}
+        return {"area": top}
+
+    # -- metadata -------------------------------------------------------------------
+
+    async def stat_allowed(self, path: VirtualPath) -> None:
+        """Seeing that a path exists needs some grant on it: list, read or write."""
+        await self.authorize_any((Op.LIST, Op.READ, Op.WRITE), path)
+
+    def space_of(self, path: VirtualPath) -> str:
+        """The real folder whose file system holds ``path`` (for statvfs only)."""
+        area = self.site.policy.config.areas.get(path.top or "")
+        if area is None:
+            raise StorageError(Fault.UNSUPPORTED, "no space information here")
+        return str(area.path)
+
+    async def stat(self, path: VirtualPath) -> Stat:
+        await self.stat_allowed(path)
+        if self._is_virtual_dir(path):
+            return _virtual_stat()
+        backend, rel, _ = self.locate(path)
+        return await backend.stat(rel)
+
+    async def listdir(self, path: VirtualPath) -> list[Entry]:
+        await self.authorize(Op.LIST, path)
+        if path.is_root:
+            names = [n for n in self.site.policy.roots(self.session.user, self.session.source)]
+            return [await self._root_entry(name) for name in names if self._serves(name)]
+        if path.parts == (DEVICES,):
+            entries = [Entry(name, _virtual_stat()) for name in sorted(self.site.devices)]
+        else:
+            backend, rel, _ = self.locate(path)
+            entries = await backend.listdir(rel)
+        return [e for e in entries if self._ask(Op.LIST, path.child(e.name)).allowed]
+
+    def _serves(self, name: str) -> bool:
+        return name in self.site.areas or (name == DEVICES and bool(self.site.devices))
+
+    async def _root_entry(self, name: str) -> Entry:
+        if name == DEVICES:
+            return Entry(name, _virtual_stat())
+        try:
+            return Entry(name, await self.site.areas[name].stat(()))
+        except StorageError:
+            return Entry(name, _virtual_stat())
+
+    async def set_times(self, path: VirtualPath, atime: float, mtime: float) -> None:
+        await self.authorize(Op.WRITE, path)
+        backend, rel, _ = self.locate(path)
+        await backend.set_times(rel, atime, mtime)
+
+    # -- transfers ------------------------------------------------------------------
+
+    async def open_read(self, path: VirtualPath) -> Download:
+        decision = await self.authorize(Op.READ, path)
+        backend, rel, _ = self.locate(path)
+        handle = await backend.open_read(rel)
+        transfer = uuid.uuid4().hex[:16]
+        self._activity(1)
+        await self.record(
+            "file.download", "started", transfer=transfer, path=path.text, rule=decision.rule,
+            **self._target(path),
+        )
+        return Download(handle, transfer=transfer, path=path.text,
+                        report=self._reporter("file.download", path, decision))
+
+    async def open_write(
+        self, path: VirtualPath, *, size: int | None = None, mode: int = 0o644
+    ) -> Upload:
+        decision = await self.authorize(Op.WRITE, path, size)
+        if path.parts == (DEVICES,) or len(path.parts) < 2:
+            raise StorageError(Fault.FORBIDDEN, "cannot write here")
+        backend, rel, _ = self.locate(path)
+        handle = await backend.open_write(rel, mode=mode & 0o777)
+        transfer = uuid.uuid4().hex[:16]
+        self._activity(1)
+        try:
+            await self.record(
+                "file.upload", "started", transfer=transfer, path=path.text, rule=decision.rule,
+                **self._target(path),
+            )
+        except Exception:
+            self._activity(-1)
+            await handle.abort()
+            raise
+        return Upload(
+            handle,
+            transfer=transfer,
+            path=path.text,
+            max_size=decision.max_size,
+            report=self._reporter("file.upload", path, decision),
+        )
+
+    def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Any:
+        async def report(result: TransferRecord) -> None:
+            self._activity(-1)
+            await self.record(
+                type,
+                str(result.outcome),
+                transfer=result.transfer,
+                path=result.path,
+                bytes=result.bytes,
+                sha256=result.sha256,
+                duration=round(result.duration, 6),
+                rule=decision.rule,
+                error=result.error,
+                **self._target(path),
+            )
+
+        return report
+
+    # -- changes ----------------------------------------------------------------------
+
+    async def _change(self, type: str, op: Op, path: VirtualPath, action: Any) -> None:
+        await self.authorize(op, path)
+        if len(path.parts) < 2:
+            raise StorageError(Fault.FORBIDDEN, "cannot change the virtual root")
+        backend, rel, _ = self.locate(path)
+        try:
+            await action(backend, rel)
+        except StorageError as exc:
+            await self.record(type, "failed", path=path.text, error=exc.detail,
+                              **self._target(path))
+            raise
+        await self.record(type, "success", path=path.text, **self._target(path))
+
+    async def mkdir(self, path: VirtualPath, mode: int = 0o755) -> None:
+        async def action(backend: Backend, rel: RelPath) -> None:
+            await backend.mkdir(rel, mode=mode & 0o777)
+
+        await self._change("dir.create", Op.MKDIR, path, action)
+
+    async def rmdir(self, path: VirtualPath) -> None:
+        async def action(backend: Backend, rel: RelPath) -> None:
+            await backend.rmdir(rel)
+
+        await self._change("dir.delete", Op.DELETE, path, action)
+
+    async def remove(self, path: VirtualPath) -> None:
+        async def action(backend: Backend, rel: RelPath) -> None:
+            await backend.remove(rel)
+
+        await self._change("file.delete", Op.DELETE, path, action)
+
+    async def rename(self, old: VirtualPath, new: VirtualPath, *, overwrite: bool) -> None:
+        await self.authorize(Op.RENAME, old)
+        await self.authorize(Op.RENAME, new)
+        if len(old.parts) < 2 or len(new.parts) < 2:
+            raise StorageError(Fault.FORBIDDEN, "cannot rename an area or device")
+        old_backend, old_rel, old_label = self.locate(old)
+        new_backend, new_rel, new_label = self.locate(new)
+        if old_label != new_label:
+            raise StorageError(Fault.UNSUPPORTED, "cannot rename across areas or devices")
+        fields = {"old_path": old.text, "new_path": new.text, "path": new.text, **self._target(new)}
+        try:
+            await old_backend.rename(old_rel, new_rel, overwrite=overwrite)
+        except StorageError as exc:
+            await self.record("file.rename", "failed", error=exc.detail, **fields)
+            raise
+        await self.record("file.rename", "success", **fields)

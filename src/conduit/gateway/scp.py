@@ -1,0 +1,247 @@
+"""The legacy SCP server (``scp -O``): sink (``-t``) and source (``-f``).
+
+Written here rather than taken from asyncssh because an SCP upload must be
+committed only after its last byte *and* the client's final OK have arrived:
+a client killed mid-file leaves nothing under the final name. Every file goes
+through the same :class:`Operations` as SFTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from typing import Any
+
+from conduit.gateway.operations import Operations
+from conduit.gateway.scpwire import (
+    MAX_LINE,
+    EndDirectory,
+    FileHeader,
+    PeerError,
+    ScpCommand,
+    ScpProtocolError,
+    Times,
+    error_line,
+    file_line,
+    parse_line,
+    times_line,
+)
+from conduit.gateway.vfs import VirtualPath
+from conduit.storage.base import Fault, StorageError
+from conduit.transfer import Upload
+
+log = logging.getLogger("conduit.gateway.scp")
+
+CHUNK = 255 * 1024
+OK = b"\0"
+
+
+class _Abort(Exception):
+    """The peer went away or broke the protocol: stop, commit nothing."""
+
+
+class ScpServer:
+    def __init__(self, ops: Operations, command: ScpCommand, reader: Any, writer: Any) -> None:
+        self.ops = ops
+        self.command = command
+        self.reader = reader
+        self.writer = writer
+        self.errors = 0
+
+    async def run(self) -> int:
+        try:
+            target = self.ops.resolve(self.command.path)
+            if self.command.source:
+                await self._source(target)
+            else:
+                await self._sink(target)
+        except StorageError as exc:
+            self._warn(exc.reason, fatal=True)
+        except ScpProtocolError as exc:
+            self._warn(str(exc), fatal=True)
+        except (_Abort, asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
+            self.errors += 1
+        return 1 if self.errors else 0
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _warn(self, message: str, *, fatal: bool = False) -> None:
+        self.errors += 1
+        self.writer.write(error_line(message, fatal=fatal))
+
+    async def _line(self) -> bytes | None:
+        try:
+            line: bytes = await self.reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise _Abort("connection closed mid-line") from None
+            return None
+        if len(line) > MAX_LINE:
+            raise ScpProtocolError("control line too long")
+        return line[:-1]
+
+    async def _ack(self) -> None:
+        """Wait for the peer's reply to what we sent: OK, a warning, or fatal."""
+        reply = await self.reader.read(1)
+        if reply == OK:
+            return
+        if not reply:
+            raise _Abort("connection closed")
+        rest = await self._line() or b""
+        message = parse_line(reply + rest)
+        if isinstance(message, PeerError) and not message.fatal:
+            raise StorageError(Fault.FAILURE, message.message)
+        raise _Abort(str(message))
+
+    # -- sink: the client sends files ----------------------------------------------------
+
+    async def _sink(self, target: VirtualPath) -> None:
+        if self.command.must_be_dir and not await self._is_dir(target):
+            raise StorageError(Fault.NOT_A_DIRECTORY, "target is not a directory")
+        stack = [target]
+        times: Times | None = None
+        self.writer.write(OK)
+        while (raw := await self._line()) is not None:
+            line = parse_line(raw)
+            if isinstance(line, PeerError):
+                self.errors += 1
+                if line.fatal:
+                    return
+                continue
+            if isinstance(line, Times):
+                times = line
+                self.writer.write(OK)
+                continue
+            if isinstance(line, EndDirectory):
+                if len(stack) == 1:
+                    raise ScpProtocolError("E without a directory")
+                stack.pop()
+                self.writer.write(OK)
+                continue
+            here = stack[-1]
+            dest = here.child(line.name) if await self._is_dir(here) else here
+            try:
+                if line.directory:
+                    await self._recv_dir(dest, line, times)
+                    stack.append(dest)
+                    self.writer.write(OK)
+                else:
+                    await self._recv_file(dest, line, times)
+            except StorageError as exc:
+                self._warn(f"{line.name}: {exc.reason}")
+            times = None
+
+    async def _is_dir(self, path: VirtualPath) -> bool:
+        try:
+            return (await self.ops.stat(path)).is_dir
+        except StorageError:
+            return False
+
+    async def _recv_dir(self, dest: VirtualPath, header: FileHeader, times: Times | None) -> None:
+        if not self.command.recursive:
+            raise ScpProtocolError("directory sent without -r")
+        if not await self._is_dir(dest):
+            await self.ops.mkdir(dest, header.mode)
+        if times and self.command.preserve:
+            await self.ops.set_times(dest, times.atime, times.mtime)
+
+    async def _recv_file(self, dest: VirtualPath, header: FileHeader, times: Times | None) -> None:
+        try:
+            upload: Upload | None = await self.ops.open_write(
+                dest, size=header.size, mode=header.mode
+            )
+        except StorageError as exc:
+            # Refuse before the data flows: the client skips this file.
+            self._warn(f"{header.name}: {exc.reason}")
+            return
+        assert upload is not None
+        self.writer.write(OK)
+        failure: StorageError | None = None
+        remaining, offset = header.size, 0
+        try:
+            while remaining:
+                data = await self.reader.read(min(remaining, CHUNK))
+                if not data:
+                    raise _Abort("connection closed mid-file")
+                if failure is None:
+                    try:
+                        await upload.write(offset, data)
+                    except StorageError as exc:
+                        failure = exc
+                        await upload.abort(exc.detail)
+                offset += len(data)
+                remaining -= len(data)
+            await self._ack()
+        except BaseException as exc:
+            await upload.abort(f"transfer interrupted: {exc.__class__.__name__}")
+            raise
+        if failure is not None:
+            raise failure
+        await upload.commit()
+        if times and self.command.preserve:
+            await self.ops.set_times(dest, times.atime, times.mtime)
+        self.writer.write(OK)
+
+    # -- source: the client fetches files --------------------------------------------------
+
+    async def _source(self, target: VirtualPath) -> None:
+        await self._ack()
+        for path in await self._expand(target):
+            try:
+                await self._send(path)
+            except StorageError as exc:
+                self._warn(f"{path.name}: {exc.reason}")
+
+    async def _expand(self, target: VirtualPath) -> list[VirtualPath]:
+        """A shell would expand ``*.log``; do the same, inside the virtual root."""
+        if not any(ch in target.name for ch in "*?[") or target.is_root:
+            return [target]
+        try:
+            await self.ops.stat(target)
+            return [target]
+        except StorageError:
+            pass
+        entries = await self.ops.listdir(target.parent)
+        matches = sorted(e.name for e in entries if fnmatch.fnmatchcase(e.name, target.name))
+        if not matches:
+            raise StorageError(Fault.NOT_FOUND, "no match")
+        return [target.parent.child(name) for name in matches]
+
+    async def _send(self, path: VirtualPath) -> None:
+        st = await self.ops.stat(path)
+        if self.command.preserve:
+            self.writer.write(times_line(Times(int(st.mtime), int(st.atime))))
+            await self._ack()
+        if st.is_dir:
+            if not self.command.recursive:
+                raise StorageError(Fault.IS_A_DIRECTORY, "not a regular file")
+            self.writer.write(file_line(FileHeader(True, st.mode & 0o777, 0, path.name)))
+            await self._ack()
+            for entry in await self.ops.listdir(path):
+                try:
+                    await self._send(path.child(entry.name))
+                except StorageError as exc:
+                    self._warn(f"{entry.name}: {exc.reason}")
+            self.writer.write(b"E\n")
+            await self._ack()
+            return
+        download = await self.ops.open_read(path)
+        error: str | None = "transfer interrupted"
+        try:
+            size = download.size
+            self.writer.write(file_line(FileHeader(False, st.mode & 0o777, size, path.name)))
+            await self._ack()
+            offset = 0
+            while offset < size:
+                data = await download.read(offset, min(CHUNK, size - offset))
+                if not data:
+                    raise StorageError(Fault.FAILURE, "file shrank while being sent")
+                self.writer.write(data)
+                await self.writer.drain()
+                offset += len(data)
+            self.writer.write(OK)
+            await self._ack()
+            error = None
+        finally:
+            await download.close(error)

@@ -1,0 +1,274 @@
+"""asyncssh glue: one :class:`Connection` per TCP client, one :class:`Session` per channel.
+
+Authentication, the connection and session limits asyncssh lacks (MaxStartups,
+MaxAuthTries, MaxSessions, idle timeout) and the choice of service (SFTP
+subsystem or the ``scp -t|-f`` exec command; nothing else) live here. What a
+session may do with files is not decided here: that is :class:`Operations`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
+
+from conduit.gateway.operations import Operations, SessionInfo
+from conduit.gateway.scp import ScpServer
+from conduit.gateway.scpwire import ScpProtocolError, error_line, parse_command
+from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
+
+if TYPE_CHECKING:
+    from conduit.gateway.app import Gateway
+
+log = logging.getLogger("conduit.gateway")
+
+
+@dataclass
+class Counters:
+    """Gateway-wide counts behind the limits."""
+
+    unauthenticated: int = 0
+    sessions_per_user: Counter[str] = field(default_factory=Counter)
+
+
+class Connection(asyncssh.SSHServer):
+    """One client connection: authentication, limits, session bookkeeping."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.id = uuid.uuid4().hex[:16]
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.source: IPv4Address | IPv6Address = ip_address("0.0.0.0")  # noqa: S104
+        self.user: str | None = None
+        self.authenticated = False
+        self.counted_unauthenticated = False
+        self.failures = 0
+        self.sessions = 0
+        self.transfers = 0
+        self.last_activity = time.monotonic()
+        self.idle_task: asyncio.Task[None] | None = None
+
+    # -- connection lifecycle -----------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.source = ip_address(peer[0].split("%")[0])
+        limits = self.gateway.config.gateway.limits
+        counters = self.gateway.counters
+        if counters.unauthenticated >= limits.max_startups:
+            # MaxStartups: a flood of idle handshakes must not starve real users.
+            log.warning("refusing connection from %s: too many unauthenticated", self.source)
+            conn.abort()
+            return
+        counters.unauthenticated += 1
+        self.counted_unauthenticated = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._leave_unauthenticated()
+        if self.idle_task:
+            self.idle_task.cancel()
+        if self.authenticated and self.user:
+            self.gateway.spawn(
+                self.gateway.recorder.record(
+                    "session.end", "success", principal=self.user, source=str(self.source),
+                    zone=self.zone, session=self.id,
+                    error=str(exc) if exc else None,
+                )
+            )
+
+    def _leave_unauthenticated(self) -> None:
+        if self.counted_unauthenticated:
+            self.counted_unauthenticated = False
+            self.gateway.counters.unauthenticated -= 1
+
+    @property
+    def zone(self) -> str | None:
+        return self.gateway.policy.zone_of(self.source)
+
+    # -- authentication -----------------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        self.user = username
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        reason = self._refusal(username, key)
+        if reason is None:
+            return True
+        self.failures += 1
+        self.gateway.spawn(
+            self.gateway.recorder.record(
+                "auth.failure", "denied", user_given=username, source=str(self.source),
+                zone=self.zone, session=self.id, reason=reason,
+                key_fingerprint=key.get_fingerprint(),
+            )
+        )
+        if self.failures >= self.gateway.config.gateway.limits.max_auth_tries and self.conn:
+            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                 "too many authentication failures")
+        return False
+
+    def _refusal(self, username: str, key: asyncssh.SSHKey) -> str | None:
+        if not self.gateway.auditor_available():
+            return "audit journal unavailable: logins refused"
+        if self.zone is None:
+            return "source address is in no zone"
+        if key.public_data not in self.gateway.keys_of(username):
+            return "unknown user or key"
+        return None
+
+    def auth_completed(self) -> None:
+        self._leave_unauthenticated()
+        self.authenticated = True
+        assert self.conn is not None and self.user is not None
+        key = self.conn.get_extra_info("public_key") if hasattr(self.conn, "get_extra_info") else None
+        self.gateway.spawn(
+            self.gateway.recorder.record(
+                "session.start", "success", principal=self.user, source=str(self.source),
+                zone=self.zone, session=self.id, auth_method="publickey",
+                client_version=self.conn.get_extra_info("client_version"),
+                key_fingerprint=key.get_fingerprint() if key else None,
+            )
+        )
+        idle = self.gateway.config.gateway.limits.idle_timeout
+        if idle:
+            self.idle_task = asyncio.ensure_future(self._watch_idle(idle))
+
+    async def _watch_idle(self, idle: float) -> None:
+        while True:
+            await asyncio.sleep(min(idle, 5.0))
+            quiet = time.monotonic() - self.last_activity
+            if quiet >= idle and not self.transfers and self.conn:
+                log.info("closing idle connection %s (%s)", self.id, self.user)
+                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "idle timeout")
+                return
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def session_requested(self) -> Session | bool:
+        limits = self.gateway.config.gateway.limits
+        assert self.user is not None
+        per_user = self.gateway.counters.sessions_per_user
+        if self.sessions >= limits.max_sessions_per_connection:
+            return False
+        if per_user[self.user] >= limits.max_sessions_per_user:
+            return False
+        self.sessions += 1
+        per_user[self.user] += 1
+        return Session(self)
+
+    def session_closed(self) -> None:
+        assert self.user is not None
+        self.sessions -= 1
+        self.gateway.counters.sessions_per_user[self.user] -= 1
+
+
+class Session(SSHServerStreamSession[bytes]):
+    """One channel: the SFTP subsystem or an ``scp`` exec; no shell, no pty."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(None)
+        self.connection = connection
+        self.closed = False
+
+    def _operations(self, protocol: str) -> Operations:
+        c = self.connection
+        assert c.user is not None
+        info = SessionInfo(c.id, c.user, c.source, c.zone, protocol)
+        return Operations(self.connection.gateway.site, info, activity=self._activity)
+
+    def _activity(self, delta_transfers: int = 0) -> None:
+        self.connection.last_activity = time.monotonic()
+        self.connection.transfers += delta_transfers
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.connection.last_activity = time.monotonic()
+        super().data_received(data, datatype)
+
+    def pty_requested(self, *args: Any) -> bool:
+        return False
+
+    def shell_requested(self) -> bool:
+        self._refuse_exec("(shell)", "no shell on this gateway")
+        return False
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem == "sftp":
+            return True
+        self._refuse_exec(f"(subsystem {subsystem})", "only the sftp subsystem is offered")
+        return False
+
+    def exec_requested(self, command: str) -> bool:
+        try:
+            parse_command(command)
+        except ScpProtocolError as exc:
+            self._refuse_exec(command, str(exc))
+            return False
+        return True
+
+    def _refuse_exec(self, command: str, reason: str) -> None:
+        c = self.connection
+        c.gateway.spawn(
+            c.gateway.recorder.record(
+                "access.denied", "denied", principal=c.user, source=str(c.source), zone=c.zone,
+                session=c.id, operation="exec", path=command[:1024], reason=reason,
+            )
+        )
+
+    def session_started(self) -> None:
+        assert self._chan is not None
+        chan: asyncssh.SSHServerChannel[bytes] = self._chan  # type: ignore[assignment]
+        chan.set_encoding(None)
+        self._encoding = None
+        reader = SSHReader[bytes](self, chan)
+        writer = SSHWriter[bytes](self, chan)
+        command = chan.get_command()
+        gateway = self.connection.gateway
+        if chan.get_subsystem() == "sftp":
+            server = GatewaySFTPServer(chan, self._operations("sftp"), self._drain_replies)
+            handler = GatewaySFTPHandler(server, reader, writer, 3)
+            gateway.spawn(handler.run())
+        elif command:
+            gateway.spawn(self._run_scp(command, reader, writer, chan))
+
+    async def _drain_replies(self) -> None:
+        assert self._chan is not None
+        if self._chan.get_write_buffer_size() > MAX_QUEUED_REPLIES:
+            await self.drain(None)
+
+    async def _run_scp(
+        self, command: str, reader: SSHReader[bytes], writer: SSHWriter[bytes],
+        chan: asyncssh.SSHServerChannel[bytes],
+    ) -> None:
+        status = 1
+        try:
+            scp = ScpServer(self._operations("scp"), parse_command(command), reader, writer)
+            status = await scp.run()
+        except ScpProtocolError as exc:
+            writer.write(error_line(str(exc), fatal=True))
+        finally:
+            chan.exit(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.connection.session_closed()
+        super().connection_lost(exc)

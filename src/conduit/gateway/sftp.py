@@ -1,0 +1,314 @@
+"""The SFTP v3 server: wire requests in, :class:`Operations` calls out.
+
+asyncssh parses the protocol; this module narrows what it offers (no links,
+no copy-data, 256 KiB messages, bounded replies in flight) and makes an
+upload that was never explicitly closed, because the client died or the
+channel dropped, an *abort* rather than a commit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncssh
+from asyncssh.packet import SSHPacket
+from asyncssh.sftp import (
+    FXF_APPEND,
+    FXF_CREAT,
+    FXF_EXCL,
+    FXF_READ,
+    FXF_WRITE,
+    SFTPBadMessage,
+    SFTPServerHandler,
+)
+
+from conduit.gateway.operations import Operations
+from conduit.gateway.vfs import VirtualPath
+from conduit.storage.base import Fault, Stat, StorageError
+from conduit.transfer import Download, Upload
+
+# OpenSSH's own limits (SFTP_MAX_MSG_LENGTH): OpenSSH clients size their
+# reads and writes from what we advertise here.
+MAX_MESSAGE = 256 * 1024
+MAX_DATA = MAX_MESSAGE - 1024
+# Replies queued on the channel beyond this make the next read wait for the
+# client to drain them: memory per session stays bounded.
+MAX_QUEUED_REPLIES = 4 * 1024 * 1024
+
+_FAULT_ERRORS: dict[Fault, type[asyncssh.SFTPError]] = {
+    Fault.NOT_FOUND: asyncssh.SFTPNoSuchFile,
+    Fault.FORBIDDEN: asyncssh.SFTPPermissionDenied,
+    Fault.UNSUPPORTED: asyncssh.SFTPOpUnsupported,
+}
+
+T = TypeVar("T")
+
+
+def sftp_error(exc: StorageError) -> asyncssh.SFTPError:
+    return _FAULT_ERRORS.get(exc.fault, asyncssh.SFTPFailure)(exc.reason)
+
+
+def _attrs(st: Stat) -> asyncssh.SFTPAttrs:
+    return asyncssh.SFTPAttrs(
+        size=st.size,
+        permissions=st.mode,
+        atime=int(st.atime),
+        mtime=int(st.mtime),
+        uid=0,
+        gid=0,
+        nlink=1,
+    )
+
+
+async def _guard(call: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await call
+    except StorageError as exc:
+        raise sftp_error(exc) from None
+
+
+class _Writing:
+    """An open upload plus the times ``fsetstat`` asked for (set after commit)."""
+
+    def __init__(self, upload: Upload, path: VirtualPath) -> None:
+        self.upload = upload
+        self.path = path
+        self.times: tuple[float, float] | None = None
+
+
+class GatewaySFTPServer(asyncssh.SFTPServer):
+    """One per SFTP (or SCP) session; every method goes through ``ops``."""
+
+    def __init__(
+        self, chan: asyncssh.SSHServerChannel[bytes], ops: Operations,
+        drain: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        super().__init__(chan)
+        self.ops = ops
+        self.aborting: str | None = None
+        self._drain = drain
+
+    def _path(self, raw: bytes) -> VirtualPath:
+        try:
+            return self.ops.resolve(raw)
+        except StorageError as exc:
+            raise sftp_error(exc) from None
+
+    # -- files -----------------------------------------------------------------------
+
+    async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        vpath = self._path(path)
+        if pflags & FXF_READ and pflags & FXF_WRITE:
+            raise asyncssh.SFTPOpUnsupported("read-write opens are not supported")
+        if pflags & FXF_APPEND:
+            raise asyncssh.SFTPOpUnsupported("append/resume is not supported: uploads are atomic")
+        if not pflags & FXF_WRITE:
+            return await _guard(self.ops.open_read(vpath))
+        # Every write-open replaces the whole file, written front to back:
+        # OpenSSH opens WRITE|CREAT without TRUNC and writes from offset 0.
+        # A write at any other offset (in-place patching) is refused.
+        if pflags & FXF_EXCL or not pflags & FXF_CREAT:
+            exists = await self._exists(vpath)
+            if exists and pflags & FXF_EXCL:
+                raise asyncssh.SFTPFailure("file already exists")
+            if not exists and not pflags & FXF_CREAT:
+                raise asyncssh.SFTPNoSuchFile("no such file")
+        mode = attrs.permissions if attrs.permissions is not None else 0o644
+        upload = await _guard(self.ops.open_write(vpath, mode=mode))
+        return _Writing(upload, vpath)
+
+    async def _exists(self, vpath: VirtualPath) -> bool:
+        try:
+            await self.ops.stat(vpath)
+        except StorageError as exc:
+            if exc.fault is Fault.NOT_FOUND:
+                return False
+            raise sftp_error(exc) from None
+        return True
+
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        if not isinstance(file_obj, Download):
+            raise asyncssh.SFTPPermissionDenied("file not open for reading")
+        if self._drain is not None:
+            await self._drain()
+        data = await _guard(file_obj.read(offset, min(size, MAX_DATA)))
+        if not data:
+            raise asyncssh.SFTPEOFError()
+        return data
+
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        if not isinstance(file_obj, _Writing):
+            raise asyncssh.SFTPPermissionDenied("file not open for writing")
+        try:
+            await file_obj.upload.write(offset, data)
+        except StorageError as exc:
+            await file_obj.upload.abort(exc.detail)
+            raise sftp_error(exc) from None
+        return len(data)
+
+    async def close(self, file_obj: object) -> None:
+        if isinstance(file_obj, Download):
+            await file_obj.close(self.aborting)
+        elif isinstance(file_obj, _Writing):
+            if self.aborting is not None:
+                await file_obj.upload.abort(self.aborting)
+                return
+            await _guard(file_obj.upload.commit())
+            if file_obj.times is not None:
+                await _guard(self.ops.set_times(file_obj.path, *file_obj.times))
+
+    async def fstat(self, file_obj: object) -> asyncssh.SFTPAttrs:
+        if isinstance(file_obj, Download):
+            return asyncssh.SFTPAttrs(size=file_obj.size, permissions=0o100644)
+        if isinstance(file_obj, _Writing):
+            return asyncssh.SFTPAttrs(size=file_obj.upload.bytes, permissions=0o100644)
+        raise asyncssh.SFTPFailure("invalid handle")
+
+    async def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        if isinstance(file_obj, _Writing):
+            if attrs.size is not None and attrs.size != file_obj.upload.bytes:
+                raise asyncssh.SFTPOpUnsupported("truncation is not supported")
+            if attrs.atime is not None and attrs.mtime is not None:
+                file_obj.times = (float(attrs.atime), float(attrs.mtime))
+        # Modes and owners are the gateway's to decide; a request to change
+        # them is accepted and ignored, as scp -p and WinSCP expect.
+
+    async def fsync(self, file_obj: object) -> None:
+        # Uploads are fsynced when they commit; nothing is durable before.
+        if not isinstance(file_obj, _Writing | Download):
+            raise asyncssh.SFTPFailure("invalid handle")
+
+    # -- names -----------------------------------------------------------------------
+
+    async def stat(self, path: bytes) -> asyncssh.SFTPAttrs:
+        return _attrs(await _guard(self.ops.stat(self._path(path))))
+
+    lstat = stat  # symlinks are resolved (and confined) by the backend, never shown
+
+    async def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        vpath = self._path(path)
+        if attrs.size is not None:
+            raise asyncssh.SFTPOpUnsupported("truncation is not supported")
+        if attrs.atime is not None and attrs.mtime is not None:
+            await _guard(self.ops.set_times(vpath, float(attrs.atime), float(attrs.mtime)))
+
+    async def list_names(self, path: bytes) -> list[asyncssh.SFTPName]:
+        entries = await _guard(self.ops.listdir(self._path(path)))
+        return [asyncssh.SFTPName(e.name.encode("utf-8"), attrs=_attrs(e.stat)) for e in entries]
+
+    async def realpath(self, path: bytes) -> bytes:
+        vpath = self._path(path)
+        if not vpath.is_root:
+            await _guard(self.ops.stat_allowed(vpath))
+        return vpath.text.encode("utf-8")
+
+    async def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        mode = attrs.permissions if attrs.permissions is not None else 0o755
+        await _guard(self.ops.mkdir(self._path(path), mode))
+
+    async def rmdir(self, path: bytes) -> None:
+        await _guard(self.ops.rmdir(self._path(path)))
+
+    async def remove(self, path: bytes) -> None:
+        await _guard(self.ops.remove(self._path(path)))
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await _guard(self.ops.rename(self._path(oldpath), self._path(newpath), overwrite=False))
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await _guard(self.ops.rename(self._path(oldpath), self._path(newpath), overwrite=True))
+
+    async def statvfs(self, path: bytes) -> asyncssh.SFTPVFSAttrs:
+        vpath = self._path(path)
+        await _guard(self.ops.stat_allowed(vpath))
+        return asyncssh.SFTPVFSAttrs.from_local(os.statvfs(self.ops.space_of(vpath)))
+
+    async def fstatvfs(self, file_obj: object) -> asyncssh.SFTPVFSAttrs:
+        if isinstance(file_obj, _Writing):
+            return await self.statvfs(file_obj.path.text.encode("utf-8"))
+        raise asyncssh.SFTPOpUnsupported("fstatvfs is supported on uploads only")
+
+    async def readlink(self, path: bytes) -> bytes:
+        raise asyncssh.SFTPOpUnsupported("symbolic links are not exposed")
+
+    async def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("creating links is not allowed")
+
+    async def link(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("creating links is not allowed")
+
+    def exit(self) -> None:
+        # OpenSSH 9 scp (SFTP mode) exits 1 without an exit status.
+        self.channel.exit(0)
+
+
+async def _names(names: list[asyncssh.SFTPName]) -> AsyncIterator[asyncssh.SFTPName]:
+    for name in names:
+        yield name
+
+
+class GatewaySFTPHandler(SFTPServerHandler):
+    """asyncssh's SFTP server handler with Conduit's narrower contract."""
+
+    _extensions = [
+        (b"newline", b"\n"),
+        (b"posix-rename@openssh.com", b"1"),
+        (b"statvfs@openssh.com", b"2"),
+        (b"fstatvfs@openssh.com", b"2"),
+        (b"fsync@openssh.com", b"1"),
+        (b"limits@openssh.com", b"1"),
+        (b"expand-path@openssh.com", b"1"),
+    ]
+
+    _server: GatewaySFTPServer
+
+    async def recv_packet(self) -> SSHPacket:
+        assert self._reader is not None
+        length = int.from_bytes(await self._reader.readexactly(4), "big")
+        if length > MAX_MESSAGE:
+            raise SFTPBadMessage(f"SFTP message over {MAX_MESSAGE} bytes")
+        return SSHPacket(await self._reader.readexactly(length))
+
+    async def _cleanup(self, exc: Exception | None) -> None:
+        # Handles still open now were never closed by the client: whatever
+        # they were uploading is incomplete and must not be committed.
+        if self._server is not None:
+            self._server.aborting = f"session ended: {exc}" if exc else "session ended"
+        await super()._cleanup(exc)
+
+    async def _process_opendir(self, packet: SSHPacket) -> bytes:
+        path = packet.get_string()
+        packet.check_end()
+        names = await self._server.list_names(path)
+        handle = self._get_next_handle()
+        self._dir_handles[handle] = _names(names)
+        return handle
+
+    async def _process_limits(self, packet: SSHPacket) -> asyncssh.SFTPLimits:
+        packet.check_end()
+        return asyncssh.SFTPLimits(MAX_MESSAGE, MAX_DATA, MAX_DATA, 64)
+
+    async def _process_expand_path(self, packet: SSHPacket) -> tuple[list[asyncssh.SFTPName], bool]:
+        path = packet.get_string()
+        packet.check_end()
+        result = await self._server.realpath(path)
+        return [asyncssh.SFTPName(result)], False
+
+    _packet_handlers = {
+        key: value
+        for key, value in SFTPServerHandler._packet_handlers.items()
+        if key not in (b"hardlink@openssh.com", b"copy-data", b"ranges@asyncssh.com",
+                       b"lsetstat@openssh.com")
+    }
+    _packet_handlers.update(
+        {
+            asyncssh.sftp.FXP_OPENDIR: _process_opendir,
+            b"limits@openssh.com": _process_limits,
+            b"expand-path@openssh.com": _process_expand_path,
+        }
+    )
+    _return_types = {**SFTPServerHandler._return_types,
+                     b"expand-path@openssh.com": asyncssh.sftp.FXP_NAME}
+

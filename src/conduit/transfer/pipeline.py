@@ -1,0 +1,208 @@
+"""The pipeline every file passes through, whichever protocol brought it.
+
+An :class:`Upload` streams client bytes into a backend's :class:`WriteHandle`
+(which writes under a temp name), hashing them with SHA-256 as they pass and
+enforcing the size limit; only :meth:`Upload.commit` makes the file appear
+under its final name. A :class:`Download` hashes what it hands out when the
+client reads the file front to back. Both report one :class:`TransferRecord`
+to the ``report`` callback when they end, however they end; the gateway turns
+that into an audit event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conduit.storage.base import Fault, ReadHandle, StorageError, WriteHandle
+
+# Writes arriving ahead of the next expected offset are held (bounded) so the
+# hash still covers every byte once, in order; beyond that we refuse rather
+# than store bytes we could not vouch for.
+MAX_REORDER_BYTES = 16 * 1024 * 1024
+
+
+class Direction(StrEnum):
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    """What one transfer did: enough for the audit event ``file.upload``/``file.download``."""
+
+    transfer: str
+    direction: Direction
+    path: str
+    bytes: int
+    sha256: str | None
+    duration: float
+    outcome: Outcome
+    error: str | None = None
+
+
+Report = Callable[[TransferRecord], Awaitable[None]]
+
+
+class TransferRefused(StorageError):
+    """The pipeline itself refused (size limit, non-sequential write)."""
+
+
+class _Transfer:
+    def __init__(self, transfer: str, direction: Direction, path: str, report: Report) -> None:
+        self.transfer = transfer
+        self.direction = direction
+        self.path = path
+        self._report = report
+        self._hash = hashlib.sha256()
+        self._next = 0  # the next offset the hash expects
+        self._started = time.monotonic()
+        self._finished = False
+
+    @property
+    def bytes(self) -> int:
+        return self._next
+
+    async def _finish(self, outcome: Outcome, sha256: str | None, error: str | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        await self._report(
+            TransferRecord(
+                transfer=self.transfer,
+                direction=self.direction,
+                path=self.path,
+                bytes=self.bytes,
+                sha256=sha256,
+                duration=time.monotonic() - self._started,
+                outcome=outcome,
+                error=error,
+            )
+        )
+
+
+class Upload(_Transfer):
+    """A file arriving from a client. Writes must cover the file front to back."""
+
+    def __init__(
+        self,
+        handle: WriteHandle,
+        *,
+        transfer: str,
+        path: str,
+        report: Report,
+        max_size: int | None = None,
+    ) -> None:
+        super().__init__(transfer, Direction.UPLOAD, path, report)
+        self.handle = handle
+        self.max_size = max_size
+        self._ahead: dict[int, bytes] = {}
+        self._ahead_bytes = 0
+
+    async def write(self, offset: int, data: bytes) -> None:
+        if self._finished:
+            raise StorageError(Fault.FAILURE, "upload already finished")
+        end = offset + len(data)
+        if self.max_size is not None and end > self.max_size:
+            raise TransferRefused(
+                Fault.FORBIDDEN,
+                "file exceeds the size limit",
+                f"write reaching {end} bytes exceeds max_size {self.max_size}",
+            )
+        if offset == self._next:
+            await self.handle.write(offset, data)
+            self._hash.update(data)
+            self._next = end
+            while self._ahead and self._next in self._ahead:
+                held = self._ahead.pop(self._next)
+                self._ahead_bytes -= len(held)
+                await self.handle.write(self._next, held)
+                self._hash.update(held)
+                self._next += len(held)
+        elif offset > self._next and self._ahead_bytes + len(data) <= MAX_REORDER_BYTES:
+            self._ahead[offset] = bytes(data)
+            self._ahead_bytes += len(data)
+        else:
+            raise TransferRefused(
+                Fault.UNSUPPORTED,
+                "uploads must be written front to back (resume is not supported)",
+                f"write at offset {offset}, expected {self._next}",
+            )
+
+    async def commit(self) -> str:
+        """Make the file appear under its final name; return its SHA-256."""
+        if self._ahead:
+            await self.abort("upload has a gap: bytes missing before the end")
+            raise StorageError(Fault.FAILURE, "upload incomplete: bytes missing")
+        digest = self._hash.hexdigest()
+        try:
+            await self.handle.commit()
+        except StorageError as exc:
+            await self._fail(exc.detail)
+            raise
+        await self._finish(Outcome.SUCCESS, digest, None)
+        return digest
+
+    async def abort(self, error: str) -> None:
+        """Throw the upload away; nothing appears under the final name."""
+        if self._finished:
+            return
+        try:
+            await self.handle.abort()
+        finally:
+            await self._finish(Outcome.FAILED, None, error)
+
+    async def _fail(self, error: str) -> None:
+        try:
+            await self.handle.abort()
+        except StorageError:
+            pass
+        await self._finish(Outcome.FAILED, None, error)
+
+
+class Download(_Transfer):
+    """A file going to a client; hashed when read front to back to its end."""
+
+    def __init__(self, handle: ReadHandle, *, transfer: str, path: str, report: Report) -> None:
+        super().__init__(transfer, Direction.DOWNLOAD, path, report)
+        self.handle = handle
+        self.size = handle.size
+        self._sequential = True
+        self._served = 0
+
+    async def read(self, offset: int, length: int) -> bytes:
+        data = await self.handle.read(offset, length)
+        self._served += len(data)
+        if offset == self._next and self._sequential:
+            self._hash.update(data)
+            self._next += len(data)
+        elif offset + len(data) > self._next:
+            # A client may re-read or skip (random access): the hash can no
+            # longer vouch for the whole file, so we report none.
+            self._sequential = False
+        return data
+
+    @property
+    def bytes(self) -> int:
+        return self._served
+
+    async def close(self, error: str | None = None) -> None:
+        try:
+            await self.handle.close()
+        finally:
+            complete = self._sequential and self._next == self.size
+            if error is None and complete:
+                await self._finish(Outcome.SUCCESS, self._hash.hexdigest(), None)
+            elif error is None:
+                # Read part of the file (a header, a resume): record what was sent.
+                await self._finish(Outcome.SUCCESS, None, "partial read")
+            else:
+                await self._finish(Outcome.FAILED, None, error)

@@ -1,0 +1,182 @@
+"""A running gateway in its own thread and real OpenSSH clients against it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conduit.config import Config
+
+USER = "alice"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_key(folder: Path, name: str = "id_ed25519") -> Path:
+    key = folder / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+        check=True,
+    )
+    return key
+
+
+class MemoryRecorder:
+    """Collects events in memory, for tests to look at."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    async def record(self, type: str, outcome: str, **fields: Any) -> None:
+        with self.lock:
+            self.events.append({"type": type, "outcome": outcome, **fields})
+
+    def of(self, type: str, outcome: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                e for e in self.events
+                if e["type"] == type and (outcome is None or e["outcome"] == outcome)
+            ]
+
+
+@dataclass
+class RunningGateway:
+    config: Config
+    port: int
+    root: Path
+    known_hosts: Path
+    recorder: Any
+    loop: asyncio.AbstractEventLoop
+    gateway: Any
+    thread: threading.Thread
+    keys: dict[str, Path] = field(default_factory=dict)
+
+    def area(self, name: str) -> Path:
+        return self.config.areas[name].path
+
+    def ssh_options(self, user: str = USER, key: Path | None = None) -> list[str]:
+        key = key or self.keys[user]
+        return [
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none",
+            "-o", "LogLevel=ERROR",
+            "-i", str(key),
+        ]
+
+    def scp(self, *args: str, legacy: bool = False, user: str = USER, key: Path | None = None,
+            timeout: float = 60, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        """Run OpenSSH scp; ``:path`` in args means a path on the gateway."""
+        argv = ["scp", "-q", *(["-O"] if legacy else []), "-P", str(self.port),
+                *self.ssh_options(user, key), *extra]
+        argv += [f"{user}@127.0.0.1{a}" if a.startswith(":") else a for a in args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+    def sftp(self, commands: str, user: str = USER, key: Path | None = None,
+             timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``sftp -b -`` with ``commands``; each failing command fails the batch."""
+        argv = ["sftp", "-b", "-", "-P", str(self.port), *self.ssh_options(user, key),
+                f"{user}@127.0.0.1"]
+        return subprocess.run(argv, input=commands, capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd)
+
+    def ssh(self, *command: str, user: str = USER, key: Path | None = None,
+            timeout: float = 30, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        argv = ["ssh", "-p", str(self.port), *self.ssh_options(user, key), *extra,
+                f"{user}@127.0.0.1", *command]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def policy_text(root: Path, keys: dict[str, Path], extra: str = "") -> str:
+    def pub(name: str) -> str:
+        return (keys[name].with_suffix(".pub")).read_text().strip()
+
+    return f"""
+[gateway]
+listen = "127.0.0.1:0"
+data_dir = "{root}/data"
+
+[gateway.limits]
+max_startups = 16
+idle_timeout = 0
+
+[zones.local]
+level = 3
+networks = ["127.0.0.0/8"]
+
+[areas.inbox]
+zone = "local"
+path = "{root}/areas/inbox"
+
+[areas.outbox]
+zone = "local"
+path = "{root}/areas/outbox"
+
+[areas.inbox-archive]
+zone = "local"
+path = "{root}/areas/inbox-archive"
+
+[roles.engineer]
+grants = [
+  {{ target = "inbox", ops = ["list", "read", "write", "mkdir", "rename", "delete"] }},
+  {{ target = "outbox", ops = ["list", "read"] }},
+]
+
+[roles.dropbox]
+grants = [{{ target = "inbox", ops = ["write"] }}]
+
+[users.alice]
+keys = ["{pub('alice')}"]
+roles = ["engineer"]
+
+[users.bob]
+keys = ["{pub('bob')}"]
+roles = ["dropbox"]
+{extra}
+"""
+
+
+def start_gateway(config: Config, keys: dict[str, Path], root: Path,
+                  recorder: Any = None) -> RunningGateway:
+    from conduit.gateway import Gateway
+
+    recorder = recorder or MemoryRecorder()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    gateway = Gateway(config, recorder=recorder)
+    asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(30)
+    ready.set()
+    host_key = gateway.host_keys[0].export_public_key().decode().strip()
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{gateway.port} {host_key}\n")
+    return RunningGateway(config, gateway.port, root, known_hosts, recorder, loop, gateway,
+                          thread, keys)
+
+
+def stop_gateway(running: RunningGateway) -> None:
+    running.call(running.gateway.stop())
+    running.loop.call_soon_threadsafe(running.loop.stop)
+    running.thread.join(10)
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
