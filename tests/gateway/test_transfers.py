@@ -8,8 +8,9 @@ from pathlib import Path
 from tests.support.gateway import RunningGateway, random_file, sha256
 
 
-def test_upload_lands_byte_exact_and_is_recorded(gw: RunningGateway, legacy: bool,
-                                                 tmp_path: Path) -> None:
+def test_upload_lands_byte_exact_and_is_recorded(
+    gw: RunningGateway, legacy: bool, tmp_path: Path
+) -> None:
     src = random_file(tmp_path / "fw.bin", 3 * 1024 * 1024 + 17)
     result = gw.scp(str(src), ":/inbox/", legacy=legacy)
     assert result.returncode == 0, result.stderr
@@ -23,8 +24,9 @@ def test_upload_lands_byte_exact_and_is_recorded(gw: RunningGateway, legacy: boo
     assert done[0]["protocol"] == ("scp" if legacy else "sftp")
 
 
-def test_download_is_byte_exact_and_hashed(gw: RunningGateway, legacy: bool,
-                                          tmp_path: Path) -> None:
+def test_download_is_byte_exact_and_hashed(
+    gw: RunningGateway, legacy: bool, tmp_path: Path
+) -> None:
     src = random_file(gw.area("outbox") / "report.csv", 1024 * 1024 + 3)
     dst = tmp_path / "got.csv"
     result = gw.scp(":/outbox/report.csv", str(dst), legacy=legacy)
@@ -90,8 +92,14 @@ rmdir /inbox/sub
     assert "b.bin" in result.stdout
     assert not (gw.area("inbox") / "sub").exists()
     types = [e["type"] for e in gw.recorder.events if e["outcome"] == "success"]
-    for expected in ("dir.create", "file.upload", "file.rename", "file.download",
-                     "file.delete", "dir.delete"):
+    for expected in (
+        "dir.create",
+        "file.upload",
+        "file.rename",
+        "file.download",
+        "file.delete",
+        "dir.delete",
+    ):
         assert expected in types
 
 

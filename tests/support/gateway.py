@@ -43,7 +43,8 @@ class MemoryRecorder:
     def of(self, type: str, outcome: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
             return [
-                e for e in self.events
+                e
+                for e in self.events
                 if e["type"] == type and (outcome is None or e["outcome"] == outcome)
             ]
 
@@ -66,37 +67,86 @@ class RunningGateway:
     def ssh_options(self, user: str = USER, key: Path | None = None) -> list[str]:
         key = key or self.keys[user]
         return [
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "IdentityAgent=none",
-            "-o", "LogLevel=ERROR",
-            "-i", str(key),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            str(key),
         ]
 
-    def scp(self, *args: str, legacy: bool = False, user: str = USER, key: Path | None = None,
-            timeout: float = 60, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    def scp(
+        self,
+        *args: str,
+        legacy: bool = False,
+        user: str = USER,
+        key: Path | None = None,
+        timeout: float = 60,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess[str]:
         """Run OpenSSH scp; ``:path`` in args means a path on the gateway."""
-        argv = ["scp", "-q", *(["-O"] if legacy else []), "-P", str(self.port),
-                *self.ssh_options(user, key), *extra]
+        argv = [
+            "scp",
+            "-q",
+            *(["-O"] if legacy else []),
+            "-P",
+            str(self.port),
+            *self.ssh_options(user, key),
+            *extra,
+        ]
         argv += [f"{user}@127.0.0.1{a}" if a.startswith(":") else a for a in args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
-    def sftp(self, commands: str, user: str = USER, key: Path | None = None,
-             timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def sftp(
+        self,
+        commands: str,
+        user: str = USER,
+        key: Path | None = None,
+        timeout: float = 60,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``sftp -b -`` with ``commands``; each failing command fails the batch."""
-        argv = ["sftp", "-b", "-", "-P", str(self.port), *self.ssh_options(user, key),
-                f"{user}@127.0.0.1"]
-        return subprocess.run(argv, input=commands, capture_output=True, text=True,
-                              timeout=timeout, cwd=cwd)
+        argv = [
+            "sftp",
+            "-b",
+            "-",
+            "-P",
+            str(self.port),
+            *self.ssh_options(user, key),
+            f"{user}@127.0.0.1",
+        ]
+        return subprocess.run(
+            argv, input=commands, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        )
 
-    def ssh(self, *command: str, user: str = USER, key: Path | None = None,
-            timeout: float = 30, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        argv = ["ssh", "-p", str(self.port), *self.ssh_options(user, key), *extra,
-                f"{user}@127.0.0.1", *command]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+    def ssh(
+        self,
+        *command: str,
+        user: str = USER,
+        key: Path | None = None,
+        timeout: float = 30,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            "ssh",
+            "-p",
+            str(self.port),
+            *self.ssh_options(user, key),
+            *extra,
+            f"{user}@127.0.0.1",
+            *command,
+        ]
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -141,18 +191,19 @@ grants = [
 grants = [{{ target = "inbox", ops = ["write"] }}]
 
 [users.alice]
-keys = ["{pub('alice')}"]
+keys = ["{pub("alice")}"]
 roles = ["engineer"]
 
 [users.bob]
-keys = ["{pub('bob')}"]
+keys = ["{pub("bob")}"]
 roles = ["dropbox"]
 {extra}
 """
 
 
-def start_gateway(config: Config, keys: dict[str, Path], root: Path,
-                  recorder: Any = None) -> RunningGateway:
+def start_gateway(
+    config: Config, keys: dict[str, Path], root: Path, recorder: Any = None
+) -> RunningGateway:
     from conduit.gateway import Gateway
 
     recorder = recorder or MemoryRecorder()
@@ -166,8 +217,9 @@ def start_gateway(config: Config, keys: dict[str, Path], root: Path,
     host_key = gateway.host_keys[0].export_public_key().decode().strip()
     known_hosts = root / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{gateway.port} {host_key}\n")
-    return RunningGateway(config, gateway.port, root, known_hosts, recorder, loop, gateway,
-                          thread, keys)
+    return RunningGateway(
+        config, gateway.port, root, known_hosts, recorder, loop, gateway, thread, keys
+    )
 
 
 def stop_gateway(running: RunningGateway) -> None:
@@ -180,3 +232,15 @@ def random_file(path: Path, size: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(os.urandom(size))
     return path
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something true, or ``timeout`` passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)

@@ -129,7 +129,9 @@ class Gateway:
             backend = LocalBackend(name, area.path)
             removed = backend.cleanup_orphans()
             if removed:
-                log.warning("area %s: removed %d incomplete upload(s) left by a crash", name, removed)
+                log.warning(
+                    "area %s: removed %d incomplete upload(s) left by a crash", name, removed
+                )
             areas[name] = backend
         return areas
 
@@ -181,8 +183,9 @@ class Gateway:
                 self.spawn(self.recorder.record("policy.reload", "failed", error=str(exc)))
                 return
             log.info("policy reloaded from %s", self.config.source)
-            self.spawn(self.recorder.record("policy.reload", "success",
-                                            path=str(self.config.source)))
+            self.spawn(
+                self.recorder.record("policy.reload", "success", path=str(self.config.source))
+            )
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
 
@@ -198,4 +201,3 @@ class Gateway:
         pid.unlink(missing_ok=True)
         for backend in list(self.areas.values()) + list(self.devices.values()):
             await backend.close()
-

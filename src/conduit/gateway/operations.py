@@ -220,11 +220,19 @@ class Operations:
         transfer = uuid.uuid4().hex[:16]
         self._activity(1)
         await self.record(
-            "file.download", "started", transfer=transfer, path=path.text, rule=decision.rule,
+            "file.download",
+            "started",
+            transfer=transfer,
+            path=path.text,
+            rule=decision.rule,
             **self._target(path),
         )
-        return Download(handle, transfer=transfer, path=path.text,
-                        report=self._reporter("file.download", path, decision))
+        return Download(
+            handle,
+            transfer=transfer,
+            path=path.text,
+            report=self._reporter("file.download", path, decision),
+        )
 
     async def open_write(
         self, path: VirtualPath, *, size: int | None = None, mode: int = 0o644
@@ -238,7 +246,11 @@ class Operations:
         self._activity(1)
         try:
             await self.record(
-                "file.upload", "started", transfer=transfer, path=path.text, rule=decision.rule,
+                "file.upload",
+                "started",
+                transfer=transfer,
+                path=path.text,
+                rule=decision.rule,
                 **self._target(path),
             )
         except Exception:
@@ -281,8 +293,9 @@ class Operations:
         try:
             await action(backend, rel)
         except StorageError as exc:
-            await self.record(type, "failed", path=path.text, error=exc.detail,
-                              **self._target(path))
+            await self.record(
+                type, "failed", path=path.text, error=exc.detail, **self._target(path)
+            )
             raise
         await self.record(type, "success", path=path.text, **self._target(path))
 

@@ -13,6 +13,7 @@ import fnmatch
 import logging
 from typing import Any
 
+from conduit.config.model import Op
 from conduit.gateway.operations import Operations
 from conduit.gateway.scpwire import (
     MAX_LINE,
@@ -97,8 +98,14 @@ class ScpServer:
     # -- sink: the client sends files ----------------------------------------------------
 
     async def _sink(self, target: VirtualPath) -> None:
-        if self.command.must_be_dir and not await self._is_dir(target):
-            raise StorageError(Fault.NOT_A_DIRECTORY, "target is not a directory")
+        if not await self._is_dir(target):
+            if self.command.must_be_dir:
+                raise StorageError(Fault.NOT_A_DIRECTORY, "target is not a directory")
+            # A single file named by the target: refuse now, not after the
+            # client has sent it, if it could never be written there.
+            await self.ops.authorize(Op.WRITE, target)
+            if len(target.parts) < 2 or not await self._is_dir(target.parent):
+                raise StorageError(Fault.NOT_FOUND, "no such directory")
         stack = [target]
         times: Times | None = None
         self.writer.write(OK)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from conduit.gateway.operations import Operations, SessionInfo
 from conduit.gateway.scp import ScpServer
-from conduit.gateway.scpwire import ScpProtocolError, error_line, parse_command
+from conduit.gateway.scpwire import ScpProtocolError, parse_command
 from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
 
 if TYPE_CHECKING:
@@ -33,10 +33,16 @@ log = logging.getLogger("conduit.gateway")
 
 @dataclass
 class Counters:
-    """Gateway-wide counts behind the limits."""
+    """Gateway-wide state behind the limits."""
 
-    unauthenticated: int = 0
+    # Connections that have not authenticated yet, oldest first.
+    pending: OrderedDict[str, Connection] = field(default_factory=OrderedDict)
     sessions_per_user: Counter[str] = field(default_factory=Counter)
+    evicted: int = 0
+
+    @property
+    def unauthenticated(self) -> int:
+        return len(self.pending)
 
 
 class Connection(asyncssh.SSHServer):
@@ -62,14 +68,23 @@ class Connection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.source = ip_address(peer[0].split("%")[0])
-        limits = self.gateway.config.gateway.limits
         counters = self.gateway.counters
-        if counters.unauthenticated >= limits.max_startups:
-            # MaxStartups: a flood of idle handshakes must not starve real users.
-            log.warning("refusing connection from %s: too many unauthenticated", self.source)
-            conn.abort()
-            return
-        counters.unauthenticated += 1
+        if counters.unauthenticated >= self.gateway.config.gateway.limits.max_startups:
+            # MaxStartups, but fair: instead of refusing the newcomer (which
+            # lets a flood of idle handshakes lock everyone out), drop the
+            # connection that has been waiting longest without logging in.
+            _, oldest = counters.pending.popitem(last=False)
+            oldest.counted_unauthenticated = False
+            if oldest.conn is not None:
+                oldest.conn.abort()
+            counters.evicted += 1
+            if counters.evicted % 100 == 1:
+                log.warning(
+                    "unauthenticated connections at the limit: dropping the oldest "
+                    "(%d dropped so far)",
+                    counters.evicted,
+                )
+        counters.pending[self.id] = self
         self.counted_unauthenticated = True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -79,8 +94,12 @@ class Connection(asyncssh.SSHServer):
         if self.authenticated and self.user:
             self.gateway.spawn(
                 self.gateway.recorder.record(
-                    "session.end", "success", principal=self.user, source=str(self.source),
-                    zone=self.zone, session=self.id,
+                    "session.end",
+                    "success",
+                    principal=self.user,
+                    source=str(self.source),
+                    zone=self.zone,
+                    session=self.id,
                     error=str(exc) if exc else None,
                 )
             )
@@ -88,7 +107,7 @@ class Connection(asyncssh.SSHServer):
     def _leave_unauthenticated(self) -> None:
         if self.counted_unauthenticated:
             self.counted_unauthenticated = False
-            self.gateway.counters.unauthenticated -= 1
+            self.gateway.counters.pending.pop(self.id, None)
 
     @property
     def zone(self) -> str | None:
@@ -116,14 +135,20 @@ class Connection(asyncssh.SSHServer):
         self.failures += 1
         self.gateway.spawn(
             self.gateway.recorder.record(
-                "auth.failure", "denied", user_given=username, source=str(self.source),
-                zone=self.zone, session=self.id, reason=reason,
+                "auth.failure",
+                "denied",
+                user_given=username,
+                source=str(self.source),
+                zone=self.zone,
+                session=self.id,
+                reason=reason,
                 key_fingerprint=key.get_fingerprint(),
             )
         )
         if self.failures >= self.gateway.config.gateway.limits.max_auth_tries and self.conn:
-            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                                 "too many authentication failures")
+            self.conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication failures"
+            )
         return False
 
     def _refusal(self, username: str, key: asyncssh.SSHKey) -> str | None:
@@ -139,11 +164,18 @@ class Connection(asyncssh.SSHServer):
         self._leave_unauthenticated()
         self.authenticated = True
         assert self.conn is not None and self.user is not None
-        key = self.conn.get_extra_info("public_key") if hasattr(self.conn, "get_extra_info") else None
+        key = (
+            self.conn.get_extra_info("public_key") if hasattr(self.conn, "get_extra_info") else None
+        )
         self.gateway.spawn(
             self.gateway.recorder.record(
-                "session.start", "success", principal=self.user, source=str(self.source),
-                zone=self.zone, session=self.id, auth_method="publickey",
+                "session.start",
+                "success",
+                principal=self.user,
+                source=str(self.source),
+                zone=self.zone,
+                session=self.id,
+                auth_method="publickey",
                 client_version=self.conn.get_extra_info("client_version"),
                 key_fingerprint=key.get_fingerprint() if key else None,
             )
@@ -206,32 +238,39 @@ class Session(SSHServerStreamSession[bytes]):
     def pty_requested(self, *args: Any) -> bool:
         return False
 
+    # Shell, exec and subsystem requests are all accepted at the SSH layer and
+    # refused in session_started: the refusal is then recorded before the
+    # client hears it, and the client gets a readable line instead of a bare
+    # "request failed".
+
     def shell_requested(self) -> bool:
-        self._refuse_exec("(shell)", "no shell on this gateway")
-        return False
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        if subsystem == "sftp":
-            return True
-        self._refuse_exec(f"(subsystem {subsystem})", "only the sftp subsystem is offered")
-        return False
-
-    def exec_requested(self, command: str) -> bool:
-        try:
-            parse_command(command)
-        except ScpProtocolError as exc:
-            self._refuse_exec(command, str(exc))
-            return False
         return True
 
-    def _refuse_exec(self, command: str, reason: str) -> None:
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True
+
+    async def _refuse(self, chan: asyncssh.SSHServerChannel[bytes], what: str, reason: str) -> None:
         c = self.connection
-        c.gateway.spawn(
-            c.gateway.recorder.record(
-                "access.denied", "denied", principal=c.user, source=str(c.source), zone=c.zone,
-                session=c.id, operation="exec", path=command[:1024], reason=reason,
+        try:
+            await c.gateway.recorder.record(
+                "access.denied",
+                "denied",
+                principal=c.user,
+                source=str(c.source),
+                zone=c.zone,
+                session=c.id,
+                operation="exec",
+                path=what[:1024],
+                reason=reason,
             )
-        )
+        finally:
+            chan.write_stderr(
+                f"conduit: {reason}. This gateway offers scp and sftp only.\r\n".encode()
+            )
+            chan.exit(1)
 
     def session_started(self) -> None:
         assert self._chan is not None
@@ -242,28 +281,33 @@ class Session(SSHServerStreamSession[bytes]):
         writer = SSHWriter[bytes](self, chan)
         command = chan.get_command()
         gateway = self.connection.gateway
-        if chan.get_subsystem() == "sftp":
+        subsystem = chan.get_subsystem()
+        if subsystem == "sftp":
             server = GatewaySFTPServer(chan, self._operations("sftp"), self._drain_replies)
             handler = GatewaySFTPHandler(server, reader, writer, 3)
             gateway.spawn(handler.run())
-        elif command:
-            gateway.spawn(self._run_scp(command, reader, writer, chan))
+        elif subsystem:
+            gateway.spawn(self._refuse(chan, f"(subsystem {subsystem})", "no such subsystem"))
+        elif command is None:
+            gateway.spawn(self._refuse(chan, "(shell)", "no shell on this gateway"))
+        else:
+            try:
+                parsed = parse_command(command)
+            except ScpProtocolError as exc:
+                gateway.spawn(self._refuse(chan, command, str(exc)))
+                return
+            scp = ScpServer(self._operations("scp"), parsed, reader, writer)
+            gateway.spawn(self._run_scp(scp, chan))
 
     async def _drain_replies(self) -> None:
         assert self._chan is not None
         if self._chan.get_write_buffer_size() > MAX_QUEUED_REPLIES:
             await self.drain(None)
 
-    async def _run_scp(
-        self, command: str, reader: SSHReader[bytes], writer: SSHWriter[bytes],
-        chan: asyncssh.SSHServerChannel[bytes],
-    ) -> None:
+    async def _run_scp(self, scp: ScpServer, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         status = 1
         try:
-            scp = ScpServer(self._operations("scp"), parse_command(command), reader, writer)
             status = await scp.run()
-        except ScpProtocolError as exc:
-            writer.write(error_line(str(exc), fatal=True))
         finally:
             chan.exit(status)
 

@@ -82,7 +82,9 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
     """One per SFTP (or SCP) session; every method goes through ``ops``."""
 
     def __init__(
-        self, chan: asyncssh.SSHServerChannel[bytes], ops: Operations,
+        self,
+        chan: asyncssh.SSHServerChannel[bytes],
+        ops: Operations,
         drain: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         super().__init__(chan)
@@ -299,8 +301,13 @@ class GatewaySFTPHandler(SFTPServerHandler):
     _packet_handlers = {
         key: value
         for key, value in SFTPServerHandler._packet_handlers.items()
-        if key not in (b"hardlink@openssh.com", b"copy-data", b"ranges@asyncssh.com",
-                       b"lsetstat@openssh.com")
+        if key
+        not in (
+            b"hardlink@openssh.com",
+            b"copy-data",
+            b"ranges@asyncssh.com",
+            b"lsetstat@openssh.com",
+        )
     }
     _packet_handlers.update(
         {
@@ -309,6 +316,7 @@ class GatewaySFTPHandler(SFTPServerHandler):
             b"expand-path@openssh.com": _process_expand_path,
         }
     )
-    _return_types = {**SFTPServerHandler._return_types,
-                     b"expand-path@openssh.com": asyncssh.sftp.FXP_NAME}
-
+    _return_types = {
+        **SFTPServerHandler._return_types,
+        b"expand-path@openssh.com": asyncssh.sftp.FXP_NAME,
+    }

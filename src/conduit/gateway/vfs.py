@@ -94,5 +94,10 @@ def resolve(raw: bytes | str, cwd: VirtualPath = ROOT) -> VirtualPath:
             continue
         if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
             raise BadPath("file name too long")
+        if not part.isprintable():
+            # CR/LF, ANSI escapes and other control characters: legal on
+            # POSIX, used by nobody legitimately, and a log/terminal injection
+            # vector for everyone downstream.
+            raise BadPath("control characters in file names are not allowed")
         parts.append(part)
     return VirtualPath(tuple(parts))

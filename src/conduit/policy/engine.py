@@ -48,7 +48,11 @@ class Policy:
 
     def roots(self, user: str, source: IPAddress) -> list[str]:
         """Top-level names the user may see when listing ``/``."""
-        names = [a for a in self.config.areas if self.decide(Request(user, source, Op.LIST, f"/{a}")).allowed]
+        names = [
+            a
+            for a in self.config.areas
+            if self.decide(Request(user, source, Op.LIST, f"/{a}")).allowed
+        ]
         return sorted(names)
 
     def decide(self, request: Request) -> Decision:
@@ -76,11 +80,17 @@ class Policy:
             for index, grant in enumerate(role.grants):
                 if grant.target != target or request.op not in grant.ops:
                     continue
-                if grant.paths and rel and not any(fnmatch.fnmatchcase(rel, p) for p in grant.paths):
+                if (
+                    grant.paths
+                    and rel
+                    and not any(fnmatch.fnmatchcase(rel, p) for p in grant.paths)
+                ):
                     continue
                 rule = f"roles.{role_name}.grants[{index}]"
                 return Decision(True, rule, "allowed", f"{rule} allows {request.op} on {target}")
-        return _deny("no-grant", f"{request.op} not granted", f"no grant of {request.op} on {request.path}")
+        return _deny(
+            "no-grant", f"{request.op} not granted", f"no grant of {request.op} on {request.path}"
+        )
 
 
 def _deny(rule: str, reason: str, detail: str) -> Decision:

@@ -1,0 +1,86 @@
+"""Nothing partial under a final name: killed clients, refused writes, size limits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.support.gateway import RunningGateway, random_file, wait_for
+
+
+def test_killed_client_leaves_nothing(gw: RunningGateway, legacy: bool, tmp_path: Path) -> None:
+    src = random_file(tmp_path / "big.img", 48 * 1024 * 1024)
+    inbox = gw.area("inbox")
+    argv = [
+        "scp",
+        "-q",
+        *(["-O"] if legacy else []),
+        "-l",
+        "16000",
+        "-P",
+        str(gw.port),
+        *gw.ssh_options(),
+        str(src),
+        "alice@127.0.0.1:/inbox/big.img",
+    ]
+    client = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The upload is under way once a hidden temp file holds some bytes.
+        assert wait_for(
+            lambda: any(e.is_file() and e.stat().st_size > 0 for e in inbox.iterdir()), timeout=20
+        )
+        assert not (inbox / "big.img").exists()
+        client.send_signal(signal.SIGKILL)
+        client.wait(10)
+    finally:
+        client.kill()
+    assert wait_for(lambda: gw.recorder.of("file.upload", "failed"), timeout=20)
+    assert wait_for(lambda: os.listdir(inbox) == [], timeout=10), os.listdir(inbox)
+    failed = gw.recorder.of("file.upload", "failed")[0]
+    assert failed["path"] == "/inbox/big.img" and 0 < failed["bytes"] < src.stat().st_size
+    assert not gw.recorder.of("file.upload", "success")
+
+
+def test_refused_overwrite_keeps_old_file(gw: RunningGateway, legacy: bool, tmp_path: Path) -> None:
+    (gw.area("outbox") / "keep.txt").write_bytes(b"original\n")
+    src = tmp_path / "keep.txt"
+    src.write_bytes(b"replacement\n")
+    result = gw.scp(str(src), ":/outbox/keep.txt", legacy=legacy)
+    assert result.returncode != 0
+    assert "denied" in result.stderr.lower() or "not granted" in result.stderr.lower()
+    assert (gw.area("outbox") / "keep.txt").read_bytes() == b"original\n"
+    assert os.listdir(gw.area("outbox")) == ["keep.txt"]
+
+
+def test_sftp_resume_is_refused_not_corrupting(gw: RunningGateway, tmp_path: Path) -> None:
+    src = random_file(tmp_path / "r.bin", 200_000)
+    (gw.area("inbox") / "r.bin").write_bytes(src.read_bytes()[:50_000])
+    result = gw.sftp(f"reput {src} /inbox/r.bin\n")
+    assert result.returncode != 0
+    assert (gw.area("inbox") / "r.bin").read_bytes() == src.read_bytes()[:50_000]
+    assert sorted(os.listdir(gw.area("inbox"))) == ["r.bin"]
+
+
+def test_unclosed_sftp_upload_is_aborted(gw: RunningGateway) -> None:
+    import asyncssh
+
+    async def scenario() -> None:
+        async with (
+            asyncssh.connect(
+                "127.0.0.1",
+                gw.port,
+                username="alice",
+                client_keys=[str(gw.keys["alice"])],
+                known_hosts=str(gw.known_hosts),
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            f = await sftp.open("/inbox/half.bin", "wb")
+            await f.write(b"x" * 100_000)
+            # leave without closing: the connection drops with the handle open
+
+    gw.call(scenario())  # the client runs on the gateway's loop: one process, real sockets
+    assert wait_for(lambda: gw.recorder.of("file.upload", "failed"), timeout=10)
+    assert os.listdir(gw.area("inbox")) == []
