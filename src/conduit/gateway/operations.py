@@ -323,7 +323,7 @@ class Operations:
         if len(old.parts) < 2 or len(new.parts) < 2:
             raise StorageError(Fault.FORBIDDEN, "cannot rename an area or device")
         old_backend, old_rel, old_label = self.locate(old)
-        new_backend, new_rel, new_label = self.locate(new)
+        _, new_rel, new_label = self.locate(new)
         if old_label != new_label:
             raise StorageError(Fault.UNSUPPORTED, "cannot rename across areas or devices")
         fields = {"old_path": old.text, "new_path": new.text, "path": new.text, **self._target(new)}

@@ -11,6 +11,7 @@ that into an audit event.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -161,10 +162,8 @@ class Upload(_Transfer):
             await self._finish(Outcome.FAILED, None, error)
 
     async def _fail(self, error: str) -> None:
-        try:
+        with contextlib.suppress(StorageError):
             await self.handle.abort()
-        except StorageError:
-            pass
         await self._finish(Outcome.FAILED, None, error)
 
 
