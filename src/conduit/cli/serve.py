@@ -95,14 +95,14 @@ async def _serve(config: Config, demo: bool) -> None:
     from conduit.gateway import Gateway
 
     gateway = Gateway(config)
-    await gateway.start()
-    print(banner(config, gateway.port, gateway.fingerprint, demo), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
     if not demo:
         gateway.install_reload_signal()
+    print(banner(config, gateway.port, gateway.fingerprint, demo), flush=True)
     try:
         await stop.wait()
     finally:
