@@ -15,7 +15,6 @@ import pytest
 from conduit.cli.main import COMMANDS, main
 from tests.support.gateway import make_key, random_file, sha256
 
-
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -24,9 +23,17 @@ def env_for(home: Path) -> dict[str, str]:
     return {**os.environ, "HOME": str(home), "PYTHONPATH": SRC}
 
 
-def conduit(*args: str, cwd: Path, home: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "conduit", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env_for(home))
+def conduit(
+    *args: str, cwd: Path, home: Path, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conduit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env_for(home),
+    )
 
 
 class Served:
@@ -41,8 +48,12 @@ class Served:
 
 def serve(*args: str, cwd: Path, home: Path) -> Served:
     process = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "serve", *args], cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_for(home),
+        [sys.executable, "-m", "conduit", "serve", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_for(home),
     )
     banner: list[str] = []
     assert process.stdout is not None
@@ -78,12 +89,21 @@ def client_env(home: Path) -> dict[str, str]:
 def pinned(home: Path) -> list[str]:
     # OpenSSH finds ~/.ssh through the password database, not $HOME: name the
     # test home's key and known_hosts explicitly.
-    return ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={home}/known_hosts", "-i", f"{home}/.ssh/id_ed25519"]
+    return [
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={home}/known_hosts",
+        "-i",
+        f"{home}/.ssh/id_ed25519",
+    ]
 
 
-def test_embedded_default_prints_commands_that_work(running: tuple[Served, Path], home: Path,
-                                                    tmp_path: Path) -> None:
+def test_embedded_default_prints_commands_that_work(
+    running: tuple[Served, Path], home: Path, tmp_path: Path
+) -> None:
     served, folder = running
     text = "".join(served.banner)
     assert "host key SHA256:" in text
@@ -92,26 +112,38 @@ def test_embedded_default_prints_commands_that_work(running: tuple[Served, Path]
         argv = served.command(prefix)
         argv = [argv[0], *pinned(home), *argv[1:]]
         argv[argv.index("FILE")] = str(src)
-        result = subprocess.run(argv, capture_output=True, text=True, env=client_env(home),
-                                timeout=30)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env=client_env(home), timeout=30
+        )
         assert result.returncode == 0, result.stderr
         assert sha256(folder / "data" / "areas" / "inbox" / "hello.bin") == sha256(src)
         (folder / "data" / "areas" / "inbox" / "hello.bin").unlink()
     sftp = served.command("sftp -P")
-    result = subprocess.run(["sftp", "-b", "-", *pinned(home), *sftp[1:]], input="ls /\n",
-                            capture_output=True, text=True, env=client_env(home), timeout=30)
+    result = subprocess.run(
+        ["sftp", "-b", "-", *pinned(home), *sftp[1:]],
+        input="ls /\n",
+        capture_output=True,
+        text=True,
+        env=client_env(home),
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert "/inbox" in result.stdout and "/outbox" in result.stdout
     # The printed fingerprint is the persistent key in the data folder.
     shown = re.search(r"SHA256:\S+", text)
     assert shown is not None
-    keygen = subprocess.run(["ssh-keygen", "-lf", str(folder / "data" / "host_ed25519.pub")],
-                            capture_output=True, text=True, check=True)
+    keygen = subprocess.run(
+        ["ssh-keygen", "-lf", str(folder / "data" / "host_ed25519.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert shown.group(0) in keygen.stdout
 
 
-def test_outbox_is_read_only_in_the_default(running: tuple[Served, Path], home: Path,
-                                            tmp_path: Path) -> None:
+def test_outbox_is_read_only_in_the_default(
+    running: tuple[Served, Path], home: Path, tmp_path: Path
+) -> None:
     served, folder = running
     argv = served.command("scp -P")
     src = random_file(tmp_path / "x.bin", 10)
@@ -166,8 +198,9 @@ def test_init_then_serve(tmp_path: Path, home: Path) -> None:
     assert (target / "data" / "host_ed25519").exists()
     again = conduit("init", str(target), cwd=tmp_path, home=home)
     assert again.returncode == 1 and "already exists" in again.stderr
-    served = serve("--config", str(target / "conduit.toml"), "--listen", "127.0.0.1:0",
-                   cwd=tmp_path, home=home)
+    served = serve(
+        "--config", str(target / "conduit.toml"), "--listen", "127.0.0.1:0", cwd=tmp_path, home=home
+    )
     try:
         assert "conduit.toml" in "".join(served.banner)
     finally:
@@ -184,8 +217,9 @@ def test_init_then_serve(tmp_path: Path, home: Path) -> None:
         ("[users.x]\nkeys = ['not a key']\n", "not an OpenSSH public key"),
     ],
 )
-def test_bad_config_is_one_clear_line(tmp_path: Path, home: Path, content: str,
-                                      message: str) -> None:
+def test_bad_config_is_one_clear_line(
+    tmp_path: Path, home: Path, content: str, message: str
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(content)
     result = conduit("serve", "--config", str(bad), cwd=tmp_path, home=home)

@@ -13,16 +13,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncssh
+from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_WRITE, SFTPBadMessage
 from asyncssh.packet import SSHPacket
-from asyncssh.sftp import (
-    FXF_APPEND,
-    FXF_CREAT,
-    FXF_EXCL,
-    FXF_READ,
-    FXF_WRITE,
-    SFTPBadMessage,
-    SFTPServerHandler,
-)
+from asyncssh.sftp import SFTPServerHandler
 
 from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import VirtualPath
@@ -37,7 +30,11 @@ MAX_DATA = MAX_MESSAGE - 1024
 # client to drain them: memory per session stays bounded.
 MAX_QUEUED_REPLIES = 4 * 1024 * 1024
 
-_FAULT_ERRORS: dict[Fault, type[asyncssh.SFTPError]] = {
+# SFTP v3 packet types (draft-ietf-secsh-filexfer-02) that asyncssh does not export.
+FXP_OPENDIR = 11
+FXP_NAME = 104
+
+_FAULT_ERRORS: dict[Fault, Callable[[str], asyncssh.SFTPError]] = {
     Fault.NOT_FOUND: asyncssh.SFTPNoSuchFile,
     Fault.FORBIDDEN: asyncssh.SFTPPermissionDenied,
     Fault.UNSUPPORTED: asyncssh.SFTPOpUnsupported,
@@ -311,12 +308,12 @@ class GatewaySFTPHandler(SFTPServerHandler):
     }
     _packet_handlers.update(
         {
-            asyncssh.sftp.FXP_OPENDIR: _process_opendir,
-            b"limits@openssh.com": _process_limits,
-            b"expand-path@openssh.com": _process_expand_path,
+            FXP_OPENDIR: _process_opendir,  # type: ignore[dict-item]
+            b"limits@openssh.com": _process_limits,  # type: ignore[dict-item]
+            b"expand-path@openssh.com": _process_expand_path,  # type: ignore[dict-item]
         }
     )
     _return_types = {
         **SFTPServerHandler._return_types,
-        b"expand-path@openssh.com": asyncssh.sftp.FXP_NAME,
+        b"expand-path@openssh.com": FXP_NAME,
     }
