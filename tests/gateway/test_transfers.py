@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.support.gateway import RunningGateway, random_file, sha256
+from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
 
 
 def test_upload_lands_byte_exact_and_is_recorded(
@@ -134,3 +134,15 @@ def test_scp_glob_download(gw: RunningGateway, tmp_path: Path) -> None:
     result = gw.scp(":/outbox/*.log", str(out), legacy=True)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["a.log", "b.log"]
+
+
+def test_session_events_carry_identity_and_traffic(gw: RunningGateway, tmp_path: Path) -> None:
+    src = random_file(tmp_path / "t.bin", 123_456)
+    assert gw.scp(str(src), ":/inbox/").returncode == 0
+    assert gw.scp(":/inbox/t.bin", str(tmp_path / "back.bin")).returncode == 0
+    ends = wait_for(lambda: len(gw.recorder.of("session.end")) == 2 and gw.recorder.of("session.end"))
+    assert [(e["bytes_in"], e["bytes_out"]) for e in ends] == [(123_456, 0), (0, 123_456)]
+    start = gw.recorder.of("session.start")[0]
+    assert start["principal"] == "alice" and start["auth_method"] == "publickey"
+    assert start["key_fingerprint"].startswith("SHA256:") and start["zone"] == "local"
+    assert start["client_version"].startswith("SSH-2.0-OpenSSH")

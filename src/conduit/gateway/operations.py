@@ -12,7 +12,7 @@ from __future__ import annotations
 import stat as stat_module
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from conduit.config.model import Op
 from conduit.gateway.vfs import DEVICES, ROOT, BadPath, VirtualPath, resolve
 from conduit.policy import Decision, Policy, Request
 from conduit.storage.base import Backend, Entry, Fault, RelPath, Stat, StorageError
-from conduit.transfer import Download, TransferRecord, Upload
+from conduit.transfer import Direction, Download, TransferRecord, Upload
 
 VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
 
@@ -57,6 +57,15 @@ class Site(Protocol):
     def recorder(self) -> Recorder: ...
 
 
+@dataclass(slots=True)
+class Traffic:
+    """What a connection has moved so far (for ``session.end`` and the idle timeout)."""
+
+    transfers_open: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     """Who is on the other end of one SSH session."""
@@ -76,13 +85,10 @@ def _virtual_stat() -> Stat:
 class Operations:
     """One session's view of the virtual root."""
 
-    def __init__(
-        self, site: Site, session: SessionInfo, activity: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, site: Site, session: SessionInfo, traffic: Traffic | None = None) -> None:
         self.site = site
         self.session = session
-        # Told +1 when a transfer opens and -1 when it ends (idle timeout bookkeeping).
-        self._activity = activity or (lambda delta: None)
+        self.traffic = traffic or Traffic()
 
     # -- paths, policy and audit ------------------------------------------------
 
@@ -218,7 +224,7 @@ class Operations:
         backend, rel, _ = self.locate(path)
         handle = await backend.open_read(rel)
         transfer = uuid.uuid4().hex[:16]
-        self._activity(1)
+        self.traffic.transfers_open += 1
         await self.record(
             "file.download",
             "started",
@@ -243,7 +249,7 @@ class Operations:
         backend, rel, _ = self.locate(path)
         handle = await backend.open_write(rel, mode=mode & 0o777)
         transfer = uuid.uuid4().hex[:16]
-        self._activity(1)
+        self.traffic.transfers_open += 1
         try:
             await self.record(
                 "file.upload",
@@ -254,7 +260,7 @@ class Operations:
                 **self._target(path),
             )
         except Exception:
-            self._activity(-1)
+            self.traffic.transfers_open -= 1
             await handle.abort()
             raise
         return Upload(
@@ -267,7 +273,11 @@ class Operations:
 
     def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Any:
         async def report(result: TransferRecord) -> None:
-            self._activity(-1)
+            self.traffic.transfers_open -= 1
+            if result.direction is Direction.UPLOAD:
+                self.traffic.bytes_in += result.bytes
+            else:
+                self.traffic.bytes_out += result.bytes
             await self.record(
                 type,
                 str(result.outcome),

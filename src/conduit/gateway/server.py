@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
-from conduit.gateway.operations import Operations, SessionInfo
+from conduit.gateway.operations import Operations, SessionInfo, Traffic
 from conduit.gateway.scp import ScpServer
 from conduit.gateway.scpwire import ScpProtocolError, parse_command
 from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
@@ -58,7 +58,7 @@ class Connection(asyncssh.SSHServer):
         self.counted_unauthenticated = False
         self.failures = 0
         self.sessions = 0
-        self.transfers = 0
+        self.traffic = Traffic()
         self.last_activity = time.monotonic()
         self.idle_task: asyncio.Task[None] | None = None
 
@@ -100,6 +100,8 @@ class Connection(asyncssh.SSHServer):
                     source=str(self.source),
                     zone=self.zone,
                     session=self.id,
+                    bytes_in=self.traffic.bytes_in,
+                    bytes_out=self.traffic.bytes_out,
                     error=str(exc) if exc else None,
                 )
             )
@@ -188,7 +190,7 @@ class Connection(asyncssh.SSHServer):
         while True:
             await asyncio.sleep(min(idle, 5.0))
             quiet = time.monotonic() - self.last_activity
-            if quiet >= idle and not self.transfers and self.conn:
+            if quiet >= idle and not self.traffic.transfers_open and self.conn:
                 log.info("closing idle connection %s (%s)", self.id, self.user)
                 self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "idle timeout")
                 return
@@ -225,11 +227,7 @@ class Session(SSHServerStreamSession[bytes]):
         c = self.connection
         assert c.user is not None
         info = SessionInfo(c.id, c.user, c.source, c.zone, protocol)
-        return Operations(self.connection.gateway.site, info, activity=self._activity)
-
-    def _activity(self, delta_transfers: int = 0) -> None:
-        self.connection.last_activity = time.monotonic()
-        self.connection.transfers += delta_transfers
+        return Operations(self.connection.gateway.site, info, self.connection.traffic)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.connection.last_activity = time.monotonic()
