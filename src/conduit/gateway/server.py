@@ -57,6 +57,7 @@ class Connection(asyncssh.SSHServer):
         self.authenticated = False
         self.counted_unauthenticated = False
         self.failures = 0
+        self.key: asyncssh.SSHKey | None = None
         self.sessions = 0
         self.traffic = Traffic()
         self.last_activity = time.monotonic()
@@ -133,6 +134,7 @@ class Connection(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         reason = self._refusal(username, key)
         if reason is None:
+            self.key = key  # the key the client then proves it holds
             return True
         self.failures += 1
         self.gateway.spawn(
@@ -166,9 +168,7 @@ class Connection(asyncssh.SSHServer):
         self._leave_unauthenticated()
         self.authenticated = True
         assert self.conn is not None and self.user is not None
-        key = (
-            self.conn.get_extra_info("public_key") if hasattr(self.conn, "get_extra_info") else None
-        )
+        key = self.key
         self.gateway.spawn(
             self.gateway.recorder.record(
                 "session.start",
