@@ -140,7 +140,9 @@ def test_session_events_carry_identity_and_traffic(gw: RunningGateway, tmp_path:
     src = random_file(tmp_path / "t.bin", 123_456)
     assert gw.scp(str(src), ":/inbox/").returncode == 0
     assert gw.scp(":/inbox/t.bin", str(tmp_path / "back.bin")).returncode == 0
-    ends = wait_for(lambda: len(gw.recorder.of("session.end")) == 2 and gw.recorder.of("session.end"))
+    ends = wait_for(
+        lambda: len(gw.recorder.of("session.end")) == 2 and gw.recorder.of("session.end")
+    )
     assert [(e["bytes_in"], e["bytes_out"]) for e in ends] == [(123_456, 0), (0, 123_456)]
     start = gw.recorder.of("session.start")[0]
     assert start["principal"] == "alice" and start["auth_method"] == "publickey"
