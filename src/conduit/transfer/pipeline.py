@@ -128,7 +128,10 @@ class Upload(_Transfer):
                 await self.handle.write(self._next, held)
                 self._hash.update(held)
                 self._next += len(held)
-        elif offset > self._next and self._ahead_bytes + len(data) <= MAX_REORDER_BYTES:
+        elif (
+            self._next < offset <= self._next + MAX_REORDER_BYTES
+            and self._ahead_bytes + len(data) <= MAX_REORDER_BYTES
+        ):
             self._ahead[offset] = bytes(data)
             self._ahead_bytes += len(data)
         else:
