@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.gateway import RunningGateway, random_file, wait_for
+import pytest
+
+from tests.support.gateway import RunningGateway, policy_text, random_file, wait_for
 
 
 def test_killed_client_leaves_nothing(gw: RunningGateway, legacy: bool, tmp_path: Path) -> None:
@@ -84,3 +87,42 @@ def test_unclosed_sftp_upload_is_aborted(gw: RunningGateway) -> None:
     gw.call(scenario())  # the client runs on the gateway's loop: one process, real sockets
     assert wait_for(lambda: gw.recorder.of("file.upload", "failed"), timeout=10)
     assert os.listdir(gw.area("inbox")) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB file system (tmpfs) to fill up."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_leaves_nothing(
+    make_gateway,
+    small_disk: Path,
+    legacy: bool,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    probe = make_gateway()
+    text = policy_text(probe.root, probe.keys).replace(
+        f'path = "{probe.root}/areas/inbox"', f'path = "{small_disk}"'
+    )
+    gw = make_gateway(text=text)
+    big = random_file(tmp_path / "big.img", 3 * 1024 * 1024)
+    result = gw.scp(str(big), ":/inbox/big.img", legacy=legacy)
+    assert result.returncode != 0
+    assert "space" in result.stderr.lower() or "failure" in result.stderr.lower(), result.stderr
+    assert wait_for(lambda: os.listdir(small_disk) == [], timeout=10), os.listdir(small_disk)
+    assert gw.recorder.of("file.upload", "failed")
+    small = random_file(tmp_path / "small.txt", 1000)
+    assert gw.scp(str(small), ":/inbox/", legacy=legacy).returncode == 0  # space came back

@@ -55,7 +55,9 @@ async def test_out_of_order_within_window_still_hashes_in_order(backend: LocalBa
     assert await up.commit() == hashlib.sha256(b"".join(chunks)).hexdigest()
 
 
-async def test_gap_at_commit_fails_and_leaves_nothing(backend: LocalBackend, tmp_path: Path) -> None:
+async def test_gap_at_commit_fails_and_leaves_nothing(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
     reports = Reports()
     up = await upload(backend, reports)
     await up.write(0, b"a" * 10)
@@ -87,21 +89,24 @@ async def test_size_limit(backend: LocalBackend, tmp_path: Path) -> None:
     assert reports.records[0].outcome is Outcome.FAILED
 
 
-async def test_download_hash_only_when_read_front_to_back(backend: LocalBackend,
-                                                         tmp_path: Path) -> None:
+async def test_download_hash_only_when_read_front_to_back(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
     data = os.urandom(50_000)
     (tmp_path / "inbox" / "d.bin").write_bytes(data)
     reports = Reports()
-    down = Download(await backend.open_read(("d.bin",)), transfer="t", path="/inbox/d.bin",
-                    report=reports)
+    down = Download(
+        await backend.open_read(("d.bin",)), transfer="t", path="/inbox/d.bin", report=reports
+    )
     offset = 0
     while chunk := await down.read(offset, 16384):
         offset += len(chunk)
     await down.close()
     assert reports.records[-1].sha256 == hashlib.sha256(data).hexdigest()
 
-    skipping = Download(await backend.open_read(("d.bin",)), transfer="t2", path="/inbox/d.bin",
-                        report=reports)
+    skipping = Download(
+        await backend.open_read(("d.bin",)), transfer="t2", path="/inbox/d.bin", report=reports
+    )
     await skipping.read(1000, 100)
     await skipping.read(0, 50_000)
     await skipping.close()

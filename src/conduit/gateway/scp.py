@@ -63,6 +63,11 @@ class ScpServer:
             self._warn(str(exc), fatal=True)
         except (_Abort, asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             self.errors += 1
+        except Exception:
+            # A bug or an unexpected backend failure: tell the client plainly,
+            # keep the details (which may hold real paths) in the server log.
+            log.exception("scp session %s failed", self.ops.session.id)
+            self._warn("internal error", fatal=True)
         return 1 if self.errors else 0
 
     # -- plumbing --------------------------------------------------------------------
