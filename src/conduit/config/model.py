@@ -54,7 +54,6 @@ class Limits(Section):
     max_sessions_per_connection: Annotated[int, Field(ge=1)] = 10
     max_sessions_per_user: Annotated[int, Field(ge=1)] = 64
     idle_timeout: Annotated[float, Field(ge=0)] = 900.0
-    max_reads_in_flight: Annotated[int, Field(ge=1)] = 64
 
 
 class GatewayConfig(Section):

@@ -126,6 +126,11 @@ class Gateway:
     def _build_backends(self, config: Config) -> dict[str, Backend]:
         areas: dict[str, Backend] = {}
         for name, area in config.areas.items():
+            current = self.config.areas.get(name)
+            if name in self.areas and current is not None and current.path == area.path:
+                # Unchanged by a reload: keep the backend (and its open uploads).
+                areas[name] = self.areas[name]
+                continue
             backend = LocalBackend(name, area.path)
             removed = backend.cleanup_orphans()
             if removed:
