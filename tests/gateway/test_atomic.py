@@ -126,3 +126,53 @@ def test_full_disk_leaves_nothing(
     assert gw.recorder.of("file.upload", "failed")
     small = random_file(tmp_path / "small.txt", 1000)
     assert gw.scp(str(small), ":/inbox/", legacy=legacy).returncode == 0  # space came back
+
+
+class BrokenJournal:
+    """A recorder that refuses every write, as a journal on a dead disk would."""
+
+    available = True
+
+    async def record(self, type: str, outcome: str, **fields: object) -> None:
+        if type.startswith("file."):
+            raise OSError("journal disk is gone")
+
+
+def test_transfer_refused_when_audit_cannot_record(
+    make_gateway,
+    legacy: bool,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    gw = make_gateway(recorder=BrokenJournal())
+    src = random_file(tmp_path / "x.bin", 10_000)
+    result = gw.scp(str(src), ":/inbox/", legacy=legacy)
+    assert result.returncode != 0
+    # OpenSSH's SFTP client shows only the status code's name; scp -O the text.
+    assert ("audit journal unavailable" if legacy else "Failure") in result.stderr
+    assert os.listdir(gw.area("inbox")) == []
+
+
+def test_sftp_status_carries_the_reason(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    import asyncssh
+
+    gw = make_gateway(recorder=BrokenJournal())
+
+    async def scenario() -> str:
+        async with (
+            asyncssh.connect(
+                "127.0.0.1",
+                gw.port,
+                username="alice",
+                client_keys=[str(gw.keys["alice"])],
+                known_hosts=str(gw.known_hosts),
+                agent_path=None,
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            try:
+                await sftp.open("/inbox/x.bin", "wb")
+            except asyncssh.SFTPError as exc:
+                return str(exc.reason)
+            return "opened"
+
+    assert gw.call(scenario()) == "audit journal unavailable: operation refused"

@@ -109,7 +109,17 @@ class Operations:
         }
 
     async def record(self, type: str, outcome: str, **fields: Any) -> None:
-        await self.site.recorder.record(type, outcome, **self._fields(**fields))
+        """Record an event; if the journal refuses it, the operation fails (fail closed)."""
+        try:
+            await self.site.recorder.record(type, outcome, **self._fields(**fields))
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(
+                Fault.UNAVAILABLE,
+                "audit journal unavailable: operation refused",
+                f"audit record {type}/{outcome} failed: {exc}",
+            ) from exc
 
     def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
         request = Request(self.session.user, self.session.source, op, path.text, size)
