@@ -1,0 +1,466 @@
+"""The local backend: one area folder, confined and atomic by construction.
+
+Every path is resolved from a file descriptor of the area's root, one
+component at a time, with ``O_NOFOLLOW``: there is no string that could be
+tricked into pointing elsewhere. Symbolic links found on the way are followed
+only when their target is relative and stays inside the area (absolute
+targets, targets that climb out, and loops are refused). Uploads are written
+to a hidden temp file beside the final name and renamed over it on commit.
+
+Decisions: listings show regular files and folders only (FIFOs, sockets,
+devices and links that leave the area are hidden); writing to a name that is a
+symbolic link is refused, whatever the link points at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import secrets
+import stat as st
+from pathlib import Path
+
+from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
+
+TEMP_PREFIX = ".conduit-part-"
+MAX_LINK_HOPS = 40
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_ERRNO_FAULTS = {
+    errno.ENOENT: Fault.NOT_FOUND,
+    errno.EEXIST: Fault.EXISTS,
+    errno.ENOTEMPTY: Fault.NOT_EMPTY,
+    errno.EISDIR: Fault.IS_A_DIRECTORY,
+    errno.ENOTDIR: Fault.NOT_A_DIRECTORY,
+    errno.ENOSPC: Fault.NO_SPACE,
+    errno.EDQUOT: Fault.NO_SPACE,
+    errno.EFBIG: Fault.NO_SPACE,
+    errno.EACCES: Fault.FORBIDDEN,
+    errno.EPERM: Fault.FORBIDDEN,
+    errno.ELOOP: Fault.FORBIDDEN,
+    errno.EROFS: Fault.FORBIDDEN,
+    errno.EXDEV: Fault.UNSUPPORTED,
+}
+
+
+def _fault(exc: OSError) -> StorageError:
+    """An OSError as a StorageError whose text never holds a path."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError(Fault.FAILURE, "name too long")
+    fault = _ERRNO_FAULTS.get(exc.errno or 0, Fault.FAILURE)
+    return StorageError(fault, detail=f"{fault.value} ({errno.errorcode.get(exc.errno or 0)})")
+
+
+def _stat(s: os.stat_result) -> Stat:
+    return Stat(size=s.st_size, mode=s.st_mode, mtime=s.st_mtime, atime=s.st_atime)
+
+
+def _check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise StorageError(Fault.FORBIDDEN, "invalid name")
+
+
+_LEAVES = StorageError(Fault.FORBIDDEN, "symbolic link leaves the area")
+
+
+class _Resolved:
+    """Open directories from the root down to the one holding ``name``.
+
+    ``name`` is None when the path names that directory itself.
+    """
+
+    def __init__(self, fds: list[int], name: str | None) -> None:
+        self._fds = fds
+        self.name = name
+
+    @property
+    def dir_fd(self) -> int:
+        return self._fds[-1]
+
+    def close(self) -> None:
+        for fd in self._fds[1:]:
+            os.close(fd)
+        self._fds = self._fds[:1]
+
+    def __enter__(self) -> _Resolved:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ReadHandle:
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    async def read(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as exc:
+            raise _fault(exc) from None
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class _WriteHandle:
+    """An upload under a temp name; the final name changes only in :meth:`commit`."""
+
+    def __init__(self, dir_fd: int, temp: str, final: str, fd: int) -> None:
+        self.dir_fd = dir_fd
+        self.temp = temp
+        self.final = final
+        self.fd = fd
+        self.done = False
+
+    async def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            raise _fault(exc) from None
+
+    async def commit(self) -> None:
+        if self.done:
+            raise StorageError(Fault.FAILURE, "upload already finished")
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                existing = os.stat(self.final, dir_fd=self.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if st.S_ISLNK(existing.st_mode):
+                    raise StorageError(Fault.FORBIDDEN, "target is a symbolic link")
+                if st.S_ISDIR(existing.st_mode):
+                    raise StorageError(Fault.IS_A_DIRECTORY)
+            os.rename(self.temp, self.final, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            os.fsync(self.dir_fd)
+        except OSError as exc:
+            await self.abort()
+            raise _fault(exc) from None
+        except StorageError:
+            await self.abort()
+            raise
+        self.done = True
+        os.close(self.dir_fd)
+
+    async def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp, dir_fd=self.dir_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.dir_fd)
+
+
+def _temp_name(final: str) -> str:
+    stem = f"{TEMP_PREFIX}{secrets.token_hex(4)}-"
+    room = 255 - len(stem.encode())
+    tail = final.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return stem + tail
+
+
+class LocalBackend:
+    """A folder on this machine served as one area."""
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
+        root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._root = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+
+    # -- resolution ---------------------------------------------------------------
+
+    def _resolve(self, parts: RelPath, *, follow_last: bool) -> _Resolved:
+        for part in parts:
+            _check_name(part)
+        fds = [self._root]
+        todo = list(reversed(parts))
+        hops = 0
+        resolved = _Resolved(fds, None)
+        try:
+            while todo:
+                part = todo.pop()
+                last = not todo
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    if len(fds) == 1:
+                        raise _LEAVES
+                    os.close(fds.pop())
+                    continue
+                if last and not follow_last:
+                    resolved.name = part
+                    break
+                try:
+                    info = os.stat(part, dir_fd=fds[-1], follow_symlinks=False)
+                except FileNotFoundError:
+                    if last:
+                        resolved.name = part
+                        break
+                    raise StorageError(Fault.NOT_FOUND) from None
+                if st.S_ISLNK(info.st_mode):
+                    hops += 1
+                    if hops > MAX_LINK_HOPS:
+                        raise StorageError(Fault.FORBIDDEN, "too many levels of symbolic links")
+                    target = os.readlink(part, dir_fd=fds[-1])
+                    if target.startswith("/"):
+                        raise _LEAVES
+                    todo.extend(reversed(target.split("/")))
+                    continue
+                if last:
+                    resolved.name = part
+                    break
+                if not st.S_ISDIR(info.st_mode):
+                    raise StorageError(Fault.NOT_A_DIRECTORY)
+                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+        except OSError as exc:
+            resolved.close()
+            raise _fault(exc) from None
+        except StorageError:
+            resolved.close()
+            raise
+        return resolved
+
+    # -- metadata ---------------------------------------------------------------------
+
+    async def stat(self, path: RelPath) -> Stat:
+        with self._resolve(path, follow_last=True) as where:
+            if where.name is None:
+                return _stat(os.fstat(where.dir_fd))
+            if where.name.startswith(TEMP_PREFIX):
+                raise StorageError(Fault.NOT_FOUND)
+            try:
+                return _stat(os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False))
+            except OSError as exc:
+                raise _fault(exc) from None
+
+    async def listdir(self, path: RelPath) -> list[Entry]:
+        with self._resolve(path, follow_last=True) as where:
+            try:
+                fd = (
+                    os.dup(where.dir_fd)
+                    if where.name is None
+                    else os.open(where.name, _DIR_FLAGS, dir_fd=where.dir_fd)
+                )
+            except OSError as exc:
+                raise _fault(exc) from None
+        try:
+            names = sorted(os.listdir(fd))
+            entries = []
+            for name in names:
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if st.S_ISLNK(info.st_mode):
+                    try:
+                        entries.append(Entry(name, await self.stat((*path, name))))
+                    except StorageError:
+                        continue  # a link that leaves the area, dangles or loops
+                elif st.S_ISREG(info.st_mode) or st.S_ISDIR(info.st_mode):
+                    entries.append(Entry(name, _stat(info)))
+        except OSError as exc:
+            raise _fault(exc) from None
+        finally:
+            os.close(fd)
+        return [e for e in entries if e.stat.is_file or e.stat.is_dir]
+
+    async def set_times(self, path: RelPath, atime: float, mtime: float) -> None:
+        with self._resolve(path, follow_last=True) as where:
+            if where.name is None:
+                raise StorageError(Fault.FORBIDDEN, "cannot change the area itself")
+            try:
+                os.utime(where.name, (atime, mtime), dir_fd=where.dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise _fault(exc) from None
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def open_read(self, path: RelPath) -> _ReadHandle:
+        with self._resolve(path, follow_last=True) as where:
+            if where.name is None:
+                raise StorageError(Fault.IS_A_DIRECTORY)
+            if where.name.startswith(TEMP_PREFIX):
+                raise StorageError(Fault.NOT_FOUND)
+            try:
+                # O_NONBLOCK: opening a FIFO must not wait for a writer.
+                fd = os.open(
+                    where.name,
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                    dir_fd=where.dir_fd,
+                )
+            except OSError as exc:
+                raise _fault(exc) from None
+        info = os.fstat(fd)
+        if not st.S_ISREG(info.st_mode):
+            os.close(fd)
+            if st.S_ISDIR(info.st_mode):
+                raise StorageError(Fault.IS_A_DIRECTORY)
+            raise StorageError(Fault.FORBIDDEN, "not a regular file")
+        return _ReadHandle(fd, info.st_size)
+
+    async def open_write(self, path: RelPath, *, mode: int = 0o644) -> _WriteHandle:
+        with self._resolve(path, follow_last=False) as where:
+            name = where.name
+            if name is None or name.startswith(TEMP_PREFIX):
+                raise StorageError(Fault.FORBIDDEN, "cannot write here")
+            try:
+                existing = os.stat(name, dir_fd=where.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                existing = None
+            except OSError as exc:
+                raise _fault(exc) from None
+            if existing is not None:
+                if st.S_ISLNK(existing.st_mode):
+                    raise StorageError(Fault.FORBIDDEN, "target is a symbolic link")
+                if st.S_ISDIR(existing.st_mode):
+                    raise StorageError(Fault.IS_A_DIRECTORY)
+                if not st.S_ISREG(existing.st_mode):
+                    raise StorageError(Fault.FORBIDDEN, "not a regular file")
+            dir_fd = os.dup(where.dir_fd)
+        temp = _temp_name(name)
+        try:
+            fd = os.open(
+                temp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                (mode & 0o666) | 0o600,
+                dir_fd=dir_fd,
+            )
+        except OSError as exc:
+            os.close(dir_fd)
+            raise _fault(exc) from None
+        return _WriteHandle(dir_fd, temp, name, fd)
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def _entry(self, path: RelPath) -> tuple[_Resolved, os.stat_result]:
+        """The entry itself (a link is not followed) and its lstat; it must exist."""
+        where = self._resolve(path, follow_last=False)
+        try:
+            if where.name is None or where.name.startswith(TEMP_PREFIX):
+                raise StorageError(
+                    Fault.NOT_FOUND if where.name else Fault.FORBIDDEN,
+                    None if where.name else "cannot change the area itself",
+                )
+            try:
+                return where, os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise _fault(exc) from None
+        except StorageError:
+            where.close()
+            raise
+
+    async def mkdir(self, path: RelPath, *, mode: int = 0o755) -> None:
+        with self._resolve(path, follow_last=False) as where:
+            if where.name is None or where.name.startswith(TEMP_PREFIX):
+                raise StorageError(Fault.FORBIDDEN, "cannot create that name")
+            try:
+                os.mkdir(where.name, (mode & 0o777) | 0o700, dir_fd=where.dir_fd)
+            except OSError as exc:
+                raise _fault(exc) from None
+
+    async def rmdir(self, path: RelPath) -> None:
+        where, info = self._entry(path)
+        with where:
+            if not st.S_ISDIR(info.st_mode):
+                raise StorageError(Fault.NOT_A_DIRECTORY)
+            try:
+                os.rmdir(where.name or "", dir_fd=where.dir_fd)
+            except OSError as exc:
+                raise _fault(exc) from None
+
+    async def remove(self, path: RelPath) -> None:
+        where, info = self._entry(path)
+        with where:
+            if st.S_ISDIR(info.st_mode):
+                raise StorageError(Fault.IS_A_DIRECTORY)
+            try:
+                os.unlink(where.name or "", dir_fd=where.dir_fd)
+            except OSError as exc:
+                raise _fault(exc) from None
+
+    async def rename(self, old: RelPath, new: RelPath, *, overwrite: bool) -> None:
+        source, _ = self._entry(old)
+        with source, self._resolve(new, follow_last=False) as target:
+            if target.name is None or target.name.startswith(TEMP_PREFIX):
+                raise StorageError(Fault.FORBIDDEN, "cannot rename to that name")
+            assert source.name is not None
+            try:
+                if overwrite:
+                    os.rename(
+                        source.name, target.name, src_dir_fd=source.dir_fd, dst_dir_fd=target.dir_fd
+                    )
+                else:
+                    _rename_noreplace(source.dir_fd, source.name, target.dir_fd, target.name)
+            except OSError as exc:
+                raise _fault(exc) from None
+
+    def cleanup_orphans(self) -> int:
+        """Remove temp files a crash left behind; return how many."""
+        return _sweep(self._root)
+
+    async def close(self) -> None:
+        if self._root >= 0:
+            os.close(self._root)
+            self._root = -1
+
+
+def _sweep(dir_fd: int) -> int:
+    removed = 0
+    for name in os.listdir(dir_fd):
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if st.S_ISREG(info.st_mode) and name.startswith(TEMP_PREFIX):
+            os.unlink(name, dir_fd=dir_fd)
+            removed += 1
+        elif st.S_ISDIR(info.st_mode):
+            child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                removed += _sweep(child)
+            finally:
+                os.close(child)
+    return removed
+
+
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
+    """Rename, failing with EEXIST instead of replacing (SFTP v3 rename semantics)."""
+    if _renameat2 is not None:
+        result = _renameat2(
+            src_dir,
+            src.encode("utf-8", "surrogateescape"),
+            dst_dir,
+            dst.encode("utf-8", "surrogateescape"),
+            _RENAME_NOREPLACE,
+        )
+        if result == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code))
+    # No renameat2 here: hard-link then unlink is atomic for files; for a
+    # folder, check then rename (a race only with local processes).
+    info = os.stat(src, dir_fd=src_dir, follow_symlinks=False)
+    if st.S_ISDIR(info.st_mode):
+        with contextlib.suppress(FileNotFoundError):
+            os.stat(dst, dir_fd=dst_dir, follow_symlinks=False)
+            raise OSError(errno.EEXIST, "exists")
+        os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+    else:
+        os.link(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir, follow_symlinks=False)
+        os.unlink(src, dir_fd=src_dir)
