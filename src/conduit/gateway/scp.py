@@ -248,7 +248,9 @@ class ScpServer:
             while offset < size:
                 data = await download.read(offset, min(CHUNK, size - offset))
                 if not data:
-                    raise StorageError(Fault.FAILURE, "file shrank while being sent")
+                    # The size is already promised in the C line: the stream
+                    # cannot be repaired, only ended.
+                    raise _Abort("file shrank while being sent")
                 self.writer.write(data)
                 await self.writer.drain()
                 offset += len(data)
