@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from conduit import __version__
 
 # One module per command, in the order ``--help`` lists them.
-COMMANDS = ["serve", "init", "check"]
+COMMANDS = ["serve", "init", "check", "explain", "reload"]
 
 
 class CommandError(Exception):
@@ -34,7 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"conduit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"conduit.cli.{name}").register(subparsers)
+        try:
+            module = importlib.import_module(f"conduit.cli.{name}")
+        except ModuleNotFoundError as exc:
+            # A command whose branch is not merged yet; any other missing
+            # module is a real fault and surfaces.
+            if exc.name != f"conduit.cli.{name}":
+                raise
+            continue
+        module.register(subparsers)
     return parser
 
 

@@ -107,9 +107,19 @@ def locate(text: str, loc: list[str]) -> int | None:
     lines = text.splitlines()
     start = 0
     found: int | None = None
+    previous = ""
     for part in loc:
         if part.isdigit():
+            # The Nth [[previous]] table, else the Nth inline table after start.
+            header = re.compile(rf"^\s*\[\[[^\]]*\b{re.escape(previous)}\]\]")
+            hits = [n for n in range(start, len(lines)) if header.search(lines[n])]
+            if not hits:
+                hits = [n for n in range(start, len(lines)) if "{" in lines[n]]
+            if int(part) < len(hits):
+                start = hits[int(part)]
+                found = start + 1
             continue
+        previous = part
         pattern = re.compile(
             rf"""^\s*(\[+[^\]]*\b{re.escape(part)}\b[^\]]*\]+|["']?{re.escape(part)}["']?\s*=)"""
         )
