@@ -295,6 +295,7 @@ class Policy:
         if user not in self._area_grants:
             step("user", False, None, f"{user!r} is not in [users]")
             return _deny("deny:unknown-user", "unknown user", f"{what}: user not in the policy")
+        step("user", True, f"users.{user}", f"{user} is a user")
         client_zone = self.zone_of(request.source)
         if client_zone is None:
             step("zone", False, None, f"{request.source} is in no zone's networks")
