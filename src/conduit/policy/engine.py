@@ -287,7 +287,11 @@ class Policy:
         op, user = request.op, request.user
         if "\x00" in request.path:
             step("path", False, None, "the path contains a NUL byte")
-            return _deny("deny:bad-path", "invalid path", f"{user} {op} {request.path!r}: the path contains NUL")
+            return _deny(
+                "deny:bad-path",
+                "invalid path",
+                f"{user} {op} {request.path!r}: the path contains NUL",
+            )
         parts = normalise(request.path)
         path = "/" + "/".join(parts)
         what = f"{user} {op} {path} from {request.source}"
