@@ -190,6 +190,7 @@ class Policy:
         self._area_grants: dict[str, dict[str, list[_Grant]]] = {}
         self._device_grants: dict[str, list[tuple[PathPattern, _Grant]]] = {}
         self._device_cache: dict[tuple[str, str], list[_Grant]] = {}
+        self._listable_cache: dict[str, tuple[str, ...]] = {}
         for user_name, user in config.users.items():
             areas: dict[str, list[_Grant]] = {}
             devices: list[tuple[PathPattern, _Grant]] = []
@@ -248,7 +249,7 @@ class Policy:
         """Device names ``user`` may list from ``source`` (entries of ``/devices``)."""
         return sorted(
             name
-            for name in self._devices
+            for name in self._listable(user)
             if self.decide(Request(user, source, Op.LIST, f"/{DEVICES}/{name}")).allowed
         )
 
@@ -259,9 +260,28 @@ class Policy:
             for name in self._areas
             if self.decide(Request(user, source, Op.LIST, f"/{name}")).allowed
         ]
-        if self.visible_devices(user, source):
+        if self._any_device_visible(user, source):
             names.append(DEVICES)
         return sorted(names)
+
+    def _any_device_visible(self, user: str, source: IPAddress) -> bool:
+        return any(
+            self.decide(Request(user, source, Op.LIST, f"/{DEVICES}/{name}")).allowed
+            for name in self._listable(user)
+        )
+
+    def _listable(self, user: str) -> tuple[str, ...]:
+        """Devices some grant of ``user`` lets them list (before zones and conduits)."""
+        names = self._listable_cache.get(user)
+        if names is None:
+            names = tuple(
+                name
+                for name in self._devices
+                if user in self._device_grants
+                and any(Op.LIST in g.ops for g in self._grants_for_device(user, name))
+            )
+            self._listable_cache[user] = names
+        return names
 
     def now(self) -> datetime:
         """The clock's time in the gateway's time zone."""
@@ -332,7 +352,7 @@ class Policy:
                     f"{what}: {path} is a virtual directory; only list is allowed",
                     client_zone=client_zone,
                 )
-            if parts and not self.visible_devices(user, request.source):
+            if parts and not self._any_device_visible(user, request.source):
                 step("grant", False, None, "no device is visible to this user from here")
                 return _deny(
                     "deny:no-grant",
