@@ -42,16 +42,15 @@ Semantics (the contract the gateway, ``check`` and ``explain`` share):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import ip_address
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.model import ConduitConfig, Config, Grant, Obligation, Op
+from conduit.policy.decision import Decision, Explanation, IPAddress, Request, Step
 from conduit.policy.patterns import PathPattern, normalise
 from conduit.policy.windows import Window, WindowError, parse_windows
-
-IPAddress = IPv4Address | IPv6Address
 
 #: Ops that change the target's zone (client → target); the rest read from it.
 INBOUND_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RENAME, Op.DELETE})
@@ -64,53 +63,6 @@ DEVICES = "devices"
 
 class PolicyError(ValueError):
     """A config the engine cannot run (bad window, unknown time zone)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One question: may ``user`` from ``source`` do ``op`` on virtual ``path``?"""
-
-    user: str
-    source: IPAddress
-    op: Op
-    path: str
-    size: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer. ``reason`` is for the client, ``detail`` for the audit."""
-
-    allowed: bool
-    rule: str
-    reason: str
-    detail: str
-    obligations: frozenset[Obligation] = field(default_factory=frozenset)
-    max_size: int | None = None
-    grant: str | None = None  # the grant that allowed, e.g. roles.engineer.grants[0]
-    conduit: str | None = None  # the conduit that allowed, e.g. conduits[firmware-down]
-    client_zone: str | None = None
-    target_zone: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One line of an explanation: which question, its answer, and why."""
-
-    question: str
-    ok: bool
-    rule: str | None
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    """The decision plus every step that led to it (for ``conduit explain``)."""
-
-    request: Request
-    decision: Decision
-    steps: tuple[Step, ...]
-    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
