@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -142,3 +143,20 @@ def test_coverage_sentences() -> None:
     assert "Every IPv4 address is in a zone." in lines
     assert any("No zone covers any IPv6" in line for line in lines)
     assert coverage(parse("")) == ["No zone has networks: every client is denied everything."]
+
+
+def test_design_example_passes_check_and_decides() -> None:
+    design = EXAMPLE.parent / "design.toml"
+    config = load_checked(design)
+    assert check(config, design.read_text()) == []
+    policy = Policy(config, clock=lambda: datetime(2026, 11, 28, 3, 0, tzinfo=UTC))
+    ent = ip_address("10.10.0.7")
+    fw = policy.decide(Request("alice", ent, Op.WRITE, "/devices/plc-01/fw.bin", 10))
+    assert (fw.allowed, fw.rule) == (True, "conduits[firmware-down]")
+    assert fw.max_size == 512 * 1024 * 1024
+    up = policy.decide(
+        Request("alice", ip_address("192.168.0.5"), Op.READ, "/devices/plc-01/a.log")
+    )
+    assert (up.allowed, up.rule) == (True, "roles.engineer.grants[2]")  # same zone
+    logs = policy.decide(Request("alice", ent, Op.READ, "/logs/a.log"))
+    assert (logs.allowed, logs.rule) == (False, "deny:no-conduit")  # dmz -> enterprise: none
