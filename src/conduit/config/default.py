@@ -75,7 +75,6 @@ def embedded(
                 ]
             )
         },
-        users={
-            user: UserConfig(keys=keys if keys is not None else local_public_keys(), roles=["demo"])
-        },
+        users={user: UserConfig(keys=keys if keys is not None else local_public_keys(),
+                                roles=["demo"])},
     )
