@@ -229,3 +229,13 @@ def test_unknown_time_zone_is_refused(example_config) -> None:
     )
     with pytest.raises(PolicyError, match="Mars/Olympus"):
         Policy(bad)
+
+
+def test_ipv4_mapped_ipv6_source_is_its_ipv4_address(policy: Policy) -> None:
+    """Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d; the zone is the IPv4 one."""
+    mapped = ip_address("::ffff:10.20.0.5")
+    assert policy.zone_of(mapped) == "dmz"
+    d = policy.decide(Request("alice", mapped, Op.READ, "/logs/a.txt"))
+    assert d.allowed and d.client_zone == "dmz"
+    assert not policy.decide(Request("bob", ip_address("::ffff:10.10.1.1"), Op.LIST, "/")).allowed
+    assert policy.decide(Request("bob", ip_address("::ffff:10.10.5.1"), Op.LIST, "/")).allowed

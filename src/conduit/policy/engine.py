@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import ip_address
+from ipaddress import IPv6Address, ip_address
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.model import ConduitConfig, Config, Grant, Obligation, Op
@@ -89,6 +89,16 @@ class _Target:
     name: str
     zone: str
     parts: tuple[str, ...]  # relative to the target
+
+
+def _plain(address: IPAddress | str) -> IPAddress:
+    """``address`` as an address; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``,
+    as dual-stack sockets report IPv4 peers) as the IPv4 address it is."""
+    if isinstance(address, str):
+        address = ip_address(address)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _deny(
@@ -188,8 +198,7 @@ class Policy:
 
     def zone_of(self, address: IPAddress | str) -> str | None:
         """The zone whose networks hold ``address`` (longest prefix), or None."""
-        if isinstance(address, str):
-            address = ip_address(address)
+        address = _plain(address)
         number = int(address)
         for _length, mask, table in self._zone_nets[address.version]:
             zone = table.get(number & mask)
@@ -266,31 +275,32 @@ class Policy:
             )
         parts = normalise(request.path)
         path = "/" + "/".join(parts)
-        what = f"{user} {op} {path} from {request.source}"
+        address = _plain(request.source)
+        what = f"{user} {op} {path} from {address}"
 
         if user not in self._area_grants:
             step("user", False, None, f"{user!r} is not in [users]")
             return _deny("deny:unknown-user", "unknown user", f"{what}: user not in the policy")
         step("user", True, f"users.{user}", f"{user} is a user")
-        client_zone = self.zone_of(request.source)
+        client_zone = self.zone_of(address)
         if client_zone is None:
-            step("zone", False, None, f"{request.source} is in no zone's networks")
+            step("zone", False, None, f"{address} is in no zone's networks")
             return _deny(
                 "deny:no-zone",
                 "source address in no zone",
-                f"{what}: {request.source} is in no zone",
+                f"{what}: {address} is in no zone",
             )
-        step("zone", True, f"zones.{client_zone}", f"{request.source} is in zone {client_zone}")
+        step("zone", True, f"zones.{client_zone}", f"{address} is in zone {client_zone}")
         networks = self._user_networks.get(user)
         if networks is not None and not any(
-            request.source.version == net.version and request.source in net for net in networks
+            address.version == net.version and address in net for net in networks
         ):
             rule = f"users.{user}.networks"
-            step("user networks", False, rule, f"{request.source} is outside {rule}")
+            step("user networks", False, rule, f"{address} is outside {rule}")
             return _deny(
                 rule,
                 "not allowed from this address",
-                f"{what}: source outside {rule}",
+                f"{what}: address outside {rule}",
                 client_zone=client_zone,
             )
 
@@ -304,7 +314,7 @@ class Policy:
                     f"{what}: {path} is a virtual directory; only list is allowed",
                     client_zone=client_zone,
                 )
-            if parts and not self._any_device_visible(user, request.source):
+            if parts and not self._any_device_visible(user, address):
                 step("grant", False, None, "no device is visible to this user from here")
                 return _deny(
                     "deny:no-grant",
