@@ -10,7 +10,8 @@ import signal
 from pathlib import Path
 
 from conduit.cli.main import CommandError
-from conduit.config import Config, ConfigError, embedded, load, local_public_keys
+from conduit.config import Config, ConfigError, embedded, local_public_keys
+from conduit.config.check import load_checked
 from conduit.config.model import GatewayConfig
 
 DEFAULT_CONFIG = Path("conduit.toml")
@@ -43,7 +44,7 @@ def choose_config(path: Path | None, listen: str | None) -> tuple[Config, bool]:
         config = embedded(Path.cwd(), keys=keys, listen=listen or "127.0.0.1:2222")
         return config, True
     try:
-        config = load(path or DEFAULT_CONFIG)
+        config = load_checked(path or DEFAULT_CONFIG)
     except ConfigError as exc:
         raise CommandError(str(exc), code=1) from None
     if listen:

@@ -107,8 +107,17 @@ def locate(text: str, loc: list[str]) -> int | None:
     lines = text.splitlines()
     start = 0
     found: int | None = None
+    previous = ""
     for part in loc:
         if part.isdigit():
+            line = _item_line(lines, start, int(part), previous)
+            if line is not None:
+                start, found = line, line + 1
+            continue
+        previous = part
+        # A key of an inline table sits on the line already found.
+        inline = re.compile(rf"""[{{,]\s*["']?{re.escape(part)}["']?\s*=""")
+        if found is not None and inline.search(lines[start]):
             continue
         pattern = re.compile(
             rf"""^\s*(\[+[^\]]*\b{re.escape(part)}\b[^\]]*\]+|["']?{re.escape(part)}["']?\s*=)"""
@@ -119,3 +128,25 @@ def locate(text: str, loc: list[str]) -> int | None:
                 start = number
                 break
     return found
+
+
+def _item_line(lines: list[str], start: int, index: int, name: str) -> int | None:
+    """Line (0-based) of item ``index`` of array ``name``: ``[[name]]`` or ``name = [...]``."""
+    header = re.compile(rf"^\s*\[\[[^\]]*\b{re.escape(name)}\]\]")
+    tables = [n for n in range(start, len(lines)) if header.search(lines[n])]
+    if tables:
+        return tables[index] if index < len(tables) else None
+    items: list[int] = []
+    depth = 0
+    for number in range(start, len(lines)):
+        text = lines[number].split("#", 1)[0]
+        if number == start:
+            text = text.split("=", 1)[-1]
+        count = text.count("{") or len([t for t in text.strip(" []").split(",") if t.strip()])
+        items.extend([number] * count)
+        depth += text.count("[") - text.count("]")
+        if depth <= 0:
+            break
+    if not items:
+        return None
+    return items[min(index, len(items) - 1)]

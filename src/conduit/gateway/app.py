@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncssh
 
-from conduit.config import Config, ConfigError, load
+from conduit.config import Config, ConfigError
+from conduit.config.check import load_checked
 from conduit.gateway import tuning
 from conduit.gateway.operations import Recorder
 from conduit.gateway.server import Connection, Counters
@@ -171,7 +172,7 @@ class Gateway:
         source = path or self.config.source
         if source is None:
             raise ConfigError(None, ["the embedded default cannot be reloaded"])
-        config = load(source)
+        config = load_checked(source)
         keys = user_keys(config)
         areas = self._build_backends(config)
         self.config, self._policy, self._keys = config, Policy(config), keys

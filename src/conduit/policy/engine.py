@@ -1,310 +1,517 @@
-"""``decide()``: may this principal, from this address, do this operation on this path, now?
+"""The decision engine: ``Policy.decide(Request) -> Decision``.
 
-Two questions, both must say yes (deny by default):
+Semantics (the contract the gateway, ``check`` and ``explain`` share):
 
-1. **Grant** — one of the user's roles grants the operation on the target
-   (an area name, or ``devices/<glob>``), and the path below the target
-   matches the grant's patterns, if it has any.
-2. **Flow** — the client's zone (from its address) and the target's zone are
-   the same, or a conduit allows data to flow between them for this file, now:
-   ``write``/``mkdir``/``rename``/``delete`` flow client → target, ``read`` and
-   ``list`` flow target → client. The conduit's patterns, time window and size
-   limit apply; its obligations travel with the decision.
-
-Pure: no I/O, the clock is injected. Everything that can be precomputed from
-the config is, in ``__init__``, so one decision costs a few dict lookups.
+- **Deny by default.** Evaluation stops at the first failing step, in order:
+  the path (no NUL), the user, the client's zone, the user's own ``networks``,
+  the target, the grant, the conduit.
+- **Client zone**: the zone whose networks hold the source address (longest
+  prefix wins; ``check`` rejects overlaps anyway). No zone: everything is
+  denied, even listing ``/``. A user's ``networks``, if set, narrow further.
+- **Paths** are normalised here again (``.``/``..``/``//`` resolved, clamped at
+  ``/``), so a ``..`` can never reach more than the normalised path.
+- **Targets**: ``/AREA/...`` and ``/devices/DEVICE/...``. ``/`` and
+  ``/devices`` are virtual, read-only directories: only ``list`` is allowed on
+  them (``/devices`` only when some device is visible). On the root of an area
+  or device (``/firmware``) only ``list`` and ``read`` (a stat) are allowed.
+  Unknown target: deny.
+- **Grants** name an area or ``devices/<glob>`` (glob over device names). A
+  grant's ``paths`` match the path relative to the target (see
+  :mod:`conduit.policy.patterns`). For ``list`` and ``mkdir`` the path is a
+  directory: allowed if some pattern could match it or something below it.
+  For every other op the path itself must match. No ``paths``: everything.
+  The first matching grant (roles in the user's order, grants in file order)
+  decides.
+- **Direction**: ``write``, ``mkdir``, ``rename`` and ``delete`` flow
+  client-zone → target-zone; ``read`` and ``list`` flow target-zone →
+  client-zone. Same zone: no conduit needed.
+- **Conduits** for that (from, to) pair are tried in file order; the first
+  whose ``paths`` match (against the virtual path without its leading ``/``,
+  e.g. ``firmware/a.bin``, same glob rules; none: all), whose ``window`` is
+  open now (gateway time zone) and whose ``max_size`` is not exceeded by a
+  known size, allows. Its ``max_size`` is returned for the streaming check.
+  If none allows, the candidate that got furthest explains the denial.
+- **Obligations** (``require``) are returned for ``read``, ``write`` and
+  ``rename`` (ops that deliver content under a name); ``list``, ``mkdir`` and
+  ``delete`` move no content and carry none.
+- ``Decision.rule`` names the item that decided: ``conduits[NAME]`` when a
+  conduit allowed or refused, ``roles.ROLE.grants[I]`` for a same-zone
+  allow, or ``deny:REASON`` when nothing in the file applied.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import fnmatch
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from ipaddress import IPv6Address, ip_address
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from conduit.config.model import Config, Obligation, Op
-from conduit.policy.patterns import Pattern, any_match, compile_pattern
-from conduit.policy.windows import Window, parse_windows
+from conduit.config.model import ConduitConfig, Config, Grant, Obligation, Op
+from conduit.policy.decision import Decision, Explanation, IPAddress, Request, Step
+from conduit.policy.patterns import PathPattern, normalise
+from conduit.policy.windows import Window, WindowError, parse_windows
 
-IPAddress = IPv4Address | IPv6Address
+#: Ops that change the target's zone (client → target); the rest read from it.
+INBOUND_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RENAME, Op.DELETE})
+#: Ops whose path is a directory: allowed where a pattern could match below.
+DIRECTORY_OPS = frozenset({Op.LIST, Op.MKDIR})
+#: Ops that deliver file content under a name, and so carry obligations.
+CONTENT_OPS = frozenset({Op.READ, Op.WRITE, Op.RENAME})
 DEVICES = "devices"
-# Operations that change the target's zone: data flows client -> target.
-INBOUND = frozenset({Op.WRITE, Op.MKDIR, Op.RENAME, Op.DELETE})
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One question: may ``user`` from ``source`` do ``op`` on virtual ``path``?"""
-
-    user: str
-    source: IPAddress
-    op: Op
-    path: str
-    size: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer. ``reason`` is short, for the client; ``detail`` is for the audit."""
-
-    allowed: bool
-    rule: str
-    reason: str
-    detail: str
-    obligations: frozenset[Obligation] = field(default_factory=frozenset)
-    max_size: int | None = None
-    grant: str | None = None
-    conduit: str | None = None
-    client_zone: str | None = None
-    target_zone: str | None = None
+class PolicyError(ValueError):
+    """A config the engine cannot run (bad window, unknown time zone)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Grant:
     rule: str
-    target: str  # area name, or a glob over "devices/NAME"
-    is_glob: bool
     ops: frozenset[Op]
-    patterns: tuple[Pattern, ...]
-
-    def covers(self, target: str, op: Op, rel: str) -> bool:
-        if op not in self.ops:
-            return False
-        if self.is_glob:
-            if not fnmatch.fnmatchcase(target, self.target):
-                return False
-        elif target != self.target:
-            return False
-        return any_match(self.patterns, rel)
+    patterns: tuple[PathPattern, ...]
+    config: Grant
 
 
 @dataclass(frozen=True, slots=True)
 class _Conduit:
-    name: str
-    patterns: tuple[Pattern, ...]
+    rule: str
+    config: ConduitConfig
+    patterns: tuple[PathPattern, ...]
     windows: tuple[Window, ...]
     max_size: int | None
-    require: frozenset[Obligation]
+    obligations: frozenset[Obligation]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Target:
-    key: str  # "firmware" or "devices/plc-01"
+    kind: str  # "area" | "device"
+    name: str
     zone: str
-    rel: str  # path below the target, "" for the target itself
+    parts: tuple[str, ...]  # relative to the target
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def _plain(address: IPAddress | str) -> IPAddress:
+    """``address`` as an address; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``,
+    as dual-stack sockets report IPv4 peers) as the IPv4 address it is."""
+    if isinstance(address, str):
+        address = ip_address(address)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _deny(
+    rule: str,
+    reason: str,
+    detail: str,
+    *,
+    grant: str | None = None,
+    client_zone: str | None = None,
+    target_zone: str | None = None,
+) -> Decision:
+    return Decision(
+        False,
+        rule,
+        reason,
+        detail,
+        grant=grant,
+        client_zone=client_zone,
+        target_zone=target_zone,
+    )
 
 
 class Policy:
-    """A loaded policy. ``decide`` is the only question the gateway asks."""
+    """A compiled policy: indexes built once, ``decide`` cheap and pure."""
 
-    def __init__(self, config: Config, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(self, config: Config, clock: Callable[[], datetime] | None = None) -> None:
         self.config = config
-        self.clock = clock or _utc_now
-        self.timezone = ZoneInfo(config.gateway.timezone)
-        # Most specific network first, so a /32 inside a /16 names its own zone.
-        self._networks = sorted(
-            ((net, name) for name, zone in config.zones.items() for net in zone.networks),
-            key=lambda item: (-item[0].prefixlen, item[0].version),
-        )
-        self._grants: dict[str, tuple[_Grant, ...]] = {}
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        try:
+            self.timezone = ZoneInfo(config.gateway.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PolicyError(
+                f"gateway.timezone: unknown time zone {config.gateway.timezone!r}"
+            ) from None
+        # Zone lookup: per IP version, prefix lengths longest first, each a
+        # dict from network number to zone name.
+        self._zone_nets: dict[int, list[tuple[int, int, dict[int, str]]]] = {4: [], 6: []}
+        by_len: dict[tuple[int, int], dict[int, str]] = {}
+        for name, zone in config.zones.items():
+            for net in zone.networks:
+                by_len.setdefault((net.version, net.prefixlen), {}).setdefault(
+                    int(net.network_address), name
+                )
+        for (version, length), table in sorted(by_len.items(), key=lambda kv: -kv[0][1]):
+            bits = 32 if version == 4 else 128
+            mask = ((1 << length) - 1) << (bits - length) if length else 0
+            self._zone_nets[version].append((length, mask, table))
+        self._areas = {name: area.zone for name, area in config.areas.items()}
+        self._devices = {name: device.zone for name, device in config.devices.items()}
+        # Per user: area name -> grants, plus (device glob, grant) pairs.
+        self._area_grants: dict[str, dict[str, list[_Grant]]] = {}
+        self._device_grants: dict[str, list[tuple[PathPattern, _Grant]]] = {}
+        self._device_cache: dict[tuple[str, str], list[_Grant]] = {}
+        self._listable_cache: dict[str, tuple[str, ...]] = {}
         for user_name, user in config.users.items():
-            grants = []
+            areas: dict[str, list[_Grant]] = {}
+            devices: list[tuple[PathPattern, _Grant]] = []
             for role_name in user.roles:
                 role = config.roles.get(role_name)
-                for index, grant in enumerate(role.grants if role else ()):
-                    target = grant.target.strip("/")
-                    grants.append(
-                        _Grant(
-                            rule=f"roles.{role_name}.grants[{index}]",
-                            target=target,
-                            is_glob=target.startswith(f"{DEVICES}/"),
-                            ops=frozenset(grant.ops),
-                            patterns=tuple(compile_pattern(p) for p in grant.paths),
-                        )
+                if role is None:
+                    continue
+                for index, grant in enumerate(role.grants):
+                    compiled = _Grant(
+                        f"roles.{role_name}.grants[{index}]",
+                        frozenset(grant.ops),
+                        tuple(PathPattern.compile(p) for p in grant.paths),
+                        grant,
                     )
-            self._grants[user_name] = tuple(grants)
-        self._conduits: dict[tuple[str, str], list[_Conduit]] = defaultdict(list)
+                    kind, _, glob = grant.target.partition("/")
+                    if kind == DEVICES and glob:
+                        devices.append((PathPattern.compile(glob), compiled))
+                    else:
+                        areas.setdefault(grant.target, []).append(compiled)
+            self._area_grants[user_name] = areas
+            self._device_grants[user_name] = devices
+        self._user_networks = {
+            name: tuple(user.networks) for name, user in config.users.items() if user.networks
+        }
+        self._conduits: dict[tuple[str, str], list[_Conduit]] = {}
         for conduit in config.conduits:
-            self._conduits[(conduit.from_zone, conduit.to_zone)].append(
+            try:
+                windows = parse_windows(conduit.window)
+            except WindowError as exc:
+                raise PolicyError(f"conduits[{conduit.name}].window: {exc}") from None
+            self._conduits.setdefault((conduit.from_zone, conduit.to_zone), []).append(
                 _Conduit(
-                    name=conduit.name,
-                    patterns=tuple(compile_pattern(p) for p in conduit.paths),
-                    windows=parse_windows(conduit.window),
-                    max_size=int(conduit.max_size) if conduit.max_size is not None else None,
-                    require=frozenset(conduit.require),
+                    f"conduits[{conduit.name}]",
+                    conduit,
+                    tuple(PathPattern.compile(p) for p in conduit.paths),
+                    windows,
+                    int(conduit.max_size) if conduit.max_size is not None else None,
+                    frozenset(conduit.require),
                 )
             )
 
-    # -- lookups -----------------------------------------------------------------------
+    # -- lookups -------------------------------------------------------------
 
     def zone_of(self, address: IPAddress | str) -> str | None:
-        """The zone whose networks hold ``address`` (most specific first), or None."""
-        address = ip_address(address) if isinstance(address, str) else address
-        for network, name in self._networks:
-            if network.version == address.version and address in network:
-                return name
+        """The zone whose networks hold ``address`` (longest prefix), or None."""
+        address = _plain(address)
+        number = int(address)
+        for _length, mask, table in self._zone_nets[address.version]:
+            zone = table.get(number & mask)
+            if zone is not None:
+                return zone
         return None
 
+    def visible_devices(self, user: str, source: IPAddress) -> list[str]:
+        """Device names ``user`` may list from ``source`` (entries of ``/devices``)."""
+        return sorted(
+            name
+            for name in self._listable(user)
+            if self.decide(Request(user, source, Op.LIST, f"/{DEVICES}/{name}")).allowed
+        )
+
     def roots(self, user: str, source: IPAddress) -> list[str]:
-        """Top-level names ``user`` may see when listing ``/``."""
-        names = [a for a in self.config.areas if self._lists(user, source, f"/{a}")]
-        if self.visible_devices(user, source):
+        """Top-level names visible at ``/``: listable areas, and ``devices`` if any."""
+        names = [
+            name
+            for name in self._areas
+            if self.decide(Request(user, source, Op.LIST, f"/{name}")).allowed
+        ]
+        if self._any_device_visible(user, source):
             names.append(DEVICES)
         return sorted(names)
 
-    def visible_devices(self, user: str, source: IPAddress) -> list[str]:
-        return sorted(
-            d for d in self.config.devices if self._lists(user, source, f"/{DEVICES}/{d}")
+    def _any_device_visible(self, user: str, source: IPAddress) -> bool:
+        return any(
+            self.decide(Request(user, source, Op.LIST, f"/{DEVICES}/{name}")).allowed
+            for name in self._listable(user)
         )
 
-    def _lists(self, user: str, source: IPAddress, path: str) -> bool:
-        return self.decide(Request(user, source, Op.LIST, path)).allowed
+    def _listable(self, user: str) -> tuple[str, ...]:
+        """Devices some grant of ``user`` lets them list (before zones and conduits)."""
+        names = self._listable_cache.get(user)
+        if names is None:
+            names = tuple(
+                name
+                for name in self._devices
+                if user in self._device_grants
+                and any(Op.LIST in g.ops for g in self._grants_for_device(user, name))
+            )
+            self._listable_cache[user] = names
+        return names
 
-    # -- the decision ------------------------------------------------------------------------
+    def now(self) -> datetime:
+        """The clock's time in the gateway's time zone."""
+        return self.clock().astimezone(self.timezone)
+
+    # -- decisions -----------------------------------------------------------
 
     def decide(self, request: Request) -> Decision:
-        user = self.config.users.get(request.user)
-        if user is None:
-            return _deny("users", "unknown user", f"user {request.user!r} is not in the policy")
-        zone = self.zone_of(request.source)
-        if zone is None:
+        """Allow or deny ``request``; deny by default (see the module docstring)."""
+        return self._evaluate(request, None)
+
+    def explain(self, request: Request) -> Explanation:
+        """Like :meth:`decide`, with every step that led to the answer."""
+        steps: list[Step] = []
+        decision = self._evaluate(request, steps)
+        return Explanation(request, decision, tuple(steps), self.now())
+
+    def _evaluate(self, request: Request, steps: list[Step] | None) -> Decision:
+        def step(question: str, ok: bool, rule: str | None, text: str) -> None:
+            if steps is not None:
+                steps.append(Step(question, ok, rule, text))
+
+        op, user = request.op, request.user
+        if "\x00" in request.path:
+            step("path", False, None, "the path contains a NUL byte")
             return _deny(
-                "zones",
-                "source address is in no zone",
-                f"{request.source} is in no zone's networks",
+                "deny:bad-path",
+                "invalid path",
+                f"{user} {op} {request.path!r}: the path contains NUL",
             )
-        if user.networks and not any(
-            n.version == request.source.version and request.source in n for n in user.networks
+        parts = normalise(request.path)
+        path = "/" + "/".join(parts)
+        address = _plain(request.source)
+        what = f"{user} {op} {path} from {address}"
+
+        if user not in self._area_grants:
+            step("user", False, None, f"{user!r} is not in [users]")
+            return _deny("deny:unknown-user", "unknown user", f"{what}: user not in the policy")
+        step("user", True, f"users.{user}", f"{user} is a user")
+        client_zone = self.zone_of(address)
+        if client_zone is None:
+            step("zone", False, None, f"{address} is in no zone's networks")
+            return _deny(
+                "deny:no-zone",
+                "source address in no zone",
+                f"{what}: {address} is in no zone",
+            )
+        step("zone", True, f"zones.{client_zone}", f"{address} is in zone {client_zone}")
+        networks = self._user_networks.get(user)
+        if networks is not None and not any(
+            address.version == net.version and address in net for net in networks
         ):
+            rule = f"users.{user}.networks"
+            step("user networks", False, rule, f"{address} is outside {rule}")
             return _deny(
-                f"users.{request.user}.networks",
-                "source address not allowed",
-                f"{request.source} is outside the networks of user {request.user}",
-                client_zone=zone,
+                rule,
+                "not allowed from this address",
+                f"{what}: address outside {rule}",
+                client_zone=client_zone,
             )
-        parts = [p for p in request.path.split("/") if p]
-        if not parts or parts == [DEVICES]:
-            if request.op is Op.LIST:
-                where = "/" if not parts else f"/{DEVICES}"
-                return Decision(True, "root", "allowed", f"listing {where}", client_zone=zone)
-            return _deny(
-                "root",
-                "read-only folder",
-                f"{request.op} on {request.path} is never allowed",
-                client_zone=zone,
+
+        # Virtual directories: "/" and "/devices".
+        if not parts or (parts[0] == DEVICES and len(parts) == 1):
+            if op is not Op.LIST:
+                step("target", False, None, f"{path} is a read-only virtual directory")
+                return _deny(
+                    "deny:virtual",
+                    "read-only directory",
+                    f"{what}: {path} is a virtual directory; only list is allowed",
+                    client_zone=client_zone,
+                )
+            if parts and not self._any_device_visible(user, address):
+                step("grant", False, None, "no device is visible to this user from here")
+                return _deny(
+                    "deny:no-grant",
+                    "list not granted",
+                    f"{what}: no device is listable",
+                    client_zone=client_zone,
+                )
+            step("target", True, None, f"{path} is a virtual directory; listing is allowed")
+            return Decision(
+                True, "virtual", "allowed", f"{what}: virtual directory", client_zone=client_zone
             )
+
         target = self._target(parts)
         if target is None:
+            step("target", False, None, f"{path} names no area or device")
             return _deny(
-                "targets",
+                "deny:unknown-target",
                 "no such area or device",
-                f"{request.path} is in no area or device",
-                client_zone=zone,
+                f"{what}: no area or device {'/'.join(parts[:2])!r}",
+                client_zone=client_zone,
             )
-        grant = next(
-            (
-                g
-                for g in self._grants.get(request.user, ())
-                if g.covers(target.key, request.op, target.rel)
-            ),
-            None,
+        target_zone = target.zone
+        step(
+            "target",
+            True,
+            f"{target.kind}s.{target.name}",
+            f"{target.kind} {target.name} in zone {target.zone}",
         )
-        if grant is None:
-            return _deny(
-                "grants",
-                f"{request.op} not granted",
-                f"no grant of {request.op} on {request.path} for {request.user}",
-                client_zone=zone,
-                target_zone=target.zone,
+        if not target.parts and op not in (Op.LIST, Op.READ):
+            step(
+                "target", False, None, f"the root of {target.kind} {target.name} cannot be changed"
             )
-        if zone == target.zone:
+            return _deny(
+                "deny:target-root",
+                f"{op} not allowed on {path}",
+                f"{what}: {op} on the root of {target.kind} {target.name}",
+                client_zone=client_zone,
+                target_zone=target_zone,
+            )
+
+        # 1. Who may do what where.
+        directory = op in DIRECTORY_OPS or not target.parts
+        rel = "/".join(target.parts)
+        last = target.parts[-1] if target.parts else ""
+        grants = (
+            self._area_grants[user].get(target.name, [])
+            if target.kind == "area"
+            else self._grants_for_device(user, target.name)
+        )
+        grant = None
+        for candidate in grants:
+            if op in candidate.ops and (
+                not candidate.patterns
+                or any(
+                    p.could_contain(target.parts) if directory else p.matches(rel, last)
+                    for p in candidate.patterns
+                )
+            ):
+                grant = candidate
+                break
+        if grant is None:
+            near = [g.rule for g in grants if op in g.ops]
+            why = (
+                f"{', '.join(near)} allow {op} but no paths pattern matches {rel!r}"
+                if near
+                else f"no role of {user} grants {op} on {target.kind} {target.name}"
+            )
+            step("grant", False, near[0] if near else None, why)
+            return _deny(
+                "deny:no-grant",
+                f"{op} not granted",
+                f"{what}: {why}",
+                client_zone=client_zone,
+                target_zone=target_zone,
+            )
+        step("grant", True, grant.rule, f"{grant.rule} grants {op} on {grant.config.target}")
+
+        # 2. May data flow between these zones?
+        if client_zone == target.zone:
+            step("flow", True, None, f"same zone {client_zone}: no conduit needed")
             return Decision(
                 True,
                 grant.rule,
                 "allowed",
-                f"{grant.rule} allows {request.op} on {target.key} within zone {zone}",
+                f"{what}: {grant.rule}, same zone {client_zone}",
                 grant=grant.rule,
-                client_zone=zone,
-                target_zone=target.zone,
+                client_zone=client_zone,
+                target_zone=target_zone,
             )
-        return self._through_conduit(request, grant, zone, target)
-
-    def _target(self, parts: list[str]) -> _Target | None:
-        if parts[0] == DEVICES:
-            device = self.config.devices.get(parts[1])
-            if device is None:
-                return None
-            return _Target(f"{DEVICES}/{parts[1]}", device.zone, "/".join(parts[2:]))
-        area = self.config.areas.get(parts[0])
-        if area is None:
-            return None
-        return _Target(parts[0], area.zone, "/".join(parts[1:]))
-
-    def _through_conduit(
-        self, request: Request, grant: _Grant, zone: str, target: _Target
-    ) -> Decision:
-        source, dest = (zone, target.zone) if request.op in INBOUND else (target.zone, zone)
+        source, dest = (
+            (client_zone, target.zone) if op in INBOUND_OPS else (target.zone, client_zone)
+        )
         flow = f"{source} -> {dest}"
-        context = {"grant": grant.rule, "client_zone": zone, "target_zone": target.zone}
-        candidates = self._conduits.get((source, dest), [])
-        if not candidates:
+        conduits = self._conduits.get((source, dest))
+        if not conduits:
+            step("conduit", False, None, f"no conduit from {source} to {dest}")
             return _deny(
-                "conduits",
-                "no conduit between these zones",
-                f"no conduit allows {flow} ({request.op} {request.path})",
-                **context,
+                "deny:no-conduit",
+                f"no conduit {flow}",
+                f"{what}: {grant.rule} grants it but no conduit allows {flow}",
+                grant=grant.rule,
+                client_zone=client_zone,
+                target_zone=target_zone,
             )
-        matching = [c for c in candidates if any_match(c.patterns, target.rel)]
-        if not matching:
-            names = ", ".join(c.name for c in candidates)
-            return _deny(
-                "conduits",
-                "no conduit for this file",
-                f"{request.path} matches no path pattern of {names} ({flow})",
-                **context,
+        vrel = "/".join(parts)
+        best: tuple[int, _Conduit, str, str] | None = None  # (progress, conduit, reason, why)
+        minute: int | None = None
+        for conduit in conduits:
+            if conduit.patterns and not any(
+                p.could_contain(parts) if directory else p.matches(vrel, parts[-1])
+                for p in conduit.patterns
+            ):
+                if best is None:
+                    best = (
+                        0,
+                        conduit,
+                        f"no conduit {flow} for this path",
+                        f"{conduit.rule} paths {conduit.config.paths} do not match {vrel!r}",
+                    )
+                continue
+            if conduit.windows:
+                if minute is None:
+                    now = self.now()
+                    minute = now.weekday() * 1440 + now.hour * 60 + now.minute
+                if not any(w.contains(minute) for w in conduit.windows):
+                    if best is None or best[0] < 1:
+                        windows = ", ".join(w.text for w in conduit.windows)
+                        best = (
+                            1,
+                            conduit,
+                            f"outside the window of {conduit.config.name}",
+                            f"{conduit.rule} is open {windows} ({self.config.gateway.timezone}),"
+                            f" now is {self.now():%a %H:%M}",
+                        )
+                    continue
+            if (
+                conduit.max_size is not None
+                and request.size is not None
+                and request.size > conduit.max_size
+            ):
+                if best is None or best[0] < 2:
+                    best = (
+                        2,
+                        conduit,
+                        f"file larger than {conduit.max_size} bytes",
+                        f"{conduit.rule} max_size {conduit.max_size} < size {request.size}",
+                    )
+                continue
+            content = op in CONTENT_OPS and not directory
+            obligations = conduit.obligations if content else frozenset()
+            limit = conduit.max_size if content else None
+            step("conduit", True, conduit.rule, f"{conduit.rule} allows {flow} for {vrel!r}")
+            return Decision(
+                True,
+                conduit.rule,
+                "allowed",
+                f"{what}: {grant.rule} via {conduit.rule} ({flow})",
+                obligations,
+                limit,
+                grant=grant.rule,
+                conduit=conduit.rule,
+                client_zone=client_zone,
+                target_zone=target_zone,
             )
-        now = self.clock().astimezone(self.timezone)
-        open_now = [c for c in matching if not c.windows or any(w.contains(now) for w in c.windows)]
-        if not open_now:
-            shown = "; ".join(f"{c.name}: {', '.join(w.text for w in c.windows)}" for c in matching)
-            return _deny(
-                f"conduits[{matching[0].name}]",
-                "outside the conduit's time window",
-                f"{flow} is closed at {now:%a %H:%M %Z} ({shown})",
-                **context,
-            )
-        size = request.size
-        fits = [c for c in open_now if size is None or c.max_size is None or size <= c.max_size]
-        if not fits:
-            c = open_now[0]
-            return _deny(
-                f"conduits[{c.name}]",
-                "file exceeds the conduit's size limit",
-                f"{size} bytes exceeds max_size {c.max_size} of conduit {c.name}",
-                **context,
-            )
-        chosen = fits[0]
-        rule = f"{grant.rule} + conduits[{chosen.name}]"
-        return Decision(
-            True,
-            rule,
-            "allowed",
-            f"{grant.rule} allows {request.op}; conduit {chosen.name} allows {flow}",
-            obligations=chosen.require,
-            max_size=chosen.max_size,
+        assert best is not None  # conduits is non-empty and every miss records one
+        _, conduit, reason, why = best
+        step("conduit", False, conduit.rule, why)
+        return _deny(
+            conduit.rule,
+            reason,
+            f"{what}: {why}",
             grant=grant.rule,
-            conduit=chosen.name,
-            client_zone=zone,
-            target_zone=target.zone,
+            client_zone=client_zone,
+            target_zone=target_zone,
         )
 
+    def _target(self, parts: tuple[str, ...]) -> _Target | None:
+        if parts[0] == DEVICES:
+            zone = self._devices.get(parts[1])
+            return None if zone is None else _Target("device", parts[1], zone, parts[2:])
+        zone = self._areas.get(parts[0])
+        return None if zone is None else _Target("area", parts[0], zone, parts[1:])
 
-def _deny(rule: str, reason: str, detail: str, **context: str | None) -> Decision:
-    return Decision(False, rule, reason, detail, **context)  # type: ignore[arg-type]
+    def _grants_for_device(self, user: str, device: str) -> list[_Grant]:
+        key = (user, device)
+        grants = self._device_cache.get(key)
+        if grants is None:
+            grants = [g for glob, g in self._device_grants[user] if glob.matches(device, device)]
+            self._device_cache[key] = grants
+        return grants
+
+
+__all__ = [
+    "Decision",
+    "Explanation",
+    "Policy",
+    "PolicyError",
+    "Request",
+    "Step",
+]

@@ -1,0 +1,177 @@
+"""``conduit check``: validate the policy file and show what it allows."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from conduit.config.check import check, coverage, errors
+from conduit.config.load import ConfigError, load
+from conduit.config.model import Config
+
+DEFAULT_CONFIG = Path("conduit.toml")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="validate the policy, print zones/conduits/areas as tables",
+        description="Validate the policy file; exit 1 with precise messages if it is unusable.",
+    )
+    add_config_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help="policy file (default: ./conduit.toml)",
+    )
+
+
+def console() -> Console:
+    """A console for stdout, created per call so redirection and capture work."""
+    return Console(highlight=False, soft_wrap=True, width=120)
+
+
+def load_or_report(path: Path, out: Console) -> Config | None:
+    """Load and check ``path``; print every problem and return None if unusable."""
+    try:
+        config = load(path)
+        text = path.read_text(encoding="utf-8")
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            out.print(line, markup=False)
+        return None
+    problems = check(config, text)
+    for problem in problems:
+        out.print(f"{path}: {problem}", markup=False)
+    if errors(problems):
+        count = len(errors(problems))
+        out.print(f"{path}: {count} error{'s' if count > 1 else ''}; the policy is not usable")
+        return None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    out = console()
+    config = load_or_report(args.config, out)
+    if config is None:
+        return 1
+    out.print(f"{args.config}: OK", markup=False)
+    show(config, out)
+    return 0
+
+
+def show(config: Config, out: Console) -> None:
+    """Print the policy as tables and the zone-to-zone flow matrix."""
+    zones = Table(title="Zones")
+    for column in ("zone", "level", "networks", "description"):
+        zones.add_column(column, overflow="fold")
+    for name, zone in sorted(config.zones.items(), key=lambda kv: -kv[1].level):
+        nets = ", ".join(str(n) for n in zone.networks) or "-"
+        _row(zones, name, f"{zone.level:g}", nets, zone.description)
+    out.print(zones)
+
+    areas = Table(title="Areas")
+    for column in ("path", "zone", "stored at"):
+        areas.add_column(column, overflow="fold")
+    for name, area in sorted(config.areas.items()):
+        _row(areas, f"/{name}", area.zone, str(area.path))
+    out.print(areas)
+
+    if config.devices:
+        devices = Table(title="Devices")
+        for column in ("path", "zone", "address", "protocols", "root"):
+            devices.add_column(column, overflow="fold")
+        for name, device in sorted(config.devices.items()):
+            _row(
+                devices,
+                f"/devices/{name}",
+                device.zone,
+                device.address,
+                ", ".join(device.protocols),
+                device.root,
+            )
+        out.print(devices)
+
+    roles = Table(title="Roles")
+    for column in ("role", "grant", "target", "ops", "paths"):
+        roles.add_column(column, overflow="fold")
+    for name, role in sorted(config.roles.items()):
+        for index, grant in enumerate(role.grants):
+            _row(
+                roles,
+                name,
+                f"grants[{index}]",
+                grant.target,
+                ", ".join(grant.ops),
+                ", ".join(grant.paths) or "(all)",
+            )
+    out.print(roles)
+
+    users = Table(title="Users")
+    for column in ("user", "roles", "keys", "from networks"):
+        users.add_column(column, overflow="fold")
+    for name, user in sorted(config.users.items()):
+        _row(
+            users,
+            name,
+            ", ".join(user.roles) or "-",
+            str(len(user.keys)),
+            ", ".join(str(n) for n in user.networks) or "(any zone)",
+        )
+    out.print(users)
+
+    conduits = Table(title="Conduits")
+    for column in ("conduit", "from", "to", "paths", "max size", "window", "require"):
+        conduits.add_column(column, overflow="fold")
+    for conduit in config.conduits:
+        window = conduit.window
+        windows = ", ".join([window] if isinstance(window, str) else window or []) or "always"
+        _row(
+            conduits,
+            conduit.name,
+            conduit.from_zone,
+            conduit.to_zone,
+            ", ".join(conduit.paths) or "(all)",
+            conduit.max_size.human_readable() if conduit.max_size is not None else "-",
+            windows,
+            ", ".join(conduit.require) or "-",
+        )
+    out.print(conduits)
+
+    out.print(flow_matrix(config))
+    for line in coverage(config):
+        out.print(line, markup=False)
+
+
+def flow_matrix(config: Config) -> Table:
+    """Rows: where data comes from; columns: where it goes. ``=``: same zone."""
+    names = [n for n, _ in sorted(config.zones.items(), key=lambda kv: -kv[1].level)]
+    table = Table(title="Flows (row: from zone, column: to zone)")
+    table.add_column("from \\ to")
+    for name in names:
+        table.add_column(name, overflow="fold")
+    for source in names:
+        cells = []
+        for dest in names:
+            if source == dest:
+                cells.append("=")
+                continue
+            found = [c.name for c in config.conduits if c.from_zone == source and c.to_zone == dest]
+            cells.append(", ".join(found) or "-")
+        _row(table, source, *cells)
+    return table
+
+
+def _row(table: Table, *values: str) -> None:
+    """Add a row of plain text: names and globs like ``[ab]*`` are not markup."""
+    table.add_row(*(Text(v) for v in values))

@@ -1,0 +1,120 @@
+"""``conduit explain USER OP PATH --from IP``: the decision and why (exit 0 allow, 1 deny)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from ipaddress import ip_address
+
+from pydantic import ByteSize, TypeAdapter, ValidationError
+from rich.console import Console
+
+from conduit.cli.check import add_config_argument, console, load_or_report
+from conduit.cli.main import CommandError
+from conduit.config.model import Op
+from conduit.policy import Explanation, Policy, PolicyError, Request
+
+QUESTIONS = {
+    "path": "path",
+    "user": "user",
+    "zone": "client zone",
+    "user networks": "user networks",
+    "target": "target",
+    "grant": "who may do what where",
+    "flow": "may data flow",
+    "conduit": "may data flow",
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="show the decision for one request and the rule that made it",
+        description="Decide one request as the gateway would. Exit 0: allow, 1: deny.",
+    )
+    parser.add_argument("user", metavar="USER")
+    parser.add_argument("op", metavar="OP", help=f"one of: {', '.join(o.value for o in Op)}")
+    parser.add_argument("path", metavar="PATH", help="virtual path, e.g. /firmware/fw-1.2.bin")
+    parser.add_argument("--from", dest="source", required=True, metavar="IP", help="client address")
+    parser.add_argument(
+        "--at",
+        metavar="TIME",
+        help="ISO time, e.g. 2026-11-28T03:00 (no offset: gateway time zone; default: now)",
+    )
+    parser.add_argument("--size", metavar="N", help="file size, e.g. 1048576 or 600MiB")
+    add_config_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        op = Op(args.op.lower())
+    except ValueError:
+        raise CommandError(
+            f"unknown operation {args.op!r} (one of: {', '.join(o.value for o in Op)})"
+        ) from None
+    try:
+        source = ip_address(args.source)
+    except ValueError:
+        raise CommandError(f"--from: {args.source!r} is not an IP address") from None
+    size = None
+    if args.size is not None:
+        try:
+            size = int(TypeAdapter(ByteSize).validate_python(args.size))
+        except ValidationError:
+            raise CommandError(
+                f"--size: {args.size!r} is not a size like 1048576 or 600MiB"
+            ) from None
+    out = console()
+    config = load_or_report(args.config, out)
+    if config is None:
+        return 1
+    try:
+        policy = Policy(config)
+    except PolicyError as exc:
+        raise CommandError(str(exc), code=1) from None
+    if args.at is not None:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise CommandError(
+                f"--at: {args.at!r} is not an ISO time like 2026-11-28T03:00"
+            ) from None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=policy.timezone)
+        policy.clock = lambda: at
+    path = args.path if args.path.startswith("/") else f"/{args.path}"
+    explanation = policy.explain(Request(args.user, source, op, path, size))
+    render(explanation, policy, out)
+    return 0 if explanation.decision.allowed else 1
+
+
+def render(explanation: Explanation, policy: Policy, out: Console) -> None:
+    """Print the verdict, each step with its rule, and the obligations."""
+    request, decision = explanation.request, explanation.decision
+    verdict = "[bold green]ALLOW[/]" if decision.allowed else "[bold red]DENY[/]"
+    size = f" ({request.size} bytes)" if request.size is not None else ""
+    out.print(verdict, end=" ")
+    out.print(
+        f"{request.user} {request.op} {request.path}{size} from {request.source}"
+        f" at {explanation.at:%a %Y-%m-%d %H:%M %Z}",
+        markup=False,
+    )
+    for step in explanation.steps:
+        mark = "ok " if step.ok else "NO "
+        rule = f"  [{step.rule}]" if step.rule else ""
+        out.print(
+            f"  {mark} {QUESTIONS.get(step.question, step.question)}: {step.text}{rule}",
+            markup=False,
+        )
+    out.print(f"  rule:        {decision.rule}", markup=False)
+    out.print(f"  grant:       {decision.grant or '-'}", markup=False)
+    out.print(f"  conduit:     {decision.conduit or '-'}", markup=False)
+    obligations = ", ".join(sorted(decision.obligations)) or "none"
+    out.print(f"  obligations: {obligations}", markup=False)
+    if decision.max_size is not None:
+        out.print(
+            f"  max size:    {decision.max_size} bytes (checked while streaming)", markup=False
+        )
+    out.print(f"  client sees: {decision.reason}", markup=False)
+    out.print(f"  audit:       {decision.detail}", markup=False)

@@ -1,0 +1,254 @@
+"""Cross-reference checks for ``conduit check`` and for reloads.
+
+:func:`conduit.config.load` checks the shape of the file (types, unknown
+keys); :func:`check` checks what needs the whole file at once: names that
+refer to nothing, overlapping zone networks, patterns that can never match,
+conduits inside one zone, users who cannot log in. Errors make the file
+unusable; warnings are printed and the file is still used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from conduit.config.load import ConfigError, load, locate
+from conduit.config.model import Config, Network
+from conduit.policy.patterns import PathPattern, pattern_problem
+from conduit.policy.windows import WindowError, parse_windows
+
+RESERVED_NAMES = frozenset({"devices"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding, pointing at a key (and its line when it can be found)."""
+
+    severity: Literal["error", "warning"]
+    key: str
+    message: str
+    line: int | None = None
+    loc: tuple[str, ...] = field(default=(), compare=False)
+
+    def __str__(self) -> str:
+        prefix = f"line {self.line}: " if self.line else ""
+        tag = "" if self.severity == "error" else "warning: "
+        return f"{prefix}{tag}{self.key}: {self.message}"
+
+
+def _key(loc: tuple[str, ...]) -> str:
+    """``("roles", "x", "grants", "0", "target")`` -> ``roles.x.grants[0].target``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def _bad_name(name: str) -> str | None:
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        return f"{name!r} cannot be a path component"
+    if name != name.strip():
+        return f"{name!r} has leading or trailing spaces"
+    return None
+
+
+def check(config: Config, text: str = "") -> list[Problem]:
+    """Every cross-reference problem in ``config``; ``text`` locates lines."""
+    problems: list[Problem] = []
+
+    def add(severity: Literal["error", "warning"], loc: tuple[str, ...], message: str) -> None:
+        line = locate(text, list(loc)) if text else None
+        problems.append(Problem(severity, _key(loc), message, line, loc))
+
+    def error(*loc: str, message: str) -> None:
+        add("error", loc, message)
+
+    def warning(*loc: str, message: str) -> None:
+        add("warning", loc, message)
+
+    zones = config.zones
+    zone_list = ", ".join(sorted(zones)) or "none defined"
+    try:
+        ZoneInfo(config.gateway.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        error("gateway", "timezone", message=f"unknown time zone {config.gateway.timezone!r}")
+
+    # Zones: networks must not overlap (a client must have exactly one zone).
+    seen: list[tuple[str, int, Network]] = []
+    for name, zone in zones.items():
+        if not zone.networks:
+            warning("zones", name, message="no networks: no client can be in this zone")
+        if not 0 <= zone.level <= 5:
+            warning("zones", name, "level", message=f"Purdue level {zone.level} is outside 0-5")
+        for index, net in enumerate(zone.networks):
+            for other, other_index, other_net in seen:
+                if net.version == other_net.version and net.overlaps(other_net):
+                    where = f"zones.{other}.networks[{other_index}]"
+                    error(
+                        "zones",
+                        name,
+                        "networks",
+                        str(index),
+                        message=f"{net} overlaps {other_net} ({where})",
+                    )
+            seen.append((name, index, net))
+
+    # Areas and devices: a known zone, a name usable as a path component.
+    for section, items in (("areas", config.areas), ("devices", config.devices)):
+        for name, item in items.items():
+            bad = _bad_name(name)
+            if bad:
+                error(section, name, message=bad)
+            if section == "areas" and name in RESERVED_NAMES:
+                error(section, name, message=f"{name!r} is reserved for /{name}")
+            if item.zone not in zones:
+                error(
+                    section,
+                    name,
+                    "zone",
+                    message=f"unknown zone {item.zone!r} (zones: {zone_list})",
+                )
+
+    # Roles: targets that exist, ops granted, patterns that can match.
+    for role_name, role in config.roles.items():
+        if not role.grants:
+            warning("roles", role_name, message="grants nothing")
+        for index, grant in enumerate(role.grants):
+            loc = ("roles", role_name, "grants", str(index))
+            kind, slash, glob = grant.target.partition("/")
+            if kind == "devices" and slash:
+                if not glob or "/" in glob:
+                    error(*loc, "target", message="use devices/<name or glob>, e.g. devices/plc-*")
+                else:
+                    compiled = PathPattern.compile(glob)
+                    if not any(compiled.matches(d, d) for d in config.devices):
+                        error(*loc, "target", message=f"{grant.target!r} matches no device")
+            elif grant.target == "devices":
+                error(*loc, "target", message="use devices/<name or glob>, e.g. devices/*")
+            elif grant.target not in config.areas:
+                areas = ", ".join(sorted(config.areas)) or "none defined"
+                error(*loc, "target", message=f"unknown area {grant.target!r} (areas: {areas})")
+            if not grant.ops:
+                error(*loc, "ops", message="grants no operation")
+            for p_index, pattern in enumerate(grant.paths):
+                why = pattern_problem(pattern)
+                if why:
+                    error(*loc, "paths", str(p_index), message=f"{pattern!r}: {why}")
+
+    # Users: roles that exist, a key to log in with, networks inside a zone.
+    used_roles: set[str] = set()
+    for user_name, user in config.users.items():
+        if not user.keys:
+            error("users", user_name, "keys", message="no key: this user can never log in")
+        if not user.roles:
+            warning("users", user_name, "roles", message="no roles: this user may do nothing")
+        for role_ref in user.roles:
+            used_roles.add(role_ref)
+            if role_ref not in config.roles:
+                roles = ", ".join(sorted(config.roles)) or "none defined"
+                error(
+                    "users",
+                    user_name,
+                    "roles",
+                    message=f"unknown role {role_ref!r} (roles: {roles})",
+                )
+        for net in user.networks:
+            if not any(
+                net.version == z.version and net.overlaps(z)
+                for zone in zones.values()
+                for z in zone.networks
+            ):
+                warning(
+                    "users",
+                    user_name,
+                    "networks",
+                    message=f"{net} is in no zone: this user is denied everything from there",
+                )
+    for unused in sorted(set(config.roles) - used_roles):
+        warning("roles", unused, message="no user has this role")
+
+    # Conduits: distinct names, two different known zones, sane limits.
+    names: set[str] = set()
+    for index, conduit in enumerate(config.conduits):
+        cloc = ("conduits", str(index))
+        if conduit.name in names:
+            error(*cloc, "name", message=f"duplicate conduit name {conduit.name!r}")
+        names.add(conduit.name)
+        for key, zone_name in (("from", conduit.from_zone), ("to", conduit.to_zone)):
+            if zone_name not in zones:
+                error(*cloc, key, message=f"unknown zone {zone_name!r} (zones: {zone_list})")
+        if conduit.from_zone == conduit.to_zone:
+            error(
+                *cloc,
+                "to",
+                message=f"from and to are both {conduit.from_zone!r}: a zone needs no conduit",
+            )
+        try:
+            parse_windows(conduit.window)
+        except WindowError as exc:
+            error(*cloc, "window", message=str(exc))
+        if conduit.window == []:
+            warning(*cloc, "window", message="empty list: the conduit is always open")
+        reachable = {
+            name
+            for name, area in config.areas.items()
+            if area.zone in (conduit.from_zone, conduit.to_zone)
+        }
+        if any(d.zone in (conduit.from_zone, conduit.to_zone) for d in config.devices.values()):
+            reachable.add("devices")
+        for p_index, pattern in enumerate(conduit.paths):
+            why = pattern_problem(pattern)
+            first = pattern.split("/", 1)[0]
+            literal = not any(c in first for c in "*?[")
+            if why is None and "/" in pattern and literal and first not in reachable:
+                why = (
+                    "never matches: conduit paths are virtual paths (AREA/... or devices/...)"
+                    f" and {first!r} is no area or devices in {conduit.from_zone}"
+                    f" or {conduit.to_zone}"
+                )
+            if why:
+                error(*cloc, "paths", str(p_index), message=f"{pattern!r}: {why}")
+    return problems
+
+
+def coverage(config: Config) -> list[str]:
+    """Sentences on which source addresses have a zone (``check`` prints them)."""
+    nets = [(name, net) for name, zone in config.zones.items() for net in zone.networks]
+    if not nets:
+        return ["No zone has networks: every client is denied everything."]
+    lines = [
+        "A client's zone follows from its source address; an address in no zone is denied"
+        " everything."
+    ]
+    for version in (4, 6):
+        mine = [f"{net} ({name})" for name, net in nets if net.version == version]
+        if not mine:
+            lines.append(
+                f"No zone covers any IPv{version} address: IPv{version} clients are denied."
+            )
+        elif any(net.prefixlen == 0 for _, net in nets if net.version == version):
+            lines.append(f"Every IPv{version} address is in a zone.")
+        else:
+            lines.append(
+                f"IPv{version} addresses with a zone: {', '.join(mine)}; all others: none."
+            )
+    return lines
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == "error"]
+
+
+def load_checked(path: Path | str) -> Config:
+    """Load ``path`` and run :func:`check`; any error raises :class:`ConfigError`.
+
+    This is what a reload uses: if it raises, keep the policy in force.
+    """
+    config = load(path)
+    text = Path(path).read_text(encoding="utf-8")
+    found = errors(check(config, text))
+    if found:
+        raise ConfigError(Path(path).resolve(), [str(p) for p in found])
+    return config

@@ -1,0 +1,275 @@
+"""``conduit check``, ``explain`` and ``reload``: output and exit codes (in-process and not)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conduit.cli.main import main
+
+from .conftest import EXAMPLE
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_check_good_file_prints_tables_and_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", "--config", str(EXAMPLE))
+    assert code == 0
+    assert f"{EXAMPLE}: OK" in out
+    for title in ("Zones", "Areas", "Devices", "Roles", "Users", "Conduits", "Flows"):
+        assert title in out
+    assert "firmware-down" in out and "devices/plc-*" in out and "/devices/plc-01" in out
+    assert "an address in no zone is denied" in out
+    assert "10.10.0.0/16 (enterprise)" in out
+
+
+def test_check_bad_file_exits_1_with_precise_messages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "conduit.toml"
+    bad.write_text(
+        EXAMPLE.read_text()
+        .replace('roles = ["engineer"]', 'roles = ["enginer"]')
+        .replace('to = "dmz"', 'to = "enterprise"')
+    )
+    code, out, _ = run(capsys, "check", "--config", str(bad))
+    assert code == 1
+    assert f"{bad}: line 70: users.alice.roles: unknown role 'enginer'" in out
+    assert f"{bad}: line 82: conduits[0].to: from and to are both 'enterprise'" in out
+    assert "2 errors; the policy is not usable" in out
+    assert "Zones" not in out
+
+
+def test_check_unknown_key_and_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "conduit.toml"
+    bad.write_text('[zones.a]\nlevel = 1\nnetwork = ["10.0.0.0/8"]\n')
+    code, out, _ = run(capsys, "check", "--config", str(bad))
+    assert code == 1
+    assert "line 3: zones.a.network: unknown key" in out
+    code, out, _ = run(capsys, "check", "--config", str(tmp_path / "missing.toml"))
+    assert code == 1 and "no such file" in out
+
+
+def test_check_defaults_to_conduit_toml_in_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "conduit.toml").write_text(EXAMPLE.read_text())
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "check")
+    assert code == 0 and "conduit.toml: OK" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "words"),
+    [
+        (
+            [
+                "alice",
+                "write",
+                "/firmware/fw.bin",
+                "--from",
+                "10.10.1.1",
+                "--at",
+                "2026-11-28T03:00",
+                "--size",
+                "1MiB",
+            ],
+            0,
+            [
+                "ALLOW",
+                "roles.engineer.grants[0]",
+                "conduits[firmware-down]",
+                "obligations: approval, signature",
+                "max size:    536870912",
+            ],
+        ),
+        (
+            [
+                "alice",
+                "write",
+                "/firmware/fw.bin",
+                "--from",
+                "10.10.1.1",
+                "--at",
+                "2026-11-26T12:00+01:00",
+            ],
+            1,
+            [
+                "DENY",
+                "outside the window of firmware-down",
+                "NO  may data flow",
+                "Sat 02:00-06:00, Mon-Fri 22:00-05:00 (Europe/Berlin)",
+            ],
+        ),
+        (
+            ["alice", "read", "logs/a.txt", "--from", "10.10.1.1"],
+            1,
+            ["DENY", "conduits[logs-up] paths", "ok  who may do what where"],
+        ),
+        (
+            ["alice", "write", "/firmware/fw.bin", "--from", "192.168.0.9"],
+            1,
+            ["DENY", "rule:        deny:no-conduit", "no conduit from control to dmz"],
+        ),
+        (
+            ["carol", "write", "/logs/x.log", "--from", "10.20.0.1"],
+            1,
+            ["DENY", "NO  who may do what where: no role of carol grants write on area logs"],
+        ),
+        (
+            ["alice", "list", "/", "--from", "203.0.113.9"],
+            1,
+            ["DENY", "203.0.113.9 is in no zone"],
+        ),
+        (
+            ["alice", "READ", "/logs/a.log", "--from", "10.20.0.1"],
+            0,
+            ["ALLOW", "same zone dmz: no conduit needed", "conduit:     -"],
+        ),
+    ],
+)
+def test_explain(
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, words: list[str]
+) -> None:
+    got, out, err = run(capsys, "explain", *argv, "--config", str(EXAMPLE))
+    assert got == code, out + err
+    for word in words:
+        assert word in out, f"{word!r} not in:\n{out}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["alice", "copy", "/x", "--from", "10.0.0.1"], "unknown operation 'copy'"),
+        (["alice", "read", "/x", "--from", "nowhere"], "not an IP address"),
+        (["alice", "read", "/x", "--from", "10.0.0.1", "--size", "big"], "--size"),
+        (["alice", "read", "/x", "--from", "10.0.0.1", "--at", "soon"], "--at"),
+    ],
+)
+def test_explain_user_mistakes(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "explain", *argv, "--config", str(EXAMPLE))
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def _config_with_data_dir(tmp_path: Path, text: str | None = None) -> Path:
+    config = tmp_path / "conduit.toml"
+    config.write_text(text if text is not None else EXAMPLE.read_text())
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return config
+
+
+def test_reload_refuses_a_bad_file_without_signalling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config_with_data_dir(tmp_path, EXAMPLE.read_text().replace('"dmz"', '"dmx"', 1))
+    (tmp_path / "data" / "gateway.pid").write_text("999999999\n")
+    code, out, _ = run(capsys, "reload", "--config", str(config))
+    assert code == 1
+    assert "unknown zone 'dmx'" in out and "keeps its current policy" in out
+
+
+def test_reload_without_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config_with_data_dir(tmp_path)
+    code, _, err = run(capsys, "reload", "--config", str(config))
+    assert code == 1 and "no gateway runs" in err and "gateway.pid" in err
+    (tmp_path / "data" / "gateway.pid").write_text("999999999\n")
+    code, _, err = run(capsys, "reload", "--config", str(config))
+    assert code == 1 and "stale pid 999999999" in err
+    (tmp_path / "data" / "gateway.pid").write_text("garbage")
+    code, _, err = run(capsys, "reload", "--config", str(config))
+    assert code == 1 and "does not hold a process id" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is POSIX")
+def test_reload_sends_sighup_to_the_gateway(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "reloaded"
+    # A stand-in gateway: a process named like conduit that records SIGHUP.
+    script = (
+        "import signal, sys, time, pathlib  # conduit gateway stand-in\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "signal.signal(signal.SIGHUP, lambda *a: marker.write_text('hup'))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    gateway = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert gateway.stdout is not None and gateway.stdout.readline().strip() == "ready"
+        config = _config_with_data_dir(tmp_path)
+        (tmp_path / "data" / "gateway.pid").write_text(f"{gateway.pid}\n")
+        code, out, _ = run(capsys, "reload", "--config", str(config))
+        assert code == 0 and f"sent SIGHUP to the gateway (pid {gateway.pid})" in out
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.read_text() == "hup"
+    finally:
+        gateway.kill()
+        gateway.wait()
+
+
+def test_reload_refuses_a_pid_of_another_program(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the /proc check is Linux-only")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        config = _config_with_data_dir(tmp_path)
+        (tmp_path / "data" / "gateway.pid").write_text(f"{sleeper.pid}\n")
+        code, _, err = run(capsys, "reload", "--config", str(config))
+        assert code == 1 and "is another program" in err
+        assert sleeper.poll() is None  # not signalled: SIGHUP would have ended it
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_as_a_process() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    ok = subprocess.run(
+        [sys.executable, "-m", "conduit", "check", "--config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "Flows" in ok.stdout
+    deny = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conduit",
+            "explain",
+            "alice",
+            "delete",
+            "/firmware/a.bin",
+            "--from",
+            "10.20.0.1",
+            "--config",
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert deny.returncode == 1
+    assert "DENY" in deny.stdout and "Traceback" not in deny.stderr
