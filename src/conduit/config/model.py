@@ -62,6 +62,10 @@ class GatewayConfig(Section):
     host_keys: list[Path] = []
     node: str = Field(default_factory=socket.gethostname)
     timezone: str = "UTC"
+    # fsync every upload and its folder before reporting success (survives a
+    # power loss); false trades that for speed on many small files. Uploads
+    # are atomic either way.
+    durable_uploads: bool = True
     limits: Limits = Limits()
 
     @field_validator("listen")

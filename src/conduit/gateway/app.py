@@ -128,11 +128,14 @@ class Gateway:
         areas: dict[str, Backend] = {}
         for name, area in config.areas.items():
             current = self.config.areas.get(name)
-            if name in self.areas and current is not None and current.path == area.path:
+            same = current is not None and current.path == area.path and (
+                self.config.gateway.durable_uploads == config.gateway.durable_uploads
+            )
+            if name in self.areas and same:
                 # Unchanged by a reload: keep the backend (and its open uploads).
                 areas[name] = self.areas[name]
                 continue
-            backend = LocalBackend(name, area.path)
+            backend = LocalBackend(name, area.path, durable=config.gateway.durable_uploads)
             removed = backend.cleanup_orphans()
             if removed:
                 log.warning(

@@ -110,7 +110,8 @@ class _ReadHandle:
 class _WriteHandle:
     """An upload under a temp name; the final name changes only in :meth:`commit`."""
 
-    def __init__(self, dir_fd: int, temp: str, final: str, fd: int) -> None:
+    def __init__(self, dir_fd: int, temp: str, final: str, fd: int, durable: bool) -> None:
+        self.durable = durable
         self.dir_fd = dir_fd
         self.temp = temp
         self.final = final
@@ -130,7 +131,8 @@ class _WriteHandle:
         if self.done:
             raise StorageError(Fault.FAILURE, "upload already finished")
         try:
-            os.fsync(self.fd)
+            if self.durable:
+                os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
             try:
@@ -143,7 +145,8 @@ class _WriteHandle:
                 if st.S_ISDIR(existing.st_mode):
                     raise StorageError(Fault.IS_A_DIRECTORY)
             os.rename(self.temp, self.final, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-            os.fsync(self.dir_fd)
+            if self.durable:
+                os.fsync(self.dir_fd)
         except OSError as exc:
             await self.abort()
             raise _fault(exc) from None
@@ -176,8 +179,12 @@ def _temp_name(final: str) -> str:
 class LocalBackend:
     """A folder on this machine served as one area."""
 
-    def __init__(self, name: str, root: Path) -> None:
+    def __init__(self, name: str, root: Path, *, durable: bool = True) -> None:
+        """``durable``: fsync each upload and its folder before commit returns, so an
+        upload reported as stored survives a power loss. Atomicity (nothing
+        partial under a final name) holds either way."""
         self.name = name
+        self.durable = durable
         root.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._root = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
 
@@ -341,7 +348,7 @@ class LocalBackend:
         except OSError as exc:
             os.close(dir_fd)
             raise _fault(exc) from None
-        return _WriteHandle(dir_fd, temp, name, fd)
+        return _WriteHandle(dir_fd, temp, name, fd, self.durable)
 
     # -- changes -----------------------------------------------------------------------------
 
