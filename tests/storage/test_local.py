@@ -228,3 +228,21 @@ def test_anything_readable_is_inside(area: Path, tmp_path: Path, parts: list[str
     except StorageError:
         return
     assert data in (b"inside", b"deep")
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_with_or_without_fsync(tmp_path: Path, durable: bool) -> None:
+    backend = LocalBackend("a", tmp_path / "a", durable=durable)
+
+    async def scenario() -> None:
+        kept = await backend.open_write(("kept.bin",))
+        await kept.write(0, b"complete")
+        await kept.commit()
+        dropped = await backend.open_write(("dropped.bin",))
+        await dropped.write(0, b"partial")
+        assert sorted(os.listdir(tmp_path / "a"))[0].startswith(TEMP_PREFIX)
+        await dropped.abort()
+
+    run(scenario())
+    assert os.listdir(tmp_path / "a") == ["kept.bin"]
+    assert (tmp_path / "a" / "kept.bin").read_bytes() == b"complete"
