@@ -67,17 +67,10 @@ def test_sftp_resume_is_refused_not_corrupting(gw: RunningGateway, tmp_path: Pat
 
 
 def test_unclosed_sftp_upload_is_aborted(gw: RunningGateway) -> None:
-    import asyncssh
 
     async def scenario() -> None:
         async with (
-            asyncssh.connect(
-                "127.0.0.1",
-                gw.port,
-                username="alice",
-                client_keys=[str(gw.keys["alice"])],
-                known_hosts=str(gw.known_hosts),
-            ) as conn,
+            gw.connect() as conn,
             conn.start_sftp_client() as sftp,
         ):
             f = await sftp.open("/inbox/half.bin", "wb")
@@ -159,14 +152,7 @@ def test_sftp_status_carries_the_reason(make_gateway) -> None:  # type: ignore[n
 
     async def scenario() -> str:
         async with (
-            asyncssh.connect(
-                "127.0.0.1",
-                gw.port,
-                username="alice",
-                client_keys=[str(gw.keys["alice"])],
-                known_hosts=str(gw.known_hosts),
-                agent_path=None,
-            ) as conn,
+            gw.connect() as conn,
             conn.start_sftp_client() as sftp,
         ):
             try:

@@ -107,22 +107,11 @@ def tight(make_gateway):  # type: ignore[no-untyped-def]
     return build
 
 
-def connect(running: RunningGateway):  # type: ignore[no-untyped-def]
-    return asyncssh.connect(
-        "127.0.0.1",
-        running.port,
-        username="alice",
-        client_keys=[str(running.keys["alice"])],
-        known_hosts=str(running.known_hosts),
-        agent_path=None,
-    )
-
-
 def test_sessions_per_connection_limit(tight) -> None:  # type: ignore[no-untyped-def]
     running = tight("max_sessions_per_connection = 1")
 
     async def scenario() -> bool:
-        async with connect(running) as conn, conn.start_sftp_client():
+        async with running.connect() as conn, conn.start_sftp_client():
             try:
                 async with conn.start_sftp_client():
                     return True
@@ -136,7 +125,7 @@ def test_sessions_per_user_limit(tight) -> None:  # type: ignore[no-untyped-def]
     running = tight("max_sessions_per_user = 1")
 
     async def scenario() -> bool:
-        async with connect(running) as first, connect(running) as second:
+        async with running.connect() as first, running.connect() as second:
             async with first.start_sftp_client():
                 try:
                     async with second.start_sftp_client():
@@ -151,7 +140,7 @@ def test_idle_connection_is_closed(tight) -> None:  # type: ignore[no-untyped-de
     running = tight("idle_timeout = 1")
 
     async def scenario() -> bool:
-        async with connect(running) as conn, conn.start_sftp_client() as sftp:
+        async with running.connect() as conn, conn.start_sftp_client() as sftp:
             await sftp.listdir("/inbox")
             await asyncio.sleep(3)
             try:

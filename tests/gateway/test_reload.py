@@ -25,14 +25,7 @@ def test_open_session_gets_new_policy_on_next_operation(on_disk: RunningGateway)
 
     async def scenario() -> tuple[bool, bool]:
         async with (
-            asyncssh.connect(
-                "127.0.0.1",
-                on_disk.port,
-                username="alice",
-                client_keys=[str(on_disk.keys["alice"])],
-                known_hosts=str(on_disk.known_hosts),
-                agent_path=None,
-            ) as conn,
+            on_disk.connect() as conn,
             conn.start_sftp_client() as sftp,
         ):
             async with sftp.open("/inbox/before.txt", "wb") as f:

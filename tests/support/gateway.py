@@ -148,6 +148,20 @@ class RunningGateway:
             argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
         )
 
+    def connect(self, user: str = USER, **options: Any) -> Any:
+        """An asyncssh client connection to the gateway (use with ``async with``)."""
+        import asyncssh
+
+        return asyncssh.connect(
+            "127.0.0.1",
+            self.port,
+            username=user,
+            client_keys=[str(self.keys[user])],
+            known_hosts=str(self.known_hosts),
+            agent_path=None,
+            **options,
+        )
+
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 

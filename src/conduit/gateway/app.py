@@ -128,8 +128,10 @@ class Gateway:
         areas: dict[str, Backend] = {}
         for name, area in config.areas.items():
             current = self.config.areas.get(name)
-            same = current is not None and current.path == area.path and (
-                self.config.gateway.durable_uploads == config.gateway.durable_uploads
+            same = (
+                current is not None
+                and current.path == area.path
+                and (self.config.gateway.durable_uploads == config.gateway.durable_uploads)
             )
             if name in self.areas and same:
                 # Unchanged by a reload: keep the backend (and its open uploads).

@@ -93,19 +93,24 @@ class Connection(asyncssh.SSHServer):
         if self.idle_task:
             self.idle_task.cancel()
         if self.authenticated and self.user:
-            self.gateway.spawn(
-                self.gateway.recorder.record(
-                    "session.end",
-                    "success",
-                    principal=self.user,
-                    source=str(self.source),
-                    zone=self.zone,
-                    session=self.id,
-                    bytes_in=self.traffic.bytes_in,
-                    bytes_out=self.traffic.bytes_out,
-                    error=str(exc) if exc else None,
-                )
+            self.record(
+                "session.end",
+                "success",
+                bytes_in=self.traffic.bytes_in,
+                bytes_out=self.traffic.bytes_out,
+                error=str(exc) if exc else None,
             )
+
+    def record(self, type: str, outcome: str, **fields: Any) -> None:
+        """Record an event about this connection (in the background: the SSH
+        callbacks that call this cannot wait)."""
+        identity = {
+            "principal": self.user if self.authenticated else None,
+            "source": str(self.source),
+            "zone": self.zone,
+            "session": self.id,
+        }
+        self.gateway.spawn(self.gateway.recorder.record(type, outcome, **identity, **fields))
 
     def _leave_unauthenticated(self) -> None:
         if self.counted_unauthenticated:
@@ -137,17 +142,12 @@ class Connection(asyncssh.SSHServer):
             self.key = key  # the key the client then proves it holds
             return True
         self.failures += 1
-        self.gateway.spawn(
-            self.gateway.recorder.record(
-                "auth.failure",
-                "denied",
-                user_given=username,
-                source=str(self.source),
-                zone=self.zone,
-                session=self.id,
-                reason=reason,
-                key_fingerprint=key.get_fingerprint(),
-            )
+        self.record(
+            "auth.failure",
+            "denied",
+            user_given=username,
+            reason=reason,
+            key_fingerprint=key.get_fingerprint(),
         )
         if self.failures >= self.gateway.config.gateway.limits.max_auth_tries and self.conn:
             self.conn.disconnect(
@@ -169,18 +169,12 @@ class Connection(asyncssh.SSHServer):
         self.authenticated = True
         assert self.conn is not None and self.user is not None
         key = self.key
-        self.gateway.spawn(
-            self.gateway.recorder.record(
-                "session.start",
-                "success",
-                principal=self.user,
-                source=str(self.source),
-                zone=self.zone,
-                session=self.id,
-                auth_method="publickey",
-                client_version=self.conn.get_extra_info("client_version"),
-                key_fingerprint=key.get_fingerprint() if key else None,
-            )
+        self.record(
+            "session.start",
+            "success",
+            auth_method="publickey",
+            client_version=self.conn.get_extra_info("client_version"),
+            key_fingerprint=key.get_fingerprint() if key else None,
         )
         idle = self.gateway.config.gateway.limits.idle_timeout
         if idle:

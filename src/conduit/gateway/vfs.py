@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from conduit.policy.patterns import normalise
+
 DEVICES = "devices"
 """The root entry under which each device is served as ``/devices/NAME``."""
 
@@ -84,14 +86,8 @@ def resolve(raw: bytes | str, cwd: VirtualPath = ROOT) -> VirtualPath:
         text = "/" + text[1:]
     elif text.startswith("~"):
         raise BadPath("no home folders on this gateway")
-    parts: list[str] = [] if text.startswith("/") else list(cwd.parts)
-    for part in text.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
+    parts = normalise(text if text.startswith("/") else f"{cwd.text}/{text}")
+    for part in parts:
         if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
             raise BadPath("file name too long")
         if not part.isprintable():
@@ -99,5 +95,4 @@ def resolve(raw: bytes | str, cwd: VirtualPath = ROOT) -> VirtualPath:
             # POSIX, used by nobody legitimately, and a log/terminal injection
             # vector for everyone downstream.
             raise BadPath("control characters in file names are not allowed")
-        parts.append(part)
     return VirtualPath(tuple(parts))
