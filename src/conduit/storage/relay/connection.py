@@ -132,13 +132,17 @@ def read_secret(device: DeviceConfig) -> str | None:
 class _Client(asyncssh.SSHClient):
     """Remembers the host key the device presented (for trust on first use)."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_use: bool) -> None:
+        self.first_use = first_use
         self.server_key: asyncssh.SSHKey | None = None
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
-        # Only called when known_hosts=None, i.e. the trust-on-first-use case.
+        # asyncssh asks here for any key its known_hosts did not vouch for:
+        # accept only when nothing is pinned yet and TOFU is enabled.
+        if not self.first_use:
+            return False
         self.server_key = key
         return True
 
@@ -236,7 +240,7 @@ class DeviceLink:
             )
         password = read_secret(device)
         client_keys = [str(device.identity)] if device.identity is not None else None
-        client = _Client()
+        client = _Client(first_use)
         try:
             conn, _ = await asyncio.wait_for(
                 asyncssh.create_connection(
@@ -244,7 +248,7 @@ class DeviceLink:
                     self.host,
                     self.port,
                     username=device.user,
-                    known_hosts=None if first_use else (trusted, [], []),
+                    known_hosts=(trusted, [], []),
                     client_keys=client_keys,
                     password=password,
                     agent_path=None,

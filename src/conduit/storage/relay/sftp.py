@@ -122,7 +122,7 @@ class SftpWriteHandle(_Ops):
             raise error from None
 
     async def _read_back(self) -> AsyncIterator[bytes]:
-        async with self._sftp.open(self._temp, "rb") as file:
+        async with self._sftp.open(self._temp, "rb", encoding=None) as file:
             offset = 0
             while True:
                 async with self.link.slot():
@@ -227,7 +227,7 @@ class SftpDevice(_Ops):
         sftp = await self.link.sftp()
         try:
             async with self.link.slot():
-                file = await sftp.open(self.path(path), "rb")
+                file = await sftp.open(self.path(path), "rb", encoding=None)
                 attrs = await file.stat()
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open") from None
@@ -245,7 +245,9 @@ class SftpDevice(_Ops):
         flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
         try:
             async with self.link.slot():
-                file = await sftp.open(temp, flags, asyncssh.SFTPAttrs(permissions=mode & 0o7777))
+                file = await sftp.open(
+                    temp, flags, asyncssh.SFTPAttrs(permissions=mode & 0o7777), encoding=None
+                )
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open for upload") from None
         return SftpWriteHandle(self.link, sftp, file, temp, final)
