@@ -31,7 +31,7 @@ def devices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devices]:
 
 
 def device_config(
-    sshd: Sshd, identity: Path, root: Path, *, protocol: str, **extra: object
+    sshd: Sshd, identity: Path | None, root: Path, *, protocol: str, **extra: object
 ) -> DeviceConfig:
     root.mkdir(parents=True, exist_ok=True)
     values: dict[str, object] = {

@@ -8,6 +8,7 @@ gives a legacy-SCP-only device (no ``Subsystem`` line at all).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,11 +63,15 @@ class Sshd:
         """Kill the daemon and every session process it forked (a dead device)."""
         pids = [self.process.pid, *_descendants(self.process.pid)]
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(timeout=5)
+
+    def kill_sessions(self) -> None:
+        """Kill only the per-connection processes: the link drops, the daemon stays."""
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -244,7 +244,7 @@ async def test_scp_refuses_newline_names(devices: Devices, tmp_path: Path) -> No
 
 async def test_wrong_pinned_host_key_refused(devices: Devices, tmp_path: Path) -> None:
     wrong = devices.scp.host_key  # a real key, just not this device's
-    backend, root = backend_for(devices, tmp_path, "sftp", host_key=wrong)
+    backend, _root = backend_for(devices, tmp_path, "sftp", host_key=wrong)
     try:
         with pytest.raises(StorageError) as info:
             await backend.stat(())
