@@ -122,11 +122,13 @@ class _Channel:
         return error
 
     async def _read_line(self, first: bytes) -> bytes:
-        rest = await asyncio.wait_for(self.process.stdout.readuntil(b"\n"), timeout=REPLY_TIMEOUT)
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            rest = await self.process.stdout.readuntil(b"\n")
         return first + rest
 
     async def expect_ok(self) -> None:
-        first = await asyncio.wait_for(self.process.stdout.readexactly(1), timeout=REPLY_TIMEOUT)
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            first = await self.process.stdout.readexactly(1)
         if first == b"\0":
             return
         reply = parse_reply(await self._read_line(first))
@@ -134,7 +136,8 @@ class _Channel:
 
     async def next_line(self) -> FileLine | DirLine | TimesLine:
         """The source's next control line (an error reply becomes a StorageError)."""
-        first = await asyncio.wait_for(self.process.stdout.readexactly(1), timeout=REPLY_TIMEOUT)
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            first = await self.process.stdout.readexactly(1)
         raw = await self._read_line(first)
         if first in (b"\1", b"\2"):
             raise _remote_fault(parse_reply(raw).message)
@@ -194,10 +197,10 @@ class _Source:
         if self.remaining == 0:
             return b""
         try:
-            data = await asyncio.wait_for(
-                self.channel.process.stdout.read(min(limit, self.remaining)),
-                timeout=REPLY_TIMEOUT,
-            )
+            # asyncio.timeout, not wait_for: wait_for's per-call task keeps
+            # each chunk alive in a reference cycle until the GC runs.
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                data = await self.channel.process.stdout.read(min(limit, self.remaining))
             if not data:
                 raise asyncio.IncompleteReadError(b"", self.remaining)
             self.remaining -= len(data)
