@@ -1,0 +1,323 @@
+"""Relay to a device over SFTP: every operation, uploads atomic.
+
+An upload streams to a hidden temp name next to the target
+(``.conduit-<random>.part``), each write awaited before the next is accepted,
+so memory stays bounded by the gateway's chunk size whatever the file size.
+On commit the temp file is closed, its device-side hash checked
+(:mod:`~conduit.storage.relay.custody`) and only then renamed over the final
+name with the ``posix-rename@openssh.com`` extension (atomic, overwrites); a
+server without it gets a plain SFTP rename, removing an existing target
+first, and the handle then reports ``atomic = False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import secrets
+import stat as stat_module
+from collections.abc import AsyncIterator
+
+import asyncssh
+
+from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
+from conduit.storage.relay import custody
+from conduit.storage.relay.connection import DeviceLink, device_error
+
+READ_BACK_CHUNK = 256 * 1024
+
+
+def temp_name() -> str:
+    """A hidden, unguessable name for an upload in progress on the device."""
+    return f".conduit-{secrets.token_hex(8)}.part"
+
+
+def remote_path(root: str, path: RelPath) -> str:
+    """The device path of ``path`` below the device's ``root``."""
+    return posixpath.join(root, *path) if path else root
+
+
+def _stat(attrs: asyncssh.SFTPAttrs) -> Stat:
+    mode = attrs.permissions or 0
+    if not stat_module.S_IFMT(mode) and attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+        mode |= stat_module.S_IFDIR
+    return Stat(
+        size=attrs.size or 0,
+        mode=mode,
+        mtime=float(attrs.mtime or 0),
+        atime=float(attrs.atime or attrs.mtime or 0),
+    )
+
+
+class _Ops:
+    """Shared error handling: every SFTP call runs in a slot, errors mapped."""
+
+    def __init__(self, link: DeviceLink) -> None:
+        self.link = link
+
+    def fail(self, exc: BaseException, action: str) -> StorageError:
+        error = device_error(self.link.name, exc, action)
+        if error.fault is Fault.UNAVAILABLE:
+            self.link.broken()
+        return error
+
+
+class SftpReadHandle(_Ops):
+    """A device file open for reading; reads go straight to the device."""
+
+    def __init__(self, link: DeviceLink, file: asyncssh.SFTPClientFile, size: int) -> None:
+        super().__init__(link)
+        self._file = file
+        self.size = size
+
+    async def read(self, offset: int, length: int) -> bytes:
+        try:
+            async with self.link.slot():
+                data = await self._file.read(length, offset)
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "read") from None
+        return data if isinstance(data, bytes) else b""
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError, asyncssh.Error):
+            await self._file.close()
+
+
+class SftpWriteHandle(_Ops):
+    """An upload to the device; see the module docstring for the sequence."""
+
+    def __init__(
+        self,
+        link: DeviceLink,
+        sftp: asyncssh.SFTPClient,
+        file: asyncssh.SFTPClientFile,
+        temp: str,
+        final: str,
+    ) -> None:
+        super().__init__(link)
+        self._sftp = sftp
+        self._file: asyncssh.SFTPClientFile | None = file
+        self._temp = temp
+        self._final = final
+        self._hasher = custody.OrderedHasher()
+        self._done = False
+        self.atomic = True
+        self.device_sha256: str | None = None
+        self.local_sha256: str | None = None
+        self.custody: custody.CustodyReceipt | None = None
+
+    async def write(self, offset: int, data: bytes) -> None:
+        if self._file is None or self._done:
+            raise StorageError(Fault.FAILURE, "upload already finished")
+        try:
+            self._hasher.feed(offset, data)
+            async with self.link.slot():
+                await self._file.write(data, offset)
+        except StorageError:
+            await self.abort()
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            error = self.fail(exc, "write")
+            await self.abort()
+            raise error from None
+
+    async def _read_back(self) -> AsyncIterator[bytes]:
+        async with self._sftp.open(self._temp, "rb", encoding=None) as file:
+            offset = 0
+            while True:
+                async with self.link.slot():
+                    chunk = await file.read(READ_BACK_CHUNK, offset)
+                if not chunk:
+                    return
+                assert isinstance(chunk, bytes)
+                offset += len(chunk)
+                yield chunk
+
+    async def commit(self) -> None:
+        if self._file is None or self._done:
+            raise StorageError(Fault.FAILURE, "upload already finished")
+        try:
+            local = self._hasher.hexdigest()
+            file, self._file = self._file, None
+            await file.close()
+            receipt = await custody.verify(self.link, self._temp, local, self._read_back)
+            await self._rename_into_place()
+        except StorageError:
+            await self.abort()
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            error = self.fail(exc, "commit")
+            await self.abort()
+            raise error from None
+        self._done = True
+        self.custody = receipt
+        self.local_sha256 = receipt.local_sha256
+        self.device_sha256 = receipt.device_sha256
+
+    async def _rename_into_place(self) -> None:
+        async with self.link.slot():
+            try:
+                await self._sftp.posix_rename(self._temp, self._final)
+                return
+            except asyncssh.SFTPOpUnsupported:
+                pass
+            # No atomic overwrite on this server: a reader may briefly see no file.
+            self.atomic = False
+            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                await self._sftp.remove(self._final)
+            await self._sftp.rename(self._temp, self._final)
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                await file.close()
+        try:
+            await self._sftp.remove(self._temp)
+            return
+        except asyncssh.SFTPNoSuchFile:
+            return
+        except (OSError, asyncssh.Error):
+            pass
+        # The session died with the transfer: one fresh try (bounded by
+        # connect_timeout). If the device stays away the hidden temp file
+        # remains there; the final name is never touched.
+        with contextlib.suppress(OSError, asyncssh.Error, StorageError):
+            sftp = await self.link.sftp()
+            await sftp.remove(self._temp)
+
+
+class SftpDevice(_Ops):
+    """The SFTP implementation behind :class:`~conduit.storage.relay.RelayBackend`."""
+
+    def __init__(self, link: DeviceLink, root: str) -> None:
+        super().__init__(link)
+        self.root = root
+
+    def path(self, path: RelPath) -> str:
+        return remote_path(self.root, path)
+
+    async def stat(self, path: RelPath) -> Stat:
+        sftp = await self.link.sftp()
+        try:
+            async with self.link.slot():
+                return _stat(await sftp.stat(self.path(path)))
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "stat") from None
+
+    async def listdir(self, path: RelPath) -> list[Entry]:
+        sftp = await self.link.sftp()
+        try:
+            async with self.link.slot():
+                names = await sftp.readdir(self.path(path))
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "list") from None
+        entries = []
+        for item in names:
+            name = item.filename
+            if not isinstance(name, str) or name in (".", ".."):
+                continue
+            entries.append(Entry(name, _stat(item.attrs)))
+        return sorted(entries, key=lambda entry: entry.name)
+
+    async def open_read(self, path: RelPath) -> SftpReadHandle:
+        sftp = await self.link.sftp()
+        try:
+            async with self.link.slot():
+                file = await sftp.open(self.path(path), "rb", encoding=None)
+                attrs = await file.stat()
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "open") from None
+        if attrs.permissions is not None and stat_module.S_ISDIR(attrs.permissions):
+            await file.close()
+            raise StorageError(Fault.IS_A_DIRECTORY)
+        return SftpReadHandle(self.link, file, attrs.size or 0)
+
+    async def open_write(self, path: RelPath, *, mode: int = 0o644) -> SftpWriteHandle:
+        if not path:
+            raise StorageError(Fault.IS_A_DIRECTORY)
+        sftp = await self.link.sftp()
+        final = self.path(path)
+        temp = posixpath.join(posixpath.dirname(final), temp_name())
+        flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+        try:
+            async with self.link.slot():
+                file = await sftp.open(
+                    temp, flags, asyncssh.SFTPAttrs(permissions=mode & 0o7777), encoding=None
+                )
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "open for upload") from None
+        return SftpWriteHandle(self.link, sftp, file, temp, final)
+
+    async def mkdir(self, path: RelPath, *, mode: int = 0o755) -> None:
+        sftp = await self.link.sftp()
+        try:
+            async with self.link.slot():
+                await sftp.mkdir(self.path(path), asyncssh.SFTPAttrs(permissions=mode & 0o7777))
+        except asyncssh.SFTPFailure:
+            # OpenSSH's sftp-server answers a plain failure for EEXIST.
+            if await self._exists(path):
+                raise StorageError(Fault.EXISTS) from None
+            raise StorageError(Fault.FAILURE, "device could not create the folder") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "mkdir") from None
+
+    async def rmdir(self, path: RelPath) -> None:
+        if not path:
+            raise StorageError(Fault.FORBIDDEN, "cannot remove the device root")
+        sftp = await self.link.sftp()
+        try:
+            async with self.link.slot():
+                await sftp.rmdir(self.path(path))
+        except asyncssh.SFTPFailure:
+            if await self.listdir(path):
+                raise StorageError(Fault.NOT_EMPTY) from None
+            raise StorageError(Fault.FAILURE, "device could not remove the folder") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "rmdir") from None
+
+    async def remove(self, path: RelPath) -> None:
+        sftp = await self.link.sftp()
+        try:
+            async with self.link.slot():
+                await sftp.remove(self.path(path))
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "remove") from None
+
+    async def _exists(self, path: RelPath) -> bool:
+        try:
+            await self.stat(path)
+        except StorageError as exc:
+            if exc.fault is Fault.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def rename(self, old: RelPath, new: RelPath, *, overwrite: bool) -> None:
+        if not old or not new:
+            raise StorageError(Fault.FORBIDDEN, "cannot rename the device root")
+        sftp = await self.link.sftp()
+        if not overwrite and await self._exists(new):
+            raise StorageError(Fault.EXISTS)
+        try:
+            async with self.link.slot():
+                if overwrite:
+                    try:
+                        await sftp.posix_rename(self.path(old), self.path(new))
+                        return
+                    except asyncssh.SFTPOpUnsupported:
+                        pass
+                await sftp.rename(self.path(old), self.path(new))
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "rename") from None
+
+    async def set_times(self, path: RelPath, atime: float, mtime: float) -> None:
+        sftp = await self.link.sftp()
+        try:
+            async with self.link.slot():
+                await sftp.utime(self.path(path), (atime, mtime))
+        except (OSError, asyncssh.Error) as exc:
+            raise self.fail(exc, "set times") from None

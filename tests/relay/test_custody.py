@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conduit.storage.base import Fault, StorageError
+from conduit.storage.relay.commands import check_template, render
+from conduit.storage.relay.custody import OrderedHasher, compare, parse_sha256_output
+from conduit.storage.relay.scp import parse_listing
+
+
+def test_in_order_hash() -> None:
+    hasher = OrderedHasher()
+    hasher.feed(0, b"abc")
+    hasher.feed(3, b"def")
+    assert hasher.hexdigest() == hashlib.sha256(b"abcdef").hexdigest()
+
+
+@given(st.lists(st.binary(min_size=1, max_size=50), max_size=20), st.randoms())
+def test_reordered_writes_hash_like_the_file(chunks: list[bytes], rnd: object) -> None:
+    offsets = []
+    pos = 0
+    for chunk in chunks:
+        offsets.append((pos, chunk))
+        pos += len(chunk)
+    rnd.shuffle(offsets)  # type: ignore[attr-defined]
+    hasher = OrderedHasher()
+    for offset, chunk in offsets:
+        hasher.feed(offset, chunk)
+    assert hasher.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_rewrite_and_gaps_refused() -> None:
+    hasher = OrderedHasher()
+    hasher.feed(0, b"abc")
+    with pytest.raises(StorageError):
+        hasher.feed(1, b"x")
+    hasher = OrderedHasher()
+    hasher.feed(10, b"x")
+    with pytest.raises(StorageError):
+        hasher.hexdigest()
+    hasher = OrderedHasher(window=4)
+    with pytest.raises(StorageError):
+        hasher.feed(10, b"12345")
+
+
+def test_sha256_output() -> None:
+    digest = hashlib.sha256(b"x").hexdigest()
+    assert parse_sha256_output(f"{digest}  /a/b\n".encode()) == digest
+    assert parse_sha256_output(f"\\{digest.upper()}  /a\\nb\n".encode()) == digest
+    for bad in (b"", b"sha256sum: /x: No such file\n", b"abc  x\n", (digest + "0").encode()):
+        with pytest.raises(StorageError):
+            parse_sha256_output(bad)
+
+
+def test_compare() -> None:
+    assert compare("a" * 64, "a" * 64, "command").device_sha256 == "a" * 64
+    with pytest.raises(StorageError) as info:
+        compare("a" * 64, "b" * 64, "read-back")
+    assert info.value.fault is Fault.FAILURE
+    assert info.value.reason == "device copy does not match"
+
+
+@pytest.mark.parametrize(
+    "path", ["/r/a;touch x", "/r/$(id)", "/r/`id`", "/r/it's", '/r/"q"', "/r/-rf", "/r/a b"]
+)
+def test_render_quotes_every_path(path: str) -> None:
+    command = render("rename", "mv -- {old} {new}", old=path, new=path + ".2")
+    assert shlex.split(command) == ["mv", "--", path, path + ".2"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "template"),
+    [
+        ("rename", "mv {path}"),
+        ("delete", "rm {path.__class__}"),
+        ("delete", "rm {path!r}"),
+        ("delete", "rm {path:>10}"),
+        ("delete", "rm {0}"),
+        ("format", "mkfs {path}"),
+    ],
+)
+def test_bad_templates(operation: str, template: str) -> None:
+    with pytest.raises(ValueError):
+        check_template(operation, template)
+
+
+def test_listing_parser() -> None:
+    out = b"f 3 1700000000.5 a b\0d 4096 1700000001 sub\0l 1 1 link\0"
+    entries = parse_listing(out)
+    assert [e.name for e in entries] == ["a b", "link", "sub"]
+    assert entries[0].stat.is_file and entries[0].stat.size == 3
+    assert entries[2].stat.is_dir
+    with pytest.raises(StorageError):
+        parse_listing(b"garbage\0")
