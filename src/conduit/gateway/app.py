@@ -146,12 +146,27 @@ class Gateway:
             areas[name] = backend
         return areas
 
+    def _build_devices(self, config: Config) -> dict[str, Backend]:
+        from conduit.storage.relay import open_device
+
+        state = config.gateway.data_dir / "relay"
+        if config.devices:
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        devices: dict[str, Backend] = {}
+        for name, device in config.devices.items():
+            if name in self.devices and self.config.devices.get(name) == device:
+                devices[name] = self.devices[name]  # unchanged: keep its connection
+            else:
+                devices[name] = open_device(name, device, state)
+        return devices
+
     async def start(self) -> None:
         tuning.apply()
         gw = self.config.gateway
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
         self.areas = self._build_backends(self.config)
+        self.devices = self._build_devices(self.config)
         host, _, port = gw.listen.rpartition(":")
         self._server = await asyncssh.listen(
             host.strip("[]"),
@@ -180,8 +195,9 @@ class Gateway:
         config = load_checked(source)
         keys = user_keys(config)
         areas = self._build_backends(config)
+        devices = self._build_devices(config)
         self.config, self._policy, self._keys = config, Policy(config), keys
-        self.areas = areas
+        self.areas, self.devices = areas, devices
 
     def install_reload_signal(self) -> None:
         loop = asyncio.get_running_loop()

@@ -281,6 +281,13 @@ class Operations:
             report=self._reporter("file.upload", path, decision),
         )
 
+    @staticmethod
+    def _custody(path: VirtualPath, result: TransferRecord) -> dict[str, Any]:
+        """For a device: the hash the device reported and whether the write was atomic."""
+        if path.top != DEVICES or result.direction is not Direction.UPLOAD:
+            return {}
+        return {"device_sha256": result.device_sha256, "atomic": result.atomic}
+
     def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Any:
         async def report(result: TransferRecord) -> None:
             self.traffic.transfers_open -= 1
@@ -299,6 +306,7 @@ class Operations:
                 rule=decision.rule,
                 error=result.error,
                 **self._target(path),
+                **self._custody(path, result),
             )
 
         return report

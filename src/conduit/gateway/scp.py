@@ -147,8 +147,12 @@ class ScpServer:
     async def _is_dir(self, path: VirtualPath) -> bool:
         try:
             return (await self.ops.stat(path)).is_dir
-        except StorageError:
-            return False
+        except StorageError as exc:
+            # "Not there" answers the question; a refusal or a device that
+            # cannot be reached must reach the client as itself.
+            if exc.fault in (Fault.NOT_FOUND, Fault.NOT_A_DIRECTORY):
+                return False
+            raise
 
     async def _recv_dir(self, dest: VirtualPath, header: FileHeader, times: Times | None) -> None:
         if not self.command.recursive:

@@ -84,7 +84,16 @@ class ReadHandle(Protocol):
 class WriteHandle(Protocol):
     """An upload in progress. Bytes go to a hidden temp name; nothing appears
     under the final name until :meth:`commit`. :meth:`abort` (or a crash)
-    leaves the final name untouched."""
+    leaves the final name untouched.
+
+    After commit, ``atomic`` says whether the final name could only ever show
+    the complete file (False on a legacy-SCP device without a rename command)
+    and ``device_sha256`` is the hash the storage itself reported for what
+    landed (chain of custody; None where the storage is local).
+    """
+
+    atomic: bool
+    device_sha256: str | None
 
     async def write(self, offset: int, data: bytes) -> None: ...
 

@@ -110,6 +110,9 @@ class _ReadHandle:
 class _WriteHandle:
     """An upload under a temp name; the final name changes only in :meth:`commit`."""
 
+    atomic = True
+    device_sha256: str | None = None
+
     def __init__(self, dir_fd: int, temp: str, final: str, fd: int, durable: bool) -> None:
         self.durable = durable
         self.dir_fd = dir_fd

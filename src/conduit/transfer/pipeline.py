@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from conduit.storage.base import Fault, ReadHandle, StorageError, WriteHandle
 
@@ -48,6 +49,8 @@ class TransferRecord:
     duration: float
     outcome: Outcome
     error: str | None = None
+    device_sha256: str | None = None
+    atomic: bool = True
 
 
 Report = Callable[[TransferRecord], Awaitable[None]]
@@ -72,7 +75,9 @@ class _Transfer:
     def bytes(self) -> int:
         return self._next
 
-    async def _finish(self, outcome: Outcome, sha256: str | None, error: str | None) -> None:
+    async def _finish(
+        self, outcome: Outcome, sha256: str | None, error: str | None, **custody: Any
+    ) -> None:
         if self._finished:
             return
         self._finished = True
@@ -86,6 +91,7 @@ class _Transfer:
                 duration=time.monotonic() - self._started,
                 outcome=outcome,
                 error=error,
+                **custody,
             )
         )
 
@@ -152,7 +158,13 @@ class Upload(_Transfer):
         except StorageError as exc:
             await self._fail(exc.detail)
             raise
-        await self._finish(Outcome.SUCCESS, digest, None)
+        await self._finish(
+            Outcome.SUCCESS,
+            digest,
+            None,
+            device_sha256=self.handle.device_sha256,
+            atomic=self.handle.atomic,
+        )
         return digest
 
     async def abort(self, error: str) -> None:
