@@ -70,6 +70,7 @@ class Auditor:
         key = await asyncio.to_thread(checkpoint.load_or_create_key, Path(key_dir))
         journal = Journal(Path(config.journal), node, key, int(config.rotate_size), config.fsync)
         recovery = await asyncio.to_thread(journal.open)
+        opened_at = journal.seq
         self = cls(config, journal)
         self._task = asyncio.create_task(self._commit_loop(), name="audit-commit")
         if recovery.torn is not None:
@@ -84,7 +85,7 @@ class Auditor:
             await asyncio.to_thread(journal.append, ended)
         from conduit.audit.sinks import start_sinks
 
-        self.sinks = start_sinks(self)
+        self.sinks = start_sinks(self, opened_at)
         self._index_task = asyncio.create_task(self._index_loop(), name="audit-index")
         return self
 
