@@ -58,8 +58,11 @@ def format_record(record: Record, fmt: str) -> bytes:
 def unacked_bytes(sock: socket.socket) -> int | None:
     """Bytes the kernel holds not yet acknowledged by the peer (Linux SIOCOUTQ)."""
     buf = array.array("i", [0])
+    fd = sock.fileno()
+    if fd < 0:
+        return 1  # closed under us: nothing more will be acknowledged
     try:
-        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
+        fcntl.ioctl(fd, termios.TIOCOUTQ, buf)
     except OSError:
         return None
     return buf[0]
