@@ -98,7 +98,7 @@ class Auditor:
     def unavailable_reason(self) -> str | None:
         return self._down_reason
 
-    async def record(self, type: str, outcome: str, **fields: object) -> int:  # noqa: A002
+    async def record(self, type: str, outcome: str, **fields: object) -> int:
         """Append one event; return its seq once it is written per the fsync policy.
 
         Closed mode and the journal cannot be written: AuditUnavailable. Alert

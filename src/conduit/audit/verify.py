@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -98,7 +99,7 @@ def verify(
     return report
 
 
-def _fail(report: Report, kind: str, where: str, detail: str, seq: int | None = None) -> None:
+def _fail(report: Report, kind: str, where: str, detail: str, seq: int | None = None) -> NoReturn:
     report.fault = Fault(kind, where, detail, seq)
     raise _Stop
 
