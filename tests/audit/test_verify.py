@@ -139,7 +139,7 @@ def test_resealed_with_another_key(journal, tmp_path):
 
 
 def test_rechained_without_resigning(journal, tmp_path):
-    path, i = find(journal, 2)
+    _path, _i = find(journal, 2)
     prev = GENESIS
     for p in journal_files(journal):
         out = []
