@@ -117,6 +117,7 @@ class Auditor:
 
     async def _commit_loop(self) -> None:
         cfg = self.config
+        loop = asyncio.get_running_loop()
         next_checkpoint = time.monotonic() + cfg.checkpoint_interval
         next_sync = time.monotonic() + BATCH_SYNC_INTERVAL
         while True:
@@ -125,8 +126,10 @@ class Auditor:
             if self._down_reason is not None:
                 due = min(due, now + PROBE_INTERVAL)
             if not self._queue and not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, due - now))
+                # a timer, not wait_for: this loop runs once per commit and must be cheap
+                timer = loop.call_later(max(0.0, due - now), self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
             self._wake.clear()
             batch, self._queue = self._queue, []
             if batch or self._down_reason is not None:
@@ -169,7 +172,14 @@ class Auditor:
             )
             items = [alert, *held, *items]
         try:
-            seqs = await asyncio.to_thread(self.journal.append, items)
+            if self.journal.fsync_policy == "always":
+                seqs = await asyncio.to_thread(self.journal.append, items, False)
+            else:
+                # no fsync on this path: a write to the page cache is cheaper
+                # than a trip to a worker thread
+                seqs = self.journal.append(items, rotate=False)
+            if self.journal.needs_rotation:
+                await asyncio.to_thread(self.journal.rotate_if_needed)
         except OSError as exc:
             self._went_down(exc)
             for p in batch:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import threading
@@ -33,6 +34,7 @@ from conduit.audit.events import GENESIS, Record, Value, build, decode, digest, 
 
 FILE_RE = re.compile(r"^journal-(\d{6,})\.jsonl$")
 CHECKPOINT_FILE = "checkpoint.json"
+log = logging.getLogger("conduit.audit")
 TRANSFER_END = frozenset({"success", "failed", "denied"})
 
 #: One event to append: (type, outcome, fields, ts). ts None: stamp at write time.
@@ -222,13 +224,34 @@ class Journal:
         self._size += len(buf)
         self.dirty = not durable
 
-    def append(self, items: list[Item]) -> list[int]:
-        """Write ``items`` as consecutive records; their seqs. OSError: nothing written."""
+    def append(self, items: list[Item], rotate: bool = True) -> list[int]:
+        """Write ``items`` as consecutive records; their seqs. OSError: nothing written.
+
+        With ``rotate`` false the caller calls :meth:`rotate_if_needed` itself
+        (it fsyncs, so the auditor runs it in a worker thread).
+        """
         with self._lock:
             seqs = self._append_locked(items, durable=self.fsync_policy == "always")
+        if rotate:
+            self.rotate_if_needed()
+        return seqs
+
+    @property
+    def needs_rotation(self) -> bool:
+        return self._size >= self.rotate_size
+
+    def rotate_if_needed(self) -> None:
+        """Seal the active file and start the next once it reached ``rotate_size``.
+
+        A failure here does not undo the records already written; rotation is
+        simply tried again after the next append.
+        """
+        with self._lock:
             if self._size >= self.rotate_size:
-                self._rotate()
-            return seqs
+                try:
+                    self._rotate()
+                except OSError as exc:
+                    log.warning("audit journal rotation failed (will retry): %s", exc)
 
     def _append_locked(self, items: list[Item], durable: bool) -> list[int]:
         seq, head = self.seq, self.head
