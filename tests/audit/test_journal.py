@@ -49,6 +49,7 @@ async def test_concurrent_writers_share_fsyncs_without_gaps(make_auditor, tmp_pa
         real(fd)
 
     monkeypatch.setattr(os, "fsync", counting)
+    monkeypatch.setattr(os, "fdatasync", counting)
     auditor = await make_auditor(fsync="always")
     seqs = await asyncio.gather(
         *[auditor.record("file.upload", "success", path=f"/f/{i}") for i in range(200)]

@@ -157,3 +157,24 @@ async def test_cursor_survives_a_restart(make_auditor, tmp_path):
     await b.close()
     await back.stop()
     assert deduped(seqs(back))[:5] == [1, 2, 3, 4, 5]
+
+
+async def test_spool_fill_alert_while_siem_down(make_auditor, monkeypatch):
+    from conduit.audit import sinks
+
+    monkeypatch.setattr(sinks, "FILL_CHECK_INTERVAL", 0.05)
+    monkeypatch.setattr(sinks, "journal_fill", lambda directory: 0.93)
+    listener = await Listener("tcp").start()
+    target = listener.target
+    await listener.stop()
+    auditor = await make_auditor(siem=[SiemSink(target=target)], spool_alert_fill=0.9)
+    for _ in range(3):
+        await auditor.record("session.start", "success")
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        text = b"".join(p.read_bytes() for p in auditor.journal.directory.glob("*.jsonl"))
+        if b"file system is 93% full" in text:
+            break
+    await auditor.close(timeout=0.2)
+    assert b"event(s) waiting" in text
+    assert b"file system is 93% full (alert at 90%)" in text

@@ -216,7 +216,7 @@ class Journal:
             while view:
                 view = view[os.write(fd, view) :]
             if durable:
-                os.fsync(fd)
+                os.fdatasync(fd)  # covers the new size too, which is all an append changes
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self._size)
