@@ -180,7 +180,9 @@ class Auditor:
                 seqs = self.journal.append(items, rotate=False)
             if self.journal.needs_rotation:
                 await asyncio.to_thread(self.journal.rotate_if_needed)
-        except OSError as exc:
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                log.exception("audit journal write failed")
             self._went_down(exc)
             for p in batch:
                 if p.future is None or p.future.done():
@@ -204,10 +206,9 @@ class Auditor:
         for sink in self.sinks:
             sink.notify()
 
-    def _went_down(self, exc: OSError) -> None:
-        reason = f"audit journal {self.journal.directory} cannot be written: " + (
-            exc.strerror or str(exc)
-        )
+    def _went_down(self, exc: Exception) -> None:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = f"audit journal {self.journal.directory} cannot be written: {detail}"
         if self._down_reason is None:
             log.error("%s", reason)
             self._down_since = time.monotonic()
@@ -246,6 +247,8 @@ class Auditor:
             await self._task
         ended = [_ended(tid, rec) for tid, rec in self.journal.open_transfers.items()]
         try:
+            if self._held:  # alert mode: events the journal could not take yet
+                await self._commit([])
             if ended:
                 await asyncio.to_thread(self.journal.append, ended)
             await asyncio.to_thread(self.journal.close)

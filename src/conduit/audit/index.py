@@ -111,9 +111,10 @@ class Index:
                     try:
                         record = decode(raw[:-1])
                     except ValueError:
-                        return -1
-                    if record["seq"] != last + 1:
-                        return -1
+                        # a damaged line: index up to here; verify names it
+                        return added + self._flush(rows, n, pos, last)
+                    if last and record["seq"] != last + 1:
+                        return -1  # the journal changed under the index: rebuild
                     last = record["seq"]
                     rows.append(_row(record, n, pos, len(raw)))
                     pos += len(raw)

@@ -58,8 +58,11 @@ class JournalReader:
                 for raw in f:
                     if not raw.endswith(b"\n"):
                         break
+                    try:
+                        record = decode(raw[:-1])
+                    except ValueError:
+                        break  # damaged: wait here (recovery moves a torn line aside)
                     self._offset += len(raw)
-                    record = decode(raw[:-1])
                     if record["seq"] > after:
                         out.append(record)
                         after = record["seq"]
@@ -67,8 +70,10 @@ class JournalReader:
                             break
             if len(out) >= limit:
                 break
+            if os.path.getsize(self._path) > self._offset:
+                break
             nxt = self._next_file()
-            if nxt is None or os.path.getsize(self._path) > self._offset:
+            if nxt is None:
                 break
             self._path, self._offset = nxt, 0
         self._last = after
@@ -78,3 +83,22 @@ class JournalReader:
         files = journal_files(self.directory)
         later = [p for p in files if self._path is not None and p.name > self._path.name]
         return later[0] if later else None
+
+
+def last_records(directory: Path, count: int) -> list[Record]:
+    """The last ``count`` complete records, reading files from the newest back."""
+    out: list[Record] = []
+    for path in reversed(journal_files(directory)):
+        if len(out) >= count:
+            break
+        lines = path.read_bytes().split(b"\n")[:-1]
+        found: list[Record] = []
+        for raw in reversed(lines):
+            if len(out) + len(found) >= count:
+                break
+            try:
+                found.append(decode(raw))
+            except ValueError:
+                continue
+        out = list(reversed(found)) + out
+    return out[-count:] if count else []

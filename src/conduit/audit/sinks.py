@@ -134,7 +134,9 @@ class Sink:
             try:
                 await self._session()
                 backoff = BACKOFF_MIN
-            except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
+            except Exception as exc:
+                if not isinstance(exc, OSError | TimeoutError | ssl.SSLError):
+                    log.exception("SIEM sink %s: unexpected error", self.name)
                 await self._went_down(exc)
                 if self._stopping:
                     return

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from conduit.audit.checkpoint import KEY_NAME, fingerprint, load_public_key
 from conduit.audit.events import FIELDS, Record, encode
 from conduit.audit.index import Index, Query, parse_time
-from conduit.audit.reader import JournalReader
+from conduit.audit.reader import JournalReader, last_records
 from conduit.audit.verify import verify
 from conduit.cli.main import CommandError
 
@@ -164,15 +164,12 @@ def summary(record: Record) -> str:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     directory = _existing(journal_dir(args)[0])
+    last = last_records(directory, max(args.lines, 0))
     reader = JournalReader(directory)
-    last: list[Record] = []
-    after = 0
-    while True:
-        batch = reader.read_after(after, 10_000)
-        if not batch:
-            break
-        after = batch[-1]["seq"]
-        last = (last + batch)[-max(args.lines, 0) :] if args.lines else []
+    after = last[-1]["seq"] if last else 0
+    if not last and args.follow:
+        while batch := reader.read_after(after, 10_000):
+            after = batch[-1]["seq"]
     _emit(last, args.json)
     while args.follow:
         time.sleep(0.5)
