@@ -218,3 +218,53 @@ async def test_sigkill_mid_write_then_reopen(make_auditor, tmp_path):
     assert (
         tmp_path / "audit" / (active.name + ".torn")
     ).read_bytes() == b'{"seq":999999,"ts":"2026-'
+
+
+DISK_FULL = textwrap.dedent(
+    """
+    import asyncio, resource, sys
+    from pathlib import Path
+    from conduit.audit import Auditor, AuditUnavailable
+    from conduit.config.model import AuditConfig
+
+    async def main():
+        base = Path(sys.argv[1])
+        a = await Auditor.open(AuditConfig(journal=base / "audit"), node="gw", key_dir=base)
+        await a.record("gateway.start", "success")
+        size = a.journal.path.stat().st_size
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 700, hard))
+        refused = 0
+        for i in range(20):
+            try:
+                await a.record("file.upload", "success", path="/fw/" + "x" * 150 + str(i))
+            except AuditUnavailable as exc:
+                refused += 1
+                reason = str(exc)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        print(refused, a.available, reason, flush=True)
+        for _ in range(50):
+            if a.available:
+                break
+            await asyncio.sleep(0.1)
+        await a.record("gateway.stop", "success")
+        await a.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_disk_full_mid_batch_leaves_no_gap_and_no_partial_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
+    out = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path)], capture_output=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    refused, available, reason = out.stdout.decode().split(" ", 2)
+    assert int(refused) > 10 and available == "False" and "File too large" in reason
+    report = verify(tmp_path / "audit", pub(tmp_path))
+    assert report.ok, report.fault
+    recs = records(tmp_path / "audit")
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    assert any("refused" in r.get("reason", "") for r in recs if r["type"] == "audit.alert")
