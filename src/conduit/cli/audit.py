@@ -216,6 +216,8 @@ def _index(directory: Path) -> Index:
 def cmd_search(args: argparse.Namespace) -> int:
     directory = _existing(journal_dir(args)[0])
     query = _query(args)
+    if not args.json and query.limit is None:
+        query.limit = TABLE_LIMIT  # a table of a million rows helps nobody; --json streams all
     index = _index(directory)
     try:
         if args.json:
@@ -261,12 +263,14 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(table)
-        console.print(f"{count} event(s)", style="dim")
+        more = " (the limit; use --limit N or --json for more)" if count == query.limit else ""
+        console.print(f"{count} event(s){more}", style="dim")
         return 0
     finally:
         index.close()
 
 
+TABLE_LIMIT = 1000
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
