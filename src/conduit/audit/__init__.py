@@ -1,1 +1,13 @@
-"""audit"""
+"""Audit: the event schema, the hash-chained journal, SIEM sinks, ``verify``.
+
+The gateway uses only :class:`Auditor` and :class:`AuditUnavailable`::
+
+    auditor = await Auditor.open(config.audit, node=..., key_dir=config.gateway.data_dir)
+    seq = await auditor.record("file.upload", "success", principal="alice", path="/fw/a.bin")
+    await auditor.close()
+"""
+
+from conduit.audit.auditor import Auditor, AuditUnavailable
+from conduit.audit.verify import Fault, Report, verify
+
+__all__ = ["AuditUnavailable", "Auditor", "Fault", "Report", "verify"]

@@ -1,0 +1,276 @@
+"""The facade the gateway uses: ``Auditor.open``, ``record``, ``available``, ``close``.
+
+One committer task owns the journal. ``record()`` queues its event and waits;
+the committer takes everything queued, hands it to a worker thread that
+assigns sequence numbers, writes and (with fsync "always") fsyncs once for the
+whole batch -- group commit -- and wakes every waiter. The event loop never
+blocks on the disk. The same task writes interval checkpoints, fsyncs in
+"batch" mode and, while the journal cannot be written, probes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conduit.audit import checkpoint
+from conduit.audit.events import Value, check_event, utc_now
+from conduit.audit.journal import Item, Journal
+
+if TYPE_CHECKING:
+    from conduit.audit.sinks import Sink
+    from conduit.config.model import AuditConfig
+
+log = logging.getLogger("conduit.audit")
+
+BATCH_SYNC_INTERVAL = 1.0
+PROBE_INTERVAL = 0.5
+HELD_MAX = 100_000
+INDEX_INTERVAL = 2.0
+
+
+class AuditUnavailable(Exception):
+    """The journal cannot be written and on_failure is "closed": refuse the action."""
+
+
+class _Pending:
+    __slots__ = ("future", "item")
+
+    def __init__(self, item: Item, future: asyncio.Future[int] | None) -> None:
+        self.item = item
+        self.future = future
+
+
+class Auditor:
+    """Writes events to the journal and feeds the SIEM sinks from it."""
+
+    def __init__(self, config: AuditConfig, journal: Journal) -> None:
+        self.config = config
+        self.journal = journal
+        self.sinks: list[Sink] = []
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._down_reason: str | None = None
+        self._down_since = 0.0
+        self._refused = 0
+        self._held: deque[Item] = deque()
+        self._dropped = 0
+        self._task: asyncio.Task[None] | None = None
+        self._index_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, config: AuditConfig, node: str, key_dir: Path) -> Auditor:
+        """Load or create the signing key, open and recover the journal, start the sinks."""
+        key = await asyncio.to_thread(checkpoint.load_or_create_key, Path(key_dir))
+        journal = Journal(Path(config.journal), node, key, int(config.rotate_size), config.fsync)
+        recovery = await asyncio.to_thread(journal.open)
+        opened_at = journal.seq
+        self = cls(config, journal)
+        self._task = asyncio.create_task(self._commit_loop(), name="audit-commit")
+        if recovery.torn is not None:
+            await self.record(
+                "audit.alert",
+                "failed",
+                reason=f"torn last record ({recovery.torn_bytes} bytes, a crash during a "
+                f"write) moved aside to {recovery.torn.name}",
+            )
+        ended = [_ended(tid, rec) for tid, rec in recovery.open_transfers.items()]
+        if ended:
+            await asyncio.to_thread(journal.append, ended)
+        from conduit.audit.sinks import start_sinks
+
+        self.sinks = start_sinks(self, opened_at)
+        self._index_task = asyncio.create_task(self._index_loop(), name="audit-index")
+        return self
+
+    @property
+    def available(self) -> bool:
+        """False while on_failure is "closed" and the journal cannot be written."""
+        return self._down_reason is None or self.config.on_failure != "closed"
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return self._down_reason
+
+    async def record(self, type: str, outcome: str, **fields: object) -> int:
+        """Append one event; return its seq once it is written per the fsync policy.
+
+        Closed mode and the journal cannot be written: AuditUnavailable. Alert
+        mode: never raises; the event is held in memory and written (after an
+        audit.alert) when the journal works again, and 0 is returned.
+        """
+        cleaned = check_event(type, outcome, fields)
+        if self._closing:
+            raise AuditUnavailable("the audit journal is closed")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending((type, outcome, cleaned, utc_now()), future))
+        self._wake.set()
+        return await future
+
+    # -- the committer --------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        next_checkpoint = time.monotonic() + cfg.checkpoint_interval
+        next_sync = time.monotonic() + BATCH_SYNC_INTERVAL
+        while True:
+            now = time.monotonic()
+            due = min(next_checkpoint, next_sync if self.journal.dirty else next_checkpoint)
+            if self._down_reason is not None:
+                due = min(due, now + PROBE_INTERVAL)
+            if not self._queue and not self._closing:
+                # a timer, not wait_for: this loop runs once per commit and must be cheap
+                timer = loop.call_later(max(0.0, due - now), self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if batch or self._down_reason is not None:
+                await self._commit(batch)
+            now = time.monotonic()
+            if self._down_reason is None:
+                try:
+                    if now >= next_checkpoint:
+                        next_checkpoint = now + cfg.checkpoint_interval
+                        if self.journal.since_checkpoint:
+                            await asyncio.to_thread(self.journal.checkpoint, "interval")
+                    if self.journal.dirty and now >= next_sync:
+                        next_sync = now + BATCH_SYNC_INTERVAL
+                        await asyncio.to_thread(self.journal.sync)
+                except OSError as exc:
+                    self._went_down(exc)
+            if self._closing and not self._queue:
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        items = [p.item for p in batch]
+        recovering = self._down_reason is not None
+        held: list[Item] = []
+        if recovering:
+            held = list(self._held)
+            gone = time.monotonic() - self._down_since
+            what = (
+                f"{self._refused} event(s) were refused"
+                if self.config.on_failure == "closed"
+                else f"{len(held)} held event(s) follow, {self._dropped} dropped"
+            )
+            alert: Item = (
+                "audit.alert",
+                "success",
+                {
+                    "reason": f"journal writable again after {gone:.1f} s "
+                    f"(it failed: {self._down_reason}); {what}"
+                },
+                None,
+            )
+            items = [alert, *held, *items]
+        try:
+            if self.journal.fsync_policy == "always":
+                seqs = await asyncio.to_thread(self.journal.append, items, False)
+            else:
+                # no fsync on this path: a write to the page cache is cheaper
+                # than a trip to a worker thread
+                seqs = self.journal.append(items, rotate=False)
+            if self.journal.needs_rotation:
+                await asyncio.to_thread(self.journal.rotate_if_needed)
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                log.exception("audit journal write failed")
+            self._went_down(exc)
+            for p in batch:
+                if p.future is None or p.future.done():
+                    continue
+                if self.config.on_failure == "closed":
+                    self._refused += 1
+                    p.future.set_exception(AuditUnavailable(self._down_reason or str(exc)))
+                else:
+                    self._hold(p.item)
+                    p.future.set_result(0)
+            return
+        if recovering:
+            log.warning("audit journal writable again")
+            self._down_reason = None
+            self._held.clear()
+            self._refused = self._dropped = 0
+            seqs = seqs[1 + len(held) :]
+        for p, seq in zip(batch, seqs, strict=True):
+            if p.future is not None and not p.future.done():
+                p.future.set_result(seq)
+        for sink in self.sinks:
+            sink.notify()
+
+    def _went_down(self, exc: Exception) -> None:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = f"audit journal {self.journal.directory} cannot be written: {detail}"
+        if self._down_reason is None:
+            log.error("%s", reason)
+            self._down_since = time.monotonic()
+        self._down_reason = reason
+
+    def _hold(self, item: Item) -> None:
+        if len(self._held) >= HELD_MAX:
+            self._held.popleft()
+            self._dropped += 1
+        self._held.append(item)
+
+    async def _index_loop(self) -> None:
+        from conduit.audit.index import Index
+
+        index: Index | None = None
+        try:
+            while not self._closing:
+                await asyncio.sleep(INDEX_INTERVAL)
+                try:
+                    if index is None:
+                        index = await asyncio.to_thread(Index, self.journal.directory)
+                    await asyncio.to_thread(index.refresh)
+                except Exception as exc:  # derived data: never let it hurt the gateway
+                    log.warning("audit index refresh failed: %s", exc)
+        finally:
+            if index is not None:
+                index.close()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush, seal with a checkpoint, stop the sinks (waiting at most ``timeout``)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        ended = [_ended(tid, rec) for tid, rec in self.journal.open_transfers.items()]
+        try:
+            if self._held:  # alert mode: events the journal could not take yet
+                await self._commit([])
+            if ended:
+                await asyncio.to_thread(self.journal.append, ended)
+            await asyncio.to_thread(self.journal.close)
+        except OSError as exc:
+            log.error("audit journal close failed: %s", exc)
+        for sink in self.sinks:
+            sink.notify()
+        if self.sinks:
+            await asyncio.wait([asyncio.create_task(s.stop(timeout)) for s in self.sinks])
+        if self._index_task is not None:
+            self._index_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._index_task
+        self._task = None
+
+
+def _ended(tid: str, started: dict[str, Value]) -> Item:
+    """The ``failed`` record for a transfer that was started and never ended."""
+    keep = {
+        k: v
+        for k, v in started.items()
+        if k not in ("seq", "ts", "node", "type", "outcome", "prev", "error")
+    }
+    keep.update(transfer=tid, error="gateway stopped during transfer")
+    return (str(started["type"]), "failed", keep, None)

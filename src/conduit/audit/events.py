@@ -1,0 +1,154 @@
+"""The event schema and its one canonical serialisation.
+
+A record is a flat JSON object. Its canonical form (sorted keys, no spaces,
+ASCII only) is what is written as one journal line and what the hash chain
+covers, so the same record always hashes the same and no value -- whatever a
+client sent as a user name, path or version string -- can put a line break,
+a control character or a non-ASCII byte into the line: ``json`` escapes them
+all as ``\\uXXXX``. Bytes that are not valid UTF-8 are kept exactly as lone
+surrogates (``surrogateescape``), so ``value.encode("utf-8", "surrogateescape")``
+gives back the original bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+#: ``prev`` of the very first record of a journal.
+GENESIS = "0" * 64
+
+#: Keys every record has; the per-type fields may not reuse them.
+RESERVED = frozenset({"seq", "ts", "node", "type", "outcome", "prev"})
+
+EVENT_TYPES = frozenset(
+    {
+        "session.start",
+        "session.end",
+        "auth.failure",
+        "file.upload",
+        "file.download",
+        "file.delete",
+        "file.rename",
+        "dir.create",
+        "dir.delete",
+        "access.denied",
+        "policy.reload",
+        "gateway.start",
+        "gateway.stop",
+        "audit.alert",
+        "audit.checkpoint",
+    }
+)
+
+OUTCOMES = frozenset({"success", "denied", "failed", "started"})
+
+#: The fields the gateway passes, in the order tables and CSV show them.
+FIELDS = (
+    "principal",
+    "source",
+    "zone",
+    "session",
+    "protocol",
+    "client_version",
+    "auth_method",
+    "key_fingerprint",
+    "bytes_in",
+    "bytes_out",
+    "user_given",
+    "reason",
+    "path",
+    "area",
+    "device",
+    "target_zone",
+    "bytes",
+    "duration",
+    "sha256",
+    "rule",
+    "operation",
+    "error",
+    "transfer",
+    "old_path",
+    "new_path",
+)
+
+Value = str | int | float | bool | None
+Record = dict[str, Any]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+def utc_now() -> str:
+    """The current UTC time with microseconds, e.g. ``2026-11-24T10:42:03.123456Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def clean_value(value: object) -> Value:
+    """A field value as JSON can hold it, without losing what the client sent."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def check_event(type_: str, outcome: str, fields: dict[str, object]) -> dict[str, Value]:
+    """Validate the parts of an event the caller controls; return cleaned fields.
+
+    These are programming errors (not untrusted input), so they raise ValueError.
+    """
+    if not _TYPE.match(type_):
+        raise ValueError(f"bad event type {type_!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"bad outcome {outcome!r}: one of {sorted(OUTCOMES)}")
+    cleaned: dict[str, Value] = {}
+    for name, value in fields.items():
+        if name in RESERVED or not _NAME.match(name):
+            raise ValueError(f"bad field name {name!r}")
+        cleaned[name] = clean_value(value)
+    return cleaned
+
+
+def build(
+    seq: int, ts: str, node: str, type_: str, outcome: str, fields: dict[str, Value], prev: str
+) -> Record:
+    """One record: the fixed header, the per-type fields, the chain link."""
+    record: Record = dict(fields)
+    record.update(seq=seq, ts=ts, node=node, type=type_, outcome=outcome, prev=prev)
+    return record
+
+
+def encode(record: Record) -> bytes:
+    """The canonical form: one ASCII line (without the newline)."""
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def digest(line: bytes) -> str:
+    """SHA-256 (hex) of a canonical line: what the next record carries as ``prev``."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def decode(line: bytes) -> Record:
+    """Parse one journal line; ValueError if it is not a well-formed record."""
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    seq = record.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ValueError("no valid seq")
+    for key in ("ts", "node", "type", "outcome", "prev"):
+        if not isinstance(record.get(key), str):
+            raise ValueError(f"no valid {key}")
+    return record

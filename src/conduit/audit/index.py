@@ -1,0 +1,203 @@
+"""A SQLite index over the journal for ``conduit audit search``.
+
+Derived data: it can be deleted and rebuilt from the journal at any time. It
+stores the searchable columns and where each record lives (file, offset,
+length); results are read back from the journal itself. The running gateway
+refreshes it every few seconds; the CLI refreshes it before each search.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from conduit.audit.events import Record, decode
+from conduit.audit.journal import FILE_RE, file_name, journal_files
+
+INDEX_FILE = "index.sqlite"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, type TEXT NOT NULL, outcome TEXT NOT NULL,
+  principal TEXT, user_given TEXT, path TEXT, sha256 TEXT,
+  file INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_principal ON events(principal);
+CREATE INDEX IF NOT EXISTS events_user_given ON events(user_given);
+CREATE INDEX IF NOT EXISTS events_path ON events(path);
+CREATE INDEX IF NOT EXISTS events_sha256 ON events(sha256);
+CREATE INDEX IF NOT EXISTS events_type ON events(type, outcome);
+CREATE TABLE IF NOT EXISTS resume (id INTEGER PRIMARY KEY CHECK (id = 1),
+  file INTEGER NOT NULL, offset INTEGER NOT NULL, seq INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class Query:
+    user: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    since: str | None = None
+    until: str | None = None
+    type: str | None = None
+    outcome: str | None = None
+    limit: int | None = None
+    newest_first: bool = False
+
+
+def parse_time(text: str, now: datetime | None = None) -> str:
+    """``2026-11-24``, ``2026-11-24T10:00``, ``...Z``/offset, or ``15m``/``2h``/``7d`` ago."""
+    now = now or datetime.now(UTC)
+    m = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        when = now - timedelta(**{unit[m.group(2)]: int(m.group(1))})
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not a time: {text!r} (ISO 8601 or e.g. 15m, 2h, 7d)") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Index:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.db = sqlite3.connect(directory / INDEX_FILE, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _resume(self) -> tuple[int, int, int]:
+        row = self.db.execute("SELECT file, offset, seq FROM resume WHERE id = 1").fetchone()
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+    def refresh(self) -> int:
+        """Index records written since the last refresh; rebuild if the journal changed under it."""
+        number, offset, last = self._resume()
+        added = self._scan(number, offset, last)
+        if added < 0:
+            self.db.execute("DELETE FROM events")
+            self.db.execute("DELETE FROM resume")
+            self.db.commit()
+            added = self._scan(0, 0, 0)
+        return max(added, 0)
+
+    def _scan(self, number: int, offset: int, last: int) -> int:
+        rows: list[tuple[object, ...]] = []
+        added = 0
+        for path in journal_files(self.directory):
+            n = int(FILE_RE.match(path.name).group(1))  # type: ignore[union-attr]
+            if n < number:
+                continue
+            start = offset if n == number else 0
+            if start > os.path.getsize(path):
+                return -1
+            with path.open("rb") as f:
+                f.seek(start)
+                pos = start
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break
+                    try:
+                        record = decode(raw[:-1])
+                    except ValueError:
+                        # a damaged line: index up to here; verify names it
+                        return added + self._flush(rows, n, pos, last)
+                    if last and record["seq"] != last + 1:
+                        return -1  # the journal changed under the index: rebuild
+                    last = record["seq"]
+                    rows.append(_row(record, n, pos, len(raw)))
+                    pos += len(raw)
+                    if len(rows) >= 20_000:
+                        added += self._flush(rows, n, pos, last)
+            number, offset = n, pos
+            added += self._flush(rows, number, offset, last)
+        return added
+
+    def _flush(self, rows: list[tuple[object, ...]], number: int, offset: int, seq: int) -> int:
+        count = len(rows)
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO resume VALUES (1, ?, ?, ?)", (number, offset, seq)
+            )
+        rows.clear()
+        return count
+
+    def search(self, q: Query) -> Iterator[Record]:
+        """Matching records, oldest first (or newest first), read back from the journal."""
+        where: list[str] = []
+        args: list[object] = []
+        if q.user is not None:
+            where.append("(principal = ? OR user_given = ?)")
+            args += [q.user, q.user]
+        if q.path is not None:
+            where.append("path GLOB ?" if any(c in q.path for c in "*?[") else "path = ?")
+            args.append(q.path)
+        if q.sha256 is not None:
+            where.append("sha256 = ?")
+            args.append(q.sha256.lower())
+        if q.since is not None:
+            where.append("ts >= ?")
+            args.append(q.since)
+        if q.until is not None:
+            where.append("ts < ?")
+            args.append(q.until)
+        if q.type is not None:
+            if q.type.endswith(".*") or q.type.endswith("*"):
+                where.append("type GLOB ?")
+            else:
+                where.append("type = ?")
+            args.append(q.type)
+        if q.outcome is not None:
+            where.append("outcome = ?")
+            args.append(q.outcome)
+        sql = "SELECT file, offset, length FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC" if q.newest_first else " ORDER BY seq"
+        if q.limit is not None:
+            sql += f" LIMIT {int(q.limit)}"
+        handles: dict[int, object] = {}
+        try:
+            for number, offset, length in self.db.execute(sql, args).fetchall():
+                f = handles.get(number)
+                if f is None:
+                    f = handles[number] = (self.directory / file_name(number)).open("rb")
+                f.seek(offset)  # type: ignore[attr-defined]
+                yield decode(f.read(length).rstrip(b"\n"))  # type: ignore[attr-defined]
+        finally:
+            for f in handles.values():
+                f.close()  # type: ignore[attr-defined]
+
+
+def _row(record: Record, number: int, offset: int, length: int) -> tuple[object, ...]:
+    def s(key: str) -> str | None:
+        value = record.get(key)
+        return value if isinstance(value, str) else None
+
+    return (
+        record["seq"],
+        record["ts"],
+        record["type"],
+        record["outcome"],
+        s("principal"),
+        s("user_given"),
+        s("path") or s("new_path"),
+        (s("sha256") or "").lower() or None,
+        number,
+        offset,
+        length,
+    )

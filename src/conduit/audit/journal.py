@@ -1,0 +1,341 @@
+"""The append-only, hash-chained journal: files, appends, rotation, recovery.
+
+Layout of the journal folder::
+
+    journal-000001.jsonl        rotated: ends with an audit.checkpoint (reason "rotation")
+    journal-000002.jsonl        the active file: the highest number
+    journal-000002.jsonl.torn   bytes of a torn last line moved aside at recovery
+    checkpoint.json             the latest checkpoint record (so truncation shows)
+    cursors/, index.sqlite      SIEM cursors and the search index (derived data)
+
+:class:`Journal` is synchronous and meant to be driven from one worker
+thread at a time (the :class:`~conduit.audit.auditor.Auditor` does that); a
+lock guards it anyway. Sequence numbers and the chain head only advance after
+the bytes are written (and fsynced, if the policy says so): a failed write
+rolls the file back to its last good size, so a gap is impossible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from conduit.audit import checkpoint
+from conduit.audit.events import GENESIS, Record, Value, build, decode, digest, encode, utc_now
+
+FILE_RE = re.compile(r"^journal-(\d{6,})\.jsonl$")
+CHECKPOINT_FILE = "checkpoint.json"
+log = logging.getLogger("conduit.audit")
+TRANSFER_END = frozenset({"success", "failed", "denied"})
+
+#: One event to append: (type, outcome, fields, ts). ts None: stamp at write time.
+Item = tuple[str, str, dict[str, Value], str | None]
+
+
+def file_name(number: int) -> str:
+    return f"journal-{number:06d}.jsonl"
+
+
+def journal_files(directory: Path) -> list[Path]:
+    """The journal files in chain order."""
+    found = []
+    for entry in os.scandir(directory):
+        m = FILE_RE.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), Path(entry.path)))
+    return [p for _, p in sorted(found)]
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, line without newline) of a file, the last maybe torn."""
+    offset = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            yield number, offset, raw
+            offset += len(raw)
+
+
+@dataclass
+class Recovery:
+    """What :meth:`Journal.open` found: torn bytes moved aside, transfers left open."""
+
+    torn: Path | None = None
+    torn_bytes: int = 0
+    open_transfers: dict[str, Record] = field(default_factory=dict)
+
+
+class Journal:
+    """Appends records to the active file; keeps seq, head hash and open transfers."""
+
+    def __init__(
+        self,
+        directory: Path,
+        node: str,
+        key: Ed25519PrivateKey,
+        rotate_size: int = 64 * 1024 * 1024,
+        fsync: str = "always",
+    ) -> None:
+        self.directory = directory
+        self.node = node
+        self.key = key
+        self.rotate_size = rotate_size
+        self.fsync_policy = fsync
+        self.seq = 0
+        self.head = GENESIS
+        self.since_checkpoint = 0
+        self.dirty = False
+        self.open_transfers: dict[str, Record] = {}
+        self.last_record: Record | None = None
+        self._number = 1
+        self._fd: int | None = None
+        self._ino: tuple[int, int] | None = None
+        self._size = 0
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.directory / file_name(self._number)
+
+    # -- opening and recovery -------------------------------------------------
+
+    def open(self) -> Recovery:
+        """Open the folder, move a torn last line aside, find the head and open transfers."""
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            files = journal_files(self.directory)
+            recovery = Recovery()
+            if files:
+                self._number = int(FILE_RE.match(files[-1].name).group(1))  # type: ignore[union-attr]
+                recovery = self._cut_torn(files[-1])
+                self._find_head(files)
+                recovery.open_transfers = self._scan_open_transfers(files)
+                self.open_transfers = dict(recovery.open_transfers)
+            self._reopen()
+            return recovery
+
+    def _cut_torn(self, path: Path) -> Recovery:
+        """A crash can leave a last line without newline (or half-written): move it aside."""
+        data = path.read_bytes()
+        cut = len(data)
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+        while cut:
+            start = data.rfind(b"\n", 0, cut - 1) + 1
+            try:
+                decode(data[start : cut - 1])
+                break
+            except ValueError:
+                cut = start
+        if cut == len(data):
+            return Recovery()
+        torn = path.with_name(path.name + ".torn")
+        with torn.open("ab") as f:
+            f.write(data[cut:])
+            f.flush()
+            os.fsync(f.fileno())
+        with path.open("r+b") as f:
+            f.truncate(cut)
+            os.fsync(f.fileno())
+        return Recovery(torn=torn, torn_bytes=len(data) - cut)
+
+    def _find_head(self, files: list[Path]) -> None:
+        for path in reversed(files):
+            last = None
+            for _, _, raw in iter_lines(path):
+                last = raw
+            if last is not None:
+                line = last.rstrip(b"\n")
+                record = decode(line)
+                self.seq = record["seq"]
+                self.head = digest(line)
+                break
+
+    def _scan_open_transfers(self, files: list[Path]) -> dict[str, Record]:
+        """Transfers "started" with no end since the last clean close (newest files first)."""
+        ended: set[str] = set()
+        open_: dict[str, Record] = {}
+        for path in reversed(files):
+            records = [decode(raw.rstrip(b"\n")) for _, _, raw in iter_lines(path)]
+            for record in reversed(records):
+                if record["type"] == "audit.checkpoint" and record.get("reason") == "close":
+                    return open_
+                tid = record.get("transfer")
+                if not isinstance(tid, str):
+                    continue
+                if record["outcome"] in TRANSFER_END:
+                    ended.add(tid)
+                elif record["outcome"] == "started" and tid not in ended:
+                    open_.setdefault(tid, record)
+        return open_
+
+    # -- writing ----------------------------------------------------------------
+
+    def _reopen(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        new = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        st = os.fstat(fd)
+        self._fd, self._ino, self._size = fd, (st.st_dev, st.st_ino), st.st_size
+        if new:
+            _fsync_dir(self.directory)
+
+    def _ensure_writable(self) -> int:
+        """The fd of the active file, after checking its name still leads to it.
+
+        Writing to a file that was moved or deleted would succeed and lose the
+        trail; so a renamed, removed or replaced folder counts as unwritable.
+        """
+        try:
+            st = os.stat(self.path)
+            if self._fd is None or (st.st_dev, st.st_ino) != self._ino:
+                raise FileNotFoundError
+        except (FileNotFoundError, NotADirectoryError):
+            if not self.directory.is_dir():
+                raise NotADirectoryError(f"journal folder {self.directory} is missing") from None
+            self._reopen()
+        assert self._fd is not None
+        return self._fd
+
+    def _write(self, buf: bytes, durable: bool) -> None:
+        fd = self._ensure_writable()
+        try:
+            if os.fstat(fd).st_size != self._size:
+                os.ftruncate(fd, self._size)
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fdatasync(fd)  # covers the new size too, which is all an append changes
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)
+            raise
+        self._size += len(buf)
+        self.dirty = not durable
+
+    def append(self, items: list[Item], rotate: bool = True) -> list[int]:
+        """Write ``items`` as consecutive records; their seqs. OSError: nothing written.
+
+        With ``rotate`` false the caller calls :meth:`rotate_if_needed` itself
+        (it fsyncs, so the auditor runs it in a worker thread).
+        """
+        with self._lock:
+            seqs = self._append_locked(items, durable=self.fsync_policy == "always")
+        if rotate:
+            self.rotate_if_needed()
+        return seqs
+
+    @property
+    def needs_rotation(self) -> bool:
+        return self._size >= self.rotate_size
+
+    def rotate_if_needed(self) -> None:
+        """Seal the active file and start the next once it reached ``rotate_size``.
+
+        A failure here does not undo the records already written; rotation is
+        simply tried again after the next append.
+        """
+        with self._lock:
+            if self._size >= self.rotate_size:
+                try:
+                    self._rotate()
+                except OSError as exc:
+                    log.warning("audit journal rotation failed (will retry): %s", exc)
+
+    def _append_locked(self, items: list[Item], durable: bool) -> list[int]:
+        seq, head = self.seq, self.head
+        lines: list[bytes] = []
+        records: list[Record] = []
+        for type_, outcome, fields, ts in items:
+            seq += 1
+            record = build(seq, ts or utc_now(), self.node, type_, outcome, fields, head)
+            line = encode(record)
+            head = digest(line)
+            lines.append(line + b"\n")
+            records.append(record)
+        self._write(b"".join(lines), durable)
+        first = self.seq + 1
+        self.seq, self.head = seq, head
+        self.last_record = records[-1] if records else self.last_record
+        self.since_checkpoint += len(items)
+        for record in records:
+            tid = record.get("transfer")
+            if isinstance(tid, str):
+                if record["outcome"] == "started":
+                    self.open_transfers[tid] = record
+                elif record["outcome"] in TRANSFER_END:
+                    self.open_transfers.pop(tid, None)
+        return list(range(first, seq + 1))
+
+    def sync(self) -> None:
+        """fsync the active file if something was written without it."""
+        with self._lock:
+            if self.dirty and self._fd is not None:
+                os.fsync(self._fd)
+                self.dirty = False
+
+    def checkpoint(self, reason: str) -> int:
+        """Append a signed checkpoint sealing everything so far; durable whatever the policy."""
+        with self._lock:
+            return self._checkpoint_locked(reason)
+
+    def _checkpoint_locked(self, reason: str) -> int:
+        seq, ts = self.seq + 1, utc_now()
+        fields = checkpoint.seal(self.key, self.node, seq, ts, self.head, reason)
+        if self.dirty and self._fd is not None:
+            os.fsync(self._fd)
+        self._append_locked([("audit.checkpoint", "success", fields, ts)], durable=True)
+        self.since_checkpoint = 0
+        state = {
+            "file": self.path.name,
+            "seq": self.seq,
+            "hash": self.head,
+            "record": self.last_record,
+        }
+        _atomic_write(self.directory / CHECKPOINT_FILE, json.dumps(state, indent=1).encode())
+        return self.seq
+
+    def _rotate(self) -> None:
+        self._checkpoint_locked("rotation")
+        self._number += 1
+        self._reopen()
+
+    def close(self, reason: str = "close") -> None:
+        """Seal with a checkpoint and close the file."""
+        with self._lock:
+            if self._fd is None:
+                return
+            try:
+                self._checkpoint_locked(reason)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)

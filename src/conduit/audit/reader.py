@@ -1,0 +1,104 @@
+"""Reading the journal forward from a sequence number (for sinks, tail and export)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conduit.audit.events import Record, decode
+from conduit.audit.journal import journal_files
+
+
+class JournalReader:
+    """Reads complete records after a given seq; remembers where it stopped.
+
+    Only lines that end in a newline are read: a line still being written (or
+    torn by a crash) is never handed out.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._path: Path | None = None
+        self._offset = 0
+        self._last = -1
+        self._first_seq: dict[Path, int] = {}
+
+    def _first(self, path: Path) -> int | None:
+        seq = self._first_seq.get(path)
+        if seq is None:
+            with path.open("rb") as f:
+                line = f.readline()
+            if not line.endswith(b"\n"):
+                return None
+            seq = self._first_seq[path] = decode(line[:-1])["seq"]
+        return seq
+
+    def _locate(self, after: int) -> None:
+        files = journal_files(self.directory)
+        chosen = files[0] if files else None
+        for path in files:
+            first = self._first(path)
+            if first is not None and first <= after + 1:
+                chosen = path
+        self._path, self._offset, self._last = chosen, 0, -1
+
+    def read_after(self, after: int, limit: int = 1000) -> list[Record]:
+        """Up to ``limit`` records with seq > ``after``, in order."""
+        if self._path is None or self._last != after:
+            self._locate(after)
+        out: list[Record] = []
+        while self._path is not None and len(out) < limit:
+            try:
+                f = self._path.open("rb")
+            except FileNotFoundError:
+                self._path = None
+                break
+            with f:
+                f.seek(self._offset)
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break
+                    try:
+                        record = decode(raw[:-1])
+                    except ValueError:
+                        break  # damaged: wait here (recovery moves a torn line aside)
+                    self._offset += len(raw)
+                    if record["seq"] > after:
+                        out.append(record)
+                        after = record["seq"]
+                        if len(out) >= limit:
+                            break
+            if len(out) >= limit:
+                break
+            if os.path.getsize(self._path) > self._offset:
+                break
+            nxt = self._next_file()
+            if nxt is None:
+                break
+            self._path, self._offset = nxt, 0
+        self._last = after
+        return out
+
+    def _next_file(self) -> Path | None:
+        files = journal_files(self.directory)
+        later = [p for p in files if self._path is not None and p.name > self._path.name]
+        return later[0] if later else None
+
+
+def last_records(directory: Path, count: int) -> list[Record]:
+    """The last ``count`` complete records, reading files from the newest back."""
+    out: list[Record] = []
+    for path in reversed(journal_files(directory)):
+        if len(out) >= count:
+            break
+        lines = path.read_bytes().split(b"\n")[:-1]
+        found: list[Record] = []
+        for raw in reversed(lines):
+            if len(out) + len(found) >= count:
+                break
+            try:
+                found.append(decode(raw))
+            except ValueError:
+                continue
+        out = list(reversed(found)) + out
+    return out[-count:] if count else []

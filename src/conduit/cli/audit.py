@@ -1,0 +1,313 @@
+"""``conduit audit verify|tail|search|export``: the journal for auditors.
+
+Thin wrappers: integrity lives in :mod:`conduit.audit.verify`, queries in
+:mod:`conduit.audit.index`. Every value shown on a terminal is escaped, so a
+hostile user name or path cannot move the cursor or recolour the screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from conduit.audit.checkpoint import KEY_NAME, fingerprint, load_public_key
+from conduit.audit.events import FIELDS, Record, encode
+from conduit.audit.index import Index, Query, parse_time
+from conduit.audit.reader import JournalReader, last_records
+from conduit.audit.verify import verify
+from conduit.cli.main import CommandError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("audit", help="verify, tail, search and export the journal")
+    sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=Path("conduit.toml"), help="policy file")
+        p.add_argument("--journal", type=Path, help="journal folder (instead of the config's)")
+
+    p = sub.add_parser("verify", help="check chain, sequence, checkpoints and signatures")
+    common(p)
+    p.add_argument("--from", dest="start", type=Path, help="start at this journal file")
+    p.add_argument("--key", type=Path, help="the gateway's audit public key (pinned copy)")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("tail", help="the latest events; -f to follow")
+    common(p)
+    p.add_argument("-n", "--lines", type=int, default=10)
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.set_defaults(handler=cmd_tail)
+
+    p = sub.add_parser("search", help="find events by user, path, hash, time, type, outcome")
+    common(p)
+    _filters(p)
+    p.add_argument("--limit", type=int, help="at most this many (newest first with --newest)")
+    p.add_argument("--newest", action="store_true", help="newest first")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("export", help="events for auditors as JSON Lines or CSV")
+    common(p)
+    _filters(p)
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    p.set_defaults(handler=cmd_export)
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", help="principal or user name as given")
+    p.add_argument("--path", help="virtual path; * ? [..] match like a shell glob")
+    p.add_argument("--sha256", help="file SHA-256 (hex)")
+    p.add_argument("--since", help="ISO 8601 time (UTC if no offset) or 15m / 2h / 7d ago")
+    p.add_argument("--until", help="same forms as --since; exclusive")
+    p.add_argument("--type", help="event type, e.g. file.upload or file.*")
+    p.add_argument("--outcome", choices=["success", "denied", "failed", "started"])
+
+
+def journal_dir(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(journal folder, data_dir holding the audit key if known)."""
+    if args.journal is not None:
+        return args.journal, None
+    start = getattr(args, "start", None)
+    if start is not None and start.parent != Path("") and not args.config.exists():
+        return start.parent, None
+    from conduit.config import ConfigError, load
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise CommandError(f"{exc} (or give --journal DIR)") from None
+    return config.audit.journal, config.gateway.data_dir
+
+
+def _existing(directory: Path) -> Path:
+    if not directory.is_dir():
+        raise CommandError(f"{directory}: no such journal folder")
+    return directory
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    directory, data_dir = journal_dir(args)
+    _existing(directory)
+    key_path = args.key
+    if key_path is None:
+        for candidate in (data_dir, directory.parent, directory):
+            if candidate is not None and (candidate / f"{KEY_NAME}.pub").exists():
+                key_path = candidate / f"{KEY_NAME}.pub"
+                break
+    key = None
+    if key_path is not None:
+        try:
+            key = load_public_key(key_path)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"{key_path}: cannot read the audit public key: {exc}") from None
+    report = verify(directory, key, args.start)
+    for note in report.notes:
+        print(f"note: {safe(note)}")
+    if report.fault is not None:
+        print(f"FAULT {safe(str(report.fault))}")
+        print(f"verified {report.records} record(s) before the fault", file=sys.stderr)
+        return 1
+    span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "empty"
+    signer = f", signed by {fingerprint(key)}" if key else ", signatures NOT checked"
+    print(
+        f"OK: {report.records} record(s) in {report.files} file(s), {span}, "
+        f"{report.checkpoints} checkpoint(s){signer}"
+    )
+    return 0
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\\]")
+
+
+def safe(value: object) -> str:
+    """A value for a terminal: control characters, escapes and bad bytes shown as escapes."""
+    text = "" if value is None else str(value)
+
+    def esc(m: re.Match[str]) -> str:
+        c = m.group(0)
+        if c == "\\":
+            return "\\\\"
+        code = ord(c)
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"\\x{code - 0xDC00:02x}"
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _UNSAFE.sub(esc, text)
+
+
+def summary(record: Record) -> str:
+    path = record.get("path") or record.get("new_path") or ""
+    extra = record.get("error") or record.get("reason") or ""
+    who = record.get("principal") or record.get("user_given") or "-"
+    parts = [
+        record["ts"],
+        f"#{record['seq']}",
+        record["type"],
+        record["outcome"],
+        who,
+        record.get("source") or "-",
+        path,
+        f"({extra})" if extra else "",
+    ]
+    return " ".join(safe(p) for p in parts if p != "")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    directory = _existing(journal_dir(args)[0])
+    last = last_records(directory, max(args.lines, 0))
+    reader = JournalReader(directory)
+    after = last[-1]["seq"] if last else 0
+    if not last and args.follow:
+        while batch := reader.read_after(after, 10_000):
+            after = batch[-1]["seq"]
+    _emit(last, args.json)
+    while args.follow:
+        time.sleep(0.5)
+        batch = reader.read_after(after, 10_000)
+        if batch:
+            after = batch[-1]["seq"]
+            _emit(batch, args.json)
+    return 0
+
+
+def _emit(records: Iterable[Record], as_json: bool, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    for record in records:
+        out.write((encode(record).decode() if as_json else summary(record)) + "\n")
+    out.flush()
+
+
+def _query(args: argparse.Namespace) -> Query:
+    try:
+        return Query(
+            user=args.user,
+            path=args.path,
+            sha256=args.sha256,
+            since=parse_time(args.since) if args.since else None,
+            until=parse_time(args.until) if args.until else None,
+            type=args.type,
+            outcome=args.outcome,
+            limit=getattr(args, "limit", None),
+            newest_first=getattr(args, "newest", False),
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _index(directory: Path) -> Index:
+    try:
+        index = Index(directory)
+        index.refresh()
+    except (sqlite3.Error, OSError) as exc:
+        raise CommandError(f"{directory}: cannot open the search index: {exc}") from None
+    return index
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    directory = _existing(journal_dir(args)[0])
+    query = _query(args)
+    if not args.json and query.limit is None:
+        query.limit = TABLE_LIMIT  # a table of a million rows helps nobody; --json streams all
+    index = _index(directory)
+    try:
+        if args.json:
+            _emit(index.search(query), True)
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(show_edge=False, header_style="bold")
+        for col in (
+            "seq",
+            "time (UTC)",
+            "type",
+            "outcome",
+            "user",
+            "source",
+            "path",
+            "bytes",
+            "sha256",
+            "detail",
+        ):
+            table.add_column(col, overflow="fold")
+        count = 0
+        for r in index.search(query):
+            count += 1
+            table.add_row(
+                *(
+                    Text(safe(v))
+                    for v in (
+                        r["seq"],
+                        r["ts"].replace("T", " ").rstrip("Z"),
+                        r["type"],
+                        r["outcome"],
+                        r.get("principal") or r.get("user_given"),
+                        r.get("source"),
+                        r.get("path") or r.get("new_path"),
+                        r.get("bytes"),
+                        (r.get("sha256") or "")[:16],
+                        r.get("error") or r.get("reason") or r.get("rule"),
+                    )
+                )
+            )
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        console.print(table)
+        more = " (the limit; use --limit N or --json for more)" if count == query.limit else ""
+        console.print(f"{count} event(s){more}", style="dim")
+        return 0
+    finally:
+        index.close()
+
+
+TABLE_LIMIT = 1000
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value)
+    # spreadsheets run cells starting with these as formulas (CSV injection)
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    directory = _existing(journal_dir(args)[0])
+    query = _query(args)
+    index = _index(directory)
+    out: TextIO
+    if args.output:
+        out = args.output.open("w", encoding="utf-8", errors="backslashreplace", newline="")
+    else:
+        out = sys.stdout
+        if hasattr(out, "reconfigure"):
+            out.reconfigure(errors="backslashreplace")
+    try:
+        if args.format == "jsonl":
+            _emit(index.search(query), True, out)
+            return 0
+        header = ["seq", "ts", "node", "type", "outcome", *FIELDS, "extra"]
+        writer = csv.writer(out)
+        writer.writerow(header)
+        known = set(header) | {"prev"}
+        for r in index.search(query):
+            extra = {k: v for k, v in r.items() if k not in known}
+            row = [_cell(r.get(h)) for h in header[:-1]]
+            row.append(json.dumps(extra, sort_keys=True) if extra else "")
+            writer.writerow(row)
+        return 0
+    finally:
+        index.close()
+        if out is not sys.stdout:
+            out.close()

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conduit.audit.events import GENESIS, build, check_event, clean_value, decode, digest, encode
+
+HOSTILE = [
+    "alice\r\nseq=1",
+    "a|b=c\\d",
+    "\x1b[31mred\x1b[0m",
+    "ünïcødé ☃",
+    "\x00nul",
+    "\u2028line sep",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_stay_on_one_ascii_line(value):
+    rec = build(1, "t", "n", "file.upload", "success", {"path": value}, GENESIS)
+    line = encode(rec)
+    assert b"\n" not in line and b"\r" not in line and all(32 <= b < 127 for b in line)
+    assert decode(line)["path"] == value
+
+
+def test_invalid_utf8_is_kept_exactly():
+    raw = b"fw-\xff\xfe.bin"
+    value = clean_value(raw)
+    rec = build(1, "t", "n", "file.upload", "success", {"path": value}, GENESIS)
+    back = decode(encode(rec))["path"]
+    assert back.encode("utf-8", "surrogateescape") == raw
+
+
+@given(st.one_of(st.text(), st.binary()))
+def test_any_input_is_one_line_and_round_trips(value):
+    clean = clean_value(value)
+    line = encode(build(5, "t", "n", "file.upload", "success", {"user_given": clean}, GENESIS))
+    assert b"\n" not in line and b"\r" not in line
+    assert decode(line)["user_given"] == clean
+
+
+def test_canonical_and_hash_stable():
+    a = encode({"b": 1, "a": 2})
+    assert a == b'{"a":2,"b":1}'
+    assert digest(a) == digest(json.dumps({"a": 2, "b": 1}, separators=(",", ":")).encode())
+
+
+@pytest.mark.parametrize(
+    ("type_", "outcome", "fields"),
+    [
+        ("nodot", "success", {}),
+        ("file.upload", "ok", {}),
+        ("file.upload", "success", {"seq": 3}),
+        ("file.upload", "success", {"Bad-Name": 3}),
+    ],
+)
+def test_programming_errors_are_refused(type_, outcome, fields):
+    with pytest.raises(ValueError):
+        check_event(type_, outcome, fields)

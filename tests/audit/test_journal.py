@@ -1,0 +1,270 @@
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conduit.audit import AuditUnavailable, verify
+from conduit.audit.checkpoint import load_public_key
+from conduit.audit.journal import journal_files
+
+
+def records(directory: Path) -> list[dict]:
+    out = []
+    for path in journal_files(directory):
+        out += [json.loads(line) for line in path.read_bytes().splitlines()]
+    return out
+
+
+def pub(tmp_path: Path):
+    return load_public_key(tmp_path / "audit_ed25519.pub")
+
+
+async def test_record_returns_consecutive_seqs_and_verifies(make_auditor, tmp_path):
+    auditor = await make_auditor()
+    seqs = [await auditor.record("session.start", "success", principal="alice") for _ in range(3)]
+    assert seqs == [1, 2, 3]
+    await auditor.close()
+    recs = records(tmp_path / "audit")
+    assert [r["seq"] for r in recs] == [1, 2, 3, 4]
+    assert recs[-1]["type"] == "audit.checkpoint" and recs[-1]["reason"] == "close"
+    assert recs[0]["node"] == "gw-1" and recs[0]["ts"].endswith("Z") and len(recs[0]["ts"]) == 27
+    report = verify(tmp_path / "audit", pub(tmp_path))
+    assert report.ok, report.fault
+    assert report.records == 4 and report.unsealed == 0
+
+
+async def test_concurrent_writers_share_fsyncs_without_gaps(make_auditor, tmp_path, monkeypatch):
+    fsyncs = 0
+    real = os.fsync
+
+    def counting(fd):
+        nonlocal fsyncs
+        fsyncs += 1
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    monkeypatch.setattr(os, "fdatasync", counting)
+    auditor = await make_auditor(fsync="always")
+    seqs = await asyncio.gather(
+        *[auditor.record("file.upload", "success", path=f"/f/{i}") for i in range(200)]
+    )
+    assert sorted(seqs) == list(range(1, 201))
+    assert fsyncs < 50  # group commit: far fewer fsyncs than records
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch", "never"])
+async def test_rotation_keeps_the_chain(make_auditor, tmp_path, fsync):
+    auditor = await make_auditor(rotate_size=2000, fsync=fsync)
+    for i in range(60):
+        await auditor.record("file.download", "success", path=f"/logs/{i}.log", bytes=i)
+    await auditor.close()
+    files = journal_files(tmp_path / "audit")
+    assert len(files) > 3
+    assert [p.name for p in files][:2] == ["journal-000001.jsonl", "journal-000002.jsonl"]
+    report = verify(tmp_path / "audit", pub(tmp_path))
+    assert report.ok, report.fault
+    assert report.files == len(files)
+    assert [r["seq"] for r in records(tmp_path / "audit")] == list(range(1, report.last_seq + 1))
+
+
+async def test_interval_checkpoints(make_auditor, tmp_path):
+    auditor = await make_auditor(checkpoint_interval=0.1)
+    await auditor.record("gateway.start", "success")
+    await asyncio.sleep(0.4)
+    recs = records(tmp_path / "audit")
+    assert any(r["type"] == "audit.checkpoint" and r["reason"] == "interval" for r in recs)
+    await auditor.close()
+
+
+async def test_reopen_continues_sequence_and_chain(make_auditor, tmp_path):
+    a = await make_auditor()
+    await a.record("gateway.start", "success")
+    await a.close()
+    b = await make_auditor()
+    assert await b.record("gateway.stop", "success") == 3
+    await b.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
+async def test_close_fails_transfers_left_open(make_auditor, tmp_path):
+    a = await make_auditor()
+    await a.record("file.upload", "started", transfer="t1", path="/fw/a.bin", principal="bob")
+    await a.close()
+    last = [r for r in records(tmp_path / "audit") if r.get("transfer") == "t1"][-1]
+    assert last["outcome"] == "failed" and last["error"] == "gateway stopped during transfer"
+    assert last["principal"] == "bob" and last["path"] == "/fw/a.bin"
+
+
+# -- journal cannot be written ---------------------------------------------------
+
+
+def break_folder(directory: Path) -> Path:
+    aside = directory.with_name("audit.aside")
+    directory.rename(aside)
+    directory.write_text("not a folder")
+    return aside
+
+
+def mend_folder(directory: Path, aside: Path) -> None:
+    directory.unlink()
+    aside.rename(directory)
+
+
+async def test_closed_mode_refuses_with_reason_until_writable(make_auditor, tmp_path):
+    directory = tmp_path / "audit"
+    auditor = await make_auditor(on_failure="closed")
+    await auditor.record("gateway.start", "success")
+    aside = break_folder(directory)
+    with pytest.raises(AuditUnavailable, match="cannot be written"):
+        await auditor.record("session.start", "success", principal="alice")
+    assert not auditor.available
+    mend_folder(directory, aside)
+    for _ in range(50):
+        if auditor.available:
+            break
+        await asyncio.sleep(0.1)
+    assert auditor.available
+    seq = await auditor.record("session.start", "success", principal="alice")
+    await auditor.close()
+    recs = records(directory)
+    alert = [r for r in recs if r["type"] == "audit.alert"]
+    assert (
+        alert
+        and "writable again" in alert[0]["reason"]
+        and "1 event(s) were refused" in (alert[0]["reason"])
+    )
+    assert seq == alert[0]["seq"] + 1
+    assert verify(directory, pub(tmp_path)).ok
+
+
+async def test_alert_mode_goes_on_and_alerts_later(make_auditor, tmp_path):
+    directory = tmp_path / "audit"
+    auditor = await make_auditor(on_failure="alert")
+    await auditor.record("gateway.start", "success")
+    aside = break_folder(directory)
+    assert await auditor.record("file.upload", "success", path="/fw/held.bin") == 0
+    assert auditor.available
+    mend_folder(directory, aside)
+    await asyncio.sleep(1.0)
+    await auditor.record("session.end", "success")
+    await auditor.close()
+    recs = records(directory)
+    types = [r["type"] for r in recs]
+    assert types[:4] == ["gateway.start", "audit.alert", "file.upload", "session.end"]
+    assert "1 held event(s) follow" in recs[1]["reason"]
+    assert verify(directory, pub(tmp_path)).ok
+
+
+# -- SIGKILL mid-write -------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from pathlib import Path
+    from conduit.audit import Auditor
+    from conduit.config.model import AuditConfig
+
+    async def main():
+        base = Path(sys.argv[1])
+        a = await Auditor.open(AuditConfig(journal=base / "audit"), node="gw", key_dir=base)
+        await a.record("file.upload", "started", transfer="t-9", path="/fw/big.bin")
+        await a.record("file.upload", "started", transfer="t-1", path="/fw/ok.bin")
+        await a.record("file.upload", "success", transfer="t-1", path="/fw/ok.bin")
+        print("ready", flush=True)
+        i = 0
+        while True:
+            await a.record("file.download", "success", path=f"/logs/{i}" * 20)
+            i += 1
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sigkill_mid_write_then_reopen(make_auditor, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, env=env
+    )
+    assert child.stdout.readline().strip() == b"ready"
+    await asyncio.sleep(0.3)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    # make the crash tear the last line, as a kill inside write() would
+    active = journal_files(tmp_path / "audit")[-1]
+    with active.open("ab") as f:
+        f.write(b'{"seq":999999,"ts":"2026-')
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok  # torn tail: a note, not a fault
+
+    auditor = await make_auditor()
+    await auditor.close()
+    report = verify(tmp_path / "audit", pub(tmp_path))
+    assert report.ok, report.fault
+    recs = records(tmp_path / "audit")
+    t9 = [r for r in recs if r.get("transfer") == "t-9"]
+    assert [r["outcome"] for r in t9] == ["started", "failed"]
+    assert t9[1]["error"] == "gateway stopped during transfer"
+    assert [r["outcome"] for r in recs if r.get("transfer") == "t-1"] == ["started", "success"]
+    alerts = [r for r in recs if r["type"] == "audit.alert"]
+    assert "moved aside" in alerts[0]["reason"]
+    assert (
+        tmp_path / "audit" / (active.name + ".torn")
+    ).read_bytes() == b'{"seq":999999,"ts":"2026-'
+
+
+DISK_FULL = textwrap.dedent(
+    """
+    import asyncio, resource, sys
+    from pathlib import Path
+    from conduit.audit import Auditor, AuditUnavailable
+    from conduit.config.model import AuditConfig
+
+    async def main():
+        base = Path(sys.argv[1])
+        a = await Auditor.open(AuditConfig(journal=base / "audit"), node="gw", key_dir=base)
+        await a.record("gateway.start", "success")
+        size = a.journal.path.stat().st_size
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 700, hard))
+        refused = 0
+        for i in range(20):
+            try:
+                await a.record("file.upload", "success", path="/fw/" + "x" * 150 + str(i))
+            except AuditUnavailable as exc:
+                refused += 1
+                reason = str(exc)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        print(refused, a.available, reason, flush=True)
+        for _ in range(50):
+            if a.available:
+                break
+            await asyncio.sleep(0.1)
+        await a.record("gateway.stop", "success")
+        await a.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_disk_full_mid_batch_leaves_no_gap_and_no_partial_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
+    out = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path)], capture_output=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    refused, available, reason = out.stdout.decode().split(" ", 2)
+    assert int(refused) > 10 and available == "False" and "File too large" in reason
+    report = verify(tmp_path / "audit", pub(tmp_path))
+    assert report.ok, report.fault
+    recs = records(tmp_path / "audit")
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    assert any("refused" in r.get("reason", "") for r in recs if r["type"] == "audit.alert")

@@ -1,0 +1,180 @@
+"""SIEM delivery against a real syslog listener on loopback."""
+
+import asyncio
+
+import pytest
+
+from conduit.audit.formats import parse_cef, parse_rfc5424
+from conduit.config.model import SiemSink
+
+from .syslog_listener import Listener, make_pki, server_context
+
+HOSTILE = "evil\r\n<13>1 - fake|cef=1\\ \x1b[31m"
+
+
+def seqs(listener: Listener, fmt: str = "rfc5424") -> list[int]:
+    out = []
+    for m in listener.messages:
+        if fmt == "cef":
+            out.append(int(parse_cef(m.decode())[1]["externalId"]))
+        else:
+            out.append(parse_rfc5424(m)[2]["seq"])
+    return out
+
+
+def deduped(values: list[int]) -> list[int]:
+    seen, out = set(), []
+    for v in values:
+        if v not in seen:
+            seen.add(v)
+            out.append(v)
+    return out
+
+
+@pytest.fixture
+def pki(tmp_path):
+    d = tmp_path / "pki"
+    d.mkdir()
+    return make_pki(d)
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize("fmt", ["rfc5424", "cef"])
+async def test_events_reach_a_real_listener(make_auditor, pki, kind, fmt):
+    ctx = server_context(pki) if kind == "tls" else None
+    listener = await Listener(kind, ctx).start()
+    sink = SiemSink(target=listener.target, format=fmt, ca=pki["ca.crt"] if ctx else None)
+    auditor = await make_auditor(siem=[sink])
+    for i in range(20):
+        await auditor.record("file.upload", "success", principal=HOSTILE, path=f"/fw/{i}.bin")
+    await listener.wait_for(20)
+    await auditor.close()
+    await listener.stop()
+    assert seqs(listener, fmt)[:20] == list(range(1, 21))
+    if fmt == "cef":
+        assert parse_cef(listener.messages[0].decode())[1]["suser"] == HOSTILE
+    else:
+        assert parse_rfc5424(listener.messages[0])[2]["principal"] == HOSTILE
+
+
+async def test_tls_with_client_certificate(make_auditor, pki):
+    listener = await Listener("tls", server_context(pki, client_ca=True)).start()
+    sink = SiemSink(
+        target=listener.target, ca=pki["ca.crt"], cert=pki["client.crt"], key=pki["client.key"]
+    )
+    auditor = await make_auditor(siem=[sink])
+    await auditor.record("gateway.start", "success")
+    await listener.wait_for(1)
+    await auditor.close()
+    await listener.stop()
+
+
+async def test_several_sinks_at_once(make_auditor, pki):
+    a = await Listener("udp").start()
+    b = await Listener("tcp").start()
+    c = await Listener("tls", server_context(pki)).start()
+    auditor = await make_auditor(
+        siem=[
+            SiemSink(target=a.target),
+            SiemSink(target=b.target, format="cef"),
+            SiemSink(target=c.target, ca=pki["ca.crt"]),
+        ]
+    )
+    for _ in range(5):
+        await auditor.record("session.start", "success", principal="alice")
+    for listener in (a, b, c):
+        await listener.wait_for(5)
+    await auditor.close()
+    for listener in (a, b, c):
+        await listener.stop()
+    assert seqs(b, "cef")[:5] == seqs(c)[:5] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+async def test_siem_down_then_back_nothing_lost_in_order(make_auditor, pki, kind):
+    ctx = server_context(pki) if kind == "tls" else None
+    listener = await Listener(kind, ctx).start()
+    port = listener.port
+    sink = SiemSink(target=listener.target, ca=pki["ca.crt"] if ctx else None)
+    auditor = await make_auditor(siem=[sink])
+    for i in range(10):
+        await auditor.record("file.download", "success", path=f"/logs/{i}")
+    await listener.wait_for(10)
+    await listener.stop()
+    # the SIEM is down: transfers go on and are not slowed down
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(10, 200):
+        await auditor.record("file.download", "success", path=f"/logs/{i}")
+    assert loop.time() - t0 < 5
+    await asyncio.sleep(1.0)
+    back = await Listener(kind, ctx).start(port)
+    last = auditor.journal.seq
+
+    async def all_there():
+        while not back.messages or max(seqs(back)) < last:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(all_there(), 20)
+    await auditor.close()
+    await back.stop()
+    got = deduped(seqs(listener) + seqs(back))
+    assert got == list(range(1, got[-1] + 1))  # every event, in order, none lost
+    assert got[-1] >= 200
+    alerts = [parse_rfc5424(m)[2] for m in back.messages]
+    assert any(r["type"] == "audit.alert" and "unreachable" in r["reason"] for r in alerts)
+
+
+async def test_bad_certificate_waits_then_delivers(make_auditor, pki):
+    bad = await Listener("tls", server_context(pki, tag="stranger")).start()
+    port = bad.port
+    auditor = await make_auditor(siem=[SiemSink(target=bad.target, ca=pki["ca.crt"])])
+    for _ in range(5):
+        await auditor.record("auth.failure", "denied", user_given="root", reason="no such key")
+    await asyncio.sleep(0.5)
+    assert bad.messages == []
+    await bad.stop()
+    good = await Listener("tls", server_context(pki)).start(port)
+    await good.wait_for(5, timeout=20)
+    await auditor.close()
+    await good.stop()
+    assert deduped(seqs(good))[:5] == [1, 2, 3, 4, 5]
+
+
+async def test_cursor_survives_a_restart(make_auditor, tmp_path):
+    listener = await Listener("tcp").start()
+    port = listener.port
+    target = listener.target
+    await listener.stop()
+    a = await make_auditor(siem=[SiemSink(target=target, name="siem")])
+    for _ in range(5):
+        await a.record("session.start", "success")
+    await a.close(timeout=0.5)
+    assert (tmp_path / "audit" / "cursors" / "siem.json").exists()
+    back = await Listener("tcp").start(port)
+    b = await make_auditor(siem=[SiemSink(target=target, name="siem")])
+    await back.wait_for(5)
+    await b.close()
+    await back.stop()
+    assert deduped(seqs(back))[:5] == [1, 2, 3, 4, 5]
+
+
+async def test_spool_fill_alert_while_siem_down(make_auditor, monkeypatch):
+    from conduit.audit import sinks
+
+    monkeypatch.setattr(sinks, "FILL_CHECK_INTERVAL", 0.05)
+    monkeypatch.setattr(sinks, "journal_fill", lambda directory: 0.93)
+    listener = await Listener("tcp").start()
+    target = listener.target
+    await listener.stop()
+    auditor = await make_auditor(siem=[SiemSink(target=target)], spool_alert_fill=0.9)
+    for _ in range(3):
+        await auditor.record("session.start", "success")
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        text = b"".join(p.read_bytes() for p in auditor.journal.directory.glob("*.jsonl"))
+        if b"file system is 93% full" in text:
+            break
+    await auditor.close(timeout=0.2)
+    assert b"event(s) waiting" in text
+    assert b"file system is 93% full (alert at 90%)" in text
