@@ -220,7 +220,8 @@ def start_gateway(
 ) -> RunningGateway:
     from conduit.gateway import Gateway
 
-    recorder = recorder or MemoryRecorder()
+    # recorder="journal": the real audit journal the config names (no stand-in).
+    recorder = None if recorder == "journal" else recorder or MemoryRecorder()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -232,7 +233,7 @@ def start_gateway(
     known_hosts = root / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{gateway.port} {host_key}\n")
     return RunningGateway(
-        config, gateway.port, root, known_hosts, recorder, loop, gateway, thread, keys
+        config, gateway.port, root, known_hosts, gateway.recorder, loop, gateway, thread, keys
     )
 
 

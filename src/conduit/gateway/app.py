@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncssh
 
+from conduit.audit import Auditor
 from conduit.config import Config, ConfigError
 from conduit.config.check import load_checked
 from conduit.gateway import tuning
@@ -33,15 +34,25 @@ CIPHERS = [
 ]
 
 
-class LogRecorder:
-    """Events to the ``conduit.audit`` logger: used when no journal is attached."""
+class EventLog:
+    """Events into the audit journal (the system of record), echoed to the
+    ``conduit.audit`` logger for whoever watches the console."""
 
-    def __init__(self) -> None:
+    def __init__(self, auditor: Auditor) -> None:
+        self.auditor = auditor
         self.log = logging.getLogger("conduit.audit")
 
-    async def record(self, type: str, outcome: str, **fields: Any) -> None:
-        shown = " ".join(f"{k}={v!r}" for k, v in fields.items() if v is not None)
-        self.log.info("%s %s %s", type, outcome, shown)
+    @property
+    def available(self) -> bool:
+        return self.auditor.available
+
+    async def record(self, type: str, outcome: str, **fields: Any) -> int:
+        present = {k: v for k, v in fields.items() if v is not None}
+        seq = await self.auditor.record(type, outcome, **present)
+        if self.log.isEnabledFor(logging.INFO):
+            shown = " ".join(f"{k}={v!r}" for k, v in present.items())
+            self.log.info("#%d %s %s %s", seq, type, outcome, shown)
+        return seq
 
 
 def load_host_key(config: Config) -> list[asyncssh.SSHKey]:
@@ -83,7 +94,9 @@ class Gateway:
         self.config = config
         self._policy = Policy(config)
         self._keys = user_keys(config)
-        self.recorder: Recorder = recorder or LogRecorder()
+        # Without a recorder given (tests give one), start() opens the journal.
+        self._journal: EventLog | None = None
+        self.recorder: Recorder = recorder  # type: ignore[assignment]
         self.counters = Counters()
         self.areas: dict[str, Backend] = {}
         self.devices: dict[str, Backend] = {}
@@ -111,7 +124,14 @@ class Gateway:
         """Run ``coro`` in the background, keeping a reference until it ends."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Background records (session.end, auth.failure) cannot refuse
+            # anything any more; say so loudly rather than lose it silently.
+            log.error("background event failed: %s", task.exception())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,6 +185,10 @@ class Gateway:
         gw = self.config.gateway
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
+        if self.recorder is None:
+            auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
+            self._journal = EventLog(auditor)
+            self.recorder = self._journal
         self.areas = self._build_backends(self.config)
         self.devices = self._build_devices(self.config)
         host, _, port = gw.listen.rpartition(":")
@@ -221,9 +245,14 @@ class Gateway:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        await self.recorder.record("gateway.stop", "success")
+        try:
+            await self.recorder.record("gateway.stop", "success")
+        except Exception as exc:  # the journal may be what is failing
+            log.error("could not record gateway.stop: %s", exc)
         for task in list(self._tasks):
             task.cancel()
+        if self._journal is not None:
+            await self._journal.auditor.close()
         pid = self.config.gateway.data_dir / "gateway.pid"
         pid.unlink(missing_ok=True)
         for backend in list(self.areas.values()) + list(self.devices.values()):
