@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,12 +106,44 @@ def start_sshd(work: Path, pubkey: str) -> Server:
     return Server("OpenSSH", port, str(data), data, process)
 
 
-def start_conduit(work: Path, pubkey: str, user: str) -> Server:
-    site = work / "conduit"
+class Discard:
+    """A TCP syslog receiver that reads and drops everything (the SIEM in the bench)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            conn, _ = self.sock.accept()
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _drain(conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(1 << 16):
+                pass
+
+
+def start_conduit(
+    work: Path, pubkey: str, user: str, *, audit: bool = True, siem_port: int | None = None
+) -> Server:
+    """Conduit as shipped: with ``audit``, a durable journal and a TCP syslog sink;
+    without, every event is dropped (to measure what auditing costs)."""
+    site = work / ("conduit" if audit else "conduit-noaudit")
     site.mkdir()
     port = free_port()
+    journal = (
+        f'[audit]\njournal = "data/audit"\nfsync = "always"\n'
+        f'[[audit.siem]]\ntarget = "tcp://127.0.0.1:{siem_port}"\nformat = "rfc5424"\n'
+        if audit and siem_port
+        else ""
+    )
     (site / "conduit.toml").write_text(
-        f'[gateway]\nlisten = "127.0.0.1:{port}"\ndata_dir = "data"\n'
+        journal + f'[gateway]\nlisten = "127.0.0.1:{port}"\ndata_dir = "data"\n'
         "[gateway.limits]\nidle_timeout = 0\n"
         '[zones.bench]\nlevel = 3\nnetworks = ["127.0.0.0/8"]\n'
         '[areas.bench]\nzone = "bench"\npath = "data/areas/bench"\n'
@@ -119,14 +152,43 @@ def start_conduit(work: Path, pubkey: str, user: str) -> Server:
         f'[users.{user}]\nkeys = ["{pubkey.strip()}"]\nroles = ["bench"]\n'
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = ["-m", "conduit", "serve"] if audit else [__file__, "--serve-without-audit"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "serve", "--config", str(site / "conduit.toml")],
+        [sys.executable, *command, "--config", str(site / "conduit.toml")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
     )
     wait_port(port)
-    return Server("Conduit", port, "/bench", site / "data" / "areas" / "bench", process)
+    name = "Conduit" if audit else "Conduit, audit off"
+    return Server(name, port, "/bench", site / "data" / "areas" / "bench", process)
+
+
+def serve_without_audit(config_path: Path) -> int:
+    """Run the gateway with a recorder that drops every event (bench only)."""
+    import asyncio
+    import signal
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from conduit.config.check import load_checked
+    from conduit.gateway import Gateway
+
+    class Drop:
+        available = True
+
+        async def record(self, type: str, outcome: str, **fields: object) -> None:
+            return None
+
+    async def run() -> None:
+        gateway = Gateway(load_checked(config_path), recorder=Drop())
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await gateway.start()
+        await stop.wait()
+        await gateway.stop()
+
+    asyncio.run(run())
+    return 0
 
 
 @dataclass
@@ -181,7 +243,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per row (median)")
     parser.add_argument("--quick", action="store_true", help="256 MiB, 500 files, 1 run")
     parser.add_argument("--only", default="", help="comma-separated substrings of row labels")
+    parser.add_argument(
+        "--audit-cost",
+        action="store_true",
+        help="compare Conduit with auditing on (durable journal + TCP syslog) "
+        "against auditing off, instead of against OpenSSH",
+    )
+    parser.add_argument("--serve-without-audit", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_without_audit:
+        return serve_without_audit(args.config)
     if args.quick:
         args.size, args.files, args.runs = 256 << 20, 500, 1
     user = os.environ.get("USER") or "root"
@@ -208,7 +280,13 @@ def run_all(args: argparse.Namespace, user: str, work: Path) -> int:
     for i in range(args.files):
         (tree / f"f{i:05d}.dat").write_bytes(os.urandom(4096))
     opts = client_options(key, work / "known_hosts")
-    servers = [start_sshd(work, pubkey), start_conduit(work, pubkey, user)]
+    siem = Discard()
+    baseline = (
+        start_conduit(work, pubkey, user, audit=False)
+        if args.audit_cost
+        else start_sshd(work, pubkey)
+    )
+    servers = [baseline, start_conduit(work, pubkey, user, siem_port=siem.port)]
     down = work / "down"
 
     def remote(server: Server, name: str) -> str:
@@ -377,27 +455,27 @@ def run_all(args: argparse.Namespace, user: str, work: Path) -> int:
                 figures.append(measure(row, server, args.runs))
             results.append((row, figures[0], figures[1]))
             print(
-                f"{row.label:24} OpenSSH {figures[0]:9.1f}  Conduit {figures[1]:9.1f} "
+                f"{row.label:24} {servers[0].name} {figures[0]:9.1f}  Conduit {figures[1]:9.1f} "
                 f"{row.unit:8} ratio {figures[1] / figures[0]:.2f}",
                 flush=True,
             )
     finally:
         for server in servers:
             server.stop()
-    table = render(results, args)
+    table = render(results, args, servers[0].name)
     print("\n" + table)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.md").write_text(table + "\n")
+    (out / ("audit-cost.md" if args.audit_cost else "latest.md")).write_text(table + "\n")
     return 0
 
 
-def render(results: list[tuple[Row, float, float]], args: argparse.Namespace) -> str:
+def render(results: list[tuple[Row, float, float]], args: argparse.Namespace, baseline: str) -> str:
     lines = [
         f"big file {args.size >> 20} MiB, tree {args.files} x 4 KiB, {args.runs} run(s), "
         f"median; {CIPHER}; loopback; {os.cpu_count()} cores",
         "",
-        "| row | unit | OpenSSH | Conduit | Conduit/OpenSSH |",
+        f"| row | unit | {baseline} | Conduit | Conduit/{baseline} |",
         "|---|---|---:|---:|---:|",
     ]
     for row, openssh, conduit in results:

@@ -39,11 +39,13 @@ class AuditUnavailable(Exception):
 
 
 class _Pending:
-    __slots__ = ("future", "item")
+    __slots__ = ("durable", "future", "item")
 
-    def __init__(self, item: Item, future: asyncio.Future[int] | None) -> None:
+    def __init__(self, item: Item, future: asyncio.Future[int] | None,
+                 durable: bool = True) -> None:
         self.item = item
         self.future = future
+        self.durable = durable
 
 
 class Auditor:
@@ -98,8 +100,14 @@ class Auditor:
     def unavailable_reason(self) -> str | None:
         return self._down_reason
 
-    async def record(self, type: str, outcome: str, **fields: object) -> int:
+    async def record(self, type: str, outcome: str, *, durable: bool = True,
+                     **fields: object) -> int:
         """Append one event; return its seq once it is written per the fsync policy.
+
+        ``durable=False`` (for ``started`` records, which only matter if the
+        gateway process dies, not the machine) returns once the record is in
+        the journal file without waiting for an fsync; the next durable record
+        or the periodic sync makes it durable. The chain is the same either way.
 
         Closed mode and the journal cannot be written: AuditUnavailable. Alert
         mode: never raises; the event is held in memory and written (after an
@@ -109,7 +117,7 @@ class Auditor:
         if self._closing:
             raise AuditUnavailable("the audit journal is closed")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending((type, outcome, cleaned, utc_now()), future))
+        self._queue.append(_Pending((type, outcome, cleaned, utc_now()), future, durable))
         self._wake.set()
         return await future
 
@@ -172,8 +180,13 @@ class Auditor:
             )
             items = [alert, *held, *items]
         try:
-            if self.journal.fsync_policy == "always":
+            if self.journal.fsync_policy == "always" and (
+                recovering or any(p.durable for p in batch)
+            ):
                 seqs = await asyncio.to_thread(self.journal.append, items, False)
+            elif self.journal.fsync_policy == "always":
+                # only non-durable records: to the page cache now, fsync later
+                seqs = self.journal.append(items, rotate=False, durable=False)
             else:
                 # no fsync on this path: a write to the page cache is cheaper
                 # than a trip to a worker thread

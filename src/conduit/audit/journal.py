@@ -224,14 +224,19 @@ class Journal:
         self._size += len(buf)
         self.dirty = not durable
 
-    def append(self, items: list[Item], rotate: bool = True) -> list[int]:
+    def append(
+        self, items: list[Item], rotate: bool = True, durable: bool | None = None
+    ) -> list[int]:
         """Write ``items`` as consecutive records; their seqs. OSError: nothing written.
 
         With ``rotate`` false the caller calls :meth:`rotate_if_needed` itself
-        (it fsyncs, so the auditor runs it in a worker thread).
+        (it fsyncs, so the auditor runs it in a worker thread). ``durable``
+        overrides the fsync policy for this write (None: follow the policy).
         """
+        if durable is None:
+            durable = self.fsync_policy == "always"
         with self._lock:
-            seqs = self._append_locked(items, durable=self.fsync_policy == "always")
+            seqs = self._append_locked(items, durable=durable)
         if rotate:
             self.rotate_if_needed()
         return seqs

@@ -37,7 +37,9 @@ class Denied(StorageError):
 class Recorder(Protocol):
     """Where events go (the audit journal); awaited before the client hears success."""
 
-    async def record(self, type: str, outcome: str, **fields: Any) -> Any: ...
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, **fields: Any
+    ) -> Any: ...
 
 
 class Site(Protocol):
@@ -108,10 +110,19 @@ class Operations:
             **extra,
         }
 
-    async def record(self, type: str, outcome: str, **fields: Any) -> None:
-        """Record an event; if the journal refuses it, the operation fails (fail closed)."""
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, **fields: Any
+    ) -> None:
+        """Record an event; if the journal refuses it, the operation fails (fail closed).
+
+        ``durable=False`` is for ``started`` records: they must survive the
+        gateway process dying (so recovery can mark the transfer failed), not
+        a power loss, and need no fsync of their own.
+        """
         try:
-            await self.site.recorder.record(type, outcome, **self._fields(**fields))
+            await self.site.recorder.record(
+                type, outcome, durable=durable, **self._fields(**fields)
+            )
         except StorageError:
             raise
         except Exception as exc:
@@ -238,6 +249,7 @@ class Operations:
         await self.record(
             "file.download",
             "started",
+            durable=False,
             transfer=transfer,
             path=path.text,
             rule=decision.rule,
@@ -264,6 +276,7 @@ class Operations:
             await self.record(
                 "file.upload",
                 "started",
+                durable=False,
                 transfer=transfer,
                 path=path.text,
                 rule=decision.rule,

@@ -104,7 +104,7 @@ class Connection(asyncssh.SSHServer):
     def record(self, type: str, outcome: str, **fields: Any) -> None:
         """Record an event about this connection (in the background: the SSH
         callbacks that call this cannot wait)."""
-        identity = {
+        identity: dict[str, Any] = {
             "principal": self.user if self.authenticated else None,
             "source": str(self.source),
             "zone": self.zone,
