@@ -28,6 +28,8 @@ SOURCE_SHA256 = {
     "SSHConnection._recv_pkthdr": "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",  # noqa: E501
     "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
     "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
+    "SSHChannel._flush_send_buf": "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",  # noqa: E501
+    "SFTPHandler.send_packet": "0c22ab5cc5f282e978663b58f0a1ce6405b95b8cd12479d3df54df0e90f5e326",
     "GCMCipher.__init__": "8dbe9e768f4ecf7a4bac1641c2e574c2914e72c8c06d47eeb81f1355bc44c6a3",
     "GCMCipher.encrypt_and_sign": "adb87dbdb4f9039ab1f0029bd845b032bd6571d2ae894c7b067ea1f62bb0726e",  # noqa: E501
     "GCMCipher.verify_and_decrypt": "c09eb5b36d0f6a92a6df6430e70d479dbd6354f3403b98b65e9dc9ecccc37b52",  # noqa: E501

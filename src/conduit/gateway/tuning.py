@@ -21,7 +21,11 @@ from asyncssh import channel as _channel
 from asyncssh import connection as _connection
 from asyncssh import encryption as _encryption
 from asyncssh import packet as _packet
+from asyncssh import sftp as _sftp
 from asyncssh.constants import (
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
+    MSG_CHANNEL_EXTENDED_DATA,
     MSG_DEBUG,
     MSG_IGNORE,
     MSG_KEX_LAST,
@@ -34,6 +38,7 @@ from asyncssh.constants import (
 from asyncssh.crypto import cipher as _cipher
 from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
+from asyncssh.sftp import SFTPNoConnection
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -55,6 +60,8 @@ ORIGINALS: dict[str, Any] = {
     "SSHConnection._recv_pkthdr": _SSHConnection._recv_pkthdr,
     "SSHPacketLogger._log_packet": _packet.SSHPacketLogger._log_packet,
     "SSHChannel.send_packet": _channel.SSHChannel.send_packet,
+    "SSHChannel._flush_send_buf": _channel.SSHChannel._flush_send_buf,
+    "SFTPHandler.send_packet": _sftp.SFTPHandler.send_packet,
     "GCMCipher.__init__": _GCMCipher.__init__,
     "GCMCipher.encrypt_and_sign": _GCMCipher.encrypt_and_sign,
     "GCMCipher.verify_and_decrypt": _GCMCipher.verify_and_decrypt,
@@ -139,14 +146,15 @@ def _gcm_decrypt_packet(
 
 _PAD_POOL_SIZE = 4096
 _pad_pool = b""
+_pad_used = 0
 
 
 def _padding(length: int) -> bytes:
-    global _pad_pool
-    if len(_pad_pool) < length:
-        _pad_pool = os.urandom(_PAD_POOL_SIZE)
-    pad, _pad_pool = _pad_pool[:length], _pad_pool[length:]
-    return pad
+    global _pad_pool, _pad_used
+    if _pad_used + length > len(_pad_pool):
+        _pad_pool, _pad_used = os.urandom(_PAD_POOL_SIZE), 0
+    _pad_used += length
+    return _pad_pool[_pad_used - length : _pad_used]
 
 
 def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> None:
@@ -186,30 +194,37 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
     if enc and pkttype > MSG_KEX_LAST and not isinstance(enc, _AEAD):
         self.send_packet(MSG_IGNORE, _packet.String(b""))
 
-    orig_payload = _packet.Byte(pkttype) + b"".join(args)
-
+    gcm = type(enc) is _GCMEncryption
+    orig_payload: bytes | None = None
     if self._compressor and (self._auth_complete or not self._compress_after_auth):
+        orig_payload = _packet.Byte(pkttype) + b"".join(args)
         payload = self._compressor.compress(orig_payload)
 
         if payload is None:  # pragma: no cover
             raise CompressionError("Compression failed")
+        parts: tuple[bytes, ...] = (payload,)
+    elif gcm:
+        # Conduit: the payload's pieces go straight into the one join below.
+        parts = (_packet.Byte(pkttype), *args)
     else:
-        payload = orig_payload
+        orig_payload = payload = _packet.Byte(pkttype) + b"".join(args)
+        parts = (payload,)
+    paylen = sum(map(len, parts))
 
-    padlen = -(self._send_enchdrlen + len(payload)) % self._send_blocksize
+    padlen = -(self._send_enchdrlen + paylen) % self._send_blocksize
     if padlen < 4:
         padlen += self._send_blocksize
 
-    pktlen = 1 + len(payload) + padlen
+    pktlen = 1 + paylen + padlen
     hdr = _packet.UInt32(pktlen)
     seq = self._send_seq
 
-    if type(enc) is _GCMEncryption:
+    if gcm:
         # Conduit: header (authenticated, in clear) + ciphertext + tag, as
-        # GCMCipher.encrypt_and_sign produces, with two copies instead of six.
+        # GCMCipher.encrypt_and_sign produces, with three copies instead of eight.
         cipher: Any = enc._cipher
         sealed = cipher._aesgcm.encrypt(
-            cipher._iv, b"".join((_packet.Byte(padlen), payload, _padding(padlen))), hdr
+            cipher._iv, b"".join((_packet.Byte(padlen), *parts, _padding(padlen))), hdr
         )
         cipher._update_iv()
         self._send(hdr + sealed)
@@ -235,6 +250,11 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
     if not handler:
         handler = self
 
+    if orig_payload is None:
+        # Only the packet log (debug level 3) looks at it; see 1.
+        orig_payload = (
+            _packet.Byte(pkttype) + b"".join(args) if SSHLogger._debug_level >= 3 else b""
+        )
     handler.log_sent_packet(pkttype, seq, orig_payload)
 
 
@@ -244,6 +264,57 @@ def _channel_send_packet(self: Any, pkttype: int, *args: bytes) -> None:
     if self._send_chan is None:  # pragma: no cover
         return
     self._conn.send_packet(pkttype, _packet.UInt32(self._send_chan), *args, handler=self)
+
+
+def _flush_send_buf(self: Any) -> None:
+    # A copy of SSHChannel._flush_send_buf (asyncssh 2.24.1); the only change:
+    # the data goes to send_packet as length + data rather than String(data),
+    # which copied every data packet once more.
+    while self._send_buf and self._send_window:
+        pktsize = min(self._send_window, self._send_pktsize)
+        buf, datatype = self._send_buf[0]
+
+        if len(buf) > pktsize:
+            data = buf[:pktsize]
+            del buf[:pktsize]
+        else:
+            data = buf
+            del self._send_buf[0]
+
+        self._send_buf_len -= len(data)
+        self._send_window -= len(data)
+
+        if datatype is None:
+            self.send_packet(MSG_CHANNEL_DATA, _packet.UInt32(len(data)), data)
+        else:
+            self.send_packet(
+                MSG_CHANNEL_EXTENDED_DATA, _packet.UInt32(datatype), _packet.UInt32(len(data)), data
+            )
+
+    self._pause_resume_writing()
+
+    if not self._send_buf:
+        if self._send_state == "eof_pending":
+            self.send_packet(MSG_CHANNEL_EOF)
+            self._send_state = "eof"
+        elif self._send_state == "close_pending":
+            self._close_send()
+
+
+def _sftp_send_packet(self: Any, pkttype: int, pktid: int | None, *args: bytes) -> None:
+    # SFTPHandler.send_packet with one join instead of two concatenations
+    # (a 255 KiB read reply was copied twice here).
+    if not self._writer:
+        raise SFTPNoConnection("Connection not open")
+    elif self._writer.channel.is_closing():
+        return
+
+    length = 1 + sum(map(len, args))
+    self._writer.write(b"".join((_packet.UInt32(length), _packet.Byte(pkttype), *args)))
+
+    if SSHLogger._debug_level >= 3:
+        payload = _packet.Byte(pkttype) + b"".join(args)
+        self.log_sent_packet(pkttype, pktid, payload)
 
 
 # -- 4. receiving: no re-slicing of the whole input buffer per packet -------------------
@@ -282,6 +353,8 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
     "GCMEncryption.decrypt_packet": (_GCMEncryption, "decrypt_packet", _gcm_decrypt_packet),
     "SSHConnection.send_packet": (_SSHConnection, "send_packet", _send_packet),
     "SSHChannel.send_packet": (_channel.SSHChannel, "send_packet", _channel_send_packet),
+    "SSHChannel._flush_send_buf": (_channel.SSHChannel, "_flush_send_buf", _flush_send_buf),
+    "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
     "SSHConnection.data_received": (_SSHConnection, "data_received", _data_received),
     "SSHConnection._recv_pkthdr": (_SSHConnection, "_recv_pkthdr", _recv_pkthdr),
 }
