@@ -1,13 +1,24 @@
-"""Conduit vs OpenSSH sshd, side by side, with the same OpenSSH client.
+"""Conduit against OpenSSH sshd, side by side, with the same OpenSSH clients.
 
 Starts an sshd of its own (own config, loopback, ephemeral port) and a Conduit
-gateway (its own process, hashing and policy on), then moves the same big
-file and the same tree of small files up and down with ``scp``, ``scp -O``
-and ``sftp``. Prints MB/s (files/s for the tree) per row and the ratio
-Conduit/OpenSSH; writes the table to bench/results/latest.md.
+gateway in a separate process (``python -m conduit serve``), then moves the
+same big file and the same tree of small files up and down with ``scp``,
+``scp -O`` and ``sftp`` against each, several runs per row, and prints a table
+of MB/s (big file, MB = 10^6 bytes) and files/s (tree) with the ratio
+Conduit/OpenSSH per row. The table also goes to ``bench/results/latest.md``.
 
-    python bench/bench_gateway.py            # 1 GiB, 2000 x 4 KiB, 3 runs each
-    python bench/bench_gateway.py --quick    # 256 MiB, 500 files, 1 run
+Both servers use aes128-gcm@openssh.com, no compression, the same client key and
+a pinned known_hosts. All files live in one temporary folder on the same disk;
+the download sources are hard links to one file, so both servers read the same
+cached pages. After every transfer one result is SHA-256 checked against the
+source, so a broken server cannot look fast.
+
+Usage::
+
+    python bench/bench_gateway.py                 # 1 GiB, 2000 files, 3 runs
+    python bench/bench_gateway.py --quick         # 256 MiB, 500 files, 1 run
+    python bench/bench_gateway.py --only big --only scp-O
+    python bench/bench_gateway.py --profile /tmp/prof.txt --only big-down
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -23,12 +36,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "latest.md"
 CIPHER = "aes128-gcm@openssh.com"
-ROOT = Path(__file__).resolve().parents[1]
+USER = "bench"
+GIB = 1024**3
+MIB = 1024**2
+CLIENTS = ("scp", "scp-O", "sftp")
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+)\s*([KMG]i?B?)?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"size {text!r}: use e.g. 1GiB, 256MiB, 1048576")
+    unit = (m.group(2) or "").upper()[:1]
+    return int(m.group(1)) * {"": 1, "K": 1024, "M": MIB, "G": GIB}[unit]
 
 
 def free_port() -> int:
@@ -37,77 +62,387 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with status {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                if s.recv(4).startswith(b"SSH-"):
+                    return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
+    raise SystemExit(f"nothing answered on port {port}")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        while chunk := f.read(4 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass
 class Server:
     name: str
     port: int
-    remote_root: str  # where the client writes/reads on this server
-    local_root: Path  # the same place on disk
-    process: subprocess.Popen[bytes]
+    root: str  # the remote path of the served folder, as clients write it
+    disk: Path  # the same folder on disk
+    proc: subprocess.Popen[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str  # "big" or "tree"
+    direction: str  # "up" or "down"
+    client: str  # "scp", "scp-O" or "sftp"
+
+    @property
+    def label(self) -> str:
+        return f"{self.what}-{self.direction} {self.client}"
+
+    def selected(self, only: list[str]) -> bool:
+        words = {self.what, self.direction, self.client, f"{self.what}-{self.direction}"}
+        return not only or all(any(o == w for w in words) for o in only)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        base = Path(args.tmp) if args.tmp else None
+        self.tmp = Path(tempfile.mkdtemp(prefix="conduit-bench-", dir=base))
+        self.local = self.tmp / "local"
+        self.key = self.tmp / "id_ed25519"
+        self.known_hosts = self.tmp / "known_hosts"
+        self.servers: dict[str, Server] = {}
+        self.tree_hashes: dict[str, str] = {}
+        self.big_hash = ""
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.local.mkdir()
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True
+        )
+        print(
+            f"data in {self.tmp}: writing {self.args.size / MIB:.0f} MiB file and "
+            f"{self.args.files} x 4 KiB files",
+            flush=True,
+        )
+        big = self.local / "big.bin"
+        h = hashlib.sha256()
+        with big.open("wb") as f:
+            left = self.args.size
+            while left:
+                chunk = os.urandom(min(left, 8 * MIB))
+                h.update(chunk)
+                f.write(chunk)
+                left -= len(chunk)
+        self.big_hash = h.hexdigest()
+        tree = self.local / "tree"
+        tree.mkdir()
+        for i in range(self.args.files):
+            # 20 sub-folders of files, like a real log or config tree.
+            sub = tree / f"d{i % 20:02d}"
+            sub.mkdir(exist_ok=True)
+            data = os.urandom(4096)
+            (sub / f"f{i:05d}.dat").write_bytes(data)
+            self.tree_hashes[f"d{i % 20:02d}/f{i:05d}.dat"] = hashlib.sha256(data).hexdigest()
+        if self.args.audit_cost:
+            # Same gateway twice: events dropped vs a durable journal plus a TCP SIEM.
+            self.siem = Discard()
+            self.servers["OpenSSH"] = self.start_conduit("conduit-noaudit", audit=False)
+            self.servers["Conduit"] = self.start_conduit("conduit", siem_port=self.siem.port)
+        else:
+            self.servers["OpenSSH"] = self.start_sshd()
+            self.servers["Conduit"] = self.start_conduit()
+        for server in self.servers.values():
+            # Download sources: hard links (same pages), and a copy of the tree.
+            os.link(big, server.disk / "big.bin")
+            shutil.copytree(tree, server.disk / "tree")
+        os.sync()
+
+    def start_sshd(self) -> Server:
+        folder = self.tmp / "sshd"
+        served = folder / "files"
+        served.mkdir(parents=True)
+        host_key = folder / "host_ed25519"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True
+        )
+        auth = folder / "authorized_keys"
+        auth.write_text(self.key.with_suffix(".pub").read_text())
+        port = free_port()
+        subsystem = {"internal": "internal-sftp", "external": "/usr/lib/openssh/sftp-server"}[
+            self.args.sftp_server
+        ]
+        config = folder / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile none\n"
+            f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\nStrictModes no\n"
+            f"UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            f"Ciphers {CIPHER}\nCompression no\nSubsystem sftp {subsystem}\n"
+            f"MaxStartups 50\nLogLevel ERROR\n"
+        )
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        log = (folder / "sshd.log").open("wb")
+        proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        wait_port(port, proc)
+        pub = host_key.with_suffix(".pub").read_text().split()
+        with self.known_hosts.open("a") as f:
+            f.write(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
+        user = (
+            os.environ.get("USER")
+            or subprocess.run(
+                ["id", "-un"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+        self.sshd_user = user
+        print(f"OpenSSH sshd on port {port} (Subsystem sftp {subsystem})", flush=True)
+        return Server("OpenSSH", port, str(served), served, proc)
+
+    def start_conduit(
+        self, name: str = "conduit", *, audit: bool = True, siem_port: int | None = None
+    ) -> Server:
+        """Conduit as shipped (durable journal, default); ``siem_port`` adds a TCP
+        syslog sink; ``audit=False`` drops every event (to measure what audit costs)."""
+        folder = self.tmp / name
+        served = folder / "areas" / "bench"
+        served.mkdir(parents=True)
+        pub = self.key.with_suffix(".pub").read_text().strip()
+        config = folder / "conduit.toml"
+        config.write_text(
+            f"""
+[gateway]
+listen = "127.0.0.1:0"
+data_dir = "{folder}/data"
+
+[gateway.limits]
+max_startups = 50
+idle_timeout = 0
+
+[zones.local]
+level = 3
+networks = ["127.0.0.0/8"]
+
+[areas.bench]
+zone = "local"
+path = "{served}"
+
+[roles.engineer]
+grants = [
+  {{ target = "bench", ops = ["list", "read", "write", "mkdir", "rename", "delete"] }},
+]
+
+[users.{USER}]
+keys = ["{pub}"]
+roles = ["engineer"]
+"""
+            + (
+                f"""
+[[audit.siem]]
+target = "tcp://127.0.0.1:{siem_port}"
+format = "rfc5424"
+"""
+                if siem_port
+                else ""
+            )
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        serve = ["-m", "conduit", "serve"] if audit else [__file__, "--serve-without-audit"]
+        argv = [sys.executable, *serve, "--config", str(config)]
+        if self.args.profile:
+            argv = [
+                "py-spy",
+                "record",
+                "--native",
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                self.args.profile,
+                "--",
+                *argv,
+            ]
+        out = (folder / "conduit.log").open("wb")
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        port = None
+        while port is None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit("conduit exited early:\n" + (folder / "conduit.log").read_text())
+            m = re.search(r"listening on [^\s]+:(\d+)", (folder / "conduit.log").read_text())
+            port = int(m.group(1)) if m else None
+            time.sleep(0.1)
+        if port is None:
+            raise SystemExit("conduit did not start")
+        wait_port(port, proc)
+        host = (folder / "data" / "host_ed25519.pub").read_text().split()
+        with self.known_hosts.open("a") as f:
+            f.write(f"[127.0.0.1]:{port} {host[0]} {host[1]}\n")
+        print(f"Conduit on port {port} (pid {proc.pid})", flush=True)
+        return Server("Conduit", port, "/bench", served, proc)
 
     def stop(self) -> None:
-        self.process.terminate()
+        for server in self.servers.values():
+            if server.proc and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGINT)
+                try:
+                    server.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    server.proc.kill()
+        if not self.args.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- one transfer --------------------------------------------------------------------
+
+    def user(self, server: Server) -> str:
+        return USER if server.name == "Conduit" or self.args.audit_cost else self.sshd_user
+
+    def ssh_options(self) -> list[str]:
+        return [
+            "-c",
+            CIPHER,
+            "-o",
+            "Compression=no",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            str(self.key),
+        ]
+
+    def command(self, row: Row, server: Server, src: str, dst: str) -> tuple[list[str], str]:
+        """The client command for ``row``; paths starting with ':' are remote."""
+        host = f"{self.user(server)}@127.0.0.1"
+        if row.client == "sftp":
+            verb, rec = ("get" if row.direction == "down" else "put"), " -r" * (row.what == "tree")
+            batch = f'{verb}{rec} "{src.removeprefix(":")}" "{dst.removeprefix(":")}"\n'
+            argv = ["sftp", "-q", "-b", "-", "-P", str(server.port), *self.ssh_options(), host]
+            return argv, batch
+        argv = [
+            "scp",
+            "-q",
+            *(["-O"] if row.client == "scp-O" else []),
+            *(["-r"] if row.what == "tree" else []),
+            "-P",
+            str(server.port),
+            *self.ssh_options(),
+        ]
+        argv += [f"{host}:{p[1:]}" if p.startswith(":") else p for p in (src, dst)]
+        return argv, ""
+
+    def transfer(self, row: Row, server: Server) -> float:
+        """Run one transfer, check its result, clean up; return seconds."""
+        name = "big.bin" if row.what == "big" else "tree"
+        if row.direction == "up":
+            src, dst = str(self.local / name), f":{server.root}/up-{name}"
+            result = server.disk / f"up-{name}"
+        else:
+            src, dst = f":{server.root}/{name}", str(self.local / f"down-{name}")
+            result = self.local / f"down-{name}"
+        argv, stdin = self.command(row, server, src, dst)
+        started = time.perf_counter()
+        proc = subprocess.run(argv, input=stdin.encode(), capture_output=True, timeout=600)
+        elapsed = time.perf_counter() - started
         try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            if proc.returncode != 0:
+                raise SystemExit(
+                    f"{server.name} {row.label}: exit {proc.returncode}\n"
+                    f"{proc.stderr.decode(errors='replace')}"
+                )
+            self.check(row, server, result)
+        finally:
+            if result.is_dir():
+                shutil.rmtree(result)
+            else:
+                result.unlink(missing_ok=True)
+            # Write-back of this run's uploads must not land in the next run.
+            os.sync()
+        return elapsed
 
+    def check(self, row: Row, server: Server, result: Path) -> None:
+        where = f"{server.name} {row.label}"
+        if row.what == "big":
+            if not result.is_file() or sha256_file(result) != self.big_hash:
+                raise SystemExit(f"{where}: result differs from the source (SHA-256)")
+            return
+        files = [p for p in result.rglob("*") if p.is_file()]
+        if len(files) != self.args.files:
+            raise SystemExit(f"{where}: {len(files)} files arrived, expected {self.args.files}")
+        # One file per run, a different one each time.
+        rel = sorted(self.tree_hashes)[int(time.time() * 1000) % len(self.tree_hashes)]
+        if sha256_file(result / rel) != self.tree_hashes[rel]:
+            raise SystemExit(f"{where}: {rel} differs from the source (SHA-256)")
 
-def start_sshd(work: Path, pubkey: str) -> Server:
-    sshd_dir = work / "sshd"
-    sshd_dir.mkdir()
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sshd_dir / "host")], check=True
-    )
-    (sshd_dir / "authorized_keys").write_text(pubkey)
-    data = work / "sshd-data"
-    data.mkdir()
-    port = free_port()
-    sftp_server = next(
-        (
-            p
-            for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
-            if Path(p).exists()
-        ),
-        "internal-sftp",
-    )
-    config = sshd_dir / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {sshd_dir / 'host'}\n"
-        f"PidFile none\nAuthorizedKeysFile {sshd_dir / 'authorized_keys'}\n"
-        "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"Subsystem sftp {sftp_server}\nCompression no\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL
-    )
-    wait_port(port)
-    return Server("OpenSSH", port, str(data), data, process)
+    # -- the whole run -----------------------------------------------------------------
+
+    def run(self) -> list[tuple[Row, dict[str, list[float]]]]:
+        rows = [
+            Row(what, direction, client)
+            for what in ("big", "tree")
+            for direction in ("down", "up")
+            for client in CLIENTS
+        ]
+        rows = [r for r in rows if r.selected(self.args.only)]
+        if not rows:
+            raise SystemExit("--only matched no row")
+        results: list[tuple[Row, dict[str, list[float]]]] = []
+        for row in rows:
+            times: dict[str, list[float]] = {name: [] for name in self.servers}
+            for _ in range(self.args.runs):
+                # Alternate the servers so drift (caches, heat) hits both alike.
+                for name, server in self.servers.items():
+                    times[name].append(self.transfer(row, server))
+            results.append((row, times))
+            print(self.line(row, times), flush=True)
+        return results
+
+    def rate(self, row: Row, seconds: float) -> float:
+        amount: float = self.args.size / 1e6 if row.what == "big" else self.args.files
+        return amount / seconds
+
+    def line(self, row: Row, times: dict[str, list[float]]) -> str:
+        o = self.rate(row, statistics.median(times["OpenSSH"]))
+        c = self.rate(row, statistics.median(times["Conduit"]))
+        unit = "MB/s" if row.what == "big" else "files/s"
+        return f"| {row.label} | {unit} | {o:.0f} | {c:.0f} | {c / o:.2f} |"
+
+    def table(self, results: list[tuple[Row, dict[str, list[float]]]]) -> str:
+        a = self.args
+        head = [
+            f"Conduit vs OpenSSH sshd: {a.size / MIB:.0f} MiB file, {a.files} x 4 KiB files, "
+            f"median of {a.runs} run(s), {CIPHER}, loopback, "
+            f"sshd sftp = {a.sftp_server}, {time.strftime('%Y-%m-%d %H:%M')}",
+            "",
+            "| row | unit | OpenSSH | Conduit | Conduit/OpenSSH |"
+            if not a.audit_cost
+            else "| row | unit | audit off | audit on (journal + TCP SIEM) | on/off |",
+            "|---|---|---|---|---|",
+        ]
+        return "\n".join(head + [self.line(row, times) for row, times in results]) + "\n"
 
 
 class Discard:
-    """A TCP syslog receiver that reads and drops everything (the SIEM in the bench)."""
+    """A TCP syslog receiver that reads and drops everything: the SIEM of the bench."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -128,48 +463,12 @@ class Discard:
                 pass
 
 
-def start_conduit(
-    work: Path, pubkey: str, user: str, *, audit: bool = True, siem_port: int | None = None
-) -> Server:
-    """Conduit as shipped: with ``audit``, a durable journal and a TCP syslog sink;
-    without, every event is dropped (to measure what auditing costs)."""
-    site = work / ("conduit" if audit else "conduit-noaudit")
-    site.mkdir()
-    port = free_port()
-    journal = (
-        f'[audit]\njournal = "data/audit"\nfsync = "always"\n'
-        f'[[audit.siem]]\ntarget = "tcp://127.0.0.1:{siem_port}"\nformat = "rfc5424"\n'
-        if audit and siem_port
-        else ""
-    )
-    (site / "conduit.toml").write_text(
-        journal + f'[gateway]\nlisten = "127.0.0.1:{port}"\ndata_dir = "data"\n'
-        "[gateway.limits]\nidle_timeout = 0\n"
-        '[zones.bench]\nlevel = 3\nnetworks = ["127.0.0.0/8"]\n'
-        '[areas.bench]\nzone = "bench"\npath = "data/areas/bench"\n'
-        '[roles.bench]\ngrants = [{ target = "bench", ops = ["list", "read", "write", '
-        '"mkdir", "delete", "rename"] }]\n'
-        f'[users.{user}]\nkeys = ["{pubkey.strip()}"]\nroles = ["bench"]\n'
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = ["-m", "conduit", "serve"] if audit else [__file__, "--serve-without-audit"]
-    process = subprocess.Popen(
-        [sys.executable, *command, "--config", str(site / "conduit.toml")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    wait_port(port)
-    name = "Conduit" if audit else "Conduit, audit off"
-    return Server(name, port, "/bench", site / "data" / "areas" / "bench", process)
-
-
 def serve_without_audit(config_path: Path) -> int:
-    """Run the gateway with a recorder that drops every event (bench only)."""
+    """The gateway with a recorder that drops every event (bench only)."""
     import asyncio
-    import signal
 
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(REPO / "src"))
+    from conduit.cli.serve import banner
     from conduit.config.check import load_checked
     from conduit.gateway import Gateway
 
@@ -180,10 +479,13 @@ def serve_without_audit(config_path: Path) -> int:
             return None
 
     async def run() -> None:
-        gateway = Gateway(load_checked(config_path), recorder=Drop())
+        config = load_checked(config_path)
+        gateway = Gateway(config, recorder=Drop())
         stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await gateway.start()
+        print(banner(config, gateway.port, gateway.fingerprint, False), flush=True)
         await stop.wait()
         await gateway.stop()
 
@@ -191,299 +493,60 @@ def serve_without_audit(config_path: Path) -> int:
     return 0
 
 
-@dataclass
-class Row:
-    label: str
-    unit: str  # "MB/s" or "files/s"
-    amount: float  # bytes or files moved per run
-    run: Callable[[Server], None]
-    check: Callable[[Server], None]
-    reset: Callable[[Server], None]
-
-
-def client_options(key: Path, known_hosts: Path) -> list[str]:
-    return [
-        "-c",
-        CIPHER,
-        "-i",
-        str(key),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=accept-new",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "Compression=no",
-        "-o",
-        "LogLevel=ERROR",
-    ]
-
-
-def measure(row: Row, server: Server, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        row.reset(server)
-        started = time.perf_counter()
-        row.run(server)
-        times.append(time.perf_counter() - started)
-        row.check(server)
-    seconds = statistics.median(times)
-    return row.amount / seconds / (1e6 if row.unit == "MB/s" else 1)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", type=int, default=1 << 30, help="big file bytes (default 1 GiB)")
-    parser.add_argument("--files", type=int, default=2000, help="small files in the tree")
-    parser.add_argument("--runs", type=int, default=3, help="runs per row (median)")
-    parser.add_argument("--quick", action="store_true", help="256 MiB, 500 files, 1 run")
-    parser.add_argument("--only", default="", help="comma-separated substrings of row labels")
-    parser.add_argument(
+    p.add_argument("--size", type=parse_size, default=GIB, help="big file size (default 1GiB)")
+    p.add_argument("--files", type=int, default=2000, help="files in the tree (default 2000)")
+    p.add_argument("--runs", type=int, default=3, help="runs per row, median (default 3)")
+    p.add_argument("--quick", action="store_true", help="256 MiB, 500 files, 1 run")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="WORD",
+        help="rows matching all of: big, tree, up, down, big-up, scp, scp-O, sftp",
+    )
+    p.add_argument(
+        "--sftp-server",
+        choices=("internal", "external"),
+        default="internal",
+        help="sshd's SFTP subsystem: internal-sftp or /usr/lib/openssh/sftp-server",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run Conduit under py-spy record --native (raw collapsed stacks)",
+    )
+    p.add_argument(
         "--audit-cost",
         action="store_true",
-        help="compare Conduit with auditing on (durable journal + TCP syslog) "
+        help="compare Conduit with auditing on (durable journal + TCP syslog sink) "
         "against auditing off, instead of against OpenSSH",
     )
-    parser.add_argument("--serve-without-audit", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    p.add_argument("--serve-without-audit", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help="parent folder for the data (default: system temp)")
+    p.add_argument("--keep", action="store_true", help="keep the data folder")
+    args = p.parse_args(argv)
     if args.serve_without_audit:
-        return serve_without_audit(args.config)
+        return serve_without_audit(Path(args.config))
     if args.quick:
-        args.size, args.files, args.runs = 256 << 20, 500, 1
-    user = os.environ.get("USER") or "root"
-    work = Path(tempfile.mkdtemp(prefix="conduit-bench-"))
+        args.size, args.files, args.runs = 256 * MIB, 500, 1
+    bench = Bench(args)
     try:
-        return run_all(args, user, work)
+        bench.setup()
+        results = bench.run()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def run_all(args: argparse.Namespace, user: str, work: Path) -> int:
-    key = work / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    pubkey = key.with_suffix(".pub").read_text()
-    local = work / "local"
-    local.mkdir()
-    big = local / "big.bin"
-    with big.open("wb") as f:
-        for _ in range(args.size // (1 << 20)):
-            f.write(os.urandom(1 << 20))
-    big_sha = sha256(big)
-    tree = local / "tree"
-    tree.mkdir()
-    for i in range(args.files):
-        (tree / f"f{i:05d}.dat").write_bytes(os.urandom(4096))
-    opts = client_options(key, work / "known_hosts")
-    siem = Discard()
-    baseline = (
-        start_conduit(work, pubkey, user, audit=False)
-        if args.audit_cost
-        else start_sshd(work, pubkey)
-    )
-    servers = [baseline, start_conduit(work, pubkey, user, siem_port=siem.port)]
-    down = work / "down"
-
-    def remote(server: Server, name: str) -> str:
-        return f"{user}@127.0.0.1:{server.remote_root}/{name}"
-
-    def scp(legacy: bool, *paths: str, recursive: bool = False) -> Callable[[Server], None]:
-        def go(server: Server) -> None:
-            argv = [
-                "scp",
-                "-q",
-                *(["-O"] if legacy else []),
-                *(["-r"] if recursive else []),
-                "-P",
-                str(server.port),
-                *opts,
-            ]
-            argv += [remote(server, p[1:]) if p.startswith(":") else p for p in paths]
-            subprocess.run(argv, check=True, timeout=3600)
-
-        return go
-
-    def sftp(command: str) -> Callable[[Server], None]:
-        def go(server: Server) -> None:
-            batch = command.format(root=server.remote_root, down=down, local=local)
-            subprocess.run(
-                ["sftp", "-q", "-b", "-", "-P", str(server.port), *opts, f"{user}@127.0.0.1"],
-                input=batch.encode(),
-                check=True,
-                stdout=subprocess.DEVNULL,
-                timeout=3600,
-            )
-
-        return go
-
-    def reset_up(server: Server) -> None:
-        for child in server.local_root.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-
-    def reset_down(server: Server) -> None:
-        shutil.rmtree(down, ignore_errors=True)
-        down.mkdir()
-
-    def seed(server: Server) -> None:
-        reset_up(server)
-        shutil.copy(big, server.local_root / "big.bin")
-        shutil.copytree(tree, server.local_root / "tree")
-
-    def check_up_big(server: Server) -> None:
-        assert sha256(server.local_root / "big.bin") == big_sha, "corrupt upload"
-
-    def check_down_big(server: Server) -> None:
-        assert sha256(down / "big.bin") == big_sha, "corrupt download"
-
-    def check_up_tree(server: Server) -> None:
-        assert len(list((server.local_root / "tree").iterdir())) == args.files
-
-    def check_down_tree(server: Server) -> None:
-        assert len(list((down / "tree").iterdir())) == args.files
-
-    def nothing(server: Server) -> None:
-        pass
-
-    size, files = float(args.size), float(args.files)
-    rows = [
-        Row(
-            "1 file up, scp", "MB/s", size, scp(False, str(big), ":big.bin"), check_up_big, reset_up
-        ),
-        Row(
-            "1 file up, scp -O",
-            "MB/s",
-            size,
-            scp(True, str(big), ":big.bin"),
-            check_up_big,
-            reset_up,
-        ),
-        Row(
-            "1 file up, sftp",
-            "MB/s",
-            size,
-            sftp("put {local}/big.bin {root}/big.bin\n"),
-            check_up_big,
-            reset_up,
-        ),
-        Row(
-            "1 file down, scp",
-            "MB/s",
-            size,
-            scp(False, ":big.bin", str(down)),
-            check_down_big,
-            reset_down,
-        ),
-        Row(
-            "1 file down, scp -O",
-            "MB/s",
-            size,
-            scp(True, ":big.bin", str(down)),
-            check_down_big,
-            reset_down,
-        ),
-        Row(
-            "1 file down, sftp",
-            "MB/s",
-            size,
-            sftp("get {root}/big.bin {down}/big.bin\n"),
-            check_down_big,
-            reset_down,
-        ),
-        Row(
-            "tree up, scp -r",
-            "files/s",
-            files,
-            scp(False, str(tree), ":", recursive=True),
-            check_up_tree,
-            reset_up,
-        ),
-        Row(
-            "tree up, scp -O -r",
-            "files/s",
-            files,
-            scp(True, str(tree), ":", recursive=True),
-            check_up_tree,
-            reset_up,
-        ),
-        Row(
-            "tree up, sftp put -r",
-            "files/s",
-            files,
-            sftp("mkdir {root}/tree\nput -r {local}/tree {root}/\n"),
-            check_up_tree,
-            reset_up,
-        ),
-        Row(
-            "tree down, scp -r",
-            "files/s",
-            files,
-            scp(False, ":tree", str(down), recursive=True),
-            check_down_tree,
-            reset_down,
-        ),
-        Row(
-            "tree down, scp -O -r",
-            "files/s",
-            files,
-            scp(True, ":tree", str(down), recursive=True),
-            check_down_tree,
-            reset_down,
-        ),
-        Row(
-            "tree down, sftp get -r",
-            "files/s",
-            files,
-            sftp("get -r {root}/tree {down}/\n"),
-            check_down_tree,
-            reset_down,
-        ),
-    ]
-    wanted = [w for w in args.only.split(",") if w]
-    rows = [r for r in rows if not wanted or any(w in r.label for w in wanted)]
-    results: list[tuple[Row, float, float]] = []
-    try:
-        for row in rows:
-            figures = []
-            for server in servers:
-                if "down" in row.label:
-                    seed(server)
-                figures.append(measure(row, server, args.runs))
-            results.append((row, figures[0], figures[1]))
-            print(
-                f"{row.label:24} {servers[0].name} {figures[0]:9.1f}  Conduit {figures[1]:9.1f} "
-                f"{row.unit:8} ratio {figures[1] / figures[0]:.2f}",
-                flush=True,
-            )
-    finally:
-        for server in servers:
-            server.stop()
-    table = render(results, args, servers[0].name)
+        bench.stop()
+    table = bench.table(results)
     print("\n" + table)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / ("audit-cost.md" if args.audit_cost else "latest.md")).write_text(table + "\n")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    out = RESULTS.with_name("audit-cost.md") if args.audit_cost else RESULTS
+    out.write_text(table)
+    print(f"written to {out.relative_to(REPO)}")
     return 0
-
-
-def render(results: list[tuple[Row, float, float]], args: argparse.Namespace, baseline: str) -> str:
-    lines = [
-        f"big file {args.size >> 20} MiB, tree {args.files} x 4 KiB, {args.runs} run(s), "
-        f"median; {CIPHER}; loopback; {os.cpu_count()} cores",
-        "",
-        f"| row | unit | {baseline} | Conduit | Conduit/{baseline} |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for row, openssh, conduit in results:
-        lines.append(
-            f"| {row.label} | {row.unit} | {openssh:.1f} | {conduit:.1f} | "
-            f"{conduit / openssh:.2f} |"
-        )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

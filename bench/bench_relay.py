@@ -25,7 +25,29 @@ sys.path.insert(0, str(ROOT))
 
 from tests.relay.sshd import keygen, start_sshd  # noqa: E402
 
-from bench.bench_gateway import CIPHER, client_options, free_port, sha256, wait_port  # noqa: E402
+from bench.bench_gateway import CIPHER, free_port, wait_port  # noqa: E402
+from bench.bench_gateway import sha256_file as sha256  # noqa: E402
+
+
+def client_options(key: Path, known_hosts: Path) -> list[str]:
+    return [
+        "-c",
+        CIPHER,
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "Compression=no",
+        "-o",
+        "LogLevel=ERROR",
+    ]
 
 
 def timed(argv: list[str]) -> float:
@@ -87,7 +109,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     try:
-        wait_port(port)
+        wait_port(port, conduit)
         big = work / "big.bin"
         with big.open("wb") as f:
             for _ in range(args.size // (1 << 20)):

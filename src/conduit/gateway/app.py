@@ -204,6 +204,9 @@ class Gateway:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=False,
+            # No shells, no ptys: asyncssh's line editor would only wrap every
+            # channel and route each write and attribute lookup through it.
+            line_editor=False,
             login_timeout=gw.limits.login_grace_time,
             keepalive_interval=60,
             keepalive_count_max=3,
