@@ -12,7 +12,10 @@ import sys
 import time
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from conduit.config import Config, Op
 from conduit.policy import Policy, Request

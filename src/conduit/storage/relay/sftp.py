@@ -12,6 +12,7 @@ first, and the handle then reports ``atomic = False``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import posixpath
 import secrets
@@ -62,6 +63,10 @@ class _Ops:
         return error
 
 
+# Device writes travelling at once per upload (x 255 KiB: memory per upload).
+MAX_WRITES_IN_FLIGHT = 16
+
+
 class SftpReadHandle(_Ops):
     """A device file open for reading; reads go straight to the device."""
 
@@ -100,6 +105,7 @@ class SftpWriteHandle(_Ops):
         self._temp = temp
         self._final = final
         self._hasher = custody.OrderedHasher()
+        self._in_flight: set[asyncio.Future[None]] = set()
         self._done = False
         self.atomic = True
         self.device_sha256: str | None = None
@@ -107,12 +113,21 @@ class SftpWriteHandle(_Ops):
         self.custody: custody.CustodyReceipt | None = None
 
     async def write(self, offset: int, data: bytes) -> None:
+        """Send a chunk to the device without waiting for its reply.
+
+        Awaiting each device write before taking the client's next chunk
+        made an upload one round trip per chunk; instead up to
+        MAX_WRITES_IN_FLIGHT writes travel at once (memory stays bounded by
+        that count times the chunk size) and their results are collected
+        here as room is needed, and all of them at commit.
+        """
         if self._file is None or self._done:
             raise StorageError(Fault.FAILURE, "upload already finished")
         try:
             self._hasher.feed(offset, data)
-            async with self.link.slot():
-                await self._file.write(data, offset)
+            if len(self._in_flight) >= MAX_WRITES_IN_FLIGHT:
+                await self._settle(all_of_them=False)
+            self._in_flight.add(asyncio.ensure_future(self._send(self._file, offset, data)))
         except StorageError:
             await self.abort()
             raise
@@ -120,6 +135,21 @@ class SftpWriteHandle(_Ops):
             error = self.fail(exc, "write")
             await self.abort()
             raise error from None
+
+    async def _send(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
+        async with self.link.slot():
+            await file.write(data, offset)
+
+    async def _settle(self, *, all_of_them: bool) -> None:
+        """Wait for one (or every) write in flight; the first failure is raised."""
+        if not self._in_flight:
+            return
+        done, self._in_flight = await asyncio.wait(
+            self._in_flight,
+            return_when=asyncio.ALL_COMPLETED if all_of_them else asyncio.FIRST_COMPLETED,
+        )
+        for task in done:
+            task.result()
 
     async def _read_back(self) -> AsyncIterator[bytes]:
         async with self._sftp.open(self._temp, "rb", encoding=None) as file:
@@ -137,6 +167,7 @@ class SftpWriteHandle(_Ops):
         if self._file is None or self._done:
             raise StorageError(Fault.FAILURE, "upload already finished")
         try:
+            await self._settle(all_of_them=True)
             local = self._hasher.hexdigest()
             file, self._file = self._file, None
             await file.close()
@@ -171,6 +202,11 @@ class SftpWriteHandle(_Ops):
         if self._done:
             return
         self._done = True
+        for task in self._in_flight:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._in_flight = set()
         file, self._file = self._file, None
         if file is not None:
             with contextlib.suppress(OSError, asyncssh.Error):
