@@ -15,13 +15,13 @@ symbolic link is refused, whatever the link points at.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import secrets
 import stat as st
 from pathlib import Path
 
+from conduit.storage import fsops
 from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
 
 TEMP_PREFIX = ".conduit-part-"
@@ -413,64 +413,15 @@ class LocalBackend:
                         source.name, target.name, src_dir_fd=source.dir_fd, dst_dir_fd=target.dir_fd
                     )
                 else:
-                    _rename_noreplace(source.dir_fd, source.name, target.dir_fd, target.name)
+                    fsops.rename_noreplace(source.dir_fd, source.name, target.dir_fd, target.name)
             except OSError as exc:
                 raise _fault(exc) from None
 
     def cleanup_orphans(self) -> int:
         """Remove temp files a crash left behind; return how many."""
-        return _sweep(self._root)
+        return fsops.sweep(self._root, TEMP_PREFIX)
 
     async def close(self) -> None:
         if self._root >= 0:
             os.close(self._root)
             self._root = -1
-
-
-def _sweep(dir_fd: int) -> int:
-    removed = 0
-    for name in os.listdir(dir_fd):
-        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if st.S_ISREG(info.st_mode) and name.startswith(TEMP_PREFIX):
-            os.unlink(name, dir_fd=dir_fd)
-            removed += 1
-        elif st.S_ISDIR(info.st_mode):
-            child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-            try:
-                removed += _sweep(child)
-            finally:
-                os.close(child)
-    return removed
-
-
-_RENAME_NOREPLACE = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-
-
-def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
-    """Rename, failing with EEXIST instead of replacing (SFTP v3 rename semantics)."""
-    if _renameat2 is not None:
-        result = _renameat2(
-            src_dir,
-            src.encode("utf-8", "surrogateescape"),
-            dst_dir,
-            dst.encode("utf-8", "surrogateescape"),
-            _RENAME_NOREPLACE,
-        )
-        if result == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(code, os.strerror(code))
-    # No renameat2 here: hard-link then unlink is atomic for files; for a
-    # folder, check then rename (a race only with local processes).
-    info = os.stat(src, dir_fd=src_dir, follow_symlinks=False)
-    if st.S_ISDIR(info.st_mode):
-        with contextlib.suppress(FileNotFoundError):
-            os.stat(dst, dir_fd=dst_dir, follow_symlinks=False)
-            raise OSError(errno.EEXIST, "exists")
-        os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
-    else:
-        os.link(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir, follow_symlinks=False)
-        os.unlink(src, dir_fd=src_dir)
