@@ -216,7 +216,10 @@ def test_reload_sends_sighup_to_the_gateway(
         code, out, _ = run(capsys, "reload", "--config", str(config))
         assert code == 0 and f"sent SIGHUP to the gateway (pid {gateway.pid})" in out
         deadline = time.monotonic() + 10
-        while not marker.exists() and time.monotonic() < deadline:
+        # exists() turns true when the handler opens the file, before it writes.
+        while time.monotonic() < deadline and (
+            not marker.exists() or marker.read_text() != "hup"
+        ):
             time.sleep(0.02)
         assert marker.read_text() == "hup"
     finally:
