@@ -58,3 +58,90 @@ def test_bad_file_keeps_last_good_policy(on_disk: RunningGateway, tmp_path: Path
     src = tmp_path / "still.txt"
     src.write_text("still works\n")
     assert on_disk.scp(str(src), ":/inbox/").returncode == 0
+
+
+def test_conduit_reload_signals_a_real_gateway(keys: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.gateway import random_file
+
+    src_dir = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src_dir}
+    root = tmp_path / "site"
+    root.mkdir()
+    config = root / "conduit.toml"
+    text = policy_text(root, keys)
+    config.write_text(text)
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert gateway.stdout is not None
+        port = 0
+        for line in gateway.stdout:
+            if line.startswith("Conduit gateway listening on"):
+                port = int(line.rsplit(":", 1)[1])
+            if line.strip().startswith("sftp -P"):
+                break
+        host_key = " ".join((root / "data" / "host_ed25519.pub").read_text().split()[:2])
+        known = tmp_path / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+
+        def upload(name: str) -> int:
+            src = random_file(tmp_path / name, 1000)
+            return subprocess.run(
+                [
+                    "scp",
+                    "-q",
+                    "-O",
+                    "-P",
+                    str(port),
+                    "-o",
+                    f"UserKnownHostsFile={known}",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-i",
+                    str(keys["alice"]),
+                    str(src),
+                    f"alice@127.0.0.1:/inbox/{name}",
+                ],
+                capture_output=True,
+                timeout=30,
+            ).returncode
+
+        def reload() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "conduit", "reload", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+            )
+
+        assert upload("before.bin") == 0
+        config.write_text(
+            text.replace('"list", "read", "write", "mkdir", "rename", "delete"', '"list", "read"')
+        )
+        assert reload().returncode == 0
+        deadline = time.monotonic() + 10
+        while upload("after.bin") == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the signal is handled between requests
+        assert upload("refused.bin") != 0
+        assert not (root / "areas" / "inbox" / "refused.bin").exists()
+        config.write_text("[gateway]\nlisen = 1\n")
+        bad = reload()
+        assert bad.returncode == 1 and "unknown key" in bad.stdout + bad.stderr
+        assert upload("still-refused.bin") != 0  # the last good policy stays in force
+        assert gateway.poll() is None
+    finally:
+        gateway.terminate()
+        gateway.wait(15)

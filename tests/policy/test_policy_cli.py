@@ -217,9 +217,7 @@ def test_reload_sends_sighup_to_the_gateway(
         assert code == 0 and f"sent SIGHUP to the gateway (pid {gateway.pid})" in out
         deadline = time.monotonic() + 10
         # exists() turns true when the handler opens the file, before it writes.
-        while time.monotonic() < deadline and (
-            not marker.exists() or marker.read_text() != "hup"
-        ):
+        while time.monotonic() < deadline and (not marker.exists() or marker.read_text() != "hup"):
             time.sleep(0.02)
         assert marker.read_text() == "hup"
     finally:

@@ -36,8 +36,7 @@ class MemoryRecorder:
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True,
-                     **fields: Any) -> None:
+    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
         with self.lock:
             self.events.append({"type": type, "outcome": outcome, **fields})
 
