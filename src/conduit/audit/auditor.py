@@ -41,8 +41,9 @@ class AuditUnavailable(Exception):
 class _Pending:
     __slots__ = ("durable", "future", "item")
 
-    def __init__(self, item: Item, future: asyncio.Future[int] | None,
-                 durable: bool = True) -> None:
+    def __init__(
+        self, item: Item, future: asyncio.Future[int] | None, durable: bool = True
+    ) -> None:
         self.item = item
         self.future = future
         self.durable = durable
@@ -100,8 +101,9 @@ class Auditor:
     def unavailable_reason(self) -> str | None:
         return self._down_reason
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True,
-                     **fields: object) -> int:
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, **fields: object
+    ) -> int:
         """Append one event; return its seq once it is written per the fsync policy.
 
         ``durable=False`` (for ``started`` records, which only matter if the

@@ -46,9 +46,7 @@ class EventLog:
     def available(self) -> bool:
         return self.auditor.available
 
-    async def record(
-        self, type: str, outcome: str, *, durable: bool = True, **fields: Any
-    ) -> int:
+    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> int:
         present = {k: v for k, v in fields.items() if v is not None}
         seq = await self.auditor.record(type, outcome, durable=durable, **present)
         if self.log.isEnabledFor(logging.INFO):

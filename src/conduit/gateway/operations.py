@@ -110,9 +110,7 @@ class Operations:
             **extra,
         }
 
-    async def record(
-        self, type: str, outcome: str, *, durable: bool = True, **fields: Any
-    ) -> None:
+    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
         """Record an event; if the journal refuses it, the operation fails (fail closed).
 
         ``durable=False`` is for ``started`` records: they must survive the
