@@ -41,193 +41,26 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
-import asyncssh
-
 from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
 from conduit.storage.relay import commands, custody
-from conduit.storage.relay.connection import DeviceLink, device_error
+from conduit.storage.relay.connection import DeviceLink
+from conduit.storage.relay.scpchannel import CHUNK, READ_WINDOW, ScpChannel, ScpSource
 from conduit.storage.relay.scpproto import (
-    DirLine,
     FileLine,
     ScpProtocolError,
-    TimesLine,
     check_name,
     format_line,
-    parse_line,
-    parse_reply,
 )
 from conduit.storage.relay.sftp import remote_path, temp_name
-
-CHUNK = 256 * 1024
-READ_WINDOW = 8 * 1024 * 1024
-"""Bytes of a download kept behind the newest read, for reordered requests."""
-REPLY_TIMEOUT = 120.0
-
-_REMOTE_FAULTS = (
-    ("no such file", Fault.NOT_FOUND),
-    ("permission denied", Fault.FORBIDDEN),
-    ("not a regular file", Fault.IS_A_DIRECTORY),
-    ("is a directory", Fault.IS_A_DIRECTORY),
-    ("not a directory", Fault.NOT_A_DIRECTORY),
-    ("no space", Fault.NO_SPACE),
-)
-
-_Process = asyncssh.SSHClientProcess[bytes]
-
-
-def _remote_fault(message: str) -> StorageError:
-    lowered = message.lower()
-    for needle, fault in _REMOTE_FAULTS:
-        if needle in lowered:
-            return StorageError(fault, detail=f"device scp: {fault.value}")
-    return StorageError(Fault.FAILURE, "device refused the transfer", "device scp error")
-
-
-class _Channel:
-    """One ``scp`` process on the device and the reply discipline around it."""
-
-    def __init__(self, link: DeviceLink, process: _Process) -> None:
-        self.link = link
-        self.process = process
-
-    @classmethod
-    async def start(cls, link: DeviceLink, command: str) -> _Channel:
-        conn = await link.connection()
-        try:
-            process = await asyncio.wait_for(
-                conn.create_process(command, encoding=None, stderr=asyncssh.DEVNULL),
-                timeout=link.device.connect_timeout,
-            )
-        except (OSError, asyncssh.Error, TimeoutError) as exc:
-            link.broken()
-            raise device_error(link.name, exc, "start scp") from None
-        return cls(link, process)
-
-    def fail(self, exc: BaseException, action: str) -> StorageError:
-        if isinstance(exc, StorageError):
-            return exc
-        if isinstance(exc, ScpProtocolError):
-            return StorageError(
-                Fault.FAILURE, "device spoke invalid SCP", f"device {self.link.name}: {exc}"
-            )
-        if isinstance(exc, asyncio.IncompleteReadError):
-            return StorageError(
-                Fault.UNAVAILABLE,
-                "device unavailable",
-                f"device {self.link.name}: {action}: channel closed",
-            )
-        error = device_error(self.link.name, exc, action)
-        if error.fault is Fault.UNAVAILABLE:
-            self.link.broken()
-        return error
-
-    async def _read_line(self, first: bytes) -> bytes:
-        async with asyncio.timeout(REPLY_TIMEOUT):
-            rest = await self.process.stdout.readuntil(b"\n")
-        return first + rest
-
-    async def expect_ok(self) -> None:
-        async with asyncio.timeout(REPLY_TIMEOUT):
-            first = await self.process.stdout.readexactly(1)
-        if first == b"\0":
-            return
-        reply = parse_reply(await self._read_line(first))
-        raise _remote_fault(reply.message)
-
-    async def next_line(self) -> FileLine | DirLine | TimesLine:
-        """The source's next control line (an error reply becomes a StorageError)."""
-        async with asyncio.timeout(REPLY_TIMEOUT):
-            first = await self.process.stdout.readexactly(1)
-        raw = await self._read_line(first)
-        if first in (b"\1", b"\2"):
-            raise _remote_fault(parse_reply(raw).message)
-        line = parse_line(raw)
-        if not isinstance(line, FileLine | DirLine | TimesLine):
-            raise ScpProtocolError("unexpected end of directory")
-        return line
-
-    async def send(self, data: bytes) -> None:
-        self.process.stdin.write(data)
-        await self.process.stdin.drain()
-
-    def close(self) -> None:
-        self.process.close()
-
-
-class _Source:
-    """A running ``scp -f -p`` download, positioned at the start of the data."""
-
-    def __init__(self, channel: _Channel, line: FileLine, times: TimesLine | None) -> None:
-        self.channel = channel
-        self.line = line
-        self.times = times
-        self.remaining = line.size
-
-    @classmethod
-    async def open(cls, link: DeviceLink, path: str) -> _Source:
-        channel = await _Channel.start(link, f"scp -f -p {shlex.quote(path)}")
-        try:
-            await channel.send(b"\0")
-            times = None
-            while True:
-                line = await channel.next_line()
-                if isinstance(line, TimesLine):
-                    times = line
-                    await channel.send(b"\0")
-                    continue
-                if isinstance(line, DirLine):
-                    raise StorageError(Fault.IS_A_DIRECTORY)
-                return cls(channel, line, times)
-        except BaseException as exc:
-            channel.close()
-            if isinstance(exc, Exception):
-                raise channel.fail(exc, "open download") from None
-            raise
-
-    def stat(self) -> Stat:
-        mtime = float(self.times.mtime) if self.times else 0.0
-        atime = float(self.times.atime) if self.times else mtime
-        return Stat(self.line.size, stat_module.S_IFREG | self.line.mode, mtime, atime)
-
-    async def begin(self) -> None:
-        await self.channel.send(b"\0")
-
-    async def read(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes of the file; b"" once all of it was read."""
-        if self.remaining == 0:
-            return b""
-        try:
-            # asyncio.timeout, not wait_for: wait_for's per-call task keeps
-            # each chunk alive in a reference cycle until the GC runs.
-            async with asyncio.timeout(REPLY_TIMEOUT):
-                data = await self.channel.process.stdout.read(min(limit, self.remaining))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", self.remaining)
-            self.remaining -= len(data)
-            if self.remaining == 0:
-                await self.channel.expect_ok()  # the source's own status
-                await self.channel.send(b"\0")
-        except Exception as exc:
-            self.close()
-            raise self.channel.fail(exc, "download") from None
-        return data
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        await self.begin()
-        while chunk := await self.read(CHUNK):
-            yield chunk
-
-    def close(self) -> None:
-        self.channel.close()
 
 
 class ScpReadHandle:
     """A sequential download; small reorderings are served from a window."""
 
-    def __init__(self, device: ScpDevice, path: str, source: _Source) -> None:
+    def __init__(self, device: ScpDevice, path: str, source: ScpSource) -> None:
         self._device = device
         self._path = path
-        self._source: _Source | None = source
+        self._source: ScpSource | None = source
         self.size = source.line.size
         self._buf = bytearray()
         self._buf_start = 0
@@ -264,7 +97,7 @@ class ScpReadHandle:
         self._source = None
         self._buf.clear()
         self._buf_start = 0
-        source = await _Source.open(self._device.link, self._path)
+        source = await ScpSource.open(self._device.link, self._path)
         await source.begin()
         self._source = source
 
@@ -313,7 +146,7 @@ class ScpWriteHandle:
         assert spool is not None
         link = self._device.link
         digest = hashlib.sha256()
-        channel = await _Channel.start(link, f"scp -t -d {shlex.quote(self._dir)}")
+        channel = await ScpChannel.start(link, f"scp -t -d {shlex.quote(self._dir)}")
         try:
             await channel.expect_ok()
             await channel.send(format_line(FileLine(self._mode, self._size, name)))
@@ -398,7 +231,7 @@ class ScpDevice:
 
     async def read_back(self, path: str) -> AsyncIterator[bytes]:
         async with self.link.slot():
-            source = await _Source.open(self.link, path)
+            source = await ScpSource.open(self.link, path)
             try:
                 async for chunk in source.chunks():
                     yield chunk
@@ -407,7 +240,7 @@ class ScpDevice:
 
     async def _is_dir(self, path: str) -> bool:
         """Probe with ``scp -t -d``: the sink checks the folder, writes nothing."""
-        channel = await _Channel.start(self.link, f"scp -t -d {shlex.quote(path)}")
+        channel = await ScpChannel.start(self.link, f"scp -t -d {shlex.quote(path)}")
         try:
             await channel.expect_ok()
             return True
@@ -424,7 +257,7 @@ class ScpDevice:
             return Stat(0, stat_module.S_IFDIR | 0o755, 0.0, 0.0)
         async with self.link.slot():
             try:
-                source = await _Source.open(self.link, remote)
+                source = await ScpSource.open(self.link, remote)
             except StorageError as exc:
                 if exc.fault is Fault.IS_A_DIRECTORY and await self._is_dir(remote):
                     return Stat(0, stat_module.S_IFDIR | 0o755, 0.0, 0.0)
@@ -442,7 +275,7 @@ class ScpDevice:
         remote = self.path(path)
         await self.link.acquire_slot()
         try:
-            source = await _Source.open(self.link, remote)
+            source = await ScpSource.open(self.link, remote)
             await source.begin()
         except BaseException:
             self.link.release_slot()
