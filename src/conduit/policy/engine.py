@@ -47,10 +47,11 @@ from datetime import UTC, datetime
 from ipaddress import IPv6Address, ip_address
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from conduit.config.model import ConduitConfig, Config, Grant, Obligation, Op
+from conduit.config.model import Config, Grant, Op
+from conduit.policy.conduits import CompiledConduit, Miss, first_open
 from conduit.policy.decision import Decision, Explanation, IPAddress, Request, Step
 from conduit.policy.patterns import PathPattern, normalise
-from conduit.policy.windows import Window, WindowError, parse_windows
+from conduit.policy.windows import WindowError, parse_windows
 
 #: Ops that change the target's zone (client → target); the rest read from it.
 INBOUND_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RENAME, Op.DELETE})
@@ -71,16 +72,6 @@ class _Grant:
     ops: frozenset[Op]
     patterns: tuple[PathPattern, ...]
     config: Grant
-
-
-@dataclass(frozen=True, slots=True)
-class _Conduit:
-    rule: str
-    config: ConduitConfig
-    patterns: tuple[PathPattern, ...]
-    windows: tuple[Window, ...]
-    max_size: int | None
-    obligations: frozenset[Obligation]
 
 
 @dataclass(slots=True)
@@ -177,14 +168,14 @@ class Policy:
         self._user_networks = {
             name: tuple(user.networks) for name, user in config.users.items() if user.networks
         }
-        self._conduits: dict[tuple[str, str], list[_Conduit]] = {}
+        self._conduits: dict[tuple[str, str], list[CompiledConduit]] = {}
         for conduit in config.conduits:
             try:
                 windows = parse_windows(conduit.window)
             except WindowError as exc:
                 raise PolicyError(f"conduits[{conduit.name}].window: {exc}") from None
             self._conduits.setdefault((conduit.from_zone, conduit.to_zone), []).append(
-                _Conduit(
+                CompiledConduit(
                     f"conduits[{conduit.name}]",
                     conduit,
                     tuple(PathPattern.compile(p) for p in conduit.paths),
@@ -420,73 +411,33 @@ class Policy:
                 target_zone=target_zone,
             )
         vrel = "/".join(parts)
-        best: tuple[int, _Conduit, str, str] | None = None  # (progress, conduit, reason, why)
-        minute: int | None = None
-        for conduit in conduits:
-            if conduit.patterns and not any(
-                p.could_contain(parts) if directory else p.matches(vrel, parts[-1])
-                for p in conduit.patterns
-            ):
-                if best is None:
-                    best = (
-                        0,
-                        conduit,
-                        f"no conduit {flow} for this path",
-                        f"{conduit.rule} paths {conduit.config.paths} do not match {vrel!r}",
-                    )
-                continue
-            if conduit.windows:
-                if minute is None:
-                    now = self.now()
-                    minute = now.weekday() * 1440 + now.hour * 60 + now.minute
-                if not any(w.contains(minute) for w in conduit.windows):
-                    if best is None or best[0] < 1:
-                        windows = ", ".join(w.text for w in conduit.windows)
-                        best = (
-                            1,
-                            conduit,
-                            f"outside the window of {conduit.config.name}",
-                            f"{conduit.rule} is open {windows} ({self.config.gateway.timezone}),"
-                            f" now is {self.now():%a %H:%M}",
-                        )
-                    continue
-            if (
-                conduit.max_size is not None
-                and request.size is not None
-                and request.size > conduit.max_size
-            ):
-                if best is None or best[0] < 2:
-                    best = (
-                        2,
-                        conduit,
-                        f"file larger than {conduit.max_size} bytes",
-                        f"{conduit.rule} max_size {conduit.max_size} < size {request.size}",
-                    )
-                continue
-            content = op in CONTENT_OPS and not directory
-            obligations = conduit.obligations if content else frozenset()
-            limit = conduit.max_size if content else None
-            step("conduit", True, conduit.rule, f"{conduit.rule} allows {flow} for {vrel!r}")
-            return Decision(
-                True,
-                conduit.rule,
-                "allowed",
-                f"{what}: {grant.rule} via {conduit.rule} ({flow})",
-                obligations,
-                limit,
+        chosen = first_open(
+            conduits, parts, directory, request.size, self.now, self.config.gateway.timezone, flow
+        )
+        if isinstance(chosen, Miss):
+            step("conduit", False, chosen.conduit.rule, chosen.why)
+            return _deny(
+                chosen.conduit.rule,
+                chosen.reason,
+                f"{what}: {chosen.why}",
                 grant=grant.rule,
-                conduit=conduit.rule,
                 client_zone=client_zone,
                 target_zone=target_zone,
             )
-        assert best is not None  # conduits is non-empty and every miss records one
-        _, conduit, reason, why = best
-        step("conduit", False, conduit.rule, why)
-        return _deny(
+        conduit = chosen
+        content = op in CONTENT_OPS and not directory
+        obligations = conduit.obligations if content else frozenset()
+        limit = conduit.max_size if content else None
+        step("conduit", True, conduit.rule, f"{conduit.rule} allows {flow} for {vrel!r}")
+        return Decision(
+            True,
             conduit.rule,
-            reason,
-            f"{what}: {why}",
+            "allowed",
+            f"{what}: {grant.rule} via {conduit.rule} ({flow})",
+            obligations,
+            limit,
             grant=grant.rule,
+            conduit=conduit.rule,
             client_zone=client_zone,
             target_zone=target_zone,
         )
