@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,14 @@ import pytest
 
 from conduit.cli.main import main
 from tests.audit.syslog_listener import Listener
-from tests.support.gateway import policy_text, random_file, sha256, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.gateway import (
+    policy_text,
+    random_file,
+    scp_argv,
+    serve_process,
+    sha256,
+    wait_for,
+)
 
 
 def journal_records(folder: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -109,46 +113,12 @@ def test_gateway_killed_mid_transfer_leaves_a_failed_record(
     config = root / "conduit.toml"
     config.write_text(text)
 
-    def serve() -> tuple[subprocess.Popen[str], int]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "conduit", "serve", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        )
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        port = int(first.rsplit(":", 1)[1])
-        for line in process.stdout:
-            if line.strip().startswith("sftp -P"):
-                break
-        return process, port
-
-    gateway, port = serve()
-    host_key = (root / "data" / "host_ed25519.pub").read_text().split()[:2]
-    known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {' '.join(host_key)}\n")
+    gateway, port, known = serve_process(config)
     src = random_file(tmp_path / "big.img", 32 * 1024 * 1024)
     client = subprocess.Popen(
-        [
-            "scp",
-            "-q",
-            "-l",
-            "16000",
-            "-P",
-            str(port),
-            "-o",
-            f"UserKnownHostsFile={known}",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-i",
-            str(keys["alice"]),
-            str(src),
-            "alice@127.0.0.1:/inbox/big.img",
-        ],
+        scp_argv(
+            port, known, keys["alice"], "-l", "16000", str(src), "alice@127.0.0.1:/inbox/big.img"
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -160,7 +130,7 @@ def test_gateway_killed_mid_transfer_leaves_a_failed_record(
     finally:
         client.kill()
         client.wait(10)
-    restarted, _ = serve()  # recovery happens on open
+    restarted, _, _ = serve_process(config)  # recovery happens on open
     restarted.send_signal(signal.SIGTERM)
     assert restarted.wait(15) == 0
     records = journal_records(root / "audit")

@@ -61,59 +61,26 @@ def test_bad_file_keeps_last_good_policy(on_disk: RunningGateway, tmp_path: Path
 
 
 def test_conduit_reload_signals_a_real_gateway(keys: dict[str, Path], tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
     import time
 
-    from tests.support.gateway import random_file
+    from tests.support.gateway import conduit_env, random_file, scp_argv, serve_process
 
-    src_dir = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src_dir}
     root = tmp_path / "site"
     root.mkdir()
     config = root / "conduit.toml"
     text = policy_text(root, keys)
     config.write_text(text)
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    gateway, port, known = serve_process(config)
     try:
-        assert gateway.stdout is not None
-        port = 0
-        for line in gateway.stdout:
-            if line.startswith("Conduit gateway listening on"):
-                port = int(line.rsplit(":", 1)[1])
-            if line.strip().startswith("sftp -P"):
-                break
-        host_key = " ".join((root / "data" / "host_ed25519.pub").read_text().split()[:2])
-        known = tmp_path / "known_hosts"
-        known.write_text(f"[127.0.0.1]:{port} {host_key}\n")
 
         def upload(name: str) -> int:
             src = random_file(tmp_path / name, 1000)
             return subprocess.run(
-                [
-                    "scp",
-                    "-q",
-                    "-O",
-                    "-P",
-                    str(port),
-                    "-o",
-                    f"UserKnownHostsFile={known}",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "IdentitiesOnly=yes",
-                    "-i",
-                    str(keys["alice"]),
-                    str(src),
-                    f"alice@127.0.0.1:/inbox/{name}",
-                ],
+                scp_argv(
+                    port, known, keys["alice"], "-O", str(src), f"alice@127.0.0.1:/inbox/{name}"
+                ),
                 capture_output=True,
                 timeout=30,
             ).returncode
@@ -123,7 +90,7 @@ def test_conduit_reload_signals_a_real_gateway(keys: dict[str, Path], tmp_path: 
                 [sys.executable, "-m", "conduit", "reload", "--config", str(config)],
                 capture_output=True,
                 text=True,
-                env=env,
+                env=conduit_env(),
                 timeout=30,
             )
 

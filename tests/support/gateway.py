@@ -259,3 +259,61 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> A
         if result or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def conduit_env() -> dict[str, str]:
+    """The environment for ``python -m conduit`` running this tree's code."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(SRC)}
+
+
+def serve_process(config: Path) -> tuple[subprocess.Popen[str], int, Path]:
+    """``conduit serve --config`` as its own process, once its banner is out.
+
+    Returns the process, its port, and a known_hosts file (beside ``config``)
+    pinning its host key.
+    """
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=conduit_env(),
+    )
+    assert process.stdout is not None
+    port = 0
+    for line in process.stdout:
+        if line.startswith("Conduit gateway listening on"):
+            port = int(line.rsplit(":", 1)[1])
+        if line.strip().startswith("sftp -P"):
+            break
+    data = config.parent / "data"
+    host_key = " ".join((data / "host_ed25519.pub").read_text().split()[:2])
+    known = config.parent / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    return process, port, known
+
+
+def scp_argv(port: int, known: Path, key: Path, *args: str) -> list[str]:
+    """OpenSSH scp against a gateway on ``port`` (options first, then ``args``)."""
+    return [
+        "scp",
+        "-q",
+        "-P",
+        str(port),
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-i",
+        str(key),
+        *args,
+    ]
