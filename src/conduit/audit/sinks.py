@@ -43,6 +43,10 @@ SEND_TIMEOUT = 10.0
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 FILL_CHECK_INTERVAL = 10.0
 BATCH = 500
+#: After a wake-up, wait this long before reading the journal, so the events of
+#: a burst (a tree of small files) go out as one write rather than one each:
+#: sending per event cost a sequential client a third of its files/s.
+LINGER = 0.1
 
 
 def sink_name(conf: SiemSink) -> str:
@@ -188,10 +192,7 @@ class Sink:
                         self._acked(sent, writer, sock)
                     return
                 if not records:
-                    self._wake.clear()
-                    wait = 0.05 if self.cursor != sent else 1.0
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), wait)
+                    await self._idle(0.05 if self.cursor != sent else 1.0)
                 await self._check_fill()
         finally:
             closed.cancel()
@@ -245,12 +246,18 @@ class Sink:
                 if self._stopping and self.backlog == 0:
                     return
                 if not records:
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                    await self._idle(1.0)
                 await self._check_fill()
         finally:
             transport.close()
+
+    async def _idle(self, timeout: float) -> None:
+        """Wait for new records (at most ``timeout``), then linger so they batch up."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+            if not self._stopping:
+                await asyncio.sleep(LINGER)
 
     def _frame(self, record: Record) -> bytes:
         return format_record(record, self.conf.format)
