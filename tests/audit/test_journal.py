@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,36 @@ async def test_concurrent_writers_share_fsyncs_without_gaps(make_auditor, tmp_pa
     )
     assert sorted(seqs) == list(range(1, 201))
     assert fsyncs < 50  # group commit: far fewer fsyncs than records
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
+async def test_a_slow_disk_is_flushed_off_the_event_loop(make_auditor, tmp_path, monkeypatch):
+    """Fast flushes may run on the loop; slow ones must not stall every session."""
+    real = os.fdatasync
+
+    def slow(fd):
+        time.sleep(0.05)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    auditor = await make_auditor(fsync="always")
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        for i in range(3):
+            before = ticks
+            assert await auditor.record("file.upload", "success", path=f"/f/{i}") == i + 1
+            assert ticks - before >= 5, "the event loop stood still during a 50 ms flush"
+    finally:
+        task.cancel()
     await auditor.close()
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
 
