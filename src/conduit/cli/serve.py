@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    # Every event (logins, transfers with path, bytes, SHA-256 and duration,
+    # Every outcome (logins, transfers with path, bytes, SHA-256 and duration,
     # refusals) is shown; -v adds the gateway's and asyncssh's own chatter.
     logging.getLogger("conduit.audit").setLevel(logging.INFO)
     try:

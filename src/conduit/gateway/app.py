@@ -49,7 +49,9 @@ class EventLog:
     async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> int:
         present = {k: v for k, v in fields.items() if v is not None}
         seq = await self.auditor.record(type, outcome, durable=durable, **present)
-        if self.log.isEnabledFor(logging.INFO):
+        # Outcomes only: a "started" line per file would double the console
+        # (and its cost) for trees of small files; `conduit audit tail` has them.
+        if outcome != "started" and self.log.isEnabledFor(logging.INFO):
             shown = " ".join(f"{k}={v!r}" for k, v in present.items())
             self.log.info("#%d %s %s %s", seq, type, outcome, shown)
         return seq
