@@ -59,7 +59,7 @@ def serve(*args: str, cwd: Path, home: Path) -> Served:
     assert process.stdout is not None
     for line in process.stdout:
         banner.append(line)
-        if line.strip().startswith("sftp -P"):
+        if line.strip().startswith("conduit audit tail"):
             return Served(process, banner)
     raise AssertionError(f"no banner: {banner} {process.stderr.read() if process.stderr else ''}")
 
@@ -129,6 +129,20 @@ def test_embedded_default_prints_commands_that_work(
     )
     assert result.returncode == 0, result.stderr
     assert "/inbox" in result.stdout and "/outbox" in result.stdout
+    # The printed way to watch events finds this gateway's journal (-n: not -f).
+    tail = served.command("conduit audit tail")
+    assert "-f" in tail
+    tail[tail.index("-f")] = "-n50"
+    result = subprocess.run(
+        [sys.executable, "-m", *tail],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=env_for(home),
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "file.upload" in result.stdout and "/inbox/hello.bin" in result.stdout
     # The printed fingerprint is the persistent key in the data folder.
     shown = re.search(r"SHA256:\S+", text)
     assert shown is not None
@@ -153,6 +167,30 @@ def test_outbox_is_read_only_in_the_default(
     result = subprocess.run(argv, capture_output=True, text=True, env=client_env(home), timeout=30)
     assert result.returncode != 0
     assert os.listdir(folder / "data" / "areas" / "outbox") == []
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["default", "-v"])
+def test_console_shows_sessions_and_refusals_and_file_events_with_v(
+    tmp_path: Path, home: Path, verbose: bool
+) -> None:
+    folder = tmp_path / "console"
+    folder.mkdir()
+    served = serve("--listen", "127.0.0.1:0", *(["-v"] if verbose else []), cwd=folder, home=home)
+    try:
+        argv = served.command("scp -P")
+        argv = [argv[0], *pinned(home), *argv[1:]]
+        argv[argv.index("FILE")] = str(random_file(tmp_path / "x.bin", 10))
+        run = dict(capture_output=True, text=True, env=client_env(home), timeout=30)
+        assert subprocess.run(argv, **run).returncode == 0  # type: ignore[call-overload]
+        argv[-1] = argv[-1].replace("/inbox/", "/outbox/")
+        assert subprocess.run(argv, **run).returncode != 0  # type: ignore[call-overload]
+    finally:
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(15) == 0
+    assert served.process.stderr is not None
+    console = served.process.stderr.read()
+    assert "session.start success" in console and "access.denied denied" in console
+    assert ("file.upload success" in console) is verbose
 
 
 def test_host_key_persists_across_restarts(tmp_path: Path, home: Path) -> None:

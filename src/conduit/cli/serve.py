@@ -73,6 +73,9 @@ def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:
         f"  scp -P {port} FILE {user}@{target}:/{area}/",
         f"  scp -O -P {port} FILE {user}@{target}:/{area}/",
         f"  sftp -P {port} {user}@{target}",
+        "Watch every event as it is journalled (or run serve with -v):",
+        "  conduit audit tail -f "
+        + (f"--config {config.source}" if config.source else f"--journal {config.audit.journal}"),
     ]
     return "\n".join(lines)
 
@@ -83,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    # Every outcome (logins, transfers with path, bytes, SHA-256 and duration,
-    # refusals) is shown; -v adds the gateway's and asyncssh's own chatter.
-    logging.getLogger("conduit.audit").setLevel(logging.INFO)
+    # Sessions, refusals, failed transfers and alerts are always shown; -v adds
+    # every successful file operation (path, bytes, SHA-256, duration) and the
+    # gateway's and asyncssh's own chatter.
+    logging.getLogger("conduit.audit").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         asyncio.run(_serve(config, demo))
     except OSError as exc:

@@ -36,7 +36,8 @@ CIPHERS = [
 
 class EventLog:
     """Events into the audit journal (the system of record), echoed to the
-    ``conduit.audit`` logger for whoever watches the console."""
+    ``conduit.audit`` logger for whoever watches the console: sessions,
+    refusals, failures and alerts at INFO, successful file operations at DEBUG."""
 
     def __init__(self, auditor: Auditor) -> None:
         self.auditor = auditor
@@ -49,11 +50,14 @@ class EventLog:
     async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> int:
         present = {k: v for k, v in fields.items() if v is not None}
         seq = await self.auditor.record(type, outcome, durable=durable, **present)
-        # Outcomes only: a "started" line per file would double the console
-        # (and its cost) for trees of small files; `conduit audit tail` has them.
-        if outcome != "started" and self.log.isEnabledFor(logging.INFO):
+        # Routine file events go to DEBUG (shown by `serve -v`): a console line
+        # per small file cost more than its journal record; the journal and
+        # `conduit audit tail -f` have every one.
+        routine = outcome in ("started", "success") and type.startswith(("file.", "dir."))
+        level = logging.DEBUG if routine else logging.INFO
+        if self.log.isEnabledFor(level):
             shown = " ".join(f"{k}={v!r}" for k, v in present.items())
-            self.log.info("#%d %s %s %s", seq, type, outcome, shown)
+            self.log.log(level, "#%d %s %s %s", seq, type, outcome, shown)
         return seq
 
 
