@@ -61,6 +61,30 @@ async def test_concurrent_writers_share_fsyncs_without_gaps(make_auditor, tmp_pa
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
 
 
+async def test_one_writer_each_durable_record_is_flushed_before_it_returns(
+    make_auditor, tmp_path, monkeypatch
+):
+    flushed: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd):
+        real(fd)
+        flushed.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    auditor = await make_auditor(fsync="always")
+    journal = journal_files(tmp_path / "audit")[-1]
+    for i in range(20):
+        before = len(flushed)
+        await auditor.record("file.upload", "started", durable=False, transfer=f"t{i}")
+        assert len(flushed) == before  # a started record waits for no flush
+        await auditor.record("file.upload", "success", transfer=f"t{i}", path=f"/f/{i}")
+        # flushed before record() returned, up to and including this record
+        assert len(flushed) == before + 1 and flushed[-1] == journal.stat().st_size
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
 async def test_a_slow_disk_is_flushed_off_the_event_loop(make_auditor, tmp_path, monkeypatch):
     """Fast flushes may run on the loop; slow ones must not stall every session."""
     real = os.fdatasync

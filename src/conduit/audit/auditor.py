@@ -3,11 +3,17 @@
 One committer task owns the journal. ``record()`` queues its event and waits;
 the committer takes everything queued, assigns sequence numbers, writes and
 (with fsync "always") fsyncs once for the whole batch -- group commit -- and
-wakes every waiter. A durable batch is written on the event loop while the
-disk's flushes are fast (under INLINE_SYNC_MAX on average) and in a worker
-thread otherwise, so a slow disk never stalls the sessions. The same task
-writes interval checkpoints, fsyncs in "batch" mode and, while the journal
-cannot be written, probes it.
+wakes every waiter. When the committer is idle and nothing is queued (one
+client moving files one by one), ``record()`` writes its event itself instead:
+two trips through the event loop per event were a large part of what auditing
+cost a tree of small files. Events arriving in the same loop iteration after
+such a write are queued and batched as before.
+
+Durable writes run on the event loop while the disk's flushes are fast (under
+INLINE_SYNC_MAX on average) and in a worker thread otherwise, so a slow disk
+never stalls the sessions. The committer also rotates, writes interval
+checkpoints, fsyncs in "batch" mode and, while the journal cannot be written,
+probes it.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ class Auditor:
         self._index_task: asyncio.Task[None] | None = None
         # unknown until measured: start in a worker thread
         self._sync_cost = INLINE_SYNC_MAX
+        self._parked = False  # the committer waits for work (see _write_now)
+        self._hot = False  # a record was written in the caller this loop iteration
 
     @classmethod
     async def open(cls, config: AuditConfig, node: str, key_dir: Path) -> Auditor:
@@ -129,10 +137,61 @@ class Auditor:
         cleaned = check_event(type, outcome, fields)
         if self._closing:
             raise AuditUnavailable("the audit journal is closed")
+        item: Item = (type, outcome, cleaned, utc_now())
+        if (
+            self._parked
+            and not self._queue
+            and not self._hot
+            and self._down_reason is None
+            and not (durable and self._sync_in_thread)
+            and not self.journal.needs_rotation
+        ):
+            return self._write_now(item, durable)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending((type, outcome, cleaned, utc_now()), future, durable))
+        self._queue.append(_Pending(item, future, durable))
         self._wake.set()
         return await future
+
+    @property
+    def _sync_in_thread(self) -> bool:
+        return self.journal.fsync_policy == "always" and self._sync_cost >= INLINE_SYNC_MAX
+
+    def _write_now(self, item: Item, durable: bool) -> int:
+        """Commit one record in the caller, without a trip through the committer.
+
+        Only while the committer is parked and nothing is queued, so order is
+        kept. Records arriving later in the same loop iteration are queued and
+        share the committer's next batch (group commit under concurrency).
+        """
+        try:
+            if durable and self.journal.fsync_policy == "always":
+                (seq,) = self._durable_append([item])
+            else:
+                (seq,) = self.journal.append([item], rotate=False, durable=False)
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                log.exception("audit journal write failed")
+            self._went_down(exc)
+            self._wake.set()  # the committer probes the journal from now on
+            return self._refuse_or_hold(item)
+        self._hot = True
+        asyncio.get_running_loop().call_soon(self._cool)
+        if self.journal.needs_rotation:
+            self._wake.set()  # the committer rotates (checkpoint + fsync: off the loop)
+        for sink in self.sinks:
+            sink.notify()
+        return seq
+
+    def _cool(self) -> None:
+        self._hot = False
+
+    def _refuse_or_hold(self, item: Item) -> int:
+        """An event the journal could not take: AuditUnavailable (closed) or held (alert)."""
+        if self.config.on_failure == "closed":
+            self._refused += 1
+            raise AuditUnavailable(self._down_reason or "the audit journal cannot be written")
+        self._hold(item)
+        return 0
 
     # -- the committer --------------------------------------------------------
 
@@ -143,13 +202,17 @@ class Auditor:
         next_sync = time.monotonic() + BATCH_SYNC_INTERVAL
         while True:
             now = time.monotonic()
-            due = min(next_checkpoint, next_sync if self.journal.dirty else next_checkpoint)
+            # next_sync always counts: records written in the callers while
+            # the committer is parked can leave the journal dirty
+            due = min(next_checkpoint, next_sync)
             if self._down_reason is not None:
                 due = min(due, now + PROBE_INTERVAL)
             if not self._queue and not self._closing:
                 # a timer, not wait_for: this loop runs once per commit and must be cheap
                 timer = loop.call_later(max(0.0, due - now), self._wake.set)
+                self._parked = True
                 await self._wake.wait()
+                self._parked = False
                 timer.cancel()
             self._wake.clear()
             batch, self._queue = self._queue, []
@@ -162,9 +225,12 @@ class Auditor:
                         next_checkpoint = now + cfg.checkpoint_interval
                         if self.journal.since_checkpoint:
                             await asyncio.to_thread(self.journal.checkpoint, "interval")
-                    if self.journal.dirty and now >= next_sync:
+                    if now >= next_sync:
                         next_sync = now + BATCH_SYNC_INTERVAL
-                        await asyncio.to_thread(self.journal.sync)
+                        if self.journal.dirty:
+                            await asyncio.to_thread(self.journal.sync)
+                    if self.journal.needs_rotation:
+                        await asyncio.to_thread(self.journal.rotate_if_needed)
                 except OSError as exc:
                     self._went_down(exc)
             if self._closing and not self._queue:
@@ -216,12 +282,10 @@ class Auditor:
             for p in batch:
                 if p.future is None or p.future.done():
                     continue
-                if self.config.on_failure == "closed":
-                    self._refused += 1
-                    p.future.set_exception(AuditUnavailable(self._down_reason or str(exc)))
-                else:
-                    self._hold(p.item)
-                    p.future.set_result(0)
+                try:
+                    p.future.set_result(self._refuse_or_hold(p.item))
+                except AuditUnavailable as refused:
+                    p.future.set_exception(refused)
             return
         if recovering:
             log.warning("audit journal writable again")
