@@ -85,7 +85,7 @@ _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 def utc_now() -> str:
     """The current UTC time with microseconds, e.g. ``2026-11-24T10:42:03.123456Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def clean_value(value: object) -> Value:

@@ -31,9 +31,12 @@ def syslog_severity(record: Record) -> int:
     return {"failed": 3, "denied": 4}.get(record["outcome"], 6)
 
 
+_NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
+
+
 def _printusascii(text: str, limit: int) -> str:
-    cleaned = "".join(c if 33 <= ord(c) <= 126 else "_" for c in text)[:limit]
-    return cleaned or "-"
+    """RFC 5424 header fields: PRINTUSASCII only (every other character becomes _)."""
+    return _NOT_PRINTUSASCII.sub("_", text[:limit]) or "-"
 
 
 def _sd_value(text: str) -> str:
