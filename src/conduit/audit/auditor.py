@@ -84,7 +84,9 @@ class Auditor:
         # unknown until measured: start in a worker thread
         self._sync_cost = INLINE_SYNC_MAX
         self._parked = False  # the committer waits for work (see _write_now)
-        self._hot = False  # a record was written in the caller this loop iteration
+        # the task that wrote a record in place in this loop iteration: more
+        # records from it may follow in place, other tasks' join the queue
+        self._hot: asyncio.Task[object] | None = None
 
     @classmethod
     async def open(cls, config: AuditConfig, node: str, key_dir: Path) -> Auditor:
@@ -141,7 +143,7 @@ class Auditor:
         if (
             self._parked
             and not self._queue
-            and not self._hot
+            and self._hot in (None, asyncio.current_task())
             and self._down_reason is None
             and not (durable and self._sync_in_thread)
             and not self.journal.needs_rotation
@@ -160,8 +162,10 @@ class Auditor:
         """Commit one record in the caller, without a trip through the committer.
 
         Only while the committer is parked and nothing is queued, so order is
-        kept. Records arriving later in the same loop iteration are queued and
-        share the committer's next batch (group commit under concurrency).
+        kept. Records from other tasks arriving later in the same loop
+        iteration are queued and share the committer's next batch (group
+        commit under concurrency); the same task's next record (a session's
+        "started" right after its previous "success") may follow in place.
         """
         try:
             if durable and self.journal.fsync_policy == "always":
@@ -174,8 +178,9 @@ class Auditor:
             self._went_down(exc)
             self._wake.set()  # the committer probes the journal from now on
             return self._refuse_or_hold(item)
-        self._hot = True
-        asyncio.get_running_loop().call_soon(self._cool)
+        if self._hot is None:
+            asyncio.get_running_loop().call_soon(self._cool)
+        self._hot = asyncio.current_task()
         if self.journal.needs_rotation:
             self._wake.set()  # the committer rotates (checkpoint + fsync: off the loop)
         for sink in self.sinks:
@@ -183,7 +188,7 @@ class Auditor:
         return seq
 
     def _cool(self) -> None:
-        self._hot = False
+        self._hot = None
 
     def _refuse_or_hold(self, item: Item) -> int:
         """An event the journal could not take: AuditUnavailable (closed) or held (alert)."""
