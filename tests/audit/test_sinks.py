@@ -57,6 +57,33 @@ async def test_events_reach_a_real_listener(make_auditor, pki, kind, fmt):
         assert parse_rfc5424(listener.messages[0])[2]["principal"] == HOSTILE
 
 
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+async def test_a_burst_is_read_and_sent_in_a_few_batches(make_auditor, monkeypatch, kind):
+    """One client's tree of small files: the sink must not chase it event by event."""
+    from conduit.audit.reader import JournalReader
+
+    reads = 0
+    real = JournalReader.read_after
+
+    def counting(self, after, limit=1000):
+        nonlocal reads
+        found = real(self, after, limit)
+        reads += bool(found)
+        return found
+
+    monkeypatch.setattr(JournalReader, "read_after", counting)
+    listener = await Listener(kind).start()
+    auditor = await make_auditor(siem=[SiemSink(target=listener.target)])
+    for i in range(300):
+        await auditor.record("file.upload", "success", path=f"/tree/{i}.cfg")
+        await asyncio.sleep(0.0002)  # the client's round trip before its next file
+    await listener.wait_for(300)
+    await auditor.close()
+    await listener.stop()
+    assert seqs(listener)[:300] == list(range(1, 301))
+    assert reads < 15, f"{reads} journal reads with events for 300 events"
+
+
 async def test_tls_with_client_certificate(make_auditor, pki):
     listener = await Listener("tls", server_context(pki, client_ca=True)).start()
     sink = SiemSink(
