@@ -99,6 +99,7 @@ class Journal:
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
         self._size = 0
+        self._active = ""
         self._lock = threading.Lock()
 
     @property
@@ -187,6 +188,7 @@ class Journal:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         st = os.fstat(fd)
         self._fd, self._ino, self._size = fd, (st.st_dev, st.st_ino), st.st_size
+        self._active = str(self.path)  # checked before every write: no Path per write
         if new:
             _fsync_dir(self.directory)
 
@@ -197,7 +199,7 @@ class Journal:
         trail; so a renamed, removed or replaced folder counts as unwritable.
         """
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._active)
             if self._fd is None or (st.st_dev, st.st_ino) != self._ino:
                 raise FileNotFoundError
         except (FileNotFoundError, NotADirectoryError):
