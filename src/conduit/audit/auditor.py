@@ -267,10 +267,10 @@ class Auditor:
             if self.journal.fsync_policy == "always" and (
                 recovering or any(p.durable for p in batch)
             ):
-                if self._sync_cost < INLINE_SYNC_MAX:
-                    seqs = self._durable_append(items)
-                else:
+                if self._sync_in_thread:
                     seqs = await asyncio.to_thread(self._durable_append, items)
+                else:
+                    seqs = self._durable_append(items)
             elif self.journal.fsync_policy == "always":
                 # only non-durable records: to the page cache now, fsync later
                 seqs = self.journal.append(items, rotate=False, durable=False)
