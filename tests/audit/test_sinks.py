@@ -63,7 +63,7 @@ async def test_a_burst_is_read_and_sent_in_a_few_batches(make_auditor, monkeypat
     from conduit.audit.reader import JournalReader
 
     reads = 0
-    real = JournalReader.read_after
+    real = JournalReader.read_lines_after
 
     def counting(self, after, limit=1000):
         nonlocal reads
@@ -71,7 +71,7 @@ async def test_a_burst_is_read_and_sent_in_a_few_batches(make_auditor, monkeypat
         reads += bool(found)
         return found
 
-    monkeypatch.setattr(JournalReader, "read_after", counting)
+    monkeypatch.setattr(JournalReader, "read_lines_after", counting)
     listener = await Listener(kind).start()
     auditor = await make_auditor(siem=[SiemSink(target=listener.target)])
     for i in range(300):
@@ -205,3 +205,18 @@ async def test_spool_fill_alert_while_siem_down(make_auditor, monkeypatch):
     await auditor.close(timeout=0.2)
     assert b"event(s) waiting" in text
     assert b"file system is 93% full (alert at 90%)" in text
+
+
+async def test_a_journal_line_is_the_message_the_sink_would_encode(make_auditor, tmp_path):
+    """Sinks send the journal's own line as the RFC 5424 MSG: it must be the canonical one."""
+    from conduit.audit.formats import rfc5424
+    from conduit.audit.reader import JournalReader
+
+    auditor = await make_auditor()
+    for value in (HOSTILE, "plain", "é\u202e\x1b[31m", 'a\\b]c"d'):
+        await auditor.record("file.upload", "success", principal=value, path=f"/x/{value}")
+    await auditor.close()
+    pairs = JournalReader(tmp_path / "audit").read_lines_after(0, 100)
+    assert len(pairs) == 5  # four events and the closing checkpoint
+    for record, line in pairs:
+        assert rfc5424(record, line=line) == rfc5424(record)

@@ -43,8 +43,11 @@ def _sd_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
-def rfc5424(record: Record, app: str = "conduit") -> bytes:
-    """One RFC 5424 message (no framing): SD with seq/type/outcome, MSG the JSON record."""
+def rfc5424(record: Record, app: str = "conduit", line: bytes | None = None) -> bytes:
+    """One RFC 5424 message (no framing): SD with seq/type/outcome, MSG the JSON record.
+
+    ``line``: the record's canonical journal line, when at hand (saves encoding it again).
+    """
     pri = FACILITY_LOG_AUDIT * 8 + syslog_severity(record)
     sd = '[{} seq="{}" type="{}" outcome="{}"]'.format(
         SD_ID,
@@ -60,7 +63,7 @@ def rfc5424(record: Record, app: str = "conduit") -> bytes:
         _printusascii(str(record["type"]), 32),
         sd,
     )
-    return header.encode("ascii") + BOM + encode(record)
+    return header.encode("ascii") + BOM + (encode(record) if line is None else line)
 
 
 def octet_counted(message: bytes) -> bytes:

@@ -44,9 +44,13 @@ class JournalReader:
 
     def read_after(self, after: int, limit: int = 1000) -> list[Record]:
         """Up to ``limit`` records with seq > ``after``, in order."""
+        return [record for record, _ in self.read_lines_after(after, limit)]
+
+    def read_lines_after(self, after: int, limit: int = 1000) -> list[tuple[Record, bytes]]:
+        """Like :meth:`read_after`, each record with its canonical line (no newline)."""
         if self._path is None or self._last != after:
             self._locate(after)
-        out: list[Record] = []
+        out: list[tuple[Record, bytes]] = []
         while self._path is not None and len(out) < limit:
             try:
                 f = self._path.open("rb")
@@ -64,7 +68,7 @@ class JournalReader:
                         break  # damaged: wait here (recovery moves a torn line aside)
                     self._offset += len(raw)
                     if record["seq"] > after:
-                        out.append(record)
+                        out.append((record, raw[:-1]))
                         after = record["seq"]
                         if len(out) >= limit:
                             break

@@ -54,10 +54,10 @@ def sink_name(conf: SiemSink) -> str:
     return conf.name or re.sub(r"[^A-Za-z0-9_.-]", "_", conf.target.replace("://", "-"))
 
 
-def format_record(record: Record, fmt: str) -> bytes:
+def format_record(record: Record, fmt: str, line: bytes | None = None) -> bytes:
     if fmt == "cef":
         return cef(record).encode("utf-8")
-    return rfc5424(record)
+    return rfc5424(record, line=line)
 
 
 def unacked_bytes(sock: socket.socket) -> int | None:
@@ -177,11 +177,11 @@ class Sink:
             await self._came_up()
             while True:
                 self._wake.clear()  # before reading: a record written meanwhile wakes _idle
-                records = await asyncio.to_thread(self.reader.read_after, sent, BATCH)
+                records = await asyncio.to_thread(self.reader.read_lines_after, sent, BATCH)
                 if records:
-                    writer.write(b"".join(octet_counted(self._frame(r)) for r in records))
+                    writer.write(b"".join(octet_counted(self._frame(*r)) for r in records))
                     await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
-                    sent = records[-1]["seq"]
+                    sent = records[-1][0]["seq"]
                 self._acked(sent, writer, sock)
                 if closed.done():
                     if closed.cancelled() or closed.exception() or not closed.result():
@@ -238,9 +238,9 @@ class Sink:
             await self._came_up()
             while True:
                 self._wake.clear()
-                records = await asyncio.to_thread(self.reader.read_after, self.cursor, BATCH)
-                for record in records:
-                    transport.sendto(self._frame(record))
+                records = await asyncio.to_thread(self.reader.read_lines_after, self.cursor, BATCH)
+                for record, line in records:
+                    transport.sendto(self._frame(record, line))
                     self.cursor = record["seq"]
                 if records:
                     self._save(self.cursor)
@@ -262,8 +262,8 @@ class Sink:
             if not self._stopping:
                 await asyncio.sleep(LINGER)
 
-    def _frame(self, record: Record) -> bytes:
-        return format_record(record, self.conf.format)
+    def _frame(self, record: Record, line: bytes) -> bytes:
+        return format_record(record, self.conf.format, line)
 
     # -- alerts ---------------------------------------------------------------------
 
