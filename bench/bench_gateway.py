@@ -190,7 +190,9 @@ class Bench:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         log = (folder / "sshd.log").open("wb")
         proc = subprocess.Popen(
-            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+            self.pinned(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], server=True),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         wait_port(port, proc)
         pub = host_key.with_suffix(".pub").read_text().split()
@@ -276,7 +278,9 @@ format = "rfc5424"
                 *argv,
             ]
         out = (folder / "conduit.log").open("wb")
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            self.pinned(argv, server=True), stdout=out, stderr=subprocess.STDOUT, env=env
+        )
         deadline = time.monotonic() + 30
         port = None
         while port is None and time.monotonic() < deadline:
@@ -293,6 +297,19 @@ format = "rfc5424"
             f.write(f"[127.0.0.1]:{port} {host[0]} {host[1]}\n")
         print(f"Conduit on port {port} (pid {proc.pid})", flush=True)
         return Server("Conduit", port, "/bench", served, proc)
+
+    def pinned(self, argv: list[str], *, server: bool) -> list[str]:
+        """With --pin: servers on the last CPU, clients on the others (``taskset``).
+
+        Unpinned, on a 2-core machine, where the scheduler happens to place a
+        server next to the client decides a big-file row by up to 30 %, and
+        stays so for that server process's life: a whole row can flip.
+        """
+        cpus = sorted(os.sched_getaffinity(0))
+        if not self.args.pin or len(cpus) < 2:
+            return argv
+        mine = cpus[-1:] if server else cpus[:-1]
+        return ["taskset", "-c", ",".join(map(str, mine)), *argv]
 
     def stop(self) -> None:
         for server in self.servers.values():
@@ -363,7 +380,9 @@ format = "rfc5424"
             result = self.local / f"down-{name}"
         argv, stdin = self.command(row, server, src, dst)
         started = time.perf_counter()
-        proc = subprocess.run(argv, input=stdin.encode(), capture_output=True, timeout=600)
+        proc = subprocess.run(
+            self.pinned(argv, server=False), input=stdin.encode(), capture_output=True, timeout=600
+        )
         elapsed = time.perf_counter() - started
         try:
             if proc.returncode != 0:
@@ -434,6 +453,7 @@ format = "rfc5424"
             f"Conduit vs OpenSSH sshd: {a.size / MIB:.0f} MiB file, {a.files} x 4 KiB files, "
             f"median of {a.runs} run(s), {CIPHER}, loopback, "
             f"sshd sftp = {a.sftp_server}, "
+            f"{'pinned (servers / clients on separate CPUs), ' if a.pin else ''}"
             f"{'no per-file fsync, ' if a.no_fsync else 'durable (fsync per file), '}"
             f"{time.strftime('%Y-%m-%d %H:%M')}",
             "",
@@ -534,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Conduit without per-file fsyncs (durable_uploads = false, audit fsync = "
         '"batch"), as OpenSSH does none: measures the gateway itself',
+    )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin servers to the last CPU and clients to the others (steadier rows)",
     )
     p.add_argument("--serve-without-audit", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
