@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,7 @@ class Bench:
         self.key = self.tmp / "id_ed25519"
         self.known_hosts = self.tmp / "known_hosts"
         self.servers: dict[str, Server] = {}
+        self.starters: dict[str, Callable[[], Server]] = {}  # Conduit servers, for --respawn
         self.tree_hashes: dict[str, str] = {}
         self.big_hash = ""
 
@@ -154,10 +156,15 @@ class Bench:
         if self.args.audit_cost:
             # Same gateway twice: events dropped vs a durable journal plus a TCP SIEM.
             self.siem = Discard()
-            self.servers["OpenSSH"] = self.start_conduit("conduit-noaudit", audit=False)
-            self.servers["Conduit"] = self.start_conduit("conduit", siem_port=self.siem.port)
+            self.starters["OpenSSH"] = lambda: self.start_conduit("conduit-noaudit", audit=False)
+            self.starters["Conduit"] = lambda: self.start_conduit(
+                "conduit", siem_port=self.siem.port
+            )
+            self.servers["OpenSSH"] = self.starters["OpenSSH"]()
+            self.servers["Conduit"] = self.starters["Conduit"]()
         else:
             self.servers["OpenSSH"] = self.start_sshd()
+            self.starters["Conduit"] = self.start_conduit
             self.servers["Conduit"] = self.start_conduit()
         for server in self.servers.values():
             # Download sources: hard links (same pages), and a copy of the tree.
@@ -215,7 +222,7 @@ class Bench:
         syslog sink; ``audit=False`` drops every event (to measure what audit costs)."""
         folder = self.tmp / name
         served = folder / "areas" / "bench"
-        served.mkdir(parents=True)
+        served.mkdir(parents=True, exist_ok=True)
         pub = self.key.with_suffix(".pub").read_text().strip()
         config = folder / "conduit.toml"
         config.write_text(
@@ -297,6 +304,21 @@ format = "rfc5424"
             f.write(f"[127.0.0.1]:{port} {host[0]} {host[1]}\n")
         print(f"Conduit on port {port} (pid {proc.pid})", flush=True)
         return Server("Conduit", port, "/bench", served, proc)
+
+    def respawn(self, name: str) -> None:
+        """A fresh Conduit process for the next transfer (sshd forks one per connection).
+
+        One process can be ~30 % slower than another for its whole life on
+        SFTP downloads of a big file (seen with and without auditing, pinned
+        or not), so a row measured on one process per server is a coin toss.
+        """
+        if name not in self.starters:
+            return
+        proc = self.servers[name].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+        self.servers[name] = self.starters[name]()
 
     def pinned(self, argv: list[str], *, server: bool) -> list[str]:
         """With --pin: servers on the last CPU, clients on the others (``taskset``).
@@ -431,8 +453,10 @@ format = "rfc5424"
             times: dict[str, list[float]] = {name: [] for name in self.servers}
             for _ in range(self.args.runs):
                 # Alternate the servers so drift (caches, heat) hits both alike.
-                for name, server in self.servers.items():
-                    times[name].append(self.transfer(row, server))
+                for name in self.servers:
+                    if self.args.respawn:
+                        self.respawn(name)
+                    times[name].append(self.transfer(row, self.servers[name]))
             results.append((row, times))
             print(self.line(row, times), flush=True)
         return results
@@ -454,6 +478,7 @@ format = "rfc5424"
             f"median of {a.runs} run(s), {CIPHER}, loopback, "
             f"sshd sftp = {a.sftp_server}, "
             f"{'pinned (servers / clients on separate CPUs), ' if a.pin else ''}"
+            f"{'a fresh Conduit process per transfer, ' if a.respawn else ''}"
             f"{'no per-file fsync, ' if a.no_fsync else 'durable (fsync per file), '}"
             f"{time.strftime('%Y-%m-%d %H:%M')}",
             "",
@@ -554,6 +579,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Conduit without per-file fsyncs (durable_uploads = false, audit fsync = "
         '"batch"), as OpenSSH does none: measures the gateway itself',
+    )
+    p.add_argument(
+        "--respawn",
+        action="store_true",
+        help="start each Conduit server afresh before every transfer (medians over processes)",
     )
     p.add_argument(
         "--pin",
