@@ -173,9 +173,7 @@ class Auditor:
             else:
                 (seq,) = self.journal.append([item], rotate=False, durable=False)
         except Exception as exc:
-            if not isinstance(exc, OSError):
-                log.exception("audit journal write failed")
-            self._went_down(exc)
+            self._write_failed(exc)
             self._wake.set()  # the committer probes the journal from now on
             return self._refuse_or_hold(item)
         if self._hot is None:
@@ -281,9 +279,7 @@ class Auditor:
             if self.journal.needs_rotation:
                 await asyncio.to_thread(self.journal.rotate_if_needed)
         except Exception as exc:
-            if not isinstance(exc, OSError):
-                log.exception("audit journal write failed")
-            self._went_down(exc)
+            self._write_failed(exc)
             for p in batch:
                 if p.future is None or p.future.done():
                     continue
@@ -312,6 +308,12 @@ class Auditor:
         finally:
             spent = time.perf_counter() - started
             self._sync_cost += (spent - self._sync_cost) / 8
+
+    def _write_failed(self, exc: Exception) -> None:
+        """An append raised: log what is not a plain I/O error, then go down."""
+        if not isinstance(exc, OSError):
+            log.exception("audit journal write failed")
+        self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
