@@ -105,6 +105,10 @@ def start_sshd(workdir: Path, *, client_keys: list[str], sftp: bool) -> Sshd:
         lines.append("Subsystem sftp internal-sftp")
     config = workdir / "sshd_config"
     config.write_text("\n".join(lines) + "\n")
+    if os.geteuid() == 0:
+        # sshd run as root insists on its privilege separation folder, which
+        # only the package's service unit creates; a fresh container has none.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log = (workdir / "sshd.log").open("wb")
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log, stdout=log)
     deadline = time.monotonic() + 10
