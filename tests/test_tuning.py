@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import inspect
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import asyncssh
@@ -185,3 +187,38 @@ async def test_wire_round_trip(tuned: None, cipher: str, mac: str, ignores: bool
     assert after_kex, "no connection-layer packets seen"
     # MSG_IGNORE before connection-layer packets only where it defends something.
     assert (MSG_IGNORE in sent) is ignores
+
+
+# A loop shaped like a transfer: a few 300 KB buffers alive at once, then freed.
+# Untuned glibc hands the freed top of the heap back to the kernel every round
+# and faults it in again on the next; tuned, the pages stay.
+_CHURN = """
+import resource, sys
+from conduit.gateway import tuning
+if sys.argv[1] == "tuned":
+    assert tuning.tune_malloc()
+kept = b"k" * 300_000
+del kept  # what the first freed packet does: glibc raises its mmap threshold
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(200):
+    buffers = [b"x" * 300_000 for _ in range(4)]
+    del buffers
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _churn_faults(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHURN, mode], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(
+    "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""), reason="glibc's mallopt only"
+)
+def test_malloc_tuning_keeps_buffer_pages() -> None:
+    untuned, tuned = _churn_faults("untuned"), _churn_faults("tuned")
+    # 200 rounds x 4 buffers x 73 pages is ~58,000 faults when the heap is trimmed.
+    assert untuned > 20_000, untuned
+    assert tuned < 2_000, tuned
