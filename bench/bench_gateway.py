@@ -49,6 +49,14 @@ MIB = 1024**2
 CLIENTS = ("scp", "scp-O", "sftp")
 
 
+def cost(proc: subprocess.Popen[bytes] | None) -> tuple[float, int]:
+    """CPU seconds (user + system) and minor page faults of ``proc`` so far, from /proc."""
+    if proc is None:
+        return 0.0, 0
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+
+
 def parse_size(text: str) -> int:
     m = re.fullmatch(r"(\d+)\s*([KMG]i?B?)?", text.strip(), re.IGNORECASE)
     if not m:
@@ -109,6 +117,13 @@ class Row:
         return not only or all(any(o == w for w in words) for o in only)
 
 
+@dataclass
+class Result:
+    row: Row
+    times: dict[str, list[float]]  # seconds per transfer, by server name
+    cpu: dict[str, list[float]]  # server CPU seconds per transfer (Conduit processes only)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -121,6 +136,7 @@ class Bench:
         self.starters: dict[str, Callable[[], Server]] = {}  # Conduit servers, for --respawn
         self.tree_hashes: dict[str, str] = {}
         self.big_hash = ""
+        self.last_cost = (0.0, 0)  # server CPU seconds and page faults of the last transfer
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -401,6 +417,7 @@ format = "rfc5424"
             src, dst = f":{server.root}/{name}", str(self.local / f"down-{name}")
             result = self.local / f"down-{name}"
         argv, stdin = self.command(row, server, src, dst)
+        before = cost(server.proc)
         started = time.perf_counter()
         proc = subprocess.run(
             self.pinned(argv, server=False), input=stdin.encode(), capture_output=True, timeout=600
@@ -420,6 +437,10 @@ format = "rfc5424"
                 result.unlink(missing_ok=True)
             # Write-back of this run's uploads must not land in the next run.
             os.sync()
+            # Read after the check and the sync: work the server does once the
+            # client has gone (sending the last records to the SIEM) counts too.
+            after = cost(server.proc)
+            self.last_cost = after[0] - before[0], after[1] - before[1]
         return elapsed
 
     def check(self, row: Row, server: Server, result: Path) -> None:
@@ -438,7 +459,7 @@ format = "rfc5424"
 
     # -- the whole run -----------------------------------------------------------------
 
-    def run(self) -> list[tuple[Row, dict[str, list[float]]]]:
+    def run(self) -> list[Result]:
         rows = [
             Row(what, direction, client)
             for what in ("big", "tree")
@@ -448,30 +469,46 @@ format = "rfc5424"
         rows = [r for r in rows if r.selected(self.args.only)]
         if not rows:
             raise SystemExit("--only matched no row")
-        results: list[tuple[Row, dict[str, list[float]]]] = []
+        results: list[Result] = []
         for row in rows:
             times: dict[str, list[float]] = {name: [] for name in self.servers}
+            cpu: dict[str, list[float]] = {name: [] for name in self.servers}
             for _ in range(self.args.runs):
                 # Alternate the servers so drift (caches, heat) hits both alike.
                 for name in self.servers:
                     if self.args.respawn:
                         self.respawn(name)
                     times[name].append(self.transfer(row, self.servers[name]))
-            results.append((row, times))
-            print(self.line(row, times), flush=True)
+                    cpu[name].append(self.last_cost[0])
+                    if self.args.each:
+                        self.print_each(row, name, times[name][-1])
+            results.append(Result(row, times, cpu))
+            print(self.line(results[-1]), flush=True)
         return results
+
+    def print_each(self, row: Row, name: str, seconds: float) -> None:
+        line = f"  {row.label} {name}: {self.rate(row, seconds):.0f}"
+        if name == "Conduit" or self.args.audit_cost:  # sshd's work is in forked children
+            cpu, faults = self.last_cost
+            line += f", server {cpu:.2f} s CPU, {faults} page faults"
+        print(line, flush=True)
 
     def rate(self, row: Row, seconds: float) -> float:
         amount: float = self.args.size / 1e6 if row.what == "big" else self.args.files
         return amount / seconds
 
-    def line(self, row: Row, times: dict[str, list[float]]) -> str:
+    def line(self, result: Result) -> str:
+        row, times = result.row, result.times
         o = self.rate(row, statistics.median(times["OpenSSH"]))
         c = self.rate(row, statistics.median(times["Conduit"]))
         unit = "MB/s" if row.what == "big" else "files/s"
-        return f"| {row.label} | {unit} | {o:.0f} | {c:.0f} | {c / o:.2f} |"
+        line = f"| {row.label} | {unit} | {o:.0f} | {c:.0f} | {c / o:.2f} |"
+        if self.args.audit_cost:
+            off, on = (statistics.median(result.cpu[name]) for name in ("OpenSSH", "Conduit"))
+            line += f" {off:.2f} | {on:.2f} | {on / off:.2f} |"
+        return line
 
-    def table(self, results: list[tuple[Row, dict[str, list[float]]]]) -> str:
+    def table(self, results: list[Result]) -> str:
         a = self.args
         head = [
             f"Conduit vs OpenSSH sshd: {a.size / MIB:.0f} MiB file, {a.files} x 4 KiB files, "
@@ -484,10 +521,11 @@ format = "rfc5424"
             "",
             "| row | unit | OpenSSH | Conduit | Conduit/OpenSSH |"
             if not a.audit_cost
-            else "| row | unit | audit off | audit on (journal + TCP SIEM) | on/off |",
-            "|---|---|---|---|---|",
+            else "| row | unit | audit off | audit on (journal + TCP SIEM) | on/off "
+            "| server CPU s, off | on | on/off |",
+            "|---|---|---|---|---|" + "---|---|---|" * a.audit_cost,
         ]
-        return "\n".join(head + [self.line(row, times) for row, times in results]) + "\n"
+        return "\n".join(head + [self.line(result) for result in results]) + "\n"
 
 
 class Discard:
@@ -589,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
         "--pin",
         action="store_true",
         help="pin servers to the last CPU and clients to the others (steadier rows)",
+    )
+    p.add_argument(
+        "--each",
+        action="store_true",
+        help="print every transfer's rate, and a Conduit server's CPU time and page faults",
     )
     p.add_argument("--serve-without-audit", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
