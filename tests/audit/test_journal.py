@@ -323,3 +323,17 @@ def test_disk_full_mid_batch_leaves_no_gap_and_no_partial_line(tmp_path):
     recs = records(tmp_path / "audit")
     assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
     assert any("refused" in r.get("reason", "") for r in recs if r["type"] == "audit.alert")
+
+
+async def test_one_writer_per_journal(make_auditor, tmp_path):
+    from conduit.audit.journal import JournalBusy
+
+    first = await make_auditor()
+    with pytest.raises(JournalBusy, match=f"in use by process {os.getpid()}"):
+        await make_auditor()
+    await first.record("session.start", "success", principal="alice")
+    await first.close()
+    again = await make_auditor()  # closing let go of the folder
+    await again.record("session.end", "success", principal="alice")
+    await again.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok

@@ -18,6 +18,7 @@ rolls the file back to its last good size, so a gap is impossible.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from conduit.audit.events import GENESIS, Record, Value, build, decode, digest, 
 
 FILE_RE = re.compile(r"^journal-(\d{6,})\.jsonl$")
 CHECKPOINT_FILE = "checkpoint.json"
+LOCK_FILE = "journal.lock"
 log = logging.getLogger("conduit.audit")
 TRANSFER_END = frozenset({"success", "failed", "denied"})
 
@@ -62,6 +64,10 @@ def iter_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
         for number, raw in enumerate(f, 1):
             yield number, offset, raw
             offset += len(raw)
+
+
+class JournalBusy(Exception):
+    """Another process holds the journal: two writers would fork the hash chain."""
 
 
 @dataclass
@@ -101,6 +107,7 @@ class Journal:
         self._size = 0
         self._active = ""
         self._lock = threading.Lock()
+        self._owner: int | None = None  # fd holding the folder's flock
 
     @property
     def path(self) -> Path:
@@ -112,16 +119,46 @@ class Journal:
         """Open the folder, move a torn last line aside, find the head and open transfers."""
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
-            files = journal_files(self.directory)
-            recovery = Recovery()
-            if files:
-                self._number = int(FILE_RE.match(files[-1].name).group(1))  # type: ignore[union-attr]
-                recovery = self._cut_torn(files[-1])
-                self._find_head(files)
-                recovery.open_transfers = self._scan_open_transfers(files)
-                self.open_transfers = dict(recovery.open_transfers)
-            self._reopen()
-            return recovery
+            self._take_ownership()
+            try:
+                return self._recover()
+            except BaseException:
+                self._release()
+                raise
+
+    def _recover(self) -> Recovery:
+        files = journal_files(self.directory)
+        recovery = Recovery()
+        if files:
+            self._number = int(FILE_RE.match(files[-1].name).group(1))  # type: ignore[union-attr]
+            recovery = self._cut_torn(files[-1])
+            self._find_head(files)
+            recovery.open_transfers = self._scan_open_transfers(files)
+            self.open_transfers = dict(recovery.open_transfers)
+        self._reopen()
+        return recovery
+
+    def _take_ownership(self) -> None:
+        """Hold an exclusive lock on the folder for as long as the journal is open.
+
+        Two gateways sharing a journal (a second ``serve`` on the same config, a
+        copy of the data folder) would each extend the chain from the same head.
+        The lock file names the holder's pid for the error message; the lock
+        itself goes with the process, so a killed gateway leaves nothing stale.
+        """
+        if self._owner is not None:
+            return
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            by = f"process {holder}" if holder.isdigit() else "another process"
+            raise JournalBusy(f"audit journal {self.directory} is in use by {by}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._owner = fd
 
     def _cut_torn(self, path: Path) -> Recovery:
         """A crash can leave a last line without newline (or half-written): move it aside."""
@@ -328,6 +365,12 @@ class Journal:
             finally:
                 os.close(self._fd)
                 self._fd = None
+                self._release()
+
+    def _release(self) -> None:
+        if self._owner is not None:
+            os.close(self._owner)  # closing the fd releases the flock
+            self._owner = None
 
 
 def _fsync_dir(directory: Path) -> None:
