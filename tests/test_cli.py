@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -244,6 +246,58 @@ def test_init_then_serve(tmp_path: Path, home: Path) -> None:
     finally:
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(15) == 0
+
+
+def site(tmp_path: Path, home: Path) -> Path:
+    result = conduit("init", str(tmp_path / "site"), cwd=tmp_path, home=home)
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "site" / "conduit.toml"
+
+
+def journal_lines(config: Path) -> list[str]:
+    files = sorted(config.parent.glob("data/audit/*.jsonl"))
+    return "".join(p.read_text() for p in files).splitlines()
+
+
+def test_port_in_use_is_one_clear_line_and_journalled(tmp_path: Path, home: Path) -> None:
+    config = site(tmp_path, home)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        # The journal and its sinks are up before the port: all must wind down.
+        result = conduit(
+            "serve", "--config", str(config), "--listen", listen, cwd=tmp_path, home=home
+        )
+    assert result.returncode == 1
+    assert f"conduit: cannot listen on {listen}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    failed = [json.loads(line) for line in journal_lines(config) if "gateway.start" in line]
+    assert failed[-1]["outcome"] == "failed" and "Address already in use" in failed[-1]["error"]
+    verify = conduit("audit", "verify", "--config", str(config), cwd=tmp_path, home=home)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_second_gateway_on_the_same_journal_is_refused(tmp_path: Path, home: Path) -> None:
+    config = site(tmp_path, home)
+    args = ("--config", str(config), "--listen", "127.0.0.1:0")
+    first = serve(*args, cwd=tmp_path, home=home)
+    try:
+        second = conduit("serve", *args, cwd=tmp_path, home=home)
+        assert second.returncode == 1
+        journal = config.parent / "data" / "audit"
+        assert f"conduit: audit journal {journal} is in use by process {first.process.pid}" in (
+            second.stderr
+        )
+        assert "Traceback" not in second.stderr
+    finally:
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(15) == 0
+    # The refused start wrote nothing: one chain, sealed by the first gateway.
+    verify = conduit("audit", "verify", "--config", str(config), cwd=tmp_path, home=home)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    starts = [line for line in journal_lines(config) if '"gateway.start"' in line]
+    assert len(starts) == 1
 
 
 @pytest.mark.parametrize(

@@ -90,10 +90,16 @@ def run(args: argparse.Namespace) -> int:
     # every successful file operation (path, bytes, SHA-256, duration) and the
     # gateway's and asyncssh's own chatter.
     logging.getLogger("conduit.audit").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from conduit.audit.journal import JournalBusy
+    from conduit.gateway import ListenError
+
     try:
         asyncio.run(_serve(config, demo))
-    except OSError as exc:
-        raise CommandError(f"cannot listen on {config.gateway.listen}: {exc.strerror}", 1) from None
+    except (ListenError, JournalBusy) as exc:
+        raise CommandError(str(exc), 1) from None
+    except OSError as exc:  # a data folder, key or journal the gateway cannot use
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise CommandError(f"cannot start: {where}{exc.strerror or exc}", 1) from None
     except ConfigError as exc:
         raise CommandError(str(exc), code=1) from None
     return 0

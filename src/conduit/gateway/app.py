@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -32,6 +33,10 @@ CIPHERS = [
     "aes128-ctr",
     "aes256-ctr",
 ]
+
+
+class ListenError(Exception):
+    """The gateway could not open its listening socket (address in use, no permission)."""
 
 
 class EventLog:
@@ -195,10 +200,34 @@ class Gateway:
             auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
             self._journal = EventLog(auditor)
             self.recorder = self._journal
+        try:
+            await self._listen()
+        except BaseException as exc:
+            # Nothing is served: seal the journal and stop its sinks, or their
+            # tasks outlive the failed start (and a second start finds it busy).
+            if self._journal is not None:
+                with contextlib.suppress(Exception):
+                    await self.recorder.record("gateway.start", "failed", error=str(exc))
+                await self._journal.auditor.close()
+            raise
+        (gw.data_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
+        host = gw.listen.rpartition(":")[0]
+        await self.recorder.record("gateway.start", "success", listen=f"{host}:{self.port}")
+
+    async def _listen(self) -> None:
+        gw = self.config.gateway
         self.areas = self._build_backends(self.config)
         self.devices = self._build_devices(self.config)
         host, _, port = gw.listen.rpartition(":")
-        self._server = await asyncssh.listen(
+        try:
+            self._server = await self._asyncssh_listen(host, port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(f"cannot listen on {gw.listen}: {reason}") from exc
+
+    async def _asyncssh_listen(self, host: str, port: str) -> asyncssh.SSHAcceptor:
+        gw = self.config.gateway
+        return await asyncssh.listen(
             host.strip("[]"),
             int(port),
             server_factory=lambda: Connection(self),
@@ -217,8 +246,6 @@ class Gateway:
             server_version="Conduit",
             reuse_address=True,
         )
-        (gw.data_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
-        await self.recorder.record("gateway.start", "success", listen=f"{host}:{self.port}")
 
     def reload(self, path: Path | None = None) -> None:
         """Swap in a new policy file; on any error keep the current one and raise."""
