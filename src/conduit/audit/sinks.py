@@ -123,7 +123,8 @@ class Sink:
         self._stopping = True
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.task)
         except TimeoutError:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,7 +147,8 @@ class Sink:
                 if self._stopping:
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopped(), backoff)
+                    async with asyncio.timeout(backoff):
+                        await self._stopped()
                 backoff = min(backoff * 2, BACKOFF_MAX)
             await self._check_fill()
 
@@ -163,12 +165,10 @@ class Sink:
             ctx = ssl.create_default_context(cafile=str(self.conf.ca) if self.conf.ca else None)
             if self.conf.cert:
                 ctx.load_cert_chain(str(self.conf.cert), str(self.conf.key or self.conf.cert))
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(
                 self.host, self.port, ssl=ctx, server_hostname=self.host if ctx else None
-            ),
-            CONNECT_TIMEOUT,
-        )
+            )
         sock = writer.get_extra_info("socket")
         closed = asyncio.create_task(reader.read(1 << 16))  # any EOF/reset ends the session
         sent = self.cursor
@@ -180,7 +180,8 @@ class Sink:
                 records = await asyncio.to_thread(self.reader.read_lines_after, sent, BATCH)
                 if records:
                     writer.write(b"".join(octet_counted(self._frame(*r)) for r in records))
-                    await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await writer.drain()
                     sent = records[-1][0]["seq"]
                 self._acked(sent, writer, sock)
                 if closed.done():
@@ -200,7 +201,8 @@ class Sink:
             closed.cancel()
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
             self.reader = JournalReader(Path(self.auditor.journal.directory))
 
     def _acked(self, sent: int, writer: asyncio.StreamWriter, sock: socket.socket | None) -> None:
@@ -258,7 +260,8 @@ class Sink:
         """Wait until new records are signalled (at most ``timeout``), then linger
         so the rest of a burst joins them: one write per burst, not per event."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
             if not self._stopping:
                 await asyncio.sleep(LINGER)
 

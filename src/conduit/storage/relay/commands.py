@@ -86,9 +86,8 @@ async def run(link: DeviceLink, operation: str, **paths: str) -> bytes:
     conn = await link.connection()
     try:
         async with link.slot():
-            result = await asyncio.wait_for(
-                conn.run(command, check=False, encoding=None), timeout=COMMAND_TIMEOUT
-            )
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                result = await conn.run(command, check=False, encoding=None)
     except (OSError, asyncssh.Error, TimeoutError) as exc:
         link.broken()
         raise device_error(link.name, exc, f"command {operation}") from None

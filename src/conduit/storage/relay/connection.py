@@ -242,8 +242,8 @@ class DeviceLink:
         client_keys = [str(device.identity)] if device.identity is not None else None
         client = _Client(first_use)
         try:
-            conn, _ = await asyncio.wait_for(
-                asyncssh.create_connection(
+            async with asyncio.timeout(device.connect_timeout):
+                conn, _ = await asyncssh.create_connection(
                     lambda: client,
                     self.host,
                     self.port,
@@ -260,9 +260,7 @@ class DeviceLink:
                     login_timeout=device.connect_timeout,
                     keepalive_interval=KEEPALIVE_INTERVAL,
                     keepalive_count_max=KEEPALIVE_COUNT_MAX,
-                ),
-                timeout=device.connect_timeout,
-            )
+                )
         except (OSError, ValueError, asyncssh.Error, TimeoutError) as exc:
             raise device_error(self.name, exc, "connect") from None
         if first_use and client.server_key is not None:
@@ -285,9 +283,8 @@ class DeviceLink:
         async with self._lock:
             if self._sftp is None:
                 try:
-                    self._sftp = await asyncio.wait_for(
-                        conn.start_sftp_client(), timeout=self.device.connect_timeout
-                    )
+                    async with asyncio.timeout(self.device.connect_timeout):
+                        self._sftp = await conn.start_sftp_client()
                 except (OSError, asyncssh.Error, TimeoutError) as exc:
                     if isinstance(exc, asyncssh.ChannelOpenError | asyncssh.SFTPError):
                         raise StorageError(
@@ -307,7 +304,8 @@ class DeviceLink:
     async def acquire_slot(self) -> None:
         """Take one of the device's ``max_concurrency`` slots (bounded wait)."""
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=self.slot_timeout)
+            async with asyncio.timeout(self.slot_timeout):
+                await self._slots.acquire()
         except TimeoutError:
             raise StorageError(
                 Fault.UNAVAILABLE,
@@ -333,7 +331,8 @@ class DeviceLink:
         if conn is not None:
             conn.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), timeout=5)
+                async with asyncio.timeout(5):
+                    await conn.wait_closed()
 
 
 _LinkKey = tuple[str, str, str, int]

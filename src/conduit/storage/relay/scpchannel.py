@@ -62,10 +62,8 @@ class ScpChannel:
     async def start(cls, link: DeviceLink, command: str) -> ScpChannel:
         conn = await link.connection()
         try:
-            process = await asyncio.wait_for(
-                conn.create_process(command, encoding=None, stderr=asyncssh.DEVNULL),
-                timeout=link.device.connect_timeout,
-            )
+            async with asyncio.timeout(link.device.connect_timeout):
+                process = await conn.create_process(command, encoding=None, stderr=asyncssh.DEVNULL)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             link.broken()
             raise device_error(link.name, exc, "start scp") from None
