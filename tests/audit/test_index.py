@@ -32,3 +32,42 @@ def test_parse_time():
     assert parse_time("2026-11-24") == "2026-11-24T00:00:00.000000Z"
     assert parse_time("2026-11-24T12:00:00+01:00") == "2026-11-24T11:00:00.000000Z"
     assert parse_time("2h") < parse_time("1h")
+
+
+def indexed(directory) -> int:
+    import sqlite3
+
+    with sqlite3.connect(directory / "index.sqlite") as db:
+        return db.execute("SELECT count(*) FROM events").fetchone()[0]
+
+
+async def test_the_gateway_indexes_when_the_journal_goes_quiet(make_auditor, tmp_path, monkeypatch):
+    import asyncio
+
+    from conduit.audit import auditor as auditor_module
+
+    monkeypatch.setattr(auditor_module, "INDEX_POLL", 0.3)
+    monkeypatch.setattr(auditor_module, "INDEX_MAX_LAG", 60.0)
+    auditor = await make_auditor()
+    for i in range(50):  # a busy second: a record every 20 ms, never 0.3 s of quiet
+        await auditor.record("file.upload", "success", path=f"/a/{i}")
+        await asyncio.sleep(0.02)
+    assert not (tmp_path / "audit" / "index.sqlite").exists()
+    await asyncio.sleep(1.0)  # quiet: it catches up
+    assert indexed(tmp_path / "audit") == auditor.journal.seq
+    await auditor.close()
+
+
+async def test_sustained_load_still_indexes_every_max_lag(make_auditor, tmp_path, monkeypatch):
+    import asyncio
+
+    from conduit.audit import auditor as auditor_module
+
+    monkeypatch.setattr(auditor_module, "INDEX_POLL", 0.3)
+    monkeypatch.setattr(auditor_module, "INDEX_MAX_LAG", 0.6)
+    auditor = await make_auditor()
+    for i in range(75):  # 1.5 s without a quiet poll
+        await auditor.record("file.upload", "success", path=f"/a/{i}")
+        await asyncio.sleep(0.02)
+    assert indexed(tmp_path / "audit") > 0
+    await auditor.close()

@@ -73,6 +73,7 @@ class Index:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.executescript(_SCHEMA)
+        self.stopping = False  # set from another thread: finish the current batch and return
 
     def close(self) -> None:
         self.db.close()
@@ -106,7 +107,7 @@ class Index:
                 f.seek(start)
                 pos = start
                 for raw in f:
-                    if not raw.endswith(b"\n"):
+                    if not raw.endswith(b"\n") or self.stopping:
                         break
                     try:
                         record = decode(raw[:-1])
@@ -122,6 +123,8 @@ class Index:
                         added += self._flush(rows, n, pos, last)
             number, offset = n, pos
             added += self._flush(rows, number, offset, last)
+            if self.stopping:
+                break
         return added
 
     def _flush(self, rows: list[tuple[object, ...]], number: int, offset: int, seq: int) -> int:
