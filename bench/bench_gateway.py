@@ -335,6 +335,25 @@ format = "rfc5424"
             proc.send_signal(signal.SIGINT)
             proc.wait(30)
         self.servers[name] = self.starters[name]()
+        self.settle(self.servers[name].proc)
+
+    @staticmethod
+    def settle(proc: subprocess.Popen[bytes] | None) -> None:
+        """Give a fresh server 2.5 s, then wait (at most 10 s) until it used no CPU for 0.3 s.
+
+        A new process finishes its start-up work after it listens: the search
+        index catches up on what the last process journalled once the journal
+        has been quiet for a second (two polls, as starting is journalled), a
+        sink reconnects. That belongs to no transfer.
+        """
+        time.sleep(2.5)
+        deadline, last = time.monotonic() + 10, cost(proc)[0]
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = cost(proc)[0]
+            if now == last:
+                return
+            last = now
 
     def pinned(self, argv: list[str], *, server: bool) -> list[str]:
         """With --pin: servers on the last CPU, clients on the others (``taskset``).

@@ -71,3 +71,24 @@ async def test_sustained_load_still_indexes_every_max_lag(make_auditor, tmp_path
         await asyncio.sleep(0.02)
     assert indexed(tmp_path / "audit") > 0
     await auditor.close()
+
+
+def test_refresh_in_slices_resumes_where_it_stopped(tmp_path):
+    from conduit.audit.checkpoint import load_or_create_key
+    from conduit.audit.journal import Journal
+
+    journal = Journal(tmp_path / "audit", "gw-1", load_or_create_key(tmp_path), 400_000, "never")
+    journal.open()
+    for block in range(12):  # 12,000 records over several rotated files
+        journal.append(
+            [("file.upload", "success", {"path": f"/a/{block}/{i}"}, None) for i in range(1000)]
+        )
+    journal.close()
+    index = Index(tmp_path / "audit")
+    slices = [index.refresh(5_000) for _ in range(5)]
+    # A slice ends at the limit or at the end of a file past it, never far beyond.
+    assert all(0 < n < 5_000 + 2_500 for n in slices[:2]) and slices[-1] == 0
+    assert sum(slices) == journal.seq == indexed(tmp_path / "audit")
+    found = list(index.search(Query(path="/a/11/999")))
+    assert [r["path"] for r in found] == ["/a/11/999"] and found[0]["seq"] > 12_000
+    index.close()

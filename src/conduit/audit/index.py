@@ -82,20 +82,24 @@ class Index:
         row = self.db.execute("SELECT file, offset, seq FROM resume WHERE id = 1").fetchone()
         return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
-    def refresh(self) -> int:
-        """Index records written since the last refresh; rebuild if the journal changed under it."""
+    def refresh(self, limit: int | None = None) -> int:
+        """Index records written since the last refresh (at most ``limit``; None: all).
+
+        Rebuilds from scratch if the journal changed under the index.
+        """
         number, offset, last = self._resume()
-        added = self._scan(number, offset, last)
+        added = self._scan(number, offset, last, limit)
         if added < 0:
             self.db.execute("DELETE FROM events")
             self.db.execute("DELETE FROM resume")
             self.db.commit()
-            added = self._scan(0, 0, 0)
+            added = self._scan(0, 0, 0, limit)
         return max(added, 0)
 
-    def _scan(self, number: int, offset: int, last: int) -> int:
+    def _scan(self, number: int, offset: int, last: int, limit: int | None = None) -> int:
         rows: list[tuple[object, ...]] = []
         added = 0
+        batch = min(20_000, limit or 20_000)
         for path in journal_files(self.directory):
             n = int(FILE_RE.match(path.name).group(1))  # type: ignore[union-attr]
             if n < number:
@@ -119,11 +123,13 @@ class Index:
                     last = record["seq"]
                     rows.append(_row(record, n, pos, len(raw)))
                     pos += len(raw)
-                    if len(rows) >= 20_000:
+                    if len(rows) >= batch:
                         added += self._flush(rows, n, pos, last)
+                        if limit is not None and added >= limit:
+                            return added
             number, offset = n, pos
             added += self._flush(rows, number, offset, last)
-            if self.stopping:
+            if self.stopping or (limit is not None and added >= limit):
                 break
         return added
 
