@@ -145,6 +145,50 @@ def test_transfer_refused_when_audit_cannot_record(
     assert os.listdir(gw.area("inbox")) == []
 
 
+class RefusesOutcomes:
+    """Takes the ``started`` record of a transfer but not its outcome."""
+
+    available = True
+
+    async def record(self, type: str, outcome: str, **fields: object) -> None:
+        if type.startswith("file.") and outcome != "started":
+            raise OSError("journal disk is gone")
+
+
+def test_download_is_not_reported_complete_before_its_record(
+    make_gateway,
+    legacy: bool,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    gw = make_gateway(recorder=RefusesOutcomes())
+    random_file(gw.area("inbox") / "x.bin", 10_000)
+    result = gw.scp(":/inbox/x.bin", str(tmp_path / "x.bin"), legacy=legacy)
+    assert result.returncode != 0, result.stderr
+    if legacy:
+        assert "audit journal unavailable" in result.stderr
+
+
+def test_scp_source_sends_the_refusal_in_place_of_the_closing_ok(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """The byte after a file's data is the client's "complete": it must wait for the record."""
+    gw = make_gateway(recorder=RefusesOutcomes())
+    random_file(gw.area("inbox") / "x.bin", 10_000)
+
+    async def scenario() -> bytes:
+        async with gw.connect() as conn:
+            process = await conn.create_process("scp -f /inbox/x.bin", encoding=None)
+            process.stdin.write(b"\0")
+            header = await process.stdout.readline()
+            assert header.startswith(b"C0") and header.endswith(b" 10000 x.bin\n"), header
+            process.stdin.write(b"\0")
+            await process.stdout.readexactly(10_000)
+            after = await process.stdout.readline()
+            process.close()
+            return after
+
+    after = gw.call(scenario())
+    assert after.startswith(b"\x01") and b"audit journal unavailable" in after, after
+
+
 def test_sftp_status_carries_the_reason(make_gateway) -> None:  # type: ignore[no-untyped-def]
     import asyncssh
 

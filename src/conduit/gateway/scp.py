@@ -258,8 +258,11 @@ class ScpServer:
                 self.writer.write(data)
                 await self.writer.drain()
                 offset += len(data)
-            self.writer.write(OK)
-            await self._ack()
             error = None
         finally:
+            # The download's record is written before the client hears the
+            # file is complete, as for an SFTP CLOSE; if it cannot be, the
+            # client gets the refusal instead of the closing OK.
             await download.close(error)
+        self.writer.write(OK)
+        await self._ack()
