@@ -364,6 +364,7 @@ class Auditor:
                     if added < INDEX_SLICE:
                         indexed = seen
                 except Exception as exc:  # derived data: never let it hurt the gateway
+                    refreshing = False  # the refresh ended, with an error
                     log.warning("audit index refresh failed: %s", exc)
         finally:
             # close() asks a running refresh to stop and waits for it; only a

@@ -141,8 +141,9 @@ class Journal:
     def _take_ownership(self) -> None:
         """Hold an exclusive lock on the folder for as long as the journal is open.
 
-        Two gateways sharing a journal (a second ``serve`` on the same config, a
-        copy of the data folder) would each extend the chain from the same head.
+        Two gateways sharing a journal (a second ``serve`` on the same config, or
+        two configs naming the same folder) would each extend the chain from the
+        same head, and verify would then report the journal as tampered.
         The lock file names the holder's pid for the error message; the lock
         itself goes with the process, so a killed gateway leaves nothing stale.
         """
