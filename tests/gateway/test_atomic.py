@@ -122,12 +122,16 @@ def test_full_disk_leaves_nothing(
 
 
 class BrokenJournal:
-    """A recorder that refuses every write, as a journal on a dead disk would."""
+    """A recorder that refuses file events, as a journal on a dead disk would;
+    with ``outcomes_only`` it still takes the ``started`` record of a transfer."""
 
     available = True
 
+    def __init__(self, outcomes_only: bool = False) -> None:
+        self.outcomes_only = outcomes_only
+
     async def record(self, type: str, outcome: str, **fields: object) -> None:
-        if type.startswith("file."):
+        if type.startswith("file.") and not (self.outcomes_only and outcome == "started"):
             raise OSError("journal disk is gone")
 
 
@@ -145,22 +149,12 @@ def test_transfer_refused_when_audit_cannot_record(
     assert os.listdir(gw.area("inbox")) == []
 
 
-class RefusesOutcomes:
-    """Takes the ``started`` record of a transfer but not its outcome."""
-
-    available = True
-
-    async def record(self, type: str, outcome: str, **fields: object) -> None:
-        if type.startswith("file.") and outcome != "started":
-            raise OSError("journal disk is gone")
-
-
 def test_download_is_not_reported_complete_before_its_record(
     make_gateway,
     legacy: bool,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    gw = make_gateway(recorder=RefusesOutcomes())
+    gw = make_gateway(recorder=BrokenJournal(outcomes_only=True))
     random_file(gw.area("inbox") / "x.bin", 10_000)
     result = gw.scp(":/inbox/x.bin", str(tmp_path / "x.bin"), legacy=legacy)
     assert result.returncode != 0, result.stderr
@@ -170,7 +164,7 @@ def test_download_is_not_reported_complete_before_its_record(
 
 def test_scp_source_sends_the_refusal_in_place_of_the_closing_ok(make_gateway) -> None:  # type: ignore[no-untyped-def]
     """The byte after a file's data is the client's "complete": it must wait for the record."""
-    gw = make_gateway(recorder=RefusesOutcomes())
+    gw = make_gateway(recorder=BrokenJournal(outcomes_only=True))
     random_file(gw.area("inbox") / "x.bin", 10_000)
 
     async def scenario() -> bytes:
