@@ -324,9 +324,10 @@ format = "rfc5424"
     def respawn(self, name: str) -> None:
         """A fresh Conduit process for the next transfer (sshd forks one per connection).
 
-        One process can be ~30 % slower than another for its whole life on
-        SFTP downloads of a big file (seen with and without auditing, pinned
-        or not), so a row measured on one process per server is a coin toss.
+        State a process carries from one transfer to the next then cannot
+        decide a row. (That is how glibc's malloc thresholds were found: one
+        process ran 1 GiB SFTP downloads ~30 % slower than another for its whole
+        life; see gateway/tuning.py.)
         """
         if name not in self.starters:
             return
