@@ -1,5 +1,10 @@
+import asyncio
+import sqlite3
+
+from conduit.audit import auditor as auditor_module
+from conduit.audit.checkpoint import load_or_create_key
 from conduit.audit.index import Index, Query, parse_time
-from conduit.audit.journal import journal_files
+from conduit.audit.journal import Journal, journal_files
 
 
 async def test_index_is_incremental_and_rebuilds(make_auditor, tmp_path):
@@ -35,17 +40,11 @@ def test_parse_time():
 
 
 def indexed(directory) -> int:
-    import sqlite3
-
     with sqlite3.connect(directory / "index.sqlite") as db:
         return db.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
 async def test_the_gateway_indexes_when_the_journal_goes_quiet(make_auditor, tmp_path, monkeypatch):
-    import asyncio
-
-    from conduit.audit import auditor as auditor_module
-
     monkeypatch.setattr(auditor_module, "INDEX_POLL", 0.3)
     monkeypatch.setattr(auditor_module, "INDEX_MAX_LAG", 60.0)
     auditor = await make_auditor()
@@ -59,10 +58,6 @@ async def test_the_gateway_indexes_when_the_journal_goes_quiet(make_auditor, tmp
 
 
 async def test_sustained_load_still_indexes_every_max_lag(make_auditor, tmp_path, monkeypatch):
-    import asyncio
-
-    from conduit.audit import auditor as auditor_module
-
     monkeypatch.setattr(auditor_module, "INDEX_POLL", 0.3)
     monkeypatch.setattr(auditor_module, "INDEX_MAX_LAG", 0.6)
     auditor = await make_auditor()
@@ -74,9 +69,6 @@ async def test_sustained_load_still_indexes_every_max_lag(make_auditor, tmp_path
 
 
 def test_refresh_in_slices_resumes_where_it_stopped(tmp_path):
-    from conduit.audit.checkpoint import load_or_create_key
-    from conduit.audit.journal import Journal
-
     journal = Journal(tmp_path / "audit", "gw-1", load_or_create_key(tmp_path), 400_000, "never")
     journal.open()
     for block in range(12):  # 12,000 records over several rotated files

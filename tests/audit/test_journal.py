@@ -12,7 +12,7 @@ import pytest
 
 from conduit.audit import AuditUnavailable, verify
 from conduit.audit.checkpoint import load_public_key
-from conduit.audit.journal import journal_files
+from conduit.audit.journal import JournalBusy, journal_files
 
 
 def records(directory: Path) -> list[dict]:
@@ -326,8 +326,6 @@ def test_disk_full_mid_batch_leaves_no_gap_and_no_partial_line(tmp_path):
 
 
 async def test_one_writer_per_journal(make_auditor, tmp_path):
-    from conduit.audit.journal import JournalBusy
-
     first = await make_auditor()
     with pytest.raises(JournalBusy, match=f"in use by process {os.getpid()}"):
         await make_auditor()

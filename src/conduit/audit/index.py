@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,7 +74,7 @@ class Index:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.executescript(_SCHEMA)
-        self.stopping = False  # set from another thread: finish the current batch and return
+        self.stopping = False  # set from another thread: return after the current batch
 
     def close(self) -> None:
         self.db.close()
@@ -87,19 +88,22 @@ class Index:
 
         Rebuilds from scratch if the journal changed under the index.
         """
+        cap = limit if limit is not None else sys.maxsize
         number, offset, last = self._resume()
-        added = self._scan(number, offset, last, limit)
+        added = self._scan(number, offset, last, cap)
         if added < 0:
             self.db.execute("DELETE FROM events")
             self.db.execute("DELETE FROM resume")
             self.db.commit()
-            added = self._scan(0, 0, 0, limit)
+            added = self._scan(0, 0, 0, cap)
         return max(added, 0)
 
-    def _scan(self, number: int, offset: int, last: int, limit: int | None = None) -> int:
+    def _scan(self, number: int, offset: int, last: int, cap: int) -> int:
+        """Index from (file ``number``, ``offset``) on; stop after about ``cap`` records
+        (at a batch or file boundary) or when asked to; -1: the index must be rebuilt."""
         rows: list[tuple[object, ...]] = []
         added = 0
-        batch = min(20_000, limit or 20_000)
+        batch = min(20_000, cap)
         for path in journal_files(self.directory):
             n = int(FILE_RE.match(path.name).group(1))  # type: ignore[union-attr]
             if n < number:
@@ -111,7 +115,7 @@ class Index:
                 f.seek(start)
                 pos = start
                 for raw in f:
-                    if not raw.endswith(b"\n") or self.stopping:
+                    if not raw.endswith(b"\n"):
                         break
                     try:
                         record = decode(raw[:-1])
@@ -125,11 +129,11 @@ class Index:
                     pos += len(raw)
                     if len(rows) >= batch:
                         added += self._flush(rows, n, pos, last)
-                        if limit is not None and added >= limit:
+                        if self.stopping or added >= cap:
                             return added
             number, offset = n, pos
             added += self._flush(rows, number, offset, last)
-            if self.stopping or (limit is not None and added >= limit):
+            if self.stopping or added >= cap:
                 break
         return added
 

@@ -220,32 +220,28 @@ class Gateway:
         self.devices = self._build_devices(self.config)
         host, _, port = gw.listen.rpartition(":")
         try:
-            self._server = await self._asyncssh_listen(host, port)
+            self._server = await asyncssh.listen(
+                host.strip("[]"),
+                int(port),
+                server_factory=lambda: Connection(self),
+                server_host_keys=self.host_keys,
+                encryption_algs=CIPHERS,
+                compression_algs=["none"],
+                agent_forwarding=False,
+                x11_forwarding=False,
+                allow_pty=False,
+                # No shells, no ptys: asyncssh's line editor would only wrap every
+                # channel and route each write and attribute lookup through it.
+                line_editor=False,
+                login_timeout=gw.limits.login_grace_time,
+                keepalive_interval=60,
+                keepalive_count_max=3,
+                server_version="Conduit",
+                reuse_address=True,
+            )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ListenError(f"cannot listen on {gw.listen}: {reason}") from exc
-
-    async def _asyncssh_listen(self, host: str, port: str) -> asyncssh.SSHAcceptor:
-        gw = self.config.gateway
-        return await asyncssh.listen(
-            host.strip("[]"),
-            int(port),
-            server_factory=lambda: Connection(self),
-            server_host_keys=self.host_keys,
-            encryption_algs=CIPHERS,
-            compression_algs=["none"],
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_pty=False,
-            # No shells, no ptys: asyncssh's line editor would only wrap every
-            # channel and route each write and attribute lookup through it.
-            line_editor=False,
-            login_timeout=gw.limits.login_grace_time,
-            keepalive_interval=60,
-            keepalive_count_max=3,
-            server_version="Conduit",
-            reuse_address=True,
-        )
 
     def reload(self, path: Path | None = None) -> None:
         """Swap in a new policy file; on any error keep the current one and raise."""

@@ -382,8 +382,8 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
 # Which of the two a process falls into depends on where its long-lived objects
 # happened to land, and then holds for the process's life: measured on 1 GiB SFTP
 # downloads, some processes took 370,000 page faults and 45 % more CPU than others
-# (17,000). Fixed thresholds take the coin toss away: every transfer then costs
-# 11,000 faults. The price is up to TRIM_THRESHOLD of freed heap kept mapped.
+# (17,000). Fixed thresholds take the coin toss away: every such transfer then
+# costs ~1,400 faults. The price is up to TRIM_THRESHOLD of freed heap kept mapped.
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
