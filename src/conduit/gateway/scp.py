@@ -15,20 +15,23 @@ from typing import Any
 
 from conduit.config.model import Op
 from conduit.gateway.operations import Operations
-from conduit.gateway.scpwire import (
+from conduit.gateway.vfs import BadPath, VirtualPath
+from conduit.scpcodec import (
+    LINE_END,
     MAX_LINE,
+    MAX_TIME,
     EndDirectory,
     FileHeader,
     PeerError,
     ScpCommand,
+    ScpNameRefused,
     ScpProtocolError,
     Times,
     error_line,
-    file_line,
+    format_line,
     parse_line,
-    times_line,
+    parse_reply,
 )
-from conduit.gateway.vfs import VirtualPath
 from conduit.storage.base import Fault, StorageError
 from conduit.transfer import Upload
 
@@ -36,6 +39,11 @@ log = logging.getLogger("conduit.gateway.scp")
 
 CHUNK = 255 * 1024
 OK = b"\0"
+NO_FINAL_STATUS = "client closed without its final status byte after every declared byte"
+
+
+def _clamp_time(value: float) -> int:
+    return max(0, min(MAX_TIME, int(value)))
 
 
 class _Abort(Exception):
@@ -78,24 +86,24 @@ class ScpServer:
 
     async def _line(self) -> bytes | None:
         try:
-            line: bytes = await self.reader.readuntil(b"\n")
+            line: bytes = await self.reader.readuntil(LINE_END, MAX_LINE + 1)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise _Abort("connection closed mid-line") from None
             return None
-        if len(line) > MAX_LINE:
-            raise ScpProtocolError("control line too long")
+        if not line.endswith(b"\n"):
+            raise ScpProtocolError("protocol error: control line too long")
         return line[:-1]
 
-    async def _ack(self) -> None:
+    async def _ack(self, first: bytes | None = None) -> None:
         """Wait for the peer's reply to what we sent: OK, a warning, or fatal."""
-        reply = await self.reader.read(1)
+        reply = first if first is not None else await self.reader.read(1)
         if reply == OK:
             return
         if not reply:
             raise _Abort("connection closed")
-        rest = await self._line() or b""
-        message = parse_line(reply + rest)
+        rest = await self._line() if reply in (b"\x01", b"\x02") else b""
+        message = parse_reply(reply + (rest or b""))
         if isinstance(message, PeerError) and not message.fatal:
             raise StorageError(Fault.FAILURE, message.message)
         raise _Abort(str(message))
@@ -115,7 +123,17 @@ class ScpServer:
         times: Times | None = None
         self.writer.write(OK)
         while (raw := await self._line()) is not None:
-            line = parse_line(raw)
+            try:
+                line = parse_line(raw)
+            except ScpNameRefused as exc:
+                # A well-formed line with a name the rule refuses: this entry
+                # only. The client skips the file's data (or the whole folder)
+                # on a \x01 reply, as OpenSSH's scp does.
+                times = None
+                op = Op.MKDIR if exc.header.directory else Op.WRITE
+                refusal = await self.ops.refuse_name(op, stack[-1], exc.header.name, exc.reason)
+                self._warn(f"{exc.header.name}: {refusal.reason}")
+                continue
             if isinstance(line, PeerError):
                 self.errors += 1
                 if line.fatal:
@@ -132,7 +150,14 @@ class ScpServer:
                 self.writer.write(OK)
                 continue
             here = stack[-1]
-            dest = here.child(line.name) if await self._is_dir(here) else here
+            try:
+                dest = here.child(line.name) if await self._is_dir(here) else here
+            except BadPath as exc:  # a folder nested past the path limit
+                op = Op.MKDIR if line.directory else Op.WRITE
+                refusal = await self.ops.refuse_name(op, here, line.name, str(exc))
+                self._warn(f"{line.name}: {refusal.reason}")
+                times = None
+                continue
             try:
                 if line.directory:
                     await self._recv_dir(dest, line, times)
@@ -188,7 +213,15 @@ class ScpServer:
                         await upload.abort(exc.detail)
                 offset += len(data)
                 remaining -= len(data)
-            await self._ack()
+            status = await self.reader.read(1)
+            if status:
+                await self._ack(status)
+            elif failure is None:
+                # Every declared byte arrived, then the client closed its side
+                # without the status byte. OpenSSH's sink keeps such a file
+                # and clients report success to their user: commit, and say
+                # in the record that the status was missing.
+                self.ops.note(upload.transfer, NO_FINAL_STATUS)
         except BaseException as exc:
             await upload.abort(f"transfer interrupted: {exc.__class__.__name__}")
             raise
@@ -227,12 +260,12 @@ class ScpServer:
     async def _send(self, path: VirtualPath) -> None:
         st = await self.ops.stat(path)
         if self.command.preserve:
-            self.writer.write(times_line(Times(int(st.mtime), int(st.atime))))
+            self.writer.write(format_line(Times(_clamp_time(st.mtime), _clamp_time(st.atime))))
             await self._ack()
         if st.is_dir:
             if not self.command.recursive:
                 raise StorageError(Fault.IS_A_DIRECTORY, "not a regular file")
-            self.writer.write(file_line(FileHeader(True, st.mode & 0o777, 0, path.name)))
+            self.writer.write(format_line(FileHeader(True, st.mode & 0o777, 0, path.name)))
             await self._ack()
             for entry in await self.ops.listdir(path):
                 try:
@@ -246,7 +279,7 @@ class ScpServer:
         error: str | None = "transfer interrupted"
         try:
             size = download.size
-            self.writer.write(file_line(FileHeader(False, st.mode & 0o777, size, path.name)))
+            self.writer.write(format_line(FileHeader(False, st.mode & 0o777, size, path.name)))
             await self._ack()
             offset = 0
             while offset < size:
