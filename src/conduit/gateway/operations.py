@@ -101,11 +101,17 @@ class Operations:
         except BadPath as exc:
             raise StorageError(Fault.FAILURE, str(exc)) from None
 
+    async def refuse(self, operation: str, path: str, reason: str) -> None:
+        """Record a request refused before the policy could be asked (a bad name, a
+        broken protocol line); ``path`` is what the client sent, cut to 1,024 characters."""
+        await self.record(
+            "access.denied", "denied", operation=operation, path=path[:1024], reason=reason
+        )
+
     async def refuse_name(self, op: Op, where: VirtualPath, name: str, reason: str) -> StorageError:
         """A name the name rule refused (from an SCP line): recorded; the client's error."""
         why = f"file name not allowed: {reason}"
-        raw = f"{where.text.rstrip('/')}/{name}"[:1024]
-        await self.record("access.denied", "denied", operation=str(op), path=raw, reason=why)
+        await self.refuse(str(op), f"{where.text.rstrip('/')}/{name}", why)
         return StorageError(Fault.FORBIDDEN, why)
 
     def note(self, transfer: str, text: str) -> None:

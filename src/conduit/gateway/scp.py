@@ -69,6 +69,7 @@ class ScpServer:
             self._warn(exc.reason, fatal=True)
         except ScpProtocolError as exc:
             self._warn(str(exc), fatal=True)
+            await self._record_refusal(str(exc))
         except (_Abort, asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             self.errors += 1
         except Exception:
@@ -79,6 +80,16 @@ class ScpServer:
         return 1 if self.errors else 0
 
     # -- plumbing --------------------------------------------------------------------
+
+    async def _record_refusal(self, reason: str) -> None:
+        # The client already has its answer; a journal that cannot take this
+        # record has stopped transfers anyway (closed mode), so nothing is lost
+        # by not raising here.
+        operation = "scp -f" if self.command.source else "scp -t"
+        try:
+            await self.ops.refuse(operation, self.command.path, reason)
+        except StorageError:
+            log.warning("scp session %s: refusal not recorded", self.ops.session.id)
 
     def _warn(self, message: str, *, fatal: bool = False) -> None:
         self.errors += 1
