@@ -40,9 +40,10 @@ MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CONTROL_CLASS = "\x00-\x1f\x7f-\x9f" + _BIDI + "\u2028\u2029\ud800-\udfff"
-_CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
-_ESCAPED = re.compile(f"[{_CONTROL_CLASS}\\\\]")
+CONTROLS = "\x00-\x1f\x7f-\x9f" + _BIDI + "\u2028\u2029\ud800-\udfff"
+"""The refused characters as the body of a regex class, for formats with their own escapes."""
+_CONTROL = re.compile(f"[{CONTROLS}]")
+_ESCAPED = re.compile(f"[{CONTROLS}\\\\]")
 
 
 class BadName(ValueError):
