@@ -138,3 +138,36 @@ def test_escape_examples() -> None:
     assert escape("back\\slash") == "back\\\\slash"
     assert escape(b"\xff".decode("utf-8", "surrogateescape")) == "\\xff"
     assert escape(None) == ""
+
+
+CONFIG = """\
+[zones.local]
+level = 3
+networks = ["127.0.0.0/8"]
+
+[areas."rlo\\u202etxt"]
+zone = "local"
+path = "a"
+
+[devices."plc\\u001b[31m"]
+zone = "local"
+address = "127.0.0.1:22"
+user = "admin"
+identity = "k"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKj4bA6gY0fEXH2J1cTfZb3y5jGZTbQb0Qn2d7s5U5cX"
+
+[users."eve\\u200f"]
+keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKj4bA6gY0fEXH2J1cTfZb3y5jGZTbQb0Qn2d7s5U5cX e"]
+roles = []
+"""
+
+
+def test_config_names_obey_the_same_rule() -> None:
+    from conduit.config import parse
+    from conduit.config.check import check
+
+    problems = [p for p in check(parse(CONFIG), CONFIG) if p.severity == "error"]
+    refused = [p for p in problems if "cannot be a name here" in p.message]
+    assert len(refused) == 3, problems
+    for problem in refused:
+        assert not has_controls(problem.message)
