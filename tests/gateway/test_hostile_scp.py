@@ -289,3 +289,51 @@ def test_status_byte_error_after_all_bytes_is_discarded(site: RunningGateway) ->
     replies, _ = sink(site, [b"C0644 5 bad.txt\n", b"hello", b"\x01scp: read error\n"])
     assert replies[1] == b"\0"
     assert every_name(site.area("inbox")) == []
+
+
+# -- the same rule through SFTP --------------------------------------------------------
+
+
+def test_sftp_refuses_the_same_names_for_writes_and_rename_targets(site: RunningGateway) -> None:
+    import asyncssh
+
+    async def scenario() -> list[str]:
+        refused = []
+        async with site.connect() as conn, conn.start_sftp_client() as sftp:
+            async with sftp.open("/inbox/ok.txt", "wb") as f:
+                await f.write(b"ok")
+            for name in [*BAD_NAMES, BAD_FOLDER]:
+                target = "/inbox/" + name.decode()
+                for attempt in (
+                    sftp.open(target, "wb"),
+                    sftp.rename("/inbox/ok.txt", target),
+                    sftp.posix_rename("/inbox/ok.txt", target),
+                    sftp.mkdir(target),
+                ):
+                    try:
+                        await attempt
+                    except asyncssh.SFTPError as exc:
+                        refused.append(str(exc.reason))
+        return refused
+
+    refused = site.call(scenario())
+    assert len(refused) == 4 * (len(BAD_NAMES) + 1)
+    assert all("control characters" in reason for reason in refused)
+    assert every_name(site.area("inbox")) == ["ok.txt"]
+
+
+def test_names_made_outside_the_gateway_are_not_shown(site: RunningGateway, tmp_path: Path) -> None:
+    inbox = site.area("inbox")
+    (inbox / "plain.txt").write_bytes(b"plain")
+    (inbox / "esc\x1b[31m.txt").write_bytes(b"planted")
+    (inbox / "rlo\u202etxt.exe").write_bytes(b"planted")
+
+    async def listing() -> list[str]:
+        async with site.connect() as conn, conn.start_sftp_client() as sftp:
+            return sorted(await sftp.listdir("/inbox"))
+
+    assert [n for n in site.call(listing()) if n not in (".", "..")] == ["plain.txt"]
+    out = tmp_path / "out"
+    result = site.scp("-r", ":/inbox", str(out), legacy=True)
+    assert result.returncode == 0, result.stderr
+    assert every_name(out) == ["plain.txt"]
