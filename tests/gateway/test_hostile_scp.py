@@ -88,14 +88,18 @@ async def _sink(gw: RunningGateway, command: str, steps: list[bytes]) -> tuple[l
     async with gw.connect() as conn:
         process = await conn.create_process(command, encoding=None)
         replies = [await process.stdout.readexactly(1)]
-        for step in steps:
-            process.stdin.write(step)
-            if step.endswith(b"\n") or step == b"\0":
-                first = await process.stdout.read(1)
-                if not first:  # the server ended the session (after a fatal error)
-                    break
-                replies.append(first if first == b"\0" else first + await process.stdout.readline())
-        process.stdin.write_eof()
+        try:
+            for step in steps:
+                process.stdin.write(step)
+                if step.endswith(b"\n") or step == b"\0":
+                    first = await process.stdout.read(1)
+                    if not first:  # the server ended the session (after a fatal error)
+                        break
+                    line = first if first == b"\0" else first + await process.stdout.readline()
+                    replies.append(line)
+            process.stdin.write_eof()
+        except BrokenPipeError:  # the server ended the session while we were still sending
+            pass
         await process.wait(timeout=20)
         return replies, process.returncode or 0
 

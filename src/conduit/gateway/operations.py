@@ -108,12 +108,6 @@ class Operations:
             "access.denied", "denied", operation=operation, path=path[:1024], reason=reason
         )
 
-    async def refuse_name(self, op: Op, where: VirtualPath, name: str, reason: str) -> StorageError:
-        """A name the name rule refused (from an SCP line): recorded; the client's error."""
-        why = f"file name not allowed: {reason}"
-        await self.refuse(str(op), f"{where.text.rstrip('/')}/{name}", why)
-        return StorageError(Fault.FORBIDDEN, why)
-
     def note(self, transfer: str, text: str) -> None:
         """Something the transfer's outcome record must say (e.g. a missing final status)."""
         self._notes[transfer] = text

@@ -141,9 +141,7 @@ class ScpServer:
                 # only. The client skips the file's data (or the whole folder)
                 # on a \x01 reply, as OpenSSH's scp does.
                 times = None
-                op = Op.MKDIR if exc.header.directory else Op.WRITE
-                refusal = await self.ops.refuse_name(op, stack[-1], exc.header.name, exc.reason)
-                self._warn(f"{exc.header.name}: {refusal.reason}")
+                await self._refuse_name(exc.header, stack[-1], exc.reason)
                 continue
             if isinstance(line, PeerError):
                 self.errors += 1
@@ -164,10 +162,8 @@ class ScpServer:
             try:
                 dest = here.child(line.name) if await self._is_dir(here) else here
             except BadPath as exc:  # a folder nested past the path limit
-                op = Op.MKDIR if line.directory else Op.WRITE
-                refusal = await self.ops.refuse_name(op, here, line.name, str(exc))
-                self._warn(f"{line.name}: {refusal.reason}")
                 times = None
+                await self._refuse_name(line, here, str(exc))
                 continue
             try:
                 if line.directory:
@@ -179,6 +175,13 @@ class ScpServer:
             except StorageError as exc:
                 self._warn(f"{line.name}: {exc.reason}")
             times = None
+
+    async def _refuse_name(self, header: FileHeader, here: VirtualPath, reason: str) -> None:
+        """Refuse one entry whose name breaks the rule: journal it, then tell the client."""
+        op = Op.MKDIR if header.directory else Op.WRITE
+        why = f"file name not allowed: {reason}"
+        await self.ops.refuse(str(op), f"{here.text.rstrip('/')}/{header.name}", why)
+        self._warn(f"{header.name}: {why}")
 
     async def _is_dir(self, path: VirtualPath) -> bool:
         try:
