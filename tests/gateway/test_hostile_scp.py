@@ -341,3 +341,18 @@ def test_names_made_outside_the_gateway_are_not_shown(site: RunningGateway, tmp_
     result = site.scp("-r", ":/inbox", str(out), legacy=True)
     assert result.returncode == 0, result.stderr
     assert every_name(out) == ["plain.txt"]
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-scp", "sftp-mode"])
+def test_real_scp_target_path_with_a_bad_name_is_refused(
+    site: RunningGateway, legacy: bool, tmp_path: Path
+) -> None:
+    src = tmp_path / "fine.txt"
+    src.write_bytes(b"fine")
+    result = site.scp(str(src), ":/inbox/invoice\u202etxt.exe", legacy=legacy)
+    assert result.returncode != 0
+    assert every_name(site.area("inbox")) == []
+    if legacy:  # scp -O shows the text; SFTP mode only the status code's name
+        assert "file name not allowed" in result.stderr
+        assert denials(site, "file name not allowed")[0]["operation"] == "scp -t"
+    assert verified(site)

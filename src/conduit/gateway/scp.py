@@ -15,7 +15,7 @@ from typing import Any
 
 from conduit.config.model import Op
 from conduit.gateway.operations import Operations
-from conduit.gateway.vfs import BadPath, VirtualPath
+from conduit.gateway.vfs import BadPath, VirtualPath, resolve
 from conduit.scpcodec import (
     LINE_END,
     MAX_LINE,
@@ -60,7 +60,13 @@ class ScpServer:
 
     async def run(self) -> int:
         try:
-            target = self.ops.resolve(self.command.path)
+            target = resolve(self.command.path)
+        except BadPath as exc:
+            # The path in the command itself breaks the name rule.
+            self._warn(f"file name not allowed: {exc}", fatal=True)
+            await self._record_refusal(f"file name not allowed: {exc}")
+            return 1
+        try:
             if self.command.source:
                 await self._source(target)
             else:
