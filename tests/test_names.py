@@ -44,6 +44,12 @@ REFUSED = [
     "ls\u2028x",
     "ps\u2029x",
     "surrogate\udcff",
+    "zwsp\u200b.bin",
+    "bom\ufeff",
+    "soft\u00adhyphen",
+    "word\u2060joiner",
+    "tag\U000e0041",
+    "annotation\ufff9x\ufffb",
     "a" * (MAX_NAME_BYTES + 1),
     "é" * 128,  # 256 bytes of UTF-8
 ]

@@ -20,11 +20,18 @@ Refused in a name:
   itself;
 * U+2028/U+2029 (line and paragraph separators: line breaks to many viewers)
   and lone surrogates (not UTF-8; only undecodable bytes become them);
+* invisible format characters that only hide text: soft hyphen U+00AD,
+  U+180E, zero-width space U+200B, U+2060-U+2064, U+206A-U+206F, the BOM
+  U+FEFF, interlinear annotations U+FFF9-U+FFFB and tags U+E0000-U+E007F
+  (``fw.bin`` and ``fw<ZWSP>.bin`` must not be two files that look alike);
 * ``/``, and the names ``""``, ``.`` and ``..``;
 * more than 255 bytes of UTF-8 (the POSIX ``NAME_MAX`` of common file systems).
 
-Allowed: everything else, including spaces, non-Latin scripts, emoji and the
-joiners (U+200C/U+200D) that Persian, Indic scripts and emoji sequences need.
+Allowed: everything else, including spaces (also no-break spaces), non-Latin
+scripts, emoji and the joiners (U+200C/U+200D) that Persian, Indic scripts and
+emoji sequences need. The list is explicit rather than "whatever
+``str.isprintable`` says", so a name valid today stays valid when Python's
+Unicode tables grow, and a policy file that checks today still checks.
 Look-alike names (a Cyrillic letter for a Latin one) are a display problem no
 character list solves; the audit records names exactly.
 
@@ -40,7 +47,8 @@ MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-CONTROLS = "\x00-\x1f\x7f-\x9f" + _BIDI + "\u2028\u2029\ud800-\udfff"
+_INVISIBLE = "\u00ad\u180e\u200b\u2060-\u2064\u206a-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f"
+CONTROLS = "\x00-\x1f\x7f-\x9f" + _BIDI + _INVISIBLE + "\u2028\u2029\ud800-\udfff"
 """The refused characters as the body of a regex class, for formats with their own escapes."""
 _CONTROL = re.compile(f"[{CONTROLS}]")
 _ESCAPED = re.compile(f"[{CONTROLS}\\\\]")
