@@ -43,6 +43,8 @@ NO_FINAL_STATUS = "client closed without its final status byte after every decla
 
 
 def _clamp_time(value: float) -> int:
+    """A file's time as a ``T`` line may carry it (0 to 2**32 - 1, what the codec
+    accepts back): a file dated before 1970 or after 2106 gets the nearest time."""
     return max(0, min(MAX_TIME, int(value)))
 
 
