@@ -356,3 +356,20 @@ def test_real_scp_target_path_with_a_bad_name_is_refused(
         assert "file name not allowed" in result.stderr
         assert denials(site, "file name not allowed")[0]["operation"] == "scp -t"
     assert verified(site)
+
+
+def test_source_sends_times_a_peer_can_parse(site: RunningGateway) -> None:
+    """A file dated after 2106 (or before 1970) goes out with the nearest time."""
+    path = site.area("inbox") / "future.txt"
+    path.write_bytes(b"x")
+    os.utime(path, (2**33, 2**33))
+
+    async def scenario() -> bytes:
+        async with site.connect() as conn:
+            process = await conn.create_process("scp -p -f /inbox/future.txt", encoding=None)
+            process.stdin.write(b"\0")
+            line = await process.stdout.readline()
+            process.close()
+            return bytes(line)
+
+    assert site.call(scenario()) == b"T4294967295 0 4294967295 0\n"
