@@ -141,3 +141,45 @@ def test_export_csv_and_jsonl(journal, tmp_path, capsys):
 def test_missing_journal_is_a_clear_error(tmp_path, capsys):
     assert run(["verify", "--journal", str(tmp_path / "nope")]) == 2
     assert "no such journal folder" in capsys.readouterr().out
+
+
+TROJAN = "invoice\u202etxt.exe"  # shows as "invoiceexe.txt"
+
+
+@pytest.fixture
+async def hostile_journal(make_auditor, tmp_path) -> Path:
+    auditor = await make_auditor()
+    await auditor.record(
+        "file.upload",
+        "denied",
+        principal="mallory",
+        path=f"/inbox/{TROJAN}",
+        reason="lrm\u200e isolate\u2066 c1\x9b31m bell\x07 cr\r",
+    )
+    await auditor.close()
+    return tmp_path / "audit"
+
+
+def _no_raw_controls(text: str) -> None:
+    from conduit.names import has_controls
+
+    assert not has_controls(text.replace("\n", "")), repr(text)
+
+
+def test_tail_search_and_csv_escape_bidi_and_c1(hostile_journal, tmp_path, capsys):
+    assert run(["tail", "--journal", str(hostile_journal), "-n", "5"]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "invoice\\u202etxt.exe" in out and "\\u200e" in out and "\\x9b31m" in out
+    assert run(["search", "--journal", str(hostile_journal), "--user", "mallory"]) == 0
+    table = capsys.readouterr().out
+    _no_raw_controls(table)
+    assert "\\u202e" in table.replace("\n", "").replace(" ", "")
+    out_csv = tmp_path / "e.csv"
+    run(["export", "--journal", str(hostile_journal), "--format", "csv", "-o", str(out_csv)])
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text(), newline="")))
+    _no_raw_controls(out_csv.read_text())
+    assert rows[0]["path"] == "/inbox/invoice\\u202etxt.exe"
+    # --json / jsonl stay the exact journal lines (ASCII JSON escapes)
+    assert run(["search", "--journal", str(hostile_journal), "--user", "mallory", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == f"/inbox/{TROJAN}"

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from conduit.audit.events import GENESIS, build, clean_value, decode, encode
 from conduit.audit.formats import cef, octet_counted, parse_cef, parse_rfc5424, rfc5424
+from conduit.names import has_controls
 
 HOSTILE = [
     "alice",
@@ -20,6 +21,7 @@ HOSTILE = [
     "\u2028\u2029\x85",
     ']"[',
     b"\xff\xfe invalid utf8".decode("utf-8", "surrogateescape"),
+    "invoice\u202etxt.exe \u2066isolate\u2069 \u200emark \x9b31m",
 ]
 
 
@@ -48,6 +50,7 @@ def test_cef_round_trips_hostile_names(name):
     )
     line = cef(r)
     assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert not has_controls(line)  # bidi controls and marks too (Trojan Source)
     header, ext = parse_cef(line)
     assert header == [
         "CEF:0",

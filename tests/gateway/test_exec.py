@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conduit.gateway.scpwire import ScpProtocolError, parse_command
+from conduit.scpcodec import ScpProtocolError, parse_command
 from tests.support.gateway import RunningGateway
 
 

@@ -4,9 +4,10 @@ Pure functions over a record (a dict from the journal); no I/O. Whatever a
 client sent as a user name, path or version string, the output stays one
 line and one frame: RFC 5424 carries the canonical JSON record (ASCII, every
 control character escaped), CEF escapes ``\\``, ``|`` (header), ``=``
-(extension), CR and LF as the CEF spec says, and every other control or
-unencodable character as ``\\uXXXX`` (unambiguous, since a literal backslash
-is always doubled). :func:`parse_cef` reverses it.
+(extension), CR and LF as the CEF spec says, and every other control,
+bidirectional control (U+202E...) or unencodable character as ``\\uXXXX``
+(unambiguous, since a literal backslash is always doubled). :func:`parse_cef`
+reverses it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime
 
 from conduit import __version__
 from conduit.audit.events import Record, encode
+from conduit.names import CONTROLS
 
 FACILITY_LOG_AUDIT = 13
 #: IANA's example private enterprise number (RFC 5612); SD-ID is "conduit@32473".
@@ -110,7 +112,9 @@ CEF_KEYS: dict[str, tuple[str, str | None]] = {
     "duration": ("cfp1", "durationSeconds"),
 }
 _HEADER_SKIP = {"seq", "ts", "node", "type", "outcome", "prev", "source"}
-_CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Controls, bidi controls and marks (Trojan Source), line separators, bad bytes:
+# the characters the name rule refuses, so no CEF viewer reorders or recolours.
+_CTRL = re.compile(f"[{CONTROLS}]")
 
 
 def _u(m: re.Match[str]) -> str:

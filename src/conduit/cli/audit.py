@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import sqlite3
 import sys
 import time
@@ -24,6 +23,7 @@ from conduit.audit.index import Index, Query, parse_time
 from conduit.audit.reader import JournalReader, last_records
 from conduit.audit.verify import verify
 from conduit.cli.main import CommandError
+from conduit.names import escape
 
 
 def register(subparsers: Any) -> None:
@@ -126,23 +126,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\\]")
-
-
 def safe(value: object) -> str:
-    """A value for a terminal: control characters, escapes and bad bytes shown as escapes."""
-    text = "" if value is None else str(value)
-
-    def esc(m: re.Match[str]) -> str:
-        c = m.group(0)
-        if c == "\\":
-            return "\\\\"
-        code = ord(c)
-        if 0xDC80 <= code <= 0xDCFF:
-            return f"\\x{code - 0xDC00:02x}"
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _UNSAFE.sub(esc, text)
+    """A value for a terminal: controls, bidi controls and bad bytes shown as escapes."""
+    return escape(value)
 
 
 def summary(record: Record) -> str:
@@ -277,7 +263,9 @@ _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 def _cell(value: object) -> str:
     if value is None:
         return ""
-    text = value if isinstance(value, str) else json.dumps(value)
+    # Escaped as on the terminal (unambiguous, reversible): a CSV is read by
+    # people too. The exact bytes are in the journal and in --format jsonl.
+    text = escape(value if isinstance(value, str) else json.dumps(value))
     # spreadsheets run cells starting with these as formulas (CSV injection)
     return "'" + text if text.startswith(_FORMULA) else text
 

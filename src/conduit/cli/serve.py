@@ -7,12 +7,15 @@ import asyncio
 import getpass
 import logging
 import signal
+import traceback
 from pathlib import Path
+from typing import Any
 
 from conduit.cli.main import CommandError
 from conduit.config import Config, ConfigError, embedded, local_public_keys
 from conduit.config.check import load_checked
 from conduit.config.model import GatewayConfig
+from conduit.names import escape
 
 DEFAULT_CONFIG = Path("conduit.toml")
 
@@ -80,12 +83,45 @@ def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:
     return "\n".join(lines)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """One log record, one console line, whatever a client managed to put in it.
+
+    asyncssh logs an exec request's command at INFO (``  Command: ...``), and
+    user names, paths and peer error texts reach our own messages, so with
+    ``-v`` an authenticated user could end a line and forge the next one
+    (``\n2026-... conduit.audit INFO #12 file.upload success``) or recolour
+    and reorder it (ESC, U+202E). Escaping at the console's formatter covers
+    every logger, ours and the libraries', at every level, instead of
+    trusting each call site; lowering asyncssh's logger instead would hide
+    its useful chatter and still leave our own messages to chance.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        # A frame keeps its two lines (our code); an exception's message is
+        # escaped whole, since it may quote what a client sent.
+        out = []
+        for part in traceback.format_exception(*ei):
+            body = part.rstrip("\n")
+            if part.startswith("  File "):
+                out.append("\n".join(escape(line) for line in body.split("\n")))
+            else:
+                out.append(escape(body))
+        return "\n".join(out)
+
+
+def setup_console(verbose: bool) -> None:
+    """The console log: WARNING (INFO with ``-v``), every line escaped."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(ConsoleFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+
+
 def run(args: argparse.Namespace) -> int:
     config, demo = choose_config(args.config, args.listen)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    setup_console(args.verbose)
     # Sessions, refusals, failed transfers and alerts are always shown; -v adds
     # every successful file operation (path, bytes, SHA-256, duration) and the
     # gateway's and asyncssh's own chatter.

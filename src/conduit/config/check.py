@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.load import ConfigError, load, locate
 from conduit.config.model import Config, Network
+from conduit.names import escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
 from conduit.policy.windows import WindowError, parse_windows
 
@@ -47,8 +48,10 @@ def _key(loc: tuple[str, ...]) -> str:
 
 
 def _bad_name(name: str) -> str | None:
-    if not name or name in (".", "..") or "/" in name or "\x00" in name:
-        return f"{name!r} cannot be a path component"
+    """The one name rule (conduit.names), plus no padding: these names are typed by people."""
+    problem = name_problem(name)
+    if problem:
+        return f"'{escape(name)}' cannot be a name here: {problem}"
     if name != name.strip():
         return f"{name!r} has leading or trailing spaces"
     return None
@@ -140,6 +143,9 @@ def check(config: Config, text: str = "") -> list[Problem]:
     # Users: roles that exist, a key to log in with, networks inside a zone.
     used_roles: set[str] = set()
     for user_name, user in config.users.items():
+        bad = _bad_name(user_name)
+        if bad:
+            error("users", user_name, message=bad)
         if not user.keys:
             error("users", user_name, "keys", message="no key: this user can never log in")
         if not user.roles:

@@ -91,6 +91,7 @@ class Operations:
         self.site = site
         self.session = session
         self.traffic = traffic or Traffic()
+        self._notes: dict[str, str] = {}
 
     # -- paths, policy and audit ------------------------------------------------
 
@@ -99,6 +100,17 @@ class Operations:
             return resolve(raw, cwd)
         except BadPath as exc:
             raise StorageError(Fault.FAILURE, str(exc)) from None
+
+    async def refuse(self, operation: str, path: str, reason: str) -> None:
+        """Record a request refused before the policy could be asked (a bad name, a
+        broken protocol line); ``path`` is what the client sent, cut to 1,024 characters."""
+        await self.record(
+            "access.denied", "denied", operation=operation, path=path[:1024], reason=reason
+        )
+
+    def note(self, transfer: str, text: str) -> None:
+        """Something the transfer's outcome record must say (e.g. a missing final status)."""
+        self._notes[transfer] = text
 
     def _fields(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -218,7 +230,18 @@ class Operations:
         else:
             backend, rel, _ = self.locate(path)
             entries = await backend.listdir(rel)
-        return [e for e in entries if self._ask(Op.LIST, path.child(e.name)).allowed]
+        # A name the rule refuses (made outside the gateway) or a path too long
+        # cannot be reached by any operation, so it is not shown: its raw
+        # bytes would reach other users' terminals.
+        visible = []
+        for entry in entries:
+            try:
+                child = path.child(entry.name)
+            except BadPath:
+                continue
+            if self._ask(Op.LIST, child).allowed:
+                visible.append(entry)
+        return visible
 
     def _serves(self, name: str) -> bool:
         return name in self.site.areas or (name == DEVICES and bool(self.site.devices))
@@ -316,6 +339,7 @@ class Operations:
                 duration=round(result.duration, 6),
                 rule=decision.rule,
                 error=result.error,
+                note=self._notes.pop(result.transfer, None),
                 **self._target(path),
                 **self._custody(path, result),
             )

@@ -15,20 +15,23 @@ from typing import Any
 
 from conduit.config.model import Op
 from conduit.gateway.operations import Operations
-from conduit.gateway.scpwire import (
+from conduit.gateway.vfs import BadPath, VirtualPath, resolve
+from conduit.scpcodec import (
+    LINE_END,
     MAX_LINE,
+    MAX_TIME,
     EndDirectory,
     FileHeader,
     PeerError,
     ScpCommand,
+    ScpNameRefused,
     ScpProtocolError,
     Times,
     error_line,
-    file_line,
+    format_line,
     parse_line,
-    times_line,
+    parse_reply,
 )
-from conduit.gateway.vfs import VirtualPath
 from conduit.storage.base import Fault, StorageError
 from conduit.transfer import Upload
 
@@ -36,6 +39,13 @@ log = logging.getLogger("conduit.gateway.scp")
 
 CHUNK = 255 * 1024
 OK = b"\0"
+NO_FINAL_STATUS = "client closed without its final status byte after every declared byte"
+
+
+def _clamp_time(value: float) -> int:
+    """A file's time as a ``T`` line may carry it (0 to 2**32 - 1, what the codec
+    accepts back): a file dated before 1970 or after 2106 gets the nearest time."""
+    return max(0, min(MAX_TIME, int(value)))
 
 
 class _Abort(Exception):
@@ -52,7 +62,13 @@ class ScpServer:
 
     async def run(self) -> int:
         try:
-            target = self.ops.resolve(self.command.path)
+            target = resolve(self.command.path)
+        except BadPath as exc:
+            # The path in the command itself breaks the name rule.
+            self._warn(f"file name not allowed: {exc}", fatal=True)
+            await self._record_refusal(f"file name not allowed: {exc}")
+            return 1
+        try:
             if self.command.source:
                 await self._source(target)
             else:
@@ -61,6 +77,7 @@ class ScpServer:
             self._warn(exc.reason, fatal=True)
         except ScpProtocolError as exc:
             self._warn(str(exc), fatal=True)
+            await self._record_refusal(str(exc))
         except (_Abort, asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
             self.errors += 1
         except Exception:
@@ -72,30 +89,40 @@ class ScpServer:
 
     # -- plumbing --------------------------------------------------------------------
 
+    async def _record_refusal(self, reason: str) -> None:
+        # The client already has its answer; a journal that cannot take this
+        # record has stopped transfers anyway (closed mode), so nothing is lost
+        # by not raising here.
+        operation = "scp -f" if self.command.source else "scp -t"
+        try:
+            await self.ops.refuse(operation, self.command.path, reason)
+        except StorageError:
+            log.warning("scp session %s: refusal not recorded", self.ops.session.id)
+
     def _warn(self, message: str, *, fatal: bool = False) -> None:
         self.errors += 1
         self.writer.write(error_line(message, fatal=fatal))
 
     async def _line(self) -> bytes | None:
         try:
-            line: bytes = await self.reader.readuntil(b"\n")
+            line: bytes = await self.reader.readuntil(LINE_END, MAX_LINE + 1)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise _Abort("connection closed mid-line") from None
             return None
-        if len(line) > MAX_LINE:
-            raise ScpProtocolError("control line too long")
+        if not line.endswith(b"\n"):
+            raise ScpProtocolError("protocol error: control line too long")
         return line[:-1]
 
-    async def _ack(self) -> None:
+    async def _ack(self, first: bytes | None = None) -> None:
         """Wait for the peer's reply to what we sent: OK, a warning, or fatal."""
-        reply = await self.reader.read(1)
+        reply = first if first is not None else await self.reader.read(1)
         if reply == OK:
             return
         if not reply:
             raise _Abort("connection closed")
-        rest = await self._line() or b""
-        message = parse_line(reply + rest)
+        rest = await self._line() if reply in (b"\x01", b"\x02") else b""
+        message = parse_reply(reply + (rest or b""))
         if isinstance(message, PeerError) and not message.fatal:
             raise StorageError(Fault.FAILURE, message.message)
         raise _Abort(str(message))
@@ -115,7 +142,15 @@ class ScpServer:
         times: Times | None = None
         self.writer.write(OK)
         while (raw := await self._line()) is not None:
-            line = parse_line(raw)
+            try:
+                line = parse_line(raw)
+            except ScpNameRefused as exc:
+                # A well-formed line with a name the rule refuses: this entry
+                # only. The client skips the file's data (or the whole folder)
+                # on a \x01 reply, as OpenSSH's scp does.
+                times = None
+                await self._refuse_name(exc.header, stack[-1], exc.reason)
+                continue
             if isinstance(line, PeerError):
                 self.errors += 1
                 if line.fatal:
@@ -132,7 +167,12 @@ class ScpServer:
                 self.writer.write(OK)
                 continue
             here = stack[-1]
-            dest = here.child(line.name) if await self._is_dir(here) else here
+            try:
+                dest = here.child(line.name) if await self._is_dir(here) else here
+            except BadPath as exc:  # a folder nested past the path limit
+                times = None
+                await self._refuse_name(line, here, str(exc))
+                continue
             try:
                 if line.directory:
                     await self._recv_dir(dest, line, times)
@@ -143,6 +183,13 @@ class ScpServer:
             except StorageError as exc:
                 self._warn(f"{line.name}: {exc.reason}")
             times = None
+
+    async def _refuse_name(self, header: FileHeader, here: VirtualPath, reason: str) -> None:
+        """Refuse one entry whose name breaks the rule: journal it, then tell the client."""
+        op = Op.MKDIR if header.directory else Op.WRITE
+        why = f"file name not allowed: {reason}"
+        await self.ops.refuse(str(op), f"{here.text.rstrip('/')}/{header.name}", why)
+        self._warn(f"{header.name}: {why}")
 
     async def _is_dir(self, path: VirtualPath) -> bool:
         try:
@@ -188,7 +235,15 @@ class ScpServer:
                         await upload.abort(exc.detail)
                 offset += len(data)
                 remaining -= len(data)
-            await self._ack()
+            status = await self.reader.read(1)
+            if status:
+                await self._ack(status)
+            elif failure is None:
+                # Every declared byte arrived, then the client closed its side
+                # without the status byte. OpenSSH's sink keeps such a file
+                # and clients report success to their user: commit, and say
+                # in the record that the status was missing.
+                self.ops.note(upload.transfer, NO_FINAL_STATUS)
         except BaseException as exc:
             await upload.abort(f"transfer interrupted: {exc.__class__.__name__}")
             raise
@@ -227,12 +282,12 @@ class ScpServer:
     async def _send(self, path: VirtualPath) -> None:
         st = await self.ops.stat(path)
         if self.command.preserve:
-            self.writer.write(times_line(Times(int(st.mtime), int(st.atime))))
+            self.writer.write(format_line(Times(_clamp_time(st.mtime), _clamp_time(st.atime))))
             await self._ack()
         if st.is_dir:
             if not self.command.recursive:
                 raise StorageError(Fault.IS_A_DIRECTORY, "not a regular file")
-            self.writer.write(file_line(FileHeader(True, st.mode & 0o777, 0, path.name)))
+            self.writer.write(format_line(FileHeader(True, st.mode & 0o777, 0, path.name)))
             await self._ack()
             for entry in await self.ops.listdir(path):
                 try:
@@ -246,7 +301,7 @@ class ScpServer:
         error: str | None = "transfer interrupted"
         try:
             size = download.size
-            self.writer.write(file_line(FileHeader(False, st.mode & 0o777, size, path.name)))
+            self.writer.write(format_line(FileHeader(False, st.mode & 0o777, size, path.name)))
             await self._ack()
             offset = 0
             while offset < size:

@@ -22,8 +22,8 @@ from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from conduit.gateway.operations import Operations, SessionInfo, Traffic
 from conduit.gateway.scp import ScpServer
-from conduit.gateway.scpwire import ScpProtocolError, parse_command
 from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
+from conduit.scpcodec import ScpProtocolError, parse_command
 
 if TYPE_CHECKING:
     from conduit.gateway.app import Gateway

@@ -5,25 +5,24 @@ normalised *lexically* inside the virtual root ``/``: ``..`` never climbs
 above ``/``. The result names a root entry (an area, or ``devices``) and the
 components below it; the storage backend then resolves those components
 itself, refusing symlinks that leave its root. Nothing here can reach a real
-path: there is no real path here.
+path: there is no real path here. Every component obeys the one name rule
+(:mod:`conduit.names`), however the path was built: :func:`resolve` for a
+client's path, :meth:`VirtualPath.child` for a name from an SCP line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from conduit.names import MAX_PATH_BYTES, BadName, check_path
 from conduit.policy.patterns import normalise
 
 DEVICES = "devices"
 """The root entry under which each device is served as ``/devices/NAME``."""
 
 
-class BadPath(ValueError):
-    """A path no file can have: NUL, undecodable bytes, a component too long."""
-
-
-MAX_PATH_BYTES = 4096
-MAX_NAME_BYTES = 255
+BadPath = BadName
+"""A path no file can have: NUL, controls, undecodable bytes, too long (see conduit.names)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +53,8 @@ class VirtualPath:
         return VirtualPath(self.parts[:-1])
 
     def child(self, name: str) -> VirtualPath:
-        return VirtualPath((*self.parts, name))
+        """``self/name``; :class:`BadPath` if ``name`` or the result breaks the name rule."""
+        return VirtualPath(check_path((*self.parts, name)))
 
     def __str__(self) -> str:
         return self.text
@@ -87,12 +87,6 @@ def resolve(raw: bytes | str, cwd: VirtualPath = ROOT) -> VirtualPath:
     elif text.startswith("~"):
         raise BadPath("no home folders on this gateway")
     parts = normalise(text if text.startswith("/") else f"{cwd.text}/{text}")
-    for part in parts:
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise BadPath("file name too long")
-        if not part.isprintable():
-            # CR/LF, ANSI escapes and other control characters: legal on
-            # POSIX, used by nobody legitimately, and a log/terminal injection
-            # vector for everyone downstream.
-            raise BadPath("control characters in file names are not allowed")
-    return VirtualPath(tuple(parts))
+    # CR/LF, ANSI escapes, bidi overrides: legal on POSIX, used by nobody
+    # legitimately, and a log/terminal injection vector for everyone downstream.
+    return VirtualPath(check_path(parts))

@@ -2,9 +2,9 @@
 
 Uploads run ``scp -t -d <dir>`` and send one ``C`` line; downloads run
 ``scp -f -p <file>``. Every device path is built by the relay from validated
-name components and passed through :func:`shlex.quote`; names that cannot
-travel in a control line (line breaks) are refused by
-:mod:`~conduit.storage.relay.scpproto`.
+name components and passed through :func:`shlex.quote`; control lines are
+parsed and formatted by the one strict codec, :mod:`conduit.scpcodec`, and
+every name obeys :mod:`conduit.names`.
 
 **Why uploads are spooled.** SCP announces the size in the ``C`` line before
 the first data byte, but an SFTP client uploading through the gateway never
@@ -41,16 +41,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
+from conduit.names import is_valid_name
+from conduit.scpcodec import FileHeader, format_line
 from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
 from conduit.storage.relay import commands, custody
 from conduit.storage.relay.connection import DeviceLink
 from conduit.storage.relay.scpchannel import CHUNK, READ_WINDOW, ScpChannel, ScpSource
-from conduit.storage.relay.scpproto import (
-    FileLine,
-    ScpProtocolError,
-    check_name,
-    format_line,
-)
 from conduit.storage.relay.sftp import remote_path, temp_name
 
 
@@ -116,7 +112,7 @@ class ScpWriteHandle:
     def __init__(self, device: ScpDevice, path: RelPath, mode: int, spool: IO[bytes]) -> None:
         self._device = device
         self._dir = remote_path(device.root, path[:-1])
-        self._name = check_name(path[-1])
+        self._name = path[-1]
         self._mode = mode & 0o7777
         self._spool: IO[bytes] | None = spool
         self._size = 0
@@ -149,7 +145,7 @@ class ScpWriteHandle:
         channel = await ScpChannel.start(link, f"scp -t -d {shlex.quote(self._dir)}")
         try:
             await channel.expect_ok()
-            await channel.send(format_line(FileLine(self._mode, self._size, name)))
+            await channel.send(format_line(FileHeader(False, self._mode, self._size, name)))
             await channel.expect_ok()
             offset = 0
             while offset < self._size:
@@ -220,13 +216,6 @@ class ScpDevice:
         self.spool_limit = spool_limit
 
     def path(self, path: RelPath) -> str:
-        for name in path:
-            try:
-                check_name(name)
-            except ScpProtocolError:
-                raise StorageError(
-                    Fault.FORBIDDEN, "name not allowed on a legacy SCP device"
-                ) from None
         return remote_path(self.root, path)
 
     async def read_back(self, path: str) -> AsyncIterator[bytes]:
@@ -346,6 +335,6 @@ def parse_listing(output: bytes) -> list[Entry]:
             raise StorageError(
                 Fault.FAILURE, "device listing unreadable", "list command output malformed"
             ) from None
-        if name not in (".", "..") and "/" not in name:
+        if is_valid_name(name):  # what no operation could reach is not shown
             entries.append(entry)
     return sorted(entries, key=lambda entry: entry.name)

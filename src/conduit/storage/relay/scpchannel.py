@@ -15,16 +15,18 @@ from collections.abc import AsyncIterator
 
 import asyncssh
 
-from conduit.storage.base import Fault, Stat, StorageError
-from conduit.storage.relay.connection import DeviceLink, device_error
-from conduit.storage.relay.scpproto import (
-    DirLine,
-    FileLine,
+from conduit.scpcodec import (
+    LINE_END,
+    MAX_LINE,
+    FileHeader,
+    PeerError,
     ScpProtocolError,
-    TimesLine,
+    Times,
     parse_line,
     parse_reply,
 )
+from conduit.storage.base import Fault, Stat, StorageError
+from conduit.storage.relay.connection import DeviceLink, device_error
 
 CHUNK = 256 * 1024
 READ_WINDOW = 8 * 1024 * 1024
@@ -89,7 +91,9 @@ class ScpChannel:
 
     async def _read_line(self, first: bytes) -> bytes:
         async with asyncio.timeout(REPLY_TIMEOUT):
-            rest = await self.process.stdout.readuntil(b"\n")
+            rest = await self.process.stdout.readuntil(LINE_END, MAX_LINE + 1)
+        if not rest.endswith(b"\n"):
+            raise ScpProtocolError("protocol error: control line too long")
         return first + rest
 
     async def expect_ok(self) -> None:
@@ -97,18 +101,19 @@ class ScpChannel:
             first = await self.process.stdout.readexactly(1)
         if first == b"\0":
             return
+        if first not in (b"\1", b"\2"):
+            raise ScpProtocolError("protocol error: unexpected reply byte")
         reply = parse_reply(await self._read_line(first))
-        raise _remote_fault(reply.message)
+        raise _remote_fault(reply.message if reply else "")
 
-    async def next_line(self) -> FileLine | DirLine | TimesLine:
+    async def next_line(self) -> FileHeader | Times:
         """The source's next control line (an error reply becomes a StorageError)."""
         async with asyncio.timeout(REPLY_TIMEOUT):
             first = await self.process.stdout.readexactly(1)
-        raw = await self._read_line(first)
-        if first in (b"\1", b"\2"):
-            raise _remote_fault(parse_reply(raw).message)
-        line = parse_line(raw)
-        if not isinstance(line, FileLine | DirLine | TimesLine):
+        line = parse_line(await self._read_line(first))
+        if isinstance(line, PeerError):
+            raise _remote_fault(line.message)
+        if not isinstance(line, FileHeader | Times):
             raise ScpProtocolError("unexpected end of directory")
         return line
 
@@ -123,7 +128,7 @@ class ScpChannel:
 class ScpSource:
     """A running ``scp -f -p`` download, positioned at the start of the data."""
 
-    def __init__(self, channel: ScpChannel, line: FileLine, times: TimesLine | None) -> None:
+    def __init__(self, channel: ScpChannel, line: FileHeader, times: Times | None) -> None:
         self.channel = channel
         self.line = line
         self.times = times
@@ -137,11 +142,11 @@ class ScpSource:
             times = None
             while True:
                 line = await channel.next_line()
-                if isinstance(line, TimesLine):
+                if isinstance(line, Times):
                     times = line
                     await channel.send(b"\0")
                     continue
-                if isinstance(line, DirLine):
+                if line.directory:
                     raise StorageError(Fault.IS_A_DIRECTORY)
                 return cls(channel, line, times)
         except BaseException as exc:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 import asyncssh
 
+from conduit.names import BadName, check_path
 from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
 from conduit.storage.relay import custody
 from conduit.storage.relay.connection import DeviceLink, device_error
@@ -34,7 +35,11 @@ def temp_name() -> str:
 
 
 def remote_path(root: str, path: RelPath) -> str:
-    """The device path of ``path`` below the device's ``root``."""
+    """The device path of ``path`` below the device's ``root``; every name obeys the rule."""
+    try:
+        check_path(path)
+    except BadName as exc:
+        raise StorageError(Fault.FORBIDDEN, f"name not allowed: {exc}") from None
     return posixpath.join(root, *path) if path else root
 
 
