@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class Gateway:
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.host_keys: list[asyncssh.SSHKey] = []
+        self._stopping = threading.Event()
 
     # -- what sessions see ---------------------------------------------------------------
 
@@ -168,14 +170,50 @@ class Gateway:
                 # Unchanged by a reload: keep the backend (and its open uploads).
                 areas[name] = self.areas[name]
                 continue
-            backend = LocalBackend(name, area.path, durable=config.gateway.durable_uploads)
-            removed = backend.cleanup_orphans()
-            if removed:
-                log.warning(
-                    "area %s: removed %d incomplete upload(s) left by a crash", name, removed
-                )
-            areas[name] = backend
+            # Its crash leftovers are swept by _sweep_later, once the listener is up.
+            areas[name] = LocalBackend(name, area.path, durable=config.gateway.durable_uploads)
         return areas
+
+    def _sweep_later(self, before: dict[str, Backend]) -> None:
+        """Sweep the temp files a crash left in each new area, in a thread.
+
+        A user can make an area's tree as deep or wide as they like; start-up
+        and reload must neither fail on it nor wait for it.
+        """
+        new = [
+            (name, backend)
+            for name, backend in self.areas.items()
+            if isinstance(backend, LocalBackend) and before.get(name) is not backend
+        ]
+        if new:
+            threading.Thread(
+                target=self._sweep, args=(new,), name="conduit-sweep", daemon=True
+            ).start()
+
+    def _sweep(self, areas: list[tuple[str, LocalBackend]]) -> None:
+        for name, backend in areas:
+            if self._stopping.is_set():
+                return
+            try:
+                result = backend.cleanup_orphans(stop=self._stopping.is_set)
+            except OSError as exc:  # the area was closed or removed meanwhile
+                log.warning("area %s: sweep for incomplete uploads failed: %s", name, exc)
+                continue
+            if result.removed:
+                log.warning(
+                    "area %s: removed %d incomplete upload(s) left by a crash",
+                    name,
+                    result.removed,
+                )
+            if result.unreadable or result.too_deep or result.stopped:
+                log.warning(
+                    "area %s: sweep for incomplete uploads skipped %d unreadable and "
+                    "%d too deep folder(s)%s",
+                    name,
+                    result.unreadable,
+                    result.too_deep,
+                    f"; stopped: {result.stopped}" if result.stopped else "",
+                )
 
     def _build_devices(self, config: Config) -> dict[str, Backend]:
         from conduit.storage.relay import open_device
@@ -202,6 +240,7 @@ class Gateway:
             self.recorder = self._journal
         try:
             await self._listen()
+            self._sweep_later({})
         except BaseException as exc:
             # Nothing is served: seal the journal and stop its sinks, or their
             # tasks outlive the failed start (and a second start finds it busy).
@@ -253,7 +292,8 @@ class Gateway:
         areas = self._build_backends(config)
         devices = self._build_devices(config)
         self.config, self._policy, self._keys = config, Policy(config), keys
-        self.areas, self.devices = areas, devices
+        before, self.areas, self.devices = self.areas, areas, devices
+        self._sweep_later(before)
 
     def install_reload_signal(self) -> None:
         loop = asyncio.get_running_loop()
@@ -273,6 +313,7 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
