@@ -15,6 +15,7 @@ from typing import Any
 import asyncssh
 
 from conduit.audit import Auditor
+from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
 from conduit.config.check import load_checked
 from conduit.gateway import tuning
@@ -110,6 +111,14 @@ class Gateway:
         self._journal: EventLog | None = None
         self.recorder: Recorder = recorder  # type: ignore[assignment]
         self.counters = Counters()
+        limits = config.gateway.limits
+        self.noise = NoiseLog(
+            lambda *args, **fields: self.recorder.record(*args, **fields),
+            config.audit.journal,
+            interval=limits.auth_failure_summary_interval,
+            min_free=int(limits.journal_min_free),
+            spawn=self.spawn,
+        )
         self.areas: dict[str, Backend] = {}
         self.devices: dict[str, Backend] = {}
         self._server: asyncssh.SSHAcceptor | None = None
@@ -239,11 +248,14 @@ class Gateway:
             self._journal = EventLog(auditor)
             self.recorder = self._journal
         try:
+            self.noise.start()
             await self._listen()
             self._sweep_later({})
         except BaseException as exc:
             # Nothing is served: seal the journal and stop its sinks, or their
             # tasks outlive the failed start (and a second start finds it busy).
+            with contextlib.suppress(Exception):
+                await self.noise.close()
             if self._journal is not None:
                 with contextlib.suppress(Exception):
                     await self.recorder.record("gateway.start", "failed", error=str(exc))
@@ -293,6 +305,8 @@ class Gateway:
         devices = self._build_devices(config)
         self.config, self._policy, self._keys = config, Policy(config), keys
         before, self.areas, self.devices = self.areas, areas, devices
+        self.noise.interval = config.gateway.limits.auth_failure_summary_interval
+        self.noise.min_free = int(config.gateway.limits.journal_min_free)
         self._sweep_later(before)
 
     def install_reload_signal(self) -> None:
@@ -318,6 +332,10 @@ class Gateway:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        try:
+            await self.noise.close()
+        except Exception as exc:  # the journal may be what is failing
+            log.error("could not record failed-login summaries: %s", exc)
         try:
             await self.recorder.record("gateway.stop", "success")
         except Exception as exc:  # the journal may be what is failing
