@@ -182,9 +182,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
         folder = Path(tmp)
         key = folder / "id_ed25519"
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
-        )
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         print("| row | logins ok | median ms | p95 ms | flood | gateway CPU s |")
         print("|---|---:|---:|---:|---:|---:|")
         rows = [
