@@ -129,3 +129,29 @@ def test_leaving_frees_the_slot() -> None:
 )
 def test_source_key(address: str, key: str) -> None:
     assert source_key(ip_address(address)) == key
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"10:30:100"', Startups(10, 30, 100)),
+        ("64", Startups(64, 100, 64)),  # the old integer form keeps working
+        ('"5:0:5"', Startups(5, 0, 5)),
+    ],
+)
+def test_max_startups_forms(value: str, expected: Startups) -> None:
+    from conduit.config import parse
+
+    config = parse(f"[gateway.limits]\nmax_startups = {value}\n")
+    assert config.gateway.limits.max_startups == expected
+
+
+@pytest.mark.parametrize(
+    "value", ['"10:30"', '"100:30:10"', '"1:130:5"', "0", '"a:b:c"', '"\u0661:2:3"', "true"]
+)
+def test_bad_max_startups_is_one_clear_error(value: str) -> None:
+    from conduit.config import ConfigError, parse
+
+    with pytest.raises(ConfigError) as refused:
+        parse(f"[gateway.limits]\nmax_startups = {value}\n")
+    assert "max_startups" in str(refused.value)
