@@ -11,6 +11,7 @@ is journalled (in summaries), so the test can also check that none fell on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
-from tests.support.gateway import RunningGateway
+from tests.support.gateway import RunningGateway, wait_for
 
 FLOODER = Path(__file__).resolve().parents[1] / "support" / "flood.py"
 
@@ -74,3 +75,31 @@ def test_logins_succeed_during_a_flood_from_another_address(gw: RunningGateway) 
     assert sum(logins) >= 19, logins
     records = gw.recorder.of("connection.refused")
     assert len(records) < 100  # aggregated, not one per connection
+
+
+def test_refused_sockets_are_closed_before_the_ssh_banner(gw: RunningGateway) -> None:
+    import socket
+
+    cap = gw.config.gateway.limits.max_startups_per_source
+    opened = []
+    try:
+        for _ in range(cap + 15):
+            sock = socket.create_connection(
+                ("127.0.0.1", gw.port), timeout=10, source_address=("127.0.0.3", 0)
+            )
+            opened.append(sock)
+        banners = 0
+        for sock in opened:
+            with contextlib.suppress(ConnectionResetError):  # refused: reset, no byte
+                banners += sock.recv(64).startswith(b"SSH-2.0-Conduit")
+        assert banners == cap
+        assert gw.gateway.counters.unauthenticated == cap
+        assert refused_from(gw, "127.0.0.3") == 15
+        first = gw.recorder.of("connection.refused")[0]
+        assert first["reason"] == "too many unauthenticated connections from this address"
+    finally:
+        for sock in opened:
+            sock.close()
+    # their slots come back once they are gone
+    assert wait_for(lambda: gw.gateway.counters.unauthenticated == 0)
+    assert gw.sftp("ls /inbox\n").returncode == 0

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import Coroutine
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
 from conduit.config.check import load_checked
 from conduit.gateway import tuning
+from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
 from conduit.gateway.server import Connection, Counters
 from conduit.policy import Policy
@@ -111,6 +113,7 @@ class Gateway:
         self._journal: EventLog | None = None
         self.recorder: Recorder = recorder  # type: ignore[assignment]
         self.counters = Counters()
+        self.gate = Listener(self._admit, self.counters.admission.leave)
         limits = config.gateway.limits
         self.noise = NoiseLog(
             lambda *args, **fields: self.recorder.record(*args, **fields),
@@ -135,6 +138,21 @@ class Gateway:
     @property
     def policy(self) -> Policy:
         return self._policy
+
+    def _admit(self, ticket: Ticket, peer: Any) -> bool:
+        """Admission at accept time (see gate.py and admission.py)."""
+        try:
+            address = ip_address(str(peer[0]).split("%")[0])
+        except (TypeError, IndexError, ValueError):
+            return False  # no address to judge it by: refuse
+        limits = self.config.gateway.limits
+        return self.counters.admission.admit(
+            ticket,
+            address,
+            limits.max_startups,
+            limits.max_startups_per_source,
+            self.noise.refused,
+        )
 
     def keys_of(self, user: str) -> frozenset[bytes]:
         return self._keys.get(user, frozenset())
@@ -274,6 +292,7 @@ class Gateway:
             self._server = await asyncssh.listen(
                 host.strip("[]"),
                 int(port),
+                tunnel=self.gate,  # our listener: admission before asyncssh
                 server_factory=lambda: Connection(self),
                 server_host_keys=self.host_keys,
                 encryption_algs=CIPHERS,
@@ -288,7 +307,6 @@ class Gateway:
                 keepalive_interval=60,
                 keepalive_count_max=3,
                 server_version="Conduit",
-                reuse_address=True,
             )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)

@@ -22,6 +22,7 @@ from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from conduit.gateway import authwatch
 from conduit.gateway.admission import Admission
+from conduit.gateway.gate import Ticket
 from conduit.gateway.operations import Operations, SessionInfo, Traffic
 from conduit.gateway.scp import ScpServer
 from conduit.gateway.scpwire import ScpProtocolError, parse_command
@@ -56,7 +57,7 @@ class Connection(asyncssh.SSHServer):
         self.source: IPv4Address | IPv6Address = ip_address("0.0.0.0")  # noqa: S104
         self.user: str | None = None
         self.authenticated = False
-        self.counted_unauthenticated = False
+        self.ticket: Ticket | None = None  # its place among the waiting (admission)
         self.failures = 0
         self.asked_none: str | None = None  # the user name of a first "none" request
         self.key: asyncssh.SSHKey | None = None
@@ -71,25 +72,15 @@ class Connection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.source = ip_address(peer[0].split("%")[0])
-        limits = self.gateway.config.gateway.limits
-        admitted = self.gateway.counters.admission.admit(
-            self,
-            self.source,
-            limits.max_startups,
-            limits.max_startups_per_source,
-            self.gateway.noise.refused,
-        )
-        if not admitted:
-            conn.abort()  # before asyncssh sends its version: nothing more is spent on it
+        # Admitted (or refused) at accept time, before asyncssh built this
+        # connection: see gate.py. Claim the ticket the gate holds for it.
+        ticket = self.gateway.gate.admitting
+        if ticket is None:  # not through the gate: fail closed
+            conn.abort()
             return
-        self.counted_unauthenticated = True
+        ticket.claimed = True
+        self.ticket = ticket
         authwatch.watch(conn, self._other_method)
-
-    def drop(self) -> None:
-        """Close this unauthenticated connection to make room (see admission)."""
-        self.counted_unauthenticated = False
-        if self.conn is not None:
-            self.conn.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._leave_unauthenticated()
@@ -127,9 +118,9 @@ class Connection(asyncssh.SSHServer):
         self.gateway.spawn(self.gateway.recorder.record(type, outcome, **identity, **fields))
 
     def _leave_unauthenticated(self) -> None:
-        if self.counted_unauthenticated:
-            self.counted_unauthenticated = False
-            self.gateway.counters.admission.leave(self)
+        if self.ticket is not None:
+            self.gateway.counters.admission.leave(self.ticket)
+            self.ticket = None
 
     @property
     def zone(self) -> str | None:
@@ -154,7 +145,8 @@ class Connection(asyncssh.SSHServer):
         reason = self._refusal(username, key)
         if reason is None:
             self.key = key  # the key the client then proves it holds
-            self.gateway.counters.admission.protect(self)
+            if self.ticket is not None:
+                self.gateway.counters.admission.protect(self.ticket)
             return True
         self._failed("publickey", username, reason, key_fingerprint=key.get_fingerprint())
         return False
