@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,14 +180,38 @@ def test_stop_request_ends_the_walk(tmp_path: Path) -> None:
     assert ORPHAN in deepest(tmp_path, 100)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
 def test_unreadable_folder_is_skipped(tmp_path: Path) -> None:
-    (tmp_path / "locked").mkdir()
-    (tmp_path / "locked" / ORPHAN).write_bytes(b"x")
-    (tmp_path / ORPHAN).write_bytes(b"x")
-    os.chmod(tmp_path / "locked", 0)
+    """As an unprivileged user (root reads every folder, so drop to nobody)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    base = Path(tempfile.mkdtemp(prefix="conduit-sweep-"))  # /tmp/pytest-of-root is 0700
     try:
-        result = LocalBackend("a", tmp_path).cleanup_orphans()
+        os.chmod(base, 0o755)
+        area = base / "area"
+        (area / "locked").mkdir(parents=True)
+        (area / "open").mkdir()
+        for folder in (area, area / "locked", area / "open"):
+            (folder / ORPHAN).write_bytes(b"x")
+        for path in (area, area / "open", area / ORPHAN, area / "open" / ORPHAN):
+            os.chown(path, 65534, 65534)
+        os.chmod(area / "locked", 0o700)  # root's: nobody can neither list nor enter it
+        script = (  # import first: root's Python is not readable by nobody
+            "import os, json, sys, pathlib; from conduit.storage import LocalBackend;"
+            "os.setgid(65534); os.setuid(65534);"
+            "r = LocalBackend('a', pathlib.Path(sys.argv[1])).cleanup_orphans();"
+            "print(json.dumps([r.removed, r.unreadable, r.stopped]))"
+        )
+        src = Path(__file__).resolve().parents[2] / "src"
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(area)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(src)},
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == [2, 1, None]
+        assert (area / "locked" / ORPHAN).exists()
+        assert not (area / "open" / ORPHAN).exists()
     finally:
-        os.chmod(tmp_path / "locked", 0o700)
-    assert result.removed == 1 and result.unreadable == 1
+        subprocess.run(["rm", "-rf", str(base)], check=True)

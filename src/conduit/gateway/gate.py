@@ -70,15 +70,18 @@ class Listener:
         if not self._admit(ticket, transport.get_extra_info("peername")):
             transport.abort()
             return
-        conn = factory("", 0)
-        transport.set_protocol(conn)
         self.admitting = ticket
         try:
+            conn = factory("", 0)
+            transport.set_protocol(conn)
             conn.connection_made(transport)
+        except Exception:
+            transport.abort()
+            raise  # asyncio logs it; the socket is closed either way
         finally:
             self.admitting = None
-        if not ticket.claimed:  # asyncssh failed before our Connection saw it
-            self._release(ticket)
+            if not ticket.claimed:  # asyncssh failed before our Connection saw it
+                self._release(ticket)
 
 
 class _Gate(asyncio.Protocol):
