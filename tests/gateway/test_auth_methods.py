@@ -8,6 +8,7 @@ their ``auth_method``, and requests count toward MaxAuthTries.
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import asyncssh
@@ -41,9 +42,20 @@ def test_openssh_without_a_key_is_journalled(gw: RunningGateway, preferred: str)
     assert not gw.recorder.of("session.start")
 
 
-def test_sftp_with_passwords_only_is_journalled(gw: RunningGateway) -> None:
-    argv_extra = ("-o", "PreferredAuthentications=password,keyboard-interactive")
-    result = gw.scp("/etc/hostname", ":/inbox/", extra=argv_extra)
+@pytest.mark.parametrize("legacy", [False, True], ids=["sftp", "scp-O"])
+def test_sftp_and_scp_with_passwords_only_are_journalled(gw: RunningGateway, legacy: bool) -> None:
+    only_passwords = ("-o", "PreferredAuthentications=password,keyboard-interactive")
+    if legacy:
+        result = gw.scp("/etc/hostname", ":/inbox/", legacy=True, extra=only_passwords)
+    else:
+        argv = ["sftp", "-b", "-", "-P", str(gw.port), *gw.ssh_options(), *only_passwords]
+        result = subprocess.run(
+            [*argv, "alice@127.0.0.1"],
+            input="put /etc/hostname /inbox/\n",
+            timeout=60,
+            capture_output=True,
+            text=True,
+        )
     assert result.returncode != 0
     assert wait_for(lambda: gw.recorder.of("auth.failure"))[0]["auth_method"] == "none"
     assert not (gw.area("inbox") / "hostname").exists()
