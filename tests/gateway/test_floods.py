@@ -103,3 +103,22 @@ def test_refused_sockets_are_closed_before_the_ssh_banner(gw: RunningGateway) ->
     # their slots come back once they are gone
     assert wait_for(lambda: gw.gateway.counters.unauthenticated == 0)
     assert gw.sftp("ls /inbox\n").returncode == 0
+
+
+def test_ipv6_listener_admits_and_serves(make_gateway, keys: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.gateway import policy_text
+
+    first = make_gateway()
+    text = (
+        policy_text(first.root, keys)
+        .replace('listen = "127.0.0.1:0"', 'listen = "[::1]:0"')
+        .replace('networks = ["127.0.0.0/8"]', 'networks = ["127.0.0.0/8", "::1/128"]')
+    )
+    running = make_gateway(text=text)
+    host_key = running.gateway.host_keys[0].export_public_key().decode().strip()
+    running.known_hosts.write_text(f"[::1]:{running.port} {host_key}\n")
+    argv = ["sftp", "-b", "-", "-P", str(running.port), *running.ssh_options(), "alice@[::1]"]
+    result = subprocess.run(argv, input="ls /\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "inbox" in result.stdout
+    assert running.gateway.counters.unauthenticated == 0
