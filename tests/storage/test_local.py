@@ -171,7 +171,7 @@ def test_abort_and_orphan_cleanup(area: Path) -> None:
     run(scenario())
     assert sorted(os.listdir(area / "dir")) == ["deep.txt", "rel_out2", "up_in"]
     (area / "dir" / f"{TEMP_PREFIX}dead-crash.bin").write_text("left by a crash")
-    assert LocalBackend("a", area).cleanup_orphans() == 1
+    assert LocalBackend("a", area).cleanup_orphans().removed == 1
     assert not (area / "dir" / f"{TEMP_PREFIX}dead-crash.bin").exists()
 
 

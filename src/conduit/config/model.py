@@ -13,9 +13,9 @@ import socket
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, field_validator
 
 Network = IPv4Network | IPv6Network
 
@@ -45,12 +45,50 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Startups(NamedTuple):
+    """OpenSSH's ``MaxStartups start:rate:full``: from ``start`` unauthenticated
+    connections on, refuse new ones with probability ``rate`` %, rising
+    linearly to 100 % at ``full``."""
+
+    start: int
+    rate: int
+    full: int
+
+
+def _startups(value: object) -> object:
+    """``N`` (refuse beyond N, as sshd) or ``"start:rate:full"``."""
+    if isinstance(value, bool):
+        raise ValueError('must be a number or "start:rate:full"')
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return Startups(value, 100, value)
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
+            raise ValueError('must be "start:rate:full", e.g. "10:30:100"')
+        start, rate, full = (int(p) for p in parts)
+        if not 1 <= start <= full or not 0 <= rate <= 100:
+            raise ValueError("needs 1 <= start <= full and a rate of 0 to 100 (%)")
+        return Startups(start, rate, full)
+    return value
+
+
 class Limits(Section):
     """Connection and session limits (the sshd_config knobs asyncssh lacks)."""
 
     login_grace_time: Annotated[float, Field(gt=0)] = 30.0
     max_auth_tries: Annotated[int, Field(ge=1)] = 6
-    max_startups: Annotated[int, Field(ge=1)] = 64
+    max_startups: Annotated[Startups, BeforeValidator(_startups)] = Startups(10, 30, 100)
+    # unauthenticated connections at once from one address (IPv6: one /64)
+    max_startups_per_source: Annotated[int, Field(ge=1)] = 10
+    # repeated failed logins and refused connections: one record per source
+    # at first, then one summary per source, user and method every interval
+    auth_failure_summary_interval: Annotated[float, Field(gt=0)] = 60.0
+    # below this much free space on the journal's disk, records about
+    # unauthenticated clients are shed (and an alert raised) to keep room
+    # for the records of transfers
+    journal_min_free: ByteSize = ByteSize(256 * 1024 * 1024)
     max_sessions_per_connection: Annotated[int, Field(ge=1)] = 10
     max_sessions_per_user: Annotated[int, Field(ge=1)] = 64
     idle_timeout: Annotated[float, Field(ge=0)] = 900.0

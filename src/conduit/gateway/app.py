@@ -7,16 +7,20 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Coroutine
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
 from conduit.audit import Auditor
+from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
 from conduit.config.check import load_checked
 from conduit.gateway import tuning
+from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
 from conduit.gateway.server import Connection, Counters
 from conduit.policy import Policy
@@ -109,11 +113,21 @@ class Gateway:
         self._journal: EventLog | None = None
         self.recorder: Recorder = recorder  # type: ignore[assignment]
         self.counters = Counters()
+        self.gate = Listener(self._admit, self.counters.admission.leave)
+        limits = config.gateway.limits
+        self.noise = NoiseLog(
+            lambda *args, **fields: self.recorder.record(*args, **fields),
+            config.audit.journal,
+            interval=limits.auth_failure_summary_interval,
+            min_free=int(limits.journal_min_free),
+            spawn=self.spawn,
+        )
         self.areas: dict[str, Backend] = {}
         self.devices: dict[str, Backend] = {}
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.host_keys: list[asyncssh.SSHKey] = []
+        self._stopping = threading.Event()
 
     # -- what sessions see ---------------------------------------------------------------
 
@@ -124,6 +138,21 @@ class Gateway:
     @property
     def policy(self) -> Policy:
         return self._policy
+
+    def _admit(self, ticket: Ticket, peer: Any) -> bool:
+        """Admission at accept time (see gate.py and admission.py)."""
+        try:
+            address = ip_address(str(peer[0]).split("%")[0])
+        except (TypeError, IndexError, ValueError):
+            return False  # no address to judge it by: refuse
+        limits = self.config.gateway.limits
+        return self.counters.admission.admit(
+            ticket,
+            address,
+            limits.max_startups,
+            limits.max_startups_per_source,
+            self.noise.refused,
+        )
 
     def keys_of(self, user: str) -> frozenset[bytes]:
         return self._keys.get(user, frozenset())
@@ -168,14 +197,50 @@ class Gateway:
                 # Unchanged by a reload: keep the backend (and its open uploads).
                 areas[name] = self.areas[name]
                 continue
-            backend = LocalBackend(name, area.path, durable=config.gateway.durable_uploads)
-            removed = backend.cleanup_orphans()
-            if removed:
-                log.warning(
-                    "area %s: removed %d incomplete upload(s) left by a crash", name, removed
-                )
-            areas[name] = backend
+            # Its crash leftovers are swept by _sweep_later, once the listener is up.
+            areas[name] = LocalBackend(name, area.path, durable=config.gateway.durable_uploads)
         return areas
+
+    def _sweep_later(self, before: dict[str, Backend]) -> None:
+        """Sweep the temp files a crash left in each new area, in a thread.
+
+        A user can make an area's tree as deep or wide as they like; start-up
+        and reload must neither fail on it nor wait for it.
+        """
+        new = [
+            (name, backend)
+            for name, backend in self.areas.items()
+            if isinstance(backend, LocalBackend) and before.get(name) is not backend
+        ]
+        if new:
+            threading.Thread(
+                target=self._sweep, args=(new,), name="conduit-sweep", daemon=True
+            ).start()
+
+    def _sweep(self, areas: list[tuple[str, LocalBackend]]) -> None:
+        for name, backend in areas:
+            if self._stopping.is_set():
+                return
+            try:
+                result = backend.cleanup_orphans(stop=self._stopping.is_set)
+            except OSError as exc:  # the area was closed or removed meanwhile
+                log.warning("area %s: sweep for incomplete uploads failed: %s", name, exc)
+                continue
+            if result.removed:
+                log.warning(
+                    "area %s: removed %d incomplete upload(s) left by a crash",
+                    name,
+                    result.removed,
+                )
+            if result.unreadable or result.too_deep or result.stopped:
+                log.warning(
+                    "area %s: sweep for incomplete uploads skipped %d unreadable and "
+                    "%d too deep folder(s)%s",
+                    name,
+                    result.unreadable,
+                    result.too_deep,
+                    f"; stopped: {result.stopped}" if result.stopped else "",
+                )
 
     def _build_devices(self, config: Config) -> dict[str, Backend]:
         from conduit.storage.relay import open_device
@@ -201,10 +266,14 @@ class Gateway:
             self._journal = EventLog(auditor)
             self.recorder = self._journal
         try:
+            self.noise.start()
             await self._listen()
+            self._sweep_later({})
         except BaseException as exc:
             # Nothing is served: seal the journal and stop its sinks, or their
             # tasks outlive the failed start (and a second start finds it busy).
+            with contextlib.suppress(Exception):
+                await self.noise.close()
             if self._journal is not None:
                 with contextlib.suppress(Exception):
                     await self.recorder.record("gateway.start", "failed", error=str(exc))
@@ -223,6 +292,7 @@ class Gateway:
             self._server = await asyncssh.listen(
                 host.strip("[]"),
                 int(port),
+                tunnel=self.gate,  # our listener: admission before asyncssh
                 server_factory=lambda: Connection(self),
                 server_host_keys=self.host_keys,
                 encryption_algs=CIPHERS,
@@ -237,7 +307,6 @@ class Gateway:
                 keepalive_interval=60,
                 keepalive_count_max=3,
                 server_version="Conduit",
-                reuse_address=True,
             )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -253,7 +322,10 @@ class Gateway:
         areas = self._build_backends(config)
         devices = self._build_devices(config)
         self.config, self._policy, self._keys = config, Policy(config), keys
-        self.areas, self.devices = areas, devices
+        before, self.areas, self.devices = self.areas, areas, devices
+        self.noise.interval = config.gateway.limits.auth_failure_summary_interval
+        self.noise.min_free = int(config.gateway.limits.journal_min_free)
+        self._sweep_later(before)
 
     def install_reload_signal(self) -> None:
         loop = asyncio.get_running_loop()
@@ -273,10 +345,15 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        try:
+            await self.noise.close()
+        except Exception as exc:  # the journal may be what is failing
+            log.error("could not record failed-login summaries: %s", exc)
         try:
             await self.recorder.record("gateway.stop", "success")
         except Exception as exc:  # the journal may be what is failing

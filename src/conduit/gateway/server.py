@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
+from conduit.gateway import authwatch
+from conduit.gateway.admission import Admission
+from conduit.gateway.gate import Ticket
 from conduit.gateway.operations import Operations, SessionInfo, Traffic
 from conduit.gateway.scp import ScpServer
 from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
@@ -35,14 +38,13 @@ log = logging.getLogger("conduit.gateway")
 class Counters:
     """Gateway-wide state behind the limits."""
 
-    # Connections that have not authenticated yet, oldest first.
-    pending: OrderedDict[str, Connection] = field(default_factory=OrderedDict)
+    # Connections that have not authenticated yet (MaxStartups).
+    admission: Admission = field(default_factory=Admission)
     sessions_per_user: Counter[str] = field(default_factory=Counter)
-    evicted: int = 0
 
     @property
     def unauthenticated(self) -> int:
-        return len(self.pending)
+        return len(self.admission)
 
 
 class Connection(asyncssh.SSHServer):
@@ -55,8 +57,9 @@ class Connection(asyncssh.SSHServer):
         self.source: IPv4Address | IPv6Address = ip_address("0.0.0.0")  # noqa: S104
         self.user: str | None = None
         self.authenticated = False
-        self.counted_unauthenticated = False
+        self.ticket: Ticket | None = None  # its place among the waiting (admission)
         self.failures = 0
+        self.asked_none: str | None = None  # the user name of a first "none" request
         self.key: asyncssh.SSHKey | None = None
         self.sessions = 0
         self.traffic = Traffic()
@@ -69,27 +72,29 @@ class Connection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.source = ip_address(peer[0].split("%")[0])
-        counters = self.gateway.counters
-        if counters.unauthenticated >= self.gateway.config.gateway.limits.max_startups:
-            # MaxStartups, but fair: instead of refusing the newcomer (which
-            # lets a flood of idle handshakes lock everyone out), drop the
-            # connection that has been waiting longest without logging in.
-            _, oldest = counters.pending.popitem(last=False)
-            oldest.counted_unauthenticated = False
-            if oldest.conn is not None:
-                oldest.conn.abort()
-            counters.evicted += 1
-            if counters.evicted % 100 == 1:
-                log.warning(
-                    "unauthenticated connections at the limit: dropping the oldest "
-                    "(%d dropped so far)",
-                    counters.evicted,
-                )
-        counters.pending[self.id] = self
-        self.counted_unauthenticated = True
+        # Admitted (or refused) at accept time, before asyncssh built this
+        # connection: see gate.py. Claim the ticket the gate holds for it.
+        ticket = self.gateway.gate.admitting
+        if ticket is None:  # not through the gate: fail closed
+            conn.abort()
+            return
+        ticket.claimed = True
+        self.ticket = ticket
+        authwatch.watch(conn, self._other_method)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._leave_unauthenticated()
+        if not self.authenticated and self.asked_none is not None and not self.failures:
+            # The client asked "none", heard "publickey" and gave up: it only
+            # tried methods this gateway does not offer (password, ...).
+            self.gateway.noise.auth_failure(
+                str(self.source),
+                self.asked_none,
+                "none",
+                "client offered no public key",
+                zone=self.zone,
+                session=self.id,
+            )
         if self.idle_task:
             self.idle_task.cancel()
         if self.authenticated and self.user:
@@ -113,9 +118,9 @@ class Connection(asyncssh.SSHServer):
         self.gateway.spawn(self.gateway.recorder.record(type, outcome, **identity, **fields))
 
     def _leave_unauthenticated(self) -> None:
-        if self.counted_unauthenticated:
-            self.counted_unauthenticated = False
-            self.gateway.counters.pending.pop(self.id, None)
+        if self.ticket is not None:
+            self.gateway.counters.admission.leave(self.ticket)
+            self.ticket = None
 
     @property
     def zone(self) -> str | None:
@@ -140,20 +145,33 @@ class Connection(asyncssh.SSHServer):
         reason = self._refusal(username, key)
         if reason is None:
             self.key = key  # the key the client then proves it holds
+            if self.ticket is not None:
+                self.gateway.counters.admission.protect(self.ticket)
             return True
+        self._failed("publickey", username, reason, key_fingerprint=key.get_fingerprint())
+        return False
+
+    def _other_method(self, username: str, method: str) -> bool:
+        """A request for a method Conduit does not offer (see authwatch)."""
+        if method == "none" and self.asked_none is None:
+            # OpenSSH clients start with "none" to learn the methods; like
+            # sshd, the first one is not a failure.
+            self.asked_none = username
+            return True
+        return self._failed(method, username, f"{method} authentication is not offered")
+
+    def _failed(self, method: str, username: str, reason: str, **fields: Any) -> bool:
+        """Count and record a failed attempt; False if it closed the connection."""
         self.failures += 1
-        self.record(
-            "auth.failure",
-            "denied",
-            user_given=username,
-            reason=reason,
-            key_fingerprint=key.get_fingerprint(),
+        self.gateway.noise.auth_failure(
+            str(self.source), username, method, reason, zone=self.zone, session=self.id, **fields
         )
         if self.failures >= self.gateway.config.gateway.limits.max_auth_tries and self.conn:
             self.conn.disconnect(
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication failures"
             )
-        return False
+            return False
+        return True
 
     def _refusal(self, username: str, key: asyncssh.SSHKey) -> str | None:
         if not self.gateway.auditor_available():

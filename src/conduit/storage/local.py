@@ -19,12 +19,16 @@ import errno
 import os
 import secrets
 import stat as st
+from collections.abc import Callable
 from pathlib import Path
 
 from conduit.storage import fsops
 from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
 
 TEMP_PREFIX = ".conduit-part-"
+#: Marks this process's temp files: the start-up sweep runs while the gateway
+#: already serves, and must remove only what an earlier process left behind.
+_PROCESS_TAG = secrets.token_hex(4)
 MAX_LINK_HOPS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -173,7 +177,7 @@ class _WriteHandle:
 
 
 def _temp_name(final: str) -> str:
-    stem = f"{TEMP_PREFIX}{secrets.token_hex(4)}-"
+    stem = f"{TEMP_PREFIX}{_PROCESS_TAG}{secrets.token_hex(4)}-"
     room = 255 - len(stem.encode())
     tail = final.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
     return stem + tail
@@ -417,9 +421,19 @@ class LocalBackend:
             except OSError as exc:
                 raise _fault(exc) from None
 
-    def cleanup_orphans(self) -> int:
-        """Remove temp files a crash left behind; return how many."""
-        return fsops.sweep(self._root, TEMP_PREFIX)
+    def cleanup_orphans(self, stop: Callable[[], bool] | None = None) -> fsops.SweepResult:
+        """Remove temp files an earlier process left behind (a crash).
+
+        Safe while the area is served: this process's own uploads carry its
+        tag and are left alone. It can take long on a big tree; run it in a
+        thread (``stop`` ends it early).
+        """
+        ours = TEMP_PREFIX + _PROCESS_TAG
+
+        def is_orphan(name: str) -> bool:
+            return name.startswith(TEMP_PREFIX) and not name.startswith(ours)
+
+        return fsops.sweep(self._root, is_orphan, stop=stop)
 
     async def close(self) -> None:
         if self._root >= 0:

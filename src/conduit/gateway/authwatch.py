@@ -1,0 +1,53 @@
+"""See every authentication attempt, not only public keys.
+
+asyncssh answers a request for a method the server does not offer
+(``none``, ``password``, ``keyboard-interactive``, ``hostbased``, GSSAPI)
+itself, without telling the application: such attempts were neither counted
+toward MaxAuthTries nor journalled. Offering ``password`` just to hear about
+them would make clients prompt people for a password that can never work.
+Instead, each connection's USERAUTH_REQUEST handler is wrapped (on that
+connection object only) so the application hears of the attempt first, then
+asyncssh refuses it as before. Written for asyncssh 2.24.1 (see
+:data:`conduit.gateway.tuning.PINNED`); tests/gateway/test_auth_methods.py
+fails if an upgrade makes it stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncssh
+from asyncssh.constants import MSG_USERAUTH_REQUEST
+from asyncssh.packet import PacketDecodeError, SSHPacket
+
+#: Methods Conduit serves; asyncssh reports on these through SSHServer callbacks.
+SERVED = frozenset({"publickey"})
+
+#: (username, method) -> True to let asyncssh answer, False if the callee
+#: already closed the connection.
+OnAttempt = Callable[[str, str], bool]
+
+
+def watch(conn: asyncssh.SSHServerConnection, on_attempt: OnAttempt) -> None:
+    """Call ``on_attempt`` for every request for a method other than SERVED."""
+    handlers: dict[int, Any] = dict(type(conn)._packet_handlers)
+    original = handlers[MSG_USERAUTH_REQUEST]
+
+    def userauth_request(self: Any, pkttype: int, pktid: int, packet: SSHPacket) -> Any:
+        peek = SSHPacket(packet.get_remaining_payload())
+        try:
+            username = peek.get_string()
+            peek.get_string()  # service
+            method = peek.get_string()
+        except PacketDecodeError:
+            return original(self, pkttype, pktid, packet)  # asyncssh refuses it
+        name = method.decode("ascii", "backslashreplace")
+        if name not in SERVED and not self.is_client() and not self._auth_complete:
+            user = username.decode("utf-8", "backslashreplace")
+            if not on_attempt(user, name):
+                return None
+        return original(self, pkttype, pktid, packet)
+
+    handlers[MSG_USERAUTH_REQUEST] = userauth_request
+    conn._packet_handlers = handlers
