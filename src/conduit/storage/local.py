@@ -22,7 +22,7 @@ import stat as st
 from pathlib import Path
 
 from conduit.storage import fsops
-from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
+from conduit.storage.base import Concealed, Entry, Fault, RelPath, Stat, StorageError
 
 TEMP_PREFIX = ".conduit-part-"
 MAX_LINK_HOPS = 40
@@ -62,7 +62,10 @@ def _check_name(name: str) -> None:
         raise StorageError(Fault.FORBIDDEN, "invalid name")
 
 
-_LEAVES = StorageError(Fault.FORBIDDEN, "symbolic link leaves the area")
+# What listings hide (links that leave the area or loop, FIFOs, devices) is
+# refused as missing: the client cannot tell it from a name that does not
+# exist; the detail keeps the truth for the audit.
+_LEAVES = Concealed("symbolic link leaves the area")
 
 
 class _Resolved:
@@ -224,7 +227,7 @@ class LocalBackend:
                 if st.S_ISLNK(info.st_mode):
                     hops += 1
                     if hops > MAX_LINK_HOPS:
-                        raise StorageError(Fault.FORBIDDEN, "too many levels of symbolic links")
+                        raise Concealed("too many levels of symbolic links")
                     target = os.readlink(part, dir_fd=fds[-1])
                     if target.startswith("/"):
                         raise _LEAVES
@@ -318,7 +321,7 @@ class LocalBackend:
             os.close(fd)
             if st.S_ISDIR(info.st_mode):
                 raise StorageError(Fault.IS_A_DIRECTORY)
-            raise StorageError(Fault.FORBIDDEN, "not a regular file")
+            raise Concealed("not a regular file")
         return _ReadHandle(fd, info.st_size)
 
     async def open_write(self, path: RelPath, *, mode: int = 0o644) -> _WriteHandle:
