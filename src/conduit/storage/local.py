@@ -237,6 +237,8 @@ class LocalBackend:
                     resolved.name = part
                     break
                 if not st.S_ISDIR(info.st_mode):
+                    if not st.S_ISREG(info.st_mode):
+                        raise Concealed("a path through something listings hide")
                     raise StorageError(Fault.NOT_A_DIRECTORY)
                 fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
         except OSError as exc:
@@ -256,9 +258,12 @@ class LocalBackend:
             if where.name.startswith(TEMP_PREFIX):
                 raise StorageError(Fault.NOT_FOUND)
             try:
-                return _stat(os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False))
+                info = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
             except OSError as exc:
                 raise _fault(exc) from None
+            if not (st.S_ISREG(info.st_mode) or st.S_ISDIR(info.st_mode)):
+                raise Concealed("not a regular file or folder")  # listings hide it too
+            return _stat(info)
 
     async def listdir(self, path: RelPath) -> list[Entry]:
         with self._resolve(path, follow_last=True) as where:
