@@ -34,6 +34,14 @@ Semantics (the contract the gateway, ``check`` and ``explain`` share):
 - **Obligations** (``require``) are returned for ``read``, ``write`` and
   ``rename`` (ops that deliver content under a name); ``list``, ``mkdir`` and
   ``delete`` move no content and carry none.
+- **Hidden targets**: a target no grant of the user names, or one whose zone
+  no conduit joins to the client's in either direction, is refused exactly as
+  a missing one (``Decision.hidden``, reason :data:`ABSENT`).
+- **Folders** (``Request.folder``): patterns allow a folder where they could
+  match something below it; ``write`` on a folder asks whether a file may be
+  written into it (a drop folder), which the target's root allows.
+- **Renames** are decided by :meth:`Policy.decide_rename`, half by half (see
+  :mod:`conduit.policy.rename`).
 - ``Decision.rule`` names the item that decided: ``conduits[NAME]`` when a
   conduit allowed or refused, ``roles.ROLE.grants[I]`` for a same-zone
   allow, or ``deny:REASON`` when nothing in the file applied.
