@@ -73,6 +73,7 @@ name = "logs-up"
 from = "dmz"
 to = "enterprise"
 paths = ["*.log"]
+max_size = "200KiB"
 [[conduits]]
 name = "data-down"
 from = "enterprise"
@@ -237,3 +238,20 @@ def test_download_ends_with_the_window(fw: RunningGateway) -> None:
     assert wait_for(lambda: fw.recorder.of("file.download", "failed"))
     (failed,) = fw.recorder.of("file.download", "failed")
     assert "is open daily 10:00-10:02" in failed["error"] and failed["bytes"] == 64 * KiB
+
+
+def test_download_over_the_read_limit_is_refused(
+    fw: RunningGateway, legacy: bool, tmp_path: Path
+) -> None:
+    """The read conduit's max_size applies to the file's real size (at the first read)."""
+    (fw.area("fw") / "huge.log").write_bytes(b"z" * 300 * KiB)
+    result = fw.scp(":/fw/huge.log", str(tmp_path / "huge.log"), legacy=legacy, extra=ent())
+    assert result.returncode != 0
+    assert not (tmp_path / "huge.log").exists() or (tmp_path / "huge.log").stat().st_size == 0
+    if legacy:
+        assert "larger than 204800 bytes" in result.stderr
+    denied = [e for e in fw.recorder.of("access.denied") if e["path"] == "/fw/huge.log"]
+    assert denied and "max_size 204800 < size 307200" in denied[0]["reason"]
+    assert not fw.recorder.of("file.download")  # refused before anything was sent
+    result = fw.scp(":/fw/a.log", str(tmp_path / "a.log"), legacy=legacy, extra=ent())
+    assert result.returncode == 0 and (tmp_path / "a.log").read_text() == "a\n"

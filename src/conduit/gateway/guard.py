@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from conduit.config.model import Op
 from conduit.gateway.vfs import VirtualPath
 from conduit.policy import Decision, Rename, Request
-from conduit.storage.base import Backend, Concealed, Fault, RelPath, StorageError
+from conduit.storage.base import Backend, Concealed, Fault, ReadHandle, RelPath, StorageError
 
 if TYPE_CHECKING:
     from conduit.gateway.operations import SessionInfo, Site
@@ -174,6 +174,20 @@ class Guard:
             await self.authorize(Op.WRITE, path, size)
             await self._may_replace(path, backend, rel)
 
+        return check
+
+    async def _readable(
+        self, path: VirtualPath, handle: ReadHandle
+    ) -> Callable[[int], Awaitable[None]]:
+        """The download's "still allowed?" check, asked once now with the file's
+        real size (before a legacy SCP header promises it); the handle is closed
+        if the answer is no."""
+        check = self._still_readable(path, handle.size)
+        try:
+            await check(0)
+        except StorageError:
+            await handle.close()
+            raise
         return check
 
     def _still_readable(self, path: VirtualPath, size: int) -> Callable[[int], Awaitable[None]]:

@@ -211,6 +211,7 @@ class Operations(Guard):
         decision = await self.authorize(Op.READ, path)
         backend, rel, _ = self.locate(path)
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
+        check = await self._readable(path, handle)
         transfer = uuid.uuid4().hex[:16]
         self.traffic.transfers_open += 1
         await self.record(
@@ -227,7 +228,7 @@ class Operations(Guard):
             transfer=transfer,
             path=path.text,
             report=self._reporter("file.download", path, decision),
-            check=self._still_readable(path, handle.size),
+            check=check,
         )
 
     async def open_write(
