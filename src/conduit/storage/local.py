@@ -64,8 +64,10 @@ def _check_name(name: str) -> None:
 
 # What listings hide (links that leave the area or loop, FIFOs, devices) is
 # refused as missing: the client cannot tell it from a name that does not
-# exist; the detail keeps the truth for the audit.
-_LEAVES = Concealed("symbolic link leaves the area")
+# exist; the detail keeps the truth for the audit. (A new exception each time:
+# re-raising one instance would grow its traceback with every refusal.)
+def _leaves() -> Concealed:
+    return Concealed("symbolic link leaves the area")
 
 
 class _Resolved:
@@ -211,7 +213,7 @@ class LocalBackend:
                     continue
                 if part == "..":
                     if len(fds) == 1:
-                        raise _LEAVES
+                        raise _leaves()
                     os.close(fds.pop())
                     continue
                 if last and not follow_last:
@@ -230,7 +232,7 @@ class LocalBackend:
                         raise Concealed("too many levels of symbolic links")
                     target = os.readlink(part, dir_fd=fds[-1])
                     if target.startswith("/"):
-                        raise _LEAVES
+                        raise _leaves()
                     todo.extend(reversed(target.split("/")))
                     continue
                 if last:
