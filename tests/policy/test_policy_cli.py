@@ -179,6 +179,7 @@ def test_explain_rename_shows_both_halves(capsys: pytest.CaptureFixture[str]) ->
         (["alice", "read", "/x", "--from", "10.0.0.1", "--size", "big"], "--size"),
         (["alice", "read", "/x", "--from", "10.0.0.1", "--at", "soon"], "--at"),
         (["alice", "read", "/x", "/y", "--from", "10.0.0.1"], "only for rename"),
+        (["alice", "rename", "/x", "--from", "10.0.0.1", "--replaces"], "give OLD and NEW"),
     ],
 )
 def test_explain_user_mistakes(

@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if args.new is not None and op is not Op.RENAME:
         raise CommandError(f"a second path is only for rename, not {op}")
+    if args.new is None and (args.replaces or args.folder):
+        raise CommandError("--replaces and --folder describe a rename: give OLD and NEW")
     try:
         source = ip_address(args.source)
     except ValueError:

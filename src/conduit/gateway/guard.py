@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from conduit.config.model import Op
 from conduit.gateway.vfs import VirtualPath
-from conduit.policy import Decision, Rename, Request
+from conduit.policy import Decision, Policy, Rename, Request
 from conduit.storage.base import Backend, Concealed, Fault, ReadHandle, RelPath, StorageError
 
 if TYPE_CHECKING:
@@ -47,6 +47,16 @@ async def _occupied(backend: Backend, rel: RelPath) -> bool:
     except StorageError as exc:
         return exc.fault is not Fault.NOT_FOUND
     return True
+
+
+def _moment(policy: Policy) -> tuple[Policy, datetime]:
+    """Which policy, which minute: a decision can only change when either does
+    (the policy itself is kept, not its id, which a later one could reuse)."""
+    return policy, policy.now().replace(second=0, microsecond=0)
+
+
+def _same(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:
+    return a[0] is b[0] and a[1] == b[1]
 
 
 class Guard:
@@ -168,10 +178,15 @@ class Guard:
         self, path: VirtualPath, backend: Backend, rel: RelPath
     ) -> Callable[[int], Awaitable[None]]:
         """Asked by the pipeline just before an upload commits: the window may
-        have closed, and the name may have been taken, since it was opened."""
+        have closed, and the name may have been taken, since it was opened.
+        Within the minute it was opened in, under the same policy, the write
+        decision cannot have changed (windows have minute resolution; the size
+        limit is enforced on the stream), so only the name is checked again."""
+        opened = _moment(self.site.policy)
 
         async def check(size: int) -> None:
-            await self.authorize(Op.WRITE, path, size)
+            if not _same(_moment(self.site.policy), opened):
+                await self.authorize(Op.WRITE, path, size)
             await self._may_replace(path, backend, rel)
 
         return check
@@ -195,14 +210,13 @@ class Guard:
         policy is asked again only when the minute (windows' resolution) or the
         policy itself (a reload) has changed; the first read also checks the
         file's size against the conduit's limit."""
-        asked: list[tuple[Any, datetime]] = []
+        asked: list[tuple[Policy, datetime]] = []
 
         async def check(offset: int) -> None:
-            policy = self.site.policy
-            minute = policy.now().replace(second=0, microsecond=0)
-            if asked and asked[0][0] is policy and asked[0][1] == minute:
+            moment = _moment(self.site.policy)
+            if asked and _same(asked[0], moment):
                 return
             await self.authorize(Op.READ, path, size)
-            asked[:] = [(policy, minute)]
+            asked[:] = [moment]
 
         return check
