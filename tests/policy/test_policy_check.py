@@ -159,4 +159,5 @@ def test_design_example_passes_check_and_decides() -> None:
     )
     assert (up.allowed, up.rule) == (True, "roles.engineer.grants[2]")  # same zone
     logs = policy.decide(Request("alice", ent, Op.READ, "/logs/a.log"))
-    assert (logs.allowed, logs.rule) == (False, "deny:no-conduit")  # dmz -> enterprise: none
+    # No conduit between dmz and enterprise either way: /logs is hidden from there.
+    assert (logs.allowed, logs.rule, logs.hidden) == (False, "deny:hidden", True)

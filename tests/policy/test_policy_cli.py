@@ -122,7 +122,12 @@ def test_check_defaults_to_conduit_toml_in_cwd(
         (
             ["alice", "write", "/firmware/fw.bin", "--from", "192.168.0.9"],
             1,
-            ["DENY", "rule:        deny:no-conduit", "no conduit from control to dmz"],
+            [
+                "DENY",
+                "rule:        deny:hidden",
+                "no conduit between control and dmz in either direction",
+                "client sees: no such file or directory",
+            ],
         ),
         (
             ["carol", "write", "/logs/x.log", "--from", "10.20.0.1"],
@@ -150,6 +155,22 @@ def test_explain(
         assert word in out, f"{word!r} not in:\n{out}"
 
 
+def test_explain_rename_shows_both_halves(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bob", "rename", "/drop/reports/a.csv", "/drop/reports/b.csv", "--from", "10.10.5.3"]
+    code, out, _ = run(capsys, "explain", *argv, "--size", "10", "--config", str(EXAMPLE))
+    assert code == 0, out
+    assert "ALLOW bob rename /drop/reports/a.csv -> /drop/reports/b.csv (10 bytes)" in out
+    for half in ("rename the old name:", "read the old name:", "write the new name:"):
+        assert half in out
+    assert "replace what the new name holds" not in out
+    # Replacing an existing file needs delete on it; bob has it, alice has no grant at all.
+    code, out, _ = run(capsys, "explain", *argv, "--replaces", "--config", str(EXAMPLE))
+    assert code == 0 and "replace what the new name holds:" in out
+    argv = ["alice", "rename", "/firmware/a.img", "/firmware/a.bin", "--from", "10.20.0.1"]
+    code, out, _ = run(capsys, "explain", *argv, "--config", str(EXAMPLE))
+    assert code == 1 and "client sees: rename not granted (rename the old name)" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -157,6 +178,8 @@ def test_explain(
         (["alice", "read", "/x", "--from", "nowhere"], "not an IP address"),
         (["alice", "read", "/x", "--from", "10.0.0.1", "--size", "big"], "--size"),
         (["alice", "read", "/x", "--from", "10.0.0.1", "--at", "soon"], "--at"),
+        (["alice", "read", "/x", "/y", "--from", "10.0.0.1"], "only for rename"),
+        (["alice", "rename", "/x", "--from", "10.0.0.1", "--replaces"], "give OLD and NEW"),
     ],
 )
 def test_explain_user_mistakes(

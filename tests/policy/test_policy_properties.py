@@ -143,3 +143,52 @@ def test_star_never_crosses_a_slash(parts: list[str]) -> None:
     assert not PathPattern.compile("*").matches(rel, rel)  # anchored use: whole path
     assert PathPattern.compile("**").matches(rel, parts[-1])
     assert PathPattern.compile("*").matches(rel, parts[-1])  # last component
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    configs(),
+    zoned,
+    paths,
+    paths,
+    st.one_of(st.none(), st.integers(0, 10_000)),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_rename_never_allows_what_a_read_and_a_write_would_not(
+    data: dict[str, Any],
+    source: Any,
+    old: str,
+    new: str,
+    size: int | None,
+    folder: bool,
+    replaces: bool,
+) -> None:
+    from conduit.policy import Rename
+
+    policy = build(data)
+    decision = policy.decide_rename(Rename("u", source, old, new, size, folder, replaces))
+    if not decision.allowed:
+        return
+    read, write = (Op.LIST, Op.MKDIR) if folder else (Op.READ, Op.WRITE)
+    size = None if folder else size
+    assert policy.decide(Request("u", source, read, old, size)).allowed
+    assert policy.decide(Request("u", source, write, new, size)).allowed
+    assert policy.decide(Request("u", source, Op.RENAME, old, folder=folder)).allowed
+    assert policy.decide(Request("u", source, Op.RENAME, new, folder=folder)).allowed
+    if replaces:
+        assert policy.decide(Request("u", source, Op.DELETE, new)).allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(configs(), requests)
+def test_hidden_answers_are_the_missing_answer(data: dict[str, Any], request: Request) -> None:
+    from conduit.policy import ABSENT
+
+    policy = build(data)
+    decision = policy.decide(request)
+    if decision.hidden:
+        assert not decision.allowed and decision.reason == ABSENT
+    parts = normalise(request.path)
+    if parts and parts[0] not in (*AREAS, "devices"):
+        assert decision.hidden or decision.rule in ("deny:no-zone", "deny:unknown-user")

@@ -112,6 +112,7 @@ class RunningGateway:
         key: Path | None = None,
         timeout: float = 60,
         cwd: Path | None = None,
+        extra: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
         """Run ``sftp -b -`` with ``commands``; each failing command fails the batch."""
         argv = [
@@ -121,6 +122,7 @@ class RunningGateway:
             "-P",
             str(self.port),
             *self.ssh_options(user, key),
+            *extra,
             f"{user}@127.0.0.1",
         ]
         return subprocess.run(

@@ -1,4 +1,8 @@
-"""``conduit explain USER OP PATH --from IP``: the decision and why (exit 0 allow, 1 deny)."""
+"""``conduit explain USER OP PATH [NEW] --from IP``: the decision and why (exit 0 allow, 1 deny).
+
+With ``rename PATH NEW`` it shows both halves of the rename rule (see
+:mod:`conduit.policy.rename`), each with its own steps.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from rich.console import Console
 from conduit.cli.check import add_config_argument, console, load_or_report
 from conduit.cli.main import CommandError
 from conduit.config.model import Op
-from conduit.policy import Explanation, Policy, PolicyError, Request
+from conduit.policy import Explanation, Policy, PolicyError, Rename, Request
 
 QUESTIONS = {
     "path": "path",
@@ -23,6 +27,7 @@ QUESTIONS = {
     "grant": "who may do what where",
     "flow": "may data flow",
     "conduit": "may data flow",
+    "folder": "folder",
 }
 
 
@@ -35,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("user", metavar="USER")
     parser.add_argument("op", metavar="OP", help=f"one of: {', '.join(o.value for o in Op)}")
     parser.add_argument("path", metavar="PATH", help="virtual path, e.g. /firmware/fw-1.2.bin")
+    parser.add_argument(
+        "new",
+        metavar="NEW",
+        nargs="?",
+        help="for rename: the new name; both halves are shown (read PATH, write NEW)",
+    )
     parser.add_argument("--from", dest="source", required=True, metavar="IP", help="client address")
     parser.add_argument(
         "--at",
@@ -42,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="ISO time, e.g. 2026-11-28T03:00 (no offset: gateway time zone; default: now)",
     )
     parser.add_argument("--size", metavar="N", help="file size, e.g. 1048576 or 600MiB")
+    parser.add_argument(
+        "--replaces", action="store_true", help="rename: NEW already exists (needs delete on it)"
+    )
+    parser.add_argument("--folder", action="store_true", help="rename: PATH is a folder")
     add_config_argument(parser)
     parser.set_defaults(handler=run)
 
@@ -53,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"unknown operation {args.op!r} (one of: {', '.join(o.value for o in Op)})"
         ) from None
+    if args.new is not None and op is not Op.RENAME:
+        raise CommandError(f"a second path is only for rename, not {op}")
+    if args.new is None and (args.replaces or args.folder):
+        raise CommandError("--replaces and --folder describe a rename: give OLD and NEW")
     try:
         source = ip_address(args.source)
     except ValueError:
@@ -84,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
             at = at.replace(tzinfo=policy.timezone)
         policy.clock = lambda: at
     path = args.path if args.path.startswith("/") else f"/{args.path}"
-    explanation = policy.explain(Request(args.user, source, op, path, size))
+    if args.new is not None:
+        new = args.new if args.new.startswith("/") else f"/{args.new}"
+        facts = Rename(args.user, source, path, new, size, args.folder, args.replaces)
+        explanation = policy.explain_rename(facts)
+    else:
+        explanation = policy.explain(Request(args.user, source, op, path, size))
     render(explanation, policy, out)
     return 0 if explanation.decision.allowed else 1
 
@@ -94,17 +118,23 @@ def render(explanation: Explanation, policy: Policy, out: Console) -> None:
     request, decision = explanation.request, explanation.decision
     verdict = "[bold green]ALLOW[/]" if decision.allowed else "[bold red]DENY[/]"
     size = f" ({request.size} bytes)" if request.size is not None else ""
+    new = f" -> {explanation.new_path}" if explanation.new_path is not None else ""
     out.print(verdict, end=" ")
     out.print(
-        f"{request.user} {request.op} {request.path}{size} from {request.source}"
+        f"{request.user} {request.op} {request.path}{new}{size} from {request.source}"
         f" at {explanation.at:%a %Y-%m-%d %H:%M %Z}",
         markup=False,
     )
+    part = ""
     for step in explanation.steps:
+        if step.part != part:
+            part = step.part
+            out.print(f"  {part}:", markup=False)
         mark = "ok " if step.ok else "NO "
         rule = f"  [{step.rule}]" if step.rule else ""
+        indent = "    " if part else "  "
         out.print(
-            f"  {mark} {QUESTIONS.get(step.question, step.question)}: {step.text}{rule}",
+            f"{indent}{mark} {QUESTIONS.get(step.question, step.question)}: {step.text}{rule}",
             markup=False,
         )
     out.print(f"  rule:        {decision.rule}", markup=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from conduit.config.layout import layout_problems
 from conduit.config.load import ConfigError, load, locate
 from conduit.config.model import Config, Network
 from conduit.names import escape, name_problem
@@ -216,6 +217,8 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 )
             if why:
                 error(*cloc, "paths", str(p_index), message=f"{pattern!r}: {why}")
+    for severity, place, message in layout_problems(config):
+        add(severity, place, message)
     return problems
 
 

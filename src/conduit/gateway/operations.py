@@ -18,20 +18,13 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Protocol
 
 from conduit.config.model import Op
+from conduit.gateway.guard import Guard
 from conduit.gateway.vfs import DEVICES, ROOT, BadPath, VirtualPath, resolve
-from conduit.policy import Decision, Policy, Request
+from conduit.policy import Decision, Policy
 from conduit.storage.base import Backend, Entry, Fault, RelPath, Stat, StorageError
 from conduit.transfer import Direction, Download, TransferRecord, Upload
 
 VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
-
-
-class Denied(StorageError):
-    """The policy said no. ``reason`` goes to the client, ``detail`` to the audit."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(Fault.FORBIDDEN, decision.reason, decision.detail)
-        self.decision = decision
 
 
 class Recorder(Protocol):
@@ -84,7 +77,7 @@ def _virtual_stat() -> Stat:
     return Stat(size=0, mode=VIRTUAL_DIR_MODE, mtime=now, atime=now)
 
 
-class Operations:
+class Operations(Guard):
     """One session's view of the virtual root."""
 
     def __init__(self, site: Site, session: SessionInfo, traffic: Traffic | None = None) -> None:
@@ -142,41 +135,6 @@ class Operations:
                 f"audit record {type}/{outcome} failed: {exc}",
             ) from exc
 
-    def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
-        request = Request(self.session.user, self.session.source, op, path.text, size)
-        return self.site.policy.decide(request)
-
-    async def authorize(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
-        """The policy's yes, or :class:`Denied` after recording why not."""
-        decision = self._ask(op, path, size)
-        if decision.allowed and decision.obligations:
-            # The pipeline cannot yet check signatures, scan or hold for
-            # approval: a conduit that requires them must not pass silently.
-            required = ", ".join(sorted(decision.obligations))
-            decision = Decision(
-                False,
-                decision.rule,
-                f"requires {required}, which this gateway cannot enforce yet",
-                f"{decision.rule} requires {required}; not implemented: fail closed",
-            )
-        if not decision.allowed:
-            await self.record(
-                "access.denied",
-                "denied",
-                operation=str(op),
-                path=path.text,
-                reason=decision.detail,
-                rule=decision.rule,
-            )
-            raise Denied(decision)
-        return decision
-
-    async def authorize_any(self, ops: tuple[Op, ...], path: VirtualPath) -> None:
-        """Allowed when any of ``ops`` is (used for stat: seeing that a thing exists)."""
-        if any(self._ask(op, path).allowed for op in ops):
-            return
-        await self.authorize(ops[0], path)
-
     def locate(self, path: VirtualPath) -> tuple[Backend, RelPath, str]:
         """The backend serving ``path``, the path below its root, and a label."""
         top = path.top
@@ -202,10 +160,6 @@ class Operations:
 
     # -- metadata -------------------------------------------------------------------
 
-    async def stat_allowed(self, path: VirtualPath) -> None:
-        """Seeing that a path exists needs some grant on it: list, read or write."""
-        await self.authorize_any((Op.LIST, Op.READ, Op.WRITE), path)
-
     def space_of(self, path: VirtualPath) -> str:
         """The real folder whose file system holds ``path`` (for statvfs only)."""
         area = self.site.policy.config.areas.get(path.top or "")
@@ -214,11 +168,26 @@ class Operations:
         return str(area.path)
 
     async def stat(self, path: VirtualPath) -> Stat:
-        await self.stat_allowed(path)
-        if self._is_virtual_dir(path):
-            return _virtual_stat()
-        backend, rel, _ = self.locate(path)
-        return await backend.stat(rel)
+        if self._may_look(path):
+            if self._is_virtual_dir(path):
+                return _virtual_stat()
+            backend, rel, _ = self.locate(path)
+            return await self._unconcealed(backend.stat(rel), Op.READ, path)
+        if self._may_write_into(path) or self._ask(Op.WRITE, path).allowed:
+            return await self._blind_stat(path)
+        await self.authorize(Op.LIST, path)
+        raise StorageError(Fault.NOT_FOUND)  # not reached: list was just refused
+
+    async def _blind_stat(self, path: VirtualPath) -> Stat:
+        """Stat for a user who may write here but not look: a folder they may
+        write into is a folder (no size, no times: nothing about its contents),
+        and anything else answers as missing, whether it exists or not."""
+        if self._may_write_into(path):
+            backend, rel, _ = self.locate(path)
+            if (await backend.stat(rel)).is_dir:
+                now = time.time()
+                return Stat(size=0, mode=stat_module.S_IFDIR | 0o755, mtime=now, atime=now)
+        raise StorageError(Fault.NOT_FOUND)
 
     async def listdir(self, path: VirtualPath) -> list[Entry]:
         await self.authorize(Op.LIST, path)
@@ -264,7 +233,8 @@ class Operations:
     async def open_read(self, path: VirtualPath) -> Download:
         decision = await self.authorize(Op.READ, path)
         backend, rel, _ = self.locate(path)
-        handle = await backend.open_read(rel)
+        handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
+        check = await self._readable(path, handle)
         transfer = uuid.uuid4().hex[:16]
         self.traffic.transfers_open += 1
         await self.record(
@@ -281,6 +251,7 @@ class Operations:
             transfer=transfer,
             path=path.text,
             report=self._reporter("file.download", path, decision),
+            check=check,
         )
 
     async def open_write(
@@ -290,6 +261,7 @@ class Operations:
         if path.parts == (DEVICES,) or len(path.parts) < 2:
             raise StorageError(Fault.FORBIDDEN, "cannot write here")
         backend, rel, _ = self.locate(path)
+        await self._may_replace(path, backend, rel)
         handle = await backend.open_write(rel, mode=mode & 0o777)
         transfer = uuid.uuid4().hex[:16]
         self.traffic.transfers_open += 1
@@ -313,6 +285,7 @@ class Operations:
             path=path.text,
             max_size=decision.max_size,
             report=self._reporter("file.upload", path, decision),
+            check=self._still_writable(path, backend, rel),
         )
 
     @staticmethod
@@ -389,6 +362,7 @@ class Operations:
         _, new_rel, new_label = self.locate(new)
         if old_label != new_label:
             raise StorageError(Fault.UNSUPPORTED, "cannot rename across areas or devices")
+        await self._authorize_rename(old, new, old_backend, (old_rel, new_rel), overwrite)
         fields = {"old_path": old.text, "new_path": new.text, "path": new.text, **self._target(new)}
         try:
             await old_backend.rename(old_rel, new_rel, overwrite=overwrite)

@@ -34,6 +34,7 @@ class Miss:
     conduit: CompiledConduit
     reason: str
     why: str
+    closed: bool = False  # the paths matched; only the window said no
 
 
 def first_open(
@@ -84,6 +85,7 @@ def first_open(
                             f"outside the window of {conduit.config.name}",
                             f"{conduit.rule} is open {windows} ({timezone}),"
                             f" now is {moment:%a %H:%M}",
+                            closed=True,
                         ),
                     )
                 continue

@@ -10,6 +10,10 @@ from conduit.config.model import Obligation, Op
 
 IPAddress = IPv4Address | IPv6Address
 
+#: What the client hears for anything it may not see: the storage's words for
+#: a name that does not exist, so the two cannot be told apart.
+ABSENT = "no such file or directory"
+
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -20,6 +24,10 @@ class Request:
     op: Op
     path: str
     size: int | None = None
+    # ``path`` is a folder: patterns allow it where they could match it or
+    # something below it. For ``write`` the question is whether a file may be
+    # written into it (a drop folder's stat, cd and scp target check).
+    folder: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,12 @@ class Decision:
     conduit: str | None = None  # the conduit that allowed, e.g. conduits[firmware-down]
     client_zone: str | None = None
     target_zone: str | None = None
+    # The user may not know the path exists: the client must get exactly what
+    # a missing name gets (``reason`` is then :data:`ABSENT`).
+    hidden: bool = False
+    # Denied only because the conduit's window is closed now: the path is one
+    # the user may use at another time, so they may be told why.
+    window_closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +60,7 @@ class Step:
     ok: bool
     rule: str | None
     text: str
+    part: str = ""  # which half of a rename this step belongs to ("" for one request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +71,4 @@ class Explanation:
     decision: Decision
     steps: tuple[Step, ...]
     at: datetime
+    new_path: str | None = None  # a rename's new name (``request.path`` is the old one)

@@ -34,6 +34,14 @@ Semantics (the contract the gateway, ``check`` and ``explain`` share):
 - **Obligations** (``require``) are returned for ``read``, ``write`` and
   ``rename`` (ops that deliver content under a name); ``list``, ``mkdir`` and
   ``delete`` move no content and carry none.
+- **Hidden targets**: a target no grant of the user names, or one whose zone
+  no conduit joins to the client's in either direction, is refused exactly as
+  a missing one (``Decision.hidden``, reason :data:`ABSENT`).
+- **Folders** (``Request.folder``): patterns allow a folder where they could
+  match something below it; ``write`` on a folder asks whether a file may be
+  written into it (a drop folder), which the target's root allows.
+- **Renames** are decided by :meth:`Policy.decide_rename`, half by half (see
+  :mod:`conduit.policy.rename`).
 - ``Decision.rule`` names the item that decided: ``conduits[NAME]`` when a
   conduit allowed or refused, ``roles.ROLE.grants[I]`` for a same-zone
   allow, or ``deny:REASON`` when nothing in the file applied.
@@ -42,16 +50,23 @@ Semantics (the contract the gateway, ``check`` and ``explain`` share):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
-from ipaddress import IPv6Address, ip_address
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from conduit.config.model import Config, Grant, Op
-from conduit.policy.conduits import CompiledConduit, Miss, first_open
-from conduit.policy.decision import Decision, Explanation, IPAddress, Request, Step
-from conduit.policy.patterns import PathPattern, normalise
-from conduit.policy.windows import WindowError, parse_windows
+from conduit.config.model import Config, Op
+from conduit.policy.compile import DEVICES, Index, PolicyError, plain
+from conduit.policy.conduits import Miss, first_open
+from conduit.policy.decision import (
+    ABSENT,
+    Decision,
+    Explanation,
+    IPAddress,
+    Request,
+    Step,
+)
+from conduit.policy.patterns import normalise
+from conduit.policy.rename import Rename, combine, deep_patterns, halves
 
 #: Ops that change the target's zone (client → target); the rest read from it.
 INBOUND_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RENAME, Op.DELETE})
@@ -59,37 +74,6 @@ INBOUND_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RENAME, Op.DELETE})
 DIRECTORY_OPS = frozenset({Op.LIST, Op.MKDIR})
 #: Ops that deliver file content under a name, and so carry obligations.
 CONTENT_OPS = frozenset({Op.READ, Op.WRITE, Op.RENAME})
-DEVICES = "devices"
-
-
-class PolicyError(ValueError):
-    """A config the engine cannot run (bad window, unknown time zone)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Grant:
-    rule: str
-    ops: frozenset[Op]
-    patterns: tuple[PathPattern, ...]
-    config: Grant
-
-
-@dataclass(slots=True)
-class _Target:
-    kind: str  # "area" | "device"
-    name: str
-    zone: str
-    parts: tuple[str, ...]  # relative to the target
-
-
-def _plain(address: IPAddress | str) -> IPAddress:
-    """``address`` as an address; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``,
-    as dual-stack sockets report IPv4 peers) as the IPv4 address it is."""
-    if isinstance(address, str):
-        address = ip_address(address)
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _deny(
@@ -100,19 +84,23 @@ def _deny(
     grant: str | None = None,
     client_zone: str | None = None,
     target_zone: str | None = None,
+    hidden: bool = False,
+    window_closed: bool = False,
 ) -> Decision:
     return Decision(
         False,
         rule,
-        reason,
+        ABSENT if hidden else reason,
         detail,
         grant=grant,
         client_zone=client_zone,
         target_zone=target_zone,
+        hidden=hidden,
+        window_closed=window_closed,
     )
 
 
-class Policy:
+class Policy(Index):
     """A compiled policy: indexes built once, ``decide`` cheap and pure."""
 
     def __init__(self, config: Config, clock: Callable[[], datetime] | None = None) -> None:
@@ -124,78 +112,9 @@ class Policy:
             raise PolicyError(
                 f"gateway.timezone: unknown time zone {config.gateway.timezone!r}"
             ) from None
-        # Zone lookup: per IP version, prefix lengths longest first, each a
-        # dict from network number to zone name.
-        self._zone_nets: dict[int, list[tuple[int, int, dict[int, str]]]] = {4: [], 6: []}
-        by_len: dict[tuple[int, int], dict[int, str]] = {}
-        for name, zone in config.zones.items():
-            for net in zone.networks:
-                by_len.setdefault((net.version, net.prefixlen), {}).setdefault(
-                    int(net.network_address), name
-                )
-        for (version, length), table in sorted(by_len.items(), key=lambda kv: -kv[0][1]):
-            bits = 32 if version == 4 else 128
-            mask = ((1 << length) - 1) << (bits - length) if length else 0
-            self._zone_nets[version].append((length, mask, table))
-        self._areas = {name: area.zone for name, area in config.areas.items()}
-        self._devices = {name: device.zone for name, device in config.devices.items()}
-        # Per user: area name -> grants, plus (device glob, grant) pairs.
-        self._area_grants: dict[str, dict[str, list[_Grant]]] = {}
-        self._device_grants: dict[str, list[tuple[PathPattern, _Grant]]] = {}
-        self._device_cache: dict[tuple[str, str], list[_Grant]] = {}
-        self._listable_cache: dict[str, tuple[str, ...]] = {}
-        for user_name, user in config.users.items():
-            areas: dict[str, list[_Grant]] = {}
-            devices: list[tuple[PathPattern, _Grant]] = []
-            for role_name in user.roles:
-                role = config.roles.get(role_name)
-                if role is None:
-                    continue
-                for index, grant in enumerate(role.grants):
-                    compiled = _Grant(
-                        f"roles.{role_name}.grants[{index}]",
-                        frozenset(grant.ops),
-                        tuple(PathPattern.compile(p) for p in grant.paths),
-                        grant,
-                    )
-                    kind, _, glob = grant.target.partition("/")
-                    if kind == DEVICES and glob:
-                        devices.append((PathPattern.compile(glob), compiled))
-                    else:
-                        areas.setdefault(grant.target, []).append(compiled)
-            self._area_grants[user_name] = areas
-            self._device_grants[user_name] = devices
-        self._user_networks = {
-            name: tuple(user.networks) for name, user in config.users.items() if user.networks
-        }
-        self._conduits: dict[tuple[str, str], list[CompiledConduit]] = {}
-        for conduit in config.conduits:
-            try:
-                windows = parse_windows(conduit.window)
-            except WindowError as exc:
-                raise PolicyError(f"conduits[{conduit.name}].window: {exc}") from None
-            self._conduits.setdefault((conduit.from_zone, conduit.to_zone), []).append(
-                CompiledConduit(
-                    f"conduits[{conduit.name}]",
-                    conduit,
-                    tuple(PathPattern.compile(p) for p in conduit.paths),
-                    windows,
-                    int(conduit.max_size) if conduit.max_size is not None else None,
-                    frozenset(conduit.require),
-                )
-            )
+        super().__init__(config)
 
     # -- lookups -------------------------------------------------------------
-
-    def zone_of(self, address: IPAddress | str) -> str | None:
-        """The zone whose networks hold ``address`` (longest prefix), or None."""
-        address = _plain(address)
-        number = int(address)
-        for _length, mask, table in self._zone_nets[address.version]:
-            zone = table.get(number & mask)
-            if zone is not None:
-                return zone
-        return None
 
     def visible_devices(self, user: str, source: IPAddress) -> list[str]:
         """Device names ``user`` may list from ``source`` (entries of ``/devices``)."""
@@ -222,19 +141,6 @@ class Policy:
             for name in self._listable(user)
         )
 
-    def _listable(self, user: str) -> tuple[str, ...]:
-        """Devices some grant of ``user`` lets them list (before zones and conduits)."""
-        names = self._listable_cache.get(user)
-        if names is None:
-            names = tuple(
-                name
-                for name in self._devices
-                if user in self._device_grants
-                and any(Op.LIST in g.ops for g in self._grants_for_device(user, name))
-            )
-            self._listable_cache[user] = names
-        return names
-
     def now(self) -> datetime:
         """The clock's time in the gateway's time zone."""
         return self.clock().astimezone(self.timezone)
@@ -251,6 +157,67 @@ class Policy:
         decision = self._evaluate(request, steps)
         return Explanation(request, decision, tuple(steps), self.now())
 
+    def decide_rename(self, rename: Rename) -> Decision:
+        """Allow or deny a rename: both halves and the replacement (see
+        :mod:`conduit.policy.rename`)."""
+        return self._rename(rename, None)
+
+    def explain_rename(self, rename: Rename) -> Explanation:
+        """Like :meth:`decide_rename`, with the steps of every half."""
+        steps: list[Step] = []
+        decision = self._rename(rename, steps)
+        return Explanation(rename.request(), decision, tuple(steps), self.now(), rename.new)
+
+    def _rename(self, rename: Rename, steps: list[Step] | None) -> Decision:
+        results: list[tuple[str, Decision]] = []
+        for label, request in halves(rename):
+            mine: list[Step] | None = [] if steps is not None else None
+            decision = self._evaluate(request, mine)
+            if steps is not None and mine is not None:
+                # Who and from where are the same for every half: say them once.
+                same = results and decision.allowed
+                skip = ("user", "zone") if same else ()
+                steps.extend(replace(s, part=label) for s in mine if s.question not in skip)
+            results.append((label, decision))
+            if not decision.allowed:
+                return combine(rename, results)
+        return combine(rename, results, self._rename_refusal(rename, steps))
+
+    def _rename_refusal(
+        self, rename: Rename, steps: list[Step] | None
+    ) -> tuple[str, str, str] | None:
+        """What refuses a rename whose halves all pass: another target, or a
+        folder whose contents the patterns would judge by their folder names."""
+        old, new = normalise(rename.old), normalise(rename.new)
+        old_target, new_target = self._target(old), self._target(new)
+        assert old_target is not None and new_target is not None  # the halves passed
+        if (old_target.kind, old_target.name) != (new_target.kind, new_target.name):
+            why = "the names are in different areas or devices"
+            if steps is not None:
+                steps.append(Step("target", False, None, why, "rename"))
+            return ("deny:cross-target", "cannot rename across areas or devices", why)
+        if not rename.folder:
+            return None
+        client_zone = self.zone_of(rename.source)
+        zone = old_target.zone
+        prefix = 1 if old_target.kind == "area" else 2
+        patterns = [(p, 0) for g in self._grants_on(rename.user, old_target) for p in g.patterns]
+        if client_zone != zone:
+            for pair in ((client_zone, zone), (zone, client_zone)):
+                for conduit in self._conduits.get(pair, []):  # type: ignore[arg-type]
+                    patterns.extend((p, prefix) for p in conduit.patterns)
+        deep = deep_patterns(patterns)
+        if not deep:
+            return None
+        why = f"patterns {deep} depend on folder names below {old_target.name}"
+        if steps is not None:
+            steps.append(Step("folder", False, None, why, "rename"))
+        return (
+            "deny:folder-rename",
+            "renaming folders is not allowed here: the policy depends on folder names",
+            why,
+        )
+
     def _evaluate(self, request: Request, steps: list[Step] | None) -> Decision:
         def step(question: str, ok: bool, rule: str | None, text: str) -> None:
             if steps is not None:
@@ -266,7 +233,7 @@ class Policy:
             )
         parts = normalise(request.path)
         path = "/" + "/".join(parts)
-        address = _plain(request.source)
+        address = plain(request.source)
         what = f"{user} {op} {path} from {address}"
 
         if user not in self._area_grants:
@@ -306,12 +273,13 @@ class Policy:
                     client_zone=client_zone,
                 )
             if parts and not self._any_device_visible(user, address):
-                step("grant", False, None, "no device is visible to this user from here")
+                step("grant", False, None, "no device is visible to this user from here: hidden")
                 return _deny(
-                    "deny:no-grant",
-                    "list not granted",
+                    "deny:hidden",
+                    "",
                     f"{what}: no device is listable",
                     client_zone=client_zone,
+                    hidden=True,
                 )
             step("target", True, None, f"{path} is a virtual directory; listing is allowed")
             return Decision(
@@ -323,18 +291,38 @@ class Policy:
             step("target", False, None, f"{path} names no area or device")
             return _deny(
                 "deny:unknown-target",
-                "no such area or device",
+                "",
                 f"{what}: no area or device {'/'.join(parts[:2])!r}",
                 client_zone=client_zone,
+                hidden=True,
             )
         target_zone = target.zone
+        grants = self._grants_on(user, target)
+        if not self._sees(grants, client_zone, target_zone):
+            # Nothing this user could ever do there from here: the target must
+            # answer exactly as one that does not exist.
+            why = (
+                f"no role of {user} grants anything on {target.kind} {target.name}"
+                if not grants
+                else f"no conduit between {client_zone} and {target_zone} in either direction"
+            )
+            step("target", False, None, f"{why}: hidden, answered as if it did not exist")
+            return _deny(
+                "deny:hidden",
+                "",
+                f"{what}: {why}",
+                client_zone=client_zone,
+                target_zone=target_zone,
+                hidden=True,
+            )
         step(
             "target",
             True,
             f"{target.kind}s.{target.name}",
             f"{target.kind} {target.name} in zone {target.zone}",
         )
-        if not target.parts and op not in (Op.LIST, Op.READ):
+        into = op is Op.WRITE and request.folder  # writing into the root, not replacing it
+        if not target.parts and op not in (Op.LIST, Op.READ) and not into:
             step(
                 "target", False, None, f"the root of {target.kind} {target.name} cannot be changed"
             )
@@ -347,14 +335,9 @@ class Policy:
             )
 
         # 1. Who may do what where.
-        directory = op in DIRECTORY_OPS or not target.parts
+        directory = op in DIRECTORY_OPS or not target.parts or request.folder
         rel = "/".join(target.parts)
         last = target.parts[-1] if target.parts else ""
-        grants = (
-            self._area_grants[user].get(target.name, [])
-            if target.kind == "area"
-            else self._grants_for_device(user, target.name)
-        )
         grant = None
         for candidate in grants:
             if op in candidate.ops and (
@@ -423,6 +406,7 @@ class Policy:
                 grant=grant.rule,
                 client_zone=client_zone,
                 target_zone=target_zone,
+                window_closed=chosen.closed,
             )
         conduit = chosen
         content = op in CONTENT_OPS and not directory
@@ -441,21 +425,6 @@ class Policy:
             client_zone=client_zone,
             target_zone=target_zone,
         )
-
-    def _target(self, parts: tuple[str, ...]) -> _Target | None:
-        if parts[0] == DEVICES:
-            zone = self._devices.get(parts[1])
-            return None if zone is None else _Target("device", parts[1], zone, parts[2:])
-        zone = self._areas.get(parts[0])
-        return None if zone is None else _Target("area", parts[0], zone, parts[1:])
-
-    def _grants_for_device(self, user: str, device: str) -> list[_Grant]:
-        key = (user, device)
-        grants = self._device_cache.get(key)
-        if grants is None:
-            grants = [g for glob, g in self._device_grants[user] if glob.matches(device, device)]
-            self._device_cache[key] = grants
-        return grants
 
 
 __all__ = [

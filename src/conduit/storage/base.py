@@ -47,6 +47,14 @@ class StorageError(Exception):
         super().__init__(self.reason)
 
 
+class Concealed(StorageError):
+    """Something is there that the area does not show (a link leaving it, a
+    loop, a FIFO): refused exactly as a missing name, the truth in ``detail``."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Fault.NOT_FOUND, None, detail)
+
+
 @dataclass(frozen=True, slots=True)
 class Stat:
     """What a backend reports about one entry (an ``os.stat_result`` subset)."""

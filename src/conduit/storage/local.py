@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conduit.storage import fsops
-from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
+from conduit.storage.base import Concealed, Entry, Fault, RelPath, Stat, StorageError
 
 TEMP_PREFIX = ".conduit-part-"
 #: Marks this process's temp files: the start-up sweep runs while the gateway
@@ -66,7 +66,12 @@ def _check_name(name: str) -> None:
         raise StorageError(Fault.FORBIDDEN, "invalid name")
 
 
-_LEAVES = StorageError(Fault.FORBIDDEN, "symbolic link leaves the area")
+# What listings hide (links that leave the area or loop, FIFOs, devices) is
+# refused as missing: the client cannot tell it from a name that does not
+# exist; the detail keeps the truth for the audit. (A new exception each time:
+# re-raising one instance would grow its traceback with every refusal.)
+def _leaves() -> Concealed:
+    return Concealed("symbolic link leaves the area")
 
 
 class _Resolved:
@@ -212,7 +217,7 @@ class LocalBackend:
                     continue
                 if part == "..":
                     if len(fds) == 1:
-                        raise _LEAVES
+                        raise _leaves()
                     os.close(fds.pop())
                     continue
                 if last and not follow_last:
@@ -228,16 +233,18 @@ class LocalBackend:
                 if st.S_ISLNK(info.st_mode):
                     hops += 1
                     if hops > MAX_LINK_HOPS:
-                        raise StorageError(Fault.FORBIDDEN, "too many levels of symbolic links")
+                        raise Concealed("too many levels of symbolic links")
                     target = os.readlink(part, dir_fd=fds[-1])
                     if target.startswith("/"):
-                        raise _LEAVES
+                        raise _leaves()
                     todo.extend(reversed(target.split("/")))
                     continue
                 if last:
                     resolved.name = part
                     break
                 if not st.S_ISDIR(info.st_mode):
+                    if not st.S_ISREG(info.st_mode):
+                        raise Concealed("a path through something listings hide")
                     raise StorageError(Fault.NOT_A_DIRECTORY)
                 fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
         except OSError as exc:
@@ -257,9 +264,12 @@ class LocalBackend:
             if where.name.startswith(TEMP_PREFIX):
                 raise StorageError(Fault.NOT_FOUND)
             try:
-                return _stat(os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False))
+                info = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
             except OSError as exc:
                 raise _fault(exc) from None
+            if not (st.S_ISREG(info.st_mode) or st.S_ISDIR(info.st_mode)):
+                raise Concealed("not a regular file or folder")  # listings hide it too
+            return _stat(info)
 
     async def listdir(self, path: RelPath) -> list[Entry]:
         with self._resolve(path, follow_last=True) as where:
@@ -322,7 +332,7 @@ class LocalBackend:
             os.close(fd)
             if st.S_ISDIR(info.st_mode):
                 raise StorageError(Fault.IS_A_DIRECTORY)
-            raise StorageError(Fault.FORBIDDEN, "not a regular file")
+            raise Concealed("not a regular file")
         return _ReadHandle(fd, info.st_size)
 
     async def open_write(self, path: RelPath, *, mode: int = 0o644) -> _WriteHandle:

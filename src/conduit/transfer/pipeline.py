@@ -54,6 +54,9 @@ class TransferRecord:
 
 
 Report = Callable[[TransferRecord], Awaitable[None]]
+#: "Still allowed?": asked with the bytes so far (upload) or the offset (download)
+#: before a commit or a read; raises :class:`StorageError` to refuse it.
+Check = Callable[[int], Awaitable[None]]
 
 
 class TransferRefused(StorageError):
@@ -107,10 +110,12 @@ class Upload(_Transfer):
         path: str,
         report: Report,
         max_size: int | None = None,
+        check: Check | None = None,
     ) -> None:
         super().__init__(transfer, Direction.UPLOAD, path, report)
         self.handle = handle
         self.max_size = max_size
+        self.check = check
         self._ahead: dict[int, bytes] = {}
         self._ahead_bytes = 0
 
@@ -154,6 +159,8 @@ class Upload(_Transfer):
             raise StorageError(Fault.FAILURE, "upload incomplete: bytes missing")
         digest = self._hash.hexdigest()
         try:
+            if self.check is not None:
+                await self.check(self._next)  # a window may have closed since the open
             await self.handle.commit()
         except StorageError as exc:
             await self._fail(exc.detail)
@@ -185,14 +192,30 @@ class Upload(_Transfer):
 class Download(_Transfer):
     """A file going to a client; hashed when read front to back to its end."""
 
-    def __init__(self, handle: ReadHandle, *, transfer: str, path: str, report: Report) -> None:
+    def __init__(
+        self,
+        handle: ReadHandle,
+        *,
+        transfer: str,
+        path: str,
+        report: Report,
+        check: Check | None = None,
+    ) -> None:
         super().__init__(transfer, Direction.DOWNLOAD, path, report)
         self.handle = handle
         self.size = handle.size
+        self.check = check
+        self._refused: str | None = None
         self._sequential = True
         self._served = 0
 
     async def read(self, offset: int, length: int) -> bytes:
+        if self.check is not None:
+            try:
+                await self.check(offset)
+            except StorageError as exc:
+                self._refused = exc.detail
+                raise
         data = await self.handle.read(offset, length)
         self._served += len(data)
         if offset == self._next and self._sequential:
@@ -213,6 +236,7 @@ class Download(_Transfer):
             await self.handle.close()
         finally:
             complete = self._sequential and self._next == self.size
+            error = error or self._refused
             if error is None and complete:
                 await self._finish(Outcome.SUCCESS, self._hash.hexdigest(), None)
             elif error is None:

@@ -1,0 +1,222 @@
+"""The policy's side of a session: asking, refusing, and the rules that need facts.
+
+:class:`Guard` is what :class:`conduit.gateway.operations.Operations` asks
+before it touches storage: the policy's decision (recorded and refused when it
+says no), what a user may see of a path (a drop folder is entered without
+being listed), the rules that need the storage's facts (replacing a file needs
+``delete``; a rename is a read of the old name and a write of the new one),
+and the "still allowed?" checks the transfer pipeline asks before a commit
+and before each read (a conduit's window may close mid-transfer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from conduit.config.model import Op
+from conduit.gateway.vfs import VirtualPath
+from conduit.policy import Decision, Policy, Rename, Request
+from conduit.storage.base import Backend, Concealed, Fault, ReadHandle, RelPath, StorageError
+
+if TYPE_CHECKING:
+    from conduit.gateway.operations import SessionInfo, Site
+
+T = TypeVar("T")
+
+
+class Denied(StorageError):
+    """The policy said no. ``reason`` goes to the client, ``detail`` to the audit.
+
+    What the user may not see is refused as a missing name (status and text),
+    so a hidden area and a name that does not exist cannot be told apart.
+    """
+
+    def __init__(self, decision: Decision) -> None:
+        fault = Fault.NOT_FOUND if decision.hidden else Fault.FORBIDDEN
+        super().__init__(fault, decision.reason, decision.detail)
+        self.decision = decision
+
+
+async def _occupied(backend: Backend, rel: RelPath) -> bool:
+    """Does ``rel`` name something? Anything but "missing" counts as yes."""
+    try:
+        await backend.stat(rel)
+    except StorageError as exc:
+        return exc.fault is not Fault.NOT_FOUND
+    return True
+
+
+def _moment(policy: Policy) -> tuple[Policy, datetime]:
+    """Which policy, which minute: a decision can only change when either does
+    (the policy itself is kept, not its id, which a later one could reuse)."""
+    return policy, policy.now().replace(second=0, microsecond=0)
+
+
+def _same(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:
+    return a[0] is b[0] and a[1] == b[1]
+
+
+class Guard:
+    """Policy questions for one session (a base of ``Operations``)."""
+
+    site: Site
+    session: SessionInfo
+
+    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
+        raise NotImplementedError
+
+    def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
+        request = Request(self.session.user, self.session.source, op, path.text, size)
+        return self.site.policy.decide(request)
+
+    async def authorize(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
+        """The policy's yes, or :class:`Denied` after recording why not."""
+        return await self._enforce(self._ask(op, path, size), op, path)
+
+    async def _enforce(self, decision: Decision, op: Op, path: VirtualPath) -> Decision:
+        """``decision`` if it allows (and asks nothing we cannot do), else record and refuse."""
+        if decision.allowed and decision.obligations:
+            # The pipeline cannot yet check signatures, scan or hold for
+            # approval: a conduit that requires them must not pass silently.
+            required = ", ".join(sorted(decision.obligations))
+            decision = Decision(
+                False,
+                decision.rule,
+                f"requires {required}, which this gateway cannot enforce yet",
+                f"{decision.rule} requires {required}; not implemented: fail closed",
+            )
+        if not decision.allowed:
+            await self.record(
+                "access.denied",
+                "denied",
+                operation=str(op),
+                path=path.text,
+                reason=decision.detail,
+                rule=decision.rule,
+            )
+            raise Denied(decision)
+        return decision
+
+    def _may_look(self, path: VirtualPath) -> bool:
+        """May the user see what is at ``path`` (list or read it)?"""
+        return any(self._ask(op, path).allowed for op in (Op.LIST, Op.READ))
+
+    def _may_write_into(self, path: VirtualPath) -> bool:
+        """Is ``path`` a folder the user may write into (a drop folder), now or
+        when its conduit's window opens? Entering it needs no listing."""
+        request = Request(self.session.user, self.session.source, Op.WRITE, path.text, folder=True)
+        decision = self.site.policy.decide(request)
+        return decision.allowed or decision.window_closed
+
+    async def stat_allowed(self, path: VirtualPath) -> None:
+        """Naming a path (realpath, statvfs) needs list or read on it, write into
+        it (a drop folder) or write to it; it says nothing of what is there."""
+        if self._may_look(path) or self._may_write_into(path):
+            return
+        if self._ask(Op.WRITE, path).allowed:
+            return
+        await self.authorize(Op.LIST, path)
+
+    async def _unconcealed(self, call: Awaitable[T], op: Op, path: VirtualPath) -> T:
+        """``call``'s result; what the storage refuses as missing although it is
+        there (a link leaving the area) is journalled with the real reason."""
+        try:
+            return await call
+        except Concealed as exc:
+            await self.record(
+                "access.denied",
+                "denied",
+                operation=str(op),
+                path=path.text,
+                reason=exc.detail,
+                rule="storage",
+            )
+            raise
+
+    async def _may_replace(self, path: VirtualPath, backend: Backend, rel: RelPath) -> None:
+        """An upload over an existing file destroys it: that needs ``delete`` on it."""
+        decision = self._ask(Op.DELETE, path)
+        if decision.allowed or not await _occupied(backend, rel):
+            return  # (asking the policy first spares most uploads a stat)
+        decision = replace(
+            decision,
+            reason="the name is taken and replacing a file needs delete on it",
+            detail=f"{decision.detail} (the upload would replace an existing file)",
+        )
+        await self._enforce(decision, Op.DELETE, path)
+
+    async def _authorize_rename(
+        self,
+        old: VirtualPath,
+        new: VirtualPath,
+        backend: Backend,
+        rels: tuple[RelPath, RelPath],
+        overwrite: bool,
+    ) -> None:
+        """The rename rule (a read of the old name, a write of the new one, delete
+        on what it replaces), fed with what only the storage knows."""
+        user, source = self.session.user, self.session.source
+        policy = self.site.policy
+        try:
+            st = await backend.stat(rels[0])
+        except StorageError as exc:
+            if exc.fault is Fault.NOT_FOUND:
+                # Refuse as the policy would whether or not the name exists.
+                await self._enforce(
+                    policy.decide_rename(Rename(user, source, old.text, new.text)), Op.RENAME, old
+                )
+            raise
+        replaces = overwrite and await _occupied(backend, rels[1])
+        size = None if st.is_dir else st.size
+        facts = Rename(user, source, old.text, new.text, size, st.is_dir, replaces)
+        await self._enforce(policy.decide_rename(facts), Op.RENAME, old)
+
+    def _still_writable(
+        self, path: VirtualPath, backend: Backend, rel: RelPath
+    ) -> Callable[[int], Awaitable[None]]:
+        """Asked by the pipeline just before an upload commits: the window may
+        have closed, and the name may have been taken, since it was opened.
+        Within the minute it was opened in, under the same policy, the write
+        decision cannot have changed (windows have minute resolution; the size
+        limit is enforced on the stream), so only the name is checked again."""
+        opened = _moment(self.site.policy)
+
+        async def check(size: int) -> None:
+            if not _same(_moment(self.site.policy), opened):
+                await self.authorize(Op.WRITE, path, size)
+            await self._may_replace(path, backend, rel)
+
+        return check
+
+    async def _readable(
+        self, path: VirtualPath, handle: ReadHandle
+    ) -> Callable[[int], Awaitable[None]]:
+        """The download's "still allowed?" check, asked once now with the file's
+        real size (before a legacy SCP header promises it); the handle is closed
+        if the answer is no."""
+        check = self._still_readable(path, handle.size)
+        try:
+            await check(0)
+        except StorageError:
+            await handle.close()
+            raise
+        return check
+
+    def _still_readable(self, path: VirtualPath, size: int) -> Callable[[int], Awaitable[None]]:
+        """Asked before every read: a download ends when its window does. The
+        policy is asked again only when the minute (windows' resolution) or the
+        policy itself (a reload) has changed; the first read also checks the
+        file's size against the conduit's limit."""
+        asked: list[tuple[Policy, datetime]] = []
+
+        async def check(offset: int) -> None:
+            moment = _moment(self.site.policy)
+            if asked and _same(asked[0], moment):
+                return
+            await self.authorize(Op.READ, path, size)
+            asked[:] = [moment]
+
+        return check
