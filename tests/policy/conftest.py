@@ -1,4 +1,4 @@
-"""Shared fixtures: the example policy (DESIGN.md's shape, a few more users) at a fixed time."""
+"""Shared fixtures: the example policy (the design's policy shape, a few more users) at a fixed time."""
 
 from __future__ import annotations
 

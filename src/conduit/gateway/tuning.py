@@ -1,4 +1,4 @@
-"""Run-time changes to asyncssh, kept in one place (see ASYNCSSH-NOTES.md).
+"""Run-time changes to asyncssh, kept in one place.
 
 Every change here is tied to the pinned asyncssh version; tests/test_tuning.py
 fails when an upgrade makes one of them stale (it pins a hash of the source of
@@ -8,7 +8,7 @@ None of them changes what goes on the wire except for dropping the empty
 MSG_IGNORE packets asyncssh sends ahead of every packet, and only under AEAD
 ciphers; see ``_send_packet``. Figures are from bench/bench_gateway.py, 1 GiB over
 loopback with OpenSSH 9.2 clients, 2 cores (medians of 3 runs), or from
-ASYNCSSH-NOTES.md where they say so. Measured here, Conduit MB/s for
+the measurements quoted here where they say so. Measured here, Conduit MB/s for
 scp / scp -O / sftp (the box is shared, so single rows vary by +-20 %):
 
   before any change     down 226 / 238 / 202   up 262 / 224 / 220
@@ -87,7 +87,7 @@ _orig_gcm_init = _GCMCipher.__init__
 # asyncssh builds the packet's name and a "N bytes" string for every packet sent
 # and received, then SSHLogger.packet() drops it unless the debug level is 3.
 # Checking the level first does the same thing. Measured: 7.5 % of a download's
-# server CPU (ASYNCSSH-NOTES.md).
+# server CPU.
 
 
 def _log_packet(
@@ -146,7 +146,7 @@ def _gcm_decrypt_packet(
 # with its own nonce and tag; there is no IV chaining to protect, which is why
 # OpenSSH never sends these packets. We keep them for every non-AEAD cipher
 # (CBC, CTR + MAC), exactly as asyncssh does. Measured: +31 % on downloads alone
-# (ASYNCSSH-NOTES.md): half the packets, encryptions and send() calls.
+#: half the packets, encryptions and send() calls.
 # The same function builds a GCM packet with one join and one concatenation
 # instead of six copies, and takes padding from a pool of os.urandom bytes
 # refilled 4 KiB at a time rather than one getrandom() system call per packet
@@ -335,7 +335,7 @@ def _sftp_send_packet(self: Any, pkttype: int, pktid: int | None, *args: bytes) 
 # asyncssh keeps received bytes in one immutable ``bytes`` and cuts the packet
 # off its front twice per packet (header, then body): with the 256 KiB reads
 # asyncio does, every packet copies everything behind it, ~12 % of an upload's
-# CPU in memmove (ASYNCSSH-NOTES.md). Under AES-GCM the buffer is held as a
+# CPU in memmove. Under AES-GCM the buffer is held as a
 # memoryview instead, so those cuts are free; the GCM decrypt above accepts the
 # pieces as they are. Any other cipher (and the clear-text version exchange and
 # first key exchange) gets plain bytes, exactly as before.
