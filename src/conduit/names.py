@@ -43,6 +43,10 @@ from __future__ import annotations
 
 import re
 
+#: The top-level folder where devices appear (``/devices/plc-01/...``) and the
+#: prefix of device grants (``devices/plc-*``): no area may take this name.
+DEVICES = "devices"
+
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 

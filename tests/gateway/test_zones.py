@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conduit.cli.main import main
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
 
 ENTERPRISE, DMZ, CONTROL = "127.0.0.2", "127.0.0.3", "127.0.0.4"
@@ -75,6 +76,13 @@ name = "logs-up"
 from = "control"
 to = "enterprise"
 paths = ["*.log"]
+
+[[conduits]]
+name = "signed-packages"
+from = "enterprise"
+to = "control"
+paths = ["*.pkg"]
+require = ["signature"]
 
 [[conduits]]
 name = "staging-tomorrow"
@@ -161,3 +169,28 @@ def test_denied_with_reason_and_nothing_written(
         lambda: zoned.recorder.of("access.denied") or zoned.recorder.of("file.upload", "failed")
     )
     assert not zoned.recorder.of("file.upload", "success")
+
+
+def test_unenforceable_obligation_refused_and_explain_agrees(
+    zoned: RunningGateway, legacy: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A conduit that requires a check the gateway cannot make refuses, and
+    ``conduit explain`` says DENY with the very reason the client gets."""
+    src = random_file(tmp_path / "tool.pkg", 1000)
+    result = zoned.scp(str(src), ":/firmware/", legacy=legacy, extra=bind(ENTERPRISE))
+    assert result.returncode != 0
+    reason = "requires signature, which this gateway cannot enforce yet"
+    # OpenSSH's SFTP client prints only the status code's name; legacy SCP
+    # shows the gateway's words.
+    assert (reason if legacy else "Permission denied") in result.stderr
+    assert not (zoned.area("firmware") / "tool.pkg").exists()
+    (denied,) = wait_for(lambda: zoned.recorder.of("access.denied"))
+    assert denied["rule"] == "conduits[signed-packages]"
+    assert "requires signature" in denied["reason"]
+
+    config = tmp_path / "conduit.toml"
+    config.write_text(zones_policy(zoned.root, zoned.keys))
+    argv = ["explain", "alice", "write", "/firmware/tool.pkg", "--from", ENTERPRISE]
+    assert main([*argv, "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "DENY" in out and f"client sees: {reason}" in out

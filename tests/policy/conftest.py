@@ -1,4 +1,4 @@
-"""Shared fixtures: the example policy (the design's policy shape, a few more users) at a fixed time."""
+"""Shared fixtures: the example policy (a four-zone site, a few users) at a fixed time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conduit.config import Config, Op, load
+from conduit.config import Config, Obligation, Op, load
 from conduit.policy import Decision, Policy, Request
 
 HERE = Path(__file__).parent
@@ -18,6 +18,9 @@ EXAMPLE = HERE / "example.toml"
 BERLIN = ZoneInfo("Europe/Berlin")
 # Saturday 2026-11-28 03:30 in Berlin: inside "Sat 02:00-06:00".
 SATURDAY_NIGHT = datetime(2026, 11, 28, 3, 30, tzinfo=BERLIN)
+#: The tables test what the file means: as if every obligation could be met.
+#: What the gateway does today (refuse what it cannot enforce) has its own tests.
+EVERY_OBLIGATION = frozenset(Obligation)
 
 
 def at(text: str) -> Callable[[], datetime]:
@@ -33,7 +36,11 @@ def example_config() -> Config:
 
 @pytest.fixture
 def policy(example_config: Config) -> Policy:
-    return Policy(example_config, clock=lambda: SATURDAY_NIGHT.astimezone(UTC))
+    return Policy(
+        example_config,
+        clock=lambda: SATURDAY_NIGHT.astimezone(UTC),
+        enforceable=EVERY_OBLIGATION,
+    )
 
 
 def ask(

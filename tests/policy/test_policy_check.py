@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit.config import ConfigError, Op, embedded, parse
+from conduit.config import ConfigError, Obligation, Op, embedded, parse
 from conduit.config.check import check, coverage, errors, load_checked
 from conduit.policy import Policy, Request
 
@@ -149,7 +149,11 @@ def test_design_example_passes_check_and_decides() -> None:
     design = EXAMPLE.parent / "design.toml"
     config = load_checked(design)
     assert check(config, design.read_text()) == []
-    policy = Policy(config, clock=lambda: datetime(2026, 11, 28, 3, 0, tzinfo=UTC))
+    policy = Policy(
+        config,
+        clock=lambda: datetime(2026, 11, 28, 3, 0, tzinfo=UTC),
+        enforceable=frozenset(Obligation),
+    )
     ent = ip_address("10.10.0.7")
     fw = policy.decide(Request("alice", ent, Op.WRITE, "/devices/plc-01/fw.bin", 10))
     assert (fw.allowed, fw.rule) == (True, "conduits[firmware-down]")

@@ -87,13 +87,14 @@ def test_check_defaults_to_conduit_toml_in_cwd(
                 "--size",
                 "1MiB",
             ],
-            0,
+            1,
             [
-                "ALLOW",
-                "roles.engineer.grants[0]",
-                "conduits[firmware-down]",
-                "obligations: approval, signature",
-                "max size:    536870912",
+                # The file allows it once signed and approved; this gateway
+                # cannot check either yet, so explain says what clients get.
+                "DENY",
+                "ok  who may do what where: roles.engineer.grants[0]",
+                "rule:        conduits[firmware-down]",
+                "client sees: requires approval, signature, which this gateway cannot enforce yet",
             ],
         ),
         (

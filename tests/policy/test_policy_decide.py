@@ -9,7 +9,7 @@ import pytest
 from conduit.config import Obligation, Op, parse
 from conduit.policy import Policy, Request
 
-from .conftest import ask, at
+from .conftest import EVERY_OBLIGATION, SATURDAY_NIGHT, ask, at
 
 ENT = "10.10.1.1"  # enterprise
 BOB = "10.10.5.3"  # enterprise, inside bob's networks
@@ -106,6 +106,43 @@ def test_decide(
     assert user in decision.detail
 
 
+@pytest.mark.parametrize(
+    ("user", "source", "op", "path", "size", "allowed", "rule", "reason"), CASES
+)
+def test_gateway_refuses_what_it_cannot_enforce_and_explain_agrees(
+    example_config,
+    user: str,
+    source: str,
+    op: str,
+    path: str,
+    size: int | None,
+    allowed: bool,
+    rule: str,
+    reason: str,
+) -> None:
+    """The gateway's own policy (no inspection yet) refuses a conduit's
+    obligations; ``explain`` and ``decide`` give the same verdict and reason."""
+    gateway = Policy(example_config, clock=lambda: SATURDAY_NIGHT)
+    request = Request(user, ip_address(source), Op(op), path, size)
+    decision, explained = gateway.decide(request), gateway.explain(request).decision
+    assert decision == explained
+    file_says = ask(
+        Policy(example_config, clock=lambda: SATURDAY_NIGHT, enforceable=EVERY_OBLIGATION),
+        user,
+        source,
+        op,
+        path,
+        size,
+    )
+    if file_says.obligations:
+        required = ", ".join(sorted(file_says.obligations))
+        assert not decision.allowed and decision.rule == rule
+        assert decision.reason == f"requires {required}, which this gateway cannot enforce yet"
+        assert explained.obligations == frozenset()
+    else:
+        assert decision == file_says
+
+
 def test_conduit_allow_carries_obligations_and_limit(policy: Policy) -> None:
     d = ask(policy, "alice", ENT, "write", "/firmware/fw.bin")
     assert d.obligations == {Obligation.SIGNATURE, Obligation.APPROVAL}
@@ -142,7 +179,7 @@ def test_directory_ops_carry_no_obligations(policy: Policy) -> None:
     ],
 )
 def test_window_in_gateway_time_zone(example_config, when: str, allowed: bool) -> None:
-    policy = Policy(example_config, clock=at(when))
+    policy = Policy(example_config, clock=at(when), enforceable=EVERY_OBLIGATION)
     d = policy.decide(Request("alice", ip_address(ENT), Op.WRITE, "/firmware/fw.bin"))
     assert d.allowed is allowed, d.detail
     if not allowed:
@@ -187,7 +224,7 @@ def test_window_beats_path_miss_in_the_reason() -> None:
         require = ["scan"]
         """
     )
-    policy = Policy(config, clock=at("2026-11-24T12:00"))
+    policy = Policy(config, clock=at("2026-11-24T12:00"), enforceable=EVERY_OBLIGATION)
     src = ip_address("10.0.0.9")
     d = policy.decide(Request("u", src, Op.WRITE, "/x/a.bin"))
     assert (d.allowed, d.rule) == (False, "conduits[night]")
@@ -198,7 +235,7 @@ def test_window_beats_path_miss_in_the_reason() -> None:
     assert read.obligations == {Obligation.SCAN} and read.max_size == 1024
     big = policy.decide(Request("u", src, Op.READ, "/x/a.bin", 1025))
     assert (big.allowed, big.rule) == (False, "conduits[small]")
-    night = Policy(config, clock=at("2026-11-24T23:00"))
+    night = Policy(config, clock=at("2026-11-24T23:00"), enforceable=EVERY_OBLIGATION)
     assert night.decide(Request("u", src, Op.WRITE, "/x/a.bin")).obligations == {Obligation.SCAN}
 
 

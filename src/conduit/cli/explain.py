@@ -27,6 +27,7 @@ QUESTIONS = {
     "grant": "who may do what where",
     "flow": "may data flow",
     "conduit": "may data flow",
+    "obligations": "obligations",
     "folder": "folder",
 }
 

@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from conduit.config.layout import layout_problems
 from conduit.config.load import ConfigError, load, locate
 from conduit.config.model import Config, Network
-from conduit.names import escape, name_problem
+from conduit.names import DEVICES, escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
 from conduit.policy.windows import WindowError, parse_windows
 
-RESERVED_NAMES = frozenset({"devices"})
+RESERVED_NAMES = frozenset({DEVICES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +122,14 @@ def check(config: Config, text: str = "") -> list[Problem]:
         for index, grant in enumerate(role.grants):
             loc = ("roles", role_name, "grants", str(index))
             kind, slash, glob = grant.target.partition("/")
-            if kind == "devices" and slash:
+            if kind == DEVICES and slash:
                 if not glob or "/" in glob:
                     error(*loc, "target", message="use devices/<name or glob>, e.g. devices/plc-*")
                 else:
                     compiled = PathPattern.compile(glob)
                     if not any(compiled.matches(d, d) for d in config.devices):
                         error(*loc, "target", message=f"{grant.target!r} matches no device")
-            elif grant.target == "devices":
+            elif grant.target == DEVICES:
                 error(*loc, "target", message="use devices/<name or glob>, e.g. devices/*")
             elif grant.target not in config.areas:
                 areas = ", ".join(sorted(config.areas)) or "none defined"
@@ -204,7 +204,7 @@ def check(config: Config, text: str = "") -> list[Problem]:
             if area.zone in (conduit.from_zone, conduit.to_zone)
         }
         if any(d.zone in (conduit.from_zone, conduit.to_zone) for d in config.devices.values()):
-            reachable.add("devices")
+            reachable.add(DEVICES)
         for p_index, pattern in enumerate(conduit.paths):
             why = pattern_problem(pattern)
             first = pattern.split("/", 1)[0]

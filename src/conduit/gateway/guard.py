@@ -77,17 +77,7 @@ class Guard:
         return await self._enforce(self._ask(op, path, size), op, path)
 
     async def _enforce(self, decision: Decision, op: Op, path: VirtualPath) -> Decision:
-        """``decision`` if it allows (and asks nothing we cannot do), else record and refuse."""
-        if decision.allowed and decision.obligations:
-            # The pipeline cannot yet check signatures, scan or hold for
-            # approval: a conduit that requires them must not pass silently.
-            required = ", ".join(sorted(decision.obligations))
-            decision = Decision(
-                False,
-                decision.rule,
-                f"requires {required}, which this gateway cannot enforce yet",
-                f"{decision.rule} requires {required}; not implemented: fail closed",
-            )
+        """``decision`` if it allows, else record why not and refuse."""
         if not decision.allowed:
             await self.record(
                 "access.denied",

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from conduit.config.model import Op
 from conduit.gateway.guard import Guard
-from conduit.gateway.vfs import DEVICES, ROOT, BadPath, VirtualPath, resolve
+from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
+from conduit.names import DEVICES
 from conduit.policy import Decision, Policy
 from conduit.storage.base import Backend, Entry, Fault, RelPath, Stat, StorageError
 from conduit.transfer import Direction, Download, TransferRecord, Upload

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from conduit.names import MAX_PATH_BYTES, BadName, check_path
 from conduit.policy.patterns import normalise
 
-DEVICES = "devices"
 """The root entry under which each device is served as ``/devices/NAME``."""
 
 

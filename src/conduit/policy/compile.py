@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
 
 from conduit.config.model import Config, Grant, Op
+from conduit.names import DEVICES
 from conduit.policy.conduits import CompiledConduit
 from conduit.policy.decision import IPAddress
 from conduit.policy.patterns import PathPattern
 from conduit.policy.windows import WindowError, parse_windows
-
-DEVICES = "devices"
 
 #: Per IP version: (prefix length, mask, network number -> zone), longest first.
 ZoneTable = dict[int, list[tuple[int, int, dict[int, str]]]]

@@ -33,7 +33,9 @@ Semantics (the contract the gateway, ``check`` and ``explain`` share):
   If none allows, the candidate that got furthest explains the denial.
 - **Obligations** (``require``) are returned for ``read``, ``write`` and
   ``rename`` (ops that deliver content under a name); ``list``, ``mkdir`` and
-  ``delete`` move no content and carry none.
+  ``delete`` move no content and carry none. An obligation the gateway cannot
+  carry out (not in ``Policy.enforceable``) refuses the request here, with
+  the conduit as its rule: the gateway, ``check`` and ``explain`` agree.
 - **Hidden targets**: a target no grant of the user names, or one whose zone
   no conduit joins to the client's in either direction, is refused exactly as
   a missing one (``Decision.hidden``, reason :data:`ABSENT`).
@@ -54,11 +56,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from conduit.config.model import Config, Op
-from conduit.policy.compile import DEVICES, Index, PolicyError, plain
+from conduit.config.model import Config, Obligation, Op
+from conduit.names import DEVICES
+from conduit.policy.compile import Index, PolicyError, plain
 from conduit.policy.conduits import Miss, first_open
 from conduit.policy.decision import (
-    ABSENT,
     Decision,
     Explanation,
     IPAddress,
@@ -67,6 +69,7 @@ from conduit.policy.decision import (
 )
 from conduit.policy.patterns import normalise
 from conduit.policy.rename import Rename, combine, deep_patterns, halves
+from conduit.policy.trace import Trace
 
 #: Ops that change the target's zone (client → target); the rest read from it.
 INBOUND_OPS = frozenset({Op.WRITE, Op.MKDIR, Op.RENAME, Op.DELETE})
@@ -76,35 +79,19 @@ DIRECTORY_OPS = frozenset({Op.LIST, Op.MKDIR})
 CONTENT_OPS = frozenset({Op.READ, Op.WRITE, Op.RENAME})
 
 
-def _deny(
-    rule: str,
-    reason: str,
-    detail: str,
-    *,
-    grant: str | None = None,
-    client_zone: str | None = None,
-    target_zone: str | None = None,
-    hidden: bool = False,
-    window_closed: bool = False,
-) -> Decision:
-    return Decision(
-        False,
-        rule,
-        ABSENT if hidden else reason,
-        detail,
-        grant=grant,
-        client_zone=client_zone,
-        target_zone=target_zone,
-        hidden=hidden,
-        window_closed=window_closed,
-    )
-
-
 class Policy(Index):
     """A compiled policy: indexes built once, ``decide`` cheap and pure."""
 
-    def __init__(self, config: Config, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], datetime] | None = None,
+        enforceable: frozenset[Obligation] = frozenset(),
+    ) -> None:
         self.config = config
+        # The obligations this gateway can carry out; a conduit requiring any
+        # other is refused here, so ``decide``, ``explain`` and clients agree.
+        self.enforceable = enforceable
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         try:
             self.timezone = ZoneInfo(config.gateway.timezone)
@@ -219,127 +206,147 @@ class Policy(Index):
         )
 
     def _evaluate(self, request: Request, steps: list[Step] | None) -> Decision:
-        def step(question: str, ok: bool, rule: str | None, text: str) -> None:
-            if steps is not None:
-                steps.append(Step(question, ok, rule, text))
+        """Run the checks in the contract's order; the first refusal ends it."""
+        trace = Trace(request, steps)
+        return (
+            self._who(trace)
+            or self._virtual(trace)
+            or self._where(trace)
+            or self._granted(trace)
+            or self._flow(trace)
+        )
 
-        op, user = request.op, request.user
+    def _who(self, t: Trace) -> Decision | None:
+        """The path, the user, the client's zone and the user's own networks."""
+        request = t.request
+        user, op = request.user, request.op
         if "\x00" in request.path:
-            step("path", False, None, "the path contains a NUL byte")
-            return _deny(
-                "deny:bad-path",
-                "invalid path",
-                f"{user} {op} {request.path!r}: the path contains NUL",
+            t.what = f"{user} {op} {request.path!r}"
+            return t.deny(
+                "path", "the path contains a NUL byte", rule="deny:bad-path", reason="invalid path"
             )
-        parts = normalise(request.path)
-        path = "/" + "/".join(parts)
-        address = plain(request.source)
-        what = f"{user} {op} {path} from {address}"
-
+        t.parts = normalise(request.path)
+        t.address = address = plain(request.source)
+        t.what = f"{user} {op} /{'/'.join(t.parts)} from {address}"
         if user not in self._area_grants:
-            step("user", False, None, f"{user!r} is not in [users]")
-            return _deny("deny:unknown-user", "unknown user", f"{what}: user not in the policy")
-        step("user", True, f"users.{user}", f"{user} is a user")
-        client_zone = self.zone_of(address)
-        if client_zone is None:
-            step("zone", False, None, f"{address} is in no zone's networks")
-            return _deny(
-                "deny:no-zone",
-                "source address in no zone",
-                f"{what}: {address} is in no zone",
+            return t.deny(
+                "user",
+                f"{user!r} is not in [users]",
+                rule="deny:unknown-user",
+                reason="unknown user",
+                detail="user not in the policy",
             )
-        step("zone", True, f"zones.{client_zone}", f"{address} is in zone {client_zone}")
+        t.passed("user", f"users.{user}", f"{user} is a user")
+        t.client_zone = self.zone_of(address)
+        if t.client_zone is None:
+            return t.deny(
+                "zone",
+                f"{address} is in no zone's networks",
+                rule="deny:no-zone",
+                reason="source address in no zone",
+            )
+        t.passed("zone", f"zones.{t.client_zone}", f"{address} is in zone {t.client_zone}")
         networks = self._user_networks.get(user)
         if networks is not None and not any(
             address.version == net.version and address in net for net in networks
         ):
             rule = f"users.{user}.networks"
-            step("user networks", False, rule, f"{address} is outside {rule}")
-            return _deny(
-                rule,
-                "not allowed from this address",
-                f"{what}: address outside {rule}",
-                client_zone=client_zone,
+            return t.deny(
+                "user networks",
+                f"{address} is outside {rule}",
+                rule=rule,
+                reason="not allowed from this address",
+                step_rule=rule,
             )
+        return None
 
-        # Virtual directories: "/" and "/devices".
-        if not parts or (parts[0] == DEVICES and len(parts) == 1):
-            if op is not Op.LIST:
-                step("target", False, None, f"{path} is a read-only virtual directory")
-                return _deny(
-                    "deny:virtual",
-                    "read-only directory",
-                    f"{what}: {path} is a virtual directory; only list is allowed",
-                    client_zone=client_zone,
-                )
-            if parts and not self._any_device_visible(user, address):
-                step("grant", False, None, "no device is visible to this user from here: hidden")
-                return _deny(
-                    "deny:hidden",
-                    "",
-                    f"{what}: no device is listable",
-                    client_zone=client_zone,
-                    hidden=True,
-                )
-            step("target", True, None, f"{path} is a virtual directory; listing is allowed")
-            return Decision(
-                True, "virtual", "allowed", f"{what}: virtual directory", client_zone=client_zone
+    def _virtual(self, t: Trace) -> Decision | None:
+        """``/`` and ``/devices``: read-only virtual directories."""
+        if t.parts and not (t.parts[0] == DEVICES and len(t.parts) == 1):
+            return None
+        path = "/" + "/".join(t.parts)
+        if t.request.op is not Op.LIST:
+            return t.deny(
+                "target",
+                f"{path} is a read-only virtual directory",
+                rule="deny:virtual",
+                reason="read-only directory",
+                detail=f"{path} is a virtual directory; only list is allowed",
             )
-
-        target = self._target(parts)
-        if target is None:
-            step("target", False, None, f"{path} names no area or device")
-            return _deny(
-                "deny:unknown-target",
-                "",
-                f"{what}: no area or device {'/'.join(parts[:2])!r}",
-                client_zone=client_zone,
+        assert t.address is not None
+        if t.parts and not self._any_device_visible(t.request.user, t.address):
+            return t.deny(
+                "grant",
+                "no device is visible to this user from here: hidden",
+                rule="deny:hidden",
+                reason="",
+                detail="no device is listable",
                 hidden=True,
             )
-        target_zone = target.zone
-        grants = self._grants_on(user, target)
-        if not self._sees(grants, client_zone, target_zone):
+        t.passed("target", None, f"{path} is a virtual directory; listing is allowed")
+        return t.allow("virtual", "virtual directory")
+
+    def _where(self, t: Trace) -> Decision | None:
+        """The area or device, hidden unless the user could ever use it from here."""
+        target = self._target(t.parts)
+        if target is None:
+            return t.deny(
+                "target",
+                f"/{'/'.join(t.parts)} names no area or device",
+                rule="deny:unknown-target",
+                reason="",
+                detail=f"no area or device {'/'.join(t.parts[:2])!r}",
+                hidden=True,
+            )
+        t.target, t.grants = target, self._grants_on(t.request.user, target)
+        assert t.client_zone is not None
+        if not self._sees(t.grants, t.client_zone, target.zone):
             # Nothing this user could ever do there from here: the target must
             # answer exactly as one that does not exist.
             why = (
-                f"no role of {user} grants anything on {target.kind} {target.name}"
-                if not grants
-                else f"no conduit between {client_zone} and {target_zone} in either direction"
+                f"no role of {t.request.user} grants anything on {target.kind} {target.name}"
+                if not t.grants
+                else f"no conduit between {t.client_zone} and {target.zone} in either direction"
             )
-            step("target", False, None, f"{why}: hidden, answered as if it did not exist")
-            return _deny(
-                "deny:hidden",
-                "",
-                f"{what}: {why}",
-                client_zone=client_zone,
-                target_zone=target_zone,
+            return t.deny(
+                "target",
+                f"{why}: hidden, answered as if it did not exist",
+                rule="deny:hidden",
+                reason="",
+                detail=why,
                 hidden=True,
             )
-        step(
+        t.passed(
             "target",
-            True,
             f"{target.kind}s.{target.name}",
             f"{target.kind} {target.name} in zone {target.zone}",
         )
-        into = op is Op.WRITE and request.folder  # writing into the root, not replacing it
+        op = t.request.op
+        into = op is Op.WRITE and t.request.folder  # writing into the root, not replacing it
         if not target.parts and op not in (Op.LIST, Op.READ) and not into:
-            step(
-                "target", False, None, f"the root of {target.kind} {target.name} cannot be changed"
+            return t.deny(
+                "target",
+                f"the root of {target.kind} {target.name} cannot be changed",
+                rule="deny:target-root",
+                reason=f"{op} not allowed on /{'/'.join(t.parts)}",
+                detail=f"{op} on the root of {target.kind} {target.name}",
             )
-            return _deny(
-                "deny:target-root",
-                f"{op} not allowed on {path}",
-                f"{what}: {op} on the root of {target.kind} {target.name}",
-                client_zone=client_zone,
-                target_zone=target_zone,
-            )
+        return None
 
-        # 1. Who may do what where.
-        directory = op in DIRECTORY_OPS or not target.parts or request.folder
+    def _directory(self, t: Trace) -> bool:
+        """Is the request about a folder (patterns allow it where they could
+        match something below)?"""
+        assert t.target is not None
+        return t.request.op in DIRECTORY_OPS or not t.target.parts or t.request.folder
+
+    def _granted(self, t: Trace) -> Decision | None:
+        """Who may do what where: the first grant whose ops and paths match."""
+        target, op = t.target, t.request.op
+        assert target is not None
+        directory = self._directory(t)
         rel = "/".join(target.parts)
         last = target.parts[-1] if target.parts else ""
-        grant = None
-        for candidate in grants:
+        for candidate in t.grants:
             if op in candidate.ops and (
                 not candidate.patterns
                 or any(
@@ -347,83 +354,90 @@ class Policy(Index):
                     for p in candidate.patterns
                 )
             ):
-                grant = candidate
-                break
-        if grant is None:
-            near = [g.rule for g in grants if op in g.ops]
-            why = (
-                f"{', '.join(near)} allow {op} but no paths pattern matches {rel!r}"
-                if near
-                else f"no role of {user} grants {op} on {target.kind} {target.name}"
-            )
-            step("grant", False, near[0] if near else None, why)
-            return _deny(
-                "deny:no-grant",
-                f"{op} not granted",
-                f"{what}: {why}",
-                client_zone=client_zone,
-                target_zone=target_zone,
-            )
-        step("grant", True, grant.rule, f"{grant.rule} grants {op} on {grant.config.target}")
+                t.grant = candidate
+                t.passed(
+                    "grant",
+                    candidate.rule,
+                    f"{candidate.rule} grants {op} on {candidate.config.target}",
+                )
+                return None
+        near = [g.rule for g in t.grants if op in g.ops]
+        why = (
+            f"{', '.join(near)} allow {op} but no paths pattern matches {rel!r}"
+            if near
+            else f"no role of {t.request.user} grants {op} on {target.kind} {target.name}"
+        )
+        return t.deny(
+            "grant",
+            why,
+            rule="deny:no-grant",
+            reason=f"{op} not granted",
+            step_rule=near[0] if near else None,
+        )
 
-        # 2. May data flow between these zones?
-        if client_zone == target.zone:
-            step("flow", True, None, f"same zone {client_zone}: no conduit needed")
-            return Decision(
-                True,
-                grant.rule,
-                "allowed",
-                f"{what}: {grant.rule}, same zone {client_zone}",
-                grant=grant.rule,
-                client_zone=client_zone,
-                target_zone=target_zone,
-            )
+    def _flow(self, t: Trace) -> Decision:
+        """May data flow between the zones: the first open conduit, and the
+        obligations it imposes that this gateway can enforce."""
+        target, grant, op = t.target, t.grant, t.request.op
+        assert target is not None and grant is not None and t.client_zone is not None
+        if t.client_zone == target.zone:
+            t.passed("flow", None, f"same zone {t.client_zone}: no conduit needed")
+            return t.allow(grant.rule, f"{grant.rule}, same zone {t.client_zone}")
         source, dest = (
-            (client_zone, target.zone) if op in INBOUND_OPS else (target.zone, client_zone)
+            (t.client_zone, target.zone) if op in INBOUND_OPS else (target.zone, t.client_zone)
         )
         flow = f"{source} -> {dest}"
         conduits = self._conduits.get((source, dest))
         if not conduits:
-            step("conduit", False, None, f"no conduit from {source} to {dest}")
-            return _deny(
-                "deny:no-conduit",
-                f"no conduit {flow}",
-                f"{what}: {grant.rule} grants it but no conduit allows {flow}",
-                grant=grant.rule,
-                client_zone=client_zone,
-                target_zone=target_zone,
+            return t.deny(
+                "conduit",
+                f"no conduit from {source} to {dest}",
+                rule="deny:no-conduit",
+                reason=f"no conduit {flow}",
+                detail=f"{grant.rule} grants it but no conduit allows {flow}",
             )
-        vrel = "/".join(parts)
+        directory = self._directory(t)
         chosen = first_open(
-            conduits, parts, directory, request.size, self.now, self.config.gateway.timezone, flow
+            conduits,
+            t.parts,
+            directory,
+            t.request.size,
+            self.now,
+            self.config.gateway.timezone,
+            flow,
         )
         if isinstance(chosen, Miss):
-            step("conduit", False, chosen.conduit.rule, chosen.why)
-            return _deny(
-                chosen.conduit.rule,
-                chosen.reason,
-                f"{what}: {chosen.why}",
-                grant=grant.rule,
-                client_zone=client_zone,
-                target_zone=target_zone,
+            return t.deny(
+                "conduit",
+                chosen.why,
+                rule=chosen.conduit.rule,
+                reason=chosen.reason,
+                step_rule=chosen.conduit.rule,
                 window_closed=chosen.closed,
             )
-        conduit = chosen
         content = op in CONTENT_OPS and not directory
-        obligations = conduit.obligations if content else frozenset()
-        limit = conduit.max_size if content else None
-        step("conduit", True, conduit.rule, f"{conduit.rule} allows {flow} for {vrel!r}")
-        return Decision(
-            True,
-            conduit.rule,
-            "allowed",
-            f"{what}: {grant.rule} via {conduit.rule} ({flow})",
-            obligations,
-            limit,
-            grant=grant.rule,
-            conduit=conduit.rule,
-            client_zone=client_zone,
-            target_zone=target_zone,
+        obligations = chosen.obligations if content else frozenset()
+        missing = obligations - self.enforceable
+        if missing:
+            # A conduit that requires a check this gateway cannot make must not
+            # pass silently: fail closed, and say so in explain too.
+            required = ", ".join(sorted(missing))
+            return t.deny(
+                "obligations",
+                f"{chosen.rule} requires {required}, which this gateway cannot enforce yet",
+                rule=chosen.rule,
+                reason=f"requires {required}, which this gateway cannot enforce yet",
+                detail=f"{chosen.rule} requires {required}; not enforceable: fail closed",
+                step_rule=chosen.rule,
+            )
+        vrel = "/".join(t.parts)
+        t.passed("conduit", chosen.rule, f"{chosen.rule} allows {flow} for {vrel!r}")
+        return t.allow(
+            chosen.rule,
+            f"{grant.rule} via {chosen.rule} ({flow})",
+            obligations=obligations,
+            max_size=chosen.max_size if content else None,
+            conduit=chosen.rule,
         )
 
 
