@@ -237,16 +237,20 @@ class Operations(Guard):
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
         check = await self._readable(path, handle)
         transfer = uuid.uuid4().hex[:16]
+        try:
+            await self.record(
+                "file.download",
+                "started",
+                durable=False,
+                transfer=transfer,
+                path=path.text,
+                rule=decision.rule,
+                **self._target(path),
+            )
+        except Exception:
+            await handle.close()
+            raise
         self.traffic.transfers_open += 1
-        await self.record(
-            "file.download",
-            "started",
-            durable=False,
-            transfer=transfer,
-            path=path.text,
-            rule=decision.rule,
-            **self._target(path),
-        )
         return Download(
             handle,
             transfer=transfer,
