@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.relay.sshd import keygen, start_sshd  # noqa: E402
+from tests.storage.relay.sshd import keygen, start_sshd  # noqa: E402
 
 from bench.bench_gateway import CIPHER, free_port, wait_port  # noqa: E402
 from bench.bench_gateway import sha256_file as sha256  # noqa: E402

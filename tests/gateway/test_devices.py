@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.relay.sshd import Sshd, keygen, start_sshd
+from tests.storage.relay.sshd import Sshd, keygen, start_sshd
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
 
 
