@@ -172,3 +172,14 @@ async def test_write_refused_when_its_start_cannot_be_recorded(
     assert refused.value.fault is Fault.UNAVAILABLE
     assert ops.traffic.transfers_open == 0
     assert list(area(site, "inbox").iterdir()) == []
+
+
+async def test_space_is_the_areas_file_system_and_needs_a_visible_path(
+    ops: Operations, site: FakeSite
+) -> None:
+    space = await ops.space(resolve("/inbox"))
+    vfs = os.statvfs(area(site, "inbox"))
+    assert (space.blocks, space.block_size) == (vfs.f_blocks, vfs.f_bsize)
+    for hidden in ("/nowhere", "/"):
+        with pytest.raises(StorageError):
+            await ops.space(resolve(hidden))

@@ -148,3 +148,13 @@ def test_session_events_carry_identity_and_traffic(gw: RunningGateway, tmp_path:
     assert start["principal"] == "alice" and start["auth_method"] == "publickey"
     assert start["key_fingerprint"].startswith("SHA256:") and start["zone"] == "local"
     assert start["client_version"].startswith("SSH-2.0-OpenSSH")
+
+
+def test_sftp_df_reports_the_areas_space(gw: RunningGateway) -> None:
+    """OpenSSH's ``df`` (statvfs@openssh.com) works in an area and names no host path."""
+    result = gw.sftp("df /inbox\n")
+    assert result.returncode == 0, result.stderr
+    vfs = os.statvfs(gw.area("inbox"))
+    size_kib = vfs.f_blocks * vfs.f_frsize // 1024
+    assert str(size_kib) in result.stdout, result.stdout
+    assert gw.sftp("df /nowhere\n").returncode != 0

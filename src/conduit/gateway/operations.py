@@ -22,7 +22,7 @@ from conduit.gateway.guard import Guard
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.names import DEVICES
 from conduit.policy import Decision, Policy
-from conduit.storage.base import Backend, Entry, Fault, RelPath, Stat, StorageError
+from conduit.storage.base import Backend, Entry, Fault, RelPath, Space, Stat, StorageError
 from conduit.transfer import Direction, Download, TransferRecord, Upload
 
 VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
@@ -161,12 +161,13 @@ class Operations(Guard):
 
     # -- metadata -------------------------------------------------------------------
 
-    def space_of(self, path: VirtualPath) -> str:
-        """The real folder whose file system holds ``path`` (for statvfs only)."""
-        area = self.site.policy.config.areas.get(path.top or "")
-        if area is None:
+    async def space(self, path: VirtualPath) -> Space:
+        """Free space where ``path`` lives; naming it needs what a stat needs."""
+        await self.stat_allowed(path)
+        if len(path.parts) < 1 or self._is_virtual_dir(path):
             raise StorageError(Fault.UNSUPPORTED, "no space information here")
-        return str(area.path)
+        backend, rel, _ = self.locate(path)
+        return await backend.statvfs(rel)
 
     async def stat(self, path: VirtualPath) -> Stat:
         if self._may_look(path):

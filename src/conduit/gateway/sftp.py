@@ -8,7 +8,6 @@ channel dropped, an *abort* rather than a commit.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -220,9 +219,18 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         await _guard(self.ops.rename(self._path(oldpath), self._path(newpath), overwrite=True))
 
     async def statvfs(self, path: bytes) -> asyncssh.SFTPVFSAttrs:
-        vpath = self._path(path)
-        await _guard(self.ops.stat_allowed(vpath))
-        return asyncssh.SFTPVFSAttrs.from_local(os.statvfs(self.ops.space_of(vpath)))
+        space = await _guard(self.ops.space(self._path(path)))
+        return asyncssh.SFTPVFSAttrs(
+            bsize=space.block_size,
+            frsize=space.fragment_size,
+            blocks=space.blocks,
+            bfree=space.free_blocks,
+            bavail=space.available_blocks,
+            files=space.files,
+            ffree=space.free_files,
+            favail=space.available_files,
+            namemax=space.max_name,  # fsid and flag: nothing of the host's to tell
+        )
 
     async def fstatvfs(self, file_obj: object) -> asyncssh.SFTPVFSAttrs:
         if isinstance(file_obj, _Writing):

@@ -110,6 +110,21 @@ class WriteHandle(Protocol):
     async def abort(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Space:
+    """The file system holding a backend's files (``statvfs``'s useful part)."""
+
+    block_size: int
+    fragment_size: int
+    blocks: int
+    free_blocks: int
+    available_blocks: int
+    files: int
+    free_files: int
+    available_files: int
+    max_name: int
+
+
 class Backend(Protocol):
     """One storage space: a local area folder or a relayed device."""
 
@@ -132,5 +147,9 @@ class Backend(Protocol):
     async def rename(self, old: RelPath, new: RelPath, *, overwrite: bool) -> None: ...
 
     async def set_times(self, path: RelPath, atime: float, mtime: float) -> None: ...
+
+    async def statvfs(self, path: RelPath) -> Space:
+        """Free space where ``path`` lives; ``UNSUPPORTED`` where unknown."""
+        ...
 
     async def close(self) -> None: ...

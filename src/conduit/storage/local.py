@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conduit.storage import fsops
-from conduit.storage.base import Concealed, Entry, Fault, RelPath, Stat, StorageError
+from conduit.storage.base import Concealed, Entry, Fault, RelPath, Space, Stat, StorageError
 
 TEMP_PREFIX = ".conduit-part-"
 #: Marks this process's temp files: the start-up sweep runs while the gateway
@@ -309,6 +309,24 @@ class LocalBackend:
                 os.utime(where.name, (atime, mtime), dir_fd=where.dir_fd, follow_symlinks=False)
             except OSError as exc:
                 raise _fault(exc) from None
+
+    async def statvfs(self, path: RelPath) -> Space:
+        with self._resolve(path, follow_last=True) as where:
+            try:
+                vfs = os.fstatvfs(where.dir_fd)
+            except OSError as exc:
+                raise _fault(exc) from None
+        return Space(
+            vfs.f_bsize,
+            vfs.f_frsize,
+            vfs.f_blocks,
+            vfs.f_bfree,
+            vfs.f_bavail,
+            vfs.f_files,
+            vfs.f_ffree,
+            vfs.f_favail,
+            vfs.f_namemax,
+        )
 
     # -- files ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from conduit.config.model import DeviceConfig
-from conduit.storage.base import Entry, Fault, ReadHandle, RelPath, Stat, StorageError
+from conduit.storage.base import Entry, Fault, ReadHandle, RelPath, Space, Stat, StorageError
 from conduit.storage.relay import commands
 from conduit.storage.relay.connection import DeviceLink, acquire_link, release_link
 from conduit.storage.relay.custody import CustodyReceipt
@@ -127,6 +127,10 @@ class RelayBackend:
 
     async def set_times(self, path: RelPath, atime: float, mtime: float) -> None:
         await (await self._device()).set_times(path, atime, mtime)
+
+    async def statvfs(self, path: RelPath) -> Space:
+        # A device's free space is its own business (and many cannot say).
+        raise StorageError(Fault.UNSUPPORTED, "no space information for devices")
 
     async def close(self) -> None:
         link, self._link, self._impl = self._link, None, None
