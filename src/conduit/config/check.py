@@ -15,7 +15,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.layout import layout_problems
-from conduit.config.load import ConfigError, load, locate
+from conduit.config.load import locate
 from conduit.config.model import Config, Network
 from conduit.names import escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
@@ -251,13 +251,11 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def load_checked(path: Path | str) -> Config:
-    """Load ``path`` and run :func:`check`; any error raises :class:`ConfigError`.
+    """Load ``path``, check it and build what the gateway builds from it
+    (:func:`conduit.config.build.build`); any error raises :class:`ConfigError`.
 
     This is what a reload uses: if it raises, keep the policy in force.
     """
-    config = load(path)
-    text = Path(path).read_text(encoding="utf-8")
-    found = errors(check(config, text))
-    if found:
-        raise ConfigError(Path(path).resolve(), [str(p) for p in found])
-    return config
+    from conduit.config.build import build
+
+    return build(path).config

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def parse(text: str, source: Path | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(err, text) for err in exc.errors()]) from None
+        raise ConfigError(source, _describe_all(exc.errors(), text)) from None
     base = source.parent if source else Path.cwd()
     return absolutize(config, base).model_copy(update={"source": source})
 
@@ -86,16 +88,62 @@ def absolutize(config: Config, base: Path) -> Config:
     )
 
 
-def _describe(err: Any, text: str) -> str:
-    """One line for one pydantic error: ``line N: key.path: message``."""
-    loc = [str(part) for part in err["loc"]]
-    key = ".".join(loc) if loc else "(top level)"
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    line = locate(text, loc)
-    prefix = f"line {line}: " if line else ""
-    return f"{prefix}{key}: {message}"
+def key_of(loc: Sequence[str]) -> str:
+    """``("roles", "x", "grants", "0", "target")`` -> ``roles.x.grants[0].target``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+def _is_member_tag(part: str) -> bool:
+    """pydantic names the member of a union it tried (``str``, ``list[str]``, ...)."""
+    return "[" in part or part in {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _describe_all(errors: list[Any], text: str) -> list[str]:
+    """One line per fault: union members merged, a misspelt key reported once.
+
+    A misspelt required key is two pydantic errors ("levle: unknown key",
+    "level: Field required"); they are one mistake, so they become one line
+    with a suggestion. A value no member of a union accepts is one line too.
+    """
+    merged: dict[tuple[str, ...], list[str]] = {}
+    unknown: dict[tuple[str, ...], None] = {}
+    missing: set[tuple[str, ...]] = set()
+    for err in errors:
+        loc = tuple(str(part) for part in err["loc"])
+        clean = tuple(part for part in loc if not _is_member_tag(part))
+        if err["type"] == "extra_forbidden":
+            unknown[clean] = None
+            continue
+        if err["type"] == "missing":
+            missing.add(clean)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        messages = merged.setdefault(clean, [])
+        if message not in messages:
+            messages.append(message)
+    explained: dict[tuple[str, ...], str] = {}
+    for loc in unknown:
+        *parent, name = loc
+        siblings = [m[-1] for m in missing if list(m[:-1]) == parent]
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+        if close:
+            missing.discard((*parent, close[0]))
+            merged.pop((*parent, close[0]), None)
+            explained[loc] = f"unknown key (did you mean {close[0]!r}?)"
+        else:
+            explained[loc] = "unknown key"
+    for loc, messages in merged.items():
+        explained[loc] = " or ".join(
+            [messages[0]] + [m.removeprefix("Input should be ") for m in messages[1:]]
+        )
+    lines = []
+    for loc, message in explained.items():
+        line = locate(text, list(loc))
+        prefix = f"line {line}: " if line else ""
+        lines.append((line or 0, f"{prefix}{key_of(loc)}: {message}"))
+    return [entry for _, entry in sorted(lines, key=lambda item: item[0])]
 
 
 def locate(text: str, loc: list[str]) -> int | None:
