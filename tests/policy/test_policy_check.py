@@ -87,7 +87,6 @@ EXPECTED_ERRORS = [
     (47, "conduits[1].name", "duplicate conduit name 'loop'"),
     (49, "conduits[1].to", "unknown zone 'ot'"),
     (50, "conduits[1].window", "not a time of day"),
-    (51, "conduits[1].paths[0]", "'logs' is no area"),
     (51, "conduits[1].paths[1]", "trailing"),
 ]
 
