@@ -178,11 +178,11 @@ def inspect(path: Path | str, *, files: bool = True) -> Report:
         return Report(path, problem, problem)
     found = _Findings(text)
     if _is_empty(text):
-        found.error(
-            (),
+        message = (
             "the file is empty: nothing to serve and nobody to serve it to"
-            " (start from `conduit init`)",
+            " (start from `conduit init`)"
         )
+        found.problems.append(Problem("error", "(file)", message, 1))
         return _report(path, found, None)
     found.problems.extend(check(config, text))
     host_keys: list[asyncssh.SSHKey] = []
