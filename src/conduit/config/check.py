@@ -249,9 +249,9 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 )
             if why:
                 error(*cloc, "paths", str(p_index), message=f"{pattern!r}: {why}")
-    for loc, message, others in unknown.values():
+    for first_use, message, others in unknown.values():
         also = f"; also used at {', '.join(others)}" if others else ""
-        error(*loc, message=message + also)
+        error(*first_use, message=message + also)
     for severity, place, message in layout_problems(config):
         add(severity, place, message)
     return problems
