@@ -62,6 +62,18 @@ def user_key_malformed(text: str, _base: Path) -> str:
     return text.replace('keys = ["ssh-ed25519 AAAA', 'keys = ["ssh-ed25519 AAAB', 1)
 
 
+def known_hosts_for(host: str) -> Callable[[str, Path], str]:
+    """Trust the device through a known_hosts file that lists ``host``."""
+
+    def edit(text: str, base: Path) -> str:
+        line = next(x for x in text.splitlines() if x.startswith("host_key ="))
+        key = line.split('"')[1]
+        (base / "keys" / "known_hosts").write_text(f"{host} {key}\n")
+        return text.replace(line, 'known_hosts = "keys/known_hosts"')
+
+    return edit
+
+
 def identity_not_a_key(text: str, base: Path) -> str:
     (base / "keys" / "plc-01").write_text("not a key\n")
     return text
@@ -101,6 +113,10 @@ BROKEN = {
         replace("sha256sum -- {path}", "sha256sum -- {file}"),
         "line 24: devices.plc-01.commands.sha256: command 'sha256' may only use {path}",
     ),
+    "known-hosts-without-the-device": Broken(
+        known_hosts_for("192.168.0.99"),
+        "line 22: devices.plc-01.known_hosts: ",
+    ),
     # Keys and files of the gateway itself.
     "malformed-user-key": Broken(
         user_key_malformed, "line 33: users.alice.keys[0]: not an OpenSSH public key"
@@ -130,6 +146,10 @@ BROKEN = {
     "misspelt-key": Broken(
         replace("level = 4", "levle = 4"),
         "line 6: zones.enterprise.levle: unknown key (did you mean 'level'?)",
+    ),
+    "misspelt-optional-key": Broken(
+        replace('networks = ["10.10', 'network = ["10.10'),
+        "line 7: zones.enterprise.network: unknown key (did you mean 'networks'?)",
     ),
     "misspelt-zone-name": Broken(
         replace("[zones.control]", "[zones.contrl]"),
@@ -279,3 +299,11 @@ def test_process_exit_is_quick_even_for_many_problems(tmp_path: Path) -> None:
     assert done.stderr.count("must be HOST:PORT") == 50
     assert "150 errors" in done.stderr
     assert os.path.exists(path)
+
+
+def test_a_device_trusted_through_known_hosts_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_site(tmp_path)
+    path.write_text(known_hosts_for("192.168.0.10")(path.read_text(), tmp_path))
+    assert main(["check", "--config", str(path)]) == 0, capsys.readouterr().out

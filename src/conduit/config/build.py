@@ -133,6 +133,8 @@ def _user_keys(config: Config, found: _Findings) -> dict[str, frozenset[bytes]]:
 def _siem(config: Config, found: _Findings) -> None:
     """A TLS sink's files must load (the sink would otherwise retry forever)."""
     for index, sink in enumerate(config.audit.siem):
+        if sink.ca is None and sink.cert is None:
+            continue
         loc = ("audit", "siem", str(index))
         try:
             ctx = ssl.create_default_context(cafile=str(sink.ca) if sink.ca else None)

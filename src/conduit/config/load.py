@@ -5,11 +5,12 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from conduit.config.model import Config
 
@@ -101,6 +102,27 @@ def _is_member_tag(part: str) -> bool:
     return "[" in part or part in {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
+def _keys_at(loc: Sequence[str]) -> list[str]:
+    """The keys the table at ``loc`` may hold (for "did you mean"), or none."""
+    model: Any = Config
+    expect_name = False
+    for part in loc:
+        if expect_name or part.isdigit():
+            expect_name = False
+            continue
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(part) if is_model else None
+        if field is None:
+            return []
+        model = field.annotation
+        while typing.get_origin(model) in (list, dict):
+            expect_name = typing.get_origin(model) is dict
+            model = typing.get_args(model)[-1]
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [f.alias or name for name, f in model.model_fields.items() if name != "source"]
+
+
 def _describe_all(errors: list[Any], text: str) -> list[str]:
     """One line per fault: union members merged, a misspelt key reported once.
 
@@ -132,8 +154,10 @@ def _describe_all(errors: list[Any], text: str) -> list[str]:
             missing.discard((*parent, close[0]))
             merged.pop((*parent, close[0]), None)
             explained[loc] = f"unknown key (did you mean {close[0]!r}?)"
-        else:
-            explained[loc] = "unknown key"
+            continue
+        close = difflib.get_close_matches(name, _keys_at(parent), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        explained[loc] = f"unknown key{hint}"
     for loc, messages in merged.items():
         explained[loc] = " or ".join(
             [messages[0]] + [m.removeprefix("Input should be ") for m in messages[1:]]

@@ -17,6 +17,7 @@ import asyncssh
 
 from conduit.config.model import DeviceConfig
 from conduit.storage.relay import commands
+from conduit.storage.relay.connection import split_address
 
 ADDRESS_HELP = 'must be HOST:PORT ([v6]:PORT for IPv6), e.g. "192.168.0.10:22"'
 
@@ -107,9 +108,15 @@ def device_problems(device: DeviceConfig) -> list[Finding]:
         why = _file_problem(device.known_hosts)
         if why is None:
             try:
-                asyncssh.read_known_hosts(str(device.known_hosts))
+                known = asyncssh.read_known_hosts(str(device.known_hosts))
             except (OSError, ValueError, asyncssh.Error):
                 why = f"{device.known_hosts}: not an OpenSSH known_hosts file"
+            else:
+                host, port = split_address(device.address)
+                pinned = device.host_key is not None or device.trust_on_first_use
+                if not known.match(host, host, port)[0] and not pinned:
+                    shown = host if port == 22 else f"[{host}]:{port}"
+                    why = f"{device.known_hosts} has no host key for {shown}"
         if why:
             found.append((("known_hosts",), why))
     if device.host_key is None and device.known_hosts is None and not device.trust_on_first_use:
