@@ -87,9 +87,12 @@ BROKEN = {
     ),
     "missing-identity": Broken(
         replace('identity = "keys/plc-01"', 'identity = "keys/nothere"'),
-        "line 21: devices.plc-01.identity: ",
+        "line 21: devices.plc-01.identity: {base}/keys/nothere: no such file",
     ),
-    "identity-not-a-key": Broken(identity_not_a_key, "line 21: devices.plc-01.identity: "),
+    "identity-not-a-key": Broken(
+        identity_not_a_key,
+        "line 21: devices.plc-01.identity: {base}/keys/plc-01: not an OpenSSH private key",
+    ),
     "no-credentials": Broken(
         drop_line("identity ="),
         "line 17: devices.plc-01: no credentials: set identity, password_file or password_env",
@@ -115,7 +118,8 @@ BROKEN = {
     ),
     "known-hosts-without-the-device": Broken(
         known_hosts_for("192.168.0.99"),
-        "line 22: devices.plc-01.known_hosts: ",
+        "line 22: devices.plc-01.known_hosts: {base}/keys/known_hosts"
+        " has no host key for 192.168.0.10",
     ),
     # Keys and files of the gateway itself.
     "malformed-user-key": Broken(
@@ -123,7 +127,7 @@ BROKEN = {
     ),
     "missing-host-keys-file": Broken(
         replace('host_keys = ["keys/host_ed25519"]', 'host_keys = ["keys/missing"]'),
-        "line 3: gateway.host_keys[0]: ",
+        "line 3: gateway.host_keys[0]: {base}/keys/missing: no such file",
     ),
     "empty-file": Broken(
         lambda _text, _base: "# nothing yet\n", "line 1: (file): the file is empty"
@@ -167,6 +171,10 @@ BROKEN = {
 }
 
 
+def expected(name: str, base: Path) -> str:
+    return BROKEN[name].line.replace("{base}", str(base))
+
+
 def broken_site(tmp_path: Path, case: Broken) -> Path:
     path = make_site(tmp_path)
     path.write_text(case.edit(path.read_text(), tmp_path))
@@ -182,7 +190,7 @@ def test_check_reports_one_error_with_line_and_key(
     code = main(["check", "--config", str(path)])
     out = capsys.readouterr().out
     assert code == 1, out
-    assert f"{path}: {BROKEN[name].line}" in out, out
+    assert f"{path}: {expected(name, tmp_path)}" in out, out
     assert f"{path}: 1 error; the policy is not usable" in out, out
     assert "lax-or-strict" not in out and "Value error" not in out and "Zones" not in out
 
@@ -201,7 +209,7 @@ def test_serve_refuses_the_same_file_with_the_same_line(name: str, tmp_path: Pat
     )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
-    assert f"{path}: {BROKEN[name].line}" in done.stderr, done.stderr
+    assert f"{path}: {expected(name, tmp_path)}" in done.stderr, done.stderr
     assert "the gateway did not start" in done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "data").exists()  # refused before making anything
