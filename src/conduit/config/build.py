@@ -32,7 +32,10 @@ DEFAULT_HOST_KEY = "host_ed25519"
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """What the gateway is built from: the config and what it compiles to."""
+    """What the gateway is built from: the config and what it compiles to.
+
+    From ``inspect(..., files=False)`` the key sets are empty (not read).
+    """
 
     config: Config
     policy: Policy
@@ -52,7 +55,7 @@ class Report:
     site: Site | None = None
 
     def error(self) -> ConfigError:
-        return ConfigError(self.source, self.errors)
+        return ConfigError(self.source.resolve(), self.errors)
 
 
 class _Findings:
