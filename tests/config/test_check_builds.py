@@ -129,6 +129,10 @@ BROKEN = {
         replace('host_keys = ["keys/host_ed25519"]', 'host_keys = ["keys/missing"]'),
         "line 3: gateway.host_keys[0]: {base}/keys/missing: no such file",
     ),
+    "not-toml": Broken(
+        replace("level = 4", "level = = 4"),
+        "line 6: not valid TOML: Invalid value (column 9)",
+    ),
     "empty-file": Broken(
         lambda _text, _base: "# nothing yet\n", "line 1: (file): the file is empty"
     ),

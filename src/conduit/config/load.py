@@ -42,7 +42,15 @@ def parse(text: str, source: Path | None = None) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+        # "Expected '=' ... (at line 3, column 5)": lead with the line, as every other error.
+        where = re.search(r"\(at line (\d+), column (\d+)\)$", str(exc))
+        if where is None:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+        reason = str(exc)[: where.start()].rstrip()
+        line, column = where.groups()
+        raise ConfigError(
+            source, [f"line {line}: not valid TOML: {reason} (column {column})"]
+        ) from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
