@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conduit.cli.main import main
+from tests.config.site import usable_copy
 
 from .conftest import EXAMPLE
 
@@ -23,10 +24,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_check_good_file_prints_tables_and_matrix(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "check", "--config", str(EXAMPLE))
-    assert code == 0
-    assert f"{EXAMPLE}: OK" in out
+def test_check_good_file_prints_tables_and_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = usable_copy(EXAMPLE, tmp_path)
+    code, out, _ = run(capsys, "check", "--config", str(site))
+    assert code == 0, out
+    assert f"{site}: OK" in out
     for title in ("Zones", "Areas", "Devices", "Roles", "Users", "Conduits", "Flows"):
         assert title in out
     assert "firmware-down" in out and "devices/plc-*" in out and "/devices/plc-01" in out
@@ -37,9 +41,9 @@ def test_check_good_file_prints_tables_and_matrix(capsys: pytest.CaptureFixture[
 def test_check_bad_file_exits_1_with_precise_messages(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = tmp_path / "conduit.toml"
+    bad = usable_copy(EXAMPLE, tmp_path)
     bad.write_text(
-        EXAMPLE.read_text()
+        bad.read_text()
         .replace('roles = ["engineer"]', 'roles = ["enginer"]')
         .replace('to = "dmz"', 'to = "enterprise"')
     )
@@ -66,7 +70,7 @@ def test_check_unknown_key_and_missing_file(
 def test_check_defaults_to_conduit_toml_in_cwd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "conduit.toml").write_text(EXAMPLE.read_text())
+    usable_copy(EXAMPLE, tmp_path).rename(tmp_path / "conduit.toml")
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "check")
     assert code == 0 and "conduit.toml: OK" in out
@@ -191,8 +195,9 @@ def test_explain_user_mistakes(
 
 
 def _config_with_data_dir(tmp_path: Path, text: str | None = None) -> Path:
-    config = tmp_path / "conduit.toml"
-    config.write_text(text if text is not None else EXAMPLE.read_text())
+    config = usable_copy(EXAMPLE, tmp_path).rename(tmp_path / "conduit.toml")
+    if text is not None:
+        config.write_text(text)
     (tmp_path / "data").mkdir(exist_ok=True)
     return config
 
@@ -266,10 +271,11 @@ def test_reload_refuses_a_pid_of_another_program(
         sleeper.wait()
 
 
-def test_as_a_process() -> None:
+def test_as_a_process(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
+    site = usable_copy(EXAMPLE, tmp_path)
     ok = subprocess.run(
-        [sys.executable, "-m", "conduit", "check", "--config", str(EXAMPLE)],
+        [sys.executable, "-m", "conduit", "check", "--config", str(site)],
         capture_output=True,
         text=True,
         env=env,

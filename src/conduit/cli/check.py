@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from conduit.config.check import check, coverage, errors
-from conduit.config.load import ConfigError, load
+from conduit.config.build import inspect
+from conduit.config.check import coverage
 from conduit.config.model import Config
 
 DEFAULT_CONFIG = Path("conduit.toml")
@@ -41,23 +41,22 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=True, width=120)
 
 
-def load_or_report(path: Path, out: Console) -> Config | None:
-    """Load and check ``path``; print every problem and return None if unusable."""
-    try:
-        config = load(path)
-        text = path.read_text(encoding="utf-8")
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            out.print(line, markup=False)
+def load_or_report(path: Path, out: Console, *, files: bool = True) -> Config | None:
+    """Check and build ``path`` as serve would; print every problem, None if unusable.
+
+    ``files=False``: the policy alone (see :func:`conduit.config.build.inspect`).
+    """
+    report = inspect(path, files=files)
+    for line in report.lines:
+        out.print(f"{path}: {line}", markup=False)
+    if report.site is None:
+        count = len(report.errors)
+        out.print(
+            f"{path}: {count} error{'s' if count != 1 else ''}; the policy is not usable",
+            markup=False,
+        )
         return None
-    problems = check(config, text)
-    for problem in problems:
-        out.print(f"{path}: {problem}", markup=False)
-    if errors(problems):
-        count = len(errors(problems))
-        out.print(f"{path}: {count} error{'s' if count > 1 else ''}; the policy is not usable")
-        return None
-    return config
+    return report.site.config
 
 
 def run(args: argparse.Namespace) -> int:

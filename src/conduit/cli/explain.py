@@ -10,12 +10,12 @@ import argparse
 from datetime import datetime
 from ipaddress import ip_address
 
-from pydantic import ByteSize, TypeAdapter, ValidationError
 from rich.console import Console
 
 from conduit.cli.check import add_config_argument, console, load_or_report
 from conduit.cli.main import CommandError
 from conduit.config.model import Op
+from conduit.config.types import parse_size
 from conduit.policy import Explanation, Policy, PolicyError, Rename, Request
 
 QUESTIONS = {
@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
     size = None
     if args.size is not None:
         try:
-            size = int(TypeAdapter(ByteSize).validate_python(args.size))
-        except ValidationError:
+            size = parse_size(args.size)
+        except ValueError:
             raise CommandError(
                 f"--size: {args.size!r} is not a size like 1048576 or 600MiB"
             ) from None
     out = console()
-    config = load_or_report(args.config, out)
+    config = load_or_report(args.config, out, files=False)
     if config is None:
         return 1
     try:

@@ -7,13 +7,14 @@ import asyncio
 import getpass
 import logging
 import signal
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from conduit.cli.main import CommandError
 from conduit.config import Config, ConfigError, embedded, local_public_keys
-from conduit.config.check import load_checked
+from conduit.config.build import inspect
 from conduit.config.model import GatewayConfig
 from conduit.names import escape
 
@@ -46,10 +47,7 @@ def choose_config(path: Path | None, listen: str | None) -> tuple[Config, bool]:
             )
         config = embedded(Path.cwd(), keys=keys, listen=listen or "127.0.0.1:2222")
         return config, True
-    try:
-        config = load_checked(path or DEFAULT_CONFIG)
-    except ConfigError as exc:
-        raise CommandError(str(exc), code=1) from None
+    config = checked(path or DEFAULT_CONFIG)
     if listen:
         try:
             gateway = GatewayConfig.model_validate(
@@ -59,6 +57,26 @@ def choose_config(path: Path | None, listen: str | None) -> tuple[Config, bool]:
             raise CommandError(f"--listen {listen!r}: must be HOST:PORT", code=2) from None
         config = config.model_copy(update={"gateway": gateway})
     return config, False
+
+
+def checked(path: Path) -> Config:
+    """The policy in ``path``, built as ``conduit check`` builds it.
+
+    Every problem is printed as ``check`` prints it (file, line, key, one
+    line each); any error stops here, before a folder is made or a port
+    opened, with exit code 1.
+    """
+    report = inspect(path)
+    for line in report.lines:
+        print(f"{path}: {line}", file=sys.stderr)
+    if report.site is None:
+        count = len(report.errors)
+        raise CommandError(
+            f"{path}: {count} error{'s' if count != 1 else ''}; the policy is not usable,"
+            " the gateway did not start",
+            code=1,
+        )
+    return report.site.config
 
 
 def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:

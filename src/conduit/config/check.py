@@ -9,13 +9,14 @@ unusable; warnings are printed and the file is still used.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.layout import layout_problems
-from conduit.config.load import ConfigError, load, locate
+from conduit.config.load import locate
 from conduit.config.model import Config, Network
 from conduit.names import DEVICES, escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
@@ -72,6 +73,16 @@ def check(config: Config, text: str = "") -> list[Problem]:
     def warning(*loc: str, message: str) -> None:
         add("warning", loc, message)
 
+    # A misspelt name is one mistake however often it is used: one error at
+    # its first use, naming the others, instead of one per reference.
+    unknown: dict[tuple[str, str], tuple[tuple[str, ...], str, list[str]]] = {}
+
+    def unknown_name(kind: str, name: str, loc: tuple[str, ...], message: str) -> None:
+        if (kind, name) in unknown:
+            unknown[(kind, name)][2].append(_key(loc))
+        else:
+            unknown[(kind, name)] = (loc, message, [])
+
     zones = config.zones
     zone_list = ", ".join(sorted(zones)) or "none defined"
     try:
@@ -108,11 +119,11 @@ def check(config: Config, text: str = "") -> list[Problem]:
             if section == "areas" and name in RESERVED_NAMES:
                 error(section, name, message=f"{name!r} is reserved for /{name}")
             if item.zone not in zones:
-                error(
-                    section,
-                    name,
+                unknown_name(
                     "zone",
-                    message=f"unknown zone {item.zone!r} (zones: {zone_list})",
+                    item.zone,
+                    (section, name, "zone"),
+                    f"unknown zone {item.zone!r} (zones: {zone_list})",
                 )
 
     # Roles: targets that exist, ops granted, patterns that can match.
@@ -133,7 +144,12 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 error(*loc, "target", message="use devices/<name or glob>, e.g. devices/*")
             elif grant.target not in config.areas:
                 areas = ", ".join(sorted(config.areas)) or "none defined"
-                error(*loc, "target", message=f"unknown area {grant.target!r} (areas: {areas})")
+                unknown_name(
+                    "area",
+                    grant.target,
+                    (*loc, "target"),
+                    f"unknown area {grant.target!r} (areas: {areas})",
+                )
             if not grant.ops:
                 error(*loc, "ops", message="grants no operation")
             for p_index, pattern in enumerate(grant.paths):
@@ -155,11 +171,11 @@ def check(config: Config, text: str = "") -> list[Problem]:
             used_roles.add(role_ref)
             if role_ref not in config.roles:
                 roles = ", ".join(sorted(config.roles)) or "none defined"
-                error(
-                    "users",
-                    user_name,
-                    "roles",
-                    message=f"unknown role {role_ref!r} (roles: {roles})",
+                unknown_name(
+                    "role",
+                    role_ref,
+                    ("users", user_name, "roles"),
+                    f"unknown role {role_ref!r} (roles: {roles})",
                 )
         for net in user.networks:
             if not any(
@@ -173,10 +189,19 @@ def check(config: Config, text: str = "") -> list[Problem]:
                     "networks",
                     message=f"{net} is in no zone: this user is denied everything from there",
                 )
+    missing_roles = [name for kind, name in unknown if kind == "role"]
     for unused in sorted(set(config.roles) - used_roles):
-        warning("roles", unused, message="no user has this role")
+        # A role only a misspelt reference was meant for: the error says it.
+        if not difflib.get_close_matches(unused, missing_roles, n=1, cutoff=0.6):
+            warning("roles", unused, message="no user has this role")
 
     # Conduits: distinct names, two different known zones, sane limits.
+    # (Areas and devices in an unknown zone are reported above; a conduit
+    # path naming them is not a second mistake.)
+    broken = {name for name, area in config.areas.items() if area.zone not in zones}
+    broken |= {name for kind, name in unknown if kind == "area"}  # granted, never defined
+    if any(device.zone not in zones for device in config.devices.values()):
+        broken.add("devices")
     names: set[str] = set()
     for index, conduit in enumerate(config.conduits):
         cloc = ("conduits", str(index))
@@ -185,7 +210,12 @@ def check(config: Config, text: str = "") -> list[Problem]:
         names.add(conduit.name)
         for key, zone_name in (("from", conduit.from_zone), ("to", conduit.to_zone)):
             if zone_name not in zones:
-                error(*cloc, key, message=f"unknown zone {zone_name!r} (zones: {zone_list})")
+                unknown_name(
+                    "zone",
+                    zone_name,
+                    (*cloc, key),
+                    f"unknown zone {zone_name!r} (zones: {zone_list})",
+                )
         if conduit.from_zone == conduit.to_zone:
             error(
                 *cloc,
@@ -210,6 +240,8 @@ def check(config: Config, text: str = "") -> list[Problem]:
             first = pattern.split("/", 1)[0]
             literal = not any(c in first for c in "*?[")
             if why is None and "/" in pattern and literal and first not in reachable:
+                if first in broken or {conduit.from_zone, conduit.to_zone} - set(zones):
+                    continue  # follows from an unknown zone, already reported
                 why = (
                     "never matches: conduit paths are virtual paths (AREA/... or devices/...)"
                     f" and {first!r} is no area or devices in {conduit.from_zone}"
@@ -217,6 +249,9 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 )
             if why:
                 error(*cloc, "paths", str(p_index), message=f"{pattern!r}: {why}")
+    for first_use, message, others in unknown.values():
+        also = f"; also used at {', '.join(others)}" if others else ""
+        error(*first_use, message=message + also)
     for severity, place, message in layout_problems(config):
         add(severity, place, message)
     return problems
@@ -251,13 +286,11 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def load_checked(path: Path | str) -> Config:
-    """Load ``path`` and run :func:`check`; any error raises :class:`ConfigError`.
+    """Load ``path``, check it and build what the gateway builds from it
+    (:func:`conduit.config.build.build`); any error raises :class:`ConfigError`.
 
     This is what a reload uses: if it raises, keep the policy in force.
     """
-    config = load(path)
-    text = Path(path).read_text(encoding="utf-8")
-    found = errors(check(config, text))
-    if found:
-        raise ConfigError(Path(path).resolve(), [str(p) for p in found])
-    return config
+    from conduit.config.build import build
+
+    return build(path).config

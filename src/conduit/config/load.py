@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from conduit.config.model import Config
 
@@ -39,11 +42,19 @@ def parse(text: str, source: Path | None = None) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+        # "Expected '=' ... (at line 3, column 5)": lead with the line, as every other error.
+        where = re.search(r"\(at line (\d+), column (\d+)\)$", str(exc))
+        if where is None:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+        reason = str(exc)[: where.start()].rstrip()
+        line, column = where.groups()
+        raise ConfigError(
+            source, [f"line {line}: not valid TOML: {reason} (column {column})"]
+        ) from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(err, text) for err in exc.errors()]) from None
+        raise ConfigError(source, _describe_all(exc.errors(), text)) from None
     base = source.parent if source else Path.cwd()
     return absolutize(config, base).model_copy(update={"source": source})
 
@@ -86,16 +97,85 @@ def absolutize(config: Config, base: Path) -> Config:
     )
 
 
-def _describe(err: Any, text: str) -> str:
-    """One line for one pydantic error: ``line N: key.path: message``."""
-    loc = [str(part) for part in err["loc"]]
-    key = ".".join(loc) if loc else "(top level)"
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    line = locate(text, loc)
-    prefix = f"line {line}: " if line else ""
-    return f"{prefix}{key}: {message}"
+def key_of(loc: Sequence[str]) -> str:
+    """``("roles", "x", "grants", "0", "target")`` -> ``roles.x.grants[0].target``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+def _is_member_tag(part: str) -> bool:
+    """pydantic names the member of a union it tried (``str``, ``list[str]``, ...)."""
+    return "[" in part or part in {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _keys_at(loc: Sequence[str]) -> list[str]:
+    """The keys the table at ``loc`` may hold (for "did you mean"), or none."""
+    model: Any = Config
+    expect_name = False
+    for part in loc:
+        if expect_name or part.isdigit():
+            expect_name = False
+            continue
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(part) if is_model else None
+        if field is None:
+            return []
+        model = field.annotation
+        while typing.get_origin(model) in (list, dict):
+            expect_name = typing.get_origin(model) is dict
+            model = typing.get_args(model)[-1]
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [f.alias or name for name, f in model.model_fields.items() if name != "source"]
+
+
+def _describe_all(errors: list[Any], text: str) -> list[str]:
+    """One line per fault: union members merged, a misspelt key reported once.
+
+    A misspelt required key is two pydantic errors ("levle: unknown key",
+    "level: Field required"); they are one mistake, so they become one line
+    with a suggestion. A value no member of a union accepts is one line too.
+    """
+    merged: dict[tuple[str, ...], list[str]] = {}
+    unknown: dict[tuple[str, ...], None] = {}
+    missing: set[tuple[str, ...]] = set()
+    for err in errors:
+        loc = tuple(str(part) for part in err["loc"])
+        clean = tuple(part for part in loc if not _is_member_tag(part))
+        if err["type"] == "extra_forbidden":
+            unknown[clean] = None
+            continue
+        if err["type"] == "missing":
+            missing.add(clean)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        messages = merged.setdefault(clean, [])
+        if message not in messages:
+            messages.append(message)
+    explained: dict[tuple[str, ...], str] = {}
+    for loc in unknown:
+        *parent, name = loc
+        siblings = [m[-1] for m in missing if list(m[:-1]) == parent]
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+        if close:
+            missing.discard((*parent, close[0]))
+            merged.pop((*parent, close[0]), None)
+            explained[loc] = f"unknown key (did you mean {close[0]!r}?)"
+            continue
+        close = difflib.get_close_matches(name, _keys_at(parent), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        explained[loc] = f"unknown key{hint}"
+    for loc, messages in merged.items():
+        explained[loc] = " or ".join(
+            [messages[0]] + [m.removeprefix("Input should be ") for m in messages[1:]]
+        )
+    lines = []
+    for loc, message in explained.items():
+        line = locate(text, list(loc))
+        prefix = f"line {line}: " if line else ""
+        lines.append((line or 0, f"{prefix}{key_of(loc)}: {message}"))
+    return [entry for _, entry in sorted(lines, key=lambda item: item[0])]
 
 
 def locate(text: str, loc: list[str]) -> int | None:

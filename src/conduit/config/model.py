@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import socket
 from enum import StrEnum
-from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, field_validator
 
-Network = IPv4Network | IPv6Network
+from conduit.config.types import CheckedNetwork, Size
+from conduit.config.types import Network as Network  # re-exported for check and policy
 
 
 class Op(StrEnum):
@@ -88,7 +88,7 @@ class Limits(Section):
     # below this much free space on the journal's disk, records about
     # unauthenticated clients are shed (and an alert raised) to keep room
     # for the records of transfers
-    journal_min_free: ByteSize = ByteSize(256 * 1024 * 1024)
+    journal_min_free: Size = ByteSize(256 * 1024 * 1024)
     max_sessions_per_connection: Annotated[int, Field(ge=1)] = 10
     max_sessions_per_user: Annotated[int, Field(ge=1)] = 64
     idle_timeout: Annotated[float, Field(ge=0)] = 900.0
@@ -137,14 +137,14 @@ class AuditConfig(Section):
     on_failure: Literal["closed", "alert"] = "closed"
     fsync: Literal["always", "batch", "never"] = "always"
     checkpoint_interval: Annotated[float, Field(gt=0)] = 300.0
-    rotate_size: ByteSize = ByteSize(64 * 1024 * 1024)
+    rotate_size: Size = ByteSize(64 * 1024 * 1024)
     spool_alert_fill: Annotated[float, Field(gt=0, le=1)] = 0.8
     siem: list[SiemSink] = []
 
 
 class ZoneConfig(Section):
     level: float
-    networks: list[Network] = []
+    networks: list[CheckedNetwork] = []
     description: str = ""
 
 
@@ -186,7 +186,7 @@ class RoleConfig(Section):
 class UserConfig(Section):
     keys: list[str] = []
     roles: list[str] = []
-    networks: list[Network] = []
+    networks: list[CheckedNetwork] = []
     description: str = ""
 
 
@@ -195,7 +195,7 @@ class ConduitConfig(Section):
     from_zone: str = Field(alias="from")
     to_zone: str = Field(alias="to")
     paths: list[str] = []
-    max_size: ByteSize | None = None
+    max_size: Size | None = None
     window: str | list[str] | None = None
     require: list[Obligation] = []
     description: str = ""
