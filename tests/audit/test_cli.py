@@ -236,6 +236,9 @@ async def test_tail_shows_bytes_sha256_and_a_renames_old_name(make_auditor, tmp_
     assert "/inbox/a.bin bytes=1234 " in upload and f"sha256={SHA}" in upload
     assert "file.rename success alice - /inbox/a.bin -> /inbox/b\\x1b.bin" in rename
     assert "bytes=" not in rename and "sha256=" not in rename
+    assert run(["search", "--journal", str(tmp_path / "audit"), "--type", "file.rename"]) == 0
+    table = "".join(capsys.readouterr().out.split())  # the table folds long cells
+    assert "/inbox/a.bin->/inbox/b\\x1b.bin" in table and "\x1b" not in table
 
 
 @pytest.mark.parametrize(

@@ -200,12 +200,18 @@ def safe(value: object) -> str:
     return escape(value)
 
 
-def summary(record: Record) -> str:
-    """One line per event: who, where, what (a rename's old name too), how much, which bytes."""
+def shown_path(record: Record) -> str:
+    """The record's path, escaped; a rename as ``old -> new``."""
     path = safe(record.get("path") or record.get("new_path") or "")
     old = record.get("old_path")
     if old is not None and old != record.get("path"):
-        path = f"{safe(old)} -> {path}"
+        return f"{safe(old)} -> {path}"
+    return path
+
+
+def summary(record: Record) -> str:
+    """One line per event: who, where, what (a rename's old name too), how much, which bytes."""
+    path = shown_path(record)
     extra = record.get("error") or record.get("reason") or ""
     who = record.get("principal") or record.get("user_given") or "-"
     size = record.get("bytes")
@@ -311,7 +317,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             digests.add(r.get("sha256") or "")
             table.add_row(
                 *(
-                    Text(safe(v))
+                    Text(v if isinstance(v, _Shown) else safe(v))
                     for v in (
                         r["seq"],
                         r["ts"].replace("T", " ").rstrip("Z"),
@@ -319,7 +325,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                         r["outcome"],
                         r.get("principal") or r.get("user_given"),
                         r.get("source"),
-                        r.get("path") or r.get("new_path"),
+                        _Shown(shown_path(r)),
                         r.get("bytes"),
                         (r.get("sha256") or "")[:16],
                         r.get("error") or r.get("reason") or r.get("rule"),
@@ -342,6 +348,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 TABLE_LIMIT = 1000
+
+
+class _Shown(str):
+    """Text already escaped for the terminal (not to be escaped twice)."""
+
+
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
