@@ -6,7 +6,11 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
+import shlex
+import shutil
 import signal
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,19 @@ def choose_config(path: Path | None, listen: str | None) -> tuple[Config, bool]:
     return config, False
 
 
+def conduit_command(argv0: str | None = None, path: str | None = None) -> str:
+    """How to run ``conduit`` again from a shell: ``conduit`` if ``PATH`` finds this
+    program, else its full path (``./scripts/serve`` runs ``.venv/bin/conduit``,
+    which is on nobody's ``PATH`` until the venv is activated)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if os.path.basename(argv0) != "conduit":
+        return "conduit"  # python -m conduit, or an embedding program
+    found = shutil.which("conduit", path=path)
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return "conduit"
+    return shlex.quote(os.path.abspath(argv0))
+
+
 def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:
     host = config.gateway.listen.rpartition(":")[0].strip("[]")
     target = f"[{host}]" if ":" in host else host
@@ -80,7 +97,7 @@ def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:
         f"  scp -O -P {port} FILE {user}@{target}:/{area}/",
         f"  sftp -P {port} {user}@{target}",
         "Watch every event as it is journalled (or run serve with -v):",
-        "  conduit audit tail -f "
+        f"  {conduit_command()} audit tail -f "
         + (f"--config {config.source}" if config.source else f"--journal {config.audit.journal}"),
     ]
     return "\n".join(lines)
