@@ -332,3 +332,24 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: conduit" in capsys.readouterr().out
+
+
+def _program(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / "conduit"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    return program
+
+
+def test_banner_names_conduit_by_a_path_a_shell_can_run(tmp_path: Path) -> None:
+    """./scripts/serve runs .venv/bin/conduit, which is on nobody's PATH: the banner's
+    `audit tail` line must name it so that it can be pasted into a shell."""
+    from conduit.cli.serve import conduit_command
+
+    venv = _program(tmp_path / "my venv" / "bin")
+    other = _program(tmp_path / "elsewhere")
+    assert conduit_command(str(venv), path=str(tmp_path / "nowhere")) == f"'{venv}'"
+    assert conduit_command(str(venv), path=str(other.parent)) == f"'{venv}'"  # another one
+    assert conduit_command(str(venv), path=f"{venv.parent}:{other.parent}") == "conduit"
+    assert conduit_command("/usr/lib/python3/conduit/__main__.py", path="") == "conduit"

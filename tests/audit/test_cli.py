@@ -183,3 +183,90 @@ def test_tail_search_and_csv_escape_bidi_and_c1(hostile_journal, tmp_path, capsy
     # --json / jsonl stay the exact journal lines (ASCII JSON escapes)
     assert run(["search", "--journal", str(hostile_journal), "--user", "mallory", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["path"] == f"/inbox/{TROJAN}"
+
+
+def test_search_by_sha256_prefix(journal, capsys):
+    """The table shows 16 hex digits: that (or any 8+ digits) must find the file again."""
+    for prefix in (SHA[:16], SHA[:8], SHA[:8].upper(), f"  {SHA[:12]} "):
+        assert run(["search", "--journal", str(journal), "--sha256", prefix, "--json"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [json.loads(x)["path"] for x in lines] == ["/fw/7.bin"], prefix
+    assert run(["search", "--journal", str(journal), "--sha256", "cd" * 4, "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 19
+
+
+@pytest.mark.parametrize("bad", ["abababa", "", "abababag", "ababab*a", "abab?bab", "ab" * 33])
+def test_search_refuses_short_or_non_hex_sha256(journal, capsys, bad):
+    assert run(["search", "--journal", str(journal), "--sha256", bad]) == 2
+    out = capsys.readouterr().out
+    assert "--sha256" in out and "first 8 digits" in out and "event(s)" not in out
+
+
+async def test_search_says_when_a_prefix_matches_several_files(make_auditor, tmp_path, capsys):
+    auditor = await make_auditor()
+    for digest in ("12345678" + "a" * 56, "12345678" + "b" * 56, "12345679" + "c" * 56):
+        await auditor.record("file.upload", "success", principal="alice", sha256=digest)
+    await auditor.close()
+    assert run(["search", "--journal", str(tmp_path / "audit"), "--sha256", "12345678"]) == 0
+    out = capsys.readouterr().out
+    assert "2 event(s)" in out and "2 different files" in out
+    assert run(["search", "--journal", str(tmp_path / "audit"), "--sha256", "12345679"]) == 0
+    out = capsys.readouterr().out
+    assert "1 event(s)" in out and "different files" not in out
+
+
+async def test_tail_shows_bytes_sha256_and_a_renames_old_name(make_auditor, tmp_path, capsys):
+    auditor = await make_auditor()
+    await auditor.record(
+        "file.upload", "success", principal="alice", path="/inbox/a.bin", bytes=1234, sha256=SHA
+    )
+    await auditor.record(
+        "file.rename",
+        "success",
+        principal="alice",
+        path="/inbox/b\x1b.bin",
+        old_path="/inbox/a.bin",
+        new_path="/inbox/b\x1b.bin",
+    )
+    await auditor.close()
+    assert run(["tail", "--journal", str(tmp_path / "audit"), "-n", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (upload,) = [x for x in lines if " file.upload " in x]
+    (rename,) = [x for x in lines if " file.rename " in x]
+    assert "/inbox/a.bin bytes=1234 " in upload and f"sha256={SHA}" in upload
+    assert "file.rename success alice - /inbox/a.bin -> /inbox/b\\x1b.bin" in rename
+    assert "bytes=" not in rename and "sha256=" not in rename
+    assert run(["search", "--journal", str(tmp_path / "audit"), "--type", "file.rename"]) == 0
+    table = "".join(capsys.readouterr().out.split())  # the table folds long cells
+    assert "/inbox/a.bin->/inbox/b\\x1b.bin" in table and "\x1b" not in table
+
+
+@pytest.mark.parametrize(
+    ("action", "described", "defaults"),
+    [
+        ("verify", "hash chain", ["(default: conduit.toml)", "(default: audit_ed25519.pub"]),
+        ("tail", "one line each", ["(default: conduit.toml)", "(default: 10)"]),
+        ("search", "prefix of at least 8", ["(default: conduit.toml)", "(default: 1000"]),
+        ("export", "JSON Lines", ["(default: conduit.toml)", "(default: jsonl)", "stdout"]),
+    ],
+)
+def test_every_audit_action_has_a_description_and_shows_defaults(
+    capsys, action, described, defaults
+):
+    with pytest.raises(SystemExit) as exit_:
+        run([action, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal width
+    usage, _, rest = text.partition("options:")
+    assert described in usage  # the description, between the usage line and the options
+    for default in defaults:
+        assert default in rest, default
+    assert "(default: None)" not in rest and "(default: False)" not in rest
+
+
+def test_audit_group_help_has_a_description(capsys):
+    from conduit.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["audit", "--help"])
+    assert "DATA_DIR/audit" in " ".join(capsys.readouterr().out.split())

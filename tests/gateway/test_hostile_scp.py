@@ -285,6 +285,8 @@ def test_short_transfer_then_eof_is_discarded(site: RunningGateway) -> None:
     assert wait_for(lambda: every_name(site.area("inbox")) == [], timeout=10)
     failed = [r for r in records(site) if r["type"] == "file.upload" and r["outcome"] == "failed"]
     assert len(failed) == 1 and "note" not in failed[0]
+    # a plain reason, not the name of an internal exception class
+    assert failed[0]["error"] == "transfer interrupted: connection closed mid-file"
     assert verified(site)
 
 
@@ -293,6 +295,39 @@ def test_status_byte_error_after_all_bytes_is_discarded(site: RunningGateway) ->
     replies, _ = sink(site, [b"C0644 5 bad.txt\n", b"hello", b"\x01scp: read error\n"])
     assert replies[1] == b"\0"
     assert every_name(site.area("inbox")) == []
+    failed = [r for r in records(site) if r["type"] == "file.upload" and r["outcome"] == "failed"]
+    assert [r["error"] for r in failed] == ["transfer interrupted: scp: read error"]
+
+
+def test_download_cut_short_by_the_client_says_so_plainly(site: RunningGateway) -> None:
+    """A client that drops the channel mid-download: the record gives a reason a person
+    can read, never an exception's class name."""
+    (site.area("outbox") / "big.bin").write_bytes(os.urandom(4 << 20))
+
+    async def scenario() -> None:
+        async with site.connect() as conn:
+            process = await conn.create_process("scp -f /outbox/big.bin", encoding=None)
+            process.stdin.write(b"\0")
+            header = await process.stdout.readuntil(b"\n")
+            assert header.startswith(b"C0")
+            process.stdin.write(b"\0")
+            await process.stdout.readexactly(1024)
+            process.close()  # the channel goes, mid-file
+
+    site.call(scenario())
+
+    def failed() -> list[dict[str, Any]]:
+        return [
+            r for r in records(site) if r["type"] == "file.download" and r["outcome"] == "failed"
+        ]
+
+    assert wait_for(failed, timeout=10)
+    (record,) = failed()
+    assert record["error"] in (
+        "transfer interrupted: connection lost",
+        "transfer interrupted: session ended",
+    ), record
+    assert verified(site)
 
 
 # -- the same rule through SFTP --------------------------------------------------------

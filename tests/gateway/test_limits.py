@@ -176,3 +176,8 @@ def test_login_grace_time(tight) -> None:  # type: ignore[no-untyped-def]
         assert data.startswith(b"SSH-2.0-Conduit")
     finally:
         s.close()
+    # dropped by the gateway: journalled with the other refused connections
+    refused = wait_for(lambda: running.recorder.of("connection.refused"))
+    assert [(r["source"], r["reason"]) for r in refused] == [
+        ("127.0.0.1", "login grace time expired before authentication")
+    ]

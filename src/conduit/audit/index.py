@@ -160,8 +160,16 @@ class Index:
             where.append("path GLOB ?" if any(c in q.path for c in "*?[") else "path = ?")
             args.append(q.path)
         if q.sha256 is not None:
-            where.append("sha256 = ?")
-            args.append(q.sha256.lower())
+            digest = q.sha256.lower()
+            if not re.fullmatch(r"[0-9a-f]{1,64}", digest):
+                raise ValueError(f"not a SHA-256 (or a prefix of one): {q.sha256!r}")
+            # a prefix (tables show 16 hex digits) matches every hash it starts
+            if len(digest) < 64:
+                where.append("sha256 GLOB ?")
+                args.append(digest + "*")
+            else:
+                where.append("sha256 = ?")
+                args.append(digest)
         if q.since is not None:
             where.append("ts >= ?")
             args.append(q.since)

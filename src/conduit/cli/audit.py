@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -26,51 +27,119 @@ from conduit.cli.main import CommandError
 from conduit.names import escape
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show an option's default when it has one worth showing (not None or off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("audit", help="verify, tail, search and export the journal")
+    parser = subparsers.add_parser(
+        "audit",
+        help="verify, tail, search and export the journal",
+        description="Read the gateway's audit journal: check its integrity, follow it, "
+        "search it and export it. The journal is the one the policy file names "
+        "([audit] journal, by default DATA_DIR/audit), or --journal DIR.",
+    )
     sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=summary, description=description, formatter_class=_Help
+        )
         p.add_argument("--config", type=Path, default=Path("conduit.toml"), help="policy file")
         p.add_argument("--journal", type=Path, help="journal folder (instead of the config's)")
+        return p
 
-    p = sub.add_parser("verify", help="check chain, sequence, checkpoints and signatures")
-    common(p)
+    p = add(
+        "verify",
+        "check chain, sequence, checkpoints and signatures",
+        "Check every record's hash chain and sequence number, every checkpoint and its "
+        "Ed25519 signature. Exit status 0: intact; 1: the first fault is printed.",
+    )
     p.add_argument("--from", dest="start", type=Path, help="start at this journal file")
-    p.add_argument("--key", type=Path, help="the gateway's audit public key (pinned copy)")
+    p.add_argument(
+        "--key",
+        type=Path,
+        help="the gateway's audit public key, a pinned copy (default: audit_ed25519.pub "
+        "in the data folder or beside the journal)",
+    )
     p.set_defaults(handler=cmd_verify)
 
-    p = sub.add_parser("tail", help="the latest events; -f to follow")
-    common(p)
-    p.add_argument("-n", "--lines", type=int, default=10)
-    p.add_argument("-f", "--follow", action="store_true")
+    p = add(
+        "tail",
+        "the latest events; -f to follow",
+        "Print the latest events, one line each: time, sequence number, type, outcome, "
+        "user, source address, path (old -> new for a rename), bytes, SHA-256 and the reason "
+        "or error. With -f, keep printing events as they are journalled.",
+    )
+    p.add_argument("-n", "--lines", type=int, default=10, help="how many of the latest events")
+    p.add_argument("-f", "--follow", action="store_true", help="wait for new events")
     p.add_argument("--json", action="store_true", help="one JSON record per line")
     p.set_defaults(handler=cmd_tail)
 
-    p = sub.add_parser("search", help="find events by user, path, hash, time, type, outcome")
-    common(p)
+    p = add(
+        "search",
+        "find events by user, path, hash, time, type, outcome",
+        "Find events through the journal's search index (brought up to date first). "
+        "Filters combine with AND. The table shows 16 hex digits of each SHA-256; "
+        "--sha256 takes the whole hash or a prefix of at least 8 digits.",
+    )
     _filters(p)
-    p.add_argument("--limit", type=int, help="at most this many (newest first with --newest)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help=f"at most this many (default: {TABLE_LIMIT} in the table, all with --json)",
+    )
     p.add_argument("--newest", action="store_true", help="newest first")
     p.add_argument("--json", action="store_true", help="one JSON record per line")
     p.set_defaults(handler=cmd_search)
 
-    p = sub.add_parser("export", help="events for auditors as JSON Lines or CSV")
-    common(p)
+    p = add(
+        "export",
+        "events for auditors as JSON Lines or CSV",
+        "Write the matching events (all of them without filters) for auditors: JSON Lines "
+        "are the journal's exact lines; CSV has one column per field, escaped like the "
+        "terminal and safe to open in a spreadsheet.",
+    )
     _filters(p)
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="output format")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(handler=cmd_export)
+
+
+SHA256_PREFIX_MIN = 8
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", help="principal or user name as given")
     p.add_argument("--path", help="virtual path; * ? [..] match like a shell glob")
-    p.add_argument("--sha256", help="file SHA-256 (hex)")
+    p.add_argument(
+        "--sha256",
+        help=f"file SHA-256 in hex, or a prefix of at least {SHA256_PREFIX_MIN} digits",
+    )
     p.add_argument("--since", help="ISO 8601 time (UTC if no offset) or 15m / 2h / 7d ago")
     p.add_argument("--until", help="same forms as --since; exclusive")
     p.add_argument("--type", help="event type, e.g. file.upload or file.*")
-    p.add_argument("--outcome", choices=["success", "denied", "failed", "started"])
+    p.add_argument(
+        "--outcome",
+        choices=["success", "denied", "failed", "started"],
+        help="only events with this outcome",
+    )
+
+
+def sha256_prefix(text: str) -> str:
+    """``text`` as a lower-case SHA-256 or prefix of one; CommandError if it is not."""
+    digest = text.strip().lower()
+    if not re.fullmatch(rf"[0-9a-f]{{{SHA256_PREFIX_MIN},64}}", digest):
+        raise CommandError(
+            f"--sha256 {safe(text)!s}: give the file's SHA-256 in hex, "
+            f"or its first {SHA256_PREFIX_MIN} digits or more"
+        )
+    return digest
 
 
 def journal_dir(args: argparse.Namespace) -> tuple[Path, Path | None]:
@@ -131,21 +200,35 @@ def safe(value: object) -> str:
     return escape(value)
 
 
+def shown_path(record: Record) -> str:
+    """The record's path, escaped; a rename as ``old -> new``."""
+    path = safe(record.get("path") or record.get("new_path") or "")
+    old = record.get("old_path")
+    if old is not None and old != record.get("path"):
+        return f"{safe(old)} -> {path}"
+    return path
+
+
 def summary(record: Record) -> str:
-    path = record.get("path") or record.get("new_path") or ""
+    """One line per event: who, where, what (a rename's old name too), how much, which bytes."""
+    path = shown_path(record)
     extra = record.get("error") or record.get("reason") or ""
     who = record.get("principal") or record.get("user_given") or "-"
+    size = record.get("bytes")
+    digest = record.get("sha256")
     parts = [
-        record["ts"],
-        f"#{record['seq']}",
-        record["type"],
-        record["outcome"],
-        who,
-        record.get("source") or "-",
+        safe(record["ts"]),
+        f"#{safe(record['seq'])}",
+        safe(record["type"]),
+        safe(record["outcome"]),
+        safe(who),
+        safe(record.get("source") or "-"),
         path,
-        f"({extra})" if extra else "",
+        f"bytes={safe(size)}" if size is not None else "",
+        f"sha256={safe(digest)}" if digest else "",
+        f"({safe(extra)})" if extra else "",
     ]
-    return " ".join(safe(p) for p in parts if p != "")
+    return " ".join(p for p in parts if p != "")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -178,7 +261,7 @@ def _query(args: argparse.Namespace) -> Query:
         return Query(
             user=args.user,
             path=args.path,
-            sha256=args.sha256,
+            sha256=sha256_prefix(args.sha256) if args.sha256 is not None else None,
             since=parse_time(args.since) if args.since else None,
             until=parse_time(args.until) if args.until else None,
             type=args.type,
@@ -228,11 +311,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         ):
             table.add_column(col, overflow="fold")
         count = 0
+        digests: set[str] = set()
         for r in index.search(query):
             count += 1
+            digests.add(r.get("sha256") or "")
             table.add_row(
                 *(
-                    Text(safe(v))
+                    Text(v if isinstance(v, _Shown) else safe(v))
                     for v in (
                         r["seq"],
                         r["ts"].replace("T", " ").rstrip("Z"),
@@ -240,7 +325,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                         r["outcome"],
                         r.get("principal") or r.get("user_given"),
                         r.get("source"),
-                        r.get("path") or r.get("new_path"),
+                        _Shown(shown_path(r)),
                         r.get("bytes"),
                         (r.get("sha256") or "")[:16],
                         r.get("error") or r.get("reason") or r.get("rule"),
@@ -251,12 +336,24 @@ def cmd_search(args: argparse.Namespace) -> int:
         console.print(table)
         more = " (the limit; use --limit N or --json for more)" if count == query.limit else ""
         console.print(f"{count} event(s){more}", style="dim")
+        if query.sha256 is not None and len(digests) > 1:
+            console.print(
+                f"note: {len(digests)} different files have a SHA-256 starting {query.sha256}; "
+                "give more digits to pick one",
+                style="yellow",
+            )
         return 0
     finally:
         index.close()
 
 
 TABLE_LIMIT = 1000
+
+
+class _Shown(str):
+    """Text already escaped for the terminal (not to be escaped twice)."""
+
+
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 

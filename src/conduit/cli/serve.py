@@ -6,6 +6,9 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
+import shlex
+import shutil
 import signal
 import sys
 import traceback
@@ -13,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from conduit.cli.main import CommandError
+from conduit.cli.repeats import RepeatFilter
 from conduit.config import Config, ConfigError, embedded, local_public_keys
 from conduit.config.build import inspect
 from conduit.config.model import GatewayConfig
 from conduit.names import escape
 
 DEFAULT_CONFIG = Path("conduit.toml")
+#: How often the console reports the count of a line it stopped repeating.
+REPEAT_FLUSH_INTERVAL = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,6 +85,19 @@ def checked(path: Path) -> Config:
     return report.site.config
 
 
+def conduit_command(argv0: str | None = None, path: str | None = None) -> str:
+    """How to run ``conduit`` again from a shell: ``conduit`` if ``PATH`` finds this
+    program, else its full path (``./scripts/serve`` runs ``.venv/bin/conduit``,
+    which is on nobody's ``PATH`` until the venv is activated)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if os.path.basename(argv0) != "conduit":
+        return "conduit"  # python -m conduit, or an embedding program
+    found = shutil.which("conduit", path=path)
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return "conduit"
+    return shlex.quote(os.path.abspath(argv0))
+
+
 def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:
     host = config.gateway.listen.rpartition(":")[0].strip("[]")
     target = f"[{host}]" if ":" in host else host
@@ -95,7 +114,7 @@ def banner(config: Config, port: int, fingerprint: str, demo: bool) -> str:
         f"  scp -O -P {port} FILE {user}@{target}:/{area}/",
         f"  sftp -P {port} {user}@{target}",
         "Watch every event as it is journalled (or run serve with -v):",
-        "  conduit audit tail -f "
+        f"  {conduit_command()} audit tail -f "
         + (f"--config {config.source}" if config.source else f"--journal {config.audit.journal}"),
     ]
     return "\n".join(lines)
@@ -130,16 +149,18 @@ class ConsoleFormatter(logging.Formatter):
         return "\n".join(out)
 
 
-def setup_console(verbose: bool) -> None:
-    """The console log: WARNING (INFO with ``-v``), every line escaped."""
+def setup_console(verbose: bool) -> RepeatFilter:
+    """The console log: WARNING (INFO with ``-v``), every line escaped, repeats counted."""
     handler = logging.StreamHandler()
     handler.setFormatter(ConsoleFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    repeats = RepeatFilter(handler)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    return repeats
 
 
 def run(args: argparse.Namespace) -> int:
     config, demo = choose_config(args.config, args.listen)
-    setup_console(args.verbose)
+    repeats = setup_console(args.verbose)
     # Sessions, refusals, failed transfers and alerts are always shown; -v adds
     # every successful file operation (path, bytes, SHA-256, duration) and the
     # gateway's and asyncssh's own chatter.
@@ -148,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from conduit.gateway import ListenError
 
     try:
-        asyncio.run(_serve(config, demo))
+        asyncio.run(_serve(config, demo, repeats))
     except (ListenError, JournalBusy) as exc:
         raise CommandError(str(exc), 1) from None
     except OSError as exc:  # a data folder, key or journal the gateway cannot use
@@ -156,10 +177,18 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot start: {where}{exc.strerror or exc}", 1) from None
     except ConfigError as exc:
         raise CommandError(str(exc), code=1) from None
+    finally:
+        repeats.flush(final=True)
     return 0
 
 
-async def _serve(config: Config, demo: bool) -> None:
+async def _report_repeats(repeats: RepeatFilter) -> None:
+    while True:
+        await asyncio.sleep(REPEAT_FLUSH_INTERVAL)
+        repeats.flush()
+
+
+async def _serve(config: Config, demo: bool, repeats: RepeatFilter) -> None:
     from conduit.gateway import Gateway
 
     gateway = Gateway(config)
@@ -171,7 +200,9 @@ async def _serve(config: Config, demo: bool) -> None:
     if not demo:
         gateway.install_reload_signal()
     print(banner(config, gateway.port, gateway.fingerprint, demo), flush=True)
+    reporter = asyncio.create_task(_report_repeats(repeats))
     try:
         await stop.wait()
     finally:
+        reporter.cancel()
         await gateway.stop()

@@ -14,7 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from conduit.config.types import CheckedNetwork, Size
 from conduit.config.types import Network as Network  # re-exported for check and policy
@@ -133,6 +141,7 @@ class SiemSink(Section):
 
 
 class AuditConfig(Section):
+    # When the file does not set it: ``<gateway.data_dir>/audit`` (Config fills it in).
     journal: Path = Path("data/audit")
     on_failure: Literal["closed", "alert"] = "closed"
     fsync: Literal["always", "batch", "never"] = "always"
@@ -213,3 +222,24 @@ class Config(Section):
     users: dict[str, UserConfig] = {}
     conduits: list[ConduitConfig] = []
     source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _journal_follows_data_dir(cls, data: object) -> object:
+        """No ``[audit] journal``: journal into ``data_dir/audit``, wherever data_dir is.
+
+        A fixed default of ``data/audit`` sent a gateway with ``data_dir =
+        "data2"`` to journal into ``data/audit``, beside another gateway's.
+        """
+        if not isinstance(data, dict):
+            return data
+        gateway, audit = data.get("gateway"), data.get("audit", {})
+        if isinstance(gateway, GatewayConfig):
+            data_dir: object = gateway.data_dir if "data_dir" in gateway.model_fields_set else None
+        else:
+            data_dir = gateway.get("data_dir") if isinstance(gateway, dict) else None
+        if not isinstance(data_dir, str | Path) or not isinstance(audit, dict):
+            return data  # the default, or a wrong type that validation will report
+        if "journal" in audit:
+            return data
+        return {**data, "audit": {**audit, "journal": Path(data_dir) / "audit"}}

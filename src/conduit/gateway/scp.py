@@ -52,6 +52,27 @@ class _Abort(Exception):
     """The peer went away or broke the protocol: stop, commit nothing."""
 
 
+def interruption(exc: BaseException) -> str:
+    """Why a transfer stopped, in words for the journal and the console.
+
+    The record is read by operators and auditors: an exception's class name
+    (``_Abort``, ``IncompleteReadError``) tells them nothing and leaks how the
+    code is built. What the peer said (a fatal error line) is kept: it is the
+    client's own explanation, escaped wherever it is shown.
+    """
+    if isinstance(exc, _Abort):
+        reason = str(exc)
+    elif isinstance(exc, asyncio.IncompleteReadError | ConnectionError | EOFError):
+        reason = "connection lost"
+    elif isinstance(exc, asyncio.CancelledError):
+        reason = "session ended"
+    elif isinstance(exc, StorageError):
+        reason = exc.detail
+    else:
+        reason = "internal error"  # the details are in the server log
+    return f"transfer interrupted: {reason}"
+
+
 class ScpServer:
     def __init__(self, ops: Operations, command: ScpCommand, reader: Any, writer: Any) -> None:
         self.ops = ops
@@ -245,7 +266,7 @@ class ScpServer:
                 # in the record that the status was missing.
                 self.ops.note(upload.transfer, NO_FINAL_STATUS)
         except BaseException as exc:
-            await upload.abort(f"transfer interrupted: {exc.__class__.__name__}")
+            await upload.abort(interruption(exc))
             raise
         if failure is not None:
             raise failure
@@ -314,6 +335,9 @@ class ScpServer:
                 await self.writer.drain()
                 offset += len(data)
             error = None
+        except BaseException as exc:
+            error = interruption(exc)
+            raise
         finally:
             # The download's record is written before the client hears the
             # file is complete, as for an SFTP CLOSE; if it cannot be, the

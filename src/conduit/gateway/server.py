@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conduit.gateway")
 
+#: What asyncssh 2.24.1 passes to connection_lost when login_grace_time runs out.
+LOGIN_TIMEOUT = "Login timeout expired"
+#: The ``reason`` of the ``connection.refused`` record for such a connection.
+GRACE_EXPIRED = "login grace time expired before authentication"
+
 
 @dataclass
 class Counters:
@@ -83,7 +88,17 @@ class Connection(asyncssh.SSHServer):
         authwatch.watch(conn, self._other_method)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        was_waiting = self.ticket is not None
         self._leave_unauthenticated()
+        if (
+            was_waiting
+            and not self.authenticated
+            and isinstance(exc, asyncssh.ConnectionLost)
+            and str(exc) == LOGIN_TIMEOUT
+        ):
+            # The gateway dropped it, as sshd's "Timeout before authentication":
+            # journalled in aggregate with the other dropped connections.
+            self.gateway.noise.refused(str(self.source), GRACE_EXPIRED)
         if not self.authenticated and self.asked_none is not None and not self.failures:
             # The client asked "none", heard "publickey" and gave up: it only
             # tried methods this gateway does not offer (password, ...).
