@@ -576,8 +576,8 @@ def serve_without_audit(config_path: Path) -> int:
 
     sys.path.insert(0, str(REPO / "src"))
     from conduit.cli.serve import banner
-    from conduit.config.check import load_checked
     from conduit.gateway import Gateway
+    from conduit.site.build import load_checked
 
     class Drop:
         available = True

@@ -170,7 +170,7 @@ roles = []
 
 def test_config_names_obey_the_same_rule() -> None:
     from conduit.config import parse
-    from conduit.config.check import check
+    from conduit.site.check import check
 
     problems = [p for p in check(parse(CONFIG), CONFIG) if p.severity == "error"]
     refused = [p for p in problems if "cannot be a name here" in p.message]

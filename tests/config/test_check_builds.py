@@ -282,7 +282,7 @@ def test_explain_reads_sizes_strictly(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_load_checked_raises_what_check_prints(tmp_path: Path) -> None:
     from conduit.config import ConfigError
-    from conduit.config.check import load_checked
+    from conduit.site.build import load_checked
 
     path = broken_site(tmp_path, BROKEN["relative-root"])
     with pytest.raises(ConfigError) as info:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conduit.cli.main import main
-from conduit.config.build import inspect
+from conduit.site.build import inspect
 from tests.config.site import make_site
 
 NASTY = [

@@ -9,7 +9,7 @@ import pytest
 
 from conduit.cli.main import main
 from conduit.config import parse
-from conduit.config.check import check, errors
+from conduit.site.check import check, errors
 
 HEAD = """
 [gateway]

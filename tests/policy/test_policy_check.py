@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from conduit.config import ConfigError, Obligation, Op, embedded, parse
-from conduit.config.check import check, coverage, errors, load_checked
 from conduit.policy import Policy, Request
+from conduit.site.build import load_checked
+from conduit.site.check import check, coverage, errors
 from tests.config.site import usable_copy
 
 from .conftest import EXAMPLE

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from conduit.config.build import inspect
-from conduit.config.check import coverage
 from conduit.config.model import Config
+from conduit.site.build import inspect
+from conduit.site.check import coverage
 
 DEFAULT_CONFIG = Path("conduit.toml")
 
@@ -44,7 +44,7 @@ def console() -> Console:
 def load_or_report(path: Path, out: Console, *, files: bool = True) -> Config | None:
     """Check and build ``path`` as serve would; print every problem, None if unusable.
 
-    ``files=False``: the policy alone (see :func:`conduit.config.build.inspect`).
+    ``files=False``: the policy alone (see :func:`conduit.site.build.inspect`).
     """
     report = inspect(path, files=files)
     for line in report.lines:

@@ -18,9 +18,9 @@ from typing import Any
 from conduit.cli.main import CommandError
 from conduit.cli.repeats import RepeatFilter
 from conduit.config import Config, ConfigError, embedded, local_public_keys
-from conduit.config.build import inspect
 from conduit.config.model import GatewayConfig
 from conduit.names import escape
+from conduit.site.build import inspect
 
 DEFAULT_CONFIG = Path("conduit.toml")
 #: How often the console reports the count of a line it stopped repeating.

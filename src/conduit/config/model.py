@@ -2,7 +2,7 @@
 
 These models only say what a well-formed file looks like (types, units,
 unknown keys). Cross-references (a role naming an unknown area, overlapping
-zone networks, ...) are checked by :mod:`conduit.config.check`, which needs
+zone networks, ...) are checked by :mod:`conduit.site.check`, which needs
 the whole file at once. Paths stay as written here; :func:`conduit.config.load`
 makes them absolute against the file's folder.
 """

@@ -18,12 +18,12 @@ import asyncssh
 from conduit.audit import Auditor
 from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
-from conduit.config.check import load_checked
 from conduit.gateway import tuning
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
 from conduit.gateway.server import Connection, Counters
 from conduit.policy import Policy
+from conduit.site.build import load_checked
 from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 

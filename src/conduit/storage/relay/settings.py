@@ -5,7 +5,7 @@ or a garbled pinned host key would otherwise surface only when the first user
 opens ``/devices/NAME``, as "device unavailable". :func:`device_problems`
 finds all of that from the policy file alone, without contacting the device:
 ``conduit check``, ``serve`` and a reload all call it (through
-:func:`conduit.config.build.inspect`), so a file that passes has devices the
+:func:`conduit.site.build.inspect`), so a file that passes has devices the
 relay can at least try.
 """
 

@@ -3,7 +3,7 @@
 ``conduit check``, ``conduit serve``, ``conduit reload`` and the gateway's
 SIGHUP handler all go through :func:`inspect`, so a file that passes
 ``check`` is a file the gateway starts with (or reloads to): the same parse,
-the same cross-reference checks (:mod:`conduit.config.check`), and then what
+the same cross-reference checks (:mod:`conduit.site.check`), and then what
 start-up does with the values: the compiled :class:`~conduit.policy.Policy`,
 every user key, every host key file, every device's settings
 (:func:`conduit.storage.relay.settings.device_problems`). Nothing is
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import asyncssh
 
-from conduit.config.check import Problem, check
 from conduit.config.load import ConfigError, key_of, load, locate
 from conduit.config.model import Config
 from conduit.policy import Policy, PolicyError
+from conduit.site.check import Problem, check
 
 DEFAULT_HOST_KEY = "host_ed25519"
 """The host key ``serve`` generates in ``data_dir`` when ``host_keys`` is empty."""
@@ -221,3 +221,12 @@ def build(path: Path | str) -> Site:
     if report.site is None:
         raise report.error()
     return report.site
+
+
+def load_checked(path: Path | str) -> Config:
+    """Load ``path``, check it and build what the gateway builds from it
+    (:func:`build`); any error raises :class:`ConfigError`.
+
+    This is what a reload uses: if it raises, keep the policy in force.
+    """
+    return build(path).config

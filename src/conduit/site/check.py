@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from conduit.config.layout import layout_problems
 from conduit.config.load import locate
 from conduit.config.model import Config, Network
 from conduit.names import DEVICES, escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
 from conduit.policy.windows import WindowError, parse_windows
+from conduit.site.layout import layout_problems
 
 RESERVED_NAMES = frozenset({DEVICES})
 
@@ -283,14 +282,3 @@ def coverage(config: Config) -> list[str]:
 
 def errors(problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "error"]
-
-
-def load_checked(path: Path | str) -> Config:
-    """Load ``path``, check it and build what the gateway builds from it
-    (:func:`conduit.config.build.build`); any error raises :class:`ConfigError`.
-
-    This is what a reload uses: if it raises, keep the policy in force.
-    """
-    from conduit.config.build import build
-
-    return build(path).config
