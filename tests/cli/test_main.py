@@ -17,7 +17,7 @@ import pytest
 from conduit.cli.main import COMMANDS, main
 from tests.support.gateway import make_key, random_file, sha256
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def env_for(home: Path) -> dict[str, str]:

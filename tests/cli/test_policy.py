@@ -12,8 +12,7 @@ import pytest
 
 from conduit.cli.main import main
 from tests.config.site import usable_copy
-
-from .conftest import EXAMPLE
+from tests.policy.conftest import EXAMPLE
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
