@@ -152,6 +152,7 @@ async def _serve(config: Config, demo: bool) -> None:
     await gateway.start()
     if not demo:
         gateway.install_reload_signal()
+        await gateway.start_control()
     print(banner(config, gateway.port, gateway.fingerprint, demo), flush=True)
     try:
         await stop.wait()

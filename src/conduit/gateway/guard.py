@@ -22,7 +22,7 @@ from conduit.policy import Decision, Policy, Rename, Request
 from conduit.storage.base import Backend, Concealed, Fault, ReadHandle, RelPath, StorageError
 
 if TYPE_CHECKING:
-    from conduit.gateway.operations import SessionInfo, Site
+    from conduit.gateway.operations import SessionInfo, Site, Traffic
 
 T = TypeVar("T")
 
@@ -64,6 +64,17 @@ class Guard:
 
     site: Site
     session: SessionInfo
+    traffic: Traffic
+
+    def _not_revoked(self) -> None:
+        """A session a policy reload revoked is served nothing more, and nothing it
+        has open commits, even before its connection is gone."""
+        if self.traffic.revoked is not None:
+            raise StorageError(
+                Fault.FORBIDDEN,
+                "access revoked by a policy reload",
+                f"session revoked: {self.traffic.revoked}",
+            )
 
     async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
         raise NotImplementedError
@@ -74,6 +85,7 @@ class Guard:
 
     async def authorize(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
         """The policy's yes, or :class:`Denied` after recording why not."""
+        self._not_revoked()
         return await self._enforce(self._ask(op, path, size), op, path)
 
     async def _enforce(self, decision: Decision, op: Op, path: VirtualPath) -> Decision:
@@ -185,6 +197,7 @@ class Guard:
         opened = _moment(self.site.policy)
 
         async def check(size: int) -> None:
+            self._not_revoked()
             if not _same(_moment(self.site.policy), opened):
                 await self.authorize(Op.WRITE, path, size)
             await self._may_replace(path, backend, rel)
@@ -213,6 +226,7 @@ class Guard:
         asked: list[tuple[Policy, datetime]] = []
 
         async def check(offset: int) -> None:
+            self._not_revoked()
             moment = _moment(self.site.policy)
             if asked and _same(asked[0], moment):
                 return

@@ -84,6 +84,7 @@ class Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._leave_unauthenticated()
+        self.gateway.connections.discard(self)
         if not self.authenticated and self.asked_none is not None and not self.failures:
             # The client asked "none", heard "publickey" and gave up: it only
             # tried methods this gateway does not offer (password, ...).
@@ -185,6 +186,7 @@ class Connection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         self._leave_unauthenticated()
         self.authenticated = True
+        self.gateway.connections.add(self)
         assert self.conn is not None and self.user is not None
         key = self.key
         self.record(
