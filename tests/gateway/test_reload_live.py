@@ -175,3 +175,98 @@ def test_control_socket_answers_only_its_owner(served: Served) -> None:
     assert b"not allowed" in answer, answer
     assert json.loads(answer)["ok"] is False
     assert of(served.root, "policy.reload") == []
+
+
+def _slow(served: Served, keys: dict[str, Path], user: str, argv: list[str]) -> list[str]:
+    """An OpenSSH command line for ``user`` against ``served``, bandwidth-limited
+    (-l, Kbit/s) so that the transfer is still in flight when the reload lands."""
+    options = [
+        "-o",
+        f"UserKnownHostsFile={served.known}",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-i",
+        str(keys[user]),
+        "-l",
+        "4000",
+    ]
+    return [argv[0], *options, "-P", str(served.port), *argv[1:]]
+
+
+REVOCATIONS = {
+    # case: (user, direction, edit of the policy text, reason journalled)
+    "user-removed": (
+        "bob",
+        "upload",
+        lambda text, keys: (
+            text.split("[users.bob]")[0] + text.split("[users.bob]")[1].split("\n\n", 1)[1]
+        ),
+        "user removed from the policy",
+    ),
+    "key-removed": (
+        "alice",
+        "upload",
+        lambda text, keys: text.replace(
+            keys["alice"].with_suffix(".pub").read_text().strip(),
+            keys["mallory"].with_suffix(".pub").read_text().strip(),
+        ),
+        "key removed from the policy",
+    ),
+    "grant-removed": (
+        "alice",
+        "download",
+        lambda text, keys: text.replace('{ target = "outbox", ops = ["list", "read"] },', ""),
+        "read /outbox/big.bin no longer allowed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REVOCATIONS))
+def test_reload_revokes_an_open_transfer(
+    served: Served, keys: dict[str, Path], tmp_path: Path, case: str
+) -> None:
+    user, direction, edit, reason = REVOCATIONS[case]
+    root = served.root
+    big = random_file(tmp_path / "big.bin", 24 * 1024 * 1024)  # ~50 s at the -l limit
+    if direction == "upload":
+        argv = _slow(
+            served, keys, user, ["scp", "-q", str(big), f"{user}@127.0.0.1:/inbox/big.bin"]
+        )
+    else:
+        random_file(root / "areas" / "outbox" / "big.bin", 24 * 1024 * 1024)
+        argv = _slow(
+            served,
+            keys,
+            user,
+            ["scp", "-q", f"{user}@127.0.0.1:/outbox/big.bin", str(tmp_path / "got.bin")],
+        )
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = wait_for(lambda: of(root, f"file.{direction}", "started"), timeout=20)
+        assert started, "the transfer never started"
+        transfer = started[0]["transfer"]
+
+        answer = served.reload(edit(served.text, keys))
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        assert f"revoked session {started[0]['session']} ({user})" in answer.stdout
+        assert reason in answer.stdout
+
+        _, err = client.communicate(timeout=30)  # ends now, not when the file is done
+        assert client.returncode != 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    revokes = of(root, "session.revoke")
+    assert len(revokes) == 1 and reason in revokes[0]["reason"]
+    assert revokes[0]["principal"] == user and revokes[0]["session"] == started[0]["session"]
+    ended = [r for r in of(root, f"file.{direction}") if r.get("transfer") == transfer]
+    assert [r["outcome"] for r in ended] == ["started", "failed"]
+    assert ended[1]["bytes"] < big.stat().st_size
+    if direction == "upload":
+        # Nothing under the final name, and no temp file left behind.
+        assert sorted(p.name for p in (root / "areas" / "inbox").iterdir()) == []
+    assert of(root, "policy.reload", "success")
+    assert conduit("audit", "verify", "--config", str(served.config)).returncode == 0
