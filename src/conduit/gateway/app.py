@@ -21,6 +21,7 @@ from conduit.config import Config, ConfigError
 from conduit.config.check import load_checked
 from conduit.gateway import tuning
 from conduit.gateway.control import ControlServer, socket_path
+from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
 from conduit.gateway.reloading import ReloadResult, reload_policy
@@ -50,6 +51,9 @@ class EventLog:
     ``conduit.audit`` logger for whoever watches the console: sessions,
     refusals, failures and alerts at INFO, successful file operations at DEBUG."""
 
+    #: Shown on the console by their own code (rate-limited there).
+    ECHOED_ELSEWHERE = frozenset({"device.connect"})
+
     def __init__(self, auditor: Auditor) -> None:
         self.auditor = auditor
         self.log = logging.getLogger("conduit.audit")
@@ -64,6 +68,8 @@ class EventLog:
         # Routine file events go to DEBUG (shown by `serve -v`): a console line
         # per small file cost more than its journal record; the journal and
         # `conduit audit tail -f` have every one.
+        if type in self.ECHOED_ELSEWHERE:
+            return seq
         routine = outcome in ("started", "success") and type.startswith(("file.", "dir."))
         level = logging.DEBUG if routine else logging.INFO
         if self.log.isEnabledFor(level):
@@ -126,6 +132,7 @@ class Gateway:
         )
         self.areas: dict[str, Backend] = {}
         self.devices: dict[str, Backend] = {}
+        self.device_watch = DeviceWatch(self)
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.host_keys: list[asyncssh.SSHKey] = []
@@ -259,7 +266,7 @@ class Gateway:
             if name in self.devices and self.config.devices.get(name) == device:
                 devices[name] = self.devices[name]  # unchanged: keep its connection
             else:
-                devices[name] = open_device(name, device, state)
+                devices[name] = open_device(name, device, state, self.device_watch)
         return devices
 
     async def start(self) -> None:
