@@ -41,10 +41,14 @@ class Denied(StorageError):
 
 
 async def _occupied(backend: Backend, rel: RelPath) -> bool:
-    """Does ``rel`` name something? Anything but "missing" counts as yes."""
+    """Does ``rel`` name something? Anything but "missing" counts as yes, except
+    storage that cannot be reached (a device down): that is its own error, not
+    a name taken, and is raised as such."""
     try:
         await backend.stat(rel)
     except StorageError as exc:
+        if exc.fault is Fault.UNAVAILABLE:
+            raise
         return exc.fault is not Fault.NOT_FOUND
     return True
 
