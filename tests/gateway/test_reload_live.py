@@ -135,7 +135,7 @@ def test_reload_reports_what_the_gateway_did(served: Served, keys: dict[str, Pat
         ("failed", "control"),
         ("success", "signal"),
     ]
-    assert "Not a directory" in reloads[1]["error"]
+    assert "Not a directory" in reloads[1]["reason"]
     assert served.process.poll() is None
 
     # 5. No gateway: said so, exit 1.
@@ -145,8 +145,8 @@ def test_reload_reports_what_the_gateway_did(served: Served, keys: dict[str, Pat
     assert gone.returncode == 1 and "no gateway runs" in gone.stderr
     console = served.console.read_text()
     assert "Traceback" not in console
-    refusals = [line for line in console.splitlines() if "policy reload refused" in line]
-    assert len(refusals) == 1 and "Not a directory" in refusals[0]
+    refusals = [line for line in console.splitlines() if "Not a directory" in line]
+    assert len(refusals) == 1 and "policy reload refused" in refusals[0]
     assert conduit("audit", "verify", "--config", str(served.config)).returncode == 0
 
 

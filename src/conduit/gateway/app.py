@@ -51,8 +51,11 @@ class EventLog:
     ``conduit.audit`` logger for whoever watches the console: sessions,
     refusals, failures and alerts at INFO, successful file operations at DEBUG."""
 
-    #: Shown on the console by their own code (rate-limited there).
-    ECHOED_ELSEWHERE = frozenset({"device.connect"})
+    #: Shown on the console by their own code, in one line of their own (reloading.py,
+    #: devicewatch.py; rate-limited there), not echoed twice.
+    ECHOED_ELSEWHERE = frozenset(
+        {"device.connect", "device.close", "policy.reload", "session.revoke"}
+    )
 
     def __init__(self, auditor: Auditor) -> None:
         self.auditor = auditor

@@ -183,7 +183,7 @@ async def reload_policy(gateway: Gateway, *, via: str) -> ReloadResult:
     except Exception as exc:
         reason = one_line(exc)
         log.error("policy reload refused, keeping the current policy: %s", reason)
-        await _record(gateway, "failed", path=path, via=via, error=reason)
+        await _record(gateway, "failed", path=path, via=via, reason=reason)
         return ReloadResult(False, path, error=reason)
     removed = set(devices_before) - set(gateway.config.devices)
     result = ReloadResult(True, path)
