@@ -129,11 +129,18 @@ def test_reload_reports_what_the_gateway_did(served: Served, keys: dict[str, Pat
     assert wait_for(lambda: of(root, "policy.reload", "success")[1:], timeout=15)
     assert served.scp(keys["alice"], "-O", str(src), "GW:/inbox/z.bin").returncode == 0
 
+    # ... and a file it cannot build, sent by SIGHUP, is journalled and kept out too.
+    served.config.write_text(unusable)
+    os.kill(served.process.pid, signal.SIGHUP)
+    assert wait_for(lambda: of(root, "policy.reload", "failed")[1:], timeout=15)
+    assert served.scp(keys["alice"], "-O", str(src), "GW:/inbox/w.bin").returncode == 0
+
     reloads = of(root, "policy.reload")
     assert [(r["outcome"], r["via"]) for r in reloads] == [
         ("success", "control"),
         ("failed", "control"),
         ("success", "signal"),
+        ("failed", "signal"),
     ]
     assert "Not a directory" in reloads[1]["reason"]
     assert served.process.poll() is None
@@ -146,7 +153,7 @@ def test_reload_reports_what_the_gateway_did(served: Served, keys: dict[str, Pat
     console = served.console.read_text()
     assert "Traceback" not in console
     refusals = [line for line in console.splitlines() if "Not a directory" in line]
-    assert len(refusals) == 1 and "policy reload refused" in refusals[0]
+    assert len(refusals) == 2 and all("policy reload refused" in line for line in refusals)
     assert conduit("audit", "verify", "--config", str(served.config)).returncode == 0
 
 
