@@ -20,8 +20,7 @@ from conduit.audit.formats import parse_rfc5424
 from conduit.cli.main import main
 from tests.audit.syslog_listener import Listener
 from tests.gateway import test_audit_trail, test_devices
-from tests.gateway.test_devices import Fleet, fleet_policy
-from tests.relay.sshd import keygen
+from tests.gateway.test_devices import Fleet, fleet_policy, keygen
 from tests.support.gateway import RunningGateway, random_file, wait_for
 
 siem = test_audit_trail.siem  # a real TCP syslog receiver (fixture)
@@ -51,7 +50,11 @@ def _mismatch(text: str, fleet: Fleet, tmp: Path) -> str:
 
 
 def _key_missing(text: str, fleet: Fleet, tmp: Path) -> str:
-    return text.replace(f'identity = "{fleet.identity}"', f'identity = "{tmp}/no-such-key"', 1)
+    # A copy of the key that `check` would accept; the test deletes it once
+    # the gateway runs (a key file lost on a running gateway).
+    (tmp / "gone-key").write_bytes(fleet.identity.read_bytes())
+    (tmp / "gone-key").chmod(0o600)
+    return text.replace(f'identity = "{fleet.identity}"', f'identity = "{tmp}/gone-key"', 1)
 
 
 def _auth_refused(text: str, fleet: Fleet, tmp: Path) -> str:
@@ -95,7 +98,9 @@ def broken(
         )
         text = CASES[code][0](text, fleet, tmp_path)
         (root / "conduit.toml").write_text(text)
-        return make_gateway(text=text, recorder="journal"), root, listener
+        running = make_gateway(text=text, recorder="journal")
+        (tmp_path / "gone-key").unlink(missing_ok=True)
+        return running, root, listener
 
     yield make
 
