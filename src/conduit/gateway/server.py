@@ -84,7 +84,6 @@ class Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._leave_unauthenticated()
-        self.gateway.connections.discard(self)
         if not self.authenticated and self.asked_none is not None and not self.failures:
             # The client asked "none", heard "publickey" and gave up: it only
             # tried methods this gateway does not offer (password, ...).
@@ -98,6 +97,7 @@ class Connection(asyncssh.SSHServer):
             )
         if self.idle_task:
             self.idle_task.cancel()
+        self.gateway.connections.discard(self)  # a reload has nothing left to revoke
         if self.authenticated and self.user:
             self.record(
                 "session.end",
