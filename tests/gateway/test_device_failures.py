@@ -200,3 +200,21 @@ def test_reload_closes_changed_and_removed_devices(
     for device_root in fleet.roots.values():
         for entry in device_root.iterdir():
             entry.unlink()
+
+
+def test_console_counts_what_it_held_back(
+    broken: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw, root, _ = broken("unreachable")
+    src = random_file(tmp_path / "fw.bin", 100)
+    caplog.set_level(logging.WARNING, logger="conduit.relay")
+    for name in ("a", "b", "c"):
+        assert gw.scp(str(src), f":/devices/plc-sftp/{name}.bin", legacy=True).returncode != 0
+    shown = [r.getMessage() for r in caplog.records if "[unreachable]" in r.getMessage()]
+    assert len(shown) == 1 and "more since" not in shown[0]
+    attempts = len(connects(root))
+    gw.gateway.device_watch.interval = 0  # the minute is over
+    assert gw.scp(str(src), ":/devices/plc-sftp/d.bin", legacy=True).returncode != 0
+    shown = [r.getMessage() for r in caplog.records if "[unreachable]" in r.getMessage()]
+    assert len(shown) >= 2
+    assert f"({attempts - 1} more since the last such line)" in shown[1]

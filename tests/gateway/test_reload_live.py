@@ -297,3 +297,32 @@ def test_reload_revokes_an_open_transfer(
         assert sorted(p.name for p in (root / "areas" / "inbox").iterdir()) == []
     assert of(root, "policy.reload", "success")
     assert conduit("audit", "verify", "--config", str(served.config)).returncode == 0
+
+
+def test_control_socket_refuses_what_it_does_not_know(served: Served) -> None:
+    import socket
+
+    sock_path = served.root / "data" / "control.sock"
+
+    def raw(payload: bytes) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(15)
+            sock.connect(str(sock_path))
+            sock.sendall(payload)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        answer: dict[str, Any] = json.loads(data)
+        return answer
+
+    assert raw(b"reload\n") == {"ok": False, "error": "bad request: one JSON object on one line"}
+    assert raw(b'["reload"]\n')["ok"] is False
+    unknown = raw(b'{"command": "shutdown"}\n')
+    assert unknown["ok"] is False and "unknown command" in unknown["error"]
+    too_long = raw(b'{"command": "' + b"x" * 10_000 + b'"}\n')
+    assert too_long["ok"] is False
+    assert of(served.root, "policy.reload") == []  # none of them reloaded anything
+    assert raw(b'{"command": "reload"}\n')["ok"] is True
