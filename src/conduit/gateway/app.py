@@ -68,11 +68,11 @@ class EventLog:
     async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> int:
         present = {k: v for k, v in fields.items() if v is not None}
         seq = await self.auditor.record(type, outcome, durable=durable, **present)
+        if type in self.ECHOED_ELSEWHERE:
+            return seq
         # Routine file events go to DEBUG (shown by `serve -v`): a console line
         # per small file cost more than its journal record; the journal and
         # `conduit audit tail -f` have every one.
-        if type in self.ECHOED_ELSEWHERE:
-            return seq
         routine = outcome in ("started", "success") and type.startswith(("file.", "dir."))
         level = logging.DEBUG if routine else logging.INFO
         if self.log.isEnabledFor(level):
