@@ -84,6 +84,7 @@ class Guard:
         raise NotImplementedError
 
     def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
+        self._not_revoked()
         request = Request(self.session.user, self.session.source, op, path.text, size)
         return self.site.policy.decide(request)
 
@@ -123,6 +124,7 @@ class Guard:
     def _may_write_into(self, path: VirtualPath) -> bool:
         """Is ``path`` a folder the user may write into (a drop folder), now or
         when its conduit's window opens? Entering it needs no listing."""
+        self._not_revoked()
         request = Request(self.session.user, self.session.source, Op.WRITE, path.text, folder=True)
         decision = self.site.policy.decide(request)
         return decision.allowed or decision.window_closed
