@@ -66,6 +66,18 @@ def _unreachable(text: str, fleet: Fleet, tmp: Path) -> str:
     return text.replace(fleet.sftp.address, dead_address())
 
 
+_SILENT: list[socket.socket] = []  # listeners that never speak (closed by the fixture)
+
+
+def _timeout(text: str, fleet: Fleet, tmp: Path) -> str:
+    # The kernel completes the TCP handshake; no SSH banner ever comes.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    _SILENT.append(silent)
+    return text.replace(fleet.sftp.address, f"127.0.0.1:{silent.getsockname()[1]}")
+
+
 # code: (policy edit, what OpenSSH scp/sftp print for the SFTP status, the reason text)
 CASES: dict[str, tuple[Callable[[str, Fleet, Path], str], str, str]] = {
     "host_key_mismatch": (
@@ -80,6 +92,7 @@ CASES: dict[str, tuple[Callable[[str, Fleet, Path], str], str, str]] = {
         "device refused the gateway's credentials",
     ),
     "unreachable": (_unreachable, "No connection", "device unreachable"),
+    "timeout": (_timeout, "No connection", "device did not answer in time"),
 }
 
 
@@ -103,6 +116,8 @@ def broken(
         return running, root, listener
 
     yield make
+    while _SILENT:
+        _SILENT.pop().close()
 
 
 @pytest.mark.parametrize("code", sorted(CASES))
