@@ -4,9 +4,11 @@ A :class:`DeviceLink` owns the asyncssh client connection to one device: it
 connects lazily, pins the device's host key, caps how many operations run on
 the device at once (``max_concurrency``), and reconnects after a failure.
 Every asyncssh or OS error leaving this package goes through
-:func:`device_error`, so a client only ever sees a short
-:class:`~conduit.storage.base.StorageError` and never a password, key path or
-remote path.
+:func:`device_error` (or, while connecting,
+:func:`~conduit.storage.relay.failures.connect_failure`, which also gives the
+cause a code and tells ``DeviceLink.report``), so a client only ever sees a
+short :class:`~conduit.storage.base.StorageError` and never a password, key
+path or remote path.
 
 Host key trust, in order: the pinned ``host_key``, then the device's
 ``known_hosts`` file, then (only with ``trust_on_first_use``) the key first
