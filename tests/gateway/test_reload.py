@@ -60,10 +60,9 @@ def test_bad_file_keeps_last_good_policy(on_disk: RunningGateway, tmp_path: Path
     assert on_disk.scp(str(src), ":/inbox/").returncode == 0
 
 
-def test_conduit_reload_signals_a_real_gateway(keys: dict[str, Path], tmp_path: Path) -> None:
+def test_conduit_reload_reaches_a_real_gateway(keys: dict[str, Path], tmp_path: Path) -> None:
     import subprocess
     import sys
-    import time
 
     from tests.support.gateway import conduit_env, random_file, scp_argv, serve_process
 
@@ -98,10 +97,7 @@ def test_conduit_reload_signals_a_real_gateway(keys: dict[str, Path], tmp_path: 
         config.write_text(
             text.replace('"list", "read", "write", "mkdir", "rename", "delete"', '"list", "read"')
         )
-        assert reload().returncode == 0
-        deadline = time.monotonic() + 10
-        while upload("after.bin") == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)  # the signal is handled between requests
+        assert reload().returncode == 0  # answered once the new policy is in force
         assert upload("refused.bin") != 0
         assert not (root / "areas" / "inbox" / "refused.bin").exists()
         config.write_text("[gateway]\nlisen = 1\n")

@@ -273,18 +273,20 @@ def conduit_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC)}
 
 
-def serve_process(config: Path) -> tuple[subprocess.Popen[str], int, Path]:
+def serve_process(
+    config: Path, stderr: Any = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], int, Path]:
     """``conduit serve --config`` as its own process, once its banner is out.
 
     Returns the process, its port, and a known_hosts file (beside ``config``)
-    pinning its host key.
+    pinning its host key. ``stderr`` receives its console (default: discarded).
     """
     import sys
 
     process = subprocess.Popen(
         [sys.executable, "-m", "conduit", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         env=conduit_env(),
     )

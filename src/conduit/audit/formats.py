@@ -28,6 +28,8 @@ BOM = b"\xef\xbb\xbf"
 
 
 def syslog_severity(record: Record) -> int:
+    if record.get("severity") == "alert":
+        return 1  # alert: e.g. a device's host key no longer matches (relay)
     if record["type"] == "audit.alert":
         return 2  # critical
     return {"failed": 3, "denied": 4}.get(record["outcome"], 6)
@@ -141,6 +143,8 @@ def cef(record: Record, vendor: str = "Conduit", product: str = "Conduit Gateway
     """One CEF:0 line (no newline). Unmapped fields go, as JSON, into cs6 ("extra")."""
     type_, outcome = str(record["type"]), str(record["outcome"])
     severity = 9 if type_ == "audit.alert" else CEF_SEVERITY.get(outcome, 5)
+    if record.get("severity") == "alert":
+        severity = 10
     header = [
         "CEF:0",
         vendor,

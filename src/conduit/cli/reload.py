@@ -1,31 +1,43 @@
-"""``conduit reload``: check the policy file, then tell the running gateway to reload it.
+"""``conduit reload``: check the policy file, then have the running gateway reload it.
 
 The file is validated here first so a typo is reported to the person who
-made it; the gateway validates again on SIGHUP and keeps the last good
-policy if the new one is unusable.
+made it. The gateway is then asked over its control socket
+(``DATA_DIR/control.sock``, owner only) and its answer is printed: the exit
+status is 0 only when the gateway applied the new policy. A file that passes
+here and that the gateway still cannot serve is reported with the gateway's
+reason (it keeps the policy in force). SIGHUP still reloads too, but cannot
+say how it went.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import sys
 from pathlib import Path
+from typing import Any
 
 from conduit.cli.check import add_config_argument, console, load_or_report
 from conduit.cli.main import CommandError
+from conduit.gateway.control import ask, socket_path
+from conduit.names import escape
 
-PID_FILE = "gateway.pid"
+DEFAULT_TIMEOUT = 60.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "reload",
-        help="validate the policy, then make the running gateway reload it (SIGHUP)",
-        description="Validate the policy file; if good, send SIGHUP to the running gateway.",
+        help="validate the policy, then make the running gateway reload it",
+        description="Validate the policy file; if good, ask the running gateway to reload it "
+        "and print what it did (exit 0 only if the new policy is in force).",
     )
     add_config_argument(parser)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the gateway's answer (default {DEFAULT_TIMEOUT:g})",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -35,42 +47,50 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         out.print("not reloaded: the running gateway keeps its current policy", markup=False)
         return 1
-    pid_file = Path(config.gateway.data_dir) / PID_FILE
-    pid = gateway_pid(pid_file)
+    data = Path(config.gateway.data_dir)
+    control = socket_path(data)
     try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        raise CommandError(f"no gateway runs (stale pid {pid} in {pid_file})", code=1) from None
-    except PermissionError:
-        raise CommandError(f"not allowed to signal the gateway (pid {pid})", code=1) from None
-    out.print(f"{args.config}: OK; sent SIGHUP to the gateway (pid {pid})", markup=False)
-    return 0
-
-
-def gateway_pid(pid_file: Path) -> int:
-    """The gateway's pid from ``pid_file``, checked to be a live conduit process."""
-    try:
-        text = pid_file.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
+        answer = ask(control, "reload", args.timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
         raise CommandError(
-            f"no gateway runs (no {pid_file}; start one with `conduit serve`)", code=1
+            f"no gateway runs (nothing answers on {control}; start one with `conduit serve`)",
+            code=1,
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read {pid_file}: {exc.__class__.__name__}", code=1) from None
-    if not text.isdigit() or int(text) <= 1:
-        raise CommandError(f"{pid_file} does not hold a process id", code=1)
-    pid = int(text)
-    # A stale pid file may name a reused pid: on Linux, make sure it is ours.
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if sys.platform.startswith("linux"):
-        try:
-            command = cmdline.read_bytes()
-        except FileNotFoundError:
-            raise CommandError(f"no gateway runs (stale pid {pid} in {pid_file})", code=1) from None
-        except OSError:
-            command = b"conduit"
-        if b"conduit" not in command:
-            raise CommandError(
-                f"no gateway runs (pid {pid} in {pid_file} is another program)", code=1
+    except PermissionError:
+        raise CommandError(
+            f"not allowed to talk to the gateway ({control} is its owner's only)", code=1
+        ) from None
+    except TimeoutError:
+        raise CommandError(
+            f"the gateway did not answer within {args.timeout:g} s: whether it reloaded is "
+            "unknown (look for policy.reload in the journal)",
+            code=1,
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"no usable answer from the gateway: {exc}", code=1) from None
+    return report(args.config, answer, out)
+
+
+def report(path: Path, answer: dict[str, Any], out: Any) -> int:
+    """Print the gateway's answer; 0 if it applied the new policy."""
+    if answer.get("ok") is not True:
+        error = escape(str(answer.get("error") or "no reason given"))
+        out.print(f"{path}: NOT reloaded by the gateway: {error}", markup=False)
+        out.print("the gateway keeps its current policy", markup=False)
+        return 1
+    out.print(f"{path}: reloaded; the new policy is in force", markup=False)
+    revoked = answer.get("revoked_sessions") or []
+    for session in revoked if isinstance(revoked, list) else []:
+        if isinstance(session, dict):
+            who = escape(str(session.get("principal", "?")))
+            why = escape(str(session.get("reason", "")))
+            out.print(
+                f"  revoked session {escape(str(session.get('session')))} ({who}): {why}",
+                markup=False,
             )
-    return pid
+    closed = answer.get("devices_closed") or []
+    if isinstance(closed, list) and closed:
+        out.print(
+            f"  closed relay connections: {', '.join(escape(str(n)) for n in closed)}", markup=False
+        )
+    return 0

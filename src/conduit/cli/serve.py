@@ -199,6 +199,7 @@ async def _serve(config: Config, demo: bool, repeats: RepeatFilter) -> None:
     await gateway.start()
     if not demo:
         gateway.install_reload_signal()
+        await gateway.start_control()
     print(banner(config, gateway.port, gateway.fingerprint, demo), flush=True)
     reporter = asyncio.create_task(_report_repeats(repeats))
     try:

@@ -19,8 +19,11 @@ from conduit.audit import Auditor
 from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
 from conduit.gateway import tuning
+from conduit.gateway.control import ControlServer, socket_path
+from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
+from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.server import Connection, Counters
 from conduit.policy import Policy
 from conduit.site.build import load_checked
@@ -48,6 +51,12 @@ class EventLog:
     ``conduit.audit`` logger for whoever watches the console: sessions,
     refusals, failures and alerts at INFO, successful file operations at DEBUG."""
 
+    #: Shown on the console by their own code, in one line of their own (reloading.py,
+    #: devicewatch.py; rate-limited there), not echoed twice.
+    ECHOED_ELSEWHERE = frozenset(
+        {"device.connect", "device.close", "policy.reload", "session.revoke"}
+    )
+
     def __init__(self, auditor: Auditor) -> None:
         self.auditor = auditor
         self.log = logging.getLogger("conduit.audit")
@@ -59,6 +68,8 @@ class EventLog:
     async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> int:
         present = {k: v for k, v in fields.items() if v is not None}
         seq = await self.auditor.record(type, outcome, durable=durable, **present)
+        if type in self.ECHOED_ELSEWHERE:
+            return seq
         # Routine file events go to DEBUG (shown by `serve -v`): a console line
         # per small file cost more than its journal record; the journal and
         # `conduit audit tail -f` have every one.
@@ -124,10 +135,15 @@ class Gateway:
         )
         self.areas: dict[str, Backend] = {}
         self.devices: dict[str, Backend] = {}
+        self.device_watch = DeviceWatch(self)
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.host_keys: list[asyncssh.SSHKey] = []
         self._stopping = threading.Event()
+        #: Authenticated connections (what a reload may revoke).
+        self.connections: set[Connection] = set()
+        self._reloading = asyncio.Lock()
+        self.control: ControlServer | None = None
 
     # -- what sessions see ---------------------------------------------------------------
 
@@ -253,7 +269,7 @@ class Gateway:
             if name in self.devices and self.config.devices.get(name) == device:
                 devices[name] = self.devices[name]  # unchanged: keep its connection
             else:
-                devices[name] = open_device(name, device, state)
+                devices[name] = open_device(name, device, state, self.device_watch)
         return devices
 
     async def start(self) -> None:
@@ -319,33 +335,56 @@ class Gateway:
             raise ConfigError(None, ["the embedded default cannot be reloaded"])
         config = load_checked(source)
         keys = user_keys(config)
+        policy = Policy(config)
         areas = self._build_backends(config)
-        devices = self._build_devices(config)
-        self.config, self._policy, self._keys = config, Policy(config), keys
+        try:
+            devices = self._build_devices(config)
+        except BaseException:
+            for name, backend in areas.items():
+                if self.areas.get(name) is not backend:
+                    self.spawn(backend.close())  # built for nothing: give its folder back
+            raise
+        self.config, self._policy, self._keys = config, policy, keys
         before, self.areas, self.devices = self.areas, areas, devices
         self.noise.interval = config.gateway.limits.auth_failure_summary_interval
         self.noise.min_free = int(config.gateway.limits.journal_min_free)
         self._sweep_later(before)
 
+    async def reload_policy(self, *, via: str = "api") -> ReloadResult:
+        """Reload, revoke what the new policy no longer allows, journal it;
+        one at a time. Never raises for a bad file (see reloading.py)."""
+        async with self._reloading:
+            return await reload_policy(self, via=via)
+
     def install_reload_signal(self) -> None:
+        """SIGHUP reloads (its outcome goes to the journal and the console)."""
         loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload_policy(via="signal")))
 
-        def on_hup() -> None:
-            try:
-                self.reload()
-            except ConfigError as exc:
-                log.error("policy reload refused, keeping the current policy: %s", exc)
-                self.spawn(self.recorder.record("policy.reload", "failed", error=str(exc)))
-                return
-            log.info("policy reloaded from %s", self.config.source)
-            self.spawn(
-                self.recorder.record("policy.reload", "success", path=str(self.config.source))
+    async def start_control(self) -> None:
+        """The control socket ``conduit reload`` asks (see control.py)."""
+
+        async def reload() -> dict[str, Any]:
+            return (await self.reload_policy(via="control")).answer()
+
+        control = ControlServer(socket_path(self.config.gateway.data_dir), {"reload": reload})
+        try:
+            await control.start()
+        except OSError as exc:  # e.g. a data folder path too long for a Unix socket
+            log.error(
+                "no control socket at %s (%s): `conduit reload` cannot reach this gateway; "
+                "SIGHUP still reloads",
+                control.path,
+                exc.strerror or exc,
             )
-
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+            return
+        self.control = control
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

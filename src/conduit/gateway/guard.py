@@ -22,7 +22,7 @@ from conduit.policy import Decision, Policy, Rename, Request
 from conduit.storage.base import Backend, Concealed, Fault, ReadHandle, RelPath, StorageError
 
 if TYPE_CHECKING:
-    from conduit.gateway.operations import SessionInfo, Site
+    from conduit.gateway.operations import SessionInfo, Site, Traffic
 
 T = TypeVar("T")
 
@@ -41,10 +41,14 @@ class Denied(StorageError):
 
 
 async def _occupied(backend: Backend, rel: RelPath) -> bool:
-    """Does ``rel`` name something? Anything but "missing" counts as yes."""
+    """Does ``rel`` name something? Anything but "missing" counts as yes, except
+    storage that cannot be reached (a device down): that is its own error, not
+    a name taken, and is raised as such."""
     try:
         await backend.stat(rel)
     except StorageError as exc:
+        if exc.fault is Fault.UNAVAILABLE:
+            raise
         return exc.fault is not Fault.NOT_FOUND
     return True
 
@@ -64,16 +68,29 @@ class Guard:
 
     site: Site
     session: SessionInfo
+    traffic: Traffic
+
+    def _not_revoked(self) -> None:
+        """A session a policy reload revoked is served nothing more, and nothing it
+        has open commits, even before its connection is gone."""
+        if self.traffic.revoked is not None:
+            raise StorageError(
+                Fault.FORBIDDEN,
+                "access revoked by a policy reload",
+                f"session revoked: {self.traffic.revoked}",
+            )
 
     async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
         raise NotImplementedError
 
     def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
+        self._not_revoked()
         request = Request(self.session.user, self.session.source, op, path.text, size)
         return self.site.policy.decide(request)
 
     async def authorize(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
         """The policy's yes, or :class:`Denied` after recording why not."""
+        self._not_revoked()
         return await self._enforce(self._ask(op, path, size), op, path)
 
     async def _enforce(self, decision: Decision, op: Op, path: VirtualPath) -> Decision:
@@ -97,6 +114,7 @@ class Guard:
     def _may_write_into(self, path: VirtualPath) -> bool:
         """Is ``path`` a folder the user may write into (a drop folder), now or
         when its conduit's window opens? Entering it needs no listing."""
+        self._not_revoked()
         request = Request(self.session.user, self.session.source, Op.WRITE, path.text, folder=True)
         decision = self.site.policy.decide(request)
         return decision.allowed or decision.window_closed
@@ -175,6 +193,7 @@ class Guard:
         opened = _moment(self.site.policy)
 
         async def check(size: int) -> None:
+            self._not_revoked()
             if not _same(_moment(self.site.policy), opened):
                 await self.authorize(Op.WRITE, path, size)
             await self._may_replace(path, backend, rel)
@@ -203,6 +222,7 @@ class Guard:
         asked: list[tuple[Policy, datetime]] = []
 
         async def check(offset: int) -> None:
+            self._not_revoked()
             moment = _moment(self.site.policy)
             if asked and _same(asked[0], moment):
                 return

@@ -12,8 +12,8 @@ from __future__ import annotations
 import stat as stat_module
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Protocol
 
@@ -60,6 +60,15 @@ class Traffic:
     transfers_open: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    #: Why a policy reload revoked this connection (then nothing of it commits).
+    revoked: str | None = None
+    #: Open transfers by id: what a reload asks the new policy about again.
+    transfers: dict[str, tuple[Op, str, Upload | Download]] = field(default_factory=dict)
+
+    def open_transfers(self) -> Iterator[tuple[Op, str, int | None]]:
+        """(operation, virtual path, bytes so far or file size) of each open transfer."""
+        for op, path, transfer in list(self.transfers.values()):
+            yield op, path, transfer.size if isinstance(transfer, Download) else transfer.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +261,15 @@ class Operations(Guard):
             await handle.close()
             raise
         self.traffic.transfers_open += 1
-        return Download(
+        download = Download(
             handle,
             transfer=transfer,
             path=path.text,
             report=self._reporter("file.download", path, decision),
             check=check,
         )
+        self.traffic.transfers[transfer] = (Op.READ, path.text, download)
+        return download
 
     async def open_write(
         self, path: VirtualPath, *, size: int | None = None, mode: int = 0o644
@@ -285,7 +296,7 @@ class Operations(Guard):
             self.traffic.transfers_open -= 1
             await handle.abort()
             raise
-        return Upload(
+        upload = Upload(
             handle,
             transfer=transfer,
             path=path.text,
@@ -293,6 +304,8 @@ class Operations(Guard):
             report=self._reporter("file.upload", path, decision),
             check=self._still_writable(path, backend, rel),
         )
+        self.traffic.transfers[transfer] = (Op.WRITE, path.text, upload)
+        return upload
 
     @staticmethod
     def _custody(path: VirtualPath, result: TransferRecord) -> dict[str, Any]:
@@ -304,6 +317,7 @@ class Operations(Guard):
     def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Any:
         async def report(result: TransferRecord) -> None:
             self.traffic.transfers_open -= 1
+            self.traffic.transfers.pop(result.transfer, None)
             if result.direction is Direction.UPLOAD:
                 self.traffic.bytes_in += result.bytes
             else:

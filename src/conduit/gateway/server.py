@@ -112,6 +112,7 @@ class Connection(asyncssh.SSHServer):
             )
         if self.idle_task:
             self.idle_task.cancel()
+        self.gateway.connections.discard(self)  # a reload has nothing left to revoke
         if self.authenticated and self.user:
             self.record(
                 "session.end",
@@ -199,7 +200,10 @@ class Connection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         self._leave_unauthenticated()
+        if self._key_revoked():
+            return
         self.authenticated = True
+        self.gateway.connections.add(self)
         assert self.conn is not None and self.user is not None
         key = self.key
         self.record(
@@ -212,6 +216,17 @@ class Connection(asyncssh.SSHServer):
         idle = self.gateway.config.gateway.limits.idle_timeout
         if idle:
             self.idle_task = asyncio.ensure_future(self._watch_idle(idle))
+
+    def _key_revoked(self) -> bool:
+        """A reload between the key's check and its signature may have removed
+        it (or its user); the reload's revocation pass did not see this
+        connection yet, so refuse it here."""
+        if self.user and self.key and self.key.public_data in self.gateway.keys_of(self.user):
+            return False
+        self._failed("publickey", self.user or "", "key removed by a policy reload")
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "access revoked by a policy reload")
+        return True
 
     async def _watch_idle(self, idle: float) -> None:
         while True:

@@ -43,6 +43,11 @@ T = TypeVar("T")
 
 
 def sftp_error(exc: StorageError) -> asyncssh.SFTPError:
+    # A device the relay could not reach says which status fits best
+    # (no connection, connection lost, permission denied): see relay/failures.py.
+    status = getattr(exc, "sftp_status", None)
+    if isinstance(status, int):
+        return asyncssh.SFTPError(status, exc.reason)
     return _FAULT_ERRORS.get(exc.fault, asyncssh.SFTPFailure)(exc.reason)
 
 

@@ -41,7 +41,8 @@ async def test_device_killed_mid_upload(devices: Devices, tmp_path: Path, protoc
                 await handle.write(i * CHUNK, data)
             await handle.commit()
         assert info.value.fault is Fault.UNAVAILABLE
-        assert info.value.reason == "device unavailable"
+        # killed: the link breaks (unavailable) or the reconnect is refused (unreachable)
+        assert info.value.reason in ("device unavailable", "device unreachable")
         assert time.monotonic() - started < 5
         assert not (root / "fw.bin").exists()
     finally:

@@ -20,11 +20,13 @@ from conduit.storage.base import Entry, Fault, ReadHandle, RelPath, Space, Stat,
 from conduit.storage.relay import commands
 from conduit.storage.relay.connection import DeviceLink, acquire_link, release_link
 from conduit.storage.relay.custody import CustodyReceipt
+from conduit.storage.relay.failures import DeviceFailure, Reporter
 from conduit.storage.relay.scp import ScpDevice, ScpWriteHandle
 from conduit.storage.relay.sftp import SftpDevice, SftpWriteHandle
 
 __all__ = [
     "CustodyReceipt",
+    "DeviceFailure",
     "RelayBackend",
     "RelayWriteHandle",
     "open_device",
@@ -43,7 +45,8 @@ class RelayBackend:
 
     Backends for the same device (same name and config) in one event loop
     share one SSH connection. ``spool_limit`` caps a legacy SCP upload's
-    spool file in bytes (None: the spool disk is the limit).
+    spool file in bytes (None: the spool disk is the limit). ``on_failure``
+    is told of each failed connect to the device (see ``failures.py``).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class RelayBackend:
         *,
         state_dir: Path,
         spool_limit: int | None = None,
+        on_failure: Reporter | None = None,
     ) -> None:
         if not device.root.startswith("/"):
             raise ValueError(f"device {name}: root must be an absolute path")
@@ -62,6 +66,7 @@ class RelayBackend:
         self.device = device
         self.state_dir = state_dir
         self.spool_limit = spool_limit
+        self.on_failure = on_failure
         self._link: DeviceLink | None = None
         self._impl: SftpDevice | ScpDevice | None = None
         self._choose = asyncio.Lock()
@@ -70,6 +75,8 @@ class RelayBackend:
     def link(self) -> DeviceLink:
         if self._link is None:
             self._link = acquire_link(self.name, self.device, self.state_dir)
+            if self.on_failure is not None:
+                self._link.report = self.on_failure
         return self._link
 
     @property
@@ -138,6 +145,8 @@ class RelayBackend:
             await release_link(link)
 
 
-def open_device(name: str, device: DeviceConfig, state_dir: Path) -> RelayBackend:
+def open_device(
+    name: str, device: DeviceConfig, state_dir: Path, on_failure: Reporter | None = None
+) -> RelayBackend:
     """The backend for device ``name`` (SFTP preferred, legacy SCP otherwise)."""
-    return RelayBackend(name, device, state_dir=state_dir)
+    return RelayBackend(name, device, state_dir=state_dir, on_failure=on_failure)

@@ -4,9 +4,11 @@ A :class:`DeviceLink` owns the asyncssh client connection to one device: it
 connects lazily, pins the device's host key, caps how many operations run on
 the device at once (``max_concurrency``), and reconnects after a failure.
 Every asyncssh or OS error leaving this package goes through
-:func:`device_error`, so a client only ever sees a short
-:class:`~conduit.storage.base.StorageError` and never a password, key path or
-remote path.
+:func:`device_error` (or, while connecting,
+:func:`~conduit.storage.relay.failures.connect_failure`, which also gives the
+cause a code and tells ``DeviceLink.report``), so a client only ever sees a
+short :class:`~conduit.storage.base.StorageError` and never a password, key
+path or remote path.
 
 Host key trust, in order: the pinned ``host_key``, then the device's
 ``known_hosts`` file, then (only with ``trust_on_first_use``) the key first
@@ -28,6 +30,12 @@ import asyncssh
 
 from conduit.config.model import DeviceConfig
 from conduit.storage.base import Fault, StorageError
+from conduit.storage.relay.failures import (
+    DeviceFailure,
+    Reporter,
+    connect_failure,
+    key_missing,
+)
 
 log = logging.getLogger("conduit.relay")
 
@@ -112,16 +120,16 @@ def read_secret(device: DeviceConfig) -> str | None:
         try:
             return device.password_file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
-            raise StorageError(
-                Fault.UNAVAILABLE,
+            raise DeviceFailure(
+                "credentials_missing",
                 "device credentials unreadable",
                 f"password_file: {type(exc).__name__}",
             ) from None
     if device.password_env is not None:
         value = os.environ.get(device.password_env)
         if value is None:
-            raise StorageError(
-                Fault.UNAVAILABLE,
+            raise DeviceFailure(
+                "credentials_missing",
                 "device credentials missing",
                 f"environment variable {device.password_env} is not set",
             )
@@ -140,11 +148,10 @@ class _Client(asyncssh.SSHClient):
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         # asyncssh asks here for any key its known_hosts did not vouch for:
-        # accept only when nothing is pinned yet and TOFU is enabled.
-        if not self.first_use:
-            return False
+        # accept only when nothing is pinned yet and TOFU is enabled (the key
+        # is kept either way: a mismatch is reported with its fingerprint).
         self.server_key = key
-        return True
+        return self.first_use
 
 
 class DeviceLink:
@@ -169,6 +176,8 @@ class DeviceLink:
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(device.max_concurrency)
+        self.report: Reporter | None = None
+        """Told of each failed connect (the gateway journals it)."""
 
     @property
     def tofu_file(self) -> Path:
@@ -182,8 +191,8 @@ class DeviceLink:
             try:
                 keys.append(asyncssh.import_public_key(self.device.host_key))
             except (asyncssh.KeyImportError, ValueError):
-                raise StorageError(
-                    Fault.UNAVAILABLE,
+                raise DeviceFailure(
+                    "host_key_unusable",
                     "device host key in the policy is malformed",
                     f"device {self.name}: host_key cannot be parsed",
                 ) from None
@@ -198,8 +207,8 @@ class DeviceLink:
                     self.host, self.host, self.port
                 )
             except (OSError, ValueError, asyncssh.Error):
-                raise StorageError(
-                    Fault.UNAVAILABLE,
+                raise DeviceFailure(
+                    "host_key_unusable",
                     "device known_hosts unreadable",
                     f"device {self.name}: known_hosts file cannot be read",
                 ) from None
@@ -233,12 +242,14 @@ class DeviceLink:
         trusted = self._trusted_keys()
         first_use = not trusted
         if first_use and not device.trust_on_first_use:
-            raise StorageError(
-                Fault.UNAVAILABLE,
+            raise DeviceFailure(
+                "host_key_unknown",
                 "no host key pinned for this device",
                 f"device {self.name}: set host_key, known_hosts or trust_on_first_use",
             )
         password = read_secret(device)
+        if device.identity is not None and not device.identity.is_file():
+            raise key_missing(self.name, "is missing")
         client_keys = [str(device.identity)] if device.identity is not None else None
         client = _Client(first_use)
         try:
@@ -262,7 +273,8 @@ class DeviceLink:
                     keepalive_count_max=KEEPALIVE_COUNT_MAX,
                 )
         except (OSError, ValueError, asyncssh.Error, TimeoutError) as exc:
-            raise device_error(self.name, exc, "connect") from None
+            seen = client.server_key.get_fingerprint() if client.server_key else None
+            raise connect_failure(self.name, exc, seen) from None
         if first_use and client.server_key is not None:
             self._store_first_key(client.server_key)
         self.connects += 1
@@ -274,7 +286,15 @@ class DeviceLink:
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
                 self._sftp = None
-                self._conn = await self._open()
+                try:
+                    self._conn = await self._open()
+                except DeviceFailure as failure:
+                    if self.report is not None:
+                        try:
+                            await self.report(self.name, failure)
+                        except Exception as exc:  # the client still gets its answer
+                            log.error("device %s: could not report: %s", self.name, exc)
+                    raise
             return self._conn
 
     async def sftp(self) -> asyncssh.SFTPClient:
