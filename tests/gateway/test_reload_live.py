@@ -326,3 +326,31 @@ def test_control_socket_refuses_what_it_does_not_know(served: Served) -> None:
     assert too_long["ok"] is False
     assert of(served.root, "policy.reload") == []  # none of them reloaded anything
     assert raw(b'{"command": "reload"}\n')["ok"] is True
+
+
+def test_reload_leaves_the_gateways_own_environment_to_the_gateway(
+    keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """A device password in a variable only the gateway's service has: the
+    admin's ``conduit reload`` must not refuse it; the gateway checks it."""
+    root = tmp_path / "site"
+    root.mkdir()
+    config = root / "conduit.toml"
+    device = (
+        '\n[devices.plc]\nzone = "local"\naddress = "127.0.0.1:1"\nuser = "ops"\n'
+        'root = "/srv"\npassword_env = "CONDUIT_TEST_PLC_PW"\ntrust_on_first_use = true\n'
+    )
+    text = policy_text(root, keys) + device
+    config.write_text(text)
+    process, _, _ = serve_process(config, env={"CONDUIT_TEST_PLC_PW": "s3cret"})
+    try:
+        assert "CONDUIT_TEST_PLC_PW" not in os.environ
+        done = conduit("reload", "--config", str(config))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "s3cret" not in done.stdout + done.stderr
+        # `check` in the admin's shell does flag it: it checks as serve would here.
+        checked = conduit("check", "--config", str(config))
+        assert checked.returncode == 1 and "CONDUIT_TEST_PLC_PW" in checked.stdout
+    finally:
+        process.terminate()
+        process.wait(15)

@@ -274,12 +274,13 @@ def conduit_env() -> dict[str, str]:
 
 
 def serve_process(
-    config: Path, stderr: Any = subprocess.DEVNULL
+    config: Path, stderr: Any = subprocess.DEVNULL, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], int, Path]:
     """``conduit serve --config`` as its own process, once its banner is out.
 
     Returns the process, its port, and a known_hosts file (beside ``config``)
-    pinning its host key. ``stderr`` receives its console (default: discarded).
+    pinning its host key. ``stderr`` receives its console (default: discarded);
+    ``env`` adds variables the gateway's environment has.
     """
     import sys
 
@@ -288,7 +289,7 @@ def serve_process(
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
-        env=conduit_env(),
+        env={**conduit_env(), **(env or {})},
     )
     assert process.stdout is not None
     port = 0

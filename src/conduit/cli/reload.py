@@ -1,7 +1,10 @@
 """``conduit reload``: check the policy file, then have the running gateway reload it.
 
-The file is validated here first so a typo is reported to the person who
-made it. The gateway is then asked over its control socket
+The policy is validated here first so a typo is reported to the person who
+made it. Key files, password variables and folders are left to the gateway,
+which checks them as ``check`` does but with its own user and environment
+(a ``password_env`` set only for the gateway's service is not an error). The
+gateway is then asked over its control socket
 (``DATA_DIR/control.sock``, owner only) and its answer is printed: the exit
 status is 0 only when the gateway applied the new policy. A file that passes
 here and that the gateway still cannot serve is reported with the gateway's
@@ -43,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     out = console()
-    config = load_or_report(args.config, out)
+    config = load_or_report(args.config, out, files=False)
     if config is None:
         out.print("not reloaded: the running gateway keeps its current policy", markup=False)
         return 1
