@@ -37,6 +37,7 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def patched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pristine copy of the installed asyncssh with every diff applied in order."""
     assert asyncssh.__version__ == "2.24.1"
+    assert shutil.which("git"), "git applies the diffs, as a maintainer would"
     root = tmp_path_factory.mktemp("asyncssh-checkout")
     shutil.copytree(
         Path(asyncssh.__file__).parent,
