@@ -3,9 +3,11 @@
 Each diff is applied in order with ``git apply`` to a copy of the installed
 asyncssh (the pinned 2.24.1); every patched file must compile, and the patched
 copy, imported in a child process ahead of the installed one, must carry an
-SFTP upload and download byte for byte, under AES-GCM (where the diffs change
-the most) and under AES-CTR with an encrypt-then-MAC MAC (where they must
-change nothing on the wire), with rekeys in the middle of each transfer.
+SFTP upload and download byte for byte, with rekeys in the middle of each
+transfer: under AES-GCM, where the diffs change the most (no ignore packets, a
+memoryview receive buffer); under chacha20-poly1305, the other AEAD cipher (no
+ignore packets, bytes); and under AES-CTR with an encrypt-then-MAC MAC, where
+nothing may change on the wire (ignore packets kept, bytes).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ work = sys.argv[2]
 SUITES = {
     "gcm": (["aes256-gcm@openssh.com"], ["hmac-sha2-256-etm@openssh.com"]),
     "ctr": (["aes256-ctr"], ["hmac-sha2-256-etm@openssh.com"]),
+    "chacha": (["chacha20-poly1305@openssh.com"], ["hmac-sha2-256-etm@openssh.com"]),
 }
 
 class Server(asyncssh.SSHServer):
@@ -168,6 +171,8 @@ async def main():
     assert ignores == 0 and "memoryview" in buffers, (ignores, buffers)
     ignores, buffers = await run("ctr", *SUITES["ctr"])
     assert ignores > 10 and buffers == {"bytes"}, (ignores, buffers)
+    ignores, buffers = await run("chacha", *SUITES["chacha"])
+    assert ignores == 0 and buffers == {"bytes"}, (ignores, buffers)
 
 asyncio.run(main())
 """
@@ -185,3 +190,4 @@ def test_patched_asyncssh_carries_sftp_both_ways(patched: Path, tmp_path: Path) 
     lines = proc.stdout.split("\n")
     assert lines[0].startswith("gcm ok 393339 ignores 0"), proc.stdout
     assert lines[1].startswith("ctr ok 393339 ignores "), proc.stdout
+    assert lines[2].startswith("chacha ok 393339 ignores 0 "), proc.stdout
