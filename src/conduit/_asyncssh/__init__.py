@@ -1,0 +1,1 @@
+"""asyncssh's private API, used in one place."""
