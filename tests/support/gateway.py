@@ -36,7 +36,9 @@ class MemoryRecorder:
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
+    ) -> None:
         with self.lock:
             self.events.append({"type": type, "outcome": outcome, **fields})
 
@@ -273,7 +275,9 @@ def conduit_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC)}
 
 
-def serve_process(config: Path) -> tuple[subprocess.Popen[str], int, Path]:
+def serve_process(
+    config: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int, Path]:
     """``conduit serve --config`` as its own process, once its banner is out.
 
     Returns the process, its port, and a known_hosts file (beside ``config``)
@@ -286,7 +290,7 @@ def serve_process(config: Path) -> tuple[subprocess.Popen[str], int, Path]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=conduit_env(),
+        env={**conduit_env(), **(env or {})},
     )
     assert process.stdout is not None
     port = 0

@@ -70,7 +70,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="ISO 8601 time (UTC if no offset) or 15m / 2h / 7d ago")
     p.add_argument("--until", help="same forms as --since; exclusive")
     p.add_argument("--type", help="event type, e.g. file.upload or file.*")
-    p.add_argument("--outcome", choices=["success", "denied", "failed", "started"])
+    p.add_argument("--outcome", choices=["success", "denied", "failed", "started", "intent"])
 
 
 def journal_dir(args: argparse.Namespace) -> tuple[Path, Path | None]:

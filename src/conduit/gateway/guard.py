@@ -65,7 +65,9 @@ class Guard:
     site: Site
     session: SessionInfo
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
+    ) -> None:
         raise NotImplementedError
 
     def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
