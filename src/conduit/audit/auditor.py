@@ -112,6 +112,7 @@ class Auditor:
         """Load or create the signing key, open and recover the journal, start the sinks."""
         key = await asyncio.to_thread(checkpoint.load_or_create_key, Path(key_dir))
         journal = Journal(Path(config.journal), node, key, int(config.rotate_size), config.fsync)
+        journal.anchor_dirs = [Path(d) for d in config.anchor_dirs]
         recovery = await asyncio.to_thread(journal.open)
         opened_at = journal.seq
         self = cls(config, journal)
@@ -126,6 +127,8 @@ class Auditor:
         ended = crash_items(recovery.open_transfers, recovery.open_sessions)
         if ended:
             await asyncio.to_thread(journal.append, ended)
+        # a signed end from the first moment: a short run that crashes still has one
+        await asyncio.to_thread(journal.checkpoint, "start")
         from conduit.audit.sinks import start_sinks
 
         self.sinks = start_sinks(self, opened_at)
@@ -204,6 +207,10 @@ class Auditor:
         return await future
 
     @property
+    def _checkpoint_due(self) -> bool:
+        return self.journal.since_checkpoint >= self.config.checkpoint_records
+
+    @property
     def _sync_in_thread(self) -> bool:
         return self.journal.fsync_policy == "always" and self._sync_cost >= INLINE_SYNC_MAX
 
@@ -228,8 +235,8 @@ class Auditor:
         if self._hot is None:
             asyncio.get_running_loop().call_soon(self._cool)
         self._hot = asyncio.current_task()
-        if self.journal.needs_rotation:
-            self._wake.set()  # the committer rotates (checkpoint + fsync: off the loop)
+        if self.journal.needs_rotation or self._checkpoint_due:
+            self._wake.set()  # the committer rotates or seals (fsync: off the loop)
         for sink in self.sinks:
             sink.notify()
         return seq
@@ -274,10 +281,11 @@ class Auditor:
             now = time.monotonic()
             if self._down_reason is None:
                 try:
-                    if now >= next_checkpoint:
+                    if now >= next_checkpoint or self._checkpoint_due:
+                        reason = "records" if self._checkpoint_due else "interval"
                         next_checkpoint = now + cfg.checkpoint_interval
                         if self.journal.since_checkpoint:
-                            await asyncio.to_thread(self.journal.checkpoint, "interval")
+                            await asyncio.to_thread(self.journal.checkpoint, reason)
                     if now >= next_sync:
                         next_sync = now + BATCH_SYNC_INTERVAL
                         if self.journal.dirty:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conduit.audit import checkpoint, faults
+from conduit.audit import anchors, checkpoint, faults
 from conduit.audit.events import GENESIS, Record, Value, build, decode, digest, encode, utc_now
 
 FILE_RE = re.compile(r"^journal-(\d{6,})\.jsonl$")
@@ -118,6 +118,8 @@ class Journal:
         self._active = ""
         self._lock = threading.Lock()
         self._owner: int | None = None  # fd holding the folder's flock
+        #: folders outside this one that get a copy of each checkpoint's state
+        self.anchor_dirs: list[Path] = []
 
     @property
     def path(self) -> Path:
@@ -369,7 +371,9 @@ class Journal:
             "hash": self.head,
             "record": self.last_record,
         }
-        _atomic_write(self.directory / CHECKPOINT_FILE, json.dumps(state, indent=1).encode())
+        data = json.dumps(state, indent=1).encode()
+        _atomic_write(self.directory / CHECKPOINT_FILE, data)
+        anchors.write(self.anchor_dirs, data)
         return self.seq
 
     def _rotate(self) -> None:
