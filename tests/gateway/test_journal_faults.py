@@ -180,3 +180,29 @@ def test_login_refused_while_journal_is_down_says_why(
     failing.match = None
     assert result.returncode != 0
     assert "audit journal unavailable" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
+@pytest.mark.parametrize("client", ["scp", "scp-O", "sftp"])
+def test_openssh_upload_refused_when_its_intent_fails(
+    make_gateway, keys: dict[str, Path], tmp_path: Path, failing: Failing, client: str, err: int
+) -> None:  # type: ignore[no-untyped-def]
+    """Real OpenSSH clients: the commit intent fails to flush, nothing lands."""
+    gw, root = _setup(make_gateway, keys, tmp_path)
+    inbox = gw.area("inbox")
+    before = _state(inbox)
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(100_000))
+    failing.on, failing.errno, failing.match = "fdatasync", err, b'"outcome":"intent"'
+    if client == "sftp":
+        result = gw.sftp(f"put {src} /inbox/up.bin\n")
+    else:
+        result = gw.scp(str(src), ":/inbox/up.bin", legacy=client == "scp-O")
+    failing.match = None
+    assert failing.failed == 1
+    assert result.returncode != 0
+    if client == "scp-O":
+        assert "audit journal unavailable" in result.stderr, result.stderr
+    assert _state(inbox) == before  # no file, no temp file
+    records = journal_records(root / "audit")
+    assert not [r for r in records if r["type"] == "file.upload" and r["outcome"] == "intent"]
