@@ -65,7 +65,7 @@ class EventLog:
         # Routine file events go to DEBUG (shown by `serve -v`): a console line
         # per small file cost more than its journal record; the journal and
         # `conduit audit tail -f` have every one.
-        routine = outcome in ("started", "success") and type.startswith(("file.", "dir."))
+        routine = outcome in ("started", "intent", "success") and type.startswith(("file.", "dir."))
         level = logging.DEBUG if routine else logging.INFO
         if self.log.isEnabledFor(level):
             shown = " ".join(f"{k}={v!r}" for k, v in present.items())
