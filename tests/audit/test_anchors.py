@@ -10,6 +10,7 @@ is caught by every kind of anchor: ``--anchor SEQ:HASH``, a real SIEM's log
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -36,13 +37,14 @@ async def write_journal(make_auditor, tmp_path: Path, fmt: str = "rfc5424", **kw
     listener = await Listener("tcp").start()
     auditor = await make_auditor(
         anchor_dirs=[anchor_dir],
-        checkpoint_records=10,
+        checkpoint_records=5,
         rotate_size=3000,
         siem=[SiemSink(target=listener.target, format=fmt)],
         **kw,
     )
     for i in range(45):
         await auditor.record("file.upload", "success", principal="alice", path=f"/fw/{i}.bin")
+        await asyncio.sleep(0.001)  # the client's round trip: the committer gets its turn
     await auditor.close()
     last = json.loads((tmp_path / "audit" / "checkpoint.json").read_text())["seq"]
     await listener.wait_for(last)
