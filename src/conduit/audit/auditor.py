@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from conduit.audit import checkpoint
 from conduit.audit.events import check_event, utc_now
 from conduit.audit.journal import Item, Journal
-from conduit.audit.recovery import Settle, carry, crash_items
+from conduit.audit.recovery import Settle, carry, crash_items, deferred
 
 if TYPE_CHECKING:
     from conduit.audit.index import Index
@@ -145,13 +145,16 @@ class Auditor:
         return len(items)
 
     async def _settled_items(self) -> list[Item]:
-        intents = [r for r in self.journal.open_transfers.values() if r["outcome"] == "intent"]
-        if not intents:
-            return []
+        open_ = {k: r for k, r in self.journal.open_transfers.items() if deferred(r)}
         if self._settle is not None:
-            return await self._settle(intents)
+            return await self._settle(list(open_.values())) if open_ else []
         reason = "intent left without outcome at close (no storage to settle it against)"
-        return [("audit.alert", "failed", {**carry(r), "reason": reason}, None) for r in intents]
+        alerts: list[Item] = [
+            ("audit.alert", "failed", {**carry(r), "reason": reason}, None)
+            for r in open_.values()
+            if r["outcome"] == "intent"
+        ]
+        return alerts + crash_items(open_, {}, defer=False)
 
     @property
     def available(self) -> bool:

@@ -21,6 +21,7 @@ saying it was settled at recovery and from what.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,13 +44,22 @@ def carry(record: Record, drop: tuple[str, ...] = ()) -> dict[str, Value]:
     }
 
 
-def crash_items(open_: Mapping[str, Record], sessions: Mapping[str, Record]) -> list[Item]:
-    """Records for transfers without a commit intent and sessions without an end."""
+def deferred(rec: Record) -> bool:
+    """Whether ``rec`` is settled against the storage rather than from the journal alone:
+    an intent, or an upload whose temp file tells how many bytes had arrived."""
+    return rec["outcome"] == "intent" or (rec["type"] == "file.upload" and bool(rec.get("temp")))
+
+
+def crash_items(
+    open_: Mapping[str, Record], sessions: Mapping[str, Record], defer: bool = True
+) -> list[Item]:
+    """Records for transfers without a commit intent and sessions without an end
+    (``defer``: leave what :func:`deferred` names to :func:`settle`)."""
     items: list[Item] = []
     for key, rec in open_.items():
-        if rec["outcome"] != "started":
-            continue  # an intent: settled against the storage by the gateway
-        fields = carry(rec, ("bytes",))
+        if rec["outcome"] != "started" or (defer and deferred(rec)):
+            continue
+        fields = carry(rec, ("bytes", "temp"))
         fields.update(transfer=key, bytes=0, error=STOPPED)
         if rec["type"] == "file.upload":
             fields["note"] = "not committed: no commit intent was journalled"
@@ -166,8 +176,27 @@ async def _happened(
     raise StorageError(Fault.UNSUPPORTED, detail=f"no recovery check for {type_}")
 
 
+async def _arrived(
+    rec: Record, areas: Mapping[str, Backend], devices: Mapping[str, Backend]
+) -> Item:
+    """The ``failed`` record of an upload cut off before its commit intent, with the
+    bytes that had reached its temp file (which the start-up sweep removes)."""
+    fields = carry(rec, ("temp",))
+    size = 0
+    with contextlib.suppress(StorageError, OSError):
+        backend, rel = _locate(rec, str(rec.get("path")), areas, devices)
+        temp_size = getattr(backend, "temp_size", None)  # local areas; devices: unknown
+        if temp_size is not None:
+            size = await temp_size((*rel[:-1], str(rec["temp"])))
+    fields.update(bytes=size, error=STOPPED)
+    fields["note"] = f"not committed: {size} byte(s) had arrived (no commit intent)"
+    return ("file.upload", "failed", fields, None)
+
+
 async def settle(rec: Record, areas: Mapping[str, Backend], devices: Mapping[str, Backend]) -> Item:
     """The outcome record for one open intent, from what the storage shows now."""
+    if rec["outcome"] == "started":
+        return await _arrived(rec, areas, devices)
     key = str(rec.get("transfer") or rec.get("intent"))
     fields = carry(rec)
     try:

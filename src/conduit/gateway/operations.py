@@ -297,6 +297,7 @@ class Operations(WriteAhead):
                 transfer=transfer,
                 path=path.text,
                 rule=decision.rule,
+                temp=getattr(handle, "temp", None),  # recovery: bytes that had arrived
                 **self._target(path),
             )
         except Exception:
