@@ -3,9 +3,9 @@
 A killed gateway can leave three kinds of open ends in the journal:
 
 * a transfer ``started`` with no end and no commit intent: nothing was
-  committed (an upload's bytes are still in its temp file, swept at start),
-  so it gets a ``failed`` record with ``bytes`` (what is known to have
-  landed: 0) and ``error = "gateway stopped during transfer"``;
+  committed, so it gets a ``failed`` record with ``error = "gateway stopped
+  during transfer"`` and ``bytes``: for an upload what had reached its temp
+  file (read before the start-up sweep removes it), for a download 0;
 * an ``intent`` with no outcome: the effect may or may not have happened.
   :func:`settle` asks the storage: an upload whose file is at its path with
   the intended SHA-256 and size was committed (``success``), otherwise it was
