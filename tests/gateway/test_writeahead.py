@@ -274,3 +274,44 @@ def test_killed_between_steps_the_journal_and_storage_agree(
             sweeps = [r for r in records if r["type"] == "storage.sweep"]
             assert sweeps and sweeps[0]["count"] == 1 and sweeps[0]["area"] == "inbox"
     assert main(["audit", "verify", "--config", str(config)]) == 0
+
+
+def test_a_gateway_writes_its_anchor_folder_and_verify_uses_it(
+    make_gateway, keys: dict[str, Path], tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """[audit] anchor_dirs from the config: cutting the tail and putting back an
+    earlier genuine checkpoint.json fails verify with the missing records named."""
+    import json
+
+    from conduit.audit.events import digest, encode
+
+    root = tmp_path / "site"
+    root.mkdir()
+    (tmp_path / "anchor").mkdir()
+    text = audited_policy(root, keys, f'anchor_dirs = ["{tmp_path / "anchor"}"]')
+    (root / "conduit.toml").write_text(text)
+    gw = make_gateway(text=text, recorder="journal")
+    src = random_file(tmp_path / "a.bin", 1000)
+    assert gw.scp(str(src), ":/inbox/", legacy=True).returncode == 0
+    journal = root / "audit"
+    first = next(r for r in journal_records(journal) if r["type"] == "audit.checkpoint")
+    gw.call(gw.gateway.stop())
+    anchored = json.loads((tmp_path / "anchor" / "checkpoint.json").read_text())
+    assert anchored == json.loads((journal / "checkpoint.json").read_text())
+    config = str(root / "conduit.toml")
+    assert main(["audit", "verify", "--config", config]) == 0
+    assert f"reaches anchor {tmp_path / 'anchor'}" in capsys.readouterr().out
+    # root on the gateway: cut after the first checkpoint, restore its state
+    for path in sorted(journal.glob("journal-*.jsonl")):
+        kept = [
+            ln for ln in path.read_text().splitlines(True) if json.loads(ln)["seq"] <= first["seq"]
+        ]
+        path.write_text("".join(kept))
+    state = {"file": "x", "seq": first["seq"], "hash": digest(encode(first)), "record": first}
+    (journal / "checkpoint.json").write_text(json.dumps(state))
+    assert main(["audit", "verify", "--journal", str(journal)]) == 0  # the folder alone: fooled
+    capsys.readouterr()
+    assert main(["audit", "verify", "--config", config]) == 1
+    out = capsys.readouterr().out
+    assert "FAULT truncated" in out and f"ends at seq {first['seq']}" in out
+    assert f"seq {first['seq'] + 1}..{anchored['seq']} are missing from the end" in out
