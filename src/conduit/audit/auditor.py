@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from conduit.audit import checkpoint
 from conduit.audit.events import check_event, utc_now
 from conduit.audit.journal import Item, Journal
-from conduit.audit.recovery import Settle, carry, crash_items, deferred
+from conduit.audit.recovery import Settle, crash_items, settled_items
 
 if TYPE_CHECKING:
     from conduit.audit.index import Index
@@ -145,16 +145,7 @@ class Auditor:
         return len(items)
 
     async def _settled_items(self) -> list[Item]:
-        open_ = {k: r for k, r in self.journal.open_transfers.items() if deferred(r)}
-        if self._settle is not None:
-            return await self._settle(list(open_.values())) if open_ else []
-        reason = "intent left without outcome at close (no storage to settle it against)"
-        alerts: list[Item] = [
-            ("audit.alert", "failed", {**carry(r), "reason": reason}, None)
-            for r in open_.values()
-            if r["outcome"] == "intent"
-        ]
-        return alerts + crash_items(open_, {}, defer=False)
+        return await settled_items(self.journal.open_transfers, self._settle)
 
     @property
     def available(self) -> bool:

@@ -73,6 +73,21 @@ def crash_items(
     return items
 
 
+async def settled_items(open_: Mapping[str, Record], settle: Settle | None) -> list[Item]:
+    """Records for what :func:`deferred` names among ``open_``: settled against the
+    storage by ``settle``, or, without one, an alert per intent and the crash records."""
+    todo = {k: r for k, r in open_.items() if deferred(r)}
+    if settle is not None:
+        return await settle(list(todo.values())) if todo else []
+    reason = "intent left without outcome at close (no storage to settle it against)"
+    alerts: list[Item] = [
+        ("audit.alert", "failed", {**carry(r), "reason": reason}, None)
+        for r in todo.values()
+        if r["outcome"] == "intent"
+    ]
+    return alerts + crash_items(todo, {}, defer=False)
+
+
 def storage_settler(
     areas: Callable[[], Mapping[str, Backend]], devices: Callable[[], Mapping[str, Backend]]
 ) -> Settle:
