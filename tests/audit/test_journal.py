@@ -29,15 +29,16 @@ def pub(tmp_path: Path):
 async def test_record_returns_consecutive_seqs_and_verifies(make_auditor, tmp_path):
     auditor = await make_auditor()
     seqs = [await auditor.record("session.start", "success", principal="alice") for _ in range(3)]
-    assert seqs == [1, 2, 3]
+    assert seqs == [2, 3, 4]  # seq 1: the signed checkpoint written at open
     await auditor.close()
     recs = records(tmp_path / "audit")
-    assert [r["seq"] for r in recs] == [1, 2, 3, 4]
+    assert [r["seq"] for r in recs] == [1, 2, 3, 4, 5]
+    assert recs[0]["type"] == "audit.checkpoint" and recs[0]["reason"] == "start"
     assert recs[-1]["type"] == "audit.checkpoint" and recs[-1]["reason"] == "close"
     assert recs[0]["node"] == "gw-1" and recs[0]["ts"].endswith("Z") and len(recs[0]["ts"]) == 27
     report = verify(tmp_path / "audit", pub(tmp_path))
     assert report.ok, report.fault
-    assert report.records == 4 and report.unsealed == 0
+    assert report.records == 5 and report.unsealed == 0
 
 
 async def test_concurrent_writers_share_fsyncs_without_gaps(make_auditor, tmp_path, monkeypatch):
@@ -55,7 +56,7 @@ async def test_concurrent_writers_share_fsyncs_without_gaps(make_auditor, tmp_pa
     seqs = await asyncio.gather(
         *[auditor.record("file.upload", "success", path=f"/f/{i}") for i in range(200)]
     )
-    assert sorted(seqs) == list(range(1, 201))
+    assert sorted(seqs) == list(range(2, 202))
     assert fsyncs < 50  # group commit: far fewer fsyncs than records
     await auditor.close()
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
@@ -107,7 +108,7 @@ async def test_a_slow_disk_is_flushed_off_the_event_loop(make_auditor, tmp_path,
     try:
         for i in range(3):
             before = ticks
-            assert await auditor.record("file.upload", "success", path=f"/f/{i}") == i + 1
+            assert await auditor.record("file.upload", "success", path=f"/f/{i}") == i + 2
             assert ticks - before >= 5, "the event loop stood still during a 50 ms flush"
     finally:
         task.cancel()
@@ -144,7 +145,8 @@ async def test_reopen_continues_sequence_and_chain(make_auditor, tmp_path):
     await a.record("gateway.start", "success")
     await a.close()
     b = await make_auditor()
-    assert await b.record("gateway.stop", "success") == 3
+    # 1 start checkpoint, 2 gateway.start, 3 close checkpoint, 4 start checkpoint
+    assert await b.record("gateway.stop", "success") == 5
     await b.close()
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
 
@@ -211,7 +213,7 @@ async def test_alert_mode_goes_on_and_alerts_later(make_auditor, tmp_path):
     await asyncio.sleep(1.0)
     await auditor.record("session.end", "success")
     await auditor.close()
-    recs = records(directory)
+    recs = records(directory)[1:]  # after the start checkpoint
     types = [r["type"] for r in recs]
     assert types[:4] == ["gateway.start", "audit.alert", "file.upload", "session.end"]
     assert "1 held event(s) follow" in recs[1]["reason"]

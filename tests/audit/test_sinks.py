@@ -47,14 +47,17 @@ async def test_events_reach_a_real_listener(make_auditor, pki, kind, fmt):
     auditor = await make_auditor(siem=[sink])
     for i in range(20):
         await auditor.record("file.upload", "success", principal=HOSTILE, path=f"/fw/{i}.bin")
-    await listener.wait_for(20)
+    await listener.wait_for(21)
     await auditor.close()
     await listener.stop()
-    assert seqs(listener, fmt)[:20] == list(range(1, 21))
+    assert seqs(listener, fmt)[:21] == list(range(1, 22))
+    # seq 1 is the signed checkpoint written at open: checkpoints reach the SIEM too
     if fmt == "cef":
-        assert parse_cef(listener.messages[0].decode())[1]["suser"] == HOSTILE
+        assert parse_cef(listener.messages[0].decode())[1]["act"] == "audit.checkpoint"
+        assert parse_cef(listener.messages[1].decode())[1]["suser"] == HOSTILE
     else:
-        assert parse_rfc5424(listener.messages[0])[2]["principal"] == HOSTILE
+        assert parse_rfc5424(listener.messages[0])[2]["reason"] == "start"
+        assert parse_rfc5424(listener.messages[1])[2]["principal"] == HOSTILE
 
 
 @pytest.mark.parametrize("kind", ["udp", "tcp"])
@@ -217,6 +220,6 @@ async def test_a_journal_line_is_the_message_the_sink_would_encode(make_auditor,
         await auditor.record("file.upload", "success", principal=value, path=f"/x/{value}")
     await auditor.close()
     pairs = JournalReader(tmp_path / "audit").read_lines_after(0, 100)
-    assert len(pairs) == 5  # four events and the closing checkpoint
+    assert len(pairs) == 6  # the start checkpoint, four events and the closing checkpoint
     for record, line in pairs:
         assert rfc5424(record, line=line) == rfc5424(record)

@@ -49,7 +49,7 @@ def test_intact_journal_verifies(journal, tmp_path):
 def test_altered_byte(journal, tmp_path):
     path, i = find(journal, 5)
     lines = lines_of(path)
-    lines[i] = lines[i].replace(b"/fw/5.bin", b"/fw/6.bin")
+    lines[i] = lines[i].replace(b'"path":"/fw/', b'"path":"/fx/')
     rewrite(path, lines)
     fault = verify(journal, key(tmp_path)).fault
     assert fault and fault.kind == "altered" and fault.seq == 5

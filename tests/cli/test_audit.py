@@ -55,7 +55,7 @@ def test_verify_ok_and_fault(journal, tmp_path, capsys):
     path.write_bytes(path.read_bytes().replace(b"/fw/3.bin", b"/fw/X.bin"))
     assert run(["verify", "--journal", str(journal)]) == 1
     out = capsys.readouterr().out
-    assert "FAULT altered: record seq 5" in out
+    assert "FAULT altered: record seq 6" in out  # seq 1 is the start checkpoint
 
 
 def test_verify_with_config(journal, tmp_path, capsys):
@@ -125,6 +125,8 @@ def test_export_csv_and_jsonl(journal, tmp_path, capsys):
     out = tmp_path / "export.csv"
     assert run(["export", "--journal", str(journal), "--format", "csv", "-o", str(out)]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert rows[0]["type"] == "audit.checkpoint" and rows[0]["reason"] == "start"
+    rows = rows[1:]
     assert rows[0]["type"] == "session.start" and rows[0]["source"] == "10.10.0.5"
     denied = next(r for r in rows if r["type"] == "auth.failure")
     assert denied["user_given"].startswith("'=")  # no formula injection
@@ -177,7 +179,7 @@ def test_tail_search_and_csv_escape_bidi_and_c1(hostile_journal, tmp_path, capsy
     assert "\\u202e" in table.replace("\n", "").replace(" ", "")
     out_csv = tmp_path / "e.csv"
     run(["export", "--journal", str(hostile_journal), "--format", "csv", "-o", str(out_csv)])
-    rows = list(csv.DictReader(io.StringIO(out_csv.read_text(), newline="")))
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text(), newline="")))[1:]
     _no_raw_controls(out_csv.read_text())
     assert rows[0]["path"] == "/inbox/invoice\\u202etxt.exe"
     # --json / jsonl stay the exact journal lines (ASCII JSON escapes)

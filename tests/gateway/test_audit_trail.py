@@ -144,5 +144,11 @@ def test_gateway_killed_mid_transfer_leaves_a_failed_record(
         and r["outcome"] != "started"
     ]
     assert [r["outcome"] for r in ends] == ["failed"]  # never a phantom success
+    # the record says how far it got: the bytes that had reached the temp file
+    assert ends[0]["bytes"] > 0 and "byte(s) had arrived" in ends[0]["note"]
+    ends_of_session = [
+        r for r in records if r["type"] == "session.end" and r["session"] == started[0]["session"]
+    ]
+    assert [r["outcome"] for r in ends_of_session] == ["failed"]
     assert not (inbox / "big.img").exists() and os.listdir(inbox) == []  # orphan swept
     assert main(["audit", "verify", "--config", str(config)]) == 0

@@ -36,7 +36,9 @@ class MemoryRecorder:
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
+    ) -> None:
         with self.lock:
             self.events.append({"type": type, "outcome": outcome, **fields})
 

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conduit.audit import checkpoint
-from conduit.audit.events import Value, check_event, utc_now
+from conduit.audit.events import check_event, utc_now
 from conduit.audit.journal import Item, Journal
+from conduit.audit.recovery import Settle, crash_items, settled_items
 
 if TYPE_CHECKING:
     from conduit.audit.index import Index
@@ -64,14 +65,19 @@ class AuditUnavailable(Exception):
 
 
 class _Pending:
-    __slots__ = ("durable", "future", "item")
+    __slots__ = ("durable", "future", "hold", "item")
 
     def __init__(
-        self, item: Item, future: asyncio.Future[int] | None, durable: bool = True
+        self,
+        item: Item,
+        future: asyncio.Future[int] | None,
+        durable: bool = True,
+        hold: bool = False,
     ) -> None:
         self.item = item
         self.future = future
         self.durable = durable
+        self.hold = hold
 
 
 class Auditor:
@@ -99,12 +105,14 @@ class Auditor:
         # the task that wrote a record in place in this loop iteration: more
         # records from it may follow in place, other tasks' join the queue
         self._hot: asyncio.Task[object] | None = None
+        self._settle: Settle | None = None
 
     @classmethod
     async def open(cls, config: AuditConfig, node: str, key_dir: Path) -> Auditor:
         """Load or create the signing key, open and recover the journal, start the sinks."""
         key = await asyncio.to_thread(checkpoint.load_or_create_key, Path(key_dir))
         journal = Journal(Path(config.journal), node, key, int(config.rotate_size), config.fsync)
+        journal.anchor_dirs = [Path(d) for d in config.anchor_dirs]
         recovery = await asyncio.to_thread(journal.open)
         opened_at = journal.seq
         self = cls(config, journal)
@@ -116,14 +124,28 @@ class Auditor:
                 reason=f"torn last record ({recovery.torn_bytes} bytes, a crash during a "
                 f"write) moved aside to {recovery.torn.name}",
             )
-        ended = [_ended(tid, rec) for tid, rec in recovery.open_transfers.items()]
+        ended = crash_items(recovery.open_transfers, recovery.open_sessions)
         if ended:
             await asyncio.to_thread(journal.append, ended)
+        # a signed end from the first moment: a short run that crashes still has one
+        await asyncio.to_thread(journal.checkpoint, "start")
         from conduit.audit.sinks import start_sinks
 
         self.sinks = start_sinks(self, opened_at)
         self._index_task = asyncio.create_task(self._index_loop(), name="audit-index")
         return self
+
+    async def settle_intents(self, settle: Settle) -> int:
+        """Settle the intents a crash left without outcome (the gateway calls this
+        at start with its storage); ``settle`` is kept for those open at close."""
+        self._settle = settle
+        items = await self._settled_items()
+        if items:
+            await asyncio.to_thread(self.journal.append, items)
+        return len(items)
+
+    async def _settled_items(self) -> list[Item]:
+        return await settled_items(self.journal.open_transfers, self._settle)
 
     @property
     def available(self) -> bool:
@@ -135,7 +157,13 @@ class Auditor:
         return self._down_reason
 
     async def record(
-        self, type: str, outcome: str, *, durable: bool = True, **fields: object
+        self,
+        type: str,
+        outcome: str,
+        *,
+        durable: bool = True,
+        hold: bool = False,
+        **fields: object,
     ) -> int:
         """Append one event; return its seq once it is written per the fsync policy.
 
@@ -143,6 +171,12 @@ class Auditor:
         gateway process dies, not the machine) returns once the record is in
         the journal file without waiting for an fsync; the next durable record
         or the periodic sync makes it durable. The chain is the same either way.
+
+        ``hold=True`` is for the outcome of an effect whose durable ``intent``
+        record is already written: the effect happened (or not) whatever the
+        journal does now, so the outcome is never refused, even in closed
+        mode; while the journal cannot be written it waits in memory like an
+        alert-mode event, and start-up recovery settles it if the process dies.
 
         Closed mode and the journal cannot be written: AuditUnavailable. Alert
         mode: never raises; the event is held in memory and written (after an
@@ -160,17 +194,21 @@ class Auditor:
             and not (durable and self._sync_in_thread)
             and not self.journal.needs_rotation
         ):
-            return self._write_now(item, durable)
+            return self._write_now(item, durable, hold)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, future, durable))
+        self._queue.append(_Pending(item, future, durable, hold))
         self._wake.set()
         return await future
+
+    @property
+    def _checkpoint_due(self) -> bool:
+        return self.journal.since_checkpoint >= self.config.checkpoint_records
 
     @property
     def _sync_in_thread(self) -> bool:
         return self.journal.fsync_policy == "always" and self._sync_cost >= INLINE_SYNC_MAX
 
-    def _write_now(self, item: Item, durable: bool) -> int:
+    def _write_now(self, item: Item, durable: bool, hold: bool = False) -> int:
         """Commit one record in the caller, without a trip through the committer.
 
         Only while the committer is parked and nothing is queued, so order is
@@ -187,12 +225,12 @@ class Auditor:
         except Exception as exc:
             self._write_failed(exc)
             self._wake.set()  # the committer probes the journal from now on
-            return self._refuse_or_hold(item)
+            return self._refuse_or_hold(item, hold)
         if self._hot is None:
             asyncio.get_running_loop().call_soon(self._cool)
         self._hot = asyncio.current_task()
-        if self.journal.needs_rotation:
-            self._wake.set()  # the committer rotates (checkpoint + fsync: off the loop)
+        if self.journal.needs_rotation or self._checkpoint_due:
+            self._wake.set()  # the committer rotates or seals (fsync: off the loop)
         for sink in self.sinks:
             sink.notify()
         return seq
@@ -200,9 +238,10 @@ class Auditor:
     def _cool(self) -> None:
         self._hot = None
 
-    def _refuse_or_hold(self, item: Item) -> int:
-        """An event the journal could not take: AuditUnavailable (closed) or held (alert)."""
-        if self.config.on_failure == "closed":
+    def _refuse_or_hold(self, item: Item, hold: bool = False) -> int:
+        """An event the journal could not take: AuditUnavailable (closed) or held (alert,
+        and the outcomes of effects already announced by a durable intent)."""
+        if self.config.on_failure == "closed" and not hold:
             self._refused += 1
             raise AuditUnavailable(self._down_reason or "the audit journal cannot be written")
         self._hold(item)
@@ -236,10 +275,11 @@ class Auditor:
             now = time.monotonic()
             if self._down_reason is None:
                 try:
-                    if now >= next_checkpoint:
+                    if now >= next_checkpoint or self._checkpoint_due:
+                        reason = "records" if self._checkpoint_due else "interval"
                         next_checkpoint = now + cfg.checkpoint_interval
                         if self.journal.since_checkpoint:
-                            await asyncio.to_thread(self.journal.checkpoint, "interval")
+                            await asyncio.to_thread(self.journal.checkpoint, reason)
                     if now >= next_sync:
                         next_sync = now + BATCH_SYNC_INTERVAL
                         if self.journal.dirty:
@@ -259,7 +299,7 @@ class Auditor:
             held = list(self._held)
             gone = time.monotonic() - self._down_since
             what = (
-                f"{self._refused} event(s) were refused"
+                f"{self._refused} event(s) were refused, {len(held)} held outcome(s) follow"
                 if self.config.on_failure == "closed"
                 else f"{len(held)} held event(s) follow, {self._dropped} dropped"
             )
@@ -296,7 +336,7 @@ class Auditor:
                 if p.future is None or p.future.done():
                     continue
                 try:
-                    p.future.set_result(self._refuse_or_hold(p.item))
+                    p.future.set_result(self._refuse_or_hold(p.item, p.hold))
                 except AuditUnavailable as refused:
                     p.future.set_exception(refused)
             return
@@ -381,10 +421,11 @@ class Auditor:
         self._wake.set()
         if self._task is not None:
             await self._task
-        ended = [_ended(tid, rec) for tid, rec in self.journal.open_transfers.items()]
+        ended = crash_items(self.journal.open_transfers, {})
         try:
             if self._held:  # alert mode: events the journal could not take yet
                 await self._commit([])
+            ended += await self._settled_items()
             if ended:
                 await asyncio.to_thread(self.journal.append, ended)
             await asyncio.to_thread(self.journal.close)
@@ -400,14 +441,3 @@ class Auditor:
             self._index_stop.set()
             await self._index_task
         self._task = None
-
-
-def _ended(tid: str, started: dict[str, Value]) -> Item:
-    """The ``failed`` record for a transfer that was started and never ended."""
-    keep = {
-        k: v
-        for k, v in started.items()
-        if k not in ("seq", "ts", "node", "type", "outcome", "prev", "error")
-    }
-    keep.update(transfer=tid, error="gateway stopped during transfer")
-    return (str(started["type"]), "failed", keep, None)

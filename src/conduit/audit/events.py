@@ -36,6 +36,8 @@ EVENT_TYPES = frozenset(
         "file.rename",
         "dir.create",
         "dir.delete",
+        "file.times",
+        "storage.sweep",
         "access.denied",
         "policy.reload",
         "session.revoke",
@@ -48,7 +50,9 @@ EVENT_TYPES = frozenset(
     }
 )
 
-OUTCOMES = frozenset({"success", "denied", "failed", "started"})
+#: ``intent``: an effect on storage is about to happen (write-ahead); its
+#: ``success``/``failed`` record with the same ``intent`` (or ``transfer``) follows.
+OUTCOMES = frozenset({"success", "denied", "failed", "started", "intent"})
 
 #: The fields the gateway passes, in the order tables and CSV show them.
 FIELDS = (
@@ -77,6 +81,9 @@ FIELDS = (
     "transfer",
     "old_path",
     "new_path",
+    "intent",
+    "atime",
+    "mtime",
 )
 
 Value = str | int | float | bool | None

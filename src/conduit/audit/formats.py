@@ -90,7 +90,7 @@ def parse_rfc5424(message: bytes) -> tuple[int, str, Record]:
 
 # -- CEF ---------------------------------------------------------------------------
 
-CEF_SEVERITY = {"started": 1, "success": 3, "denied": 6, "failed": 7}
+CEF_SEVERITY = {"started": 1, "intent": 1, "success": 3, "denied": 6, "failed": 7}
 
 #: record field -> CEF key, with the label for custom keys.
 CEF_KEYS: dict[str, tuple[str, str | None]] = {

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conduit.audit import checkpoint
+from conduit.audit import anchors, checkpoint, faults
 from conduit.audit.events import GENESIS, Record, Value, build, decode, digest, encode, utc_now
 
 FILE_RE = re.compile(r"^journal-(\d{6,})\.jsonl$")
@@ -38,6 +38,8 @@ CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = "journal.lock"
 log = logging.getLogger("conduit.audit")
 TRANSFER_END = frozenset({"success", "failed", "denied"})
+#: Outcomes that open a transfer or an effect: its end is still to come.
+OPENING = frozenset({"started", "intent"})
 
 #: One event to append: (type, outcome, fields, ts). ts None: stamp at write time.
 Item = tuple[str, str, dict[str, Value], str | None]
@@ -70,13 +72,21 @@ class JournalBusy(Exception):
     """Another process holds the journal: two writers would fork the hash chain."""
 
 
+def open_key(record: Record) -> str | None:
+    """What ties a record to its transfer or write-ahead effect: ``transfer`` or ``intent``."""
+    key = record.get("transfer") or record.get("intent")
+    return key if isinstance(key, str) else None
+
+
 @dataclass
 class Recovery:
-    """What :meth:`Journal.open` found: torn bytes moved aside, transfers left open."""
+    """What :meth:`Journal.open` found: torn bytes moved aside, transfers and
+    intents left open (newest record of each), sessions without an end."""
 
     torn: Path | None = None
     torn_bytes: int = 0
     open_transfers: dict[str, Record] = field(default_factory=dict)
+    open_sessions: dict[str, Record] = field(default_factory=dict)
 
 
 class Journal:
@@ -108,6 +118,8 @@ class Journal:
         self._active = ""
         self._lock = threading.Lock()
         self._owner: int | None = None  # fd holding the folder's flock
+        #: folders outside this one that get a copy of each checkpoint's state
+        self.anchor_dirs: list[Path] = []
 
     @property
     def path(self) -> Path:
@@ -133,7 +145,7 @@ class Journal:
             self._number = int(FILE_RE.match(files[-1].name).group(1))  # type: ignore[union-attr]
             recovery = self._cut_torn(files[-1])
             self._find_head(files)
-            recovery.open_transfers = self._scan_open_transfers(files)
+            recovery.open_transfers, recovery.open_sessions = self._scan_open(files)
             self.open_transfers = dict(recovery.open_transfers)
         self._reopen()
         return recovery
@@ -198,23 +210,34 @@ class Journal:
                 self.head = digest(line)
                 break
 
-    def _scan_open_transfers(self, files: list[Path]) -> dict[str, Record]:
-        """Transfers "started" with no end since the last clean close (newest files first)."""
+    def _scan_open(self, files: list[Path]) -> tuple[dict[str, Record], dict[str, Record]]:
+        """Transfers and intents with no end, and sessions with no ``session.end``,
+        since the last clean close (newest files first)."""
         ended: set[str] = set()
         open_: dict[str, Record] = {}
+        sessions: dict[str, Record] = {}
+        closed: set[str] = set()
         for path in reversed(files):
             records = [decode(raw.rstrip(b"\n")) for _, _, raw in iter_lines(path)]
             for record in reversed(records):
-                if record["type"] == "audit.checkpoint" and record.get("reason") == "close":
-                    return open_
-                tid = record.get("transfer")
-                if not isinstance(tid, str):
+                type_ = record["type"]
+                if type_ == "audit.checkpoint" and record.get("reason") == "close":
+                    return open_, sessions
+                if type_ in ("session.start", "session.end"):
+                    sid = record.get("session")
+                    if type_ == "session.end":
+                        closed.add(str(sid))
+                    elif str(sid) not in closed:
+                        sessions.setdefault(str(sid), record)
                     continue
-                if record["outcome"] in TRANSFER_END:
+                tid = open_key(record)
+                if tid is None:
+                    continue
+                if record["outcome"] in TRANSFER_END or type_ == "audit.alert":
                     ended.add(tid)
-                elif record["outcome"] == "started" and tid not in ended:
+                elif record["outcome"] in OPENING and tid not in ended:
                     open_.setdefault(tid, record)
-        return open_
+        return open_, sessions
 
     # -- writing ----------------------------------------------------------------
 
@@ -254,9 +277,9 @@ class Journal:
                 os.ftruncate(fd, self._size)
             view = memoryview(buf)
             while view:
-                view = view[os.write(fd, view) :]
+                view = view[faults.fs.write(fd, view) :]
             if durable:
-                os.fdatasync(fd)  # covers the new size too, which is all an append changes
+                faults.fs.fdatasync(fd)  # covers the new size too, which is all an append changes
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self._size)
@@ -315,11 +338,11 @@ class Journal:
         self.last_record = records[-1] if records else self.last_record
         self.since_checkpoint += len(items)
         for record in records:
-            tid = record.get("transfer")
-            if isinstance(tid, str):
-                if record["outcome"] == "started":
+            tid = open_key(record)
+            if tid is not None:
+                if record["outcome"] in OPENING:
                     self.open_transfers[tid] = record
-                elif record["outcome"] in TRANSFER_END:
+                elif record["outcome"] in TRANSFER_END or record["type"] == "audit.alert":
                     self.open_transfers.pop(tid, None)
         return list(range(first, seq + 1))
 
@@ -327,7 +350,7 @@ class Journal:
         """fsync the active file if something was written without it."""
         with self._lock:
             if self.dirty and self._fd is not None:
-                os.fsync(self._fd)
+                faults.fs.fsync(self._fd)
                 self.dirty = False
 
     def checkpoint(self, reason: str) -> int:
@@ -339,7 +362,7 @@ class Journal:
         seq, ts = self.seq + 1, utc_now()
         fields = checkpoint.seal(self.key, self.node, seq, ts, self.head, reason)
         if self.dirty and self._fd is not None:
-            os.fsync(self._fd)
+            faults.fs.fsync(self._fd)
         self._append_locked([("audit.checkpoint", "success", fields, ts)], durable=True)
         self.since_checkpoint = 0
         state = {
@@ -348,7 +371,9 @@ class Journal:
             "hash": self.head,
             "record": self.last_record,
         }
-        _atomic_write(self.directory / CHECKPOINT_FILE, json.dumps(state, indent=1).encode())
+        data = json.dumps(state, indent=1).encode()
+        _atomic_write(self.directory / CHECKPOINT_FILE, data)
+        anchors.write(self.anchor_dirs, data)
         return self.seq
 
     def _rotate(self) -> None:

@@ -9,7 +9,15 @@ consequence of it, and says which record and what kind of damage it is:
 * ``reordered`` -- a record sits at the wrong place (it appears later/earlier);
 * ``truncated`` -- the end is missing: a rotated file without its closing
   checkpoint, or the journal ends before what ``checkpoint.json`` sealed;
-* ``re-sealed`` -- a checkpoint is not signed by the gateway's key.
+* ``re-sealed`` -- a checkpoint is not signed by the gateway's key;
+* ``missing``   -- the signed state is missing or unsigned: no
+  ``checkpoint.json``, one without a signed checkpoint record, or a journal
+  without any checkpoint.
+
+``checkpoint.json`` lives beside the journal, so whoever can cut the journal
+can also put back an earlier genuine checkpoint there. Anchors
+(:mod:`conduit.audit.anchors`) are checkpoints held elsewhere: the journal
+must reach each one and hold the same record at its seq.
 
 A last line without newline in the active file is what a crash mid-write
 leaves: it is a note, not a fault (the gateway moves it aside on restart).
@@ -27,6 +35,7 @@ from typing import NoReturn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from conduit.audit import checkpoint
+from conduit.audit.anchors import Anchor
 from conduit.audit.events import GENESIS, Record, decode, digest, encode
 from conduit.audit.journal import CHECKPOINT_FILE, journal_files
 
@@ -77,10 +86,15 @@ def _records_after(files: list[Path], index: int, line_no: int) -> Iterator[tupl
 
 
 def verify(
-    directory: Path, public_key: Ed25519PublicKey | None = None, start: Path | None = None
+    directory: Path,
+    public_key: Ed25519PublicKey | None = None,
+    start: Path | None = None,
+    anchors: list[Anchor] | None = None,
 ) -> Report:
-    """Verify the journal in ``directory`` (from file ``start`` on, trusting its first link)."""
+    """Verify the journal in ``directory`` (from file ``start`` on, trusting its first
+    link); it must reach every anchor and agree with it."""
     report = Report()
+    anchors = anchors or []
     files = journal_files(directory)
     if start is not None:
         names = [p.name for p in files]
@@ -91,9 +105,12 @@ def verify(
     if public_key is None:
         report.notes.append("no public key given: checkpoint signatures not checked")
     state = _load_state(directory)
+    seen: dict[int, tuple[str, str]] = {a.seq: ("", "") for a in anchors}
     try:
-        _walk(files, public_key, start is None, state, report)
+        _walk(files, public_key, start is None, state, report, seen)
         _check_state(state, public_key, report)
+        for anchor in anchors:
+            _check_anchor(anchor, seen, public_key, report)
     except _Stop:
         pass
     return report
@@ -110,6 +127,7 @@ def _walk(
     from_genesis: bool,
     state: Record | None,
     report: Report,
+    seen: dict[int, tuple[str, str]],
 ) -> None:
     expected: int | None = 1 if from_genesis else None
     prev: str | None = GENESIS if from_genesis else None
@@ -194,6 +212,8 @@ def _walk(
                 report.first_seq = seq
             if state is not None and seq == state.get("seq"):
                 state["_seen"] = digest(line)
+            if seq in seen:
+                seen[seq] = (digest(line), record["prev"])
             prev, expected = digest(line), seq + 1
             last_where, last_record = where, record
             report.records += 1
@@ -250,13 +270,25 @@ def _load_state(directory: Path) -> Record | None:
 
 def _check_state(state: Record | None, key: Ed25519PublicKey | None, report: Report) -> None:
     """The latest checkpoint is also kept outside the chain, so a cut-off end shows."""
-    if state is None:
-        return
     where = CHECKPOINT_FILE
+    if report.records and not report.checkpoints:
+        _fail(report, "missing", "journal", "no signed checkpoint anywhere in the journal")
+    if state is None:
+        if report.records:
+            _fail(report, "missing", where, "the signed state is missing (deleted?)")
+        return
     if state.get("_bad") or not isinstance(state.get("seq"), int):
         _fail(report, "altered", where, "not a valid checkpoint state file")
-    if key is not None and isinstance(state.get("record"), dict):
-        problem = checkpoint.check(key, state["record"])
+    record = state.get("record")
+    if (
+        not isinstance(record, dict)
+        or record.get("type") != "audit.checkpoint"
+        or record.get("seq") != state["seq"]
+        or digest(encode(record)) != state.get("hash")
+    ):
+        _fail(report, "missing", where, "holds no signed checkpoint matching its seq and hash")
+    if key is not None:
+        problem = checkpoint.check(key, record)
         if problem:
             _fail(report, "re-sealed", where, f"latest checkpoint {problem}", state["seq"])
     if report.first_seq is not None and state["seq"] < report.first_seq:
@@ -278,3 +310,42 @@ def _check_state(state: Record | None, key: Ed25519PublicKey | None, report: Rep
             f"record seq {state['seq']} differs from the one the latest signed checkpoint recorded",
             state["seq"],
         )
+
+
+def _check_anchor(
+    anchor: Anchor,
+    seen: dict[int, tuple[str, str]],
+    key: Ed25519PublicKey | None,
+    report: Report,
+) -> None:
+    """The journal must reach ``anchor`` and hold the same record at its seq."""
+    where = anchor.source
+    if anchor.record is not None and key is not None:
+        problem = checkpoint.check(key, anchor.record)
+        if problem:
+            _fail(report, "re-sealed", where, f"anchored checkpoint {problem}", anchor.seq)
+    if report.first_seq is not None and anchor.seq < report.first_seq:
+        report.notes.append(f"{where}: seq {anchor.seq} is before the files verified")
+        return
+    if report.last_seq < anchor.seq:
+        _fail(
+            report,
+            "truncated",
+            where,
+            f"the journal ends at seq {report.last_seq} but {where} holds a signed "
+            f"checkpoint at seq {anchor.seq}: record(s) seq {report.last_seq + 1}.."
+            f"{anchor.seq} are missing from the end",
+            report.last_seq + 1,
+        )
+    line_hash, prev = seen[anchor.seq]
+    if (anchor.hash is not None and line_hash != anchor.hash) or (
+        anchor.head_hash is not None and prev != anchor.head_hash
+    ):
+        _fail(
+            report,
+            "altered",
+            where,
+            f"record seq {anchor.seq} is not the checkpoint {where} holds",
+            anchor.seq,
+        )
+    report.notes.append(f"reaches {where} (checkpoint seq {anchor.seq})")

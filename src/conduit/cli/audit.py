@@ -8,6 +8,7 @@ hostile user name or path cannot move the cursor or recolour the screen.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import re
@@ -18,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from conduit.audit import anchors
+from conduit.audit.anchors import Anchor
 from conduit.audit.checkpoint import KEY_NAME, fingerprint, load_public_key
 from conduit.audit.events import FIELDS, Record, encode
 from conduit.audit.index import Index, Query, parse_time
@@ -31,7 +34,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Show an option's default when it has one worth showing (not None or off)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or action.help is None:
+        if action.default in (None, False, []) or action.help is None:
             return action.help
         return super()._get_help_string(action)
 
@@ -66,6 +69,29 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="the gateway's audit public key, a pinned copy (default: audit_ed25519.pub "
         "in the data folder or beside the journal)",
+    )
+    p.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        metavar="SEQ:HASH",
+        help="a checkpoint the journal must reach (seq and hash of checkpoint.json)",
+    )
+    p.add_argument(
+        "--anchor-from",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a SIEM's received log (RFC 5424 or CEF): its newest checkpoint is an anchor",
+    )
+    p.add_argument(
+        "--anchor-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="an anchor folder (default: [audit] anchor_dirs of the config)",
     )
     p.set_defaults(handler=cmd_verify)
 
@@ -126,7 +152,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", help="event type, e.g. file.upload or file.*")
     p.add_argument(
         "--outcome",
-        choices=["success", "denied", "failed", "started"],
+        choices=["success", "denied", "failed", "started", "intent"],
         help="only events with this outcome",
     )
 
@@ -179,7 +205,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             key = load_public_key(key_path)
         except (OSError, ValueError) as exc:
             raise CommandError(f"{key_path}: cannot read the audit public key: {exc}") from None
-    report = verify(directory, key, args.start)
+    report = verify(directory, key, args.start, _anchors(args))
     for note in report.notes:
         print(f"note: {safe(note)}")
     if report.fault is not None:
@@ -193,6 +219,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{report.checkpoints} checkpoint(s){signer}"
     )
     return 0
+
+
+def _anchors(args: argparse.Namespace) -> list[Anchor]:
+    """The anchors given on the command line and the config's anchor folders."""
+    found: list[Anchor] = []
+    for text in args.anchor:
+        try:
+            found.append(anchors.parse(text))
+        except ValueError as exc:
+            raise CommandError(f"--anchor {exc}") from None
+    for path in args.anchor_from:
+        try:
+            anchor = anchors.from_siem_log(path)
+        except OSError as exc:
+            raise CommandError(f"{path}: cannot read the SIEM log: {exc}") from None
+        if anchor is None:
+            raise CommandError(f"{path}: no conduit checkpoint found in this SIEM log")
+        found.append(anchor)
+    dirs = list(args.anchor_dir)
+    if not dirs and args.journal is None and args.config.exists():
+        from conduit.config import ConfigError, load
+
+        with contextlib.suppress(ConfigError):
+            dirs = list(load(args.config).audit.anchor_dirs)
+    for item in anchors.from_dirs(dirs):
+        if isinstance(item, str):
+            raise CommandError(f"FAULT missing: {item}", code=1)
+        found.append(item)
+    return found
 
 
 def safe(value: object) -> str:

@@ -75,6 +75,7 @@ def absolutize(config: Config, base: Path) -> Config:
     audit = config.audit.model_copy(
         update={
             "journal": fix(config.audit.journal),
+            "anchor_dirs": [fix(d) for d in config.audit.anchor_dirs],
             "siem": [
                 s.model_copy(update={"ca": fix(s.ca), "cert": fix(s.cert), "key": fix(s.key)})
                 for s in config.audit.siem

@@ -145,7 +145,9 @@ class AuditConfig(Section):
     journal: Path = Path("data/audit")
     on_failure: Literal["closed", "alert"] = "closed"
     fsync: Literal["always", "batch", "never"] = "always"
-    checkpoint_interval: Annotated[float, Field(gt=0)] = 300.0
+    checkpoint_interval: Annotated[float, Field(gt=0)] = 60.0
+    checkpoint_records: Annotated[int, Field(ge=1)] = 1000
+    anchor_dirs: list[Path] = []
     rotate_size: Size = ByteSize(64 * 1024 * 1024)
     spool_alert_fill: Annotated[float, Field(gt=0, le=1)] = 0.8
     siem: list[SiemSink] = []

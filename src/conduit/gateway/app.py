@@ -17,6 +17,7 @@ import asyncssh
 
 from conduit.audit import Auditor
 from conduit.audit.noise import NoiseLog
+from conduit.audit.recovery import storage_settler
 from conduit.config import Config, ConfigError
 from conduit.gateway import tuning
 from conduit.gateway.control import ControlServer, socket_path
@@ -65,15 +66,17 @@ class EventLog:
     def available(self) -> bool:
         return self.auditor.available
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> int:
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
+    ) -> int:
         present = {k: v for k, v in fields.items() if v is not None}
-        seq = await self.auditor.record(type, outcome, durable=durable, **present)
+        seq = await self.auditor.record(type, outcome, durable=durable, hold=hold, **present)
         if type in self.ECHOED_ELSEWHERE:
             return seq
         # Routine file events go to DEBUG (shown by `serve -v`): a console line
         # per small file cost more than its journal record; the journal and
         # `conduit audit tail -f` have every one.
-        routine = outcome in ("started", "success") and type.startswith(("file.", "dir."))
+        routine = outcome in ("started", "intent", "success") and type.startswith(("file.", "dir."))
         level = logging.DEBUG if routine else logging.INFO
         if self.log.isEnabledFor(level):
             shown = " ".join(f"{k}={v!r}" for k, v in present.items())
@@ -229,11 +232,14 @@ class Gateway:
             if isinstance(backend, LocalBackend) and before.get(name) is not backend
         ]
         if new:
+            loop = asyncio.get_running_loop()
             threading.Thread(
-                target=self._sweep, args=(new,), name="conduit-sweep", daemon=True
+                target=self._sweep, args=(new, loop), name="conduit-sweep", daemon=True
             ).start()
 
-    def _sweep(self, areas: list[tuple[str, LocalBackend]]) -> None:
+    def _sweep(
+        self, areas: list[tuple[str, LocalBackend]], loop: asyncio.AbstractEventLoop
+    ) -> None:
         for name, backend in areas:
             if self._stopping.is_set():
                 return
@@ -243,6 +249,17 @@ class Gateway:
                 log.warning("area %s: sweep for incomplete uploads failed: %s", name, exc)
                 continue
             if result.removed:
+                # a change to storage: journalled, not only shown on the console
+                asyncio.run_coroutine_threadsafe(
+                    self.recorder.record(
+                        "storage.sweep",
+                        "success",
+                        area=name,
+                        count=result.removed,
+                        reason="incomplete upload temp file(s) left by a crash removed",
+                    ),
+                    loop,
+                )
                 log.warning(
                     "area %s: removed %d incomplete upload(s) left by a crash",
                     name,
@@ -283,6 +300,7 @@ class Gateway:
             self.recorder = self._journal
         try:
             self.noise.start()
+            await self._settle_crash()
             await self._listen()
             self._sweep_later({})
         except BaseException as exc:
@@ -298,6 +316,16 @@ class Gateway:
         (gw.data_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
         host = gw.listen.rpartition(":")[0]
         await self.recorder.record("gateway.start", "success", listen=f"{host}:{self.port}")
+
+    async def _settle_crash(self) -> None:
+        """Before anyone connects: settle the write-ahead intents a crash left
+        without outcome against the storage (see conduit.audit.recovery)."""
+        if self._journal is None:
+            return
+        self.areas = self._build_backends(self.config)
+        self.devices = self._build_devices(self.config)
+        settle = storage_settler(lambda: self.areas, lambda: self.devices)
+        await self._journal.auditor.settle_intents(settle)
 
     async def _listen(self) -> None:
         gw = self.config.gateway

@@ -80,7 +80,9 @@ class Guard:
                 f"session revoked: {self.traffic.revoked}",
             )
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
+    ) -> None:
         raise NotImplementedError
 
     def _ask(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:

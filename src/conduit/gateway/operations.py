@@ -5,6 +5,15 @@ Every request, whichever protocol brought it, comes through one
 virtual root, the policy decides, the right backend carries it out, the
 transfer pipeline hashes and commits, and the outcome is recorded. The
 protocol servers only translate wire messages to these calls and errors back.
+
+Write-ahead: every effect on storage (an upload's commit, delete, rename,
+mkdir, rmdir, set times) first writes a durable ``intent`` record naming who
+does what; only then does the effect happen, and its ``success``/``failed``
+outcome follows without an fsync of its own (it rides the next flush). No
+intent record, no effect: the client gets the refusal and storage is
+untouched. A download's ``started`` record is durable before its first byte
+leaves. Start-up recovery settles intents whose outcome a crash lost
+(:mod:`conduit.audit.recovery`).
 """
 
 from __future__ import annotations
@@ -18,8 +27,8 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Protocol
 
 from conduit.config.model import Op
-from conduit.gateway.guard import Guard
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
+from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
 from conduit.policy import Decision, Policy
 from conduit.storage.base import Backend, Entry, Fault, RelPath, Space, Stat, StorageError
@@ -32,7 +41,7 @@ class Recorder(Protocol):
     """Where events go (the audit journal); awaited before the client hears success."""
 
     async def record(
-        self, type: str, outcome: str, *, durable: bool = True, **fields: Any
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
     ) -> Any: ...
 
 
@@ -87,7 +96,7 @@ def _virtual_stat() -> Stat:
     return Stat(size=0, mode=VIRTUAL_DIR_MODE, mtime=now, atime=now)
 
 
-class Operations(Guard):
+class Operations(WriteAhead):
     """One session's view of the virtual root."""
 
     def __init__(self, site: Site, session: SessionInfo, traffic: Traffic | None = None) -> None:
@@ -125,16 +134,18 @@ class Operations(Guard):
             **extra,
         }
 
-    async def record(self, type: str, outcome: str, *, durable: bool = True, **fields: Any) -> None:
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
+    ) -> None:
         """Record an event; if the journal refuses it, the operation fails (fail closed).
 
-        ``durable=False`` is for ``started`` records: they must survive the
-        gateway process dying (so recovery can mark the transfer failed), not
-        a power loss, and need no fsync of their own.
+        ``durable=False`` is for records that must survive the gateway process
+        dying, not a power loss: an upload's ``started`` and every outcome
+        whose durable intent is already written. ``hold``: see :meth:`settled`.
         """
         try:
             await self.site.recorder.record(
-                type, outcome, durable=durable, **self._fields(**fields)
+                type, outcome, durable=durable, hold=hold, **self._fields(**fields)
             )
         except StorageError:
             raise
@@ -234,10 +245,19 @@ class Operations(Guard):
         except StorageError:
             return Entry(name, _virtual_stat())
 
-    async def set_times(self, path: VirtualPath, atime: float, mtime: float) -> None:
+    async def set_times(
+        self, path: VirtualPath, atime: float, mtime: float, *, upload: Upload | None = None
+    ) -> None:
+        """Set a file's times; ``upload``: the upload just committed there, whose
+        durable commit intent already named these times (no second fsync)."""
         await self.authorize(Op.WRITE, path)
         backend, rel, _ = self.locate(path)
-        await backend.set_times(rel, atime, mtime)
+        fields = {"path": path.text, "atime": atime, "mtime": mtime, **self._target(path)}
+
+        async def action() -> None:
+            await backend.set_times(rel, atime, mtime)
+
+        await self.effect("file.times", fields, action, intent=self.covering(upload, atime, mtime))
 
     # -- transfers ------------------------------------------------------------------
 
@@ -248,16 +268,16 @@ class Operations(Guard):
         check = await self._readable(path, handle)
         transfer = uuid.uuid4().hex[:16]
         try:
+            # durable before the first byte leaves: the download's one fsync
             await self.record(
                 "file.download",
                 "started",
-                durable=False,
                 transfer=transfer,
                 path=path.text,
                 rule=decision.rule,
                 **self._target(path),
             )
-        except Exception:
+        except BaseException:
             await handle.close()
             raise
         self.traffic.transfers_open += 1
@@ -290,6 +310,7 @@ class Operations(Guard):
                 transfer=transfer,
                 path=path.text,
                 rule=decision.rule,
+                temp=getattr(handle, "temp", None),  # recovery: bytes that had arrived
                 **self._target(path),
             )
         except Exception:
@@ -303,6 +324,7 @@ class Operations(Guard):
             max_size=decision.max_size,
             report=self._reporter("file.upload", path, decision),
             check=self._still_writable(path, backend, rel),
+            intend=self.commit_intent(path, decision, transfer),
         )
         self.traffic.transfers[transfer] = (Op.WRITE, path.text, upload)
         return upload
@@ -322,7 +344,7 @@ class Operations(Guard):
                 self.traffic.bytes_in += result.bytes
             else:
                 self.traffic.bytes_out += result.bytes
-            await self.record(
+            await self.settled(
                 type,
                 str(result.outcome),
                 transfer=result.transfer,
@@ -346,14 +368,8 @@ class Operations(Guard):
         if len(path.parts) < 2:
             raise StorageError(Fault.FORBIDDEN, "cannot change the virtual root")
         backend, rel, _ = self.locate(path)
-        try:
-            await action(backend, rel)
-        except StorageError as exc:
-            await self.record(
-                type, "failed", path=path.text, error=exc.detail, **self._target(path)
-            )
-            raise
-        await self.record(type, "success", path=path.text, **self._target(path))
+        fields = {"path": path.text, **self._target(path)}
+        await self.effect(type, fields, lambda: action(backend, rel))
 
     async def mkdir(self, path: VirtualPath, mode: int = 0o755) -> None:
         async def action(backend: Backend, rel: RelPath) -> None:
@@ -384,9 +400,8 @@ class Operations(Guard):
             raise StorageError(Fault.UNSUPPORTED, "cannot rename across areas or devices")
         await self._authorize_rename(old, new, old_backend, (old_rel, new_rel), overwrite)
         fields = {"old_path": old.text, "new_path": new.text, "path": new.text, **self._target(new)}
-        try:
-            await old_backend.rename(old_rel, new_rel, overwrite=overwrite)
-        except StorageError as exc:
-            await self.record("file.rename", "failed", error=exc.detail, **fields)
-            raise
-        await self.record("file.rename", "success", **fields)
+        await self.effect(
+            "file.rename",
+            fields,
+            lambda: old_backend.rename(old_rel, new_rel, overwrite=overwrite),
+        )

@@ -270,9 +270,11 @@ class ScpServer:
             raise
         if failure is not None:
             raise failure
-        await upload.commit()
         if times and self.command.preserve:
-            await self.ops.set_times(dest, times.atime, times.mtime)
+            upload.times = (float(times.atime), float(times.mtime))
+        await upload.commit()
+        if upload.times is not None:
+            await self.ops.set_times(dest, *upload.times, upload=upload)
         self.writer.write(OK)
 
     # -- source: the client fetches files --------------------------------------------------

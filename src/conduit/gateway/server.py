@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from conduit.gateway.app import Gateway
 
 log = logging.getLogger("conduit.gateway")
+#: Why logins are refused while the journal cannot be written (on_failure "closed").
+JOURNAL_DOWN = "audit journal unavailable: logins refused until it can be written"
 
 #: What asyncssh 2.24.1 passes to connection_lost when login_grace_time runs out.
 LOGIN_TIMEOUT = "Login timeout expired"
@@ -146,6 +148,9 @@ class Connection(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         self.user = username
+        if not self.gateway.auditor_available() and self.conn is not None:
+            # fail closed, and say why: not a bare "Permission denied"
+            self.conn.send_auth_banner(f"Conduit: {JOURNAL_DOWN}.\r\n")
         return True
 
     def password_auth_supported(self) -> bool:
@@ -165,6 +170,8 @@ class Connection(asyncssh.SSHServer):
                 self.gateway.counters.admission.protect(self.ticket)
             return True
         self._failed("publickey", username, reason, key_fingerprint=key.get_fingerprint())
+        if reason == JOURNAL_DOWN and self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, JOURNAL_DOWN)
         return False
 
     def _other_method(self, username: str, method: str) -> bool:
@@ -191,7 +198,7 @@ class Connection(asyncssh.SSHServer):
 
     def _refusal(self, username: str, key: asyncssh.SSHKey) -> str | None:
         if not self.gateway.auditor_available():
-            return "audit journal unavailable: logins refused"
+            return JOURNAL_DOWN
         if self.zone is None:
             return "source address is in no zone"
         if key.public_data not in self.gateway.keys_of(username):

@@ -158,9 +158,11 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
             if self.aborting is not None:
                 await file_obj.upload.abort(self.aborting)
                 return
+            file_obj.upload.times = file_obj.times
             await _guard(file_obj.upload.commit())
             if file_obj.times is not None:
-                await _guard(self.ops.set_times(file_obj.path, *file_obj.times))
+                upload = file_obj.upload
+                await _guard(self.ops.set_times(file_obj.path, *file_obj.times, upload=upload))
 
     async def fstat(self, file_obj: object) -> asyncssh.SFTPAttrs:
         if isinstance(file_obj, Download):

@@ -271,6 +271,20 @@ class LocalBackend:
                 raise Concealed("not a regular file or folder")  # listings hide it too
             return _stat(info)
 
+    async def temp_size(self, path: RelPath) -> int:
+        """The size of the upload temp file ``path`` (for crash recovery's record of
+        how many bytes had arrived); temp files are invisible to :meth:`stat`."""
+        with self._resolve(path, follow_last=False) as where:
+            if where.name is None or not where.name.startswith(TEMP_PREFIX):
+                raise StorageError(Fault.NOT_FOUND)
+            try:
+                info = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise _fault(exc) from None
+            if not st.S_ISREG(info.st_mode):
+                raise StorageError(Fault.NOT_FOUND)
+            return info.st_size
+
     async def listdir(self, path: RelPath) -> list[Entry]:
         with self._resolve(path, follow_last=True) as where:
             try:

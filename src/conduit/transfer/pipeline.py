@@ -3,7 +3,9 @@
 An :class:`Upload` streams client bytes into a backend's :class:`WriteHandle`
 (which writes under a temp name), hashing them with SHA-256 as they pass and
 enforcing the size limit; only :meth:`Upload.commit` makes the file appear
-under its final name. A :class:`Download` hashes what it hands out when the
+under its final name, and only after its ``intend`` callback has made the
+audit journal's intent record (SHA-256, size) durable: no record, no file.
+A :class:`Download` hashes what it hands out when the
 client reads the file front to back. Both report one :class:`TransferRecord`
 to the ``report`` callback when they end, however they end; the gateway turns
 that into an audit event.
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from conduit.audit import faults
 from conduit.storage.base import Fault, ReadHandle, StorageError, WriteHandle
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the
@@ -57,6 +60,9 @@ Report = Callable[[TransferRecord], Awaitable[None]]
 #: "Still allowed?": asked with the bytes so far (upload) or the offset (download)
 #: before a commit or a read; raises :class:`StorageError` to refuse it.
 Check = Callable[[int], Awaitable[None]]
+#: Write-ahead before the commit: (SHA-256, size, times to set or None); raises
+#: :class:`StorageError` if the intent could not be recorded (nothing is committed).
+Intend = Callable[[str, int, "tuple[float, float] | None"], Awaitable[None]]
 
 
 class TransferRefused(StorageError):
@@ -111,11 +117,16 @@ class Upload(_Transfer):
         report: Report,
         max_size: int | None = None,
         check: Check | None = None,
+        intend: Intend | None = None,
     ) -> None:
         super().__init__(transfer, Direction.UPLOAD, path, report)
         self.handle = handle
         self.max_size = max_size
         self.check = check
+        self.intend = intend
+        #: (atime, mtime) the client asked for, set after the commit; the commit's
+        #: intent record names them so setting them needs no intent of its own
+        self.times: tuple[float, float] | None = None
         self._ahead: dict[int, bytes] = {}
         self._ahead_bytes = 0
 
@@ -161,10 +172,14 @@ class Upload(_Transfer):
         try:
             if self.check is not None:
                 await self.check(self._next)  # a window may have closed since the open
+            if self.intend is not None:
+                await self.intend(digest, self._next, self.times)
+                await faults.hold("after-intent", "file.upload")
             await self.handle.commit()
         except StorageError as exc:
             await self._fail(exc.detail)
             raise
+        await faults.hold("after-effect", "file.upload")
         await self._finish(
             Outcome.SUCCESS,
             digest,
