@@ -21,9 +21,9 @@ from conduit.audit.anchors import from_dirs, from_siem_log, parse
 from conduit.audit.checkpoint import load_public_key
 from conduit.audit.journal import journal_files
 from conduit.config.model import SiemSink
+from tests.cli.test_audit import run
 
 from .syslog_listener import Listener
-from .test_cli import run
 
 
 def key(tmp_path: Path):  # type: ignore[no-untyped-def]
