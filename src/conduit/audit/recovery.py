@@ -9,7 +9,8 @@ A killed gateway can leave three kinds of open ends in the journal:
 * an ``intent`` with no outcome: the effect may or may not have happened.
   :func:`settle` asks the storage: an upload whose file is at its path with
   the intended SHA-256 and size was committed (``success``), otherwise it was
-  not (``failed``); a delete whose name is gone happened; and so on. Nothing
+  not (``failed``); a delete whose name is gone happened; and so on (the
+  gateway's :mod:`conduit.gateway.settle` asks the backends). Nothing
   live is ever called failed. If the storage cannot answer (a device is
   unreachable), an ``audit.alert`` names the intent and says so;
 * a ``session.start`` with no ``session.end``: the session gets its end,
@@ -21,18 +22,14 @@ saying it was settled at recovery and from what.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from conduit.audit.events import RESERVED, Record, Value
 from conduit.audit.journal import Item
-from conduit.storage.base import Backend, Fault, RelPath, StorageError
 
 log = logging.getLogger("conduit.audit")
 STOPPED = "gateway stopped during transfer"
-READ_CHUNK = 1024 * 1024
 
 #: Turns open intent records into their outcome records (given the storage).
 Settle = Callable[[list[Record]], Awaitable[list[Item]]]
@@ -86,143 +83,3 @@ async def settled_items(open_: Mapping[str, Record], settle: Settle | None) -> l
         if r["outcome"] == "intent"
     ]
     return alerts + crash_items(todo, {}, defer=False)
-
-
-def storage_settler(
-    areas: Callable[[], Mapping[str, Backend]], devices: Callable[[], Mapping[str, Backend]]
-) -> Settle:
-    """A :data:`Settle` that looks at the gateway's current backends."""
-
-    async def run(intents: list[Record]) -> list[Item]:
-        return [await settle(rec, areas(), devices()) for rec in intents]
-
-    return run
-
-
-def _locate(
-    rec: Record, path: str, areas: Mapping[str, Backend], devices: Mapping[str, Backend]
-) -> tuple[Backend, RelPath]:
-    parts = tuple(p for p in path.split("/") if p)
-    device = rec.get("device")
-    if isinstance(device, str) and device in devices:
-        return devices[device], parts[2:]
-    area = rec.get("area")
-    if isinstance(area, str) and area in areas:
-        return areas[area], parts[1:]
-    raise StorageError(Fault.NOT_FOUND, detail=f"no area or device serves {path} any more")
-
-
-async def _exists(backend: Backend, rel: RelPath) -> bool:
-    try:
-        await backend.stat(rel)
-    except StorageError as exc:
-        if exc.fault in (Fault.NOT_FOUND, Fault.NOT_A_DIRECTORY):
-            return False
-        raise
-    return True
-
-
-async def _sha256(backend: Backend, rel: RelPath, size: int) -> str | None:
-    """SHA-256 of the file at ``rel`` if it has ``size`` bytes, else None."""
-    try:
-        st = await backend.stat(rel)
-    except StorageError as exc:
-        if exc.fault in (Fault.NOT_FOUND, Fault.NOT_A_DIRECTORY):
-            return None
-        raise
-    if not st.is_file or st.size != size:
-        return None
-    handle = await backend.open_read(rel)
-    h, offset = hashlib.sha256(), 0
-    try:
-        while offset < size:
-            data = await handle.read(offset, min(READ_CHUNK, size - offset))
-            if not data:
-                return None
-            h.update(data)
-            offset += len(data)
-    finally:
-        await handle.close()
-    return h.hexdigest()
-
-
-async def _happened(
-    rec: Record,
-    backend: Backend,
-    rel: RelPath,
-    areas: Mapping[str, Backend],
-    devices: Mapping[str, Backend],
-) -> tuple[bool, str]:
-    """Whether the intended effect is what the storage shows, and why we think so."""
-    type_ = rec["type"]
-    if type_ == "file.upload":
-        found = await _sha256(backend, rel, int(rec.get("bytes") or 0))
-        if found == rec.get("sha256"):
-            return True, "committed: the file is on disk with the intended SHA-256 and size"
-        return False, "not committed: no file with the intended SHA-256 and size is there"
-    if type_ == "file.delete":
-        if await _exists(backend, rel):
-            return False, "not deleted: the file is still there"
-        return True, "deleted: the name is gone"
-    if type_ == "dir.delete":
-        if await _exists(backend, rel):
-            return False, "not removed: the folder is still there"
-        return True, "removed: the folder is gone"
-    if type_ == "dir.create":
-        try:
-            made = (await backend.stat(rel)).is_dir
-        except StorageError:
-            made = False
-        return (True, "created: the folder is there") if made else (False, "not created")
-    if type_ == "file.rename":
-        old_backend, old_rel = _locate(rec, str(rec.get("old_path")), areas, devices)
-        moved = not await _exists(old_backend, old_rel) and await _exists(backend, rel)
-        if moved:
-            return True, "renamed: the old name is gone and the new one is there"
-        return False, "not renamed: the old name is still there or the new one is missing"
-    if type_ == "file.times":
-        try:
-            st = await backend.stat(rel)
-        except StorageError:
-            return False, "not set: the file is gone"
-        if int(st.mtime) == int(float(rec.get("mtime") or 0)):
-            return True, "set: the file has the intended modification time"
-        return False, "not set: the file has another modification time"
-    raise StorageError(Fault.UNSUPPORTED, detail=f"no recovery check for {type_}")
-
-
-async def _arrived(
-    rec: Record, areas: Mapping[str, Backend], devices: Mapping[str, Backend]
-) -> Item:
-    """The ``failed`` record of an upload cut off before its commit intent, with the
-    bytes that had reached its temp file (which the start-up sweep removes)."""
-    fields = carry(rec, ("temp",))
-    size = 0
-    with contextlib.suppress(StorageError, OSError):
-        backend, rel = _locate(rec, str(rec.get("path")), areas, devices)
-        temp_size = getattr(backend, "temp_size", None)  # local areas; devices: unknown
-        if temp_size is not None:
-            size = await temp_size((*rel[:-1], str(rec["temp"])))
-    fields.update(bytes=size, error=STOPPED)
-    fields["note"] = f"not committed: {size} byte(s) had arrived (no commit intent)"
-    return ("file.upload", "failed", fields, None)
-
-
-async def settle(rec: Record, areas: Mapping[str, Backend], devices: Mapping[str, Backend]) -> Item:
-    """The outcome record for one open intent, from what the storage shows now."""
-    if rec["outcome"] == "started":
-        return await _arrived(rec, areas, devices)
-    key = str(rec.get("transfer") or rec.get("intent"))
-    fields = carry(rec)
-    try:
-        backend, rel = _locate(rec, str(rec.get("path")), areas, devices)
-        done, why = await _happened(rec, backend, rel, areas, devices)
-    except (StorageError, OSError) as exc:
-        detail = getattr(exc, "detail", None) or str(exc)
-        log.error("recovery: intent %s on %s not settled: %s", key, rec.get("path"), detail)
-        reason = f"outcome of {rec['type']} intent {key} unknown at recovery: {detail}"
-        return ("audit.alert", "failed", {**fields, "reason": reason}, None)
-    fields["note"] = f"settled at recovery: {why}"
-    if not done:
-        fields["error"] = STOPPED if rec["type"] == "file.upload" else "gateway stopped"
-    return (str(rec["type"]), "success" if done else "failed", fields, None)

@@ -17,7 +17,6 @@ import asyncssh
 
 from conduit.audit import Auditor
 from conduit.audit.noise import NoiseLog
-from conduit.audit.recovery import storage_settler
 from conduit.config import Config, ConfigError
 from conduit.gateway import tuning
 from conduit.gateway.control import ControlServer, socket_path
@@ -26,6 +25,7 @@ from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.server import Connection, Counters
+from conduit.gateway.settle import storage_settler
 from conduit.policy import Policy
 from conduit.site.build import load_checked
 from conduit.storage.base import Backend
