@@ -92,6 +92,14 @@ class Limits(Section):
     max_sessions_per_connection: Annotated[int, Field(ge=1)] = 10
     max_sessions_per_user: Annotated[int, Field(ge=1)] = 64
     idle_timeout: Annotated[float, Field(ge=0)] = 900.0
+    # open SFTP handles (files and listings) per session and per user
+    max_handles_per_session: Annotated[int, Field(ge=1)] = 64
+    max_handles_per_user: Annotated[int, Field(ge=1)] = 256
+    # upload bytes that arrived ahead of a gap, held until it fills
+    max_reorder_per_session: ByteSize = ByteSize(16 * 1024 * 1024)
+    max_reorder_total: ByteSize = ByteSize(128 * 1024 * 1024)
+    # file descriptors kept free for the journal, SIEM sinks and accept()
+    fd_reserve: Annotated[int, Field(ge=0)] = 64
 
 
 class GatewayConfig(Section):

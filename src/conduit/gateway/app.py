@@ -22,6 +22,7 @@ from conduit.config.check import load_checked
 from conduit.gateway import tuning
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
+from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.policy import Policy
 from conduit.storage.base import Backend
@@ -115,6 +116,7 @@ class Gateway:
         self.counters = Counters()
         self.gate = Listener(self._admit, self.counters.admission.leave)
         limits = config.gateway.limits
+        self._set_resource_limits(config)
         self.noise = NoiseLog(
             lambda *args, **fields: self.recorder.record(*args, **fields),
             config.audit.journal,
@@ -146,6 +148,12 @@ class Gateway:
         except (TypeError, IndexError, ValueError):
             return False  # no address to judge it by: refuse
         limits = self.config.gateway.limits
+        short = self.counters.descriptors.short()
+        if short is not None:
+            # Refused before asyncssh spends a descriptor or a timer on it: the
+            # journal, its sinks and the sessions already open keep theirs.
+            self.noise.refused(str(address), short)
+            return False
         return self.counters.admission.admit(
             ticket,
             address,
@@ -256,8 +264,14 @@ class Gateway:
                 devices[name] = open_device(name, device, state)
         return devices
 
+    def _set_resource_limits(self, config: Config) -> None:
+        limits = config.gateway.limits
+        self.counters.reorder.limit = int(limits.max_reorder_total)
+        self.counters.descriptors.reserve = limits.fd_reserve
+
     async def start(self) -> None:
         tuning.apply()
+        raise_nofile()
         gw = self.config.gateway
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
@@ -325,6 +339,7 @@ class Gateway:
         before, self.areas, self.devices = self.areas, areas, devices
         self.noise.interval = config.gateway.limits.auth_failure_summary_interval
         self.noise.min_free = int(config.gateway.limits.journal_min_free)
+        self._set_resource_limits(config)
         self._sweep_later(before)
 
     def install_reload_signal(self) -> None:

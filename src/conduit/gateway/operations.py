@@ -23,6 +23,7 @@ from conduit.gateway.vfs import DEVICES, ROOT, BadPath, VirtualPath, resolve
 from conduit.policy import Decision, Policy
 from conduit.storage.base import Backend, Entry, Fault, RelPath, Stat, StorageError
 from conduit.transfer import Direction, Download, TransferRecord, Upload
+from conduit.transfer.budget import ReorderBudget
 
 VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
 
@@ -80,10 +81,17 @@ def _virtual_stat() -> Stat:
 class Operations(Guard):
     """One session's view of the virtual root."""
 
-    def __init__(self, site: Site, session: SessionInfo, traffic: Traffic | None = None) -> None:
+    def __init__(
+        self,
+        site: Site,
+        session: SessionInfo,
+        traffic: Traffic | None = None,
+        reorder: ReorderBudget | None = None,
+    ) -> None:
         self.site = site
         self.session = session
         self.traffic = traffic or Traffic()
+        self.reorder = reorder  # this session's bound on upload bytes held out of order
         self._notes: dict[str, str] = {}
 
     # -- paths, policy and audit ------------------------------------------------
@@ -286,6 +294,7 @@ class Operations(Guard):
             max_size=decision.max_size,
             report=self._reporter("file.upload", path, decision),
             check=self._still_writable(path, backend, rel),
+            reorder=self.reorder,
         )
 
     @staticmethod
