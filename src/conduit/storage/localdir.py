@@ -72,11 +72,9 @@ def open_dir(backend: LocalBackend, path: RelPath) -> DirStream:
     """Open ``path`` in ``backend`` for reading a page at a time (one descriptor)."""
     with backend._resolve(path, follow_last=True) as where:
         try:
-            fd = (
-                os.dup(where.dir_fd)
-                if where.name is None
-                else os.open(where.name, _DIR_FLAGS, dir_fd=where.dir_fd)
-            )
+            # Never a dup of the area's own descriptor: a dup shares its
+            # read position, and listings of one folder must not.
+            fd = os.open(where.name or ".", _DIR_FLAGS, dir_fd=where.dir_fd)
         except OSError as exc:
             raise _fault(exc) from None
     try:
