@@ -17,6 +17,8 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, field_validator
 
+from conduit.config.crypto import CryptoConfig
+
 Network = IPv4Network | IPv6Network
 
 
@@ -113,6 +115,7 @@ class GatewayConfig(Section):
     # are atomic either way.
     durable_uploads: bool = True
     limits: Limits = Limits()
+    crypto: CryptoConfig = CryptoConfig()  # SSH algorithms offered (see crypto.py)
 
     @field_validator("listen")
     @classmethod
@@ -177,6 +180,7 @@ class DeviceConfig(Section):
     commands: dict[str, str] = {}
     max_concurrency: Annotated[int, Field(ge=1)] = 4
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    crypto: CryptoConfig = CryptoConfig()  # algorithms for this device (legacy ones: widen)
     description: str = ""
 
 

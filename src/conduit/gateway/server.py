@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
+from conduit.config.crypto import negotiated
 from conduit.gateway import authwatch
 from conduit.gateway.admission import Admission
 from conduit.gateway.gate import Ticket
@@ -199,6 +200,7 @@ class Connection(asyncssh.SSHServer):
             auth_method="publickey",
             client_version=self.conn.get_extra_info("client_version"),
             key_fingerprint=key.get_fingerprint() if key else None,
+            **negotiated(self.conn),
         )
         idle = self.gateway.config.gateway.limits.idle_timeout
         if idle:

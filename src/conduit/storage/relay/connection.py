@@ -26,6 +26,7 @@ from pathlib import Path
 
 import asyncssh
 
+from conduit.config.crypto import effective, negotiated
 from conduit.config.model import DeviceConfig
 from conduit.storage.base import Fault, StorageError
 
@@ -164,6 +165,7 @@ class DeviceLink:
         self.host, self.port = split_address(device.address)
         self.slot_timeout = slot_timeout
         self.connects = 0
+        self.algorithms: dict[str, str | None] = {}  # as agreed on the last connect
         """How many SSH connections were opened so far (tests, metrics)."""
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
@@ -241,6 +243,7 @@ class DeviceLink:
         password = read_secret(device)
         client_keys = [str(device.identity)] if device.identity is not None else None
         client = _Client(first_use)
+        algs = effective(device.crypto)
         try:
             async with asyncio.timeout(device.connect_timeout):
                 conn, _ = await asyncssh.create_connection(
@@ -256,6 +259,11 @@ class DeviceLink:
                     kbdint_auth=False,
                     gss_auth=False,
                     host_based_auth=False,
+                    kex_algs=list(algs.kex),
+                    encryption_algs=list(algs.ciphers),
+                    mac_algs=list(algs.macs),
+                    server_host_key_algs=list(algs.host_keys),
+                    compression_algs=["none"],
                     connect_timeout=device.connect_timeout,
                     login_timeout=device.connect_timeout,
                     keepalive_interval=KEEPALIVE_INTERVAL,
@@ -266,7 +274,14 @@ class DeviceLink:
         if first_use and client.server_key is not None:
             self._store_first_key(client.server_key)
         self.connects += 1
-        log.info("device %s: connected to %s:%d", self.name, self.host, self.port)
+        self.algorithms = negotiated(conn)
+        log.info(
+            "device %s: connected to %s:%d (%s)",
+            self.name,
+            self.host,
+            self.port,
+            ", ".join(f"{k} {v}" for k, v in self.algorithms.items()),
+        )
         return conn
 
     async def connection(self) -> asyncssh.SSHClientConnection:
