@@ -323,7 +323,9 @@ class GatewaySFTPHandler(SFTPServerHandler):
 
     async def _process_limits(self, packet: SSHPacket) -> asyncssh.SFTPLimits:
         packet.check_end()
-        return asyncssh.SFTPLimits(MAX_MESSAGE, MAX_DATA, MAX_DATA, 64)
+        quota = self._server.quota
+        handles = quota.per_session_cap if quota is not None else 64
+        return asyncssh.SFTPLimits(MAX_MESSAGE, MAX_DATA, MAX_DATA, handles)
 
     async def _process_expand_path(self, packet: SSHPacket) -> tuple[list[asyncssh.SFTPName], bool]:
         path = packet.get_string()
