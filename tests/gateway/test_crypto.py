@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,22 @@ def test_an_unknown_algorithm_is_a_config_error(tmp_path) -> None:  # type: igno
     )
     with pytest.raises(ConfigError, match="sntrup-typo"):
         parse(text, source=tmp_path / "conduit.toml")
+
+
+def test_an_rsa_host_key_never_signs_with_sha1(
+    make_gateway: Callable[..., RunningGateway], tmp_path: Path
+) -> None:
+    key = tmp_path / "host_rsa"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(key)], check=True
+    )
+    first = make_gateway()
+    text = policy_text(first.root, first.keys).replace(
+        'data_dir = "', f'host_keys = ["{key}"]\ndata_dir = "', 1
+    )
+    running = make_gateway(text=text)
+    refused = ssh_verbose(running, "-o", "HostKeyAlgorithms=ssh-rsa")
+    assert refused.returncode == 255
+    assert "no matching host key" in refused.stderr.lower(), refused.stderr
+    assert ssh_verbose(running, "-o", "HostKeyAlgorithms=rsa-sha2-512").returncode != 255
+    assert running.recorder.of("session.start")[0]["host_key_algorithm"] == "rsa-sha2-512"
