@@ -40,6 +40,7 @@ EVENT_TYPES = frozenset(
         "policy.reload",
         "gateway.start",
         "gateway.stop",
+        "device.connect",
         "audit.alert",
         "audit.checkpoint",
     }

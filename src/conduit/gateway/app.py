@@ -267,8 +267,13 @@ class Gateway:
             if name in self.devices and self.config.devices.get(name) == device:
                 devices[name] = self.devices[name]  # unchanged: keep its connection
             else:
-                devices[name] = open_device(name, device, state)
+                devices[name] = open_device(name, device, state, self._device_connected)
         return devices
+
+    def _device_connected(self, link: Any) -> None:
+        """Journal each connection to a device with the algorithms it agreed on."""
+        fields = {"device": link.name, "address": link.device.address, **link.algorithms}
+        self.spawn(self.recorder.record("device.connect", "success", **fields))
 
     def _set_resource_limits(self, config: Config) -> None:
         limits = config.gateway.limits

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncssh
@@ -165,8 +165,11 @@ class DeviceLink:
         self.host, self.port = split_address(device.address)
         self.slot_timeout = slot_timeout
         self.connects = 0
-        self.algorithms: dict[str, str | None] = {}  # as agreed on the last connect
         """How many SSH connections were opened so far (tests, metrics)."""
+        self.algorithms: dict[str, str | None] = {}
+        """The algorithms the last connection agreed on (kex, host key, cipher, MAC)."""
+        self.on_connect: Callable[[DeviceLink], None] | None = None
+        """Told of each new connection (the gateway journals it)."""
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
@@ -282,6 +285,8 @@ class DeviceLink:
             self.port,
             ", ".join(f"{k} {v}" for k, v in self.algorithms.items()),
         )
+        if self.on_connect is not None:
+            self.on_connect(self)
         return conn
 
     async def connection(self) -> asyncssh.SSHClientConnection:
