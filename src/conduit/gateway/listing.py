@@ -19,7 +19,7 @@ import asyncssh
 from conduit.config.model import Op
 from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import DEVICES, BadPath, VirtualPath
-from conduit.storage.base import Entry, Stat
+from conduit.storage.base import Entry, Stat, StorageError
 from conduit.storage.local import LocalBackend
 from conduit.storage.localdir import DirStream, open_dir
 
@@ -67,7 +67,11 @@ class Listing:
             stream = self._stream
             if stream is None:
                 raise StopAsyncIteration
-            page = await stream.page(PAGE)
+            try:
+                page = await stream.page(PAGE)
+            except StorageError as exc:  # the folder went away or became unreadable
+                self.close()
+                raise asyncssh.SFTPFailure(exc.reason) from None
             if not page:
                 self.close()
                 raise StopAsyncIteration
