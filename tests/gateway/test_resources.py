@@ -232,6 +232,8 @@ def test_descriptor_reserve_refuses_new_handles_and_connections(limited: Build) 
                     connected = True
             except (asyncssh.Error, OSError):
                 connected = False
+            with pytest.raises(asyncssh.ChannelOpenError, match="out of file descriptors"):
+                await conn.start_sftp_client()  # a new session on a live connection
             for handle in opened:
                 await h.close(handle)
             return len(opened), str(refused.value), connected

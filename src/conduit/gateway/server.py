@@ -228,7 +228,7 @@ class Connection(asyncssh.SSHServer):
         short = self.gateway.counters.descriptors.short()
         if short is not None:
             log.warning("session refused for %s: %s", self.user, short)
-            return False
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, short)
         self.sessions += 1
         per_user[self.user] += 1
         return Session(self)
