@@ -255,3 +255,11 @@ def test_descriptor_reserve_refuses_new_handles_and_connections(limited: Build) 
             return list(await sftp.listdir("/outbox"))
 
     assert len(running.call(later())) == 80
+
+
+def test_a_new_reserve_is_counted_against_at_once() -> None:
+    descriptors = Descriptors(1)
+    assert descriptors.short() is None  # plenty free: trusted for a moment
+    descriptors.reserve = descriptors.limit()  # no descriptor could be spared now
+    reason = descriptors.short()
+    assert reason is not None and "server out of file descriptors" in reason
