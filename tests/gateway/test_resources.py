@@ -263,3 +263,13 @@ def test_a_new_reserve_is_counted_against_at_once() -> None:
     descriptors.reserve = descriptors.limit()  # no descriptor could be spared now
     reason = descriptors.short()
     assert reason is not None and "server out of file descriptors" in reason
+
+
+def test_openssh_sftp_lists_a_big_folder_across_pages(gw: RunningGateway) -> None:
+    names = {f"n{i:04}.txt" for i in range(1000)}
+    for name in names:
+        (gw.area("outbox") / name).write_bytes(b"")
+    result = gw.sftp("ls -1 /outbox\n")
+    assert result.returncode == 0, result.stderr
+    listed = [line.rsplit("/", 1)[-1] for line in result.stdout.splitlines()[1:]]
+    assert sorted(listed) == sorted(names)
