@@ -38,6 +38,7 @@ SOURCE_SHA256 = {
     "GCMEncryption.decrypt_packet": "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",  # noqa: E501
     "SSHConnection._recv_packet": "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",  # noqa: E501
     "GCMEncryption.decrypt_header": "50d9112c6d6c1ced2db1cea7cde9f43b079ff0c6ae2b5c2213646c3db51bb293",  # noqa: E501
+    "SSHConnection._process_kexinit": "439bdf2fc55e67370a3e0c1c5e1276fc2c7e95a5fcfb5979914bac461f072666",  # noqa: E501
 }
 
 
@@ -71,6 +72,16 @@ def test_patch_in_effect(tuned: None, name: str) -> None:
     owner, attr, replacement = tuning.PATCHES[name]
     assert owner.__dict__[attr] is replacement
     assert owner.__dict__[attr] is not tuning.ORIGINALS[name]
+
+
+def test_kexinit_dispatch_in_effect(tuned: None) -> None:
+    # asyncssh dispatches packets through a table holding the function itself.
+    from asyncssh.connection import SSHConnection
+    from asyncssh.constants import MSG_KEXINIT
+
+    from conduit.gateway import kexinit
+
+    assert SSHConnection._packet_handlers[MSG_KEXINIT] is kexinit.process_kexinit
 
 
 def test_apply_refuses_other_versions(monkeypatch: pytest.MonkeyPatch) -> None:

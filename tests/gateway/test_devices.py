@@ -130,6 +130,12 @@ def test_upload_lands_on_device_with_custody(
     (event,) = relay.recorder.of("file.upload", "success")
     assert event["device"] == device and event["sha256"] == sha256(src)
     assert event["device_sha256"] == sha256(src)  # what the device holds, verified
+    # The gateway's connection to the device is journalled with what it agreed on.
+    (connect,) = [e for e in relay.recorder.of("device.connect") if e["device"] == device]
+    assert connect["address"] == relay.config.devices[device].address
+    assert connect["kex"] == "curve25519-sha256"  # first shared (OpenSSH 9.2 has no ML-KEM)
+    assert connect["host_key_algorithm"] == "ssh-ed25519"
+    assert connect["cipher"] == "aes128-gcm@openssh.com" and connect["mac"] is None
 
 
 @pytest.mark.parametrize("device", ["plc-sftp", "plc-scp"])

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from conduit.config.crypto import effective
 from conduit.config.model import Config
 from conduit.site.build import inspect
 from conduit.site.check import coverage
@@ -150,6 +151,21 @@ def show(config: Config, out: Console) -> None:
     out.print(flow_matrix(config))
     for line in coverage(config):
         out.print(line, markup=False)
+    for line in crypto_lines(config):
+        out.print(line, markup=False)
+
+
+def crypto_lines(config: Config) -> list[str]:
+    """The SSH algorithms the gateway offers, and any device that differs."""
+    site = effective(config.gateway.crypto)
+    lines = ["SSH algorithms offered to clients (most preferred first):"]
+    lines += [f"  {kind:<9} {', '.join(names)}" for kind, names in site.items()]
+    for name, device in sorted(config.devices.items()):
+        algs = effective(device.crypto)
+        if algs != site:
+            lines.append(f"SSH algorithms for device {name}:")
+            lines += [f"  {kind:<9} {', '.join(names)}" for kind, names in algs.items()]
+    return lines
 
 
 def flow_matrix(config: Config) -> Table:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from conduit.config.crypto import CryptoConfig
 from conduit.config.types import CheckedNetwork, Size
 from conduit.config.types import Network as Network  # re-exported for check and policy
 
@@ -100,6 +101,14 @@ class Limits(Section):
     max_sessions_per_connection: Annotated[int, Field(ge=1)] = 10
     max_sessions_per_user: Annotated[int, Field(ge=1)] = 64
     idle_timeout: Annotated[float, Field(ge=0)] = 900.0
+    # open SFTP handles (files and listings) per session and per user
+    max_handles_per_session: Annotated[int, Field(ge=1)] = 64
+    max_handles_per_user: Annotated[int, Field(ge=1)] = 256
+    # upload bytes that arrived ahead of a gap, held until it fills
+    max_reorder_per_session: ByteSize = ByteSize(16 * 1024 * 1024)
+    max_reorder_total: ByteSize = ByteSize(128 * 1024 * 1024)
+    # file descriptors kept free for the journal, SIEM sinks and accept()
+    fd_reserve: Annotated[int, Field(ge=0)] = 64
 
 
 class GatewayConfig(Section):
@@ -113,6 +122,7 @@ class GatewayConfig(Section):
     # are atomic either way.
     durable_uploads: bool = True
     limits: Limits = Limits()
+    crypto: CryptoConfig = CryptoConfig()  # SSH algorithms offered (see crypto.py)
 
     @field_validator("listen")
     @classmethod
@@ -180,6 +190,7 @@ class DeviceConfig(Section):
     commands: dict[str, str] = {}
     max_concurrency: Annotated[int, Field(ge=1)] = 4
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    crypto: CryptoConfig = CryptoConfig()  # algorithms for this device (legacy ones: widen)
     description: str = ""
 
 

@@ -18,12 +18,14 @@ import asyncssh
 from conduit.audit import Auditor
 from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
+from conduit.config.crypto import effective
 from conduit.gateway import tuning
 from conduit.gateway.control import ControlServer, socket_path
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.operations import Recorder
 from conduit.gateway.reloading import ReloadResult, reload_policy
+from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
 from conduit.policy import Policy
@@ -33,14 +35,19 @@ from conduit.storage.local import LocalBackend
 
 log = logging.getLogger("conduit.gateway")
 
-# AES-GCM first: asyncssh runs it ~2x faster than chacha20-poly1305.
-CIPHERS = [
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
-]
+
+def host_keypairs(keys: list[asyncssh.SSHKey], allowed: tuple[str, ...]) -> list[Any]:
+    """The host keys, each offered only under the signature algorithms allowed
+    (an RSA key would otherwise also sign with SHA-1 as ``ssh-rsa``)."""
+    pairs = []
+    for pair in asyncssh.load_keypairs(keys):
+        algs = tuple(a for a in pair.host_key_algorithms if a.decode("ascii") in allowed)
+        if algs:
+            pair.host_key_algorithms = algs
+            pairs.append(pair)
+    if not pairs:
+        raise ListenError("no host key can sign with the host_keys algorithms configured")
+    return pairs
 
 
 class ListenError(Exception):
@@ -129,6 +136,7 @@ class Gateway:
         self.counters = Counters()
         self.gate = Listener(self._admit, self.counters.admission.leave)
         limits = config.gateway.limits
+        self._set_resource_limits(config)
         self.noise = NoiseLog(
             lambda *args, **fields: self.recorder.record(*args, **fields),
             config.audit.journal,
@@ -165,6 +173,12 @@ class Gateway:
         except (TypeError, IndexError, ValueError):
             return False  # no address to judge it by: refuse
         limits = self.config.gateway.limits
+        short = self.counters.descriptors.short()
+        if short is not None:
+            # Refused before asyncssh spends a descriptor or a timer on it: the
+            # journal, its sinks and the sessions already open keep theirs.
+            self.noise.refused(str(address), short)
+            return False
         return self.counters.admission.admit(
             ticket,
             address,
@@ -286,11 +300,28 @@ class Gateway:
             if name in self.devices and self.config.devices.get(name) == device:
                 devices[name] = self.devices[name]  # unchanged: keep its connection
             else:
-                devices[name] = open_device(name, device, state, self.device_watch)
+                devices[name] = open_device(
+                    name,
+                    device,
+                    state,
+                    on_failure=self.device_watch,
+                    on_connect=self._device_connected,
+                )
         return devices
+
+    def _device_connected(self, link: Any) -> None:
+        """Journal each connection to a device with the algorithms it agreed on."""
+        fields = {"device": link.name, "address": link.device.address, **link.algorithms}
+        self.spawn(self.recorder.record("device.connect", "success", **fields))
+
+    def _set_resource_limits(self, config: Config) -> None:
+        limits = config.gateway.limits
+        self.counters.reorder.limit = int(limits.max_reorder_total)
+        self.counters.descriptors.reserve = limits.fd_reserve
 
     async def start(self) -> None:
         tuning.apply()
+        raise_nofile()
         gw = self.config.gateway
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
@@ -332,14 +363,17 @@ class Gateway:
         self.areas = self._build_backends(self.config)
         self.devices = self._build_devices(self.config)
         host, _, port = gw.listen.rpartition(":")
+        algs = effective(gw.crypto)
         try:
             self._server = await asyncssh.listen(
                 host.strip("[]"),
                 int(port),
                 tunnel=self.gate,  # our listener: admission before asyncssh
                 server_factory=lambda: Connection(self),
-                server_host_keys=self.host_keys,
-                encryption_algs=CIPHERS,
+                server_host_keys=host_keypairs(self.host_keys, algs.host_keys),
+                kex_algs=list(algs.kex),
+                encryption_algs=list(algs.ciphers),
+                mac_algs=list(algs.macs),
                 compression_algs=["none"],
                 agent_forwarding=False,
                 x11_forwarding=False,
@@ -376,6 +410,7 @@ class Gateway:
         before, self.areas, self.devices = self.areas, areas, devices
         self.noise.interval = config.gateway.limits.auth_failure_summary_interval
         self.noise.min_free = int(config.gateway.limits.journal_min_free)
+        self._set_resource_limits(config)
         self._sweep_later(before)
 
     async def reload_policy(self, *, via: str = "api") -> ReloadResult:

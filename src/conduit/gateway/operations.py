@@ -33,6 +33,7 @@ from conduit.names import DEVICES
 from conduit.policy import Decision, Policy
 from conduit.storage.base import Backend, Entry, Fault, RelPath, Space, Stat, StorageError
 from conduit.transfer import Direction, Download, TransferRecord, Upload
+from conduit.transfer.budget import ReorderBudget
 
 VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
 
@@ -99,10 +100,17 @@ def _virtual_stat() -> Stat:
 class Operations(WriteAhead):
     """One session's view of the virtual root."""
 
-    def __init__(self, site: Site, session: SessionInfo, traffic: Traffic | None = None) -> None:
+    def __init__(
+        self,
+        site: Site,
+        session: SessionInfo,
+        traffic: Traffic | None = None,
+        reorder: ReorderBudget | None = None,
+    ) -> None:
         self.site = site
         self.session = session
         self.traffic = traffic or Traffic()
+        self.reorder = reorder  # this session's bound on upload bytes held out of order
         self._notes: dict[str, str] = {}
 
     # -- paths, policy and audit ------------------------------------------------
@@ -325,6 +333,7 @@ class Operations(WriteAhead):
             report=self._reporter("file.upload", path, decision),
             check=self._still_writable(path, backend, rel),
             intend=self.commit_intent(path, decision, transfer),
+            reorder=self.reorder,
         )
         self.traffic.transfers[transfer] = (Op.WRITE, path.text, upload)
         return upload

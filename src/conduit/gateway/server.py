@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
+from conduit.config.crypto import negotiated
 from conduit.gateway import authwatch
 from conduit.gateway.admission import Admission
 from conduit.gateway.gate import Ticket
 from conduit.gateway.operations import Operations, SessionInfo, Traffic
+from conduit.gateway.resources import Descriptors, HandleQuota
 from conduit.gateway.scp import ScpServer
 from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
 from conduit.scpcodec import ScpProtocolError, parse_command
+from conduit.transfer.budget import ReorderBudget
 
 if TYPE_CHECKING:
     from conduit.gateway.app import Gateway
@@ -48,6 +51,10 @@ class Counters:
     # Connections that have not authenticated yet (MaxStartups).
     admission: Admission = field(default_factory=Admission)
     sessions_per_user: Counter[str] = field(default_factory=Counter)
+    handles_per_user: Counter[str] = field(default_factory=Counter)
+    # upload bytes held out of order, all sessions together (limit set by the gateway)
+    reorder: ReorderBudget = field(default_factory=lambda: ReorderBudget(0))
+    descriptors: Descriptors = field(default_factory=lambda: Descriptors(0))
 
     @property
     def unauthenticated(self) -> int:
@@ -219,6 +226,7 @@ class Connection(asyncssh.SSHServer):
             auth_method="publickey",
             client_version=self.conn.get_extra_info("client_version"),
             key_fingerprint=key.get_fingerprint() if key else None,
+            **negotiated(self.conn),
         )
         idle = self.gateway.config.gateway.limits.idle_timeout
         if idle:
@@ -254,6 +262,10 @@ class Connection(asyncssh.SSHServer):
             return False
         if per_user[self.user] >= limits.max_sessions_per_user:
             return False
+        short = self.gateway.counters.descriptors.short()
+        if short is not None:
+            log.warning("session refused for %s: %s", self.user, short)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, short)
         self.sessions += 1
         per_user[self.user] += 1
         return Session(self)
@@ -276,7 +288,21 @@ class Session(SSHServerStreamSession[bytes]):
         c = self.connection
         assert c.user is not None
         info = SessionInfo(c.id, c.user, c.source, c.zone, protocol)
-        return Operations(self.connection.gateway.site, info, self.connection.traffic)
+        limit = int(c.gateway.config.gateway.limits.max_reorder_per_session)
+        reorder = ReorderBudget(limit, c.gateway.counters.reorder)
+        return Operations(c.gateway.site, info, c.traffic, reorder)
+
+    def _quota(self) -> HandleQuota:
+        c = self.connection
+        assert c.user is not None
+        limits = c.gateway.config.gateway.limits
+        return HandleQuota(
+            c.user,
+            c.gateway.counters.handles_per_user,
+            per_session_cap=limits.max_handles_per_session,
+            per_user_cap=limits.max_handles_per_user,
+            descriptors=c.gateway.counters.descriptors,
+        )
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.connection.last_activity = time.monotonic()
@@ -330,7 +356,9 @@ class Session(SSHServerStreamSession[bytes]):
         gateway = self.connection.gateway
         subsystem = chan.get_subsystem()
         if subsystem == "sftp":
-            server = GatewaySFTPServer(chan, self._operations("sftp"), self._drain_replies)
+            server = GatewaySFTPServer(
+                chan, self._operations("sftp"), self._drain_replies, self._quota()
+            )
             handler = GatewaySFTPHandler(server, reader, writer, 3)
             gateway.spawn(handler.run())
         elif subsystem:

@@ -3,12 +3,14 @@
 asyncssh parses the protocol; this module narrows what it offers (no links,
 no copy-data, 256 KiB messages, bounded replies in flight) and makes an
 upload that was never explicitly closed, because the client died or the
-channel dropped, an *abort* rather than a commit.
+channel dropped, an *abort* rather than a commit. Open handles count against
+the session's and the user's caps (:mod:`conduit.gateway.resources`), and
+listings are read a page at a time (:mod:`conduit.gateway.listing`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncssh
@@ -16,9 +18,12 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_WRITE, SFTPB
 from asyncssh.packet import SSHPacket
 from asyncssh.sftp import SFTPServerHandler
 
+from conduit.gateway.listing import Listing, open_listing
+from conduit.gateway.listing import attrs as _attrs
 from conduit.gateway.operations import Operations
+from conduit.gateway.resources import HandleQuota
 from conduit.gateway.vfs import VirtualPath
-from conduit.storage.base import Fault, Stat, StorageError
+from conduit.storage.base import Fault, StorageError
 from conduit.transfer import Download, Upload
 
 # OpenSSH's own limits (SFTP_MAX_MSG_LENGTH): OpenSSH clients size their
@@ -31,6 +36,7 @@ MAX_QUEUED_REPLIES = 4 * 1024 * 1024
 
 # SFTP v3 packet types (draft-ietf-secsh-filexfer-02) that asyncssh does not export.
 FXP_OPENDIR = 11
+FXP_CLOSE = 4
 FXP_NAME = 104
 
 _FAULT_ERRORS: dict[Fault, Callable[[str], asyncssh.SFTPError]] = {
@@ -49,18 +55,6 @@ def sftp_error(exc: StorageError) -> asyncssh.SFTPError:
     if isinstance(status, int):
         return asyncssh.SFTPError(status, exc.reason)
     return _FAULT_ERRORS.get(exc.fault, asyncssh.SFTPFailure)(exc.reason)
-
-
-def _attrs(st: Stat) -> asyncssh.SFTPAttrs:
-    return asyncssh.SFTPAttrs(
-        size=st.size,
-        permissions=st.mode,
-        atime=int(st.atime),
-        mtime=int(st.mtime),
-        uid=0,
-        gid=0,
-        nlink=1,
-    )
 
 
 async def _guard(call: Coroutine[Any, Any, T]) -> T:
@@ -87,11 +81,24 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         chan: asyncssh.SSHServerChannel[bytes],
         ops: Operations,
         drain: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        quota: HandleQuota | None = None,
     ) -> None:
         super().__init__(chan)
         self.ops = ops
         self.aborting: str | None = None
         self._drain = drain
+        self.quota = quota
+
+    async def acquire(self, what: str, path: bytes) -> None:
+        """Count one more open handle, or refuse it (and record why)."""
+        reason = self.quota.acquire() if self.quota is not None else None
+        if reason is not None:
+            await _guard(self.ops.refuse(what, path.decode("utf-8", "backslashreplace"), reason))
+            raise asyncssh.SFTPFailure(reason)
+
+    def release(self) -> None:
+        if self.quota is not None:
+            self.quota.release()
 
     def _path(self, raw: bytes) -> VirtualPath:
         try:
@@ -102,6 +109,14 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
     # -- files -----------------------------------------------------------------------
 
     async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        await self.acquire("open", path)
+        try:
+            return await self._open(path, pflags, attrs)
+        except BaseException:
+            self.release()
+            raise
+
+    async def _open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         vpath = self._path(path)
         if pflags & FXF_READ and pflags & FXF_WRITE:
             raise asyncssh.SFTPOpUnsupported("read-write opens are not supported")
@@ -152,6 +167,12 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         return len(data)
 
     async def close(self, file_obj: object) -> None:
+        try:
+            await self._close(file_obj)
+        finally:
+            self.release()
+
+    async def _close(self, file_obj: object) -> None:
         if isinstance(file_obj, Download):
             await file_obj.close(self.aborting)
         elif isinstance(file_obj, _Writing):
@@ -199,9 +220,13 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         if attrs.atime is not None and attrs.mtime is not None:
             await _guard(self.ops.set_times(vpath, float(attrs.atime), float(attrs.mtime)))
 
-    async def list_names(self, path: bytes) -> list[asyncssh.SFTPName]:
-        entries = await _guard(self.ops.listdir(self._path(path)))
-        return [asyncssh.SFTPName(e.name.encode("utf-8"), attrs=_attrs(e.stat)) for e in entries]
+    async def open_listing(self, path: bytes) -> Listing:
+        await self.acquire("list", path)
+        try:
+            return await _guard(open_listing(self.ops, self._path(path)))
+        except BaseException:
+            self.release()
+            raise
 
     async def realpath(self, path: bytes) -> bytes:
         vpath = self._path(path)
@@ -258,11 +283,6 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         self.channel.exit(0)
 
 
-async def _names(names: list[asyncssh.SFTPName]) -> AsyncIterator[asyncssh.SFTPName]:
-    for name in names:
-        yield name
-
-
 class GatewaySFTPHandler(SFTPServerHandler):
     """asyncssh's SFTP server handler with Conduit's narrower contract."""
 
@@ -290,19 +310,37 @@ class GatewaySFTPHandler(SFTPServerHandler):
         # they were uploading is incomplete and must not be committed.
         if self._server is not None:
             self._server.aborting = f"session ended: {exc}" if exc else "session ended"
+            for listing in self._dir_handles.values():
+                self._close_listing(listing)
+            self._dir_handles = {}
         await super()._cleanup(exc)
+
+    def _close_listing(self, listing: object) -> None:
+        if isinstance(listing, Listing):
+            listing.close()
+            self._server.release()
 
     async def _process_opendir(self, packet: SSHPacket) -> bytes:
         path = packet.get_string()
         packet.check_end()
-        names = await self._server.list_names(path)
+        listing = await self._server.open_listing(path)
         handle = self._get_next_handle()
-        self._dir_handles[handle] = _names(names)
+        self._dir_handles[handle] = listing
         return handle
+
+    async def _process_close(self, packet: SSHPacket) -> None:
+        peek = SSHPacket(packet.get_remaining_payload())
+        listing = self._dir_handles.pop(peek.get_string(), None)
+        if listing is None:
+            return await super()._process_close(packet)  # a file (or no such handle)
+        peek.check_end()
+        self._close_listing(listing)
 
     async def _process_limits(self, packet: SSHPacket) -> asyncssh.SFTPLimits:
         packet.check_end()
-        return asyncssh.SFTPLimits(MAX_MESSAGE, MAX_DATA, MAX_DATA, 64)
+        quota = self._server.quota
+        handles = quota.per_session_cap if quota is not None else 64
+        return asyncssh.SFTPLimits(MAX_MESSAGE, MAX_DATA, MAX_DATA, handles)
 
     async def _process_expand_path(self, packet: SSHPacket) -> tuple[list[asyncssh.SFTPName], bool]:
         path = packet.get_string()
@@ -324,6 +362,7 @@ class GatewaySFTPHandler(SFTPServerHandler):
     _packet_handlers.update(
         {
             FXP_OPENDIR: _process_opendir,  # type: ignore[dict-item]
+            FXP_CLOSE: _process_close,  # type: ignore[dict-item]
             b"limits@openssh.com": _process_limits,  # type: ignore[dict-item]
             b"expand-path@openssh.com": _process_expand_path,  # type: ignore[dict-item]
         }

@@ -85,6 +85,8 @@ from asyncssh.sftp import SFTPNoConnection
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from conduit.gateway import kexinit
+
 PINNED = "2.24.1"
 
 _SSHConnection = _connection.SSHConnection
@@ -112,6 +114,8 @@ ORIGINALS: dict[str, Any] = {
     # Not replaced, but 4 relies on them slicing the input buffer as they do.
     "SSHConnection._recv_packet": _SSHConnection._recv_packet,
     "GCMEncryption.decrypt_header": _GCMEncryption.decrypt_header,
+    # Wrapped by kexinit.py (first_kex_packet_follows, negotiated algorithms).
+    "SSHConnection._process_kexinit": kexinit.ORIGINAL,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
 _orig_recv_pkthdr = _SSHConnection._recv_pkthdr
@@ -406,6 +410,11 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
     "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
     "SSHConnection.data_received": (_SSHConnection, "data_received", _data_received),
     "SSHConnection._recv_pkthdr": (_SSHConnection, "_recv_pkthdr", _recv_pkthdr),
+    "SSHConnection._process_kexinit": (
+        _SSHConnection,
+        "_process_kexinit",
+        kexinit.process_kexinit,
+    ),
 }
 
 
@@ -445,4 +454,5 @@ def apply() -> None:
         )
     for owner, name, replacement in PATCHES.values():
         setattr(owner, name, replacement)
+    kexinit.install()  # also asyncssh's dispatch table, which holds the function itself
     tune_malloc()

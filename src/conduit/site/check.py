@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from conduit.config.crypto import CryptoConfig, effective, weak_choices
 from conduit.config.load import locate
 from conduit.config.model import Config, Network
 from conduit.names import DEVICES, escape, name_problem
@@ -253,6 +254,17 @@ def check(config: Config, text: str = "") -> list[Problem]:
         error(*first_use, message=message + also)
     for severity, place, message in layout_problems(config):
         add(severity, place, message)
+    crypto_places: list[tuple[tuple[str, ...], CryptoConfig]] = [
+        (("gateway", "crypto"), config.gateway.crypto),
+        *((("devices", n, "crypto"), d.crypto) for n, d in config.devices.items()),
+    ]
+    for at, crypto in crypto_places:
+        offered = effective(crypto)
+        for kind, listed in offered.items():
+            if not listed:
+                error(*at, kind, message="no algorithm left: nothing could connect")
+        for kind, alg, weak in weak_choices(offered):
+            warning(*at, kind, message=f"{alg} is weak ({weak})")
     return problems
 
 

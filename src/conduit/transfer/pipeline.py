@@ -23,10 +23,12 @@ from typing import Any
 
 from conduit.audit import faults
 from conduit.storage.base import Fault, ReadHandle, StorageError, WriteHandle
+from conduit.transfer.budget import ReorderBudget
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the
 # hash still covers every byte once, in order; beyond that we refuse rather
-# than store bytes we could not vouch for.
+# than store bytes we could not vouch for. The gateway also bounds what a
+# session and all sessions hold together (see budget.py).
 MAX_REORDER_BYTES = 16 * 1024 * 1024
 
 
@@ -118,6 +120,7 @@ class Upload(_Transfer):
         max_size: int | None = None,
         check: Check | None = None,
         intend: Intend | None = None,
+        reorder: ReorderBudget | None = None,
     ) -> None:
         super().__init__(transfer, Direction.UPLOAD, path, report)
         self.handle = handle
@@ -129,6 +132,7 @@ class Upload(_Transfer):
         self.times: tuple[float, float] | None = None
         self._ahead: dict[int, bytes] = {}
         self._ahead_bytes = 0
+        self._reorder = ReorderBudget(MAX_REORDER_BYTES, reorder)
 
     async def write(self, offset: int, data: bytes) -> None:
         if self._finished:
@@ -147,13 +151,17 @@ class Upload(_Transfer):
             while self._ahead and self._next in self._ahead:
                 held = self._ahead.pop(self._next)
                 self._ahead_bytes -= len(held)
+                self._reorder.give(len(held))
                 await self.handle.write(self._next, held)
                 self._hash.update(held)
                 self._next += len(held)
-        elif (
-            self._next < offset <= self._next + MAX_REORDER_BYTES
-            and self._ahead_bytes + len(data) <= MAX_REORDER_BYTES
-        ):
+        elif self._next < offset <= self._next + MAX_REORDER_BYTES and offset not in self._ahead:
+            if not self._reorder.take(len(data)):
+                raise TransferRefused(
+                    Fault.FAILURE,
+                    "too many bytes written out of order: upload refused",
+                    f"write at offset {offset} ahead of {self._next}: reorder memory exhausted",
+                )
             self._ahead[offset] = bytes(data)
             self._ahead_bytes += len(data)
         else:
@@ -189,8 +197,15 @@ class Upload(_Transfer):
         )
         return digest
 
+    def _release_held(self) -> None:
+        """Give the bytes held out of order back to the session's budget."""
+        self._reorder.give(self._ahead_bytes)
+        self._ahead.clear()
+        self._ahead_bytes = 0
+
     async def abort(self, error: str) -> None:
         """Throw the upload away; nothing appears under the final name."""
+        self._release_held()
         if self._finished:
             return
         try:
@@ -199,6 +214,7 @@ class Upload(_Transfer):
             await self._finish(Outcome.FAILED, None, error)
 
     async def _fail(self, error: str) -> None:
+        self._release_held()
         with contextlib.suppress(StorageError):
             await self.handle.abort()
         await self._finish(Outcome.FAILED, None, error)

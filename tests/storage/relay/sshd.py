@@ -78,8 +78,11 @@ class Sshd:
             self.kill()
 
 
-def start_sshd(workdir: Path, *, client_keys: list[str], sftp: bool) -> Sshd:
-    """Start an sshd for root logins with ``client_keys`` on 127.0.0.1."""
+def start_sshd(
+    workdir: Path, *, client_keys: list[str], sftp: bool, extra: tuple[str, ...] = ()
+) -> Sshd:
+    """Start an sshd for root logins with ``client_keys`` on 127.0.0.1; ``extra``
+    lines are added to its config (e.g. a legacy device's only algorithms)."""
     workdir.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "host_ed25519"
     host_pub = keygen(host_key, "device-host")
@@ -103,6 +106,7 @@ def start_sshd(workdir: Path, *, client_keys: list[str], sftp: bool) -> Sshd:
     ]
     if sftp:
         lines.append("Subsystem sftp internal-sftp")
+    lines.extend(extra)
     config = workdir / "sshd_config"
     config.write_text("\n".join(lines) + "\n")
     if os.geteuid() == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from conduit.config.model import DeviceConfig
@@ -57,6 +58,7 @@ class RelayBackend:
         state_dir: Path,
         spool_limit: int | None = None,
         on_failure: Reporter | None = None,
+        on_connect: Callable[[DeviceLink], None] | None = None,
     ) -> None:
         if not device.root.startswith("/"):
             raise ValueError(f"device {name}: root must be an absolute path")
@@ -67,6 +69,7 @@ class RelayBackend:
         self.state_dir = state_dir
         self.spool_limit = spool_limit
         self.on_failure = on_failure
+        self.on_connect = on_connect
         self._link: DeviceLink | None = None
         self._impl: SftpDevice | ScpDevice | None = None
         self._choose = asyncio.Lock()
@@ -77,6 +80,8 @@ class RelayBackend:
             self._link = acquire_link(self.name, self.device, self.state_dir)
             if self.on_failure is not None:
                 self._link.report = self.on_failure
+            if self.on_connect is not None:
+                self._link.on_connect = self.on_connect
         return self._link
 
     @property
@@ -146,7 +151,13 @@ class RelayBackend:
 
 
 def open_device(
-    name: str, device: DeviceConfig, state_dir: Path, on_failure: Reporter | None = None
+    name: str,
+    device: DeviceConfig,
+    state_dir: Path,
+    on_failure: Reporter | None = None,
+    on_connect: Callable[[DeviceLink], None] | None = None,
 ) -> RelayBackend:
     """The backend for device ``name`` (SFTP preferred, legacy SCP otherwise)."""
-    return RelayBackend(name, device, state_dir=state_dir, on_failure=on_failure)
+    return RelayBackend(
+        name, device, state_dir=state_dir, on_failure=on_failure, on_connect=on_connect
+    )

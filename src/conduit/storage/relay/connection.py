@@ -23,11 +23,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncssh
 
+from conduit.config.crypto import effective, negotiated
 from conduit.config.model import DeviceConfig
 from conduit.storage.base import Fault, StorageError
 from conduit.storage.relay.failures import (
@@ -172,6 +173,10 @@ class DeviceLink:
         self.slot_timeout = slot_timeout
         self.connects = 0
         """How many SSH connections were opened so far (tests, metrics)."""
+        self.algorithms: dict[str, str | None] = {}
+        """The algorithms the last connection agreed on (kex, host key, cipher, MAC)."""
+        self.on_connect: Callable[[DeviceLink], None] | None = None
+        """Told of each new connection (the gateway journals it)."""
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
@@ -252,6 +257,7 @@ class DeviceLink:
             raise key_missing(self.name, "is missing")
         client_keys = [str(device.identity)] if device.identity is not None else None
         client = _Client(first_use)
+        algs = effective(device.crypto)
         try:
             async with asyncio.timeout(device.connect_timeout):
                 conn, _ = await asyncssh.create_connection(
@@ -267,6 +273,11 @@ class DeviceLink:
                     kbdint_auth=False,
                     gss_auth=False,
                     host_based_auth=False,
+                    kex_algs=list(algs.kex),
+                    encryption_algs=list(algs.ciphers),
+                    mac_algs=list(algs.macs),
+                    server_host_key_algs=list(algs.host_keys),
+                    compression_algs=["none"],
                     connect_timeout=device.connect_timeout,
                     login_timeout=device.connect_timeout,
                     keepalive_interval=KEEPALIVE_INTERVAL,
@@ -278,7 +289,16 @@ class DeviceLink:
         if first_use and client.server_key is not None:
             self._store_first_key(client.server_key)
         self.connects += 1
-        log.info("device %s: connected to %s:%d", self.name, self.host, self.port)
+        self.algorithms = negotiated(conn)
+        log.info(
+            "device %s: connected to %s:%d (%s)",
+            self.name,
+            self.host,
+            self.port,
+            ", ".join(f"{k} {v}" for k, v in self.algorithms.items()),
+        )
+        if self.on_connect is not None:
+            self.on_connect(self)
         return conn
 
     async def connection(self) -> asyncssh.SSHClientConnection:

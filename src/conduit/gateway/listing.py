@@ -1,0 +1,107 @@
+"""SFTP listings served a page at a time.
+
+An OPENDIR used to list, stat and filter the whole folder at once and keep
+the result until the client closed the handle: 30 open listings of a
+20,000-entry folder held ~11.5 MiB each. A :class:`Listing` is asked for
+entries by asyncssh's READDIR (up to 128 per reply) and reads that many from
+the area's folder (:mod:`conduit.storage.localdir`), asking the policy about
+each one as it goes; an open listing holds one descriptor and one page.
+The virtual root, ``/devices`` and device folders (whose relays return whole
+listings) are listed at once, as before.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import asyncssh
+
+from conduit.config.model import Op
+from conduit.gateway.operations import Operations
+from conduit.gateway.vfs import BadPath, VirtualPath
+from conduit.names import DEVICES
+from conduit.storage.base import Entry, Stat, StorageError
+from conduit.storage.local import LocalBackend
+from conduit.storage.localdir import DirStream, open_dir
+
+#: Entries read from the folder per refill (asyncssh sends up to 128 per READDIR).
+PAGE = 128
+
+
+def attrs(st: Stat) -> asyncssh.SFTPAttrs:
+    """SFTP attributes of a file or folder: no real owner, one link."""
+    return asyncssh.SFTPAttrs(
+        size=st.size,
+        permissions=st.mode,
+        atime=int(st.atime),
+        mtime=int(st.mtime),
+        uid=0,
+        gid=0,
+        nlink=1,
+    )
+
+
+def _name(entry: Entry) -> asyncssh.SFTPName:
+    return asyncssh.SFTPName(entry.name.encode("utf-8"), attrs=attrs(entry.stat))
+
+
+class Listing:
+    """An open SFTP listing; an async iterator of names, as asyncssh expects."""
+
+    def __init__(
+        self,
+        ops: Operations,
+        path: VirtualPath,
+        stream: DirStream | None = None,
+        entries: list[Entry] | None = None,
+    ) -> None:
+        self._ops = ops
+        self._path = path
+        self._stream = stream
+        self._ready: deque[asyncssh.SFTPName] = deque(_name(e) for e in entries or ())
+
+    def __aiter__(self) -> Listing:
+        return self
+
+    async def __anext__(self) -> asyncssh.SFTPName:
+        while not self._ready:
+            stream = self._stream
+            if stream is None:
+                raise StopAsyncIteration
+            try:
+                page = await stream.page(PAGE)
+            except StorageError as exc:  # the folder went away or became unreadable
+                self.close()
+                raise asyncssh.SFTPFailure(exc.reason) from None
+            if not page:
+                self.close()
+                raise StopAsyncIteration
+            self._ready.extend(_name(e) for e in page if self._shown(e))
+        return self._ready.popleft()
+
+    def _shown(self, entry: Entry) -> bool:
+        # A name the rule refuses (made outside the gateway) or a path too long
+        # cannot be reached by any operation, so it is not shown; nor is what
+        # the policy (as it stands now) does not let this user list.
+        try:
+            child = self._path.child(entry.name)
+        except BadPath:
+            return False
+        return self._ops._ask(Op.LIST, child).allowed
+
+    def close(self) -> None:
+        self._ready.clear()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+async def open_listing(ops: Operations, path: VirtualPath) -> Listing:
+    """Authorize listing ``path`` and open it (StorageError if refused)."""
+    if path.is_root or path.top == DEVICES:
+        return Listing(ops, path, entries=await ops.listdir(path))
+    await ops.authorize(Op.LIST, path)
+    backend, rel, _ = ops.locate(path)
+    if not isinstance(backend, LocalBackend):
+        return Listing(ops, path, entries=await ops.listdir(path))
+    return Listing(ops, path, stream=open_dir(backend, rel))
