@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conduit.site.check import check
 
 from conduit.cli.check import crypto_lines
 from conduit.config import ConfigError, parse
 from conduit.config.crypto import DEFAULT_CIPHERS, DEFAULT_KEX, DEFAULT_MACS, effective, weakness
+from conduit.site.check import check
 from tests.support.gateway import RunningGateway, policy_text
 
 LEGACY = {
