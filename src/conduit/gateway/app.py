@@ -29,7 +29,7 @@ from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
 from conduit.policy import Policy
-from conduit.site.build import load_checked
+from conduit.site.build import load_checked, user_keys
 from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 
@@ -104,23 +104,6 @@ def load_host_key(config: Config) -> list[asyncssh.SSHKey]:
             out.write(key.export_private_key())
         path.with_suffix(".pub").write_bytes(key.export_public_key())
     return [asyncssh.read_private_key(path)]
-
-
-def user_keys(config: Config) -> dict[str, frozenset[bytes]]:
-    """Each user's allowed keys as public key blobs (what asyncssh compares)."""
-    keys: dict[str, frozenset[bytes]] = {}
-    problems: list[str] = []
-    for name, user in config.users.items():
-        blobs = set()
-        for index, text in enumerate(user.keys):
-            try:
-                blobs.add(asyncssh.import_public_key(text).public_data)
-            except (asyncssh.KeyImportError, ValueError):
-                problems.append(f"users.{name}.keys[{index}]: not an OpenSSH public key")
-        keys[name] = frozenset(blobs)
-    if problems:
-        raise ConfigError(config.source, problems)
-    return keys
 
 
 class Gateway:

@@ -133,6 +133,16 @@ def _user_keys(config: Config, found: _Findings) -> dict[str, frozenset[bytes]]:
     return keys
 
 
+def user_keys(config: Config) -> dict[str, frozenset[bytes]]:
+    """:func:`_user_keys` for a config handed to the gateway directly (the embedded
+    default, tests): :class:`ConfigError` names each entry that is not a key."""
+    found = _Findings("")
+    keys = _user_keys(config, found)
+    if found.problems:
+        raise ConfigError(config.source, [str(p) for p in found.problems])
+    return keys
+
+
 def _siem(config: Config, found: _Findings) -> None:
     """A TLS sink's files must load (the sink would otherwise retry forever)."""
     for index, sink in enumerate(config.audit.siem):
