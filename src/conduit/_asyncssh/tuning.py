@@ -97,10 +97,13 @@ ORIGINALS: dict[str, Any] = {
 }
 
 #: Not replaced, but the copies above use them (private methods they call, the
-#: ``__init__`` that sets the private attributes they read and write), or 4
-#: relies on them slicing the input buffer as they do.
+#: ``__init__`` and NEWKEYS handlers that set the private state they read and
+#: write), or 4 relies on them slicing the input buffer as they do.
 USES: dict[str, Any] = {
     "SSHConnection.__init__": _SSHConnection.__init__,
+    "SSHConnection.send_newkeys": _SSHConnection.send_newkeys,
+    "SSHConnection._process_newkeys": _SSHConnection._process_newkeys,
+    "SSHConnection._send_deferred_packets": _SSHConnection._send_deferred_packets,
     "SSHConnection._send": _SSHConnection._send,
     "SSHConnection._send_kexinit": _SSHConnection._send_kexinit,
     "SSHConnection._recv_data": _SSHConnection._recv_data,
