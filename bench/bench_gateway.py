@@ -327,7 +327,7 @@ format = "rfc5424"
         State a process carries from one transfer to the next then cannot
         decide a row. (That is how glibc's malloc thresholds were found: one
         process ran 1 GiB SFTP downloads ~30 % slower than another for its whole
-        life; see gateway/tuning.py.)
+        life; see gateway/process.py.)
         """
         if name not in self.starters:
             return
@@ -577,6 +577,7 @@ def serve_without_audit(config_path: Path) -> int:
     sys.path.insert(0, str(REPO / "src"))
     from conduit.cli.serve import banner
     from conduit.gateway import Gateway
+    from conduit.gateway.process import tune_malloc
     from conduit.site.build import load_checked
 
     class Drop:
@@ -596,6 +597,7 @@ def serve_without_audit(config_path: Path) -> int:
         await stop.wait()
         await gateway.stop()
 
+    tune_malloc()  # as conduit serve does
     asyncio.run(run())
     return 0
 

@@ -1,49 +1,79 @@
-"""conduit.gateway.tuning: fails when an asyncssh upgrade makes a change stale.
+"""conduit._asyncssh: fails when an asyncssh upgrade makes a private-API use stale.
 
-Each function tuning replaces is pinned by a hash of its source: if asyncssh
-changes one, the copy or wrapper in tuning.py must be reviewed against the new
-code (and the hash updated). Then each change is checked to be in effect and
-to keep the wire format: what a tuned side sends, an untouched peer reads.
+Every private asyncssh member Conduit uses (conduit._asyncssh.pins) is pinned
+by a hash of its source: if asyncssh changes one, the code in conduit/_asyncssh
+that copies, wraps or relies on it must be reviewed against the new code (and
+the hash updated); the failing case names the member. Then each run-time
+change is checked to be in effect, to come off again with ``revert()``, and to
+keep the wire format: what a tuned side sends, an untouched peer reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import asyncssh
 import pytest
-from asyncssh.constants import MSG_IGNORE, MSG_KEX_LAST
+from asyncssh.connection import SSHConnection
+from asyncssh.constants import MSG_IGNORE, MSG_KEX_LAST, MSG_KEXINIT
 from asyncssh.crypto.cipher import GCMCipher
 
-from conduit.gateway import tuning
+from conduit._asyncssh import kexinit, pins, tuning
 
-# sha256 of inspect.getsource() of each original, asyncssh 2.24.1.
+# sha256 of pins.source() of each member, asyncssh 2.24.1.
 SOURCE_SHA256 = {
-    "SSHConnection.send_packet": "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
-    "SSHConnection.data_received": "b2d14a83b2604db65c8775264dfbe38e5920ba749ec627134ddbe708cb43974a",  # noqa: E501
-    "SSHConnection._recv_pkthdr": "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",  # noqa: E501
-    "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
-    "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
-    "SSHChannel._flush_send_buf": "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",  # noqa: E501
-    "SFTPHandler.send_packet": "0c22ab5cc5f282e978663b58f0a1ce6405b95b8cd12479d3df54df0e90f5e326",
     "GCMCipher.__init__": "8dbe9e768f4ecf7a4bac1641c2e574c2914e72c8c06d47eeb81f1355bc44c6a3",
+    "GCMCipher._update_iv": "bce250a8d9dc82b6aa456657118d8773477e693b34cdb7f5d34da34e76ccba6d",
     "GCMCipher.encrypt_and_sign": "adb87dbdb4f9039ab1f0029bd845b032bd6571d2ae894c7b067ea1f62bb0726e",  # noqa: E501
     "GCMCipher.verify_and_decrypt": "c09eb5b36d0f6a92a6df6430e70d479dbd6354f3403b98b65e9dc9ecccc37b52",  # noqa: E501
-    "GCMEncryption.decrypt_packet": "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",  # noqa: E501
-    "SSHConnection._recv_packet": "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",  # noqa: E501
+    "GCMEncryption.__init__": "96f0b31f70afef1a80e5427b9a56477f9e48226b2bc2f840e8970a6744d6f38f",
     "GCMEncryption.decrypt_header": "50d9112c6d6c1ced2db1cea7cde9f43b079ff0c6ae2b5c2213646c3db51bb293",  # noqa: E501
+    "GCMEncryption.decrypt_packet": "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",  # noqa: E501
+    "SFTPHandler.__init__": "f4067a8a90addc41f935ec8f67c3bf0a2f9a75240ef1c35c5c1309cd4940be31",
+    "SFTPHandler._return_types": "49b145406c237dc981f73e0633feaa1e85eeda1551cd477674c3daff2494257c",
+    "SFTPHandler.recv_packet": "d811faaea31cc51cc19250912d423bdcefe78cc211a7a7ca20f1bc6dc8209ad3",
+    "SFTPHandler.send_packet": "0c22ab5cc5f282e978663b58f0a1ce6405b95b8cd12479d3df54df0e90f5e326",
+    "SFTPServerHandler.__init__": "c6d824a26f61232e8ffe78546deb2d9910298b4221a8f979ada55692ba231128",  # noqa: E501
+    "SFTPServerHandler._cleanup": "620706aba4753e8200ede56f460674a3b168539ff3944e8807a8e5d2df14baae",  # noqa: E501
+    "SFTPServerHandler._extensions": "83fb7e3e2fac7c8d85d630d246881a14f83a6226ef99ee9fbb23f287e076e578",  # noqa: E501
+    "SFTPServerHandler._get_next_handle": "0ca44c9cb2fe52b1de195f922f3ae5e92ac6dc39149ab4e030053f1a29810e36",  # noqa: E501
+    "SFTPServerHandler._packet_handlers": "8751075af77a5af68fd605e38292dbd5b8bac4006d621de323bea3a8274466f7",  # noqa: E501
+    "SFTPServerHandler._process_close": "51ec1a5405ff2e30a2e98f1db90b7437e8a9b49c579c33de126c64f758ed0a00",  # noqa: E501
+    "SFTPServerHandler._process_limits": "62a6a3cb0ec8ec7ce6dc44f301d60b240cac251c2168d82cef3a985350f1b12d",  # noqa: E501
+    "SFTPServerHandler._process_opendir": "edbe8f8a79909dda00f6b6a46c5e1a3389ed4f737da921b1c0f77ba2c9fd0fda",  # noqa: E501
+    "SFTPServerHandler._process_packet": "4e7c6b60e5c9dd265a293c13b5262b519018d4994f09645a431540508d04d60b",  # noqa: E501
+    "SFTPServerHandler._process_readdir": "c062f26f6487cd47f2b3e20ee0763d52174b93ce972b688b64eaef3c4e9c956a",  # noqa: E501
+    "SSHChannel.__init__": "c9834d9302839e7129e814f1276ecc262bd424f0f1c22ccb3740983d181c3ae4",
+    "SSHChannel._close_send": "5dcbc60194d9a29b69cd8e767f5ac5e53b95b1a59996bb893351599f2acd8942",
+    "SSHChannel._flush_send_buf": "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",  # noqa: E501
+    "SSHChannel._pause_resume_writing": "b05e507ca9fdeec97aae06c9f21b1fa39318d127d5b876c709232571641f3aed",  # noqa: E501
+    "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
+    "SSHConnection.__init__": "41da2e469f2a39643016d7d1ae7e1b262cf1a7b68a3a9672eb80e21195b0053a",
+    "SSHConnection._packet_handlers": "73f32c0879872e6fc443ee3cb791a807cdcb221dde0b078c19053593e149da3f",  # noqa: E501
     "SSHConnection._process_kexinit": "439bdf2fc55e67370a3e0c1c5e1276fc2c7e95a5fcfb5979914bac461f072666",  # noqa: E501
+    "SSHConnection._process_newkeys": "a0331fe3cfd09d0b414800a9c59ffef089fa0ee67883957f597d3ccda58160b3",  # noqa: E501
+    "SSHConnection._process_userauth_request": "9d1a0e42d15a1526776e69718c7e08f4fa967e4ef227e2fbb78378473effd474",  # noqa: E501
+    "SSHConnection._recv_data": "fc4e0735191bb0fdd7fa8f91761067015989bfa47246ac1843c9abaeef7d243f",
+    "SSHConnection._recv_packet": "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",  # noqa: E501
+    "SSHConnection._recv_pkthdr": "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",  # noqa: E501
+    "SSHConnection._send": "c6698a37eb80f574e53595c650f493b6ef52576a411dabc1b2977ba2e3e7b5b3",
+    "SSHConnection._send_deferred_packets": "c5ef8240853eb331be28da0b38f68354ea5f7168d63f06550e94d5b297aca75f",  # noqa: E501
+    "SSHConnection._send_kexinit": "275ddc818b59f44b24a3b9d0ccc8cdd1d283a449f75c5d36e5a57cb70d9d90e3",  # noqa: E501
+    "SSHConnection.data_received": "b2d14a83b2604db65c8775264dfbe38e5920ba749ec627134ddbe708cb43974a",  # noqa: E501
+    "SSHConnection.send_newkeys": "0b41234420373618bb7bae4fd482422dd71740c756c6d2103f02e265c39794a7",  # noqa: E501
+    "SSHConnection.send_packet": "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
+    "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
+    "SSHServerStreamSession._init_sftp_server": "f1ed39d6ce159b2e2bed4d1a17835cc0586c7a00846a7e6d540c426b899c3aed",  # noqa: E501
+    "SSHStreamSession.__init__": "a7102adfac6977033939d2f93985787c529933026c1ecfae584fc434b538f8ac",
+    "SSHStreamSession.connection_made": "4fa7ec0d65048081d7d657b8d087ac0aaed0e9a4b1b26abe63189503aa5b329e",  # noqa: E501
 }
 
 
-def _digest(func: object) -> str:
-    return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()  # type: ignore[arg-type]
+def _digest(member: object) -> str:
+    return hashlib.sha256(pins.source(member).encode()).hexdigest()
 
 
 @pytest.fixture
@@ -58,13 +88,22 @@ def test_pinned_version() -> None:
 
 @pytest.mark.parametrize("name", sorted(SOURCE_SHA256))
 def test_original_unchanged(name: str) -> None:
-    # A failure here means asyncssh changed code tuning.py copies or wraps:
-    # re-read the new original, port the change (or drop it), update the hash.
-    assert _digest(tuning.ORIGINALS[name]) == SOURCE_SHA256[name], name
+    # A failure here means asyncssh changed code conduit/_asyncssh copies,
+    # wraps or relies on: re-read the new original, port the change (or drop
+    # it), update the hash (see tuning._send_packet's docstring).
+    assert _digest(pins.MEMBERS[name]) == SOURCE_SHA256[name], name
 
 
-def test_every_patch_pinned() -> None:
-    assert set(tuning.PATCHES) <= set(tuning.ORIGINALS) == set(SOURCE_SHA256)
+def test_every_member_pinned() -> None:
+    assert set(tuning.PATCHES) <= set(tuning.ORIGINALS)
+    assert set(pins.MEMBERS) == set(SOURCE_SHA256)
+
+
+def test_source_of_a_table_follows_its_entries() -> None:
+    table = {1: test_pinned_version, b"x": _digest}
+    assert pins.source(table) == pins.source(dict(reversed(table.items())))
+    assert pins.source(table) != pins.source({**table, 2: test_pinned_version})
+    assert pins.source(table) != pins.source({**table, 1: _digest})
 
 
 @pytest.mark.parametrize("name", sorted(tuning.PATCHES))
@@ -76,12 +115,30 @@ def test_patch_in_effect(tuned: None, name: str) -> None:
 
 def test_kexinit_dispatch_in_effect(tuned: None) -> None:
     # asyncssh dispatches packets through a table holding the function itself.
-    from asyncssh.connection import SSHConnection
-    from asyncssh.constants import MSG_KEXINIT
-
-    from conduit.gateway import kexinit
-
     assert SSHConnection._packet_handlers[MSG_KEXINIT] is kexinit.process_kexinit
+
+
+def test_revert_restores_originals() -> None:
+    def in_effect() -> list[bool]:
+        patched = [
+            owner.__dict__[attr] is replacement
+            for owner, attr, replacement in tuning.PATCHES.values()
+        ]
+        return [*patched, SSHConnection._packet_handlers[MSG_KEXINIT] is kexinit.process_kexinit]
+
+    tuning.apply()
+    assert all(in_effect())
+    try:
+        tuning.revert()
+        assert not any(in_effect())
+        for name, (owner, attr, _) in tuning.PATCHES.items():
+            assert owner.__dict__[attr] is tuning.ORIGINALS[name], name
+        assert SSHConnection._packet_handlers == kexinit.HANDLERS
+        tuning.revert()  # idempotent
+        assert SSHConnection._packet_handlers[MSG_KEXINIT] is kexinit.ORIGINAL
+    finally:
+        tuning.apply()  # the rest of the session runs tuned, as the gateway does
+    assert all(in_effect())
 
 
 def test_apply_refuses_other_versions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,38 +255,3 @@ async def test_wire_round_trip(tuned: None, cipher: str, mac: str, ignores: bool
     assert after_kex, "no connection-layer packets seen"
     # MSG_IGNORE before connection-layer packets only where it defends something.
     assert (MSG_IGNORE in sent) is ignores
-
-
-# A loop shaped like a transfer: a few 300 KB buffers alive at once, then freed.
-# Untuned glibc hands the freed top of the heap back to the kernel every round
-# and faults it in again on the next; tuned, the pages stay.
-_CHURN = """
-import resource, sys
-from conduit.gateway import tuning
-if sys.argv[1] == "tuned":
-    assert tuning.tune_malloc()
-kept = b"k" * 300_000
-del kept  # what the first freed packet does: glibc raises its mmap threshold
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(200):
-    buffers = [b"x" * 300_000 for _ in range(4)]
-    del buffers
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-def _churn_faults(mode: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHURN, mode], capture_output=True, text=True, check=True
-    )
-    return int(done.stdout)
-
-
-@pytest.mark.skipif(
-    "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""), reason="glibc's mallopt only"
-)
-def test_malloc_tuning_keeps_buffer_pages() -> None:
-    untuned, tuned = _churn_faults("untuned"), _churn_faults("tuned")
-    # 200 rounds x 4 buffers x 73 pages is ~58,000 faults when the heap is trimmed.
-    assert untuned > 20_000, untuned
-    assert tuned < 2_000, tuned

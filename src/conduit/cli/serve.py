@@ -160,6 +160,9 @@ def setup_console(verbose: bool) -> RepeatFilter:
 
 def run(args: argparse.Namespace) -> int:
     config, demo = choose_config(args.config, args.listen)
+    from conduit.gateway.process import tune_malloc
+
+    tune_malloc()  # once, before the gateway allocates anything big
     repeats = setup_console(args.verbose)
     # Sessions, refusals, failed transfers and alerts are always shown; -v adds
     # every successful file operation (path, bytes, SHA-256, duration) and the

@@ -175,7 +175,7 @@ def weak_choices(algs: Algorithms) -> list[tuple[str, str, str]]:
 
 def negotiated(conn: Any) -> dict[str, str | None]:
     """What an established asyncssh connection agreed on, for audit records
-    (``kex`` and ``host_key_algorithm`` come from conduit.gateway.kexinit)."""
+    (``kex`` and ``host_key_algorithm`` come from conduit._asyncssh.kexinit)."""
     info = conn.get_extra_info
     cipher, recv_cipher = info("send_cipher"), info("recv_cipher")
     mac, recv_mac = info("send_mac"), info("recv_mac")

@@ -15,11 +15,11 @@ from typing import Any
 
 import asyncssh
 
+from conduit._asyncssh import tuning
 from conduit.audit import Auditor
 from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
-from conduit.gateway import tuning
 from conduit.gateway.control import ControlServer, socket_path
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.gate import Listener, Ticket

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
+from conduit._asyncssh import authwatch
+from conduit._asyncssh.channel import binary_channel, channel
 from conduit.config.crypto import negotiated
-from conduit.gateway import authwatch
 from conduit.gateway.admission import Admission
 from conduit.gateway.gate import Ticket
 from conduit.gateway.operations import Operations, SessionInfo, Traffic
@@ -346,10 +347,7 @@ class Session(SSHServerStreamSession[bytes]):
             chan.exit(1)
 
     def session_started(self) -> None:
-        assert self._chan is not None
-        chan: asyncssh.SSHServerChannel[bytes] = self._chan  # type: ignore[assignment]
-        chan.set_encoding(None)
-        self._encoding = None
+        chan = binary_channel(self)
         reader = SSHReader[bytes](self, chan)
         writer = SSHWriter[bytes](self, chan)
         command = chan.get_command()
@@ -375,8 +373,7 @@ class Session(SSHServerStreamSession[bytes]):
             gateway.spawn(self._run_scp(scp, chan))
 
     async def _drain_replies(self) -> None:
-        assert self._chan is not None
-        if self._chan.get_write_buffer_size() > MAX_QUEUED_REPLIES:
+        if channel(self).get_write_buffer_size() > MAX_QUEUED_REPLIES:
             await self.drain(None)
 
     async def _run_scp(self, scp: ScpServer, chan: asyncssh.SSHServerChannel[bytes]) -> None:

@@ -5,7 +5,8 @@ no copy-data, 256 KiB messages, bounded replies in flight) and makes an
 upload that was never explicitly closed, because the client died or the
 channel dropped, an *abort* rather than a commit. Open handles count against
 the session's and the user's caps (:mod:`conduit.gateway.resources`), and
-listings are read a page at a time (:mod:`conduit.gateway.listing`).
+listings are read a page at a time (:mod:`conduit.gateway.listing`). What
+needs asyncssh's private API is in :mod:`conduit._asyncssh.sftpserver`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncssh
-from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_WRITE, SFTPBadMessage
-from asyncssh.packet import SSHPacket
-from asyncssh.sftp import SFTPServerHandler
+from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_WRITE
 
+from conduit._asyncssh.sftpserver import NarrowSFTPHandler
 from conduit.gateway.listing import Listing, open_listing
 from conduit.gateway.listing import attrs as _attrs
 from conduit.gateway.operations import Operations
@@ -33,11 +33,6 @@ MAX_DATA = MAX_MESSAGE - 1024
 # Replies queued on the channel beyond this make the next read wait for the
 # client to drain them: memory per session stays bounded.
 MAX_QUEUED_REPLIES = 4 * 1024 * 1024
-
-# SFTP v3 packet types (draft-ietf-secsh-filexfer-02) that asyncssh does not export.
-FXP_OPENDIR = 11
-FXP_CLOSE = 4
-FXP_NAME = 104
 
 _FAULT_ERRORS: dict[Fault, Callable[[str], asyncssh.SFTPError]] = {
     Fault.NOT_FOUND: asyncssh.SFTPNoSuchFile,
@@ -283,91 +278,39 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         self.channel.exit(0)
 
 
-class GatewaySFTPHandler(SFTPServerHandler):
-    """asyncssh's SFTP server handler with Conduit's narrower contract."""
+class GatewaySFTPHandler(NarrowSFTPHandler):
+    """asyncssh's SFTP server handler with Conduit's narrower contract.
 
-    _extensions = [
-        (b"newline", b"\n"),
-        (b"posix-rename@openssh.com", b"1"),
-        (b"statvfs@openssh.com", b"2"),
-        (b"fstatvfs@openssh.com", b"2"),
-        (b"fsync@openssh.com", b"1"),
-        (b"limits@openssh.com", b"1"),
-        (b"expand-path@openssh.com", b"1"),
-    ]
+    The private-API half (message limit, extensions, directory handles,
+    cleanup) is :class:`conduit._asyncssh.sftpserver.NarrowSFTPHandler`;
+    this fills in its hooks.
+    """
 
-    _server: GatewaySFTPServer
+    max_message = MAX_MESSAGE
 
-    async def recv_packet(self) -> SSHPacket:
-        assert self._reader is not None
-        length = int.from_bytes(await self._reader.readexactly(4), "big")
-        if length > MAX_MESSAGE:
-            raise SFTPBadMessage(f"SFTP message over {MAX_MESSAGE} bytes")
-        return SSHPacket(await self._reader.readexactly(length))
+    @property
+    def gateway_server(self) -> GatewaySFTPServer:
+        server = self.server
+        assert isinstance(server, GatewaySFTPServer)
+        return server
 
-    async def _cleanup(self, exc: Exception | None) -> None:
+    def session_ending(self, exc: Exception | None) -> None:
         # Handles still open now were never closed by the client: whatever
         # they were uploading is incomplete and must not be committed.
-        if self._server is not None:
-            self._server.aborting = f"session ended: {exc}" if exc else "session ended"
-            for listing in self._dir_handles.values():
-                self._close_listing(listing)
-            self._dir_handles = {}
-        await super()._cleanup(exc)
+        self.gateway_server.aborting = f"session ended: {exc}" if exc else "session ended"
 
-    def _close_listing(self, listing: object) -> None:
+    def close_listing(self, listing: object) -> None:
         if isinstance(listing, Listing):
             listing.close()
-            self._server.release()
+            self.gateway_server.release()
 
-    async def _process_opendir(self, packet: SSHPacket) -> bytes:
-        path = packet.get_string()
-        packet.check_end()
-        listing = await self._server.open_listing(path)
-        handle = self._get_next_handle()
-        self._dir_handles[handle] = listing
-        return handle
+    async def open_listing(self, path: bytes) -> Listing:
+        return await self.gateway_server.open_listing(path)
 
-    async def _process_close(self, packet: SSHPacket) -> None:
-        peek = SSHPacket(packet.get_remaining_payload())
-        listing = self._dir_handles.pop(peek.get_string(), None)
-        if listing is None:
-            return await super()._process_close(packet)  # a file (or no such handle)
-        peek.check_end()
-        self._close_listing(listing)
-
-    async def _process_limits(self, packet: SSHPacket) -> asyncssh.SFTPLimits:
-        packet.check_end()
-        quota = self._server.quota
+    def advertised_limits(self) -> asyncssh.SFTPLimits:
+        quota = self.gateway_server.quota
         handles = quota.per_session_cap if quota is not None else 64
         return asyncssh.SFTPLimits(MAX_MESSAGE, MAX_DATA, MAX_DATA, handles)
 
-    async def _process_expand_path(self, packet: SSHPacket) -> tuple[list[asyncssh.SFTPName], bool]:
-        path = packet.get_string()
-        packet.check_end()
-        result = await self._server.realpath(path)
-        return [asyncssh.SFTPName(result)], False
-
-    _packet_handlers = {
-        key: value
-        for key, value in SFTPServerHandler._packet_handlers.items()
-        if key
-        not in (
-            b"hardlink@openssh.com",
-            b"copy-data",
-            b"ranges@asyncssh.com",
-            b"lsetstat@openssh.com",
-        )
-    }
-    _packet_handlers.update(
-        {
-            FXP_OPENDIR: _process_opendir,  # type: ignore[dict-item]
-            FXP_CLOSE: _process_close,  # type: ignore[dict-item]
-            b"limits@openssh.com": _process_limits,  # type: ignore[dict-item]
-            b"expand-path@openssh.com": _process_expand_path,  # type: ignore[dict-item]
-        }
-    )
-    _return_types = {
-        **SFTPServerHandler._return_types,
-        b"expand-path@openssh.com": FXP_NAME,
-    }
+    async def expand_path(self, path: bytes) -> bytes:
+        return await self.gateway_server.realpath(path)

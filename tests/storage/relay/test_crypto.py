@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conduit._asyncssh import tuning
 from conduit.config.crypto import CryptoConfig
-from conduit.gateway import tuning
 from conduit.storage.base import StorageError
 from conduit.storage.relay import open_device
 

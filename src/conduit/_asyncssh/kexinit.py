@@ -14,7 +14,8 @@ asyncssh's handler and applies the RFC's rule (as OpenSSH does), and records
 the negotiated key exchange and host key algorithms as the connection's
 ``kex_algorithm`` and ``host_key_algorithm`` extra info (asyncssh records
 only ciphers and MACs) for the audit trail. Installed by
-:func:`conduit.gateway.tuning.apply`; pinned in tests/test_tuning.py.
+:func:`conduit._asyncssh.tuning.apply`, removed by its ``revert``; the
+asyncssh members used are in :data:`USES`, pinned in tests/test_tuning.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ from asyncssh.packet import SSHPacket
 
 _SSHConnection = _connection.SSHConnection
 ORIGINAL = _SSHConnection._process_kexinit
+#: asyncssh's packet dispatch table as released (install() changes one entry).
+HANDLERS: dict[int, Any] = dict(_SSHConnection._packet_handlers)
+
+#: Private members used here besides ORIGINAL (``_kex``, ``_ignore_first_kex``
+#: and the KEXINIT payloads are set in ``__init__``, pinned with the send path;
+#: ``_recv_packet``, also pinned there, reads ``_ignore_first_kex``).
+USES: dict[str, Any] = {
+    "SSHConnection._packet_handlers": HANDLERS,
+    "SSHConnection._send_kexinit": _SSHConnection._send_kexinit,
+}
 
 
 def _preferences(payload: bytes) -> tuple[Sequence[bytes], Sequence[bytes], bool]:
@@ -71,3 +82,8 @@ def install() -> None:
     """Make asyncssh dispatch KEXINIT to :func:`process_kexinit` (idempotent;
     tuning.apply also sets the method, for the pin test)."""
     _SSHConnection._packet_handlers[MSG_KEXINIT] = process_kexinit
+
+
+def uninstall() -> None:
+    """Undo :func:`install` (idempotent)."""
+    _SSHConnection._packet_handlers[MSG_KEXINIT] = HANDLERS[MSG_KEXINIT]

@@ -1,8 +1,10 @@
-"""Run-time changes to asyncssh, kept in one place.
+"""Run-time changes to asyncssh for throughput, kept in one place.
 
 Every change here is tied to the pinned asyncssh version; tests/test_tuning.py
 fails when an upgrade makes one of them stale (it pins a hash of the source of
-every function replaced here and checks that each change is in effect).
+every function replaced here and of every private member the copies rely on,
+and checks that each change is in effect, that :func:`revert` restores the
+originals, and that the wire format is kept).
 
 None of them changes what goes on the wire except for dropping the empty
 MSG_IGNORE packets asyncssh sends ahead of every packet, and only under AEAD
@@ -25,36 +27,15 @@ The changes here, each explained where it is made:
   3b  channel data passed as length + data (one copy less per packet)
   3c  SFTP replies built with one join
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing)
-  5   glibc malloc thresholds fixed at start (steady page faults and CPU)
 
-Everything else Conduit does to or around asyncssh lives beside the code that
-needs it, each covered by tests that drive real OpenSSH clients against it:
-
-* ``gateway/authwatch.py`` -- asyncssh answers requests for methods the server
-  does not offer (password, keyboard-interactive, repeated ``none``) without
-  telling the application, so they escaped MaxAuthTries and the journal; each
-  connection's USERAUTH_REQUEST handler is wrapped to see them first.
-* ``gateway/gate.py`` -- asyncssh builds a whole connection object (~0.5 ms of
-  CPU) for every accepted socket; Conduit's own listener, passed as
-  ``asyncssh.listen(tunnel=...)``, refuses floods before that.
-* ``gateway/sftp.py`` -- the SFTP server handler is subclassed: OpenSSH's
-  256 KiB message limit instead of asyncssh's 4 MiB, advertised through
-  ``limits@openssh.com``; ``expand-path@openssh.com`` answered; hard links, ``copy-data``,
-  ``ranges@asyncssh.com`` and ``lsetstat`` removed, and files still open when
-  a session ends aborted rather than committed (``_cleanup``).
-* ``gateway/server.py`` -- a login_grace_time expiry is recognised by the
-  exception text asyncssh passes to ``connection_lost``; sessions reach the
-  channel through ``SSHServerStreamSession._chan`` to bound queued replies.
-* ``gateway/app.py`` -- ``listen()`` options: no compression, no forwarding or
-  ptys, ``line_editor=False`` (it wrapped every channel), AES-GCM first in the
-  cipher order (asyncssh runs it about twice as fast as chacha20-poly1305).
-
-docs/asyncssh.md has the same list for readers of the documentation.
+glibc's malloc thresholds (5 in earlier lists) are the process's, not
+asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
+The package's other modules are listed in its ``__init__``; docs/asyncssh.md
+has the whole list for readers of the documentation.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from typing import Any
@@ -85,7 +66,7 @@ from asyncssh.sftp import SFTPNoConnection
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conduit.gateway import kexinit
+from conduit._asyncssh import kexinit
 
 PINNED = "2.24.1"
 
@@ -111,11 +92,29 @@ ORIGINALS: dict[str, Any] = {
     "GCMCipher.encrypt_and_sign": _GCMCipher.encrypt_and_sign,
     "GCMCipher.verify_and_decrypt": _GCMCipher.verify_and_decrypt,
     "GCMEncryption.decrypt_packet": _GCMEncryption.decrypt_packet,
-    # Not replaced, but 4 relies on them slicing the input buffer as they do.
-    "SSHConnection._recv_packet": _SSHConnection._recv_packet,
-    "GCMEncryption.decrypt_header": _GCMEncryption.decrypt_header,
     # Wrapped by kexinit.py (first_kex_packet_follows, negotiated algorithms).
     "SSHConnection._process_kexinit": kexinit.ORIGINAL,
+}
+
+#: Not replaced, but the copies above use them (private methods they call, the
+#: ``__init__`` and NEWKEYS handlers that set the private state they read and
+#: write), or 4 relies on them slicing the input buffer as they do.
+USES: dict[str, Any] = {
+    "SSHConnection.__init__": _SSHConnection.__init__,
+    "SSHConnection.send_newkeys": _SSHConnection.send_newkeys,
+    "SSHConnection._process_newkeys": _SSHConnection._process_newkeys,
+    "SSHConnection._send_deferred_packets": _SSHConnection._send_deferred_packets,
+    "SSHConnection._send": _SSHConnection._send,
+    "SSHConnection._send_kexinit": _SSHConnection._send_kexinit,
+    "SSHConnection._recv_data": _SSHConnection._recv_data,
+    "SSHConnection._recv_packet": _SSHConnection._recv_packet,
+    "SSHChannel.__init__": _channel.SSHChannel.__init__,
+    "SSHChannel._pause_resume_writing": _channel.SSHChannel._pause_resume_writing,
+    "SSHChannel._close_send": _channel.SSHChannel._close_send,
+    "SFTPHandler.__init__": _sftp.SFTPHandler.__init__,
+    "GCMCipher._update_iv": _GCMCipher._update_iv,
+    "GCMEncryption.__init__": _GCMEncryption.__init__,
+    "GCMEncryption.decrypt_header": _GCMEncryption.decrypt_header,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
 _orig_recv_pkthdr = _SSHConnection._recv_pkthdr
@@ -178,10 +177,12 @@ def _gcm_decrypt_packet(
 
 # -- 3. sending: no MSG_IGNORE under AEAD ciphers, fewer copies, pooled padding ----------
 # asyncssh sends an empty MSG_IGNORE before every connection-layer packet. That
-# is the countermeasure to the CBC-mode attacks on SSH (Bellare-Kohno-Namprempre
-# 2002, Albrecht-Paterson-Watson 2009): with CBC the next packet's IV is the last
-# ciphertext block, known to an observer, and an ignore packet in between makes
-# it unpredictable. Under AES-GCM and chacha20-poly1305 each packet is sealed
+# is RFC 4251 section 9.3.1's countermeasure to the chosen-plaintext attack on
+# SSH's CBC mode (Dai, Rogaway; Bellare-Kohno-Namprempre 2002): with CBC the next
+# packet's IV is the last ciphertext block, known to an observer, and an ignore
+# packet in between makes it unpredictable. (Albrecht-Paterson-Watson 2009 is a
+# different CBC attack, on the encrypted length field; ignore packets do not
+# stop it.) Under AES-GCM and chacha20-poly1305 each packet is sealed
 # with its own nonce and tag; there is no IV chaining to protect, which is why
 # OpenSSH never sends these packets. We keep them for every non-AEAD cipher
 # (CBC, CTR + MAC), exactly as asyncssh does. Measured: +31 % on downloads alone
@@ -205,7 +206,30 @@ def _padding(length: int) -> bytes:
 
 
 def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> None:
-    # A copy of SSHConnection.send_packet (asyncssh 2.24.1); changes marked "Conduit".
+    """A copy of SSHConnection.send_packet (asyncssh 2.24.1); changes marked "Conduit".
+
+    The copy carries asyncssh's security logic with it, notably the strict key
+    exchange sequence numbers (``_strict_kex``: the send sequence reset at
+    MSG_NEWKEYS, the rollover refused before the first key exchange), asyncssh's
+    fix for CVE-2023-48795 ("Terrapin"). A fix asyncssh makes to send_packet
+    therefore does not reach Conduit by upgrading: it must be ported here.
+
+    Adopting an asyncssh security release (or any upgrade):
+
+    1. Diff the old and new release's source of ``SSHConnection.send_packet``
+       and of every other member pinned in :mod:`conduit._asyncssh.pins`
+       (``tests/test_tuning.py`` names each one that changed: its
+       ``test_original_unchanged[<member>]`` case fails, and
+       ``test_pinned_version`` fails on the version alone).
+    2. Re-derive each copy in this package from the new original (this
+       function, ``_flush_send_buf``, ``_sftp_send_packet``, the GCM ones),
+       keeping only the changes marked "Conduit"; re-check the wrappers
+       (kexinit, authwatch, sftpserver, channel) against what they rely on.
+    3. Refresh ``src/conduit/_asyncssh/patches/*.diff`` against the new
+       release (its README says how; tests/test_asyncssh_patches.py checks
+       them), then update :data:`PINNED` and the hashes in tests/test_tuning.py.
+       Until then :func:`apply` refuses any other version: no stale copy runs.
+    """
     if (
         self._auth_complete
         and self._kex_complete
@@ -418,41 +442,20 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
 }
 
 
-# -- 5. glibc malloc: big buffers stay in the heap, the heap is not trimmed each time -----
-# Packets, file chunks and their ciphertexts are bytes objects of 32 KiB to a few
-# hundred KiB. glibc serves those over its mmap threshold (128 KiB at start, then
-# raised as mmapped chunks are freed) with a fresh mmap, and gives the top of the
-# heap back to the kernel whenever more than twice that threshold is free there.
-# Which of the two a process falls into depends on where its long-lived objects
-# happened to land, and then holds for the process's life: measured on 1 GiB SFTP
-# downloads, some processes took 370,000 page faults and 45 % more CPU than others
-# (17,000). Fixed thresholds take the coin toss away: every such transfer then
-# costs ~1,400 faults. The price is up to TRIM_THRESHOLD of freed heap kept mapped.
-
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 4 << 20
-TRIM_THRESHOLD = 32 << 20
-
-
-def tune_malloc() -> bool:
-    """Fix glibc's malloc thresholds; False where the C library is not glibc."""
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
-    if not libc or not libc.startswith("glibc"):
-        return False  # musl's mallopt does nothing; macOS has none
-    mallopt = ctypes.CDLL(None).mallopt
-    return bool(
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    )
-
-
 def apply() -> None:
     """Apply the run-time changes (idempotent)."""
     if asyncssh.__version__ != PINNED:
         raise RuntimeError(
-            f"conduit.gateway.tuning is written for asyncssh {PINNED}, found {asyncssh.__version__}"
+            f"conduit._asyncssh.tuning is written for asyncssh {PINNED}, "
+            f"found {asyncssh.__version__}"
         )
     for owner, name, replacement in PATCHES.values():
         setattr(owner, name, replacement)
     kexinit.install()  # also asyncssh's dispatch table, which holds the function itself
-    tune_malloc()
+
+
+def revert() -> None:
+    """Put asyncssh's originals back (idempotent): tests, and whoever embeds asyncssh."""
+    for key, (owner, name, _) in PATCHES.items():
+        setattr(owner, name, ORIGINALS[key])
+    kexinit.uninstall()

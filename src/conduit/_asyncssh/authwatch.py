@@ -8,8 +8,9 @@ them would make clients prompt people for a password that can never work.
 Instead, each connection's USERAUTH_REQUEST handler is wrapped (on that
 connection object only) so the application hears of the attempt first, then
 asyncssh refuses it as before. Written for asyncssh 2.24.1 (see
-:data:`conduit.gateway.tuning.PINNED`); tests/gateway/test_auth_methods.py
-fails if an upgrade makes it stale.
+:data:`conduit._asyncssh.tuning.PINNED`); the members used are in :data:`USES`,
+pinned by tests/test_tuning.py, and tests/gateway/test_auth_methods.py fails
+if an upgrade makes it stale.
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncssh
+from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_USERAUTH_REQUEST
 from asyncssh.packet import PacketDecodeError, SSHPacket
+
+#: Private members used here (``_auth_complete`` is set in ``SSHConnection.__init__``
+#: and the dispatch table is pinned with kexinit's).
+USES: dict[str, Any] = {
+    "SSHConnection._process_userauth_request": SSHConnection._process_userauth_request,
+}
 
 #: Methods Conduit serves; asyncssh reports on these through SSHServer callbacks.
 SERVED = frozenset({"publickey"})
