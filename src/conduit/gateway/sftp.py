@@ -18,12 +18,12 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_WRITE, SFTPB
 from asyncssh.packet import SSHPacket
 from asyncssh.sftp import SFTPServerHandler
 
+from conduit.errors import Fault, StorageError
 from conduit.gateway.listing import Listing, open_listing
 from conduit.gateway.listing import attrs as _attrs
 from conduit.gateway.operations import Operations
 from conduit.gateway.resources import HandleQuota
 from conduit.gateway.vfs import VirtualPath
-from conduit.storage.base import Fault, StorageError
 from conduit.transfer import Download, Upload
 
 # OpenSSH's own limits (SFTP_MAX_MSG_LENGTH): OpenSSH clients size their

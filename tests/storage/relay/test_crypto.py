@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conduit.config.crypto import CryptoConfig
+from conduit.errors import StorageError
 from conduit.gateway import tuning
-from conduit.storage.base import StorageError
 from conduit.storage.relay import open_device
 
 from .conftest import Devices, device_config
