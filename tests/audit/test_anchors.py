@@ -90,7 +90,7 @@ async def test_intact_journal_reaches_every_anchor(make_auditor, tmp_path) -> No
     anchors = [from_siem_log(log), *from_dirs([anchor_dir])]
     assert all(a is not None and not isinstance(a, str) for a in anchors)
     report = verify(journal, key(tmp_path), anchors=anchors)  # type: ignore[arg-type]
-    assert report.ok, report.fault
+    assert report.ok, report.broken
     assert anchors[0].seq == cps[-1]["seq"]  # type: ignore[union-attr]
 
 
@@ -104,9 +104,9 @@ async def test_a_cut_tail_without_its_state_fails(make_auditor, tmp_path, how: s
         for path in journal_files(journal)[-2:]:
             path.unlink()
     (journal / "checkpoint.json").unlink()
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "missing" and "signed state is missing" in fault.detail
-    fault = verify(journal, key(tmp_path), anchors=[from_siem_log(log)]).fault  # type: ignore[list-item]
+    fault = verify(journal, key(tmp_path), anchors=[from_siem_log(log)]).broken  # type: ignore[list-item]
     assert fault is not None
 
 
@@ -133,7 +133,7 @@ async def test_an_earlier_genuine_state_is_caught_by_each_anchor(
         assert found_log is not None
         given = found_log
     assert given.seq == state["seq"]
-    fault = verify(journal, key(tmp_path), anchors=[given]).fault
+    fault = verify(journal, key(tmp_path), anchors=[given]).broken
     assert fault and fault.kind == "truncated"
     assert f"ends at seq {earlier['seq']}" in fault.detail
     assert f"seq {earlier['seq'] + 1}..{state['seq']} are missing" in fault.detail
@@ -161,7 +161,7 @@ async def test_unsigned_state_and_no_checkpoint_fail(make_auditor, tmp_path) -> 
     state = json.loads((journal / "checkpoint.json").read_text())
     del state["record"]
     (journal / "checkpoint.json").write_text(json.dumps(state))
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "missing" and "no signed checkpoint" in fault.detail
     # a journal whose checkpoints were all removed (the chain re-linked by hand is
     # not needed: keep only the records before the first checkpoint... which is none)
@@ -173,5 +173,5 @@ async def test_unsigned_state_and_no_checkpoint_fail(make_auditor, tmp_path) -> 
 
     rec = build(1, utc_now(), "gw-1", "gateway.start", "success", {}, GENESIS)
     first.write_bytes(encode(rec) + b"\n")
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "missing" and "no signed checkpoint" in fault.detail

@@ -37,7 +37,7 @@ async def test_record_returns_consecutive_seqs_and_verifies(make_auditor, tmp_pa
     assert recs[-1]["type"] == "audit.checkpoint" and recs[-1]["reason"] == "close"
     assert recs[0]["node"] == "gw-1" and recs[0]["ts"].endswith("Z") and len(recs[0]["ts"]) == 27
     report = verify(tmp_path / "audit", pub(tmp_path))
-    assert report.ok, report.fault
+    assert report.ok, report.broken
     assert report.records == 5 and report.unsealed == 0
 
 
@@ -126,7 +126,7 @@ async def test_rotation_keeps_the_chain(make_auditor, tmp_path, fsync):
     assert len(files) > 3
     assert [p.name for p in files][:2] == ["journal-000001.jsonl", "journal-000002.jsonl"]
     report = verify(tmp_path / "audit", pub(tmp_path))
-    assert report.ok, report.fault
+    assert report.ok, report.broken
     assert report.files == len(files)
     assert [r["seq"] for r in records(tmp_path / "audit")] == list(range(1, report.last_seq + 1))
 
@@ -264,7 +264,7 @@ async def test_sigkill_mid_write_then_reopen(make_auditor, tmp_path):
     auditor = await make_auditor()
     await auditor.close()
     report = verify(tmp_path / "audit", pub(tmp_path))
-    assert report.ok, report.fault
+    assert report.ok, report.broken
     recs = records(tmp_path / "audit")
     t9 = [r for r in recs if r.get("transfer") == "t-9"]
     assert [r["outcome"] for r in t9] == ["started", "failed"]
@@ -321,7 +321,7 @@ def test_disk_full_mid_batch_leaves_no_gap_and_no_partial_line(tmp_path):
     refused, available, reason = out.stdout.decode().split(" ", 2)
     assert int(refused) > 10 and available == "False" and "File too large" in reason
     report = verify(tmp_path / "audit", pub(tmp_path))
-    assert report.ok, report.fault
+    assert report.ok, report.broken
     recs = records(tmp_path / "audit")
     assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
     assert any("refused" in r.get("reason", "") for r in recs if r["type"] == "audit.alert")

@@ -51,7 +51,7 @@ def test_altered_byte(journal, tmp_path):
     lines = lines_of(path)
     lines[i] = lines[i].replace(b'"path":"/fw/', b'"path":"/fx/')
     rewrite(path, lines)
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "altered" and fault.seq == 5
 
 
@@ -60,7 +60,7 @@ def test_altered_byte_breaking_json(journal, tmp_path):
     lines = lines_of(path)
     lines[i] = lines[i][:10] + b"\x00" + lines[i][11:]
     rewrite(path, lines)
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "altered" and f"{path.name}:{i + 1}" in str(fault)
 
 
@@ -69,7 +69,7 @@ def test_deleted_record(journal, tmp_path):
     lines = lines_of(path)
     del lines[i]
     rewrite(path, lines)
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "deleted" and fault.seq == 7 and "seq 6" in fault.detail
 
 
@@ -80,7 +80,7 @@ def test_reordered_records(journal, tmp_path):
         pytest.skip("layout")
     lines[i], lines[i + 1] = lines[i + 1], lines[i]
     rewrite(path, lines)
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "reordered" and fault.seq == 5
 
 
@@ -88,20 +88,20 @@ def test_truncated_tail(journal, tmp_path):
     path = journal_files(journal)[-1]
     lines = lines_of(path)
     rewrite(path, lines[:-2])
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "truncated"
 
 
 def test_truncated_rotated_file(journal, tmp_path):
     path = journal_files(journal)[0]
     rewrite(path, lines_of(path)[:-1])
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind in ("truncated", "deleted")
 
 
 def test_deleted_rotated_file(journal, tmp_path):
     journal_files(journal)[1].unlink()
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "deleted"
 
 
@@ -132,8 +132,8 @@ def reseal(directory: Path, other: Ed25519PrivateKey, edit_seq: int | None = Non
 def test_resealed_with_another_key(journal, tmp_path):
     reseal(journal, Ed25519PrivateKey.generate(), edit_seq=3)
     report = verify(journal, key(tmp_path))
-    assert report.fault and report.fault.kind == "re-sealed"
-    assert "another key" in report.fault.detail
+    assert report.broken and report.broken.kind == "re-sealed"
+    assert "another key" in report.broken.detail
     # the chain itself is consistent: without the key the rewrite would pass
     assert verify(journal, None).ok
 
@@ -152,7 +152,7 @@ def test_rechained_without_resigning(journal, tmp_path):
             prev = digest(line)
             out.append(line + b"\n")
         rewrite(p, out)
-    fault = verify(journal, key(tmp_path)).fault
+    fault = verify(journal, key(tmp_path)).broken
     assert fault and fault.kind == "altered" and "rewritten" in fault.detail
 
 

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from conduit.config import parse
+from conduit.errors import Fault, StorageError
 from conduit.gateway.operations import Operations, SessionInfo
 from conduit.gateway.vfs import resolve
 from conduit.policy import Policy
-from conduit.storage.base import Backend, Fault, StorageError
+from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 from tests.support.gateway import MemoryRecorder
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conduit.storage import Fault, LocalBackend, StorageError
+from conduit.errors import Fault, StorageError
+from conduit.storage import LocalBackend
 from conduit.storage.local import TEMP_PREFIX
 
 

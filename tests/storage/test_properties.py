@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from conduit.storage import LocalBackend, StorageError
+from conduit.errors import StorageError
+from conduit.storage import LocalBackend
 
 from .conftest import LINKS, OUTSIDE_MTIME, SECRET, build_tree
 

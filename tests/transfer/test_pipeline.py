@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit.storage.base import StorageError
+from conduit.errors import StorageError
 from conduit.storage.local import LocalBackend
 from conduit.transfer import Download, Outcome, TransferRecord, TransferRefused, Upload
 from conduit.transfer.pipeline import MAX_REORDER_BYTES

@@ -7,7 +7,8 @@ The gateway uses only :class:`Auditor` and :class:`AuditUnavailable`::
     await auditor.close()
 """
 
-from conduit.audit.auditor import Auditor, AuditUnavailable
-from conduit.audit.verify import Fault, Report, verify
+from conduit.audit.auditor import Auditor
+from conduit.audit.verify import Break, Report, verify
+from conduit.errors import AuditUnavailable
 
-__all__ = ["AuditUnavailable", "Auditor", "Fault", "Report", "verify"]
+__all__ = ["AuditUnavailable", "Auditor", "Break", "Report", "verify"]

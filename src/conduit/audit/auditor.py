@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conduit.audit import checkpoint
-from conduit.audit.events import check_event, utc_now
+from conduit.audit.events import EventType, check_event, utc_now
 from conduit.audit.journal import Item, Journal
 from conduit.audit.recovery import Settle, crash_items, settled_items
+from conduit.audit.sinks import Sink, start_sinks
+from conduit.errors import AuditUnavailable
 
 if TYPE_CHECKING:
     from conduit.audit.index import Index
-    from conduit.audit.sinks import Sink
     from conduit.config.model import AuditConfig
 
 log = logging.getLogger("conduit.audit")
@@ -58,10 +59,6 @@ INDEX_SLICE = 5_000
 #: that hop was a quarter of what auditing cost per file. Local uploads are
 #: fsynced on the loop for the same reason.
 INLINE_SYNC_MAX = 0.001
-
-
-class AuditUnavailable(Exception):
-    """The journal cannot be written and on_failure is "closed": refuse the action."""
 
 
 class _Pending:
@@ -119,7 +116,7 @@ class Auditor:
         self._task = asyncio.create_task(self._commit_loop(), name="audit-commit")
         if recovery.torn is not None:
             await self.record(
-                "audit.alert",
+                EventType.AUDIT_ALERT,
                 "failed",
                 reason=f"torn last record ({recovery.torn_bytes} bytes, a crash during a "
                 f"write) moved aside to {recovery.torn.name}",
@@ -129,9 +126,7 @@ class Auditor:
             await asyncio.to_thread(journal.append, ended)
         # a signed end from the first moment: a short run that crashes still has one
         await asyncio.to_thread(journal.checkpoint, "start")
-        from conduit.audit.sinks import start_sinks
-
-        self.sinks = start_sinks(self, opened_at)
+        self.sinks = start_sinks(config, journal, self._sink_alert, opened_at)
         self._index_task = asyncio.create_task(self._index_loop(), name="audit-index")
         return self
 
@@ -155,6 +150,10 @@ class Auditor:
     @property
     def unavailable_reason(self) -> str | None:
         return self._down_reason
+
+    async def _sink_alert(self, outcome: str, reason: str) -> None:
+        """A SIEM sink's ``audit.alert`` (down, back, spool filling)."""
+        await self.record(EventType.AUDIT_ALERT, outcome, reason=reason)
 
     async def record(
         self,
@@ -185,7 +184,8 @@ class Auditor:
         cleaned = check_event(type, outcome, fields)
         if self._closing:
             raise AuditUnavailable("the audit journal is closed")
-        item: Item = (type, outcome, cleaned, utc_now())
+        # an EventType is a str; the journal keeps plain text
+        item: Item = (str(type), str(outcome), cleaned, utc_now())
         if (
             self._parked
             and not self._queue
@@ -304,7 +304,7 @@ class Auditor:
                 else f"{len(held)} held event(s) follow, {self._dropped} dropped"
             )
             alert: Item = (
-                "audit.alert",
+                EventType.AUDIT_ALERT,
                 "success",
                 {
                     "reason": f"journal writable again after {gone:.1f} s "

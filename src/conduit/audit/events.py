@@ -17,6 +17,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 #: ``prev`` of the very first record of a journal.
@@ -25,34 +26,49 @@ GENESIS = "0" * 64
 #: Keys every record has; the per-type fields may not reuse them.
 RESERVED = frozenset({"seq", "ts", "node", "type", "outcome", "prev"})
 
-EVENT_TYPES = frozenset(
-    {
-        "session.start",
-        "session.end",
-        "auth.failure",
-        "file.upload",
-        "file.download",
-        "file.delete",
-        "file.rename",
-        "dir.create",
-        "dir.delete",
-        "file.times",
-        "storage.sweep",
-        "access.denied",
-        "policy.reload",
-        "session.revoke",
-        "device.connect",
-        "device.close",
-        "gateway.start",
-        "gateway.stop",
-        "audit.alert",
-        "audit.checkpoint",
-    }
-)
 
-#: ``intent``: an effect on storage is about to happen (write-ahead); its
-#: ``success``/``failed`` record with the same ``intent`` (or ``transfer``) follows.
-OUTCOMES = frozenset({"success", "denied", "failed", "started", "intent"})
+class EventType(StrEnum):
+    """What happened. A member is a ``str``: ``record()`` takes either, the
+    journal holds the text; the enum is the list of types the gateway writes."""
+
+    SESSION_START = "session.start"
+    SESSION_END = "session.end"
+    AUTH_FAILURE = "auth.failure"
+    FILE_UPLOAD = "file.upload"
+    FILE_DOWNLOAD = "file.download"
+    FILE_DELETE = "file.delete"
+    FILE_RENAME = "file.rename"
+    DIR_CREATE = "dir.create"
+    DIR_DELETE = "dir.delete"
+    FILE_TIMES = "file.times"
+    STORAGE_SWEEP = "storage.sweep"
+    ACCESS_DENIED = "access.denied"
+    POLICY_RELOAD = "policy.reload"
+    SESSION_REVOKE = "session.revoke"
+    DEVICE_CONNECT = "device.connect"
+    DEVICE_CLOSE = "device.close"
+    GATEWAY_START = "gateway.start"
+    GATEWAY_STOP = "gateway.stop"
+    AUDIT_ALERT = "audit.alert"
+    AUDIT_CHECKPOINT = "audit.checkpoint"
+
+
+EVENT_TYPES = frozenset(t.value for t in EventType)
+
+
+class EventOutcome(StrEnum):
+    """How it ended. ``intent``: an effect on storage is about to happen
+    (write-ahead); its ``success``/``failed`` record with the same ``intent``
+    (or ``transfer``) follows."""
+
+    SUCCESS = "success"
+    DENIED = "denied"
+    FAILED = "failed"
+    STARTED = "started"
+    INTENT = "intent"
+
+
+OUTCOMES = frozenset(o.value for o in EventOutcome)
 
 #: The fields the gateway passes, in the order tables and CSV show them.
 FIELDS = (

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conduit.audit.events import utc_now
+from conduit.audit.events import EventType, utc_now
 
 log = logging.getLogger("conduit.audit")
 
@@ -98,7 +98,7 @@ class NoiseLog:
         """A failed authentication attempt (any method)."""
         user = cap_user(user_given)
         self._note(
-            "auth.failure",
+            EventType.AUTH_FAILURE,
             (source, user, auth_method, reason),
             dict(source=source, user_given=user, auth_method=auth_method, reason=reason),
             fields,
@@ -140,7 +140,7 @@ class NoiseLog:
             self.shed += sum(t.count for t in window.tallies.values())
             return
         for (type, *key), tally in window.tallies.items():
-            if type == "auth.failure" and len(key) == 4:
+            if type == EventType.AUTH_FAILURE and len(key) == 4:
                 source, user, method, reason = key
                 fields: dict[str, Any] = dict(
                     source=source, user_given=user, auth_method=method, reason=reason
@@ -184,7 +184,9 @@ class NoiseLog:
             self._task = None
         await self.flush()
         if self.shedding:
-            await self._record("audit.alert", "success", reason=self._resumed("the gateway stops"))
+            await self._record(
+                EventType.AUDIT_ALERT, "success", reason=self._resumed("the gateway stops")
+            )
 
     # -- the free-space watermark --------------------------------------------------
 
@@ -204,10 +206,10 @@ class NoiseLog:
                 "transfers are still journalled"
             )
             log.warning("%s", reason)
-            self._spawn(self._record("audit.alert", "failed", reason=reason))
+            self._spawn(self._record(EventType.AUDIT_ALERT, "failed", reason=reason))
         elif not low and self.shedding:
             reason = self._resumed(f"free space is back ({free} bytes)")
-            self._spawn(self._record("audit.alert", "success", reason=reason))
+            self._spawn(self._record(EventType.AUDIT_ALERT, "success", reason=reason))
         return not self.shedding
 
     def _resumed(self, why: str) -> str:

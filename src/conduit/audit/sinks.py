@@ -25,16 +25,16 @@ import socket
 import ssl
 import termios
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from conduit.audit.events import Record
 from conduit.audit.formats import cef, octet_counted, rfc5424
 from conduit.audit.reader import JournalReader
 
 if TYPE_CHECKING:
-    from conduit.audit.auditor import Auditor
-    from conduit.config.model import SiemSink
+    from conduit.config.model import AuditConfig, SiemSink
 
 log = logging.getLogger("conduit.audit.sinks")
 
@@ -48,6 +48,22 @@ BATCH = 500
 #: write rather than one each: sending per event cost a sequential client a
 #: third of its files/s.
 LINGER = 0.1
+
+
+class JournalView(Protocol):
+    """What a sink sees of the journal: its folder (read with its own
+    :class:`JournalReader`) and the last sequence number written. A sink never
+    writes the journal; its alerts go through an :data:`Alert`."""
+
+    @property
+    def directory(self) -> Path: ...
+
+    @property
+    def seq(self) -> int: ...
+
+
+#: Records an ``audit.alert`` (outcome, reason) the way every event is recorded.
+Alert = Callable[[str, str], Awaitable[object]]
 
 
 def sink_name(conf: SiemSink) -> str:
@@ -76,18 +92,28 @@ def unacked_bytes(sock: socket.socket) -> int | None:
 class Sink:
     """One SIEM destination with its own cursor and delivery task."""
 
-    def __init__(self, auditor: Auditor, conf: SiemSink, start: int) -> None:
-        self.auditor = auditor
+    def __init__(
+        self,
+        journal: JournalView,
+        alert: Alert,
+        conf: SiemSink,
+        start: int,
+        *,
+        spool_alert_fill: float,
+    ) -> None:
+        self.journal = journal
+        self._record_alert = alert
+        self._spool_alert_fill = spool_alert_fill
         self.conf = conf
         self.name = sink_name(conf)
         self.scheme, _, rest = conf.target.partition("://")
         host, _, port = rest.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
-        directory = Path(auditor.journal.directory) / "cursors"
+        directory = Path(journal.directory) / "cursors"
         directory.mkdir(parents=True, exist_ok=True)
         self.cursor_path = directory / f"{self.name}.json"
         self.cursor = self._load_cursor(start)
-        self.reader = JournalReader(Path(auditor.journal.directory))
+        self.reader = JournalReader(Path(journal.directory))
         self._wake = asyncio.Event()
         self._stopping = False
         self._down = False
@@ -113,7 +139,7 @@ class Sink:
 
     @property
     def backlog(self) -> int:
-        return max(0, self.auditor.journal.seq - self.cursor)
+        return max(0, self.journal.seq - self.cursor)
 
     def notify(self) -> None:
         self._wake.set()
@@ -188,7 +214,7 @@ class Sink:
                     if closed.cancelled() or closed.exception() or not closed.result():
                         raise ConnectionResetError("the SIEM closed the connection")
                     closed = asyncio.create_task(reader.read(1 << 16))
-                if self._stopping and sent == self.auditor.journal.seq:
+                if self._stopping and sent == self.journal.seq:
                     deadline = time.monotonic() + 1.0
                     while self.cursor != sent and time.monotonic() < deadline:
                         await asyncio.sleep(0.02)
@@ -203,7 +229,7 @@ class Sink:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
-            self.reader = JournalReader(Path(self.auditor.journal.directory))
+            self.reader = JournalReader(Path(self.journal.directory))
 
     def _acked(self, sent: int, writer: asyncio.StreamWriter, sock: socket.socket | None) -> None:
         """Advance the cursor to ``sent`` once the peer acknowledged every byte."""
@@ -274,13 +300,13 @@ class Sink:
         if self._stopping:
             return
         try:
-            await self.auditor.record("audit.alert", outcome, reason=reason)
+            await self._record_alert(outcome, reason)
         except Exception as exc:  # the journal's own failure is reported by the auditor
             log.warning("could not record sink alert: %s", exc)
 
     async def _went_down(self, exc: BaseException) -> None:
         log.warning("SIEM sink %s (%s): %s", self.name, self.conf.target, exc)
-        self.reader = JournalReader(Path(self.auditor.journal.directory))
+        self.reader = JournalReader(Path(self.journal.directory))
         if not self._down:
             self._down = True
             await self._alert(
@@ -303,8 +329,8 @@ class Sink:
         if now < self._next_fill_check:
             return
         self._next_fill_check = now + FILL_CHECK_INTERVAL
-        fill = journal_fill(Path(self.auditor.journal.directory))
-        threshold = self.auditor.config.spool_alert_fill
+        fill = journal_fill(Path(self.journal.directory))
+        threshold = self._spool_alert_fill
         if self.backlog and fill >= threshold and not self._fill_alerted:
             self._fill_alerted = True
             await self._alert(
@@ -327,6 +353,7 @@ def journal_fill(directory: Path) -> float:
     return 1.0 - st.f_bavail / st.f_blocks
 
 
-def start_sinks(auditor: Auditor, start: int) -> list[Sink]:
+def start_sinks(config: AuditConfig, journal: JournalView, alert: Alert, start: int) -> list[Sink]:
     """Start one delivery task per ``[[audit.siem]]``; a new sink starts at seq ``start``."""
-    return [Sink(auditor, conf, start) for conf in auditor.config.siem]
+    fill = config.spool_alert_fill
+    return [Sink(journal, alert, conf, start, spool_alert_fill=fill) for conf in config.siem]

@@ -41,7 +41,9 @@ from conduit.audit.journal import CHECKPOINT_FILE, journal_files
 
 
 @dataclass
-class Fault:
+class Break:
+    """Where and how the chain first breaks (the first one ends the verification)."""
+
     kind: str
     where: str
     detail: str
@@ -60,12 +62,12 @@ class Report:
     first_seq: int | None = None
     last_seq: int = 0
     unsealed: int = 0
-    fault: Fault | None = None
+    broken: Break | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.fault is None
+        return self.broken is None
 
 
 class _Stop(Exception):
@@ -99,7 +101,7 @@ def verify(
     if start is not None:
         names = [p.name for p in files]
         if start.name not in names:
-            report.fault = Fault("missing", str(start), "not a journal file of this folder")
+            report.broken = Break("missing", str(start), "not a journal file of this folder")
             return report
         files = files[names.index(start.name) :]
     if public_key is None:
@@ -117,7 +119,7 @@ def verify(
 
 
 def _fail(report: Report, kind: str, where: str, detail: str, seq: int | None = None) -> NoReturn:
-    report.fault = Fault(kind, where, detail, seq)
+    report.broken = Break(kind, where, detail, seq)
     raise _Stop
 
 

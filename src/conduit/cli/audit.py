@@ -208,8 +208,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify(directory, key, args.start, _anchors(args))
     for note in report.notes:
         print(f"note: {safe(note)}")
-    if report.fault is not None:
-        print(f"FAULT {safe(str(report.fault))}")
+    if report.broken is not None:
+        print(f"FAULT {safe(str(report.broken))}")
         print(f"verified {report.records} record(s) before the fault", file=sys.stderr)
         return 1
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "empty"

@@ -17,6 +17,7 @@ import asyncssh
 
 from conduit._asyncssh import tuning
 from conduit.audit import Auditor
+from conduit.audit.events import EventType
 from conduit.audit.noise import NoiseLog
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
@@ -62,7 +63,12 @@ class EventLog:
     #: Shown on the console by their own code, in one line of their own (reloading.py,
     #: devicewatch.py; rate-limited there), not echoed twice.
     ECHOED_ELSEWHERE = frozenset(
-        {"device.connect", "device.close", "policy.reload", "session.revoke"}
+        {
+            EventType.DEVICE_CONNECT,
+            EventType.DEVICE_CLOSE,
+            EventType.POLICY_RELOAD,
+            EventType.SESSION_REVOKE,
+        }
     )
 
     def __init__(self, auditor: Auditor) -> None:
@@ -107,7 +113,8 @@ def load_host_key(config: Config) -> list[asyncssh.SSHKey]:
 
 
 class Gateway:
-    """Conduit's SSH gateway for one policy. ``site`` is what sessions consult."""
+    """Conduit's SSH gateway for one policy: the site its sessions consult and
+    the :class:`~conduit.gateway.host.ConnectionHost` of its connections."""
 
     def __init__(self, config: Config, *, recorder: Recorder | None = None) -> None:
         self.config = config
@@ -115,7 +122,7 @@ class Gateway:
         self._keys = user_keys(config)
         # Without a recorder given (tests give one), start() opens the journal.
         self._journal: EventLog | None = None
-        self.recorder: Recorder = recorder  # type: ignore[assignment]
+        self._recorder = recorder
         self.counters = Counters()
         self.gate = Listener(self._admit, self.counters.admission.leave)
         limits = config.gateway.limits
@@ -142,8 +149,11 @@ class Gateway:
     # -- what sessions see ---------------------------------------------------------------
 
     @property
-    def site(self) -> Gateway:
-        return self
+    def recorder(self) -> Recorder:
+        """Where events go: the recorder given, or the journal :meth:`start` opened."""
+        if self._recorder is None:
+            raise RuntimeError("no audit journal before the gateway starts")
+        return self._recorder
 
     @property
     def policy(self) -> Policy:
@@ -174,7 +184,7 @@ class Gateway:
         return self._keys.get(user, frozenset())
 
     def auditor_available(self) -> bool:
-        return bool(getattr(self.recorder, "available", True))
+        return bool(getattr(self._recorder, "available", True))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
@@ -249,7 +259,7 @@ class Gateway:
                 # a change to storage: journalled, not only shown on the console
                 asyncio.run_coroutine_threadsafe(
                     self.recorder.record(
-                        "storage.sweep",
+                        EventType.STORAGE_SWEEP,
                         "success",
                         area=name,
                         count=result.removed,
@@ -295,7 +305,7 @@ class Gateway:
     def _device_connected(self, link: Any) -> None:
         """Journal each connection to a device with the algorithms it agreed on."""
         fields = {"device": link.name, "address": link.device.address, **link.algorithms}
-        self.spawn(self.recorder.record("device.connect", "success", **fields))
+        self.spawn(self.recorder.record(EventType.DEVICE_CONNECT, "success", **fields))
 
     def _set_resource_limits(self, config: Config) -> None:
         limits = config.gateway.limits
@@ -308,10 +318,10 @@ class Gateway:
         gw = self.config.gateway
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
-        if self.recorder is None:
+        if self._recorder is None:
             auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
             self._journal = EventLog(auditor)
-            self.recorder = self._journal
+            self._recorder = self._journal
         try:
             self.noise.start()
             await self._settle_crash()
@@ -324,12 +334,12 @@ class Gateway:
                 await self.noise.close()
             if self._journal is not None:
                 with contextlib.suppress(Exception):
-                    await self.recorder.record("gateway.start", "failed", error=str(exc))
+                    await self.recorder.record(EventType.GATEWAY_START, "failed", error=str(exc))
                 await self._journal.auditor.close()
             raise
         (gw.data_dir / "gateway.pid").write_text(f"{os.getpid()}\n")
         host = gw.listen.rpartition(":")[0]
-        await self.recorder.record("gateway.start", "success", listen=f"{host}:{self.port}")
+        await self.recorder.record(EventType.GATEWAY_START, "success", listen=f"{host}:{self.port}")
 
     async def _settle_crash(self) -> None:
         """Before anyone connects: settle the write-ahead intents a crash left
@@ -440,7 +450,7 @@ class Gateway:
         except Exception as exc:  # the journal may be what is failing
             log.error("could not record failed-login summaries: %s", exc)
         try:
-            await self.recorder.record("gateway.stop", "success")
+            await self.recorder.record(EventType.GATEWAY_STOP, "success")
         except Exception as exc:  # the journal may be what is failing
             log.error("could not record gateway.stop: %s", exc)
         for task in list(self._tasks):

@@ -21,7 +21,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from conduit.storage.relay.failures import DeviceFailure
+from conduit.audit.events import EventType
+from conduit.errors import DeviceFailure
 
 if TYPE_CHECKING:
     from conduit.gateway.app import Gateway
@@ -43,7 +44,7 @@ class DeviceWatch:
         device = self.gateway.config.devices.get(name)
         self._console(name, failure)
         await self.gateway.recorder.record(
-            "device.connect",
+            EventType.DEVICE_CONNECT,
             "failed",
             device=name,
             address=device.address if device else None,

@@ -16,28 +16,17 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
+from conduit.errors import Concealed, Denied, Fault, StorageError
 from conduit.gateway.vfs import VirtualPath
 from conduit.policy import Decision, Policy, Rename, Request
-from conduit.storage.base import Backend, Concealed, Fault, ReadHandle, RelPath, StorageError
+from conduit.storage.base import Backend, ReadHandle, RelPath
 
 if TYPE_CHECKING:
     from conduit.gateway.operations import SessionInfo, Site, Traffic
 
 T = TypeVar("T")
-
-
-class Denied(StorageError):
-    """The policy said no. ``reason`` goes to the client, ``detail`` to the audit.
-
-    What the user may not see is refused as a missing name (status and text),
-    so a hidden area and a name that does not exist cannot be told apart.
-    """
-
-    def __init__(self, decision: Decision) -> None:
-        fault = Fault.NOT_FOUND if decision.hidden else Fault.FORBIDDEN
-        super().__init__(fault, decision.reason, decision.detail)
-        self.decision = decision
 
 
 async def _occupied(backend: Backend, rel: RelPath) -> bool:
@@ -99,8 +88,8 @@ class Guard:
         """``decision`` if it allows, else record why not and refuse."""
         if not decision.allowed:
             await self.record(
-                "access.denied",
-                "denied",
+                EventType.ACCESS_DENIED,
+                EventOutcome.DENIED,
                 operation=str(op),
                 path=path.text,
                 reason=decision.detail,
@@ -137,8 +126,8 @@ class Guard:
             return await call
         except Concealed as exc:
             await self.record(
-                "access.denied",
-                "denied",
+                EventType.ACCESS_DENIED,
+                EventOutcome.DENIED,
                 operation=str(op),
                 path=path.text,
                 reason=exc.detail,

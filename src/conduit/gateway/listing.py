@@ -17,10 +17,11 @@ from collections import deque
 import asyncssh
 
 from conduit.config.model import Op
+from conduit.errors import StorageError
 from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import BadPath, VirtualPath
 from conduit.names import DEVICES
-from conduit.storage.base import Entry, Stat, StorageError
+from conduit.storage.base import Entry, Stat
 from conduit.storage.local import LocalBackend
 from conduit.storage.localdir import DirStream, open_dir
 

@@ -21,21 +21,27 @@ from __future__ import annotations
 import stat as stat_module
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Protocol
 
+from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
+from conduit.errors import Fault, JournalUnavailable, StorageError
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
 from conduit.policy import Decision, Policy
-from conduit.storage.base import Backend, Entry, Fault, RelPath, Space, Stat, StorageError
+from conduit.storage.base import Backend, Entry, RelPath, Space, Stat
 from conduit.transfer import Direction, Download, TransferRecord, Upload
 from conduit.transfer.budget import ReorderBudget
+from conduit.transfer.pipeline import Report
 
 VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
+
+#: A change to storage, given the backend and the path below its root.
+Change = Callable[[Backend, RelPath], Awaitable[None]]
 
 
 class Recorder(Protocol):
@@ -43,7 +49,7 @@ class Recorder(Protocol):
 
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
-    ) -> Any: ...
+    ) -> object: ...
 
 
 class Site(Protocol):
@@ -125,7 +131,11 @@ class Operations(WriteAhead):
         """Record a request refused before the policy could be asked (a bad name, a
         broken protocol line); ``path`` is what the client sent, cut to 1,024 characters."""
         await self.record(
-            "access.denied", "denied", operation=operation, path=path[:1024], reason=reason
+            EventType.ACCESS_DENIED,
+            EventOutcome.DENIED,
+            operation=operation,
+            path=path[:1024],
+            reason=reason,
         )
 
     def note(self, transfer: str, text: str) -> None:
@@ -158,11 +168,7 @@ class Operations(WriteAhead):
         except StorageError:
             raise
         except Exception as exc:
-            raise StorageError(
-                Fault.UNAVAILABLE,
-                "audit journal unavailable: operation refused",
-                f"audit record {type}/{outcome} failed: {exc}",
-            ) from exc
+            raise JournalUnavailable(f"audit record {type}/{outcome} failed: {exc}") from exc
 
     def locate(self, path: VirtualPath) -> tuple[Backend, RelPath, str]:
         """The backend serving ``path``, the path below its root, and a label."""
@@ -265,7 +271,9 @@ class Operations(WriteAhead):
         async def action() -> None:
             await backend.set_times(rel, atime, mtime)
 
-        await self.effect("file.times", fields, action, intent=self.covering(upload, atime, mtime))
+        await self.effect(
+            EventType.FILE_TIMES, fields, action, intent=self.covering(upload, atime, mtime)
+        )
 
     # -- transfers ------------------------------------------------------------------
 
@@ -278,8 +286,8 @@ class Operations(WriteAhead):
         try:
             # durable before the first byte leaves: the download's one fsync
             await self.record(
-                "file.download",
-                "started",
+                EventType.FILE_DOWNLOAD,
+                EventOutcome.STARTED,
                 transfer=transfer,
                 path=path.text,
                 rule=decision.rule,
@@ -293,7 +301,7 @@ class Operations(WriteAhead):
             handle,
             transfer=transfer,
             path=path.text,
-            report=self._reporter("file.download", path, decision),
+            report=self._reporter(EventType.FILE_DOWNLOAD, path, decision),
             check=check,
         )
         self.traffic.transfers[transfer] = (Op.READ, path.text, download)
@@ -312,8 +320,8 @@ class Operations(WriteAhead):
         self.traffic.transfers_open += 1
         try:
             await self.record(
-                "file.upload",
-                "started",
+                EventType.FILE_UPLOAD,
+                EventOutcome.STARTED,
                 durable=False,
                 transfer=transfer,
                 path=path.text,
@@ -330,7 +338,7 @@ class Operations(WriteAhead):
             transfer=transfer,
             path=path.text,
             max_size=decision.max_size,
-            report=self._reporter("file.upload", path, decision),
+            report=self._reporter(EventType.FILE_UPLOAD, path, decision),
             check=self._still_writable(path, backend, rel),
             intend=self.commit_intent(path, decision, transfer),
             reorder=self.reorder,
@@ -345,7 +353,7 @@ class Operations(WriteAhead):
             return {}
         return {"device_sha256": result.device_sha256, "atomic": result.atomic}
 
-    def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Any:
+    def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Report:
         async def report(result: TransferRecord) -> None:
             self.traffic.transfers_open -= 1
             self.traffic.transfers.pop(result.transfer, None)
@@ -372,7 +380,7 @@ class Operations(WriteAhead):
 
     # -- changes ----------------------------------------------------------------------
 
-    async def _change(self, type: str, op: Op, path: VirtualPath, action: Any) -> None:
+    async def _change(self, type: str, op: Op, path: VirtualPath, action: Change) -> None:
         await self.authorize(op, path)
         if len(path.parts) < 2:
             raise StorageError(Fault.FORBIDDEN, "cannot change the virtual root")
@@ -384,19 +392,19 @@ class Operations(WriteAhead):
         async def action(backend: Backend, rel: RelPath) -> None:
             await backend.mkdir(rel, mode=mode & 0o777)
 
-        await self._change("dir.create", Op.MKDIR, path, action)
+        await self._change(EventType.DIR_CREATE, Op.MKDIR, path, action)
 
     async def rmdir(self, path: VirtualPath) -> None:
         async def action(backend: Backend, rel: RelPath) -> None:
             await backend.rmdir(rel)
 
-        await self._change("dir.delete", Op.DELETE, path, action)
+        await self._change(EventType.DIR_DELETE, Op.DELETE, path, action)
 
     async def remove(self, path: VirtualPath) -> None:
         async def action(backend: Backend, rel: RelPath) -> None:
             await backend.remove(rel)
 
-        await self._change("file.delete", Op.DELETE, path, action)
+        await self._change(EventType.FILE_DELETE, Op.DELETE, path, action)
 
     async def rename(self, old: VirtualPath, new: VirtualPath, *, overwrite: bool) -> None:
         await self.authorize(Op.RENAME, old)
@@ -410,7 +418,7 @@ class Operations(WriteAhead):
         await self._authorize_rename(old, new, old_backend, (old_rel, new_rel), overwrite)
         fields = {"old_path": old.text, "new_path": new.text, "path": new.text, **self._target(new)}
         await self.effect(
-            "file.rename",
+            EventType.FILE_RENAME,
             fields,
             lambda: old_backend.rename(old_rel, new_rel, overwrite=overwrite),
         )

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from conduit.audit.events import EventType
 from conduit.names import escape
 from conduit.policy import Request
 
@@ -127,7 +128,7 @@ async def revoke_sessions(gateway: Gateway) -> list[dict[str, str]]:
         )
         try:
             await gateway.recorder.record(
-                "session.revoke",
+                EventType.SESSION_REVOKE,
                 "success",
                 principal=connection.user,
                 source=str(connection.source),
@@ -161,7 +162,7 @@ async def close_devices(
         log.warning("device %s: relay connection closed: %s", name, reason)
         try:
             await gateway.recorder.record(
-                "device.close",
+                EventType.DEVICE_CLOSE,
                 "failed" if error else "success",
                 device=name,
                 reason=reason,
@@ -196,6 +197,6 @@ async def reload_policy(gateway: Gateway, *, via: str) -> ReloadResult:
 
 async def _record(gateway: Gateway, outcome: str, **fields: Any) -> None:
     try:
-        await gateway.recorder.record("policy.reload", outcome, **fields)
+        await gateway.recorder.record(EventType.POLICY_RELOAD, outcome, **fields)
     except Exception as exc:  # the answer must still reach whoever asked
         log.error("could not record policy.reload: %s", exc)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-from typing import Any
+import re
+from typing import Protocol
 
 from conduit.config.model import Op
+from conduit.errors import Fault, StorageError
 from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import BadPath, VirtualPath, resolve
 from conduit.scpcodec import (
@@ -32,7 +34,6 @@ from conduit.scpcodec import (
     parse_line,
     parse_reply,
 )
-from conduit.storage.base import Fault, StorageError
 from conduit.transfer import Upload
 
 log = logging.getLogger("conduit.gateway.scp")
@@ -46,6 +47,24 @@ def _clamp_time(value: float) -> int:
     """A file's time as a ``T`` line may carry it (0 to 2**32 - 1, what the codec
     accepts back): a file dated before 1970 or after 2106 gets the nearest time."""
     return max(0, min(MAX_TIME, int(value)))
+
+
+class ByteReader(Protocol):
+    """The client's bytes (an asyncssh ``SSHReader[bytes]`` on the session channel)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+    async def readuntil(
+        self, separator: bytes | re.Pattern[bytes], max_separator_len: int = 0
+    ) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """Bytes to the client (an asyncssh ``SSHWriter[bytes]``); ``drain`` waits for room."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
 
 
 class _Abort(Exception):
@@ -74,7 +93,9 @@ def interruption(exc: BaseException) -> str:
 
 
 class ScpServer:
-    def __init__(self, ops: Operations, command: ScpCommand, reader: Any, writer: Any) -> None:
+    def __init__(
+        self, ops: Operations, command: ScpCommand, reader: ByteReader, writer: ByteWriter
+    ) -> None:
         self.ops = ops
         self.command = command
         self.reader = reader

@@ -33,7 +33,7 @@ from conduit.scpcodec import ScpProtocolError, parse_command
 from conduit.transfer.budget import ReorderBudget
 
 if TYPE_CHECKING:
-    from conduit.gateway.app import Gateway
+    from conduit.gateway.host import ConnectionHost
 
 log = logging.getLogger("conduit.gateway")
 #: Why logins are refused while the journal cannot be written (on_failure "closed").
@@ -65,7 +65,7 @@ class Counters:
 class Connection(asyncssh.SSHServer):
     """One client connection: authentication, limits, session bookkeeping."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: ConnectionHost) -> None:
         self.gateway = gateway
         self.id = uuid.uuid4().hex[:16]
         self.conn: asyncssh.SSHServerConnection | None = None
@@ -291,7 +291,7 @@ class Session(SSHServerStreamSession[bytes]):
         info = SessionInfo(c.id, c.user, c.source, c.zone, protocol)
         limit = int(c.gateway.config.gateway.limits.max_reorder_per_session)
         reorder = ReorderBudget(limit, c.gateway.counters.reorder)
-        return Operations(c.gateway.site, info, c.traffic, reorder)
+        return Operations(c.gateway, info, c.traffic, reorder)
 
     def _quota(self) -> HandleQuota:
         c = self.connection

@@ -11,10 +11,11 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 
-from conduit.audit.events import Record
+from conduit.audit.events import EventType, Record
 from conduit.audit.journal import Item
 from conduit.audit.recovery import STOPPED, Settle, carry
-from conduit.storage.base import Backend, Fault, RelPath, StorageError
+from conduit.errors import Fault, StorageError
+from conduit.storage.base import Backend, RelPath
 
 log = logging.getLogger("conduit.audit")
 READ_CHUNK = 1024 * 1024
@@ -87,32 +88,32 @@ async def _happened(
 ) -> tuple[bool, str]:
     """Whether the intended effect is what the storage shows, and why we think so."""
     type_ = rec["type"]
-    if type_ == "file.upload":
+    if type_ == EventType.FILE_UPLOAD:
         found = await _sha256(backend, rel, int(rec.get("bytes") or 0))
         if found == rec.get("sha256"):
             return True, "committed: the file is on disk with the intended SHA-256 and size"
         return False, "not committed: no file with the intended SHA-256 and size is there"
-    if type_ == "file.delete":
+    if type_ == EventType.FILE_DELETE:
         if await _exists(backend, rel):
             return False, "not deleted: the file is still there"
         return True, "deleted: the name is gone"
-    if type_ == "dir.delete":
+    if type_ == EventType.DIR_DELETE:
         if await _exists(backend, rel):
             return False, "not removed: the folder is still there"
         return True, "removed: the folder is gone"
-    if type_ == "dir.create":
+    if type_ == EventType.DIR_CREATE:
         try:
             made = (await backend.stat(rel)).is_dir
         except StorageError:
             made = False
         return (True, "created: the folder is there") if made else (False, "not created")
-    if type_ == "file.rename":
+    if type_ == EventType.FILE_RENAME:
         old_backend, old_rel = _locate(rec, str(rec.get("old_path")), areas, devices)
         moved = not await _exists(old_backend, old_rel) and await _exists(backend, rel)
         if moved:
             return True, "renamed: the old name is gone and the new one is there"
         return False, "not renamed: the old name is still there or the new one is missing"
-    if type_ == "file.times":
+    if type_ == EventType.FILE_TIMES:
         try:
             st = await backend.stat(rel)
         except StorageError:
@@ -137,7 +138,7 @@ async def _arrived(
             size = await temp_size((*rel[:-1], str(rec["temp"])))
     fields.update(bytes=size, error=STOPPED)
     fields["note"] = f"not committed: {size} byte(s) had arrived (no commit intent)"
-    return ("file.upload", "failed", fields, None)
+    return (EventType.FILE_UPLOAD, "failed", fields, None)
 
 
 async def settle(rec: Record, areas: Mapping[str, Backend], devices: Mapping[str, Backend]) -> Item:
@@ -153,8 +154,8 @@ async def settle(rec: Record, areas: Mapping[str, Backend], devices: Mapping[str
         detail = getattr(exc, "detail", None) or str(exc)
         log.error("recovery: intent %s on %s not settled: %s", key, rec.get("path"), detail)
         reason = f"outcome of {rec['type']} intent {key} unknown at recovery: {detail}"
-        return ("audit.alert", "failed", {**fields, "reason": reason}, None)
+        return (EventType.AUDIT_ALERT, "failed", {**fields, "reason": reason}, None)
     fields["note"] = f"settled at recovery: {why}"
     if not done:
-        fields["error"] = STOPPED if rec["type"] == "file.upload" else "gateway stopped"
+        fields["error"] = STOPPED if rec["type"] == EventType.FILE_UPLOAD else "gateway stopped"
     return (str(rec["type"]), "success" if done else "failed", fields, None)

@@ -18,12 +18,12 @@ import asyncssh
 from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_WRITE
 
 from conduit._asyncssh.sftpserver import NarrowSFTPHandler
+from conduit.errors import Fault, StorageError
 from conduit.gateway.listing import Listing, open_listing
 from conduit.gateway.listing import attrs as _attrs
 from conduit.gateway.operations import Operations
 from conduit.gateway.resources import HandleQuota
 from conduit.gateway.vfs import VirtualPath
-from conduit.storage.base import Fault, StorageError
 from conduit.transfer import Download, Upload
 
 # OpenSSH's own limits (SFTP_MAX_MSG_LENGTH): OpenSSH clients size their

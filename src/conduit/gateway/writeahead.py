@@ -22,11 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from conduit.audit import faults
+from conduit.audit.events import EventOutcome, EventType
+from conduit.errors import StorageError
 from conduit.gateway.guard import Guard
 from conduit.gateway.vfs import VirtualPath
 from conduit.policy import Decision
-from conduit.storage.base import StorageError
 from conduit.transfer import Upload
+from conduit.transfer.pipeline import Intend
 
 log = logging.getLogger("conduit.audit")
 T = TypeVar("T")
@@ -61,26 +63,26 @@ class WriteAhead(Guard):
         """
         if intent is None:
             intent = uuid.uuid4().hex[:16]
-            await self.record(type, "intent", intent=intent, **fields)
+            await self.record(type, EventOutcome.INTENT, intent=intent, **fields)
         await faults.hold("after-intent", type)
         try:
             result = await action()
         except StorageError as exc:
-            await self.settled(type, "failed", intent=intent, error=exc.detail, **fields)
+            await self.settled(type, EventOutcome.FAILED, intent=intent, error=exc.detail, **fields)
             raise
         await faults.hold("after-effect", type)
-        await self.settled(type, "success", intent=intent, **fields)
+        await self.settled(type, EventOutcome.SUCCESS, intent=intent, **fields)
         return result
 
-    def commit_intent(self, path: VirtualPath, decision: Decision, transfer: str) -> Any:
+    def commit_intent(self, path: VirtualPath, decision: Decision, transfer: str) -> Intend:
         """The durable record an upload writes before its rename into place: the
         upload's one fsync (its ``started`` before and outcome after need none)."""
 
         async def intend(sha256: str, size: int, times: tuple[float, float] | None) -> None:
             at: dict[str, Any] = {} if times is None else {"atime": times[0], "mtime": times[1]}
             await self.record(
-                "file.upload",
-                "intent",
+                EventType.FILE_UPLOAD,
+                EventOutcome.INTENT,
                 transfer=transfer,
                 path=path.text,
                 sha256=sha256,

@@ -3,56 +3,19 @@
 The gateway never touches a file itself: it hands a backend a *relative path*
 (a tuple of plain name components, already free of ``.``, ``..``, ``/`` and
 NUL) and the backend resolves it against its own root, component by
-component, refusing anything that would leave that root. Errors are values a
-person can read and never contain a real server path.
+component, refusing anything that would leave that root. Errors are
+:mod:`conduit.errors` values a person can read and never contain a real
+server path.
 """
 
 from __future__ import annotations
 
 import stat as stat_module
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol
 
 RelPath = tuple[str, ...]
 """A path below a backend's root, as name components: ``("dir", "file.bin")``."""
-
-
-class Fault(Enum):
-    """Why a storage operation failed; the gateway maps each to an SFTP status."""
-
-    NOT_FOUND = "no such file or directory"
-    FORBIDDEN = "permission denied"
-    EXISTS = "already exists"
-    NOT_A_DIRECTORY = "not a directory"
-    IS_A_DIRECTORY = "is a directory"
-    NOT_EMPTY = "directory not empty"
-    UNSUPPORTED = "operation not supported"
-    NO_SPACE = "no space left"
-    UNAVAILABLE = "storage unavailable"
-    FAILURE = "operation failed"
-
-
-class StorageError(Exception):
-    """A refused or failed storage operation.
-
-    ``reason`` is short and safe to show a client; ``detail`` may say more for
-    the audit journal but still never names a real path outside the area.
-    """
-
-    def __init__(self, fault: Fault, reason: str | None = None, detail: str | None = None):
-        self.fault = fault
-        self.reason = reason or fault.value
-        self.detail = detail or self.reason
-        super().__init__(self.reason)
-
-
-class Concealed(StorageError):
-    """Something is there that the area does not show (a link leaving it, a
-    loop, a FIFO): refused exactly as a missing name, the truth in ``detail``."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(Fault.NOT_FOUND, None, detail)
 
 
 @dataclass(frozen=True, slots=True)

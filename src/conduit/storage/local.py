@@ -22,8 +22,9 @@ import stat as st
 from collections.abc import Callable
 from pathlib import Path
 
+from conduit.errors import Concealed, Fault, StorageError
 from conduit.storage import fsops
-from conduit.storage.base import Concealed, Entry, Fault, RelPath, Space, Stat, StorageError
+from conduit.storage.base import Entry, RelPath, Space, Stat
 
 TEMP_PREFIX = ".conduit-part-"
 #: Marks this process's temp files: the start-up sweep runs while the gateway

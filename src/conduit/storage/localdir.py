@@ -17,7 +17,8 @@ import os
 import stat as st
 from collections.abc import Iterator
 
-from conduit.storage.base import Entry, RelPath, StorageError
+from conduit.errors import StorageError
+from conduit.storage.base import Entry, RelPath
 from conduit.storage.local import _DIR_FLAGS, TEMP_PREFIX, LocalBackend, _fault, _stat
 
 

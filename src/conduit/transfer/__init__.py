@@ -1,11 +1,11 @@
 """The pipeline every file passes through: streaming hash, size limit, atomic commit."""
 
+from conduit.errors import TransferRefused
 from conduit.transfer.pipeline import (
     Direction,
     Download,
     Outcome,
     TransferRecord,
-    TransferRefused,
     Upload,
 )
 

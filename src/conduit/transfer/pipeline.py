@@ -22,7 +22,8 @@ from enum import StrEnum
 from typing import Any
 
 from conduit.audit import faults
-from conduit.storage.base import Fault, ReadHandle, StorageError, WriteHandle
+from conduit.errors import Fault, StorageError, TransferRefused
+from conduit.storage.base import ReadHandle, WriteHandle
 from conduit.transfer.budget import ReorderBudget
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the
@@ -65,10 +66,6 @@ Check = Callable[[int], Awaitable[None]]
 #: Write-ahead before the commit: (SHA-256, size, times to set or None); raises
 #: :class:`StorageError` if the intent could not be recorded (nothing is committed).
 Intend = Callable[[str, int, "tuple[float, float] | None"], Awaitable[None]]
-
-
-class TransferRefused(StorageError):
-    """The pipeline itself refused (size limit, non-sequential write)."""
 
 
 class _Transfer:

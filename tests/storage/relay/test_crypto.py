@@ -15,7 +15,7 @@ import pytest
 
 from conduit._asyncssh import tuning
 from conduit.config.crypto import CryptoConfig
-from conduit.storage.base import StorageError
+from conduit.errors import StorageError
 from conduit.storage.relay import open_device
 
 from .conftest import Devices, device_config

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conduit.storage.base import Fault, StorageError
+from conduit.errors import Fault, StorageError
 from conduit.storage.relay.commands import check_template, render
 from conduit.storage.relay.custody import OrderedHasher, compare, parse_sha256_output
 from conduit.storage.relay.scp import parse_listing

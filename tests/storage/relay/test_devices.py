@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit.storage.base import Fault, StorageError
+from conduit.errors import Fault, StorageError
 from conduit.storage.relay import RelayBackend, open_device
 
 from .conftest import Devices, device_config

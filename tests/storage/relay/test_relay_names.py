@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conduit.storage.base import Fault, StorageError
+from conduit.errors import Fault, StorageError
 from conduit.storage.relay.scp import parse_listing
 from conduit.storage.relay.sftp import remote_path
 

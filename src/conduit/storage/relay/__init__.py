@@ -17,11 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conduit.config.model import DeviceConfig
-from conduit.storage.base import Entry, Fault, ReadHandle, RelPath, Space, Stat, StorageError
+from conduit.errors import DeviceFailure, Fault, StorageError
+from conduit.storage.base import Entry, ReadHandle, RelPath, Space, Stat
 from conduit.storage.relay import commands
 from conduit.storage.relay.connection import DeviceLink, acquire_link, release_link
 from conduit.storage.relay.custody import CustodyReceipt
-from conduit.storage.relay.failures import DeviceFailure, Reporter
+from conduit.storage.relay.failures import Reporter
 from conduit.storage.relay.scp import ScpDevice, ScpWriteHandle
 from conduit.storage.relay.sftp import SftpDevice, SftpWriteHandle
 

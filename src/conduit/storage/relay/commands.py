@@ -18,7 +18,7 @@ import string
 
 import asyncssh
 
-from conduit.storage.base import Fault, StorageError
+from conduit.errors import Fault, StorageError
 from conduit.storage.relay.connection import DeviceLink, device_error
 
 PLACEHOLDERS: dict[str, frozenset[str]] = {

@@ -30,9 +30,8 @@ import asyncssh
 
 from conduit.config.crypto import effective, negotiated
 from conduit.config.model import DeviceConfig
-from conduit.storage.base import Fault, StorageError
+from conduit.errors import DeviceFailure, Fault, StorageError
 from conduit.storage.relay.failures import (
-    DeviceFailure,
     Reporter,
     connect_failure,
     key_missing,

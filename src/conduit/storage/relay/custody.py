@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from conduit.storage.base import Fault, StorageError
+from conduit.errors import Fault, StorageError
 from conduit.storage.relay import commands
 from conduit.storage.relay.connection import DeviceLink
 

@@ -3,7 +3,7 @@
 A wrong pinned host key (a possible man in the middle), a missing key file,
 refused credentials and a device that is down used to reach the client as a
 bare ``Failure`` and nobody else. Each connect failure is now a
-:class:`DeviceFailure`: a :class:`~conduit.storage.base.StorageError` (so
+:class:`~conduit.errors.DeviceFailure`: a :class:`~conduit.errors.StorageError` (so
 everything that handled those still does) that also carries
 
 - ``code``: ``host_key_mismatch``, ``host_key_unknown``, ``host_key_unusable``,
@@ -28,31 +28,14 @@ from collections.abc import Awaitable, Callable
 
 import asyncssh
 
-from conduit.storage.base import Fault, StorageError
-
-FX_PERMISSION_DENIED = 3
-FX_NO_CONNECTION = 6
-FX_CONNECTION_LOST = 7
+from conduit.errors import (
+    FX_CONNECTION_LOST,
+    FX_PERMISSION_DENIED,
+    DeviceFailure,
+    StorageError,
+)
 
 MISMATCH_REASON = "device host key does not match the pinned key"
-
-
-class DeviceFailure(StorageError):
-    """The relay could not connect to a device; see the module docstring."""
-
-    def __init__(
-        self,
-        code: str,
-        reason: str,
-        detail: str,
-        *,
-        sftp_status: int = FX_NO_CONNECTION,
-        alert: bool = False,
-    ) -> None:
-        super().__init__(Fault.UNAVAILABLE, reason, detail)
-        self.code = code
-        self.sftp_status = sftp_status
-        self.alert = alert
 
 
 Reporter = Callable[[str, DeviceFailure], Awaitable[None]]

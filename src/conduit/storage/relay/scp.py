@@ -41,9 +41,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
+from conduit.errors import Fault, StorageError
 from conduit.names import is_valid_name
 from conduit.scpcodec import FileHeader, format_line
-from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
+from conduit.storage.base import Entry, RelPath, Stat
 from conduit.storage.relay import commands, custody
 from conduit.storage.relay.connection import DeviceLink
 from conduit.storage.relay.scpchannel import CHUNK, READ_WINDOW, ScpChannel, ScpSource

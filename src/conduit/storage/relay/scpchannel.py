@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import asyncssh
 
+from conduit.errors import Fault, StorageError
 from conduit.scpcodec import (
     LINE_END,
     MAX_LINE,
@@ -25,7 +26,7 @@ from conduit.scpcodec import (
     parse_line,
     parse_reply,
 )
-from conduit.storage.base import Fault, Stat, StorageError
+from conduit.storage.base import Stat
 from conduit.storage.relay.connection import DeviceLink, device_error
 
 CHUNK = 256 * 1024

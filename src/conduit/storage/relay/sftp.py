@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator
 
 import asyncssh
 
+from conduit.errors import Fault, StorageError
 from conduit.names import BadName, check_path
-from conduit.storage.base import Entry, Fault, RelPath, Stat, StorageError
+from conduit.storage.base import Entry, RelPath, Stat
 from conduit.storage.relay import custody
 from conduit.storage.relay.connection import DeviceLink, device_error
 
