@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     target.mkdir(parents=True, exist_ok=True)
     path.write_text(starter_text(getpass.getuser(), local_public_keys()), encoding="utf-8")
     config = load(path)
-    from conduit.gateway.app import load_host_key
+    from conduit.gateway.hostkey import load_host_key
 
     data = config.gateway.data_dir
     data.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -23,7 +23,9 @@ from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
 from conduit.gateway.control import ControlServer, socket_path
 from conduit.gateway.devicewatch import DeviceWatch
+from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
+from conduit.gateway.hostkey import load_host_key
 from conduit.gateway.operations import Recorder
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
@@ -53,63 +55,6 @@ def host_keypairs(keys: list[asyncssh.SSHKey], allowed: tuple[str, ...]) -> list
 
 class ListenError(Exception):
     """The gateway could not open its listening socket (address in use, no permission)."""
-
-
-class EventLog:
-    """Events into the audit journal (the system of record), echoed to the
-    ``conduit.audit`` logger for whoever watches the console: sessions,
-    refusals, failures and alerts at INFO, successful file operations at DEBUG."""
-
-    #: Shown on the console by their own code, in one line of their own (reloading.py,
-    #: devicewatch.py; rate-limited there), not echoed twice.
-    ECHOED_ELSEWHERE = frozenset(
-        {
-            EventType.DEVICE_CONNECT,
-            EventType.DEVICE_CLOSE,
-            EventType.POLICY_RELOAD,
-            EventType.SESSION_REVOKE,
-        }
-    )
-
-    def __init__(self, auditor: Auditor) -> None:
-        self.auditor = auditor
-        self.log = logging.getLogger("conduit.audit")
-
-    @property
-    def available(self) -> bool:
-        return self.auditor.available
-
-    async def record(
-        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
-    ) -> int:
-        present = {k: v for k, v in fields.items() if v is not None}
-        seq = await self.auditor.record(type, outcome, durable=durable, hold=hold, **present)
-        if type in self.ECHOED_ELSEWHERE:
-            return seq
-        # Routine file events go to DEBUG (shown by `serve -v`): a console line
-        # per small file cost more than its journal record; the journal and
-        # `conduit audit tail -f` have every one.
-        routine = outcome in ("started", "intent", "success") and type.startswith(("file.", "dir."))
-        level = logging.DEBUG if routine else logging.INFO
-        if self.log.isEnabledFor(level):
-            shown = " ".join(f"{k}={v!r}" for k, v in present.items())
-            self.log.log(level, "#%d %s %s %s", seq, type, outcome, shown)
-        return seq
-
-
-def load_host_key(config: Config) -> list[asyncssh.SSHKey]:
-    """The configured host keys, or the persistent Ed25519 key in the data folder."""
-    if config.gateway.host_keys:
-        return [asyncssh.read_private_key(path) for path in config.gateway.host_keys]
-    path = config.gateway.data_dir / "host_ed25519"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="conduit host key")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(key.export_private_key())
-        path.with_suffix(".pub").write_bytes(key.export_public_key())
-    return [asyncssh.read_private_key(path)]
 
 
 class Gateway:

@@ -1,0 +1,24 @@
+"""The gateway's host key: the configured ones, or one made once and kept."""
+
+from __future__ import annotations
+
+import os
+
+import asyncssh
+
+from conduit.config import Config
+
+
+def load_host_key(config: Config) -> list[asyncssh.SSHKey]:
+    """The configured host keys, or the persistent Ed25519 key in the data folder."""
+    if config.gateway.host_keys:
+        return [asyncssh.read_private_key(path) for path in config.gateway.host_keys]
+    path = config.gateway.data_dir / "host_ed25519"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="conduit host key")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.export_private_key())
+        path.with_suffix(".pub").write_bytes(key.export_public_key())
+    return [asyncssh.read_private_key(path)]
