@@ -20,26 +20,14 @@ import pytest
 
 from conduit.cli.main import main
 from tests.gateway.test_audit_trail import audited_policy, journal_records
-from tests.support.gateway import random_file, scp_argv, serve_process, sha256, wait_for
-
-
-def sftp_argv(port: int, known: Path, key: Path) -> list[str]:
-    return [
-        "sftp",
-        "-b",
-        "-",
-        "-P",
-        str(port),
-        "-o",
-        f"UserKnownHostsFile={known}",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-i",
-        str(key),
-        "alice@127.0.0.1",
-    ]
+from tests.support.gateway import (
+    random_file,
+    scp_argv,
+    serve_process,
+    sftp_argv,
+    sha256,
+    wait_for,
+)
 
 
 def outcomes_of(records: list[dict[str, Any]], intent: dict[str, Any]) -> list[dict[str, Any]]:

@@ -307,11 +307,8 @@ def serve_process(
     return process, port, known
 
 
-def scp_argv(port: int, known: Path, key: Path, *args: str) -> list[str]:
-    """OpenSSH scp against a gateway on ``port`` (options first, then ``args``)."""
+def _client_options(port: int, known: Path, key: Path) -> list[str]:
     return [
-        "scp",
-        "-q",
         "-P",
         str(port),
         "-o",
@@ -322,5 +319,14 @@ def scp_argv(port: int, known: Path, key: Path, *args: str) -> list[str]:
         "IdentitiesOnly=yes",
         "-i",
         str(key),
-        *args,
     ]
+
+
+def scp_argv(port: int, known: Path, key: Path, *args: str) -> list[str]:
+    """OpenSSH scp against a gateway on ``port`` (options first, then ``args``)."""
+    return ["scp", "-q", *_client_options(port, known, key), *args]
+
+
+def sftp_argv(port: int, known: Path, key: Path, user: str = USER) -> list[str]:
+    """OpenSSH sftp in batch mode (commands on stdin) against a gateway on ``port``."""
+    return ["sftp", "-b", "-", *_client_options(port, known, key), f"{user}@127.0.0.1"]
