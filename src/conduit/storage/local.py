@@ -14,10 +14,7 @@ symbolic link is refused, whatever the link points at.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import secrets
 import stat as st
 from collections.abc import Callable
 from pathlib import Path
@@ -25,41 +22,18 @@ from pathlib import Path
 from conduit.errors import Concealed, Fault, StorageError
 from conduit.storage import fsops
 from conduit.storage.base import Entry, RelPath, Space, Stat
+from conduit.storage.localfiles import (
+    DIR_FLAGS,
+    PROCESS_TAG,
+    TEMP_PREFIX,
+    ReadFile,
+    WriteFile,
+    fault_of,
+    stat_of,
+    temp_name,
+)
 
-TEMP_PREFIX = ".conduit-part-"
-#: Marks this process's temp files: the start-up sweep runs while the gateway
-#: already serves, and must remove only what an earlier process left behind.
-_PROCESS_TAG = secrets.token_hex(4)
 MAX_LINK_HOPS = 40
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-_ERRNO_FAULTS = {
-    errno.ENOENT: Fault.NOT_FOUND,
-    errno.EEXIST: Fault.EXISTS,
-    errno.ENOTEMPTY: Fault.NOT_EMPTY,
-    errno.EISDIR: Fault.IS_A_DIRECTORY,
-    errno.ENOTDIR: Fault.NOT_A_DIRECTORY,
-    errno.ENOSPC: Fault.NO_SPACE,
-    errno.EDQUOT: Fault.NO_SPACE,
-    errno.EFBIG: Fault.NO_SPACE,
-    errno.EACCES: Fault.FORBIDDEN,
-    errno.EPERM: Fault.FORBIDDEN,
-    errno.ELOOP: Fault.FORBIDDEN,
-    errno.EROFS: Fault.FORBIDDEN,
-    errno.EXDEV: Fault.UNSUPPORTED,
-}
-
-
-def _fault(exc: OSError) -> StorageError:
-    """An OSError as a StorageError whose text never holds a path."""
-    if exc.errno == errno.ENAMETOOLONG:
-        return StorageError(Fault.FAILURE, "name too long")
-    fault = _ERRNO_FAULTS.get(exc.errno or 0, Fault.FAILURE)
-    return StorageError(fault, detail=f"{fault.value} ({errno.errorcode.get(exc.errno or 0)})")
-
-
-def _stat(s: os.stat_result) -> Stat:
-    return Stat(size=s.st_size, mode=s.st_mode, mtime=s.st_mtime, atime=s.st_atime)
 
 
 def _check_name(name: str) -> None:
@@ -101,94 +75,6 @@ class _Resolved:
         self.close()
 
 
-class _ReadHandle:
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        self.size = size
-
-    async def read(self, offset: int, length: int) -> bytes:
-        try:
-            return os.pread(self.fd, length, offset)
-        except OSError as exc:
-            raise _fault(exc) from None
-
-    async def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-class _WriteHandle:
-    """An upload under a temp name; the final name changes only in :meth:`commit`."""
-
-    atomic = True
-    device_sha256: str | None = None
-
-    def __init__(self, dir_fd: int, temp: str, final: str, fd: int, durable: bool) -> None:
-        self.durable = durable
-        self.dir_fd = dir_fd
-        self.temp = temp
-        self.final = final
-        self.fd = fd
-        self.done = False
-
-    async def write(self, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.pwrite(self.fd, view, offset)
-                view, offset = view[written:], offset + written
-        except OSError as exc:
-            raise _fault(exc) from None
-
-    async def commit(self) -> None:
-        if self.done:
-            raise StorageError(Fault.FAILURE, "upload already finished")
-        try:
-            if self.durable:
-                os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-            try:
-                existing = os.stat(self.final, dir_fd=self.dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
-            else:
-                if st.S_ISLNK(existing.st_mode):
-                    raise StorageError(Fault.FORBIDDEN, "target is a symbolic link")
-                if st.S_ISDIR(existing.st_mode):
-                    raise StorageError(Fault.IS_A_DIRECTORY)
-            os.rename(self.temp, self.final, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-            if self.durable:
-                os.fsync(self.dir_fd)
-        except OSError as exc:
-            await self.abort()
-            raise _fault(exc) from None
-        except StorageError:
-            await self.abort()
-            raise
-        self.done = True
-        os.close(self.dir_fd)
-
-    async def abort(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self.temp, dir_fd=self.dir_fd)
-        with contextlib.suppress(OSError):
-            os.close(self.dir_fd)
-
-
-def _temp_name(final: str) -> str:
-    stem = f"{TEMP_PREFIX}{_PROCESS_TAG}{secrets.token_hex(4)}-"
-    room = 255 - len(stem.encode())
-    tail = final.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
-    return stem + tail
-
-
 class LocalBackend:
     """A folder on this machine served as one area."""
 
@@ -199,7 +85,7 @@ class LocalBackend:
         self.name = name
         self.durable = durable
         root.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._root = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        self._root = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)
 
     # -- resolution ---------------------------------------------------------------
 
@@ -247,10 +133,10 @@ class LocalBackend:
                     if not st.S_ISREG(info.st_mode):
                         raise Concealed("a path through something listings hide")
                     raise StorageError(Fault.NOT_A_DIRECTORY)
-                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+                fds.append(os.open(part, DIR_FLAGS, dir_fd=fds[-1]))
         except OSError as exc:
             resolved.close()
-            raise _fault(exc) from None
+            raise fault_of(exc) from None
         except StorageError:
             resolved.close()
             raise
@@ -261,16 +147,16 @@ class LocalBackend:
     async def stat(self, path: RelPath) -> Stat:
         with self._resolve(path, follow_last=True) as where:
             if where.name is None:
-                return _stat(os.fstat(where.dir_fd))
+                return stat_of(os.fstat(where.dir_fd))
             if where.name.startswith(TEMP_PREFIX):
                 raise StorageError(Fault.NOT_FOUND)
             try:
                 info = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
             if not (st.S_ISREG(info.st_mode) or st.S_ISDIR(info.st_mode)):
                 raise Concealed("not a regular file or folder")  # listings hide it too
-            return _stat(info)
+            return stat_of(info)
 
     async def temp_size(self, path: RelPath) -> int:
         """The size of the upload temp file ``path`` (for crash recovery's record of
@@ -281,7 +167,7 @@ class LocalBackend:
             try:
                 info = os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
             if not st.S_ISREG(info.st_mode):
                 raise StorageError(Fault.NOT_FOUND)
             return info.st_size
@@ -292,10 +178,10 @@ class LocalBackend:
                 fd = (
                     os.dup(where.dir_fd)
                     if where.name is None
-                    else os.open(where.name, _DIR_FLAGS, dir_fd=where.dir_fd)
+                    else os.open(where.name, DIR_FLAGS, dir_fd=where.dir_fd)
                 )
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
         try:
             names = sorted(os.listdir(fd))
             entries = []
@@ -309,9 +195,9 @@ class LocalBackend:
                     except StorageError:
                         continue  # a link that leaves the area, dangles or loops
                 elif st.S_ISREG(info.st_mode) or st.S_ISDIR(info.st_mode):
-                    entries.append(Entry(name, _stat(info)))
+                    entries.append(Entry(name, stat_of(info)))
         except OSError as exc:
-            raise _fault(exc) from None
+            raise fault_of(exc) from None
         finally:
             os.close(fd)
         return [e for e in entries if e.stat.is_file or e.stat.is_dir]
@@ -323,14 +209,14 @@ class LocalBackend:
             try:
                 os.utime(where.name, (atime, mtime), dir_fd=where.dir_fd, follow_symlinks=False)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
 
     async def statvfs(self, path: RelPath) -> Space:
         with self._resolve(path, follow_last=True) as where:
             try:
                 vfs = os.fstatvfs(where.dir_fd)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
         return Space(
             vfs.f_bsize,
             vfs.f_frsize,
@@ -345,7 +231,7 @@ class LocalBackend:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def open_read(self, path: RelPath) -> _ReadHandle:
+    async def open_read(self, path: RelPath) -> ReadFile:
         with self._resolve(path, follow_last=True) as where:
             if where.name is None:
                 raise StorageError(Fault.IS_A_DIRECTORY)
@@ -359,16 +245,16 @@ class LocalBackend:
                     dir_fd=where.dir_fd,
                 )
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
         info = os.fstat(fd)
         if not st.S_ISREG(info.st_mode):
             os.close(fd)
             if st.S_ISDIR(info.st_mode):
                 raise StorageError(Fault.IS_A_DIRECTORY)
             raise Concealed("not a regular file")
-        return _ReadHandle(fd, info.st_size)
+        return ReadFile(fd, info.st_size)
 
-    async def open_write(self, path: RelPath, *, mode: int = 0o644) -> _WriteHandle:
+    async def open_write(self, path: RelPath, *, mode: int = 0o644) -> WriteFile:
         with self._resolve(path, follow_last=False) as where:
             name = where.name
             if name is None or name.startswith(TEMP_PREFIX):
@@ -378,7 +264,7 @@ class LocalBackend:
             except FileNotFoundError:
                 existing = None
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
             if existing is not None:
                 if st.S_ISLNK(existing.st_mode):
                     raise StorageError(Fault.FORBIDDEN, "target is a symbolic link")
@@ -387,7 +273,7 @@ class LocalBackend:
                 if not st.S_ISREG(existing.st_mode):
                     raise StorageError(Fault.FORBIDDEN, "not a regular file")
             dir_fd = os.dup(where.dir_fd)
-        temp = _temp_name(name)
+        temp = temp_name(name)
         try:
             fd = os.open(
                 temp,
@@ -397,8 +283,8 @@ class LocalBackend:
             )
         except OSError as exc:
             os.close(dir_fd)
-            raise _fault(exc) from None
-        return _WriteHandle(dir_fd, temp, name, fd, self.durable)
+            raise fault_of(exc) from None
+        return WriteFile(dir_fd, temp, name, fd, self.durable)
 
     # -- changes -----------------------------------------------------------------------------
 
@@ -414,7 +300,7 @@ class LocalBackend:
             try:
                 return where, os.stat(where.name, dir_fd=where.dir_fd, follow_symlinks=False)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
         except StorageError:
             where.close()
             raise
@@ -426,7 +312,7 @@ class LocalBackend:
             try:
                 os.mkdir(where.name, (mode & 0o777) | 0o700, dir_fd=where.dir_fd)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
 
     async def rmdir(self, path: RelPath) -> None:
         where, info = self._entry(path)
@@ -436,7 +322,7 @@ class LocalBackend:
             try:
                 os.rmdir(where.name or "", dir_fd=where.dir_fd)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
 
     async def remove(self, path: RelPath) -> None:
         where, info = self._entry(path)
@@ -446,7 +332,7 @@ class LocalBackend:
             try:
                 os.unlink(where.name or "", dir_fd=where.dir_fd)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
 
     async def rename(self, old: RelPath, new: RelPath, *, overwrite: bool) -> None:
         source, _ = self._entry(old)
@@ -462,7 +348,7 @@ class LocalBackend:
                 else:
                     fsops.rename_noreplace(source.dir_fd, source.name, target.dir_fd, target.name)
             except OSError as exc:
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
 
     def cleanup_orphans(self, stop: Callable[[], bool] | None = None) -> fsops.SweepResult:
         """Remove temp files an earlier process left behind (a crash).
@@ -471,7 +357,7 @@ class LocalBackend:
         tag and are left alone. It can take long on a big tree; run it in a
         thread (``stop`` ends it early).
         """
-        ours = TEMP_PREFIX + _PROCESS_TAG
+        ours = TEMP_PREFIX + PROCESS_TAG
 
         def is_orphan(name: str) -> bool:
             return name.startswith(TEMP_PREFIX) and not name.startswith(ours)

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 from conduit.errors import StorageError
 from conduit.storage.base import Entry, RelPath
-from conduit.storage.local import _DIR_FLAGS, TEMP_PREFIX, LocalBackend, _fault, _stat
+from conduit.storage.local import LocalBackend
+from conduit.storage.localfiles import DIR_FLAGS, TEMP_PREFIX, fault_of, stat_of
 
 
 class DirStream:
@@ -50,7 +51,7 @@ class DirStream:
                 continue  # removed since the folder was read
             except OSError as exc:
                 self.close()
-                raise _fault(exc) from None
+                raise fault_of(exc) from None
             if st.S_ISLNK(info.st_mode):
                 try:
                     linked = await self._backend.stat((*self._path, item.name))
@@ -59,7 +60,7 @@ class DirStream:
                 if linked.is_file or linked.is_dir:
                     out.append(Entry(item.name, linked))
             elif st.S_ISREG(info.st_mode) or st.S_ISDIR(info.st_mode):
-                out.append(Entry(item.name, _stat(info)))
+                out.append(Entry(item.name, stat_of(info)))
         return out
 
     def close(self) -> None:
@@ -75,11 +76,11 @@ def open_dir(backend: LocalBackend, path: RelPath) -> DirStream:
         try:
             # Never a dup of the area's own descriptor: a dup shares its
             # read position, and listings of one folder must not.
-            fd = os.open(where.name or ".", _DIR_FLAGS, dir_fd=where.dir_fd)
+            fd = os.open(where.name or ".", DIR_FLAGS, dir_fd=where.dir_fd)
         except OSError as exc:
-            raise _fault(exc) from None
+            raise fault_of(exc) from None
     try:
         return DirStream(backend, path, fd)
     except OSError as exc:
         os.close(fd)
-        raise _fault(exc) from None
+        raise fault_of(exc) from None

@@ -1,0 +1,140 @@
+"""The local backend's file-level parts: errors, stats and the two handles.
+
+Shared by :mod:`conduit.storage.local` (which resolves names, confined, and
+hands out these handles) and :mod:`conduit.storage.localdir` (paged
+listings). A write handle owns the atomic-upload discipline: bytes go to a
+hidden temp name beside the final one, which changes only in ``commit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat as st
+
+from conduit.errors import Fault, StorageError
+from conduit.storage.base import Stat
+
+TEMP_PREFIX = ".conduit-part-"
+#: Marks this process's temp files: the start-up sweep runs while the gateway
+#: already serves, and must remove only what an earlier process left behind.
+PROCESS_TAG = secrets.token_hex(4)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_ERRNO_FAULTS = {
+    errno.ENOENT: Fault.NOT_FOUND,
+    errno.EEXIST: Fault.EXISTS,
+    errno.ENOTEMPTY: Fault.NOT_EMPTY,
+    errno.EISDIR: Fault.IS_A_DIRECTORY,
+    errno.ENOTDIR: Fault.NOT_A_DIRECTORY,
+    errno.ENOSPC: Fault.NO_SPACE,
+    errno.EDQUOT: Fault.NO_SPACE,
+    errno.EFBIG: Fault.NO_SPACE,
+    errno.EACCES: Fault.FORBIDDEN,
+    errno.EPERM: Fault.FORBIDDEN,
+    errno.ELOOP: Fault.FORBIDDEN,
+    errno.EROFS: Fault.FORBIDDEN,
+    errno.EXDEV: Fault.UNSUPPORTED,
+}
+
+
+def fault_of(exc: OSError) -> StorageError:
+    """An OSError as a StorageError whose text never holds a path."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError(Fault.FAILURE, "name too long")
+    fault = _ERRNO_FAULTS.get(exc.errno or 0, Fault.FAILURE)
+    return StorageError(fault, detail=f"{fault.value} ({errno.errorcode.get(exc.errno or 0)})")
+
+
+def stat_of(s: os.stat_result) -> Stat:
+    return Stat(size=s.st_size, mode=s.st_mode, mtime=s.st_mtime, atime=s.st_atime)
+
+
+class ReadFile:
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    async def read(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self.fd, length, offset)
+        except OSError as exc:
+            raise fault_of(exc) from None
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class WriteFile:
+    """An upload under a temp name; the final name changes only in :meth:`commit`."""
+
+    atomic = True
+    device_sha256: str | None = None
+
+    def __init__(self, dir_fd: int, temp: str, final: str, fd: int, durable: bool) -> None:
+        self.durable = durable
+        self.dir_fd = dir_fd
+        self.temp = temp
+        self.final = final
+        self.fd = fd
+        self.done = False
+
+    async def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            raise fault_of(exc) from None
+
+    async def commit(self) -> None:
+        if self.done:
+            raise StorageError(Fault.FAILURE, "upload already finished")
+        try:
+            if self.durable:
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                existing = os.stat(self.final, dir_fd=self.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if st.S_ISLNK(existing.st_mode):
+                    raise StorageError(Fault.FORBIDDEN, "target is a symbolic link")
+                if st.S_ISDIR(existing.st_mode):
+                    raise StorageError(Fault.IS_A_DIRECTORY)
+            os.rename(self.temp, self.final, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            if self.durable:
+                os.fsync(self.dir_fd)
+        except OSError as exc:
+            await self.abort()
+            raise fault_of(exc) from None
+        except StorageError:
+            await self.abort()
+            raise
+        self.done = True
+        os.close(self.dir_fd)
+
+    async def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp, dir_fd=self.dir_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.dir_fd)
+
+
+def temp_name(final: str) -> str:
+    stem = f"{TEMP_PREFIX}{PROCESS_TAG}{secrets.token_hex(4)}-"
+    room = 255 - len(stem.encode())
+    tail = final.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return stem + tail
