@@ -128,7 +128,7 @@ class Upload(_Transfer):
         #: intent record names them so setting them needs no intent of its own
         self.times: tuple[float, float] | None = None
         self._ahead: dict[int, bytes] = {}
-        self._ahead_bytes = 0
+        #: this upload's own bound on held bytes; its ``held`` is what ``_ahead`` holds
         self._reorder = ReorderBudget(MAX_REORDER_BYTES, reorder)
 
     async def write(self, offset: int, data: bytes) -> None:
@@ -147,7 +147,6 @@ class Upload(_Transfer):
             self._next = end
             while self._ahead and self._next in self._ahead:
                 held = self._ahead.pop(self._next)
-                self._ahead_bytes -= len(held)
                 self._reorder.give(len(held))
                 await self.handle.write(self._next, held)
                 self._hash.update(held)
@@ -160,7 +159,6 @@ class Upload(_Transfer):
                     f"write at offset {offset} ahead of {self._next}: reorder memory exhausted",
                 )
             self._ahead[offset] = bytes(data)
-            self._ahead_bytes += len(data)
         else:
             raise TransferRefused(
                 Fault.UNSUPPORTED,
@@ -196,9 +194,8 @@ class Upload(_Transfer):
 
     def _release_held(self) -> None:
         """Give the bytes held out of order back to the session's budget."""
-        self._reorder.give(self._ahead_bytes)
+        self._reorder.give(self._reorder.held)
         self._ahead.clear()
-        self._ahead_bytes = 0
 
     async def abort(self, error: str) -> None:
         """Throw the upload away; nothing appears under the final name."""
