@@ -1,8 +1,10 @@
 """The package's import graph: no cycles, and dependencies point one way.
 
 Layers, from the bottom: ``errors``/``names``/``scpcodec`` (vocabulary), ``config`` (a
-leaf: reading the file), ``policy`` and ``audit``, ``storage``, ``transfer``,
-``site`` (checking and building a whole site), ``gateway``, ``cli``. A
+leaf: reading the file) and ``state`` (the durable SQLite store), ``policy``,
+``audit``, ``auth`` and ``inspect``, ``storage``, ``transfer``, ``site``
+(checking and building a whole site), ``gateway``, ``client`` (the SSH client
+side), ``cli``. A
 module may import its own layer and the ones below it, never one above: the
 policy engine must not know the gateway exists. Imports under
 ``if TYPE_CHECKING:`` are annotations only and are not counted.
@@ -22,13 +24,40 @@ PACKAGE = SRC / "conduit"
 ALLOWED: dict[str, set[str]] = {
     "_asyncssh": set(),  # asyncssh's private API: imports nothing of ours
     "config": set(),
+    "state": set(),  # one SQLite file: knows nothing of the policy
     "policy": {"config"},
     "audit": {"config"},
+    "auth": {"config", "state"},  # keys, certificates, second factor, defender
+    "inspect": {"config", "state"},  # checks, quarantine, approvals
     "storage": {"config", "audit"},
     "transfer": {"config", "audit", "storage"},
     "site": {"config", "policy", "storage"},
-    "gateway": {"_asyncssh", "config", "policy", "audit", "storage", "transfer", "site"},
-    "cli": {"config", "policy", "audit", "storage", "transfer", "site", "gateway"},
+    "gateway": {
+        "_asyncssh",
+        "config",
+        "state",
+        "policy",
+        "audit",
+        "auth",
+        "inspect",
+        "storage",
+        "transfer",
+        "site",
+    },
+    "client": {"_asyncssh", "config"},  # the client side: never the gateway's parts
+    "cli": {
+        "config",
+        "state",
+        "policy",
+        "audit",
+        "auth",
+        "inspect",
+        "storage",
+        "transfer",
+        "site",
+        "gateway",
+        "client",
+    },
 }
 VOCABULARY = {"errors", "names", "scpcodec", "__init__"}
 #: Known exceptions to the layers, each with its reason (none today).
