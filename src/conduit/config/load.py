@@ -93,8 +93,37 @@ def absolutize(config: Config, base: Path) -> Config:
         )
         for n, d in config.devices.items()
     }
+    users = {
+        n: u.model_copy(update={"authorized_keys": fix(u.authorized_keys)})
+        for n, u in config.users.items()
+    }
+    auth = config.auth.model_copy(
+        update={
+            "trusted_user_ca_keys": [fix(k) for k in config.auth.trusted_user_ca_keys],
+            "revoked_keys": fix(config.auth.revoked_keys),
+        }
+    )
+    trust = {
+        n: t.model_copy(
+            update={
+                "ssh_allowed_signers": fix(t.ssh_allowed_signers),
+                "openpgp_keys": [fix(k) for k in t.openpgp_keys],
+                "sha256_lists": [fix(k) for k in t.sha256_lists],
+            }
+        )
+        for n, t in config.inspect.trust.items()
+    }
+    inspect = config.inspect.model_copy(update={"trust": trust})
     return config.model_copy(
-        update={"gateway": gateway, "audit": audit, "areas": areas, "devices": devices}
+        update={
+            "gateway": gateway,
+            "audit": audit,
+            "areas": areas,
+            "devices": devices,
+            "users": users,
+            "auth": auth,
+            "inspect": inspect,
+        }
     )
 
 

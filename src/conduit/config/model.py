@@ -24,7 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from conduit.config.auth import AuthConfig
 from conduit.config.crypto import CryptoConfig
+from conduit.config.inspect import InspectConfig
 from conduit.config.types import CheckedNetwork, Size
 from conduit.config.types import Network as Network  # re-exported for check and policy
 
@@ -207,6 +209,10 @@ class RoleConfig(Section):
 
 class UserConfig(Section):
     keys: list[str] = []
+    # a standard authorized_keys file read besides ``keys`` (same option syntax)
+    authorized_keys: Path | None = None
+    # certificate principals accepted for this user (none given: the user's name)
+    principals: list[str] | None = None
     roles: list[str] = []
     networks: list[CheckedNetwork] = []
     description: str = ""
@@ -220,6 +226,8 @@ class ConduitConfig(Section):
     max_size: Size | None = None
     window: str | list[str] | None = None
     require: list[Obligation] = []
+    trust: list[str] = []  # names of [inspect.trust.NAME] anchors for "signature"
+    types: list[str] = []  # libmagic MIME types allowed (empty: any)
     description: str = ""
 
 
@@ -228,6 +236,8 @@ class Config(Section):
 
     gateway: GatewayConfig = GatewayConfig()
     audit: AuditConfig = AuditConfig()
+    auth: AuthConfig = AuthConfig()
+    inspect: InspectConfig = InspectConfig()
     zones: dict[str, ZoneConfig] = {}
     areas: dict[str, AreaConfig] = {}
     devices: dict[str, DeviceConfig] = {}

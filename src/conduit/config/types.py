@@ -1,4 +1,4 @@
-"""Strict value types for the policy file: sizes and networks.
+"""Strict value types for the policy file: sizes, durations and networks.
 
 pydantic's own ``ByteSize`` reads only the start of a string, so
 ``max_size = "600 MB?"`` or ``"600 MB per file"`` silently meant 600 MB; a
@@ -40,6 +40,27 @@ def parse_size(value: object) -> int:
     return int(float(number) * factor)
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*")
+_SECONDS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_HELP = 'a duration like "90s", "15m", "2h", "1d" or a number of seconds'
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in ``value`` (a number, or a number and ms/s/m/h/d); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"must be {DURATION_HELP}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.fullmatch(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not {DURATION_HELP}")
+        seconds = float(match[1]) * _SECONDS[match[2]]
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
 def _size(value: object) -> object:
     return ByteSize(parse_size(value))
 
@@ -64,6 +85,9 @@ def _network(value: object) -> object:
 
 Size = Annotated[ByteSize, BeforeValidator(_size)]
 """Bytes: an integer, or a number and a unit (KB, MiB, ...) and nothing else."""
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds: a number, or a number and a unit (ms, s, m, h, d) and nothing else."""
 
 CheckedNetwork = Annotated[Network, BeforeValidator(_network)]
 """An IPv4 or IPv6 network; host bits set or anything else is one plain error."""
