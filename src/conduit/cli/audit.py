@@ -27,7 +27,10 @@ from conduit.audit.index import Index, Query, parse_time
 from conduit.audit.reader import JournalReader, last_records
 from conduit.audit.verify import verify
 from conduit.cli.main import CommandError
-from conduit.names import escape
+from conduit.cli.records import Shown, cell, safe, shown_path, summary
+
+#: rows a search shows in its table; --json streams all
+TABLE_LIMIT = 1000
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -250,42 +253,6 @@ def _anchors(args: argparse.Namespace) -> list[Anchor]:
     return found
 
 
-def safe(value: object) -> str:
-    """A value for a terminal: controls, bidi controls and bad bytes shown as escapes."""
-    return escape(value)
-
-
-def shown_path(record: Record) -> str:
-    """The record's path, escaped; a rename as ``old -> new``."""
-    path = safe(record.get("path") or record.get("new_path") or "")
-    old = record.get("old_path")
-    if old is not None and old != record.get("path"):
-        return f"{safe(old)} -> {path}"
-    return path
-
-
-def summary(record: Record) -> str:
-    """One line per event: who, where, what (a rename's old name too), how much, which bytes."""
-    path = shown_path(record)
-    extra = record.get("error") or record.get("reason") or ""
-    who = record.get("principal") or record.get("user_given") or "-"
-    size = record.get("bytes")
-    digest = record.get("sha256")
-    parts = [
-        safe(record["ts"]),
-        f"#{safe(record['seq'])}",
-        safe(record["type"]),
-        safe(record["outcome"]),
-        safe(who),
-        safe(record.get("source") or "-"),
-        path,
-        f"bytes={safe(size)}" if size is not None else "",
-        f"sha256={safe(digest)}" if digest else "",
-        f"({safe(extra)})" if extra else "",
-    ]
-    return " ".join(p for p in parts if p != "")
-
-
 def cmd_tail(args: argparse.Namespace) -> int:
     directory = _existing(journal_dir(args)[0])
     last = last_records(directory, max(args.lines, 0))
@@ -372,7 +339,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             digests.add(r.get("sha256") or "")
             table.add_row(
                 *(
-                    Text(v if isinstance(v, _Shown) else safe(v))
+                    Text(v if isinstance(v, Shown) else safe(v))
                     for v in (
                         r["seq"],
                         r["ts"].replace("T", " ").rstrip("Z"),
@@ -380,7 +347,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                         r["outcome"],
                         r.get("principal") or r.get("user_given"),
                         r.get("source"),
-                        _Shown(shown_path(r)),
+                        Shown(shown_path(r)),
                         r.get("bytes"),
                         (r.get("sha256") or "")[:16],
                         r.get("error") or r.get("reason") or r.get("rule"),
@@ -400,26 +367,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     finally:
         index.close()
-
-
-TABLE_LIMIT = 1000
-
-
-class _Shown(str):
-    """Text already escaped for the terminal (not to be escaped twice)."""
-
-
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    # Escaped as on the terminal (unambiguous, reversible): a CSV is read by
-    # people too. The exact bytes are in the journal and in --format jsonl.
-    text = escape(value if isinstance(value, str) else json.dumps(value))
-    # spreadsheets run cells starting with these as formulas (CSV injection)
-    return "'" + text if text.startswith(_FORMULA) else text
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -443,7 +390,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         known = set(header) | {"prev"}
         for r in index.search(query):
             extra = {k: v for k, v in r.items() if k not in known}
-            row = [_cell(r.get(h)) for h in header[:-1]]
+            row = [cell(r.get(h)) for h in header[:-1]]
             row.append(json.dumps(extra, sort_keys=True) if extra else "")
             writer.writerow(row)
         return 0
