@@ -5,9 +5,9 @@ big-endian length and that many bytes, ended by a zero-length chunk; the
 reply is one NUL-terminated line: ``stream: OK``, ``stream: NAME FOUND`` or
 ``... ERROR``. :class:`ClamdStream` forwards every chunk as it arrives, so a
 clean 1 GiB file is scanned during its upload, not read a second time after
-it. Flow control is the socket's: a chunk is only accepted once the previous
-ones have drained below the transport's high-water mark, so a slow scanner
-slows the upload instead of filling memory.
+it. Flow control is the socket's: ``feed`` returns once the chunk is in the
+kernel's socket buffer, so a slow scanner slows the upload instead of
+filling memory.
 
 Anything but a clear answer fails closed: a refused connection, a timeout
 (``[inspect.scan] timeout``, per step), a scanner that dies mid-stream or
@@ -19,12 +19,13 @@ exceeded``, which becomes ``scan: file larger than the scanner accepts``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
+import socket
 import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conduit.inspect.base import State, Verdict
 
@@ -63,18 +64,39 @@ def parse_address(text: str) -> Address:
     raise ValueError("must be unix:PATH or tcp://HOST:PORT")
 
 
-async def _connect(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(address: Address) -> socket.socket:
+    """A connected non-blocking socket to clamd.
+
+    A plain socket, not asyncio's streams: when clamd answers early (a size
+    limit) and closes, the next send fails, and a stream transport would
+    then close the socket and drop the reply still waiting in it.
+    """
+    loop = asyncio.get_running_loop()
     if address.path is not None:
-        return await asyncio.open_unix_connection(str(address.path))
-    return await asyncio.open_connection(address.host, address.port)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: str | tuple[Any, ...] = str(address.path)
+    else:
+        infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"cannot resolve {address.host}")
+        family, kind, proto, _, target = infos[0]
+        sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
-async def _read_reply(reader: asyncio.StreamReader) -> bytes:
+async def _read_reply(sock: socket.socket) -> bytes:
     """One NUL-terminated reply (or what came before EOF), at most MAX_REPLY bytes."""
+    loop = asyncio.get_running_loop()
     data = b""
     while b"\0" not in data and len(data) <= MAX_REPLY:
         try:
-            more = await reader.read(MAX_REPLY + 1 - len(data))
+            more = await loop.sock_recv(sock, MAX_REPLY + 1 - len(data))
         except OSError:
             break  # a reset after the reply still leaves the reply
         if not more:
@@ -117,10 +139,10 @@ class ClamdStream:
     def __init__(self, address: Address, timeout: float) -> None:
         self._address = address
         self._timeout = timeout
-        self._writer: asyncio.StreamWriter | None = None
+        self._sock: socket.socket | None = None
         self._failed: Verdict | None = None
         # clamd may answer before the end (a size limit) and then close: the
-        # reply is read as it comes, so a write error cannot lose it
+        # reply is read as it comes, so a failed send cannot lose it
         self._reply: asyncio.Task[bytes] | None = None
         self._spent = 0.0  # seconds this check held the upload up
         self._sent = 0
@@ -129,13 +151,16 @@ class ClamdStream:
         self._failed = Verdict(CHECK, State.FAILED, reason, detail)
         return self._failed
 
-    async def _open(self) -> asyncio.StreamWriter:
-        if self._writer is None:
-            reader, writer = await asyncio.wait_for(_connect(self._address), self._timeout)
-            self._writer = writer
-            self._reply = asyncio.create_task(_read_reply(reader))
-            writer.write(b"zINSTREAM\0")
-        return self._writer
+    async def _send(self, *parts: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        if self._sock is None:
+            self._sock = await asyncio.wait_for(_connect(self._address), self._timeout)
+            self._reply = asyncio.create_task(_read_reply(self._sock))
+            parts = (b"zINSTREAM\0", *parts)
+        if self._reply is not None and self._reply.done():
+            raise ConnectionAbortedError("clamd answered before the end of the file")
+        for part in parts:
+            await asyncio.wait_for(loop.sock_sendall(self._sock, part), self._timeout)
 
     async def _why_closed(self, exc: BaseException) -> None:
         """The scanner stopped taking bytes: its last words, if any, say why."""
@@ -158,16 +183,11 @@ class ClamdStream:
             return  # an empty chunk would end clamd's stream early
         started = time.monotonic()
         try:
-            writer = await self._open()
-            if self._reply is not None and self._reply.done():
-                raise ConnectionAbortedError("clamd answered before the end of the file")
-            writer.write(struct.pack(">I", len(chunk)))
-            writer.write(chunk)
-            await asyncio.wait_for(writer.drain(), self._timeout)
+            await self._send(struct.pack(">I", len(chunk)), chunk)
             self._sent += len(chunk)
         except (OSError, TimeoutError) as exc:
             await self._why_closed(exc)
-            await self._close()
+            self._close()
         finally:
             self._spent += time.monotonic() - started
 
@@ -176,15 +196,13 @@ class ClamdStream:
         try:
             verdict = self._failed or await self._finish()
         finally:
-            await self._close()
+            self._close()
         spent = self._spent + time.monotonic() - started
         return Verdict(verdict.check, verdict.state, verdict.reason, verdict.detail, spent)
 
     async def _finish(self) -> Verdict:
         try:
-            writer = await self._open()
-            writer.write(struct.pack(">I", 0))
-            await asyncio.wait_for(writer.drain(), self._timeout)
+            await self._send(struct.pack(">I", 0))
             assert self._reply is not None
             raw = await asyncio.wait_for(asyncio.shield(self._reply), self._timeout)
         except (OSError, TimeoutError) as exc:
@@ -195,16 +213,14 @@ class ClamdStream:
         return Verdict(CHECK, state, reason, f"{detail} ({self._sent} bytes)")
 
     async def abort(self) -> None:
-        await self._close()
+        self._close()
 
-    async def _close(self) -> None:
+    def _close(self) -> None:
         if self._reply is not None and not self._reply.done():
             self._reply.cancel()
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
 
 class Unconfigured:
@@ -224,18 +240,19 @@ class Unconfigured:
 
 async def ping(address: Address, timeout: float) -> str | None:
     """None when clamd answers ``PONG``; otherwise why not (``conduit check`` warns)."""
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.wait_for(_connect(address), timeout)
+        sock = await asyncio.wait_for(_connect(address), timeout)
     except (OSError, TimeoutError) as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or repr(exc)
         return f"clamd at {address} is not reachable ({why})"
     try:
-        writer.write(b"zPING\0")
-        raw = await asyncio.wait_for(_read_reply(reader), timeout)
+        await asyncio.wait_for(loop.sock_sendall(sock, b"zPING\0"), timeout)
+        raw = await asyncio.wait_for(_read_reply(sock), timeout)
     except (OSError, TimeoutError) as exc:
         return f"clamd at {address} did not answer PING ({exc.__class__.__name__})"
     finally:
-        writer.close()
+        sock.close()
     if raw != b"PONG\0":
         return f"clamd at {address} answered PING with {_printable(raw)!r}"
     return None
