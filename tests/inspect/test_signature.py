@@ -368,3 +368,39 @@ async def test_a_manifest_signature_alone_is_still_pending(world: World, tmp_pat
     sig = ssh_sign(world.vendor_ssh, manifest, NAMESPACE)
     verdict = await check(world, subject(fw, manifest=[sig]))
     assert verdict.state is State.PENDING and "without its manifest" in verdict.detail
+
+
+# -- the verifiers themselves failing ------------------------------------------
+
+
+async def test_a_hung_verifier_fails_closed(world: World, tmp_path: Path) -> None:
+    fw = firmware(tmp_path)
+    s = subject(fw, signature=[ssh_sign(world.vendor_ssh, fw, NAMESPACE)])
+    check_ = SignatureCheck([Anchors("vendor", world.trust, None)], 1 << 20, 0.001)
+    verdict = await check_.verify(s)
+    assert (verdict.state, verdict.reason) == (State.FAILED, R.UNAVAILABLE)
+    assert "no answer within" in verdict.detail
+
+
+async def test_a_missing_verifier_fails_closed(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fw = firmware(tmp_path)
+    s = subject(fw, signature=[world.vendor.sign(fw)])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gpg here
+    keyring = Keyring(tmp_path / "gnupg", "vendor", world.trust.openpgp_keys, 10.0)
+    verdict = await SignatureCheck([Anchors("vendor", world.trust, keyring)], 1 << 20, 10.0).verify(
+        s
+    )
+    assert (verdict.state, verdict.reason) == (State.FAILED, R.UNAVAILABLE)
+    assert "cannot run" in verdict.detail
+
+
+async def test_a_conduit_whose_trust_sets_lack_the_method(world: World, tmp_path: Path) -> None:
+    fw = firmware(tmp_path)
+    only_lists = TrustConfig(sha256_lists=[])
+    verdict = await SignatureCheck([Anchors("lists", only_lists, None)], 1 << 20, 10.0).verify(
+        subject(fw, signature=[world.vendor.sign(fw)])
+    )
+    assert (verdict.state, verdict.reason) == (State.FAILED, R.UNTRUSTED)
+    assert "no trust set of this conduit has OpenPGP keys" in verdict.detail
