@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 
 from conduit.config import ConfigError, parse
 from conduit.config.model import Obligation
-from conduit.inspect.base import State
-from conduit.inspect.clamd import ClamdStream, Unconfigured
+from conduit.inspect.base import State, Verdict
+from conduit.inspect.clamd import ClamdStream, Unconfigured, parse_address
 from conduit.inspect.filetype import TypeStream
 from conduit.inspect.plan import Inspector, evidence_kind, evidence_of
 from conduit.inspect.signature import SignatureCheck
+from tests.support.clamd import EICAR, Clamd
 
 POLICY = """
 [gateway]
@@ -114,3 +116,31 @@ def test_bad_scanner_addresses_are_refused_at_load(tmp_path: Path, address: str)
 def test_evidence_names(name: str, kind: str | None, of: str | None) -> None:
     assert evidence_kind(name) == kind
     assert evidence_of(name) == of
+
+
+async def test_a_plans_streams_against_the_real_scanner(tmp_path: Path, clamd: Clamd) -> None:
+    """What the quarantine does per upload: fresh streams, every chunk, then the verdicts."""
+    text = POLICY.replace("unix:run/clamd.sock", clamd.address)
+    plan = Inspector(parse(text, source=tmp_path / "c.toml")).for_conduit("firmware-down")
+
+    async def upload(data: bytes) -> dict[str, Verdict]:
+        streams = plan.streams()
+        for at in range(0, len(data), 4096):
+            for stream in streams:
+                await stream.feed(data[at : at + 4096])
+        return {s.check: await s.finish() for s in streams}
+
+    clean = await upload(gzip.compress(b"firmware image " * 5000))
+    assert all(v.passed for v in clean.values()), clean
+    infected = await upload(gzip.compress(b"x") + EICAR)
+    assert infected["scan"].state is State.FAILED and infected["type"].passed
+    script = await upload(b"#!/bin/sh\necho pwned\n")
+    assert script["scan"].passed and script["type"].reason == "type: text/x-shellscript not allowed"
+
+
+async def test_an_aborted_upload_releases_its_scanner_connection(clamd: Clamd) -> None:
+    stream = ClamdStream(parse_address(clamd.address), 5.0)
+    await stream.feed(b"partial")
+    assert stream._sock is not None
+    await stream.abort()
+    assert stream._sock is None
