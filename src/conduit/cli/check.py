@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.text import Text
 
 from conduit.config.crypto import effective
 from conduit.config.model import Config
+from conduit.inspect.clamd import parse_address, ping
 from conduit.site.build import inspect
 from conduit.site.check import coverage
 
@@ -65,9 +67,20 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_report(args.config, out)
     if config is None:
         return 1
+    scanner = _scanner_problem(config)
+    if scanner:
+        out.print(f"{args.config}: warning: inspect.scan.clamd: {scanner}", markup=False)
     out.print(f"{args.config}: OK", markup=False)
     show(config, out)
     return 0
+
+
+def _scanner_problem(config: Config) -> str | None:
+    """Why the configured clamd does not answer (a warning: it may start later)."""
+    if not config.inspect.scan.clamd:
+        return None
+    address = parse_address(config.inspect.scan.clamd)
+    return asyncio.run(ping(address, min(config.inspect.scan.timeout, 5.0)))
 
 
 def show(config: Config, out: Console) -> None:

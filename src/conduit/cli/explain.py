@@ -16,6 +16,7 @@ from conduit.cli.check import add_config_argument, console, load_or_report
 from conduit.cli.main import CommandError
 from conduit.config.model import Op
 from conduit.config.types import parse_size
+from conduit.inspect.plan import Inspector
 from conduit.policy import Explanation, Policy, PolicyError, Rename, Request
 
 QUESTIONS = {
@@ -114,6 +115,16 @@ def run(args: argparse.Namespace) -> int:
     return 0 if explanation.decision.allowed else 1
 
 
+def _checks(policy: Policy, rule: str | None) -> list[str]:
+    """What the conduit that allowed (``conduits[NAME]``) would check on the file."""
+    if not rule or not rule.startswith("conduits[") or not rule.endswith("]"):
+        return []
+    try:
+        return Inspector(policy.config).for_conduit(rule[len("conduits[") : -1]).describe()
+    except KeyError:
+        return []
+
+
 def render(explanation: Explanation, policy: Policy, out: Console) -> None:
     """Print the verdict, each step with its rule, and the obligations."""
     request, decision = explanation.request, explanation.decision
@@ -143,6 +154,8 @@ def render(explanation: Explanation, policy: Policy, out: Console) -> None:
     out.print(f"  conduit:     {decision.conduit or '-'}", markup=False)
     obligations = ", ".join(sorted(decision.obligations)) or "none"
     out.print(f"  obligations: {obligations}", markup=False)
+    for line in _checks(policy, decision.conduit or decision.rule):
+        out.print(f"  check:       {line}", markup=False)
     if decision.max_size is not None:
         out.print(
             f"  max size:    {decision.max_size} bytes (checked while streaming)", markup=False

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
 from conduit.config.types import Duration, Size
 
@@ -31,7 +31,19 @@ class TrustConfig(_Section):
 class ScanConfig(_Section):
     clamd: str | None = None  # "unix:PATH" or "tcp://HOST:PORT"
     on_failure: Literal["closed"] = "closed"
-    timeout: Annotated[float, Field(gt=0)] = 60.0
+    timeout: Annotated[float, Field(gt=0)] = 60.0  # per step: connect, each chunk, the verdict
+
+    @field_validator("clamd")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value.startswith("unix:") and len(value) > len("unix:"):
+            return value
+        host, sep, port = value.removeprefix("tcp://").rpartition(":")
+        if value.startswith("tcp://") and sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return value
+        raise ValueError("must be unix:PATH or tcp://HOST:PORT")
 
 
 class InspectConfig(_Section):
@@ -43,3 +55,5 @@ class InspectConfig(_Section):
     approval_expiry: Duration = 7 * 86400.0
     # signature files and manifests are evidence, not payload: kept small
     max_evidence_size: Size = ByteSize(1024 * 1024)
+    # one ssh-keygen or gpg run (a hung tool fails the check closed)
+    verify_timeout: Annotated[float, Field(gt=0)] = 30.0

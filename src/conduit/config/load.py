@@ -113,7 +113,10 @@ def absolutize(config: Config, base: Path) -> Config:
         )
         for n, t in config.inspect.trust.items()
     }
-    inspect = config.inspect.model_copy(update={"trust": trust})
+    scan = config.inspect.scan
+    if scan.clamd and scan.clamd.startswith("unix:"):  # a socket path, relative to the file
+        scan = scan.model_copy(update={"clamd": f"unix:{fix(Path(scan.clamd[5:]))}"})
+    inspect = config.inspect.model_copy(update={"trust": trust, "scan": scan})
     return config.model_copy(
         update={
             "gateway": gateway,

@@ -57,9 +57,11 @@ class Subject:
     name: str  # the name the client gave it, e.g. "/firmware/rtu-4.2.bin"
     sha256: str
     size: int
-    #: evidence that travelled with it, by kind: "ssh" (NAME.sig), "openpgp"
-    #: (NAME.asc / NAME.sig in OpenPGP form), "manifest" (SHA256SUMS-style
-    #: lists in the same folder); absent kinds are simply missing
+    #: evidence that travelled with it, by kind (see plan.evidence_kind):
+    #: "signature" (NAME.sig / NAME.asc; OpenSSH or OpenPGP is told by
+    #: content; "ssh" and "openpgp" are accepted too), "manifest"
+    #: (SHA256SUMS, NAME.sha256 and their .sig / .asc, same folder); absent
+    #: kinds are simply missing
     evidence: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
 
 

@@ -23,6 +23,7 @@ import asyncssh
 
 from conduit.config.load import ConfigError, key_of, load, locate
 from conduit.config.model import Config
+from conduit.inspect.anchors import anchor_problems
 from conduit.policy import Policy, PolicyError
 from conduit.site.check import Problem, check
 
@@ -208,6 +209,8 @@ def inspect(path: Path | str, *, files: bool = True) -> Report:
         user_keys = _user_keys(config, found)
         _siem(config, found)
         _devices(config, found)
+        for loc, message in anchor_problems(config):
+            found.error(loc, message)
     site = None
     if not any(p.severity == "error" for p in found.problems):
         try:

@@ -10,13 +10,14 @@ unusable; warnings are printed and the file is still used.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.crypto import CryptoConfig, effective, weak_choices
 from conduit.config.load import locate
-from conduit.config.model import Config, Network
+from conduit.config.model import Config, Network, Obligation
 from conduit.names import DEVICES, escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
 from conduit.policy.windows import WindowError, parse_windows
@@ -249,6 +250,7 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 )
             if why:
                 error(*cloc, "paths", str(p_index), message=f"{pattern!r}: {why}")
+    _inspection(config, error, warning)
     for first_use, message, others in unknown.values():
         also = f"; also used at {', '.join(others)}" if others else ""
         error(*first_use, message=message + also)
@@ -266,6 +268,47 @@ def check(config: Config, text: str = "") -> list[Problem]:
         for kind, alg, weak in weak_choices(offered):
             warning(*at, kind, message=f"{alg} is weak ({weak})")
     return problems
+
+
+def _inspection(config: Config, error: Callable[..., None], warning: Callable[..., None]) -> None:
+    """Obligations that can be met: trust sets that exist and vouch, a scanner to scan.
+
+    A scan nothing can do is a warning, not an error: the gateway refuses
+    every such transfer (fail closed), which is safe. ``require =
+    ["signature"]`` without ``trust`` is the same, and says nothing: policies
+    written before inspection existed say it, and ``conduit explain`` shows
+    that no trust set can vouch.
+    """
+    trusts = config.inspect.trust
+    for name, trust in trusts.items():
+        if not (trust.ssh_allowed_signers or trust.openpgp_keys or trust.sha256_lists):
+            error(
+                "inspect",
+                "trust",
+                name,
+                message="no ssh_allowed_signers, openpgp_keys or sha256_lists: vouches for nothing",
+            )
+    for index, conduit in enumerate(config.conduits):
+        cloc = ("conduits", str(index))
+        for ref in conduit.trust:
+            if ref not in trusts:
+                known = ", ".join(sorted(trusts)) or "none defined"
+                error(*cloc, "trust", message=f"unknown trust {ref!r} (inspect.trust: {known})")
+        if Obligation.SCAN in conduit.require and not config.inspect.scan.clamd:
+            warning(
+                *cloc,
+                "require",
+                message='"scan" without [inspect.scan] clamd: every file through it is refused',
+            )
+        for t_index, mime in enumerate(conduit.types):
+            major, slash, minor = mime.partition("/")
+            if not (slash and major and minor and major != "*" and "/" not in minor):
+                error(
+                    *cloc,
+                    "types",
+                    str(t_index),
+                    message=f"{mime!r} is not a MIME type like application/gzip or text/*",
+                )
 
 
 def coverage(config: Config) -> list[str]:
