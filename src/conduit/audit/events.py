@@ -102,7 +102,7 @@ FIELDS = (
     "mtime",
 )
 
-Value = str | int | float | bool | None
+Value = str | int | float | bool | None | list[str]
 Record = dict[str, Any]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -120,6 +120,8 @@ def clean_value(value: object) -> Value:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)  # a short list of names, e.g. a login's factors
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "surrogateescape")
     return str(value)

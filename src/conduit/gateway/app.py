@@ -19,6 +19,8 @@ from conduit._asyncssh import tuning
 from conduit.audit import Auditor
 from conduit.audit.events import EventType
 from conduit.audit.noise import NoiseLog
+from conduit.auth.secrets import SecretStore
+from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
 from conduit.gateway.control import ControlServer, socket_path
@@ -90,6 +92,7 @@ class Gateway:
         self.connections: set[Connection] = set()
         self._reloading = asyncio.Lock()
         self.control: ControlServer | None = None
+        self._totp: Verifier | None = None
 
     # -- what sessions see ---------------------------------------------------------------
 
@@ -127,6 +130,12 @@ class Gateway:
 
     def keys_of(self, user: str) -> frozenset[bytes]:
         return self._keys.get(user, frozenset())
+
+    def totp(self) -> Verifier:
+        """TOTP secrets and replay marks (``data_dir/state.sqlite``), opened on first use."""
+        if self._totp is None:
+            self._totp = Verifier(SecretStore.open(Path(self.config.gateway.data_dir)))
+        return self._totp
 
     def auditor_available(self) -> bool:
         return bool(getattr(self._recorder, "available", True))
@@ -402,6 +411,9 @@ class Gateway:
             task.cancel()
         if self._journal is not None:
             await self._journal.auditor.close()
+        if self._totp is not None:
+            self._totp.store.close()
+            self._totp = None
         pid = self.config.gateway.data_dir / "gateway.pid"
         pid.unlink(missing_ok=True)
         for backend in list(self.areas.values()) + list(self.devices.values()):
