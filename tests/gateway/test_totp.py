@@ -11,7 +11,6 @@ enrolment is refused with its reason. One gateway serves the whole module
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from conduit.auth.secrets import SecretStore
 from conduit.auth.totp import STEP
 from conduit.config import parse
 from conduit.gateway.twofactor import PROMPT
+from tests.support import askpass
 from tests.support.gateway import (
     RunningGateway,
     make_key,
@@ -137,33 +137,9 @@ def client(
     gw: RunningGateway, tool: str, user: str, code: str, *, source: str = "127.0.0.1"
 ) -> tuple[list[str], dict[str, str]]:
     """argv options and environment for OpenSSH answering the prompt with ``code``."""
-    folder = gw.root / f"askpass-{user}"
-    folder.mkdir(exist_ok=True)
-    (folder / "code").write_text(code + "\n")
-    askpass = folder / "askpass"
-    # the prompt is the script's argument: record it, answer with the code
-    askpass.write_text(f'#!/bin/sh\necho "$1" >> {folder}/prompts\ncat {folder}/code\n')
-    askpass.chmod(0o700)
+    env = askpass.answering(gw.root / f"askpass-{user}", code)
     port = ["-P" if tool in ("scp", "sftp") else "-p", str(gw.port)]
-    options = [
-        *port,
-        "-o", f"UserKnownHostsFile={gw.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=no",
-        "-o", "IdentitiesOnly=yes",
-        "-o", "IdentityAgent=none",
-        "-o", "PreferredAuthentications=publickey,keyboard-interactive",
-        "-o", "NumberOfPasswordPrompts=1",
-        "-o", f"BindAddress={source}",
-        "-i", str(gw.keys[user]),
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        "SSH_ASKPASS": str(askpass),
-        "SSH_ASKPASS_REQUIRE": "force",
-        "DISPLAY": ":0",
-    }
-    return options, env
+    return [*port, *askpass.options(gw.known_hosts, gw.keys[user], source)], env
 
 
 def sftp(
@@ -194,8 +170,7 @@ def scp(
 
 
 def prompts(gw: RunningGateway, user: str) -> list[str]:
-    path = gw.root / f"askpass-{user}" / "prompts"
-    return path.read_text().splitlines() if path.exists() else []
+    return askpass.asked(gw.root / f"askpass-{user}")
 
 
 def failures(gw: RunningGateway, user: str) -> list[dict[str, Any]]:

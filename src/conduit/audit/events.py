@@ -34,6 +34,7 @@ class EventType(StrEnum):
     SESSION_START = "session.start"
     SESSION_END = "session.end"
     AUTH_FAILURE = "auth.failure"
+    AUTH_TOTP_ENROL = "auth.totp_enrol"  # a TOTP secret given or replaced (never the secret)
     FILE_UPLOAD = "file.upload"
     FILE_DOWNLOAD = "file.download"
     FILE_DELETE = "file.delete"

@@ -111,12 +111,18 @@ class SecretStore:
 
     # -- secrets ------------------------------------------------------------------------
 
-    def enrol(self, user: str) -> str:
-        """A new random secret for ``user`` (base32), replacing any earlier one.
+    def ready(self) -> None:
+        """Create the key file if there is none, and check it can be used."""
+        self._key(create=True)
+
+    def enrol(self, user: str, secret: str | None = None) -> str:
+        """Store ``secret`` (default: a new random one, base32) for ``user``,
+        replacing any earlier one; returns it.
 
         The user's replay mark goes too: the new secret's codes are new.
         """
-        secret = pyotp.random_base32()  # 32 characters: 160 bits, RFC 4226's advice
+        if secret is None:
+            secret = new_secret()
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._key(create=True).encrypt(nonce, secret.encode("ascii"), _aad(user))
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -168,6 +174,11 @@ class SecretStore:
                 (user, step),
             )
         return step
+
+
+def new_secret() -> str:
+    """32 base32 characters: 160 bits, RFC 4226's recommended length."""
+    return pyotp.random_base32()
 
 
 def _aad(user: str) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import time
 from enum import Enum
+from typing import Any
 
 import pyotp
 
@@ -48,6 +49,16 @@ def required(
         or any(role in rules.totp_roles for role in roles)
         or (zone is not None and zone in rules.totp_zones)
     )
+
+
+def enrol_event(user: str, replaced: bool, operator: str) -> dict[str, Any]:
+    """The journal fields of an enrolment (``auth.totp_enrol``): who, by whom; no secret."""
+    return {
+        "principal": user,
+        "replaced": replaced,
+        "operator": operator[:64],
+        "reason": "TOTP secret replaced" if replaced else "TOTP secret enrolled",
+    }
 
 
 def provisioning_uri(secret: str, user: str, node: str) -> str:

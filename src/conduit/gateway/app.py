@@ -23,7 +23,7 @@ from conduit.auth.secrets import SecretStore
 from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
-from conduit.gateway.control import ControlServer, socket_path
+from conduit.gateway.control import ControlServer, Handler, socket_path
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
@@ -33,6 +33,7 @@ from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
+from conduit.gateway.twofactor import journal_enrolment
 from conduit.policy import Policy
 from conduit.site.build import load_checked, user_keys
 from conduit.storage.base import Backend
@@ -374,10 +375,14 @@ class Gateway:
     async def start_control(self) -> None:
         """The control socket ``conduit reload`` asks (see control.py)."""
 
-        async def reload() -> dict[str, Any]:
+        async def reload(request: dict[str, Any]) -> dict[str, Any]:
             return (await self.reload_policy(via="control")).answer()
 
-        control = ControlServer(socket_path(self.config.gateway.data_dir), {"reload": reload})
+        async def totp_enrolled(request: dict[str, Any]) -> dict[str, Any]:
+            return await journal_enrolment(self, request)
+
+        handlers: dict[str, Handler] = {"reload": reload, "totp-enrolled": totp_enrolled}
+        control = ControlServer(socket_path(self.config.gateway.data_dir), handlers)
         try:
             await control.start()
         except OSError as exc:  # e.g. a data folder path too long for a Unix socket

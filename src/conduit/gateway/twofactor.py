@@ -20,15 +20,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
 from conduit._asyncssh.multifactor import FAILURE, PARTIAL, SUCCESS
+from conduit.audit.events import EventType
 from conduit.auth import totp
 from conduit.auth.secrets import SecretStoreError
 
 if TYPE_CHECKING:
+    from conduit.gateway.app import Gateway
     from conduit.gateway.server import Connection
 
 log = logging.getLogger("conduit.gateway")
@@ -156,3 +158,21 @@ class SecondFactor:
         counted = c._failed(method, username, reason, factor="totp", key_fingerprint=fingerprint)
         if counted and c.conn is not None:  # (False: max_auth_tries already closed it)
             c.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, message)
+
+
+async def journal_enrolment(gateway: Gateway, request: dict[str, Any]) -> dict[str, Any]:
+    """The control socket's ``totp-enrolled``: ``conduit user totp`` cannot write
+    the journal the running gateway holds, so it asks the gateway to, before it
+    stores the new secret (the record never carries the secret)."""
+    user, replaced, operator = request.get("user"), request.get("replaced"), request.get("operator")
+    if not isinstance(user, str) or user not in gateway.config.users:
+        return {"ok": False, "error": "not a user of the gateway's policy"}
+    if not isinstance(replaced, bool) or not isinstance(operator, str):
+        return {"ok": False, "error": "bad request: replaced (bool) and operator (str) needed"}
+    try:
+        await gateway.recorder.record(
+            EventType.AUTH_TOTP_ENROL, "success", **totp.enrol_event(user, replaced, operator)
+        )
+    except Exception as exc:  # the journal is down: the CLI must not enrol
+        return {"ok": False, "error": f"the audit journal cannot be written: {exc}"}
+    return {"ok": True}
