@@ -151,3 +151,40 @@ def test_provisioning_uri_names_issuer_and_account() -> None:
     assert f"secret={secret}" in uri and "issuer=Conduit" in uri
     parsed = pyotp.parse_uri(uri)
     assert parsed.now() == pyotp.TOTP(secret).now()
+
+
+def test_a_misspelt_name_in_second_factor_is_an_error() -> None:
+    from conduit.config import parse
+    from conduit.site.check import check, errors
+
+    text = """
+[zones.office]
+level = 4
+networks = ["10.0.0.0/8"]
+
+[roles.admin]
+
+[users.alice]
+keys = ["ssh-ed25519 AAAAC3Nza alice"]
+roles = ["admin"]
+
+[auth.second_factor]
+totp_zones = ["office", "ofice"]
+totp_roles = ["admn"]
+totp_users = ["alice", "alcie"]
+"""
+    found = {(p.key, p.message) for p in errors(check(parse(text), text))}
+    assert found == {
+        (
+            "auth.second_factor.totp_zones[1]",
+            "unknown zone 'ofice': TOTP would be asked of nobody by it",
+        ),
+        (
+            "auth.second_factor.totp_roles[0]",
+            "unknown role 'admn': TOTP would be asked of nobody by it",
+        ),
+        (
+            "auth.second_factor.totp_users[1]",
+            "unknown user 'alcie': TOTP would be asked of nobody by it",
+        ),
+    }
