@@ -191,12 +191,12 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 )
     # The second factor: a misspelt name would silently ask nobody for a code.
     second = config.auth.second_factor
-    for kind, names, known in (
+    for kind, refs, known in (
         ("zone", second.totp_zones, set(zones)),
         ("role", second.totp_roles, set(config.roles)),
         ("user", second.totp_users, set(config.users)),
     ):
-        for index, ref in enumerate(names):
+        for index, ref in enumerate(refs):
             if ref not in known:
                 error(
                     "auth",
