@@ -82,7 +82,7 @@ class SecondFactor:
 
     def decide(self, username: str, method: str) -> str:
         c = self.connection
-        if method == "publickey" and c.key is not None:
+        if method == "publickey":  # a key or a certificate, proven to asyncssh
             if not self.required(username):
                 c.factors = ["publickey"]
                 return SUCCESS
