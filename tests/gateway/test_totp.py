@@ -12,7 +12,8 @@ enrolment is refused with its reason. One gateway serves the whole module
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 from asyncssh.constants import MSG_USERAUTH_FAILURE
 from asyncssh.packet import Boolean, NameList, SSHPacket
 
-from conduit.auth.secrets import SecretStore
+from conduit.auth.secrets import KEY_FILE, SecretStore
 from conduit.auth.totp import STEP
 from conduit.config import parse
 from conduit.gateway.twofactor import PROMPT
@@ -124,13 +125,7 @@ def secrets(site: tuple[RunningGateway, dict[str, str]]) -> dict[str, str]:
 
 
 def now_code(secret: str, offset: int = 0) -> str:
-    return pyotp.TOTP(secret).at(int(_now()) + offset * STEP)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
+    return pyotp.TOTP(secret).at(int(time.time()) + offset * STEP)
 
 
 def client(
@@ -450,3 +445,38 @@ def test_the_partial_success_answer(gw: RunningGateway, secrets: dict[str, str])
     assert gw.call(login()) == "1"
     assert seen[0] == ([b"publickey"], False)  # the answer to "none"
     assert seen[-1] == ([b"keyboard-interactive"], True)
+
+
+def test_secrets_that_cannot_be_read_refuse_the_login(
+    make_gateway: Callable[..., RunningGateway], tmp_path: Path
+) -> None:
+    """A key file others may read: no code can be trusted, so nobody who owes one logs in."""
+    gw = make_gateway('\n[auth.second_factor]\ntotp_users = ["alice"]\n')
+    data = gw.config.gateway.data_dir
+    store = SecretStore.open(data)
+    secret = store.enrol("alice")
+    store.close()
+    (data / KEY_FILE).chmod(0o644)
+    env = askpass.answering(tmp_path / "ask", now_code(secret))
+    options = askpass.options(gw.known_hosts, gw.keys["alice"])
+    result = subprocess.run(
+        ["sftp", "-P", str(gw.port), *options, "-b", "-", "alice@127.0.0.1"],
+        input="ls /inbox\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    assert result.returncode != 0 and "cannot be checked" in result.stderr
+    assert askpass.asked(tmp_path / "ask") == []
+    gw.call(gw.gateway.noise.flush())
+    (event,) = gw.recorder.of("auth.failure")
+    assert (
+        event["reason"].startswith("second factor unavailable:") and "chmod 600" in event["reason"]
+    )
+    assert secret not in str(event)
+    assert not gw.recorder.of("session.start")
+    # a user who owes no code is not affected
+    upload = random_file(tmp_path / "b.bin", 1000)
+    assert gw.sftp(f"put {upload} /inbox/b.bin\n", user="bob").returncode == 0

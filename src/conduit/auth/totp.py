@@ -88,7 +88,9 @@ class Verifier:
         self.store = store
 
     def enrolled(self, user: str) -> bool:
-        return self.store.enrolled(user)
+        """Whether ``user`` has a secret that opens (SecretStoreError if it cannot):
+        checked before the prompt, so nobody is asked a code that cannot be checked."""
+        return self.store.secret(user) is not None
 
     def check(self, user: str, code: str, now: float | None = None) -> Outcome:
         secret = self.store.secret(user)
