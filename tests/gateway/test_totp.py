@@ -11,6 +11,7 @@ enrolment is refused with its reason. One gateway serves the whole module
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from tests.support import askpass
 from tests.support.gateway import (
     RunningGateway,
     make_key,
+    policy_text,
     random_file,
     sha256,
     start_gateway,
@@ -480,3 +482,27 @@ def test_secrets_that_cannot_be_read_refuse_the_login(
     # a user who owes no code is not affected
     upload = random_file(tmp_path / "b.bin", 1000)
     assert gw.sftp(f"put {upload} /inbox/b.bin\n", user="bob").returncode == 0
+
+
+def test_a_reload_that_requires_totp_ends_key_only_sessions(
+    make_gateway: Callable[..., RunningGateway],
+) -> None:
+    gw = make_gateway()
+    source = gw.config.source
+    assert source is not None
+    source.write_text(policy_text(gw.root, gw.keys))
+
+    async def scenario() -> list[dict[str, str]]:
+        async with gw.connect() as conn:
+            await conn.run("true")  # logged in with the key alone
+            source.write_text(
+                policy_text(gw.root, gw.keys, '\n[auth.second_factor]\ntotp_users = ["alice"]\n')
+            )
+            result = await gw.gateway.reload_policy()
+            await asyncio.wait_for(conn.wait_closed(), 10)
+            return list(result.revoked)
+
+    revoked = gw.call(scenario())
+    assert [r["principal"] for r in revoked] == ["alice"]
+    assert revoked[0]["reason"] == "a second factor (TOTP) is now required"
+    assert wait_for(lambda: gw.recorder.of("session.revoke"))
