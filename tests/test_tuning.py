@@ -52,6 +52,7 @@ SOURCE_SHA256 = {
     "SSHChannel._pause_resume_writing": "b05e507ca9fdeec97aae06c9f21b1fa39318d127d5b876c709232571641f3aed",  # noqa: E501
     "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
     "SSHConnection.__init__": "41da2e469f2a39643016d7d1ae7e1b262cf1a7b68a3a9672eb80e21195b0053a",
+    "SSHConnection._finish_userauth": "bd2146536318273dba76844090e3c8d6ab1556dcb87e355471ea8795457403b0",  # noqa: E501
     "SSHConnection._packet_handlers": "73f32c0879872e6fc443ee3cb791a807cdcb221dde0b078c19053593e149da3f",  # noqa: E501
     "SSHConnection._process_kexinit": "439bdf2fc55e67370a3e0c1c5e1276fc2c7e95a5fcfb5979914bac461f072666",  # noqa: E501
     "SSHConnection._process_newkeys": "a0331fe3cfd09d0b414800a9c59ffef089fa0ee67883957f597d3ccda58160b3",  # noqa: E501
@@ -65,10 +66,19 @@ SOURCE_SHA256 = {
     "SSHConnection.data_received": "b2d14a83b2604db65c8775264dfbe38e5920ba749ec627134ddbe708cb43974a",  # noqa: E501
     "SSHConnection.send_newkeys": "0b41234420373618bb7bae4fd482422dd71740c756c6d2103f02e265c39794a7",  # noqa: E501
     "SSHConnection.send_packet": "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
+    "SSHConnection.send_userauth_failure": "30f1eb63d0cb74c9197c86e7bcd8d923ece10d84ad2a89a993483f7010025126",  # noqa: E501
+    "SSHConnection.send_userauth_success": "812e749ee2432e4b667cf83a1d7fa6b25a2ad79da298d05fa36c8e69d6002fb8",  # noqa: E501
     "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
+    "SSHServerConnection.kbdint_auth_supported": "7e661408a3fb50f2bedc1850df1fe5e4f653335ad3a1c808b89a70c6f4befaf3",  # noqa: E501
+    "SSHServerConnection.public_key_auth_supported": "15574dcfbd63ad3cd5f2384dbb7ae4ef1dc20333fa8d9809497b04e8662786e2",  # noqa: E501
     "SSHServerStreamSession._init_sftp_server": "f1ed39d6ce159b2e2bed4d1a17835cc0586c7a00846a7e6d540c426b899c3aed",  # noqa: E501
     "SSHStreamSession.__init__": "a7102adfac6977033939d2f93985787c529933026c1ecfae584fc434b538f8ac",
     "SSHStreamSession.connection_made": "4fa7ec0d65048081d7d657b8d087ac0aaed0e9a4b1b26abe63189503aa5b329e",  # noqa: E501
+    "ServerAuth.__init__": "ff793e0163031a9d9f3b764ee66412581b14b3c4dd053744d9a694dc7d1160f6",
+    "ServerAuth.send_success": "a425bc98b9ecc35e58684c994e5a177ae21e8ba44557fbf06551f6865c57fb2e",
+    "_ServerKbdIntAuth._send_challenge": "09fcc821acb2a403897726b36d5814fe228ef63cc5a58e3562200fbcabc2f1e5",  # noqa: E501
+    "_ServerPublicKeyAuth._start": "f736fe6663fc3aecd04c6cdfa37d976e0157e70ff243ba28f5f6ad73c80ea82e",  # noqa: E501
+    "get_supported_server_auth_methods": "8484ed020351243af10f8b254e05135cc172399c488a9ef728a12369a5c34308",  # noqa: E501
 }
 
 

@@ -35,10 +35,23 @@ SERVED = frozenset({"publickey"})
 #: (username, method) -> True to let asyncssh answer, False if the callee
 #: already closed the connection.
 OnAttempt = Callable[[str, str], bool]
+#: (username, method) -> True if asyncssh will consult the application on it.
+Served = Callable[[str, str], bool]
 
 
-def watch(conn: asyncssh.SSHServerConnection, on_attempt: OnAttempt) -> None:
-    """Call ``on_attempt`` for every request for a method other than SERVED."""
+def _served(username: str, method: str) -> bool:
+    return method in SERVED
+
+
+def watch(
+    conn: asyncssh.SSHServerConnection, on_attempt: OnAttempt, served: Served = _served
+) -> None:
+    """Call ``on_attempt`` for every request for a method not ``served``.
+
+    ``served`` defaults to :data:`SERVED`; an application that offers a method
+    only at some point (keyboard-interactive once a key is proven, see
+    :mod:`.multifactor`) says which, per user, as it goes.
+    """
     handlers: dict[int, Any] = dict(type(conn)._packet_handlers)
     original = handlers[MSG_USERAUTH_REQUEST]
 
@@ -51,9 +64,9 @@ def watch(conn: asyncssh.SSHServerConnection, on_attempt: OnAttempt) -> None:
         except PacketDecodeError:
             return original(self, pkttype, pktid, packet)  # asyncssh refuses it
         name = method.decode("ascii", "backslashreplace")
-        if name not in SERVED and not self.is_client() and not self._auth_complete:
+        if not self.is_client() and not self._auth_complete:
             user = username.decode("utf-8", "backslashreplace")
-            if not on_attempt(user, name):
+            if not served(user, name) and not on_attempt(user, name):
                 return None
         return original(self, pkttype, pktid, packet)
 

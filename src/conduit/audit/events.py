@@ -34,6 +34,7 @@ class EventType(StrEnum):
     SESSION_START = "session.start"
     SESSION_END = "session.end"
     AUTH_FAILURE = "auth.failure"
+    AUTH_TOTP_ENROL = "auth.totp_enrol"  # a TOTP secret given or replaced (never the secret)
     FILE_UPLOAD = "file.upload"
     FILE_DOWNLOAD = "file.download"
     FILE_DELETE = "file.delete"
@@ -102,7 +103,7 @@ FIELDS = (
     "mtime",
 )
 
-Value = str | int | float | bool | None
+Value = str | int | float | bool | None | list[str]
 Record = dict[str, Any]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -120,6 +121,8 @@ def clean_value(value: object) -> Value:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)  # a short list of names, e.g. a login's factors
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "surrogateescape")
     return str(value)

@@ -19,9 +19,11 @@ from conduit._asyncssh import tuning
 from conduit.audit import Auditor
 from conduit.audit.events import EventType
 from conduit.audit.noise import NoiseLog
+from conduit.auth.secrets import SecretStore
+from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
-from conduit.gateway.control import ControlServer, socket_path
+from conduit.gateway.control import ControlServer, Handler, socket_path
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
@@ -31,6 +33,7 @@ from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
+from conduit.gateway.twofactor import journal_enrolment
 from conduit.policy import Policy
 from conduit.site.build import load_checked, user_keys
 from conduit.storage.base import Backend
@@ -90,6 +93,7 @@ class Gateway:
         self.connections: set[Connection] = set()
         self._reloading = asyncio.Lock()
         self.control: ControlServer | None = None
+        self._totp: Verifier | None = None
 
     # -- what sessions see ---------------------------------------------------------------
 
@@ -127,6 +131,12 @@ class Gateway:
 
     def keys_of(self, user: str) -> frozenset[bytes]:
         return self._keys.get(user, frozenset())
+
+    def totp(self) -> Verifier:
+        """TOTP secrets and replay marks (``data_dir/state.sqlite``), opened on first use."""
+        if self._totp is None:
+            self._totp = Verifier(SecretStore.open(Path(self.config.gateway.data_dir)))
+        return self._totp
 
     def auditor_available(self) -> bool:
         return bool(getattr(self._recorder, "available", True))
@@ -365,10 +375,14 @@ class Gateway:
     async def start_control(self) -> None:
         """The control socket ``conduit reload`` asks (see control.py)."""
 
-        async def reload() -> dict[str, Any]:
+        async def reload(request: dict[str, Any]) -> dict[str, Any]:
             return (await self.reload_policy(via="control")).answer()
 
-        control = ControlServer(socket_path(self.config.gateway.data_dir), {"reload": reload})
+        async def totp_enrolled(request: dict[str, Any]) -> dict[str, Any]:
+            return await journal_enrolment(self, request)
+
+        handlers: dict[str, Handler] = {"reload": reload, "totp-enrolled": totp_enrolled}
+        control = ControlServer(socket_path(self.config.gateway.data_dir), handlers)
         try:
             await control.start()
         except OSError as exc:  # e.g. a data folder path too long for a Unix socket
@@ -402,6 +416,9 @@ class Gateway:
             task.cancel()
         if self._journal is not None:
             await self._journal.auditor.close()
+        if self._totp is not None:
+            self._totp.store.close()
+            self._totp = None
         pid = self.config.gateway.data_dir / "gateway.pid"
         pid.unlink(missing_ok=True)
         for backend in list(self.areas.values()) + list(self.devices.values()):

@@ -7,6 +7,7 @@ stream socket in the data folder (``DATA_DIR/control.sock``, mode 0600 in a
 line, both JSON objects::
 
     -> {"command": "reload"}
+    -> {"command": "totp-enrolled", "user": "alice", ...}   (more fields: the handler's)
     <- {"ok": true, "outcome": "success", "path": "...", "revoked_sessions": [...], ...}
     <- {"ok": false, "outcome": "failed", "path": "...", "error": "..."}
 
@@ -37,7 +38,8 @@ SOCKET_NAME = "control.sock"
 MAX_REQUEST = 4096
 READ_TIMEOUT = 5.0
 
-Handler = Callable[[], Awaitable[dict[str, Any]]]
+#: Called with the whole request (``command`` and any fields it carries).
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -118,11 +120,11 @@ class ControlServer:
         handler = self.handlers.get(command) if isinstance(command, str) else None
         if handler is None:
             return {"ok": False, "error": f"unknown command (known: {', '.join(self.handlers)})"}
-        return await handler()
+        return await handler(request)
 
 
-def ask(path: Path, command: str, timeout: float) -> dict[str, Any]:
-    """Send ``command`` to the gateway listening on ``path``; its answer.
+def ask(path: Path, command: str, timeout: float, **fields: Any) -> dict[str, Any]:
+    """Send ``command`` (with ``fields``) to the gateway listening on ``path``; its answer.
 
     Raises ``FileNotFoundError``/``ConnectionRefusedError`` when no gateway
     listens, ``PermissionError`` for another user's gateway, ``TimeoutError``
@@ -132,7 +134,8 @@ def ask(path: Path, command: str, timeout: float) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
-        sock.sendall(json.dumps({"command": command}).encode("utf-8") + b"\n")
+        request = {**fields, "command": command}
+        sock.sendall(json.dumps(request).encode("utf-8") + b"\n")
         data = b""
         while not data.endswith(b"\n") and len(data) < 1 << 20:
             chunk = sock.recv(65536)

@@ -15,6 +15,7 @@ from conduit.gateway.operations import Site
 
 if TYPE_CHECKING:
     from conduit.audit.noise import NoiseLog
+    from conduit.auth.totp import Verifier
     from conduit.config import Config
     from conduit.gateway.gate import Listener
     from conduit.gateway.server import Connection, Counters
@@ -44,5 +45,9 @@ class ConnectionHost(Site, Protocol):
     def auditor_available(self) -> bool: ...
 
     def keys_of(self, user: str) -> frozenset[bytes]: ...
+
+    def totp(self) -> Verifier:
+        """The second factor's secrets and replay marks."""
+        ...
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...

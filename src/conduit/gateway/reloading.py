@@ -97,6 +97,8 @@ def revocation(connection: Connection, gateway: Gateway) -> str | None:
     key = connection.key
     if key is None or key.public_data not in gateway.keys_of(user):
         return "key removed from the policy"
+    if "totp" not in connection.factors and connection.second.required(user):
+        return "a second factor (TOTP) is now required"
     policy = gateway.policy
     for op, path, size in connection.traffic.open_transfers():
         decision = policy.decide(Request(user, connection.source, op, path, size))

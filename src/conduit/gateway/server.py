@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
-from conduit._asyncssh import authwatch
+from conduit._asyncssh import authwatch, multifactor
 from conduit._asyncssh.channel import binary_channel, channel
 from conduit.config.crypto import negotiated
 from conduit.gateway.admission import Admission
@@ -29,6 +29,7 @@ from conduit.gateway.operations import Operations, SessionInfo, Traffic
 from conduit.gateway.resources import Descriptors, HandleQuota
 from conduit.gateway.scp import ScpServer
 from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
+from conduit.gateway.twofactor import SecondFactor
 from conduit.scpcodec import ScpProtocolError, parse_command
 from conduit.transfer.budget import ReorderBudget
 
@@ -76,6 +77,8 @@ class Connection(asyncssh.SSHServer):
         self.failures = 0
         self.asked_none: str | None = None  # the user name of a first "none" request
         self.key: asyncssh.SSHKey | None = None
+        self.second = SecondFactor(self)  # TOTP after the key, where required
+        self.factors = ["publickey"]  # what the login took (session.start's ``factors``)
         self.sessions = 0
         self.traffic = Traffic()
         self.last_activity = time.monotonic()
@@ -95,7 +98,8 @@ class Connection(asyncssh.SSHServer):
             return
         ticket.claimed = True
         self.ticket = ticket
-        authwatch.watch(conn, self._other_method)
+        authwatch.watch(conn, self._other_method, self.second.served)
+        multifactor.install(conn, self.second.decide)
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_waiting = self.ticket is not None
@@ -111,12 +115,14 @@ class Connection(asyncssh.SSHServer):
             self.gateway.noise.refused(str(self.source), GRACE_EXPIRED)
         if not self.authenticated and self.asked_none is not None and not self.failures:
             # The client asked "none", heard "publickey" and gave up: it only
-            # tried methods this gateway does not offer (password, ...).
+            # tried methods this gateway does not offer (password, ...). Or
+            # its key was proven and it left at the TOTP prompt.
+            proven = self.second.proven
             self.gateway.noise.auth_failure(
                 str(self.source),
-                self.asked_none,
-                "none",
-                "client offered no public key",
+                proven or self.asked_none,
+                "keyboard-interactive" if proven else "none",
+                "key proven, but no TOTP code given" if proven else "client offered no public key",
                 zone=self.zone,
                 session=self.id,
             )
@@ -165,10 +171,16 @@ class Connection(asyncssh.SSHServer):
         return False
 
     def kbdint_auth_supported(self) -> bool:
-        return False
+        return self.second.pending(self.user)  # only once a key is proven (twofactor.py)
 
     def public_key_auth_supported(self) -> bool:
-        return True
+        return not self.second.pending(self.user)
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+        return self.second.challenge(username)
+
+    def validate_kbdint_response(self, username: str, responses: Any) -> bool:
+        return self.second.respond(username, responses)
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         reason = self._refusal(username, key)
@@ -189,7 +201,8 @@ class Connection(asyncssh.SSHServer):
             # sshd, the first one is not a failure.
             self.asked_none = username
             return True
-        return self._failed(method, username, f"{method} authentication is not offered")
+        reason = self.second.refusal(username, method) or f"{method} authentication is not offered"
+        return self._failed(method, username, reason)
 
     def _failed(self, method: str, username: str, reason: str, **fields: Any) -> bool:
         """Count and record a failed attempt; False if it closed the connection."""
@@ -225,6 +238,7 @@ class Connection(asyncssh.SSHServer):
             "session.start",
             "success",
             auth_method="publickey",
+            factors=self.factors,
             client_version=self.conn.get_extra_info("client_version"),
             key_fingerprint=key.get_fingerprint() if key else None,
             **negotiated(self.conn),

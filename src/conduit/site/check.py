@@ -190,6 +190,22 @@ def check(config: Config, text: str = "") -> list[Problem]:
                     "networks",
                     message=f"{net} is in no zone: this user is denied everything from there",
                 )
+    # The second factor: a misspelt name would silently ask nobody for a code.
+    second = config.auth.second_factor
+    for kind, refs, known in (
+        ("zone", second.totp_zones, set(zones)),
+        ("role", second.totp_roles, set(config.roles)),
+        ("user", second.totp_users, set(config.users)),
+    ):
+        for index, ref in enumerate(refs):
+            if ref not in known:
+                error(
+                    "auth",
+                    "second_factor",
+                    f"totp_{kind}s",
+                    str(index),
+                    message=f"unknown {kind} {ref!r}: TOTP would be asked of nobody by it",
+                )
     missing_roles = [name for kind, name in unknown if kind == "role"]
     for unused in sorted(set(config.roles) - used_roles):
         # A role only a misspelt reference was meant for: the error says it.

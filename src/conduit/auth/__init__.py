@@ -1,0 +1,1 @@
+"""Who may log in: keys and certificates, the second factor, the defender."""
