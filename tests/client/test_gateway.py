@@ -1,0 +1,50 @@
+"""The client through a real Conduit gateway: its temp-then-rename upload passes the
+gateway's policy, and the gateway records the transfer with the same SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from conduit.client import Client, ClientError
+from tests.support.gateway import RunningGateway
+
+
+def client_for(gw: RunningGateway, user: str = "alice") -> Client:
+    return Client(
+        "127.0.0.1",
+        port=gw.port,
+        user=user,
+        identity=gw.keys[user],
+        known_hosts=gw.known_hosts,
+        ssh_config=(),
+        agent_path=None,
+    )
+
+
+async def test_put_and_get_through_the_gateway(gw: RunningGateway, tmp_path: Path) -> None:
+    source = tmp_path / "fw.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    async with client_for(gw) as client:
+        [sent] = await client.put(source, "/inbox/", verify=True)
+        [again] = await client.put(source, "/inbox/fw.bin")  # replaces: alice may delete
+        [got] = await client.get("/inbox/fw.bin", tmp_path / "back.bin", verify=True)
+    assert sent.sha256 == again.sha256 == got.sha256 == digest
+    assert sorted(p.name for p in gw.area("inbox").iterdir()) == ["fw.bin"]
+    uploads = [e for e in gw.recorder.of("file.upload", "success") if "fw.bin" in str(e)]
+    assert uploads and all(digest in str(e) for e in uploads)
+
+
+async def test_a_refused_upload_leaves_no_temp_and_says_permission_denied(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    source = tmp_path / "x.bin"
+    source.write_bytes(b"nope")
+    async with client_for(gw) as client:
+        with pytest.raises(ClientError, match="permission denied|no such file"):
+            await client.put(source, "/outbox/x.bin")
+    assert list(gw.area("outbox").iterdir()) == []
