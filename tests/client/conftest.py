@@ -1,8 +1,9 @@
-"""Real devices for the client: a few OpenSSH ``sshd`` on loopback, shared per module.
+"""Real devices for the client: a few OpenSSH ``sshd`` on loopback, shared by the package.
 
 ``sftp`` has an SFTP server, ``scp`` has none (legacy SCP only), ``hang`` is a
 TCP listener that accepts and never speaks, ``closed`` a port nothing listens
 on. A wrong host key is the ``scp`` device's key pinned for the ``sftp`` one.
+One set serves every module of the package.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Devices:
         return Client("127.0.0.1", **values)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def devices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devices]:
     base = tmp_path_factory.mktemp("client-devices")
     identity = base / "ops_ed25519"

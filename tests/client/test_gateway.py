@@ -45,6 +45,6 @@ async def test_a_refused_upload_leaves_no_temp_and_says_permission_denied(
     source = tmp_path / "x.bin"
     source.write_bytes(b"nope")
     async with client_for(gw) as client:
-        with pytest.raises(ClientError, match="permission denied|no such file"):
+        with pytest.raises(ClientError, match=r"permission denied|no such file"):
             await client.put(source, "/outbox/x.bin")
     assert list(gw.area("outbox").iterdir()) == []

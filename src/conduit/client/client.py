@@ -329,3 +329,10 @@ class Client:
             return await sftpcopy.remote_sha256(self.sftp, remote, Throttle(self.limit_kbit))
         except _FAULTS as exc:
             raise ClientError(describe(exc, self._where(remote))) from exc
+
+    async def is_dir(self, remote: str) -> bool:
+        """Whether ``remote`` is a folder (legacy SCP cannot ask: a trailing ``/`` says so)."""
+        try:
+            return await self._is_remote_dir(remote)
+        except _FAULTS as exc:
+            raise ClientError(describe(exc, self._where(remote))) from exc
