@@ -25,7 +25,7 @@ from typing import Any, Literal
 import asyncssh
 
 from conduit.client import scpcopy, sftpcopy
-from conduit.client.common import Progress, Throttle, Transfer, hash_file
+from conduit.client.common import LocalFault, Progress, Throttle, Transfer, hash_file
 from conduit.client.endpoint import DEFAULT_CONNECT_TIMEOUT, Endpoint, open_connection
 from conduit.client.errors import ClientError, describe
 
@@ -283,7 +283,7 @@ class Client:
             )
             return [got]
         except _FAULTS as exc:
-            place = str(local) if isinstance(exc, OSError) else self._where(remote)
+            place = str(local) if isinstance(exc, LocalFault) else self._where(remote)
             raise ClientError(describe(exc, place)) from exc
 
     async def _get_tree(

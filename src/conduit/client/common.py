@@ -27,6 +27,18 @@ Progress = Callable[[str, int, int], None]
 """Called as ``progress(name, bytes_done, bytes_total)`` after each chunk of a file."""
 
 
+class LocalFault(OSError):
+    """An error of the local disk (full, read-only, no permission), not of the link.
+
+    Both are ``OSError``s (a reset connection is ``ConnectionResetError``); a
+    download keeps its partial for ``resume`` after a link fault only.
+    """
+
+    @classmethod
+    def of(cls, exc: OSError) -> LocalFault:
+        return cls(exc.errno or 0, exc.strerror or type(exc).__name__, exc.filename)
+
+
 @dataclass(frozen=True)
 class Transfer:
     """One file copied: what, where, how many bytes, their SHA-256."""

@@ -29,6 +29,7 @@ import asyncssh
 
 from conduit.client.common import (
     CHUNK,
+    LocalFault,
     Progress,
     Throttle,
     Transfer,
@@ -170,20 +171,27 @@ async def download(
             digest, offset = kept, count
     resumed = offset
     try:
-        with partial.open("r+b" if offset else "wb") as sink:
+        sink = partial.open("r+b" if offset else "wb")
+    except OSError as exc:
+        raise LocalFault.of(exc) from exc
+    try:
+        with sink:
             sink.seek(offset)
             sink.truncate()
             async with sftp.open(remote, "rb") as handle:
                 while block := await _read(handle, _chunk(throttle), offset):
                     digest.update(block)
-                    sink.write(block)
+                    try:
+                        sink.write(block)
+                    except OSError as exc:
+                        raise LocalFault.of(exc) from exc
                     offset += len(block)
                     if progress:
                         progress(posixpath.basename(remote), offset, max(total, offset))
                     await throttle.take(len(block))
-    except OSError:
-        # A local fault (disk full, no permission) leaves nothing; a cut link
-        # (asyncssh's errors, not OSErrors) keeps the hidden partial for ``resume``.
+    except LocalFault:
+        # A full or read-only disk leaves nothing; a cut link keeps the hidden
+        # partial for ``resume``.
         partial.unlink(missing_ok=True)
         raise
     sha256 = digest.hexdigest()
