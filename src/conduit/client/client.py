@@ -14,6 +14,7 @@ a :class:`~conduit.client.errors.ClientError` whose message is one line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import posixpath
@@ -27,10 +28,11 @@ import asyncssh
 from conduit.client import scpcopy, sftpcopy
 from conduit.client.common import LocalFault, Progress, Throttle, Transfer, hash_file
 from conduit.client.endpoint import DEFAULT_CONNECT_TIMEOUT, Endpoint, open_connection
-from conduit.client.errors import ClientError, describe
+from conduit.client.errors import FINAL, ClientError, describe
 
 Protocol = Literal["auto", "sftp", "scp"]
 _FAULTS = (asyncssh.Error, OSError, TimeoutError)
+CLOSE_TIMEOUT = 5.0
 
 
 class Client:
@@ -83,7 +85,8 @@ class Client:
         try:
             self.conn = await open_connection(self.endpoint)
         except _FAULTS as exc:
-            raise ClientError(describe(exc, where)) from exc
+            final = isinstance(exc, FINAL)
+            raise ClientError(describe(exc, where), retryable=not final) from exc
         if self.requested == "scp":
             return self
         try:
@@ -100,7 +103,8 @@ class Client:
         if self.conn is not None:
             self.conn.close()
             with contextlib.suppress(Exception):
-                await self.conn.wait_closed()
+                # A device that hangs must not hang the close too.
+                await asyncio.wait_for(self.conn.wait_closed(), CLOSE_TIMEOUT)
         self.conn = self.sftp = None
 
     async def __aenter__(self) -> Client:

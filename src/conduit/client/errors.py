@@ -20,7 +20,15 @@ from conduit.names import escape
 
 
 class ClientError(Exception):
-    """A copy or connection that failed; ``str()`` is one line for a person."""
+    """A copy or connection that failed; ``str()`` is one line for a person.
+
+    ``retryable`` is False when trying again cannot help (a host key that does
+    not match, a refused login, an unusable key): a fleet does not retry those.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class RemoteMismatch(ClientError):
@@ -37,6 +45,10 @@ _SFTP_WORDS: dict[type[asyncssh.SFTPError], str] = {
     asyncssh.SFTPFileIsADirectory: "is a folder (use -r)",
     asyncssh.SFTPNotADirectory: "not a folder",
 }
+
+
+FINAL = (asyncssh.HostKeyNotVerifiable, asyncssh.PermissionDenied, asyncssh.KeyImportError)
+"""Connection failures a retry cannot cure."""
 
 
 def describe(exc: BaseException, where: str) -> str:

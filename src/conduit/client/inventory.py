@@ -176,11 +176,12 @@ def load(path: Path) -> Inventory:
     try:
         parsed = InventoryFile.model_validate(data)
     except ValidationError as exc:
-        raise InventoryError(path, _describe(exc, text)) from None
+        raise InventoryError(path, describe_validation(exc, text)) from None
     return _resolve(path, parsed, text)
 
 
-def _describe(exc: ValidationError, text: str) -> list[str]:
+def describe_validation(exc: ValidationError, text: str) -> list[str]:
+    """One line per pydantic fault: ``line N: key.path: message``."""
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith(("literal[", "str", "int"))]

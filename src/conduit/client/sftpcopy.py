@@ -16,6 +16,7 @@ partial after the far side's ``sha256sum`` of the same prefix matched it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -40,6 +41,7 @@ from conduit.client.common import (
 from conduit.client.errors import RemoteMismatch
 
 PREFIX_HASH_TIMEOUT = 60.0
+CLEANUP_TIMEOUT = 5.0
 
 
 def _chunk(throttle: Throttle) -> int:
@@ -116,8 +118,8 @@ async def upload(
             await _rename_over(sftp, target, remote)
     except BaseException:
         if atomic:
-            with contextlib.suppress(Exception):
-                await sftp.remove(target)
+            with contextlib.suppress(Exception):  # bounded: the far side may be hanging
+                await asyncio.wait_for(sftp.remove(target), CLEANUP_TIMEOUT)
         raise
     return Transfer(str(local), remote, offset, sha256, time.monotonic() - began, "sftp", verified)
 

@@ -1,0 +1,168 @@
+"""``conduit fleet run`` over real sshd devices: bad jobs first, then canaries, waves,
+a device that hangs, one with a wrong host key, one that refuses, and the report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conduit.cli.main import main
+
+from .conftest import Devices
+
+
+def inventory(devices: Devices, folder: Path, names: list[str]) -> Path:
+    """Devices by kind: good (SFTP), scp, wrongkey, hang, closed."""
+    kinds = {
+        "good": (devices.sftp.address, devices.sftp.host_key, "sftp"),
+        "scp": (devices.scp.address, devices.scp.host_key, "scp"),
+        "wrongkey": (devices.sftp.address, devices.scp.host_key, "sftp"),
+        "hang": (f"127.0.0.1:{devices.hang}", devices.sftp.host_key, "sftp"),
+        "closed": (f"127.0.0.1:{devices.closed}", devices.sftp.host_key, "sftp"),
+    }
+    lines = [f'[defaults]\nuser = "root"\nidentity = "{devices.identity}"\nconnect_timeout = 5\n']
+    for name in names:
+        address, key, protocol = kinds[name.rstrip("0123456789")]
+        lines.append(
+            f'[devices.{name}]\naddress = "{address}"\nhost_key = "{key}"\n'
+            f'protocol = "{protocol}"\ngroups = ["site"]\n'
+        )
+        (folder / "far" / name).mkdir(parents=True, exist_ok=True)
+    path = folder / "inventory.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def job(folder: Path, **keys: object) -> Path:
+    values: dict[str, object] = {
+        "inventory": "inventory.toml",
+        "kind": "push",
+        "targets": ["site"],
+        "source": "fw.bin",
+        "destination": f"{folder}/far/{{device}}/fw.bin",
+        "timeout": "3s",
+        "retry_backoff": "0.1s",
+        "report": "out/report",
+    }
+    values.update(keys)
+    path = folder / "job.toml"
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    if not (folder / "fw.bin").exists():
+        (folder / "fw.bin").write_bytes(os.urandom(200_000))
+    return path
+
+
+def report(folder: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((folder / "out" / "report.json").read_text())
+    return data
+
+
+def statuses(data: dict[str, object]) -> dict[str, str]:
+    return {d["name"]: d["status"] for d in data["devices"]}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"concurrancy": 4}, "concurrancy: unknown key"),
+        ({"kind": "pull"}, "kind = 'pull' is not implemented yet"),
+        ({"destination": "/x/{host}/fw.bin"}, "unknown placeholder {host}"),
+        ({"targets": ["nowhere"]}, "no device or group 'nowhere'"),
+        ({"inventory": "absent.toml"}, "no such inventory file"),
+        ({"canary": -1}, "canary: Input should be greater than or equal to 0"),
+        ({"timeout": "soon"}, "timeout: "),
+    ],
+)
+def test_bad_jobs_are_refused_before_anything_runs(
+    devices: Devices, tmp_path: Path, capsys: pytest.CaptureFixture[str], keys: dict[str, object],
+    expected: str,
+) -> None:  # fmt: skip
+    inventory(devices, tmp_path, ["good"])
+    assert main(["fleet", "run", str(job(tmp_path, **keys))]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert list((tmp_path / "far" / "good").iterdir()) == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_connects_to_nothing(
+    devices: Devices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory(devices, tmp_path, ["good", "hang", "good2"])
+    assert main(["fleet", "run", "--dry-run", str(job(tmp_path, wave=1))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    far, sftp = tmp_path / "far", f"root@127.0.0.1:{devices.sftp.port}"
+    assert lines[1:] == [
+        f"  canary  good  {sftp}  sftp  -> {far}/good/fw.bin",
+        f"  wave 1  hang  root@127.0.0.1:{devices.hang}  sftp  -> {far}/hang/fw.bin",
+        f"  wave 2  good2  {sftp}  sftp  -> {far}/good2/fw.bin",
+    ]
+    assert not any((tmp_path / "far").rglob("fw.bin"))
+
+
+def test_push_survives_hanging_refusing_and_impostor_devices(
+    devices: Devices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory(devices, tmp_path, ["good", "scp", "wrongkey", "hang", "closed"])
+    path = job(tmp_path, max_failures=5, concurrency=4, retries=1)
+    assert main(["fleet", "run", str(path)]) == 1
+    data = report(tmp_path)
+    assert statuses(data) == {
+        "good": "ok", "scp": "ok", "wrongkey": "failed", "hang": "failed", "closed": "failed",
+    }  # fmt: skip
+    by_name = {d["name"]: d for d in data["devices"]}  # type: ignore[attr-defined]
+    digest = hashlib.sha256((tmp_path / "fw.bin").read_bytes()).hexdigest()
+    for name in ("good", "scp"):
+        assert by_name[name]["sha256"] == digest and by_name[name]["verified"]
+        assert by_name[name]["bytes"] == 200_000
+        assert sorted(p.name for p in (tmp_path / "far" / name).iterdir()) == ["fw.bin"]
+    assert "host key not verified" in by_name["wrongkey"]["error"]
+    assert by_name["wrongkey"]["attempts"] == 1  # a wrong key is not retried
+    assert "timeout" in by_name["hang"]["error"] or "timed out" in by_name["hang"]["error"]
+    assert "connection refused" in by_name["closed"]["error"]
+    assert by_name["closed"]["attempts"] == 2
+    for name in ("wrongkey", "hang", "closed"):
+        assert list((tmp_path / "far" / name).iterdir()) == []
+    assert data["summary"] == {"ok": 2, "failed": 3, "skipped": 0, "total": 5, "success": False}
+    assert data["job"]["kind"] == "push" and data["job"]["user"]  # type: ignore[index]
+    out = capsys.readouterr().out
+    assert f"ok      good  {digest}  200000 bytes" in out and "report:" in out
+
+
+def test_a_failed_canary_stops_the_job(
+    devices: Devices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory(devices, tmp_path, ["wrongkey", "good", "good2"])
+    assert main(["fleet", "run", str(job(tmp_path, max_failures=10))]) == 1
+    assert statuses(report(tmp_path)) == {
+        "wrongkey": "failed",
+        "good": "skipped",
+        "good2": "skipped",
+    }
+    assert not any((tmp_path / "far").rglob("fw.bin"))
+
+
+def test_waves_stop_once_failures_pass_the_threshold(
+    devices: Devices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory(devices, tmp_path, ["good", "closed", "good2", "good3"])
+    path = job(tmp_path, canary=1, wave=1, concurrency=1, max_failures=0)
+    assert main(["fleet", "run", "--json", str(path)]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == report(tmp_path)
+    assert statuses(printed) == {
+        "good": "ok", "closed": "failed", "good2": "skipped", "good3": "skipped",
+    }  # fmt: skip
+    assert [d["step"] for d in printed["devices"]] == ["canary", "wave 1", "wave 2", "wave 3"]
+    assert (tmp_path / "far" / "good" / "fw.bin").exists()
+    assert not (tmp_path / "far" / "good2" / "fw.bin").exists()
+
+
+def test_all_ok_exits_zero(devices: Devices, tmp_path: Path) -> None:
+    inventory(devices, tmp_path, ["good", "scp", "good2"])
+    assert main(["fleet", "run", str(job(tmp_path, canary=2))]) == 0
+    assert set(statuses(report(tmp_path)).values()) == {"ok"}
