@@ -6,22 +6,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conduit.cli.main import main
+from tests.support.gateway import conduit_env
 
 from .conftest import Devices
 
 
-def inventory(devices: Devices, folder: Path, names: list[str]) -> Path:
-    """Devices by kind: good (SFTP), scp, wrongkey, hang, closed."""
+def inventory(devices: Devices, folder: Path, names: list[str], hang: int | None = None) -> Path:
+    """Devices by kind: good (SFTP), scp, wrongkey, hang, closed (``hang``: another port)."""
     kinds = {
         "good": (devices.sftp.address, devices.sftp.host_key, "sftp"),
         "scp": (devices.scp.address, devices.scp.host_key, "scp"),
         "wrongkey": (devices.sftp.address, devices.scp.host_key, "sftp"),
-        "hang": (f"127.0.0.1:{devices.hang}", devices.sftp.host_key, "sftp"),
+        "hang": (f"127.0.0.1:{hang or devices.hang}", devices.sftp.host_key, "sftp"),
         "closed": (f"127.0.0.1:{devices.closed}", devices.sftp.host_key, "sftp"),
     }
     lines = [f'[defaults]\nuser = "root"\nidentity = "{devices.identity}"\nconnect_timeout = 5\n']
@@ -166,3 +171,38 @@ def test_all_ok_exits_zero(devices: Devices, tmp_path: Path) -> None:
     inventory(devices, tmp_path, ["good", "scp", "good2"])
     assert main(["fleet", "run", str(job(tmp_path, canary=2))]) == 0
     assert set(statuses(report(tmp_path)).values()) == {"ok"}
+
+
+def test_ctrl_c_stops_cleanly_and_still_reports(devices: Devices, tmp_path: Path) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # its own: no earlier test's queue
+    listener.settimeout(20)
+    inventory(devices, tmp_path, ["good", "hang", "hang2"], hang=listener.getsockname()[1])
+    path = job(tmp_path, timeout="60s", concurrency=2, max_failures=5)
+    env = {**conduit_env(), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "fleet", "run", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("ok      good"), first
+        held = [listener.accept()[0] for _ in range(2)]  # both silent devices are connecting
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        listener.close()
+    assert len(held) == 2
+    for connection in held:
+        connection.close()
+    assert process.returncode == 1, err
+    assert "Traceback" not in err and "interrupted" in out
+    data = report(tmp_path)
+    assert data["job"]["interrupted"] is True  # type: ignore[index]
+    assert statuses(data) == {"good": "ok", "hang": "failed", "hang2": "failed"}
+    assert all(
+        "interrupted" in d["error"]
+        for d in data["devices"]
+        if d["name"] != "good"  # type: ignore[attr-defined]
+    )
