@@ -48,3 +48,17 @@ async def test_a_refused_upload_leaves_no_temp_and_says_permission_denied(
         with pytest.raises(ClientError, match=r"permission denied|no such file"):
             await client.put(source, "/outbox/x.bin")
     assert list(gw.area("outbox").iterdir()) == []
+
+
+async def test_a_write_only_drop_folder_takes_the_upload_with_nothing_left(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    """bob may only write to /inbox: a client-side temp name could be neither renamed
+    nor removed there, so through a gateway the client leaves atomicity to it."""
+    source = tmp_path / "drop.bin"
+    source.write_bytes(os.urandom(50_000))
+    async with client_for(gw, "bob") as client:
+        assert client.gateway
+        [sent] = await client.put(source, "/inbox/drop.bin")
+    assert sorted(p.name for p in gw.area("inbox").iterdir()) == ["drop.bin"]
+    assert sent.sha256 == hashlib.sha256((gw.area("inbox") / "drop.bin").read_bytes()).hexdigest()

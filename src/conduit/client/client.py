@@ -73,7 +73,8 @@ class Client:
         self.limit_kbit = limit_kbit
         self.conn: asyncssh.SSHClientConnection | None = None
         self.sftp: asyncssh.SFTPClient | None = None
-        self._jumps: list[asyncssh.SSHClientConnection] = []
+        self.gateway = False
+        """The server is a Conduit gateway: it makes uploads atomic itself."""
 
     @property
     def protocol(self) -> Literal["sftp", "scp"]:
@@ -87,6 +88,8 @@ class Client:
         except _FAULTS as exc:
             final = isinstance(exc, FINAL)
             raise ClientError(describe(exc, where), retryable=not final) from exc
+        version = str(self.conn.get_extra_info("server_version") or "")
+        self.gateway = version.startswith("SSH-2.0-Conduit")
         if self.requested == "scp":
             return self
         try:
@@ -136,8 +139,14 @@ class Client:
         atomic: bool = True,
         progress: Progress | None = None,
     ) -> list[Transfer]:
-        """Copy ``local`` to ``remote`` (into it, if it is a folder), as ``scp`` does."""
+        """Copy ``local`` to ``remote`` (into it, if it is a folder), as ``scp`` does.
+
+        ``atomic``: upload under a temp name and rename. Not done through a
+        Conduit gateway, which does exactly that itself, and whose write-only
+        drop folders would refuse the client's rename (and the temp's removal).
+        """
         conn = self._connection()
+        atomic = atomic and not self.gateway
         if not local.exists():
             raise ClientError(f"{local}: no such file or folder")
         if local.is_dir() and not recursive:
