@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import resource
 import subprocess
@@ -180,3 +181,46 @@ def known_hosts(devices: Devices, folder: Path) -> Path:
         "".join(f"[127.0.0.1]:{d.port} {d.host_key}\n" for d in (devices.sftp, devices.scp))
     )
     return path
+
+
+def test_far_names_are_escaped_in_error_lines(cp: CP, devices: Devices, tmp_path: Path) -> None:
+    result = cp(
+        devices, devices.sftp, f"root@127.0.0.1:{tmp_path}/\x1b[31mred\u202e.bin", str(tmp_path)
+    )
+    one_line_error(result, "\\x1b[31mred\\u202e.bin: no such file")
+    assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+
+
+def test_bars_follow_files_and_the_job() -> None:
+    """The bars' arithmetic, with a real rich Progress (not rendered: no terminal)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from conduit.cli.cp import Bars
+
+    with Progress(console=Console(file=io.StringIO()), disable=True) as progress:
+        bars = Bars(progress, None)  # a download: sizes learnt per file
+        bars.update("a", 10, 100)
+        bars.update("a", 100, 100)
+        bars.update("b", 50, 50)
+        job = progress.tasks[0]
+        assert (job.completed, job.total) == (150, 150)
+        assert [t.description for t in progress.tasks] == ["total", "b"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("host:/p", (None, "host", "/p")),
+        ("ops@rtu-01:fw.bin", ("ops", "rtu-01", "fw.bin")),
+        ("host:", (None, "host", "")),
+        ("[fd00::1]:/cfg", (None, "fd00::1", "/cfg")),
+        ("./a:b", None),
+        ("/abs/x:y", None),
+        ("plain", None),
+    ],
+)
+def test_remote_specs_read_as_scp_reads_them(spec: str, expected: object) -> None:
+    from conduit.client import parse_remote
+
+    assert parse_remote(spec) == expected

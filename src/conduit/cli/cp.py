@@ -36,6 +36,7 @@ from rich.progress import (
 from conduit.cli.main import CommandError
 from conduit.client import Client, ClientError, Endpoint, Transfer, parse_remote
 from conduit.client.endpoint import split_host_port
+from conduit.client.errors import shown
 from conduit.names import escape
 
 
@@ -72,7 +73,7 @@ def _remote(spec: str) -> tuple[str | None, str, str] | None:
     try:
         return parse_remote(spec)
     except ClientError as exc:
-        raise CommandError(str(exc), code=1) from None
+        raise CommandError(shown(exc), code=1) from None
 
 
 def plan(paths: list[str]) -> tuple[str, list[tuple[str | None, str, str]], tuple[Any, ...]]:
@@ -106,7 +107,7 @@ def endpoint(args: argparse.Namespace, user: str | None, host: str) -> Endpoint:
         try:
             split_host_port(args.jump.rpartition("@")[2])
         except ClientError as exc:
-            raise CommandError(f"-J: {exc}", code=1) from None
+            raise CommandError(f"-J: {shown(exc)}", code=1) from None
     return Endpoint(
         host,
         port=args.port,
@@ -129,8 +130,11 @@ class Bars:
         self.file: TaskID | None = None
         self.last = 0
         self.name = ""
+        self.grow = total is None
+        """Downloads: the job's size is learnt file by file."""
+        self.job_total = total or 0
         if progress is not None:
-            self.job = progress.add_task("total", total=total)
+            self.job = progress.add_task("total", total=total or 0)
 
     def update(self, name: str, done: int, total: int) -> None:
         if self.progress is None or self.job is None:
@@ -140,8 +144,10 @@ class Bars:
                 self.progress.remove_task(self.file)
             self.file = self.progress.add_task(escape(name), total=total)
             self.name, self.last = name, 0
-            if self.progress.tasks[self.job].total is None:
-                self.progress.update(self.job, total=0)
+            if self.grow:
+                self.progress.update(
+                    self.job, total=(self.progress.tasks[self.job].total or 0) + total
+                )
         self.progress.update(self.file, completed=done, total=total)
         self.progress.advance(self.job, done - self.last)
         self.last = done
@@ -203,7 +209,7 @@ async def copy(
     try:
         await client.open()
     except ClientError as exc:
-        err(f"conduit: {exc}")
+        err(f"conduit: {shown(exc)}")
         return 1
     async with client:
         if len(jobs) > 1 and direction == "put":
@@ -213,12 +219,12 @@ async def copy(
             elif not await _is_dir(client, folder):
                 err(f"conduit: {escape(host)}:{escape(folder)}: not a folder")
                 return 1
-        with bars(sys.stderr.isatty() and not args.quiet, total) as shown:
+        with bars(sys.stderr.isatty() and not args.quiet, total) as progress:
             for local, remote in jobs:
                 try:
-                    done = await _one(client, direction, local, remote, args, shown)
+                    done = await _one(client, direction, local, remote, args, progress)
                 except ClientError as exc:
-                    err(f"conduit: {exc}")
+                    err(f"conduit: {shown(exc)}")
                     failed += 1
                     continue
                 for transfer in done:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conduit.cli.main import CommandError
-from conduit.client.errors import ClientError
+from conduit.client.errors import ClientError, shown
 from conduit.client.fleet import DeviceResult, Fleet, plan
 from conduit.client.inventory import Device, load
 from conduit.client.job import Job, fill, load_job
@@ -58,7 +58,7 @@ def prepare(path: Path) -> tuple[Job, list[Device]]:
         job = load_job(path)
         devices = load(job.inventory).select(job.targets)
     except ClientError as exc:
-        raise CommandError(str(exc), code=2) from None
+        raise CommandError(shown(exc), code=2) from None
     return job, devices
 
 
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(execute(job, devices, args.json))
     except ClientError as exc:
-        raise CommandError(str(exc), code=2) from None
+        raise CommandError(shown(exc), code=2) from None
     written = None
     if job.report is not None:
         try:

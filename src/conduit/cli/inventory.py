@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conduit.cli.main import CommandError
 from conduit.client.ansible import read
-from conduit.client.errors import ClientError
+from conduit.client.errors import ClientError, shown
 from conduit.client.export import to_toml
 from conduit.client.inventory import load
 from conduit.names import escape
@@ -53,7 +53,7 @@ def run_import(args: argparse.Namespace) -> int:
     try:
         text = to_toml(read(args.file, args.format), str(args.file))
     except ClientError as exc:
-        raise CommandError(str(exc), code=1) from None
+        raise CommandError(shown(exc), code=1) from None
     print(text, end="")
     return 0
 
@@ -62,7 +62,7 @@ def run_list(args: argparse.Namespace) -> int:
     try:
         devices = load(args.file).select(args.targets or ["all"])
     except ClientError as exc:
-        raise CommandError(str(exc), code=1) from None
+        raise CommandError(shown(exc), code=1) from None
     for device in devices:
         endpoint = device.endpoint
         groups = ",".join(device.groups) or "-"

@@ -47,13 +47,22 @@ _SFTP_WORDS: dict[type[asyncssh.SFTPError], str] = {
 }
 
 
+def shown(exc: BaseException) -> str:
+    """``exc``'s message for a terminal: each line escaped (a far file name may hold ESC)."""
+    return "\n".join(escape(line) for line in str(exc).splitlines())
+
+
 FINAL = (asyncssh.HostKeyNotVerifiable, asyncssh.PermissionDenied, asyncssh.KeyImportError)
 """Connection failures a retry cannot cure."""
 
 
 def describe(exc: BaseException, where: str) -> str:
-    """One line for ``exc`` that happened at ``where`` (``host``, ``host:path`` or a path)."""
-    place = escape(where)
+    """One line for ``exc`` that happened at ``where`` (``host``, ``host:path`` or a path).
+
+    Raw text (paths and server messages as they are): whoever shows it to a
+    person escapes it (:func:`conduit.names.escape`), once.
+    """
+    place = where
     if isinstance(exc, ClientError):
         return str(exc)
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
@@ -67,13 +76,13 @@ def describe(exc: BaseException, where: str) -> str:
         for kind, words in _SFTP_WORDS.items():
             if isinstance(exc, kind):
                 return f"{place}: {words}"
-        return f"{place}: {escape(exc.reason or type(exc).__name__)}"
+        return f"{place}: {exc.reason or type(exc).__name__}"
     if isinstance(exc, asyncssh.ChannelOpenError):
-        return f"{place}: the server refused the session ({escape(exc.reason)})"
+        return f"{place}: the server refused the session ({exc.reason})"
     if isinstance(exc, asyncssh.DisconnectError):
-        return f"{place}: connection closed by the server ({escape(exc.reason)})"
+        return f"{place}: connection closed by the server ({exc.reason})"
     if isinstance(exc, asyncssh.KeyImportError):
-        return f"{place}: unusable key: {escape(str(exc))}"
+        return f"{place}: unusable key: {exc}"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return f"{place}: timed out (no answer)"
     if isinstance(exc, socket.gaierror):
@@ -82,5 +91,5 @@ def describe(exc: BaseException, where: str) -> str:
         return f"{place}: connection refused"
     if isinstance(exc, OSError):
         words = exc.strerror or errno.errorcode.get(exc.errno or 0) or type(exc).__name__
-        return f"{place}: {escape(words)}"
-    return f"{place}: {escape(type(exc).__name__)}: {escape(str(exc))}"
+        return f"{place}: {words}"
+    return f"{place}: {type(exc).__name__}: {exc}"
