@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -222,7 +223,10 @@ async def test_ssh_config_alias_known_hosts_and_jump(devices: Devices, tmp_path:
     )
     async with jumped:
         [got] = await jumped.get(str(tmp_path / "y.bin"), tmp_path / "z.bin")
+        [jump] = jumped.jumps
     assert got.sha256 == sent.sha256
+    await asyncio.wait_for(jump.wait_closed(), 5)  # the jump is closed with its client
+    assert jump.is_closed()
     # The jump is really taken: through a closed port there is no way in.
     with pytest.raises(ClientError, match="connection refused"):
         await devices.client(devices.sftp, jump=f"root@127.0.0.1:{devices.closed}").open()

@@ -73,6 +73,7 @@ class Client:
         self.limit_kbit = limit_kbit
         self.conn: asyncssh.SSHClientConnection | None = None
         self.sftp: asyncssh.SFTPClient | None = None
+        self.jumps: list[asyncssh.SSHClientConnection] = []
         self.gateway = False
         """The server is a Conduit gateway: it makes uploads atomic itself."""
 
@@ -84,7 +85,7 @@ class Client:
     async def open(self) -> Client:
         where = self.endpoint.label()
         try:
-            self.conn = await open_connection(self.endpoint)
+            self.conn, self.jumps = await open_connection(self.endpoint)
         except _FAULTS as exc:
             final = isinstance(exc, FINAL)
             raise ClientError(describe(exc, where), retryable=not final) from exc
@@ -108,7 +109,9 @@ class Client:
             with contextlib.suppress(Exception):
                 # A device that hangs must not hang the close too.
                 await asyncio.wait_for(self.conn.wait_closed(), CLOSE_TIMEOUT)
-        self.conn = self.sftp = None
+        for jump in self.jumps:
+            jump.close()
+        self.conn, self.sftp, self.jumps = None, None, []
 
     async def __aenter__(self) -> Client:
         return await self.open()

@@ -122,10 +122,23 @@ def connect_options(endpoint: Endpoint) -> dict[str, Any]:
     return options
 
 
-async def open_connection(endpoint: Endpoint) -> asyncssh.SSHClientConnection:
-    """Connect (through ``endpoint.jump`` first, if any); asyncssh errors propagate."""
+async def open_connection(
+    endpoint: Endpoint,
+) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientConnection]]:
+    """Connect (through ``endpoint.jump`` first, if any); asyncssh errors propagate.
+
+    Returns the connection and the jump connections under it, which the
+    caller closes after it (asyncssh leaves a tunnel it was given open).
+    """
     options = connect_options(endpoint)
+    jumps: list[asyncssh.SSHClientConnection] = []
     if endpoint.jump:
-        jump = await open_connection(endpoint.with_host(endpoint.jump))
+        jump, below = await open_connection(endpoint.with_host(endpoint.jump))
+        jumps = [jump, *below]
         options["tunnel"] = jump
-    return await asyncssh.connect(endpoint.host, **options)
+    try:
+        return await asyncssh.connect(endpoint.host, **options), jumps
+    except BaseException:
+        for conn in jumps:
+            conn.close()
+        raise
