@@ -35,7 +35,8 @@ class Endpoint:
     user: str | None = None
     identity: Path | None = None
     jump: str | None = None
-    """``[user@]host[:port]`` to go through first (``ssh -J``); same keys and host checks."""
+    """``[user@]host[:port]`` to go through first (``ssh -J``): same keys and known_hosts
+    (the ``host_key`` pin is the target's only)."""
     host_key: str | None = None
     """A pinned public key (``ssh-ed25519 AAAA...``): only this key is accepted."""
     known_hosts: Path | None = None
