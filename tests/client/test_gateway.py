@@ -4,6 +4,7 @@ gateway's policy, and the gateway records the transfer with the same SHA-256."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -62,3 +63,34 @@ async def test_a_write_only_drop_folder_takes_the_upload_with_nothing_left(
         [sent] = await client.put(source, "/inbox/drop.bin")
     assert sorted(p.name for p in gw.area("inbox").iterdir()) == ["drop.bin"]
     assert sent.sha256 == hashlib.sha256((gw.area("inbox") / "drop.bin").read_bytes()).hexdigest()
+
+
+def test_a_fleet_push_through_the_gateway_is_journalled(
+    gw: RunningGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two inventory devices that are the same gateway (as two users): the push lands
+    in its area, each receipt's SHA-256 is the one the gateway journalled."""
+    from conduit.cli.main import main
+
+    (tmp_path / "fw.bin").write_bytes(os.urandom(100_000))
+    digest = hashlib.sha256((tmp_path / "fw.bin").read_bytes()).hexdigest()
+    (tmp_path / "inventory.toml").write_text(
+        f'[defaults]\nknown_hosts = "{gw.known_hosts}"\n'
+        + "".join(
+            f'[devices.{name}]\naddress = "127.0.0.1:{gw.port}"\nuser = "{user}"\n'
+            f'identity = "{gw.keys[user]}"\ngroups = ["gw"]\n'
+            for name, user in (("as-alice", "alice"), ("as-bob", "bob"))
+        )
+    )  # fmt: skip
+    (tmp_path / "job.toml").write_text(
+        'inventory = "inventory.toml"\nkind = "push"\ntargets = ["gw"]\nsource = "fw.bin"\n'
+        'destination = "/inbox/{device}.bin"\nverify = false\nreport = "report"\n'
+    )
+    assert main(["fleet", "run", str(tmp_path / "job.toml")]) == 0, capsys.readouterr()
+    receipts = json.loads((tmp_path / "report.json").read_text())["devices"]
+    assert [(r["name"], r["status"], r["sha256"]) for r in receipts] == [
+        ("as-alice", "ok", digest), ("as-bob", "ok", digest),
+    ]  # fmt: skip
+    assert sorted(p.name for p in gw.area("inbox").iterdir()) == ["as-alice.bin", "as-bob.bin"]
+    journalled = [e for e in gw.recorder.of("file.upload", "success") if digest in str(e)]
+    assert len(journalled) == 2
