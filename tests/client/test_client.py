@@ -230,3 +230,27 @@ async def test_ssh_config_alias_known_hosts_and_jump(devices: Devices, tmp_path:
     # The jump is really taken: through a closed port there is no way in.
     with pytest.raises(ClientError, match="connection refused"):
         await devices.client(devices.sftp, jump=f"root@127.0.0.1:{devices.closed}").open()
+
+
+async def test_a_link_cut_mid_upload_leaves_nothing_under_the_final_name(
+    devices: Devices, tmp_path: Path
+) -> None:
+    source = tmp_path / "fw.bin"
+    source.write_bytes(os.urandom(24 << 20))
+    far = tmp_path / "far"
+    far.mkdir()
+    (far / "fw.bin").write_bytes(b"the firmware in service")
+    cut = False
+
+    def progress(_name: str, done: int, _total: int) -> None:
+        nonlocal cut
+        if done >= (4 << 20) and not cut:
+            cut = True
+            devices.sftp.kill_sessions()
+
+    async with devices.client(devices.sftp, limit_kbit=200_000) as client:
+        with pytest.raises(ClientError):
+            await client.put(source, str(far / "fw.bin"), progress=progress)
+    assert (far / "fw.bin").read_bytes() == b"the firmware in service"
+    # The far temp could not be removed over a dead link: hidden, never the final name.
+    assert all(n.startswith(".fw.bin.conduit-") for n in leftovers(far) if n != "fw.bin")
