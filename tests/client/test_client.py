@@ -254,3 +254,17 @@ async def test_a_link_cut_mid_upload_leaves_nothing_under_the_final_name(
     assert (far / "fw.bin").read_bytes() == b"the firmware in service"
     # The far temp could not be removed over a dead link: hidden, never the final name.
     assert all(n.startswith(".fw.bin.conduit-") for n in leftovers(far) if n != "fw.bin")
+
+
+async def test_verify_by_the_devices_own_sha256sum(devices: Devices, tmp_path: Path) -> None:
+    source = tmp_path / "cfg.bin"
+    source.write_bytes(os.urandom(300_000))
+    for sshd in (devices.sftp, devices.scp):
+        far = tmp_path / f"far-{sshd.workdir.name}.bin"
+        async with devices.client(sshd, remote_hash="sha256sum") as client:
+            [sent] = await client.put(source, str(far), verify=True)
+            [got] = await client.get(str(far), tmp_path / "back.bin", verify=True)
+            assert await client.sha256(str(far)) == sha(source)
+            with pytest.raises(ClientError, match=r"sha256sum failed: .*No such file"):
+                await client.sha256(str(tmp_path / "absent"))
+        assert sent.verified and got.verified and sent.sha256 == got.sha256 == sha(source)

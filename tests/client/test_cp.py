@@ -162,6 +162,9 @@ def test_verify_resume_limit_and_jump(cp: CP, devices: Devices, tmp_path: Path) 
     far = f"root@127.0.0.1:{tmp_path}/fw.bin"
     up = cp(devices, devices.sftp, "--verify", "-l", "100000", str(source), f"{far}.copy")
     assert up.returncode == 0 and up.stdout.endswith("(verified)\n"), up
+    summed = cp(devices, devices.scp, "--verify", "--remote-hash", "sha256sum", str(source),
+                f"root@127.0.0.1:{tmp_path}/summed.bin")  # fmt: skip
+    assert summed.stdout == f"{sha(source)}  {tmp_path}/summed.bin  (verified)\n", summed
     target = tmp_path / "resumed.bin"
     (tmp_path / ".resumed.bin.conduit-part").write_bytes(source.read_bytes()[:250_000])
     down = cp(devices, devices.sftp, "--resume", far, str(target))

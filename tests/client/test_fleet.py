@@ -168,7 +168,10 @@ def test_waves_stop_once_failures_pass_the_threshold(
 
 
 def test_all_ok_exits_zero(devices: Devices, tmp_path: Path) -> None:
-    inventory(devices, tmp_path, ["good", "scp", "good2"])
+    path = inventory(devices, tmp_path, ["good", "scp", "good2"])
+    path.write_text(
+        path.read_text().replace("[defaults]\n", '[defaults]\nremote_hash = "sha256sum"\n')
+    )
     assert main(["fleet", "run", str(job(tmp_path, canary=2))]) == 0
     assert set(statuses(report(tmp_path)).values()) == {"ok"}
 

@@ -94,3 +94,13 @@ def test_a_fleet_push_through_the_gateway_is_journalled(
     assert sorted(p.name for p in gw.area("inbox").iterdir()) == ["as-alice.bin", "as-bob.bin"]
     journalled = [e for e in gw.recorder.of("file.upload", "success") if digest in str(e)]
     assert len(journalled) == 2
+
+
+async def test_a_gateway_runs_no_sha256sum_and_says_so(gw: RunningGateway, tmp_path: Path) -> None:
+    source = tmp_path / "x.bin"
+    source.write_bytes(b"x" * 1000)
+    client = client_for(gw)
+    client.remote_hash = "sha256sum"
+    async with client:
+        with pytest.raises(ClientError, match="sha256sum"):
+            await client.put(source, "/inbox/x.bin", verify=True)

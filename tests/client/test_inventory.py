@@ -40,6 +40,7 @@ user = "maint"
 known_hosts = "known_hosts"
 groups = ["substation-b"]
 protocol = "scp"
+remote_hash = "sha256sum"
 
 [devices.hmi-01]
 address = "[fd00::5]:22"
@@ -66,6 +67,7 @@ def write(tmp_path: Path, text: str, name: str = "inventory.toml") -> Path:
         ('[devices."a\\u0007"]\naddress = "h"\n', "bad name"),
         ("[devices.a]\naddress = \n", "not valid TOML"),
         ('[defaults]\nusr = "ops"\n', "line 2: defaults.usr: unknown key"),
+        ('[devices.a]\naddress = "h"\nremote_hash = "md5"\n', "line 3: devices.a.remote_hash: "),
         ('[devices.a]\nport = 22\n', "devices.a.address: Field required"),
         (f'[devices.a]\naddress = "h"\nhost_key = "{KEY}"\nknown_hosts = "k"\n', "not both"),
     ],
@@ -98,6 +100,7 @@ def test_defaults_groups_children_and_vars_resolve(tmp_path: Path) -> None:
     assert rtu1.vars == {"site": "north", "tier": 2, "slot": 3}
     rtu2 = inventory.devices["rtu-02"]
     assert rtu2.endpoint.user == "maint" and rtu2.protocol == "scp"
+    assert rtu2.remote_hash == "sha256sum" and rtu1.remote_hash == "readback"
     assert rtu2.endpoint.known_hosts == tmp_path / "known_hosts"
     assert inventory.devices["hmi-01"].endpoint.host == "fd00::5"
     assert [d.name for d in inventory.select(["substations"])] == ["rtu-01", "rtu-02"]

@@ -59,7 +59,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts to trust")
     parser.add_argument("--host-key", metavar="KEY", help="accept only this host key (a pin)")
     parser.add_argument("--protocol", choices=["auto", "sftp", "scp"], default="auto")
-    parser.add_argument("--verify", action="store_true", help="read the far copy back and compare")
+    parser.add_argument("--verify", action="store_true", help="check the far copy's SHA-256")
+    parser.add_argument(
+        "--remote-hash",
+        choices=["readback", "sha256sum"],
+        default="readback",
+        help="how --verify hashes the far copy: read it back (default), or the device's sha256sum",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted download (prefix checked)"
     )
@@ -205,7 +211,12 @@ async def copy(
         jobs = [(local, remote) for local, remote in jobs if local.exists()]
         if not jobs:
             return 1
-    client = Client(endpoint(args, user, host), protocol=args.protocol, limit_kbit=args.limit)
+    client = Client(
+        endpoint(args, user, host),
+        protocol=args.protocol,
+        limit_kbit=args.limit,
+        remote_hash=args.remote_hash,
+    )
     try:
         await client.open()
     except ClientError as exc:

@@ -7,7 +7,7 @@ package may import only ``_asyncssh`` and ``config`` (tests/test_imports.py):
 it never uses the gateway's parts. See docs/client.md.
 """
 
-from conduit.client.client import Client, Protocol
+from conduit.client.client import Client, Protocol, RemoteHash
 from conduit.client.common import Progress, Transfer
 from conduit.client.endpoint import Endpoint, parse_remote
 from conduit.client.errors import ClientError, RemoteMismatch
@@ -18,6 +18,7 @@ __all__ = [
     "Endpoint",
     "Progress",
     "Protocol",
+    "RemoteHash",
     "RemoteMismatch",
     "Transfer",
     "parse_remote",

@@ -26,11 +26,13 @@ from typing import Any, Literal
 import asyncssh
 
 from conduit.client import scpcopy, sftpcopy
-from conduit.client.common import LocalFault, Progress, Throttle, Transfer, hash_file
+from conduit.client.common import FarHash, LocalFault, Progress, Throttle, Transfer, hash_file
 from conduit.client.endpoint import DEFAULT_CONNECT_TIMEOUT, Endpoint, open_connection
 from conduit.client.errors import FINAL, ClientError, describe
 
 Protocol = Literal["auto", "sftp", "scp"]
+RemoteHash = Literal["readback", "sha256sum"]
+"""How ``verify`` learns the far file's SHA-256: read it back, or ask the device."""
 _FAULTS = (asyncssh.Error, OSError, TimeoutError)
 CLOSE_TIMEOUT = 5.0
 
@@ -52,6 +54,7 @@ class Client:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         protocol: Protocol = "auto",
         limit_kbit: float | None = None,
+        remote_hash: RemoteHash = "readback",
         **options: Any,
     ) -> None:
         if isinstance(host, Endpoint):
@@ -71,6 +74,7 @@ class Client:
             )
         self.requested: Protocol = protocol
         self.limit_kbit = limit_kbit
+        self.remote_hash: RemoteHash = remote_hash
         self.conn: asyncssh.SSHClientConnection | None = None
         self.sftp: asyncssh.SFTPClient | None = None
         self.jumps: list[asyncssh.SSHClientConnection] = []
@@ -173,6 +177,7 @@ class Client:
                 atomic=atomic,
                 progress=progress,
                 throttle=throttle,
+                far_hash=self._far_hash(),
             )
             return [sent]
         except _FAULTS as exc:
@@ -207,6 +212,7 @@ class Client:
                         atomic=atomic,
                         progress=progress,
                         throttle=throttle,
+                        far_hash=self._far_hash(),
                     )
                 )
         return results
@@ -228,7 +234,13 @@ class Client:
         if not local.is_dir():
             return [
                 await scpcopy.upload(
-                    conn, local, remote, preserve=preserve, verify=verify, progress=progress
+                    conn,
+                    local,
+                    remote,
+                    preserve=preserve,
+                    verify=verify,
+                    progress=progress,
+                    far_hash=self._far_hash(),
                 )
             ]
         began = time.monotonic()
@@ -279,7 +291,13 @@ class Client:
                     )
                 return [
                     await scpcopy.download(
-                        conn, remote, local, preserve=preserve, verify=verify, progress=progress
+                        conn,
+                        remote,
+                        local,
+                        preserve=preserve,
+                        verify=verify,
+                        progress=progress,
+                        far_hash=self._far_hash(),
                     )
                 ]
             if await self.sftp.isdir(remote):
@@ -296,6 +314,7 @@ class Client:
                 resume=resume,
                 progress=progress,
                 throttle=Throttle(self.limit_kbit),
+                far_hash=self._far_hash(),
             )
             return [got]
         except _FAULTS as exc:
@@ -326,6 +345,7 @@ class Client:
                         verify=verify,
                         progress=progress,
                         throttle=throttle,
+                        far_hash=self._far_hash(),
                     )
                 )
         return results
@@ -337,8 +357,25 @@ class Client:
             return bool(await self.sftp.isdir(remote))
         return remote.endswith("/")
 
+    def _far_hash(self) -> FarHash | None:
+        conn = self.conn
+        if self.remote_hash != "sha256sum" or conn is None:
+            return None
+
+        async def digest(path: str) -> str:
+            return await sftpcopy.sha256sum(conn, path)
+
+        return digest
+
     async def sha256(self, remote: str) -> str:
-        """The far file's SHA-256, by reading it back (SFTP only)."""
+        """The far file's SHA-256: the device's ``sha256sum`` (``remote_hash="sha256sum"``),
+        else read back (SFTP only)."""
+        far_hash = self._far_hash()
+        if far_hash is not None:
+            try:
+                return await far_hash(remote)
+            except _FAULTS as exc:
+                raise ClientError(describe(exc, self._where(remote))) from exc
         if self.sftp is None:
             raise ClientError(f"{self._where(remote)}: hashing a far file needs SFTP")
         try:

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,9 @@ CHUNK = 1 << 20
 """Bytes per read/write request batch (asyncssh splits and pipelines it)."""
 
 PART_SUFFIX = ".conduit-part"
+
+FarHash = Callable[[str], Awaitable[str]]
+"""The far side's SHA-256 of a path, computed there (``sha256sum``) instead of read back."""
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(name, bytes_done, bytes_total)`` after each chunk of a file."""

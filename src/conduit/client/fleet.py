@@ -172,7 +172,12 @@ class Fleet:
 
     async def _push_once(self, device: Device, sources: list[Path], result: DeviceResult) -> None:
         destination = fill(self.job.destination, device)
-        client = Client(device.endpoint, protocol=device.protocol, **self.client_options)
+        client = Client(
+            device.endpoint,
+            protocol=device.protocol,
+            remote_hash=device.remote_hash,
+            **self.client_options,
+        )
         async with client:
             result.protocol = client.protocol
             digests, sent = [], 0

@@ -54,6 +54,7 @@ class Defaults(_Strict):
     jump: str | None = None
     known_hosts: Path | None = None
     protocol: Literal["auto", "sftp", "scp"] = "auto"
+    remote_hash: Literal["readback", "sha256sum"] = "readback"
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     vars: dict[str, VarValue] = {}
 
@@ -70,6 +71,8 @@ class DeviceEntry(_Strict):
     known_hosts: Path | None = None
     groups: list[str] = []
     protocol: Literal["auto", "sftp", "scp"] | None = None
+    remote_hash: Literal["readback", "sha256sum"] | None = None
+    """``sha256sum``: the device may run ``sha256sum -- PATH`` (verify without a read-back)."""
     connect_timeout: float | None = None
     vars: dict[str, VarValue] = {}
 
@@ -124,6 +127,7 @@ class Device:
     protocol: Literal["auto", "sftp", "scp"]
     groups: tuple[str, ...]
     """Its groups and every group that contains them, in file order."""
+    remote_hash: Literal["readback", "sha256sum"] = "readback"
     vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -259,7 +263,8 @@ def _resolve(source: Path, parsed: InventoryFile, text: str) -> Inventory:
             connect_timeout=entry.connect_timeout or defaults.connect_timeout,
         )
         protocol = entry.protocol or defaults.protocol
-        devices[name] = Device(name, endpoint, protocol, tuple(groups), variables)
+        remote_hash = entry.remote_hash or defaults.remote_hash
+        devices[name] = Device(name, endpoint, protocol, tuple(groups), remote_hash, vars=variables)
     if problems:
         raise InventoryError(source, problems)
     members: dict[str, tuple[str, ...]] = {

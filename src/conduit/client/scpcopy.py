@@ -23,7 +23,14 @@ from pathlib import Path
 
 import asyncssh
 
-from conduit.client.common import PART_SUFFIX, Progress, Transfer, fsync_replace, hash_file
+from conduit.client.common import (
+    PART_SUFFIX,
+    FarHash,
+    Progress,
+    Transfer,
+    fsync_replace,
+    hash_file,
+)
 from conduit.client.common import partial_path as _partial
 from conduit.client.errors import RemoteMismatch
 
@@ -54,6 +61,7 @@ async def upload(
     preserve: bool = False,
     verify: bool = False,
     progress: Progress | None = None,
+    far_hash: FarHash | None = None,
 ) -> Transfer:
     began = time.monotonic()
     digest, count = hash_file(local)
@@ -62,7 +70,10 @@ async def upload(
     )
     sha256 = digest.hexdigest()
     if verify:
-        far = await _read_back(conn, remote, Path(tempfile.gettempdir()))
+        if far_hash is not None:
+            far = await far_hash(remote)
+        else:
+            far = await _read_back(conn, remote, Path(tempfile.gettempdir()))
         if far != sha256:
             raise RemoteMismatch(f"{remote}: read back as {far[:16]}..., sent {sha256[:16]}...")
     return Transfer(
@@ -78,6 +89,7 @@ async def download(
     preserve: bool = False,
     verify: bool = False,
     progress: Progress | None = None,
+    far_hash: FarHash | None = None,
 ) -> Transfer:
     began = time.monotonic()
     partial = _partial(local)
@@ -87,8 +99,13 @@ async def download(
         )
         digest, count = hash_file(partial)
         sha256 = digest.hexdigest()
-        if verify and await _read_back(conn, remote, local.parent) != sha256:
-            raise RemoteMismatch(f"{remote}: two reads gave different bytes: not kept")
+        if verify:
+            if far_hash is not None:
+                far = await far_hash(remote)
+            else:
+                far = await _read_back(conn, remote, local.parent)
+            if far != sha256:
+                raise RemoteMismatch(f"{remote}: the far file hashes differently: not kept")
         fsync_replace(partial, local)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import re
 import secrets
 import shlex
 import time
@@ -30,6 +31,7 @@ import asyncssh
 
 from conduit.client.common import (
     CHUNK,
+    FarHash,
     LocalFault,
     Progress,
     Throttle,
@@ -38,7 +40,7 @@ from conduit.client.common import (
     hash_file,
     partial_path,
 )
-from conduit.client.errors import RemoteMismatch
+from conduit.client.errors import ClientError, RemoteMismatch
 
 PREFIX_HASH_TIMEOUT = 60.0
 CLEANUP_TIMEOUT = 5.0
@@ -70,6 +72,29 @@ async def _read(handle: asyncssh.SFTPClientFile, size: int, offset: int) -> byte
     return data
 
 
+def _read_back(sftp: asyncssh.SFTPClient, throttle: Throttle) -> FarHash:
+    async def digest(path: str) -> str:
+        return await remote_sha256(sftp, path, throttle)
+
+    return digest
+
+
+async def sha256sum(conn: asyncssh.SSHClientConnection, path: str) -> str:
+    """The device's own ``sha256sum -- PATH`` (one fixed command, the path quoted)."""
+    try:
+        result = await conn.run(
+            f"sha256sum -- {shlex.quote(path)}", check=False, timeout=PREFIX_HASH_TIMEOUT
+        )
+    except (asyncssh.Error, OSError, TimeoutError) as exc:
+        raise ClientError(f"{path}: the device's sha256sum did not run ({exc})") from exc
+    output = result.stdout if isinstance(result.stdout, str) else ""
+    if result.exit_status != 0 or not re.match(r"^[0-9a-f]{64}\b", output):
+        error = result.stderr if isinstance(result.stderr, str) else ""
+        first = (error.strip().splitlines() or ["no hash in its output"])[0]
+        raise ClientError(f"{path}: the device's sha256sum failed: {first}")
+    return output[:64]
+
+
 def temp_name(remote: str) -> str:
     folder, name = posixpath.split(remote)
     return posixpath.join(folder, f".{name}.conduit-{secrets.token_hex(4)}.part")
@@ -85,6 +110,7 @@ async def upload(
     atomic: bool = True,
     progress: Progress | None = None,
     throttle: Throttle | None = None,
+    far_hash: FarHash | None = None,
 ) -> Transfer:
     throttle = throttle or Throttle(None)
     began = time.monotonic()
@@ -108,7 +134,7 @@ async def upload(
             await sftp.utime(target, (info.st_atime, info.st_mtime))
         verified = False
         if verify:
-            far = await remote_sha256(sftp, target, throttle)
+            far = await (far_hash or _read_back(sftp, throttle))(target)
             if far != sha256:
                 raise RemoteMismatch(
                     f"{remote}: read back as {far[:16]}..., sent {sha256[:16]}...: not kept"
@@ -157,6 +183,7 @@ async def download(
     resume: bool = False,
     progress: Progress | None = None,
     throttle: Throttle | None = None,
+    far_hash: FarHash | None = None,
 ) -> Transfer:
     throttle = throttle or Throttle(None)
     began = time.monotonic()
@@ -199,7 +226,7 @@ async def download(
     sha256 = digest.hexdigest()
     verified = False
     if verify:
-        far = await remote_sha256(sftp, remote, throttle)
+        far = await (far_hash or _read_back(sftp, throttle))(remote)
         if far != sha256:
             partial.unlink(missing_ok=True)
             raise RemoteMismatch(
