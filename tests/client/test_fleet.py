@@ -132,7 +132,9 @@ def test_push_survives_hanging_refusing_and_impostor_devices(
     assert by_name["closed"]["attempts"] == 2
     for name in ("wrongkey", "hang", "closed"):
         assert list((tmp_path / "far" / name).iterdir()) == []
-    assert data["summary"] == {"ok": 2, "failed": 3, "skipped": 0, "total": 5, "success": False}
+    assert data["summary"] == {
+        "ok": 2, "unchanged": 0, "failed": 3, "skipped": 0, "total": 5, "success": False,
+    }  # fmt: skip
     assert data["job"]["kind"] == "push" and data["job"]["user"]  # type: ignore[index]
     out = capsys.readouterr().out
     assert f"ok      good  {digest}  200000 bytes" in out and "report:" in out
@@ -209,3 +211,22 @@ def test_ctrl_c_stops_cleanly_and_still_reports(devices: Devices, tmp_path: Path
         for d in data["devices"]
         if d["name"] != "good"  # type: ignore[attr-defined]
     )
+
+
+def test_a_rerun_skips_devices_that_already_hold_the_file(devices: Devices, tmp_path: Path) -> None:
+    path = inventory(devices, tmp_path, ["good", "scp", "good2"])
+    assert main(["fleet", "run", str(job(tmp_path))]) == 0
+    (tmp_path / "far" / "good2" / "fw.bin").write_bytes(b"tampered")
+    again = job(tmp_path, skip_unchanged=True)
+    assert main(["fleet", "run", str(again)]) == 0
+    # The SCP device cannot be read back: without sha256sum it is pushed again.
+    assert statuses(report(tmp_path)) == {"good": "unchanged", "scp": "ok", "good2": "ok"}
+    assert (tmp_path / "far" / "good2" / "fw.bin").read_bytes() == (
+        tmp_path / "fw.bin"
+    ).read_bytes()
+    path.write_text(
+        path.read_text().replace("[defaults]\n", '[defaults]\nremote_hash = "sha256sum"\n')
+    )
+    assert main(["fleet", "run", str(again)]) == 0
+    assert set(statuses(report(tmp_path)).values()) == {"unchanged"}
+    assert report(tmp_path)["summary"]["success"] is True  # type: ignore[index]

@@ -94,7 +94,7 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
 
 
 def _line(result: DeviceResult) -> str:
-    if result.status == "ok":
+    if result.status in ("ok", "unchanged"):
         detail = f"{result.sha256}  {result.bytes} bytes  {result.seconds:.1f} s"
         if result.attempts > 1:
             detail += f"  ({result.attempts} attempts)"
@@ -116,12 +116,10 @@ def summary(report: dict[str, Any], written: Path | None) -> None:
     out = Console(highlight=False, soft_wrap=True)
     counts = report["summary"]
     table = Table(title="fleet job", show_header=True)
-    for column in ("ok", "failed", "skipped", "total", "seconds"):
+    columns = ("ok", "unchanged", "failed", "skipped", "total")
+    for column in (*columns, "seconds"):
         table.add_column(column, justify="right")
-    table.add_row(
-        str(counts["ok"]), str(counts["failed"]), str(counts["skipped"]), str(counts["total"]),
-        f"{report['job']['seconds']:.1f}",
-    )  # fmt: skip
+    table.add_row(*(str(counts[c]) for c in columns), f"{report['job']['seconds']:.1f}")
     out.print(table)
     if report["job"]["interrupted"]:
         out.print("interrupted: devices not started are skipped", markup=False)

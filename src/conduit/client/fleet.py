@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conduit.client.client import Client
+from conduit.client.common import hash_file
 from conduit.client.errors import ClientError
 from conduit.client.inventory import Device
 from conduit.client.job import Job, fill
@@ -98,6 +99,7 @@ class Fleet:
         self.stopping = False
         self.interrupted = False
         self._running: set[asyncio.Task[None]] = set()
+        self._hashes: dict[Path, str] = {}
 
     def stop(self) -> None:
         """Start no further device and cancel the running ones (Ctrl-C)."""
@@ -144,7 +146,8 @@ class Fleet:
         began = time.monotonic()
         try:
             await asyncio.wait_for(self._attempts(device, sources, result), self.job.timeout)
-            result.status = "ok"
+            if result.status != "unchanged":
+                result.status = "ok"
         except asyncio.CancelledError:
             result.status, result.error = "failed", "interrupted (the job was stopped)"
         except TimeoutError:
@@ -180,13 +183,18 @@ class Fleet:
         )
         async with client:
             result.protocol = client.protocol
-            digests, sent = [], 0
+            digests, sent, unchanged = [], 0, 0
             result.destination = []
             for template in sources:
                 local = Path(fill(str(template), device))
                 target = destination
                 if len(sources) > 1:
                     target = posixpath.join(destination, local.name)
+                if self.job.skip_unchanged and await self._same(client, local, target):
+                    digests.append(self._local_hash(local))
+                    result.destination.append(target)
+                    unchanged += 1
+                    continue
                 [copy] = await client.put(
                     local, target, preserve=self.job.preserve, verify=self.job.verify
                 )
@@ -195,12 +203,28 @@ class Fleet:
                 result.destination.append(copy.destination)
             result.sha256 = digests[0] if len(digests) == 1 else _combined(digests)
             result.bytes = sent
-            result.verified = self.job.verify
+            result.verified = self.job.verify or unchanged == len(sources)
+            if unchanged == len(sources):
+                result.status = "unchanged"
+
+    def _local_hash(self, local: Path) -> str:
+        if local not in self._hashes:
+            self._hashes[local] = hash_file(local)[0].hexdigest()
+        return self._hashes[local]
+
+    async def _same(self, client: Client, local: Path, target: str) -> bool:
+        """Whether the device already holds ``local`` at ``target`` (its hash says so)."""
+        try:
+            far = await client.sha256(target)
+        except ClientError:
+            return False  # absent, a folder, or no way to hash it: push
+        return far == self._local_hash(local)
 
     def report(self, started: str, seconds: float) -> dict[str, Any]:
         """The JSON report: ``job``, ``devices`` (one receipt each), ``summary``."""
         devices = [asdict(self.results[d.name]) for d in self.devices]
-        counts = {s: sum(d["status"] == s for d in devices) for s in ("ok", "failed", "skipped")}
+        kinds = ("ok", "unchanged", "failed", "skipped")
+        counts = {s: sum(d["status"] == s for d in devices) for s in kinds}
         job = self.job.model_dump(mode="json")
         job.update(
             {
@@ -216,7 +240,11 @@ class Fleet:
             "schema": 1,
             "job": job,
             "devices": devices,
-            "summary": {**counts, "total": len(devices), "success": counts["ok"] == len(devices)},
+            "summary": {
+                **counts,
+                "total": len(devices),
+                "success": counts["ok"] + counts["unchanged"] == len(devices),
+            },
         }
 
 

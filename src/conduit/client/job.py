@@ -15,6 +15,7 @@
     retries = 1                          # more attempts for a device after a failure
     retry_backoff = "2s"                 # doubles after each attempt
     verify = true                        # read each copy back from the device
+    skip_unchanged = false               # a device already holding the same bytes: "unchanged"
     report = "out/report"                # writes out/report.json
 
 Unknown keys are refused, with the file, the line and the key. ``{device}``
@@ -55,6 +56,7 @@ class Job(BaseModel):
     retries: int = Field(default=0, ge=0, le=10)
     retry_backoff: Duration = 2.0
     verify: bool = True
+    skip_unchanged: bool = False
     preserve: bool = False
     report: Path | None = None
 
