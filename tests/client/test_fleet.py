@@ -230,3 +230,26 @@ def test_a_rerun_skips_devices_that_already_hold_the_file(devices: Devices, tmp_
     assert main(["fleet", "run", str(again)]) == 0
     assert set(statuses(report(tmp_path)).values()) == {"unchanged"}
     assert report(tmp_path)["summary"]["success"] is True  # type: ignore[index]
+
+
+def test_checks_run_only_where_the_profile_allows_them(devices: Devices, tmp_path: Path) -> None:
+    path = inventory(devices, tmp_path, ["good", "good2"])
+    allowed = '[devices.good]\ncommands = ["true", "false", "echo post-ok"]\n'
+    path.write_text(path.read_text().replace("[devices.good]\n", allowed))
+    checked = job(tmp_path, canary=0, max_failures=5, pre_check="true", post_check="echo post-ok")
+    assert main(["fleet", "run", str(checked)]) == 1
+    data = report(tmp_path)
+    by_name = {d["name"]: d for d in data["devices"]}  # type: ignore[attr-defined]
+    assert by_name["good"]["status"] == "ok"
+    assert by_name["good"]["checks"] == [
+        {"when": "pre", "command": "true", "exit": 0, "output": ""},
+        {"when": "post", "command": "echo post-ok", "exit": 0, "output": "post-ok"},
+    ]
+    assert "is not among the commands its inventory entry allows" in by_name["good2"]["error"]
+    assert by_name["good2"]["attempts"] == 1
+    assert not (tmp_path / "far" / "good2" / "fw.bin").exists()
+    (tmp_path / "far" / "good" / "fw.bin").unlink()
+    assert main(["fleet", "run", str(job(tmp_path, targets=["good"], pre_check="false"))]) == 1
+    [failed] = report(tmp_path)["devices"]  # type: ignore[misc]
+    assert failed["status"] == "failed" and "pre_check 'false' failed (exit 1)" in failed["error"]
+    assert not (tmp_path / "far" / "good" / "fw.bin").exists()

@@ -383,6 +383,18 @@ class Client:
         except _FAULTS as exc:
             raise ClientError(describe(exc, self._where(remote))) from exc
 
+    async def run(self, command: str, timeout: float = 60.0) -> tuple[int, str]:
+        """Run ``command`` on the device as given (a fleet's pre/post check); return its
+        exit status and the first line of what it printed (stderr first)."""
+        conn = self._connection()
+        try:
+            result = await conn.run(command, check=False, timeout=timeout)
+        except _FAULTS as exc:
+            raise ClientError(describe(exc, f"{self.endpoint.host}: {command!r}")) from exc
+        printed = [str(text or "").strip() for text in (result.stderr, result.stdout) if text]
+        first = next((t.splitlines()[0] for t in printed if t), "")
+        return (result.exit_status if result.exit_status is not None else -1), first[:500]
+
     async def is_dir(self, remote: str) -> bool:
         """Whether ``remote`` is a folder (legacy SCP cannot ask: a trailing ``/`` says so)."""
         try:

@@ -60,6 +60,8 @@ class DeviceResult:
     seconds: float = 0.0
     step: str = ""
     """``canary`` or ``wave N``."""
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """Pre/post checks run: ``{"when", "command", "exit", "output"}``."""
 
 
 def _now() -> str:
@@ -183,6 +185,7 @@ class Fleet:
         )
         async with client:
             result.protocol = client.protocol
+            await self._check(client, device, "pre", self.job.pre_check, result)
             digests, sent, unchanged = [], 0, 0
             result.destination = []
             for template in sources:
@@ -204,8 +207,29 @@ class Fleet:
             result.sha256 = digests[0] if len(digests) == 1 else _combined(digests)
             result.bytes = sent
             result.verified = self.job.verify or unchanged == len(sources)
+            await self._check(client, device, "post", self.job.post_check, result)
             if unchanged == len(sources):
                 result.status = "unchanged"
+
+    async def _check(
+        self, client: Client, device: Device, when: str, command: str | None, result: DeviceResult
+    ) -> None:
+        """Run a pre/post check the device's profile allows; a failure fails the device."""
+        if command is None:
+            return
+        if command not in device.commands:
+            raise ClientError(
+                f"{device.name}: {when}_check {command!r} is not among the commands its "
+                "inventory entry allows",
+                retryable=False,
+            )
+        status, output = await client.run(command, timeout=self.job.timeout)
+        result.checks.append({"when": when, "command": command, "exit": status, "output": output})
+        if status != 0:
+            raise ClientError(
+                f"{device.name}: {when}_check {command!r} failed (exit {status}): {output}",
+                retryable=False,
+            )
 
     def _local_hash(self, local: Path) -> str:
         if local not in self._hashes:

@@ -55,6 +55,7 @@ class Defaults(_Strict):
     known_hosts: Path | None = None
     protocol: Literal["auto", "sftp", "scp"] = "auto"
     remote_hash: Literal["readback", "sha256sum"] = "readback"
+    commands: list[str] = []
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     vars: dict[str, VarValue] = {}
 
@@ -73,6 +74,8 @@ class DeviceEntry(_Strict):
     protocol: Literal["auto", "sftp", "scp"] | None = None
     remote_hash: Literal["readback", "sha256sum"] | None = None
     """``sha256sum``: the device may run ``sha256sum -- PATH`` (verify without a read-back)."""
+    commands: list[str] | None = None
+    """The exact commands a job may run on it (pre/post checks); none by default."""
     connect_timeout: float | None = None
     vars: dict[str, VarValue] = {}
 
@@ -128,6 +131,7 @@ class Device:
     groups: tuple[str, ...]
     """Its groups and every group that contains them, in file order."""
     remote_hash: Literal["readback", "sha256sum"] = "readback"
+    commands: tuple[str, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -264,7 +268,10 @@ def _resolve(source: Path, parsed: InventoryFile, text: str) -> Inventory:
         )
         protocol = entry.protocol or defaults.protocol
         remote_hash = entry.remote_hash or defaults.remote_hash
-        devices[name] = Device(name, endpoint, protocol, tuple(groups), remote_hash, vars=variables)
+        commands = tuple(defaults.commands if entry.commands is None else entry.commands)
+        devices[name] = Device(
+            name, endpoint, protocol, tuple(groups), remote_hash, commands, vars=variables
+        )
     if problems:
         raise InventoryError(source, problems)
     members: dict[str, tuple[str, ...]] = {

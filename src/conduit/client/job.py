@@ -16,6 +16,9 @@
     retry_backoff = "2s"                 # doubles after each attempt
     verify = true                        # read each copy back from the device
     skip_unchanged = false               # a device already holding the same bytes: "unchanged"
+    pre_check = "systemctl is-active rtu-agent"   # run before the copy (exit 0 to go on) ...
+    post_check = "rtu-fw --check"        # ... and after it; only if the device's inventory
+                                         # entry lists exactly that command in ``commands``
     report = "out/report"                # writes out/report.json
 
 Unknown keys are refused, with the file, the line and the key. ``{device}``
@@ -57,6 +60,8 @@ class Job(BaseModel):
     retry_backoff: Duration = 2.0
     verify: bool = True
     skip_unchanged: bool = False
+    pre_check: str | None = None
+    post_check: str | None = None
     preserve: bool = False
     report: Path | None = None
 
