@@ -268,3 +268,20 @@ async def test_verify_by_the_devices_own_sha256sum(devices: Devices, tmp_path: P
             with pytest.raises(ClientError, match=r"sha256sum failed: .*No such file"):
                 await client.sha256(str(tmp_path / "absent"))
         assert sent.verified and got.verified and sent.sha256 == got.sha256 == sha(source)
+
+
+async def test_a_far_name_that_is_not_a_plain_name_is_refused_in_a_tree(
+    devices: Devices, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "ok.txt").write_text("fine")
+    (tree / "link.txt").symlink_to(tree / "ok.txt")
+    async with devices.client(devices.sftp) as client:
+        got = await client.get(str(tree), tmp_path / "copy", recursive=True)
+        assert sorted(Path(t.destination).name for t in got) == ["link.txt", "ok.txt"]
+        (tree / "evil\x1b[2Jname").write_text("clears your screen")
+        with pytest.raises(ClientError, match="refusing the far name"):
+            await client.get(str(tree), tmp_path / "again", recursive=True)
+    assert (tmp_path / "copy" / "link.txt").read_text() == "fine"
+    assert not any("evil" in p.name for p in tmp_path.rglob("*") if p.parent != tree)

@@ -106,6 +106,7 @@ def test_user_mistakes_are_one_line(cp: CP, devices: Devices, tmp_path: Path) ->
     one_line_error(cp(devices, None, "h1:/a", "h2:/b"), "two remote hosts")
     one_line_error(cp(devices, None, "h1:/a", "h2:/b", str(tmp_path)), "same host")
     one_line_error(cp(devices, None, str(tmp_path / "absent"), "h:/x"), "no such file")
+    one_line_error(cp(devices, None, "-l", "0", str(tmp_path), "h:/x"), "above 0 kbit/s")
 
 
 def test_one_missing_source_fails_the_job_but_not_the_others(

@@ -80,6 +80,7 @@ def statuses(data: dict[str, object]) -> dict[str, str]:
         ({"inventory": "absent.toml"}, "no such inventory file"),
         ({"canary": -1}, "canary: Input should be greater than or equal to 0"),
         ({"timeout": "soon"}, "timeout: "),
+        ({"timeout": "0s"}, "timeout: Input should be greater than 0"),
     ],
 )
 def test_bad_jobs_are_refused_before_anything_runs(

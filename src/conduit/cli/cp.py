@@ -107,6 +107,8 @@ def plan(paths: list[str]) -> tuple[str, list[tuple[str | None, str, str]], tupl
 
 
 def endpoint(args: argparse.Namespace, user: str | None, host: str) -> Endpoint:
+    if args.limit is not None and args.limit <= 0:
+        raise CommandError(f"-l {args.limit:g}: the limit must be above 0 kbit/s", code=1)
     if args.port is not None and not 0 < args.port < 65536:
         raise CommandError(f"-P {args.port}: port must be from 1 to 65535", code=1)
     if args.jump:

@@ -29,6 +29,7 @@ from conduit.client import scpcopy, sftpcopy
 from conduit.client.common import FarHash, LocalFault, Progress, Throttle, Transfer, hash_file
 from conduit.client.endpoint import DEFAULT_CONNECT_TIMEOUT, Endpoint, open_connection
 from conduit.client.errors import FINAL, ClientError, describe
+from conduit.names import name_problem
 
 Protocol = Literal["auto", "sftp", "scp"]
 RemoteHash = Literal["readback", "sha256sum"]
@@ -181,7 +182,8 @@ class Client:
             )
             return [sent]
         except _FAULTS as exc:
-            raise ClientError(describe(exc, self._where(remote))) from exc
+            place = str(local) if isinstance(exc, LocalFault) else self._where(remote)
+            raise ClientError(describe(exc, place)) from exc
 
     async def _put_tree(
         self,
@@ -277,7 +279,10 @@ class Client:
         conn = self._connection()
         try:
             if local.is_dir():
-                local = local / posixpath.basename(remote.rstrip("/"))
+                name = posixpath.basename(remote.rstrip("/"))
+                if name in ("", ".", ".."):
+                    raise ClientError(f"{self._where(remote)}: name a file or folder to copy")
+                local = local / name
             if not local.parent.is_dir():
                 raise ClientError(f"{local.parent}: no such local folder")
             if self.sftp is None:
@@ -332,10 +337,19 @@ class Client:
             name = str(entry.filename)
             if name in (".", ".."):
                 continue
+            problem = name_problem(name)
+            if problem:
+                # A far name becomes a local one: "../x" or an escape sequence must not.
+                raise ClientError(
+                    f"{self._where(remote)}: refusing the far name {name!r}: {problem}"
+                )
             far = posixpath.join(remote, name)
-            if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+            kind = entry.attrs.type
+            if kind == asyncssh.FILEXFER_TYPE_SYMLINK:  # followed, as scp -r does
+                kind = (await self.sftp.stat(far)).type
+            if kind == asyncssh.FILEXFER_TYPE_DIRECTORY:
                 results += await self._get_tree(far, local / name, preserve, verify, progress)
-            elif entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
+            elif kind == asyncssh.FILEXFER_TYPE_REGULAR:
                 results.append(
                     await sftpcopy.download(
                         self.sftp,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -55,7 +55,7 @@ class Job(BaseModel):
     wave: int = Field(default=0, ge=0)
     max_failures: int = Field(default=0, ge=0)
     concurrency: int = Field(default=16, ge=1, le=1024)
-    timeout: Duration = 300.0
+    timeout: Annotated[Duration, Field(gt=0)] = 300.0
     retries: int = Field(default=0, ge=0, le=10)
     retry_backoff: Duration = 2.0
     verify: bool = True

@@ -119,7 +119,11 @@ async def upload(
     digest = hashlib.sha256()
     offset = 0
     try:
-        with local.open("rb") as source:
+        source = local.open("rb")
+    except OSError as exc:
+        raise LocalFault.of(exc) from exc
+    try:
+        with source:
             async with sftp.open(target, "wb") as handle:
                 while block := source.read(_chunk(throttle)):
                     digest.update(block)
