@@ -254,3 +254,26 @@ def test_checks_run_only_where_the_profile_allows_them(devices: Devices, tmp_pat
     [failed] = report(tmp_path)["devices"]  # type: ignore[misc]
     assert failed["status"] == "failed" and "pre_check 'false' failed (exit 1)" in failed["error"]
     assert not (tmp_path / "far" / "good" / "fw.bin").exists()
+
+
+async def test_the_python_api_pushes_to_twenty_devices_within_its_concurrency(
+    devices: Devices, tmp_path: Path
+) -> None:
+    from conduit.client.fleet import Fleet
+    from conduit.client.inventory import load
+    from conduit.client.job import load_job
+
+    names = [f"good{n}" for n in range(10)] + [f"scp{n}" for n in range(10)]
+    inventory(devices, tmp_path, names)
+    loaded = load_job(job(tmp_path, concurrency=6, canary=2, wave=8))
+    finished: list[str] = []
+    fleet = Fleet(loaded, load(loaded.inventory).select(loaded.targets),
+                  on_result=lambda r: finished.append(r.name))  # fmt: skip
+    report = await fleet.push()
+    assert report["summary"]["ok"] == 20 and sorted(finished) == sorted(names)
+    assert [d["step"] for d in report["devices"]][:3] == ["canary", "canary", "wave 1"]
+    assert finished[:2] == ["good0", "good1"]  # the canaries, one at a time, first
+    for name in names:
+        assert (tmp_path / "far" / name / "fw.bin").read_bytes() == (
+            tmp_path / "fw.bin"
+        ).read_bytes()
