@@ -154,6 +154,9 @@ async def test_sftp_put_and_get_hash_as_they_stream_and_leave_no_temp(
     (far / "fw.bin").write_bytes(b"old firmware")
     async with devices.client(devices.sftp) as client:
         assert client.protocol == "sftp"
+        assert client.conn is not None  # the gateway's lists: AES-GCM first, no zlib
+        assert client.conn.get_extra_info("send_cipher") == "aes128-gcm@openssh.com"
+        assert client.conn.get_extra_info("send_compression") == "none"
         [sent] = await client.put(source, str(far), verify=True)
         [got] = await client.get(str(far / "fw.bin"), tmp_path / "back.bin", verify=True)
         assert await client.sha256(str(far / "fw.bin")) == sha(source)

@@ -107,6 +107,7 @@ def test_user_mistakes_are_one_line(cp: CP, devices: Devices, tmp_path: Path) ->
     one_line_error(cp(devices, None, "h1:/a", "h2:/b", str(tmp_path)), "same host")
     one_line_error(cp(devices, None, str(tmp_path / "absent"), "h:/x"), "no such file")
     one_line_error(cp(devices, None, "-l", "0", str(tmp_path), "h:/x"), "above 0 kbit/s")
+    one_line_error(cp(devices, None, "-c", "rot13", str(tmp_path), "h:/x"), "-c rot13: ")
 
 
 def test_one_missing_source_fails_the_job_but_not_the_others(
@@ -161,7 +162,8 @@ def test_verify_resume_limit_and_jump(cp: CP, devices: Devices, tmp_path: Path) 
     source = tmp_path / "fw.bin"
     source.write_bytes(os.urandom(600_000))
     far = f"root@127.0.0.1:{tmp_path}/fw.bin"
-    up = cp(devices, devices.sftp, "--verify", "-l", "100000", str(source), f"{far}.copy")
+    up = cp(devices, devices.sftp, "--verify", "-l", "100000", "-c", "aes128-ctr", str(source),
+            f"{far}.copy")  # fmt: skip
     assert up.returncode == 0 and up.stdout.endswith("(verified)\n"), up
     summed = cp(devices, devices.scp, "--verify", "--remote-hash", "sha256sum", str(source),
                 f"root@127.0.0.1:{tmp_path}/summed.bin")  # fmt: skip

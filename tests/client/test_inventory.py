@@ -41,6 +41,7 @@ known_hosts = "known_hosts"
 groups = ["substation-b"]
 protocol = "scp"
 remote_hash = "sha256sum"
+crypto = {{ ciphers = "+aes256-cbc" }}
 
 [devices.hmi-01]
 address = "[fd00::5]:22"
@@ -68,6 +69,8 @@ def write(tmp_path: Path, text: str, name: str = "inventory.toml") -> Path:
         ("[devices.a]\naddress = \n", "not valid TOML"),
         ('[defaults]\nusr = "ops"\n', "line 2: defaults.usr: unknown key"),
         ('[devices.a]\naddress = "h"\nremote_hash = "md5"\n', "line 3: devices.a.remote_hash: "),
+        ('[devices.a]\naddress = "h"\n[devices.a.crypto]\nciphers = "rot13"\n',
+         "line 4: devices.a.crypto.ciphers: "),
         ('[devices.a]\nport = 22\n', "devices.a.address: Field required"),
         (f'[devices.a]\naddress = "h"\nhost_key = "{KEY}"\nknown_hosts = "k"\n', "not both"),
     ],
@@ -101,6 +104,7 @@ def test_defaults_groups_children_and_vars_resolve(tmp_path: Path) -> None:
     rtu2 = inventory.devices["rtu-02"]
     assert rtu2.endpoint.user == "maint" and rtu2.protocol == "scp"
     assert rtu2.remote_hash == "sha256sum" and rtu1.remote_hash == "readback"
+    assert rtu2.endpoint.crypto is not None and rtu1.endpoint.crypto is None
     assert rtu2.endpoint.known_hosts == tmp_path / "known_hosts"
     assert inventory.devices["hmi-01"].endpoint.host == "fd00::5"
     assert [d.name for d in inventory.select(["substations"])] == ["rtu-01", "rtu-02"]

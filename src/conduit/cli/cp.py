@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -37,6 +38,7 @@ from conduit.cli.main import CommandError
 from conduit.client import Client, ClientError, Endpoint, Transfer, parse_remote
 from conduit.client.endpoint import split_host_port
 from conduit.client.errors import shown
+from conduit.config.crypto import CryptoConfig
 from conduit.names import escape
 
 
@@ -55,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-J", dest="jump", metavar="JUMP", help="[user@]host[:port] to go through")
     parser.add_argument("-l", dest="limit", type=float, metavar="KBIT/S", help="bandwidth limit")
     parser.add_argument("-q", dest="quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "-c", dest="ciphers", metavar="CIPHERS", help="cipher list (as the policy's crypto.ciphers)"
+    )
     parser.add_argument("-F", dest="ssh_config", type=Path, metavar="FILE", help="ssh_config")
     parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts to trust")
     parser.add_argument("--host-key", metavar="KEY", help="accept only this host key (a pin)")
@@ -116,6 +121,13 @@ def endpoint(args: argparse.Namespace, user: str | None, host: str) -> Endpoint:
             split_host_port(args.jump.rpartition("@")[2])
         except ClientError as exc:
             raise CommandError(f"-J: {shown(exc)}", code=1) from None
+    crypto = None
+    if args.ciphers:
+        try:
+            crypto = CryptoConfig(ciphers=args.ciphers)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise CommandError(f"-c {escape(args.ciphers)}: {escape(reason)}", code=1) from None
     return Endpoint(
         host,
         port=args.port,
@@ -126,6 +138,7 @@ def endpoint(args: argparse.Namespace, user: str | None, host: str) -> Endpoint:
         known_hosts=args.known_hosts,
         ssh_config=None if args.ssh_config is None else (args.ssh_config,),
         connect_timeout=args.timeout,
+        crypto=crypto,
     )
 
 

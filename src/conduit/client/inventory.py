@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from conduit.client.endpoint import DEFAULT_CONNECT_TIMEOUT, Endpoint, split_host_port
 from conduit.client.errors import ClientError
+from conduit.config.crypto import CryptoConfig
 from conduit.config.load import key_of, locate
 from conduit.names import name_problem
 
@@ -56,6 +57,7 @@ class Defaults(_Strict):
     protocol: Literal["auto", "sftp", "scp"] = "auto"
     remote_hash: Literal["readback", "sha256sum"] = "readback"
     commands: list[str] = []
+    crypto: CryptoConfig | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     vars: dict[str, VarValue] = {}
 
@@ -76,6 +78,8 @@ class DeviceEntry(_Strict):
     """``sha256sum``: the device may run ``sha256sum -- PATH`` (verify without a read-back)."""
     commands: list[str] | None = None
     """The exact commands a job may run on it (pre/post checks); none by default."""
+    crypto: CryptoConfig | None = None
+    """Algorithm lists for an old device, as the gateway's ``[devices.NAME.crypto]``."""
     connect_timeout: float | None = None
     vars: dict[str, VarValue] = {}
 
@@ -265,6 +269,7 @@ def _resolve(source: Path, parsed: InventoryFile, text: str) -> Inventory:
             host_key=entry.host_key,
             known_hosts=None if pinned else anchored(entry.known_hosts or defaults.known_hosts),
             connect_timeout=entry.connect_timeout or defaults.connect_timeout,
+            crypto=entry.crypto or defaults.crypto,
         )
         protocol = entry.protocol or defaults.protocol
         remote_hash = entry.remote_hash or defaults.remote_hash
