@@ -96,6 +96,8 @@ class DeviceEntry(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
+        if "@" in value or "/" in value:
+            raise ValueError("a host, host:port or [v6]:port (the user goes in user =)")
         try:
             split_host_port(value)
         except ClientError as exc:
