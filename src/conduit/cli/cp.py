@@ -45,11 +45,12 @@ from conduit.names import escape
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "cp",
+        usage="%(prog)s [OPTIONS] SRC... DST",
         help="copy files to or from a device or gateway, like scp, with SHA-256",
         description="Copy files like scp: [user@]host:path is remote. Every file's SHA-256 "
         "is printed; nothing partial is left under a final name. Exit 1 if any copy failed.",
     )
-    parser.add_argument("paths", nargs="+", metavar="SRC... DST", help="sources, then target")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="sources, then the target")
     parser.add_argument("-r", dest="recursive", action="store_true", help="copy folders")
     parser.add_argument("-p", dest="preserve", action="store_true", help="keep times and modes")
     parser.add_argument("-P", dest="port", type=int, metavar="PORT", help="the server's port")
@@ -63,7 +64,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-F", dest="ssh_config", type=Path, metavar="FILE", help="ssh_config")
     parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts to trust")
     parser.add_argument("--host-key", metavar="KEY", help="accept only this host key (a pin)")
-    parser.add_argument("--protocol", choices=["auto", "sftp", "scp"], default="auto")
+    parser.add_argument(
+        "--protocol",
+        choices=["auto", "sftp", "scp"],
+        default="auto",
+        help="auto (default): SFTP, or legacy SCP when the server has no SFTP subsystem",
+    )
     parser.add_argument("--verify", action="store_true", help="check the far copy's SHA-256")
     parser.add_argument(
         "--remote-hash",
