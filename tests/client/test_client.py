@@ -288,3 +288,40 @@ async def test_a_far_name_that_is_not_a_plain_name_is_refused_in_a_tree(
             await client.get(str(tree), tmp_path / "again", recursive=True)
     assert (tmp_path / "copy" / "link.txt").read_text() == "fine"
     assert not any("evil" in p.name for p in tmp_path.rglob("*") if p.parent != tree)
+
+
+RENAME = "mv -f -T -- {old} {new}"
+
+
+async def test_legacy_scp_uploads_land_atomically_with_a_rename_command(
+    devices: Devices, tmp_path: Path
+) -> None:
+    source = tmp_path / "fw.bin"
+    source.write_bytes(os.urandom(8 << 20))
+    far = tmp_path / "far"
+    far.mkdir()
+    (far / "fw.bin").write_bytes(b"in service")
+    cut = False
+
+    def progress(_name: str, done: int, _total: int) -> None:
+        nonlocal cut
+        if done >= (2 << 20) and not cut:
+            cut = True
+            devices.scp.kill_sessions()
+
+    async with devices.client(devices.scp, scp_rename=RENAME) as client:
+        with pytest.raises(ClientError):
+            await client.put(source, str(far / "fw.bin"), progress=progress)
+    assert (far / "fw.bin").read_bytes() == b"in service"  # a cut link: untouched
+    for leftover in far.glob(".fw.bin.conduit-*"):
+        leftover.unlink()
+    async with devices.client(devices.scp, scp_rename=RENAME) as client:
+        [sent] = await client.put(source, str(far / "fw.bin"), verify=True)
+    assert sent.verified and sha(far / "fw.bin") == sha(source)
+    assert leftovers(far) == []
+    async with devices.client(devices.scp, scp_rename="false {old} {new}") as client:
+        with pytest.raises(ClientError, match=r"rename failed \(exit 1\).*stays under \.fw\.bin"):
+            await client.put(tmp_path / "fw.bin", str(far / "fw.bin"))
+    assert sha(far / "fw.bin") == sha(source)
+    with pytest.raises(ClientError, match=r"use \{old\} and \{new\}"):
+        devices.client(devices.scp, scp_rename="mv {old} /tmp/{x}")

@@ -62,6 +62,7 @@ def write(tmp_path: Path, text: str, name: str = "inventory.toml") -> Path:
          "line 3: devices.a.host_key: not a public key"),
         ('[devices.a]\naddress = "h:99999"\n', "line 2: devices.a.address: "),
         ('[devices.a]\naddress = "ops@h"\n', "line 2: devices.a.address: a host, host:port"),
+        ('[devices.a]\naddress = "h"\nscp_rename = "mv {old}"\n', "use {old} and {new}"),
         ('[devices.a]\naddress = "h:22"\nport = 23\n', "line 3: devices.a.port: differs"),
         ('[devices.a]\naddress = "h"\nprotocol = "ftp"\n', "line 3: devices.a.protocol: "),
         ('[devices.a]\naddress = "h"\ngroups = ["a"]\n', "devices.a: is also a group name"),

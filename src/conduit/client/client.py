@@ -38,6 +38,16 @@ _FAULTS = (asyncssh.Error, OSError, TimeoutError)
 CLOSE_TIMEOUT = 5.0
 
 
+def check_rename(template: str | None) -> str | None:
+    """A rename command template must name both paths, and nothing else in braces."""
+    if template is None:
+        return None
+    rest = template.replace("{old}", "").replace("{new}", "")
+    if "{old}" not in template or "{new}" not in template or "{" in rest or "}" in rest:
+        raise ClientError(f"scp_rename {template!r}: use {{old}} and {{new}}, each once or more")
+    return template
+
+
 class Client:
     """One SSH server; ``put`` and ``get`` return one :class:`Transfer` per file."""
 
@@ -56,6 +66,7 @@ class Client:
         protocol: Protocol = "auto",
         limit_kbit: float | None = None,
         remote_hash: RemoteHash = "readback",
+        scp_rename: str | None = None,
         **options: Any,
     ) -> None:
         if isinstance(host, Endpoint):
@@ -76,6 +87,8 @@ class Client:
         self.requested: Protocol = protocol
         self.limit_kbit = limit_kbit
         self.remote_hash: RemoteHash = remote_hash
+        self.scp_rename = check_rename(scp_rename)
+        """Legacy SCP: the device's rename command, for temp-name uploads (see scpcopy)."""
         self.conn: asyncssh.SSHClientConnection | None = None
         self.sftp: asyncssh.SFTPClient | None = None
         self.jumps: list[asyncssh.SSHClientConnection] = []
@@ -243,6 +256,7 @@ class Client:
                     verify=verify,
                     progress=progress,
                     far_hash=self._far_hash(),
+                    rename=self.scp_rename,
                 )
             ]
         began = time.monotonic()

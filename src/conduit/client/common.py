@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import posixpath
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +63,12 @@ class Transfer:
 def partial_path(target: Path) -> Path:
     """The hidden name a download is written under until it is complete."""
     return target.with_name(f".{target.name}{PART_SUFFIX}")
+
+
+def temp_name(remote: str) -> str:
+    """The hidden far name an upload is written under until it is renamed."""
+    folder, name = posixpath.split(remote)
+    return posixpath.join(folder, f".{name}.conduit-{secrets.token_hex(4)}.part")
 
 
 def hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]:

@@ -181,6 +181,7 @@ class Fleet:
             device.endpoint,
             protocol=device.protocol,
             remote_hash=device.remote_hash,
+            scp_rename=device.scp_rename,
             **self.client_options,
         )
         async with client:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import asyncssh
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from conduit.client.client import check_rename
 from conduit.client.endpoint import DEFAULT_CONNECT_TIMEOUT, Endpoint, split_host_port
 from conduit.client.errors import ClientError
 from conduit.config.crypto import CryptoConfig
@@ -57,6 +58,7 @@ class Defaults(_Strict):
     protocol: Literal["auto", "sftp", "scp"] = "auto"
     remote_hash: Literal["readback", "sha256sum"] = "readback"
     commands: list[str] = []
+    scp_rename: str | None = None
     crypto: CryptoConfig | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     vars: dict[str, VarValue] = {}
@@ -78,6 +80,9 @@ class DeviceEntry(_Strict):
     """``sha256sum``: the device may run ``sha256sum -- PATH`` (verify without a read-back)."""
     commands: list[str] | None = None
     """The exact commands a job may run on it (pre/post checks); none by default."""
+    scp_rename: str | None = None
+    """Legacy SCP: the device's rename command (``mv -f -T -- {old} {new}``), so uploads
+    land under a temp name first; without one they are written in place."""
     crypto: CryptoConfig | None = None
     """Algorithm lists for an old device, as the gateway's ``[devices.NAME.crypto]``."""
     connect_timeout: float | None = None
@@ -138,6 +143,7 @@ class Device:
     """Its groups and every group that contains them, in file order."""
     remote_hash: Literal["readback", "sha256sum"] = "readback"
     commands: tuple[str, ...] = ()
+    scp_rename: str | None = None
     vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -276,8 +282,21 @@ def _resolve(source: Path, parsed: InventoryFile, text: str) -> Inventory:
         protocol = entry.protocol or defaults.protocol
         remote_hash = entry.remote_hash or defaults.remote_hash
         commands = tuple(defaults.commands if entry.commands is None else entry.commands)
+        scp_rename = entry.scp_rename or defaults.scp_rename
+        if scp_rename is not None:
+            try:
+                check_rename(scp_rename)
+            except ClientError as exc:
+                problem(["devices", name], str(exc))
         devices[name] = Device(
-            name, endpoint, protocol, tuple(groups), remote_hash, commands, vars=variables
+            name,
+            endpoint,
+            protocol,
+            tuple(groups),
+            remote_hash,
+            commands,
+            scp_rename,
+            vars=variables,
         )
     if problems:
         raise InventoryError(source, problems)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shlex
 import shutil
 import tempfile
 import time
@@ -30,9 +31,10 @@ from conduit.client.common import (
     Transfer,
     fsync_replace,
     hash_file,
+    temp_name,
 )
 from conduit.client.common import partial_path as _partial
-from conduit.client.errors import RemoteMismatch
+from conduit.client.errors import ClientError, RemoteMismatch
 
 
 def handler(progress: Progress | None) -> Callable[[bytes, bytes, int, int], None] | None:
@@ -53,6 +55,11 @@ async def _read_back(conn: asyncssh.SSHClientConnection, remote: str, scratch: P
         return hash_file(copy)[0].hexdigest()
 
 
+def rename_command(template: str, old: str, new: str) -> str:
+    """The device's rename command: ``{old}`` and ``{new}`` replaced, each shell-quoted."""
+    return template.replace("{old}", shlex.quote(old)).replace("{new}", shlex.quote(new))
+
+
 async def upload(
     conn: asyncssh.SSHClientConnection,
     local: Path,
@@ -62,20 +69,33 @@ async def upload(
     verify: bool = False,
     progress: Progress | None = None,
     far_hash: FarHash | None = None,
+    rename: str | None = None,
 ) -> Transfer:
+    """``rename``: the device's rename command template (``mv -f -T -- {old} {new}``):
+    the file then goes to a hidden temp name first and is renamed when complete and
+    verified. Without one it is written under its final name as it arrives."""
     began = time.monotonic()
     digest, count = hash_file(local)
+    target = temp_name(remote) if rename else remote
     await asyncssh.scp(
-        str(local), (conn, remote), preserve=preserve, progress_handler=handler(progress)
+        str(local), (conn, target), preserve=preserve, progress_handler=handler(progress)
     )
     sha256 = digest.hexdigest()
     if verify:
         if far_hash is not None:
-            far = await far_hash(remote)
+            far = await far_hash(target)
         else:
-            far = await _read_back(conn, remote, Path(tempfile.gettempdir()))
+            far = await _read_back(conn, target, Path(tempfile.gettempdir()))
         if far != sha256:
             raise RemoteMismatch(f"{remote}: read back as {far[:16]}..., sent {sha256[:16]}...")
+    if rename:
+        result = await conn.run(rename_command(rename, target, remote), check=False, timeout=60)
+        if result.exit_status != 0:
+            error = str(result.stderr or "").strip().splitlines() or ["no message"]
+            raise ClientError(
+                f"{remote}: the device's rename failed (exit {result.exit_status}): {error[0]}; "
+                f"the upload stays under {posixpath.basename(target)}"
+            )
     return Transfer(
         str(local), remote, count, sha256, time.monotonic() - began, "scp", verified=verify
     )

@@ -22,7 +22,6 @@ import hashlib
 import os
 import posixpath
 import re
-import secrets
 import shlex
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from conduit.client.common import (
     fsync_replace,
     hash_file,
     partial_path,
+    temp_name,
 )
 from conduit.client.errors import ClientError, RemoteMismatch
 
@@ -93,11 +93,6 @@ async def sha256sum(conn: asyncssh.SSHClientConnection, path: str) -> str:
         first = (error.strip().splitlines() or ["no hash in its output"])[0]
         raise ClientError(f"{path}: the device's sha256sum failed: {first}")
     return output[:64]
-
-
-def temp_name(remote: str) -> str:
-    folder, name = posixpath.split(remote)
-    return posixpath.join(folder, f".{name}.conduit-{secrets.token_hex(4)}.part")
 
 
 async def upload(
