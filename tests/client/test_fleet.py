@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conduit.cli.main import main
+from tests.storage.relay.sshd import start_sshd
 from tests.support.gateway import conduit_env
 
 from .conftest import Devices
@@ -35,6 +36,7 @@ def inventory(devices: Devices, folder: Path, names: list[str], hang: int | None
         lines.append(
             f'[devices.{name}]\naddress = "{address}"\nhost_key = "{key}"\n'
             f'protocol = "{protocol}"\ngroups = ["site"]\n'
+            + ("connect_timeout = 2\n" if name.startswith("hang") else "")
         )
         (folder / "far" / name).mkdir(parents=True, exist_ok=True)
     path = folder / "inventory.toml"
@@ -49,7 +51,7 @@ def job(folder: Path, **keys: object) -> Path:
         "targets": ["site"],
         "source": "fw.bin",
         "destination": f"{folder}/far/{{device}}/fw.bin",
-        "timeout": "3s",
+        "timeout": "30s",  # a busy machine; the silent device fails on its connect_timeout
         "retry_backoff": "0.1s",
         "report": "out/report",
     }
@@ -270,10 +272,55 @@ async def test_the_python_api_pushes_to_twenty_devices_within_its_concurrency(
     fleet = Fleet(loaded, load(loaded.inventory).select(loaded.targets),
                   on_result=lambda r: finished.append(r.name))  # fmt: skip
     report = await fleet.push()
-    assert report["summary"]["ok"] == 20 and sorted(finished) == sorted(names)
+    errors = [d["error"] for d in report["devices"] if d["error"]]
+    assert report["summary"]["ok"] == 20 and sorted(finished) == sorted(names), errors
     assert [d["step"] for d in report["devices"]][:3] == ["canary", "canary", "wave 1"]
     assert finished[:2] == ["good0", "good1"]  # the canaries, one at a time, first
     for name in names:
         assert (tmp_path / "far" / name / "fw.bin").read_bytes() == (
             tmp_path / "fw.bin"
         ).read_bytes()
+
+
+def test_a_device_that_reports_a_wrong_hash_keeps_its_old_file(
+    devices: Devices, tmp_path: Path
+) -> None:
+    """A device whose own sha256sum lies (a real sshd whose PATH finds a fake one): the
+    verification fails for that device only, and the new file never gets its name."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "sha256sum").write_text("#!/bin/sh\necho " + "0" * 64 + '  "$2"\n')
+    (fake / "sha256sum").chmod(0o755)
+    pub = devices.identity.with_suffix(".pub").read_text()
+    liar = start_sshd(tmp_path / "liar", client_keys=[pub], sftp=True,
+                      extra=(f"SetEnv PATH={fake}:/usr/bin:/bin",))  # fmt: skip
+    try:
+        path = inventory(devices, tmp_path, ["good"])
+        path.write_text(
+            path.read_text().replace("[defaults]\n", '[defaults]\nremote_hash = "sha256sum"\n')
+            + f'\n[devices.liar2]\naddress = "{liar.address}"\nhost_key = "{liar.host_key}"\n'
+            'groups = ["site"]\n'
+        )
+        (tmp_path / "far" / "liar2").mkdir()
+        (tmp_path / "far" / "liar2" / "fw.bin").write_bytes(b"old")
+        pushed = job(tmp_path, canary=0, max_failures=5)
+        assert main(["fleet", "run", str(pushed)]) == 1
+    finally:
+        liar.stop()
+    by_name = {d["name"]: d for d in report(tmp_path)["devices"]}  # type: ignore[attr-defined]
+    assert by_name["good"]["status"] == "ok"
+    assert by_name["liar2"]["status"] == "failed"
+    assert "the far copy hashes to 0000000000000000" in by_name["liar2"]["error"]
+    assert sorted(p.name for p in (tmp_path / "far" / "liar2").iterdir()) == ["fw.bin"]
+    assert (tmp_path / "far" / "liar2" / "fw.bin").read_bytes() == b"old"
+
+
+def test_the_job_timeout_bounds_a_device_whatever_its_connect_timeout(
+    devices: Devices, tmp_path: Path
+) -> None:
+    path = inventory(devices, tmp_path, ["hang"])
+    path.write_text(path.read_text().replace("connect_timeout = 2\n", "connect_timeout = 60\n"))
+    assert main(["fleet", "run", str(job(tmp_path, timeout="1s", retries=3))]) == 1
+    [device] = report(tmp_path)["devices"]  # type: ignore[misc]
+    assert device["error"] == "hang: no result within 1 s (timeout)"
+    assert device["attempts"] == 1

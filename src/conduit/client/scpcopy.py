@@ -87,7 +87,9 @@ async def upload(
         else:
             far = await _read_back(conn, target, Path(tempfile.gettempdir()))
         if far != sha256:
-            raise RemoteMismatch(f"{remote}: read back as {far[:16]}..., sent {sha256[:16]}...")
+            raise RemoteMismatch(
+                f"{remote}: the far copy hashes to {far[:16]}..., sent {sha256[:16]}..."
+            )
     if rename:
         result = await conn.run(rename_command(rename, target, remote), check=False, timeout=60)
         if result.exit_status != 0:

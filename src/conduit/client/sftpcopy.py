@@ -136,7 +136,8 @@ async def upload(
             far = await (far_hash or _read_back(sftp, throttle))(target)
             if far != sha256:
                 raise RemoteMismatch(
-                    f"{remote}: read back as {far[:16]}..., sent {sha256[:16]}...: not kept"
+                    f"{remote}: the far copy hashes to {far[:16]}..., sent {sha256[:16]}..."
+                    ": not kept"
                 )
             verified = True
         if atomic:
@@ -229,7 +230,8 @@ async def download(
         if far != sha256:
             partial.unlink(missing_ok=True)
             raise RemoteMismatch(
-                f"{remote}: read back as {far[:16]}..., received {sha256[:16]}...: not kept"
+                f"{remote}: the far file hashes to {far[:16]}..., received {sha256[:16]}..."
+                ": not kept"
             )
         verified = True
     if preserve:
