@@ -38,7 +38,7 @@ class Devices:
             "identity": self.identity,
             "host_key": sshd.host_key,
             "ssh_config": (),
-            "connect_timeout": 10.0,
+            "connect_timeout": 20.0,
             "agent_path": None,
         }
         values.update(options)

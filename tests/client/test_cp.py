@@ -25,7 +25,7 @@ def sha(path: Path) -> str:
 
 
 def options(devices: Devices, sshd: Sshd | None) -> list[str]:
-    found = ["-i", str(devices.identity), "-F", "/dev/null", "--timeout", "5"]
+    found = ["-i", str(devices.identity), "-F", "/dev/null", "--timeout", "20"]
     if sshd is not None:
         found += ["-P", str(sshd.port), "--host-key", sshd.host_key]
     return found

@@ -30,7 +30,7 @@ def inventory(devices: Devices, folder: Path, names: list[str], hang: int | None
         "hang": (f"127.0.0.1:{hang or devices.hang}", devices.sftp.host_key, "sftp"),
         "closed": (f"127.0.0.1:{devices.closed}", devices.sftp.host_key, "sftp"),
     }
-    lines = [f'[defaults]\nuser = "root"\nidentity = "{devices.identity}"\nconnect_timeout = 5\n']
+    lines = [f'[defaults]\nuser = "root"\nidentity = "{devices.identity}"\nconnect_timeout = 20\n']
     for name in names:
         address, key, protocol = kinds[name.rstrip("0123456789")]
         lines.append(
