@@ -15,7 +15,18 @@ from collections.abc import Sequence
 from conduit import __version__
 
 # One module per command, in the order ``--help`` lists them.
-COMMANDS = ["serve", "init", "check", "explain", "reload", "audit", "user", "cp", "inventory", "fleet"]
+COMMANDS = [
+    "serve",
+    "init",
+    "check",
+    "explain",
+    "reload",
+    "audit",
+    "user",
+    "cp",
+    "inventory",
+    "fleet",
+]
 
 
 class CommandError(Exception):
