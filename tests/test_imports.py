@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "inspect": {"config", "state"},  # checks, quarantine, approvals
     "storage": {"config", "audit"},
     "transfer": {"config", "audit", "storage"},
-    "site": {"config", "policy", "storage"},
+    "site": {"config", "policy", "auth", "storage"},
     "gateway": {
         "_asyncssh",
         "config",

@@ -65,6 +65,8 @@ SOURCE_SHA256 = {
     "SSHConnection.data_received": "b2d14a83b2604db65c8775264dfbe38e5920ba749ec627134ddbe708cb43974a",  # noqa: E501
     "SSHConnection.send_newkeys": "0b41234420373618bb7bae4fd482422dd71740c756c6d2103f02e265c39794a7",  # noqa: E501
     "SSHConnection.send_packet": "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
+    "SSHServerConnection._validate_client_public_key": "6a630986a379808403b67a83cf8d9720b596c12f69a11c63437e17004bcf2bff",  # noqa: E501
+    "SSHServerConnection.validate_public_key": "eb5e224339282892cd579de8cad03ac72612f9a82dc67ff2401d67e5e32e792f",  # noqa: E501
     "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
     "SSHServerStreamSession._init_sftp_server": "f1ed39d6ce159b2e2bed4d1a17835cc0586c7a00846a7e6d540c426b899c3aed",  # noqa: E501
     "SSHStreamSession.__init__": "a7102adfac6977033939d2f93985787c529933026c1ecfae584fc434b538f8ac",

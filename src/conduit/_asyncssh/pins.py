@@ -14,13 +14,14 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from conduit._asyncssh import authwatch, channel, kexinit, sftpserver, tuning
+from conduit._asyncssh import authwatch, certwatch, channel, kexinit, sftpserver, tuning
 
 MEMBERS: dict[str, Any] = {
     **tuning.ORIGINALS,
     **tuning.USES,
     **kexinit.USES,
     **authwatch.USES,
+    **certwatch.USES,
     **sftpserver.USES,
     **channel.USES,
 }

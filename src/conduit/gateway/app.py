@@ -19,6 +19,7 @@ from conduit._asyncssh import tuning
 from conduit.audit import Auditor
 from conduit.audit.events import EventType
 from conduit.audit.noise import NoiseLog
+from conduit.auth.identity import Identity
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
 from conduit.gateway.control import ControlServer, socket_path
@@ -32,7 +33,7 @@ from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
 from conduit.policy import Policy
-from conduit.site.build import load_checked, user_keys
+from conduit.site.build import build, identity
 from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 
@@ -64,7 +65,7 @@ class Gateway:
     def __init__(self, config: Config, *, recorder: Recorder | None = None) -> None:
         self.config = config
         self._policy = Policy(config)
-        self._keys = user_keys(config)
+        self._identity = identity(config)
         # Without a recorder given (tests give one), start() opens the journal.
         self._journal: EventLog | None = None
         self._recorder = recorder
@@ -125,8 +126,9 @@ class Gateway:
             self.noise.refused,
         )
 
-    def keys_of(self, user: str) -> frozenset[bytes]:
-        return self._keys.get(user, frozenset())
+    @property
+    def identity(self) -> Identity:
+        return self._identity
 
     def auditor_available(self) -> bool:
         return bool(getattr(self._recorder, "available", True))
@@ -333,8 +335,8 @@ class Gateway:
         source = path or self.config.source
         if source is None:
             raise ConfigError(None, ["the embedded default cannot be reloaded"])
-        config = load_checked(source)
-        keys = user_keys(config)
+        site = build(source)
+        config, keys = site.config, site.identity
         policy = Policy(config)
         areas = self._build_backends(config)
         try:
@@ -344,7 +346,7 @@ class Gateway:
                 if self.areas.get(name) is not backend:
                     self.spawn(backend.close())  # built for nothing: give its folder back
             raise
-        self.config, self._policy, self._keys = config, policy, keys
+        self.config, self._policy, self._identity = config, policy, keys
         before, self.areas, self.devices = self.areas, areas, devices
         self.noise.interval = config.gateway.limits.auth_failure_summary_interval
         self.noise.min_free = int(config.gateway.limits.journal_min_free)

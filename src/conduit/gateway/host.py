@@ -15,6 +15,7 @@ from conduit.gateway.operations import Site
 
 if TYPE_CHECKING:
     from conduit.audit.noise import NoiseLog
+    from conduit.auth.identity import Identity
     from conduit.config import Config
     from conduit.gateway.gate import Listener
     from conduit.gateway.server import Connection, Counters
@@ -43,6 +44,9 @@ class ConnectionHost(Site, Protocol):
 
     def auditor_available(self) -> bool: ...
 
-    def keys_of(self, user: str) -> frozenset[bytes]: ...
+    @property
+    def identity(self) -> Identity:
+        """Who may log in (keys, CAs, revocation), as the policy in force says."""
+        ...
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
