@@ -183,3 +183,15 @@ def test_authorized_keys_file_logs_in(site: dict[str, Path], keys: dict[str, Pat
         assert gw.recorder.of("session.start")[0]["principal"] == "carol"
     finally:
         stop_gateway(gw)
+
+
+def test_identity_files_inside_an_area_are_refused(site: dict[str, Path]) -> None:
+    # a user who can write the CA key or the revocation list can let anyone in
+    inbox = site["root"] / "areas" / "inbox"
+    inbox.mkdir(parents=True)
+    moved = inbox / "revoked.krl"
+    moved.write_bytes(site["krl"].read_bytes())
+    text = site["policy"].read_text().replace(str(site["krl"]), str(moved))
+    site["policy"].write_text(text)
+    report = inspect(site["policy"])
+    assert any("auth.revoked_keys" in line for line in report.errors), report.errors

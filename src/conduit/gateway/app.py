@@ -26,7 +26,7 @@ from conduit.gateway.control import ControlServer, socket_path
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
-from conduit.gateway.hostkey import load_host_key
+from conduit.gateway.hostkey import load_host_certificates, load_host_key
 from conduit.gateway.operations import Recorder
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
@@ -40,18 +40,29 @@ from conduit.storage.local import LocalBackend
 log = logging.getLogger("conduit.gateway")
 
 
-def host_keypairs(keys: list[asyncssh.SSHKey], allowed: tuple[str, ...]) -> list[Any]:
+def host_keypairs(
+    keys: list[asyncssh.SSHKey],
+    allowed: tuple[str, ...],
+    certificates: list[asyncssh.SSHCertificate] | None = None,
+) -> list[Any]:
     """The host keys, each offered only under the signature algorithms allowed
-    (an RSA key would otherwise also sign with SHA-1 as ``ssh-rsa``)."""
+    (an RSA key would otherwise also sign with SHA-1 as ``ssh-rsa``); a key
+    with a host certificate is offered with it too (``...-cert-v01@openssh.com``,
+    allowed when its plain algorithm is)."""
     pairs = []
-    for pair in asyncssh.load_keypairs(keys):
-        algs = tuple(a for a in pair.host_key_algorithms if a.decode("ascii") in allowed)
+    for pair in asyncssh.load_keypairs(keys, certlist=certificates or []):
+        algs = tuple(a for a in pair.host_key_algorithms if _plain(a.decode("ascii")) in allowed)
         if algs:
             pair.host_key_algorithms = algs
             pairs.append(pair)
     if not pairs:
         raise ListenError("no host key can sign with the host_keys algorithms configured")
     return pairs
+
+
+def _plain(algorithm: str) -> str:
+    """``rsa-sha2-512-cert-v01@openssh.com`` -> ``rsa-sha2-512``."""
+    return algorithm.removesuffix("-cert-v01@openssh.com")
 
 
 class ListenError(Exception):
@@ -86,6 +97,7 @@ class Gateway:
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.host_keys: list[asyncssh.SSHKey] = []
+        self.host_certificates: list[asyncssh.SSHCertificate] = []
         self._stopping = threading.Event()
         #: Authenticated connections (what a reload may revoke).
         self.connections: set[Connection] = set()
@@ -265,6 +277,7 @@ class Gateway:
         gw = self.config.gateway
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
+        self.host_certificates = load_host_certificates(self.config)
         if self._recorder is None:
             auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
             self._journal = EventLog(auditor)
@@ -310,7 +323,9 @@ class Gateway:
                 int(port),
                 tunnel=self.gate,  # our listener: admission before asyncssh
                 server_factory=lambda: Connection(self),
-                server_host_keys=host_keypairs(self.host_keys, algs.host_keys),
+                server_host_keys=host_keypairs(
+                    self.host_keys, algs.host_keys, self.host_certificates
+                ),
                 kex_algs=list(algs.kex),
                 encryption_algs=list(algs.ciphers),
                 mac_algs=list(algs.macs),

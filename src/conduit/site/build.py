@@ -21,6 +21,7 @@ from pathlib import Path
 
 import asyncssh
 
+from conduit.auth import certs
 from conduit.auth.identity import Identity
 from conduit.auth.identity import load as load_identity
 from conduit.config.load import ConfigError, key_of, load, locate
@@ -107,6 +108,28 @@ def _host_keys(config: Config, found: _Findings) -> list[asyncssh.SSHKey]:
             elif key is not None:
                 keys.append(key)
     return keys
+
+
+def _host_certificates(config: Config, found: _Findings, host_keys: list[asyncssh.SSHKey]) -> None:
+    """Each host certificate must load, be a host certificate, and certify a host key."""
+    ours = {bytes(k.public_data) for k in host_keys}
+    for index, path in enumerate(config.gateway.host_certificates):
+        loc = ("gateway", "host_certificates", str(index))
+        try:
+            cert = certs.parse(bytes(asyncssh.read_certificate(path).public_data))
+        except FileNotFoundError:
+            found.error(loc, f"{path}: no such file")
+            continue
+        except OSError as exc:
+            found.error(loc, f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})")
+            continue
+        except (asyncssh.KeyImportError, ValueError):
+            found.error(loc, f"{path}: not an OpenSSH certificate (ssh-keygen -s CA -h ...)")
+            continue
+        if cert.cert_type != certs.HOST_CERT:
+            found.error(loc, f"{path}: a user certificate, not a host one (sign with -h)")
+        elif cert.key_blob not in ours:
+            found.error(loc, f"{path}: certifies none of the gateway's host keys")
 
 
 def _folders(config: Config, found: _Findings) -> None:
@@ -201,6 +224,7 @@ def inspect(path: Path | str, *, files: bool = True) -> Report:
     if files:
         _folders(config, found)
         host_keys = _host_keys(config, found)
+        _host_certificates(config, found, host_keys)
         ident = _identity(config, found)
         _siem(config, found)
         _devices(config, found)
