@@ -177,3 +177,22 @@ def _real_krl() -> bytes:
 
 
 _REAL_KRL = _real_krl()
+
+
+def _mpint(value: int) -> bytes:
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "big")  # a leading zero byte: positive
+    return struct.pack(">I", len(raw)) + raw
+
+
+def test_overlapping_bitmaps_are_all_consulted() -> None:
+    # OpenSSH never writes these; a hand-made KRL may: a long bitmap, then a
+    # short one starting inside it, must both still count.
+    ca = b"\0\0\0\x0bssh-ed25519\0\0\0\x20" + b"\x01" * 32
+    long_map = struct.pack(">Q", 100) + _mpint(1 << 50)  # serial 150
+    short_map = struct.pack(">Q", 120) + _mpint(1)  # serial 120
+    body = struct.pack(">I", len(ca)) + ca + b"\0\0\0\0"
+    body += _section(0x22, long_map) + _section(0x22, short_map)
+    parsed = krl.parse(_header() + _section(1, body))
+    assert parsed.cert_revoked(ca, 150, "") is not None
+    assert parsed.cert_revoked(ca, 120, "") is not None
+    assert all(parsed.cert_revoked(ca, n, "") is None for n in (99, 100, 121, 149, 151, 400))

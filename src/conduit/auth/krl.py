@@ -87,6 +87,10 @@ class CertRevocations:
     range_starts: list[int] = field(default_factory=list)
     range_ends: list[int] = field(default_factory=list)
     bitmaps: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, big-endian bits)
+    # after parse: bitmaps sorted by offset, and the furthest serial any of
+    # bitmaps[0..i] reaches (so a lookup stops as soon as none can hold it)
+    bitmap_starts: list[int] = field(default_factory=list)
+    bitmap_reach: list[int] = field(default_factory=list)
     key_ids: set[str] = field(default_factory=set)
 
     def serial_revoked(self, serial: int) -> bool:
@@ -95,13 +99,25 @@ class CertRevocations:
         i = bisect_right(self.range_starts, serial) - 1
         if i >= 0 and serial <= self.range_ends[i]:
             return True
-        for offset, bits in self.bitmaps:
+        # ssh-keygen writes disjoint bitmaps: one bisection, one bit; bitmaps
+        # that overlap (never written by OpenSSH) are walked back only while
+        # one of them can still reach the serial.
+        i = bisect_right(self.bitmap_starts, serial) - 1
+        while i >= 0 and self.bitmap_reach[i] > serial:
+            offset, bits = self.bitmaps[i]
             index = serial - offset
-            if 0 <= index < len(bits) * 8:
-                byte = bits[len(bits) - 1 - index // 8]
-                if byte >> (index % 8) & 1:
-                    return True
+            if index < len(bits) * 8 and bits[len(bits) - 1 - index // 8] >> (index % 8) & 1:
+                return True
+            i -= 1
         return False
+
+    def _index(self) -> None:
+        self.bitmaps.sort()
+        self.bitmap_starts = [offset for offset, _ in self.bitmaps]
+        reach = 0
+        for offset, bits in self.bitmaps:
+            reach = max(reach, offset + len(bits) * 8)
+            self.bitmap_reach.append(reach)
 
 
 @dataclass
@@ -179,6 +195,7 @@ def parse(data: bytes) -> KRL:
             raise KRLError(f"unknown KRL section type {kind}")
     for ca, spans in ranges.items():
         entry = krl.certs[ca]
+        entry._index()
         for low, high in sorted(spans):
             if entry.range_ends and low <= entry.range_ends[-1] + 1:
                 entry.range_ends[-1] = max(entry.range_ends[-1], high)
