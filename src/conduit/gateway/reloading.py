@@ -96,6 +96,11 @@ def revocation(connection: Connection, gateway: Gateway) -> str | None:
         return None
     if user not in gateway.config.users:
         return "user removed from the policy"
+    key = connection.key
+    if connection.certificate is None and (
+        key is None or key.public_data not in gateway.identity.keys_of(user)
+    ):
+        return "key removed from the policy"
     why = connection.standing()
     if why is not None:
         return f"login no longer allowed: {why}"
