@@ -195,3 +195,48 @@ def test_identity_files_inside_an_area_are_refused(site: dict[str, Path]) -> Non
     site["policy"].write_text(text)
     report = inspect(site["policy"])
     assert any("auth.revoked_keys" in line for line in report.errors), report.errors
+
+
+def test_real_journal_holds_the_certificate_and_verifies(
+    site: dict[str, Path], keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from conduit.cli.main import main
+    from tests.gateway.test_audit_trail import journal_records
+
+    # a key id with an escape sequence: the CA signs what it is given
+    hostile = make_key(tmp_path, "hostile")
+    keygen(
+        "-s",
+        str(site["ca"]),
+        "-I",
+        "evil\x1b[2Jid",
+        "-z",
+        "99",
+        "-n",
+        "carol-ops",
+        f"{hostile}.pub",
+    )
+    policy = site["policy"]
+    policy.write_text(policy.read_text() + f'\n[audit]\njournal = "{site["root"]}/audit"\n')
+    config = parse(policy.read_text(), source=policy)
+    gw = start_gateway(config, keys, site["root"], recorder="journal")
+    try:
+        only = ("-o", "PubkeyAcceptedAlgorithms=ssh-ed25519-cert-v01@openssh.com")
+        ok = gw.sftp("ls /\n", user="carol", key=site["carol"], extra=only)
+        assert ok.returncode == 0, ok.stderr
+        refused = gw.sftp("ls /\n", user="carol", key=hostile, extra=only)  # serial 99: revoked
+        assert refused.returncode != 0
+        gw.call(gw.gateway.noise.flush())
+    finally:
+        stop_gateway(gw)
+    records = journal_records(site["root"] / "audit")
+    start = next(r for r in records if r["type"] == "session.start")
+    assert (start["cert_key_id"], start["cert_serial"], start["cert_principal"]) == (
+        "carol-laptop",
+        10,
+        "carol-ops",
+    )
+    failure = next(r for r in records if r["type"] == "auth.failure")
+    assert failure["reason"] == "certificate serial 99 revoked for this CA in the KRL"
+    assert failure["cert_key_id"] == "evil\x1b[2Jid"  # kept as sent; escaped when shown
+    assert main(["audit", "verify", "--config", str(policy)]) == 0
