@@ -118,3 +118,12 @@ def test_tampered_certificate_is_refused(setup: tuple[Path, Path, Identity]) -> 
         certs.parse(bytes(blob))
     with pytest.raises(certs.CertificateError, match="truncated"):
         certs.parse(bytes(blob[:60]))
+
+
+def test_source_address_on_a_dual_stack_socket(setup: tuple[Path, Path, Identity]) -> None:
+    folder, ca, identity = setup
+    cert = certificate(folder, ca, "pinned", "-n", "ops", "-O", "source-address=127.0.0.0/8")
+    assert identity.check_certificate("carol", cert, ip_address("::ffff:127.0.0.1")).allowed
+    assert identity.check_certificate("carol", cert, ip_address("10.1.1.1")).reason == (
+        "source address 10.1.1.1 not in the certificate's source-address 127.0.0.0/8"
+    )

@@ -83,6 +83,8 @@ def test_unhonoured_options_refuse_every_login(pub: str, option: str, reason: st
         (("2001:db8::/32",), "2001:db8::1", True),
         (("10.0.0.0/8",), "2001:db8::1", False),
         (("gateway.example.com",), "10.0.0.1", False),  # no DNS: names never match
+        (("10.0.0.0/8",), "::ffff:10.1.2.3", True),  # IPv4 on a dual-stack socket
+        (("10.1.2.3",), "::ffff:10.1.2.3", True),
     ],
 )
 def test_from_follows_openssh(patterns: tuple[str, ...], address: str, allowed: bool) -> None:

@@ -139,6 +139,7 @@ def test_check_names_bad_key_lines(site: dict[str, Path], tmp_path: Path) -> Non
     authorized = tmp_path / "authorized_keys"
     authorized.write_text(
         f'# carol\'s keys\n{carol_pub}\nfrom="10.0.0.0/33" {carol_pub}\ncommand="ls" {carol_pub}\n'
+        f'expiry-time="20200101" {carol_pub}\n'
     )
     text = (
         site["policy"]
@@ -155,6 +156,7 @@ def test_check_names_bad_key_lines(site: dict[str, Path], tmp_path: Path) -> Non
     assert f"users.carol.authorized_keys: {authorized} line 3: from= pattern" in joined
     assert "users.carol.keys[0]: expiry-time '2027' is not YYYYMMDD[HHMM[SS]][Z]" in joined
     assert f"warning: users.carol.authorized_keys: {authorized} line 4: this key refuses" in joined
+    assert f"{authorized} line 5: this key has expired (expiry-time)" in joined
     assert report.site is None  # errors: not served
 
 

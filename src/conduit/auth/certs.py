@@ -22,6 +22,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 
 import asyncssh
 
+from conduit.auth.keyline import unmapped
+
 CERT_SUFFIX = "-cert-v01@openssh.com"
 USER_CERT = 1
 HOST_CERT = 2
@@ -182,6 +184,7 @@ def source_addresses(value: bytes) -> list[str]:
 
 def source_allowed(value: bytes, address: IPv4Address | IPv6Address) -> bool:
     """OpenSSH: the client must be in one of the listed networks; a bad list refuses."""
+    address = unmapped(address)
     try:
         networks = [ip_network(p, strict=False) for p in source_addresses(value)]
     except ValueError:

@@ -129,6 +129,8 @@ def _add(
     except KeyLineError as exc:
         found.append(Finding("error", loc, f"{where}{exc}"))
         return
+    if line.expiry is not None and line.expiry <= time.time():
+        found.append(Finding("warning", loc, f"{where}this key has expired (expiry-time)"))
     if line.unhonoured:
         found.append(
             Finding("warning", loc, f"{where}this key refuses every login: {line.unhonoured}")

@@ -206,8 +206,17 @@ def _matches(body: str, address: Address) -> bool:
     return fnmatchcase(str(address).lower(), body.lower().replace("[", "[[]"))
 
 
+def unmapped(address: Address) -> Address:
+    """An IPv4 client on a dual-stack socket (``::ffff:10.1.2.3``) as the IPv4
+    address it is, as the policy's zones see it."""
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def from_allows(patterns: tuple[str, ...], address: Address) -> bool:
     """OpenSSH's pattern-list rule: a negated match refuses, else any match allows."""
+    address = unmapped(address)
     allowed = False
     for pattern in patterns:
         negated = pattern.startswith("!")
