@@ -84,7 +84,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     spec.write_text("serial: 77\nserial: 1000-2000\nid: revoked-id\n")
     krl = folder / "revoked.krl"
     keygen("-k", "-f", str(krl), "-s", str(ca) + ".pub", str(spec))
-    return {"ca": ca, "other_ca": other_ca, "carol": carol, "krl": krl, "folder": folder, **certs}
+    # an RSA key under an ECDSA CA: other key types take the same path
+    rsa = folder / "carol_rsa"
+    keygen("-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa))
+    ecdsa_ca = folder / "ecdsa_ca"
+    keygen("-t", "ecdsa", "-N", "", "-f", str(ecdsa_ca))
+    keygen("-s", str(ecdsa_ca), "-I", "id-rsa", "-z", "30", "-n", "carol-ops", f"{rsa}.pub")
+    return {
+        "ca": ca,
+        "other_ca": other_ca,
+        "ecdsa_ca": ecdsa_ca,
+        "carol": carol,
+        "rsa": rsa,
+        "krl": krl,
+        "folder": folder,
+        **certs,
+    }
 
 
 EXTRA = """
@@ -101,7 +116,7 @@ keys = ['from="10.0.0.0/8" {dave}', 'expiry-time="20200101" {dave2}', 'command="
 roles = ["engineer"]
 
 [auth]
-trusted_user_ca_keys = ["{ca}"]
+trusted_user_ca_keys = ["{ca}", "{ecdsa_ca}"]
 revoked_keys = "{krl}"
 """
 
@@ -117,6 +132,7 @@ def _extra(keys: dict[str, Path], pki: dict[str, Path], dave: list[Path]) -> str
         dave2=pub(dave[1]),
         dave3=pub(dave[2]),
         ca=f"{pki['ca']}.pub",
+        ecdsa_ca=f"{pki['ecdsa_ca']}.pub",
         krl=pki["krl"],
     )
 
@@ -238,3 +254,10 @@ def test_key_options_refuse(gw: RunningGateway, key: str, reason: str) -> None:
     assert result.returncode != 0
     assert "Permission denied" in result.stderr
     assert reason in reasons(gw)
+
+
+def test_rsa_certificate_from_an_ecdsa_ca(gw: RunningGateway, pki: dict[str, Path]) -> None:
+    only = ("-o", "PubkeyAcceptedAlgorithms=rsa-sha2-512-cert-v01@openssh.com")
+    result = gw.sftp("ls /\n", user="carol", key=pki["rsa"], extra=only)
+    assert result.returncode == 0, result.stderr
+    assert gw.recorder.of("session.start")[-1]["cert_key_id"] == "id-rsa"
