@@ -242,3 +242,13 @@ def test_real_journal_holds_the_certificate_and_verifies(
     assert failure["reason"] == "certificate serial 99 revoked for this CA in the KRL"
     assert failure["cert_key_id"] == "evil\x1b[2Jid"  # kept as sent; escaped when shown
     assert main(["audit", "verify", "--config", str(policy)]) == 0
+
+
+def test_check_shows_how_each_user_logs_in(
+    site: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conduit.cli.main import main
+
+    assert main(["check", "--config", str(site["policy"])]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "certs: carol-ops" in out
