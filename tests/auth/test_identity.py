@@ -15,6 +15,8 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conduit.auth import certs
 from conduit.auth.identity import Identity
@@ -127,3 +129,36 @@ def test_source_address_on_a_dual_stack_socket(setup: tuple[Path, Path, Identity
     assert identity.check_certificate("carol", cert, ip_address("10.1.1.1")).reason == (
         "source address 10.1.1.1 not in the certificate's source-address 127.0.0.0/8"
     )
+
+
+def _signed_blob() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder)
+        ca, key = make_key(path, "ca"), make_key(path, "u")
+        subprocess.run(
+            ["ssh-keygen", "-q", "-s", str(ca), "-I", "x", "-n", "a", "-O",
+             "source-address=10.0.0.0/8", f"{key}.pub"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        return base64.b64decode(Path(f"{key}-cert.pub").read_text().split()[1])
+
+
+_BLOB = _signed_blob()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutated_certificates_never_crash(data: st.DataObject) -> None:
+    blob = bytearray(_BLOB)
+    for _ in range(data.draw(st.integers(1, 4))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(blob)))
+    try:
+        cert = certs.parse(bytes(blob[:cut]) if data.draw(st.booleans()) else bytes(blob))
+    except certs.CertificateError as exc:
+        assert str(exc)
+    else:
+        assert cert.key_id == "x"  # only an untouched certificate gets through
