@@ -6,7 +6,8 @@ with an unknown critical option while decoding it, without saying which, and
 keeps serial, key id and validity private. Reading it here lets every
 refusal name its reason, and the journal name the key id, serial, CA and
 principal. The CA's signature over the certificate is verified with
-asyncssh's public key API before anything in it is believed.
+asyncssh's public key API (:func:`signature_valid`) once the CA is known to
+be trusted, and before anything else in it is believed.
 
 Validity: the gateway's clock, with ``[auth] certificate_clock_skew`` (60 s
 by default) of grace before ``valid_after`` only, for a CA whose clock runs a
@@ -62,6 +63,8 @@ class Certificate:
     valid_before: int
     critical: dict[str, bytes] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
+    signed: bytes = field(default=b"", repr=False)  # what the CA signed
+    signature: bytes = field(default=b"", repr=False)
 
 
 def key_from_blob(blob: bytes) -> asyncssh.SSHKey:
@@ -121,8 +124,18 @@ def _pairs(data: bytes) -> dict[str, bytes]:
     return out
 
 
+def signature_valid(cert: Certificate) -> bool:
+    """Whether the CA named in ``cert`` signed it. Checked only once the CA is
+    known to be trusted, so a stranger's CA key costs no signature check."""
+    try:
+        return bool(key_from_blob(cert.ca_blob).verify(cert.signed, cert.signature))
+    except (asyncssh.KeyImportError, ValueError):
+        return False
+
+
 def parse(blob: bytes) -> Certificate:
-    """Read an OpenSSH certificate and check its CA signature."""
+    """Read an OpenSSH certificate. Nothing in it is to be believed before
+    :func:`signature_valid` (``Identity.check_certificate`` asks it)."""
     r = _Reader(blob)
     alg = r.string().decode("ascii", "replace")
     if not alg.endswith(CERT_SUFFIX):
@@ -156,8 +169,6 @@ def parse(blob: bytes) -> Certificate:
         key_from_blob(key_blob)
     except (asyncssh.KeyImportError, ValueError) as exc:
         raise CertificateError(f"certificate holds an unreadable key ({exc})") from exc
-    if not ca.verify(signed, signature):
-        raise CertificateError("invalid CA signature on the certificate")
     return Certificate(
         key_blob=key_blob,
         ca_blob=ca_blob,
@@ -170,6 +181,8 @@ def parse(blob: bytes) -> Certificate:
         valid_before=valid_before,
         critical=critical,
         extensions=extensions,
+        signed=signed,
+        signature=signature,
     )
 
 

@@ -86,6 +86,8 @@ class Identity:
 
         if cert.ca_blob not in self.cas:
             return refuse("certificate signed by a CA that is not trusted")
+        if not certs.signature_valid(cert):
+            return refuse("invalid CA signature on the certificate")
         if cert.cert_type != certs.USER_CERT:
             return refuse("a host certificate cannot log in as a user")
         why = self.revocation.cert_revoked(cert.key_blob, cert.ca_blob, cert.serial, cert.key_id)
