@@ -243,8 +243,10 @@ def _certificates(body: _Reader, krl: KRL, ranges: dict[bytes, list[tuple[int, i
         kind = body.byte()
         sub = _Reader(body.string(), "certificate subsection")
         if kind == CERT_SERIAL_LIST:
-            while not sub.done():
-                entry.serials.add(sub.uint64())
+            if len(sub.data) % 8:
+                raise KRLError("truncated certificate subsection")
+            entry.serials.update(n for (n,) in struct.iter_unpack(">Q", sub.data))
+            continue
         elif kind == CERT_SERIAL_RANGE:
             low, high = sub.uint64(), sub.uint64()
             if low > high:
