@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "inspect": {"config", "state"},  # checks, quarantine, approvals
     "storage": {"config", "audit"},
     "transfer": {"config", "audit", "storage"},
-    "site": {"config", "policy", "storage", "inspect"},  # inspect: trust anchors checked
+    "site": {"config", "policy", "auth", "storage", "inspect"},  # inspect: trust anchors checked
     "gateway": {
         "_asyncssh",
         "config",

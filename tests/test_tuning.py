@@ -68,6 +68,8 @@ SOURCE_SHA256 = {
     "SSHConnection.send_packet": "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
     "SSHConnection.send_userauth_failure": "30f1eb63d0cb74c9197c86e7bcd8d923ece10d84ad2a89a993483f7010025126",  # noqa: E501
     "SSHConnection.send_userauth_success": "812e749ee2432e4b667cf83a1d7fa6b25a2ad79da298d05fa36c8e69d6002fb8",  # noqa: E501
+    "SSHServerConnection._validate_client_public_key": "6a630986a379808403b67a83cf8d9720b596c12f69a11c63437e17004bcf2bff",  # noqa: E501
+    "SSHServerConnection.validate_public_key": "eb5e224339282892cd579de8cad03ac72612f9a82dc67ff2401d67e5e32e792f",  # noqa: E501
     "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
     "SSHServerConnection.kbdint_auth_supported": "7e661408a3fb50f2bedc1850df1fe5e4f653335ad3a1c808b89a70c6f4befaf3",  # noqa: E501
     "SSHServerConnection.public_key_auth_supported": "15574dcfbd63ad3cd5f2384dbb7ae4ef1dc20333fa8d9809497b04e8662786e2",  # noqa: E501

@@ -5,8 +5,9 @@ package and imports nothing else of Conduit's (tests/test_imports.py): the
 run-time changes for throughput (:mod:`.tuning`), the key-exchange fix
 (:mod:`.kexinit`), authentication attempts asyncssh answers itself
 (:mod:`.authwatch`), logins that take two methods (:mod:`.multifactor`),
-the SFTP server handler's private tables and methods (:mod:`.sftpserver`)
-and a stream session's channel (:mod:`.channel`).
+user certificates judged by Conduit, not asyncssh (:mod:`.certwatch`), the
+SFTP server handler's private tables and methods (:mod:`.sftpserver`) and a
+stream session's channel (:mod:`.channel`).
 :mod:`.pins` lists every private member used; tests/test_tuning.py pins each
 one's source to asyncssh 2.24.1. ``patches/`` holds the throughput changes
 as diffs against asyncssh's own source, ready to propose upstream.

@@ -14,13 +14,22 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from conduit._asyncssh import authwatch, channel, kexinit, multifactor, sftpserver, tuning
+from conduit._asyncssh import (
+    authwatch,
+    certwatch,
+    channel,
+    kexinit,
+    multifactor,
+    sftpserver,
+    tuning,
+)
 
 MEMBERS: dict[str, Any] = {
     **tuning.ORIGINALS,
     **tuning.USES,
     **kexinit.USES,
     **authwatch.USES,
+    **certwatch.USES,
     **multifactor.USES,
     **sftpserver.USES,
     **channel.USES,

@@ -13,6 +13,7 @@ from rich.text import Text
 from conduit.config.crypto import effective
 from conduit.config.model import Config
 from conduit.inspect.clamd import parse_address, ping
+from conduit.names import escape
 from conduit.site.build import inspect
 from conduit.site.check import coverage
 
@@ -138,7 +139,7 @@ def show(config: Config, out: Console) -> None:
             users,
             name,
             ", ".join(user.roles) or "-",
-            str(len(user.keys)),
+            _keys_cell(config, name),
             ", ".join(str(n) for n in user.networks) or "(any zone)",
         )
     out.print(users)
@@ -203,3 +204,15 @@ def flow_matrix(config: Config) -> Table:
 def _row(table: Table, *values: str) -> None:
     """Add a row of plain text: names and globs like ``[ab]*`` are not markup."""
     table.add_row(*(Text(v) for v in values))
+
+
+def _keys_cell(config: Config, name: str) -> str:
+    """How a user logs in: the keys listed, a key file, certificates for which principals."""
+    user = config.users[name]
+    parts = [str(len(user.keys))]
+    if user.authorized_keys is not None:
+        parts.append("file")
+    if config.auth.trusted_user_ca_keys:
+        principals = user.principals if user.principals is not None else [name]
+        parts.append("certs: " + ", ".join(escape(p) for p in principals))
+    return " + ".join(parts)

@@ -40,5 +40,6 @@ class Defender(_Section):
 class AuthConfig(_Section):
     trusted_user_ca_keys: list[Path] = []  # OpenSSH CA public keys
     revoked_keys: Path | None = None  # an OpenSSH KRL or a list of public keys
+    certificate_clock_skew: Duration = 60.0  # grace before a certificate's valid_after
     second_factor: SecondFactor = SecondFactor()
     defender: Defender = Defender()

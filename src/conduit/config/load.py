@@ -70,6 +70,7 @@ def absolutize(config: Config, base: Path) -> Config:
         update={
             "data_dir": fix(gw.data_dir),
             "host_keys": [fix(k) for k in gw.host_keys],
+            "host_certificates": [fix(c) for c in gw.host_certificates],
         }
     )
     audit = config.audit.model_copy(

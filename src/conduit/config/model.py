@@ -117,6 +117,8 @@ class GatewayConfig(Section):
     listen: str = "127.0.0.1:2222"
     data_dir: Path = Path("data")
     host_keys: list[Path] = []
+    # OpenSSH host certificates for those keys (ssh-keygen -h), read at start
+    host_certificates: list[Path] = []
     node: str = Field(default_factory=socket.gethostname)
     timezone: str = "UTC"
     # fsync every upload and its folder before reporting success (survives a

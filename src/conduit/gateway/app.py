@@ -19,6 +19,7 @@ from conduit._asyncssh import tuning
 from conduit.audit import Auditor
 from conduit.audit.events import EventType
 from conduit.audit.noise import NoiseLog
+from conduit.auth.identity import Identity
 from conduit.auth.secrets import SecretStore
 from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
@@ -27,7 +28,7 @@ from conduit.gateway.control import ControlServer, Handler, socket_path
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
-from conduit.gateway.hostkey import load_host_key
+from conduit.gateway.hostkey import load_host_certificates, load_host_key
 from conduit.gateway.operations import Recorder
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
@@ -35,25 +36,36 @@ from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
 from conduit.gateway.twofactor import journal_enrolment
 from conduit.policy import Policy
-from conduit.site.build import load_checked, user_keys
+from conduit.site.build import build, identity
 from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 
 log = logging.getLogger("conduit.gateway")
 
 
-def host_keypairs(keys: list[asyncssh.SSHKey], allowed: tuple[str, ...]) -> list[Any]:
+def host_keypairs(
+    keys: list[asyncssh.SSHKey],
+    allowed: tuple[str, ...],
+    certificates: list[asyncssh.SSHCertificate] | None = None,
+) -> list[Any]:
     """The host keys, each offered only under the signature algorithms allowed
-    (an RSA key would otherwise also sign with SHA-1 as ``ssh-rsa``)."""
+    (an RSA key would otherwise also sign with SHA-1 as ``ssh-rsa``); a key
+    with a host certificate is offered with it too (``...-cert-v01@openssh.com``,
+    allowed when its plain algorithm is)."""
     pairs = []
-    for pair in asyncssh.load_keypairs(keys):
-        algs = tuple(a for a in pair.host_key_algorithms if a.decode("ascii") in allowed)
+    for pair in asyncssh.load_keypairs(keys, certlist=certificates or []):
+        algs = tuple(a for a in pair.host_key_algorithms if _plain(a.decode("ascii")) in allowed)
         if algs:
             pair.host_key_algorithms = algs
             pairs.append(pair)
     if not pairs:
         raise ListenError("no host key can sign with the host_keys algorithms configured")
     return pairs
+
+
+def _plain(algorithm: str) -> str:
+    """``rsa-sha2-512-cert-v01@openssh.com`` -> ``rsa-sha2-512``."""
+    return algorithm.removesuffix("-cert-v01@openssh.com")
 
 
 class ListenError(Exception):
@@ -67,7 +79,7 @@ class Gateway:
     def __init__(self, config: Config, *, recorder: Recorder | None = None) -> None:
         self.config = config
         self._policy = Policy(config)
-        self._keys = user_keys(config)
+        self._identity = identity(config)
         # Without a recorder given (tests give one), start() opens the journal.
         self._journal: EventLog | None = None
         self._recorder = recorder
@@ -88,6 +100,7 @@ class Gateway:
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.host_keys: list[asyncssh.SSHKey] = []
+        self.host_certificates: list[asyncssh.SSHCertificate] = []
         self._stopping = threading.Event()
         #: Authenticated connections (what a reload may revoke).
         self.connections: set[Connection] = set()
@@ -129,8 +142,9 @@ class Gateway:
             self.noise.refused,
         )
 
-    def keys_of(self, user: str) -> frozenset[bytes]:
-        return self._keys.get(user, frozenset())
+    @property
+    def identity(self) -> Identity:
+        return self._identity
 
     def totp(self) -> Verifier:
         """TOTP secrets and replay marks (``data_dir/state.sqlite``), opened on first use."""
@@ -273,6 +287,7 @@ class Gateway:
         gw = self.config.gateway
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
+        self.host_certificates = load_host_certificates(self.config)
         if self._recorder is None:
             auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
             self._journal = EventLog(auditor)
@@ -318,7 +333,9 @@ class Gateway:
                 int(port),
                 tunnel=self.gate,  # our listener: admission before asyncssh
                 server_factory=lambda: Connection(self),
-                server_host_keys=host_keypairs(self.host_keys, algs.host_keys),
+                server_host_keys=host_keypairs(
+                    self.host_keys, algs.host_keys, self.host_certificates
+                ),
                 kex_algs=list(algs.kex),
                 encryption_algs=list(algs.ciphers),
                 mac_algs=list(algs.macs),
@@ -343,8 +360,8 @@ class Gateway:
         source = path or self.config.source
         if source is None:
             raise ConfigError(None, ["the embedded default cannot be reloaded"])
-        config = load_checked(source)
-        keys = user_keys(config)
+        site = build(source)
+        config, keys = site.config, site.identity
         policy = Policy(config)
         areas = self._build_backends(config)
         try:
@@ -354,7 +371,7 @@ class Gateway:
                 if self.areas.get(name) is not backend:
                     self.spawn(backend.close())  # built for nothing: give its folder back
             raise
-        self.config, self._policy, self._keys = config, policy, keys
+        self.config, self._policy, self._identity = config, policy, keys
         before, self.areas, self.devices = self.areas, areas, devices
         self.noise.interval = config.gateway.limits.auth_failure_summary_interval
         self.noise.min_free = int(config.gateway.limits.journal_min_free)

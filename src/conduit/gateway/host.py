@@ -15,6 +15,7 @@ from conduit.gateway.operations import Site
 
 if TYPE_CHECKING:
     from conduit.audit.noise import NoiseLog
+    from conduit.auth.identity import Identity
     from conduit.auth.totp import Verifier
     from conduit.config import Config
     from conduit.gateway.gate import Listener
@@ -44,7 +45,10 @@ class ConnectionHost(Site, Protocol):
 
     def auditor_available(self) -> bool: ...
 
-    def keys_of(self, user: str) -> frozenset[bytes]: ...
+    @property
+    def identity(self) -> Identity:
+        """Who may log in (keys, CAs, revocation), as the policy in force says."""
+        ...
 
     def totp(self) -> Verifier:
         """The second factor's secrets and replay marks."""

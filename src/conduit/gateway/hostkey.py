@@ -1,4 +1,5 @@
-"""The gateway's host key: the configured ones, or one made once and kept."""
+"""The gateway's host key: the configured ones, or one made once and kept;
+and the OpenSSH host certificates that vouch for them."""
 
 from __future__ import annotations
 
@@ -22,3 +23,9 @@ def load_host_key(config: Config) -> list[asyncssh.SSHKey]:
             out.write(key.export_private_key())
         path.with_suffix(".pub").write_bytes(key.export_public_key())
     return [asyncssh.read_private_key(path)]
+
+
+def load_host_certificates(config: Config) -> list[asyncssh.SSHCertificate]:
+    """The configured host certificates (``conduit check`` made sure each one
+    is a host certificate for one of the host keys)."""
+    return [asyncssh.read_certificate(path) for path in config.gateway.host_certificates]

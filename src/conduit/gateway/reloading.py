@@ -11,7 +11,9 @@ policy in force stays.
 Once a new policy is in force, what it no longer allows stops now, not at the
 next login:
 
-- a session whose user is gone, or whose key is gone, is revoked;
+- a session whose user is gone, or whose key or certificate would now be
+  refused (removed, revoked by the revocation list, its CA no longer
+  trusted, its from= no longer matching), is revoked;
 - a session with an open transfer the new policy refuses (a grant or conduit
   removed, a size limit lowered below what has arrived) is revoked;
 - any other session stays open; its next request is decided by the new
@@ -95,8 +97,13 @@ def revocation(connection: Connection, gateway: Gateway) -> str | None:
     if user not in gateway.config.users:
         return "user removed from the policy"
     key = connection.key
-    if key is None or key.public_data not in gateway.keys_of(user):
+    if connection.certificate is None and (
+        key is None or key.public_data not in gateway.identity.keys_of(user)
+    ):
         return "key removed from the policy"
+    why = connection.standing()
+    if why is not None:
+        return f"login no longer allowed: {why}"
     if "totp" not in connection.factors and connection.second.required(user):
         return "a second factor (TOTP) is now required"
     policy = gateway.policy

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
-from conduit._asyncssh import authwatch, multifactor
+from conduit._asyncssh import authwatch, certwatch, multifactor
 from conduit._asyncssh.channel import binary_channel, channel
+from conduit.auth import certs
+from conduit.auth.identity import Verdict
 from conduit.config.crypto import negotiated
 from conduit.gateway.admission import Admission
 from conduit.gateway.gate import Ticket
@@ -77,6 +79,10 @@ class Connection(asyncssh.SSHServer):
         self.failures = 0
         self.asked_none: str | None = None  # the user name of a first "none" request
         self.key: asyncssh.SSHKey | None = None
+        # the certificate that logged in, and the one key its signature check may use
+        self.certificate: certs.Certificate | None = None
+        self._primed: tuple[str, bytes] | None = None
+        self.login_fields: dict[str, Any] = {}
         self.second = SecondFactor(self)  # TOTP after the key, where required
         self.factors = ["publickey"]  # what the login took (session.start's ``factors``)
         self.sessions = 0
@@ -100,6 +106,7 @@ class Connection(asyncssh.SSHServer):
         self.ticket = ticket
         authwatch.watch(conn, self._other_method, self.second.served)
         multifactor.install(conn, self.second.decide)
+        certwatch.watch(conn, self._judge_certificate)
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_waiting = self.ticket is not None
@@ -183,9 +190,17 @@ class Connection(asyncssh.SSHServer):
         return self.second.respond(username, responses)
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self._primed is not None and self._primed == (username, key.public_data):
+            # a certificate _judge_certificate accepted: asyncssh now checks its signature
+            self._primed = None
+            self.key = key
+            return True
+        self._primed = None
         reason = self._refusal(username, key)
         if reason is None:
             self.key = key  # the key the client then proves it holds
+            self.certificate = None
+            self.login_fields = {}
             if self.ticket is not None:
                 self.gateway.counters.admission.protect(self.ticket)
             return True
@@ -217,14 +232,60 @@ class Connection(asyncssh.SSHServer):
             return False
         return True
 
-    def _refusal(self, username: str, key: asyncssh.SSHKey) -> str | None:
+    def _judge_certificate(self, username: str, blob: bytes) -> bytes | None:
+        """An OpenSSH certificate offered (see certwatch): the certified plain
+        key if it may log in as ``username``, else None (journalled)."""
+        self._primed = None
+        try:
+            cert = certs.parse(blob)
+        except certs.CertificateError as exc:
+            self._failed("publickey", username, f"certificate refused: {exc}")
+            return None
+        verdict = self._gatekeeping() or self.gateway.identity.check_certificate(
+            username, cert, self.source
+        )
+        if verdict.reason is not None:
+            fingerprint = _fingerprint(cert.key_blob)
+            self._failed(
+                "publickey",
+                username,
+                verdict.reason,
+                key_fingerprint=fingerprint,
+                **verdict.fields,
+            )
+            if verdict.reason == JOURNAL_DOWN and self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, JOURNAL_DOWN)
+            return None
+        self.certificate = cert
+        self.login_fields = dict(verdict.fields)
+        self._primed = (username, cert.key_blob)
+        if self.ticket is not None:
+            self.gateway.counters.admission.protect(self.ticket)
+        return cert.key_blob
+
+    def _gatekeeping(self) -> Verdict | None:
+        """Refusals that come before any key is looked at."""
         if not self.gateway.auditor_available():
-            return JOURNAL_DOWN
+            return Verdict(JOURNAL_DOWN)
         if self.zone is None:
-            return "source address is in no zone"
-        if key.public_data not in self.gateway.keys_of(username):
-            return "unknown user or key"
+            return Verdict("source address is in no zone")
         return None
+
+    def _refusal(self, username: str, key: asyncssh.SSHKey) -> str | None:
+        verdict = self._gatekeeping() or self.gateway.identity.check_key(
+            username, key.public_data, self.source
+        )
+        return verdict.reason
+
+    def standing(self) -> str | None:
+        """Why this login would be refused now (a reload changed the keys, the
+        CAs or the revocation list), or None."""
+        if self.user is None or self.key is None:
+            return "no key"
+        identity = self.gateway.identity
+        if self.certificate is not None:
+            return identity.check_certificate(self.user, self.certificate, self.source).reason
+        return identity.check_key(self.user, self.key.public_data, self.source).reason
 
     def auth_completed(self) -> None:
         self._leave_unauthenticated()
@@ -241,6 +302,7 @@ class Connection(asyncssh.SSHServer):
             factors=self.factors,
             client_version=self.conn.get_extra_info("client_version"),
             key_fingerprint=key.get_fingerprint() if key else None,
+            **self.login_fields,
             **negotiated(self.conn),
         )
         idle = self.gateway.config.gateway.limits.idle_timeout
@@ -249,11 +311,12 @@ class Connection(asyncssh.SSHServer):
 
     def _key_revoked(self) -> bool:
         """A reload between the key's check and its signature may have removed
-        it (or its user); the reload's revocation pass did not see this
-        connection yet, so refuse it here."""
-        if self.user and self.key and self.key.public_data in self.gateway.keys_of(self.user):
+        it (or its user, or revoked it); the reload's revocation pass did not
+        see this connection yet, so refuse it here."""
+        why = self.standing()
+        if why is None:
             return False
-        self._failed("publickey", self.user or "", "key removed by a policy reload")
+        self._failed("publickey", self.user or "", f"refused after a policy reload: {why}")
         if self.conn is not None:
             self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "access revoked by a policy reload")
         return True
@@ -289,6 +352,13 @@ class Connection(asyncssh.SSHServer):
         assert self.user is not None
         self.sessions -= 1
         self.gateway.counters.sessions_per_user[self.user] -= 1
+
+
+def _fingerprint(blob: bytes) -> str | None:
+    try:
+        return certs.key_from_blob(blob).get_fingerprint()
+    except (asyncssh.KeyImportError, ValueError):
+        return None
 
 
 class Session(SSHServerStreamSession[bytes]):

@@ -5,7 +5,8 @@ SIGHUP handler all go through :func:`inspect`, so a file that passes
 ``check`` is a file the gateway starts with (or reloads to): the same parse,
 the same cross-reference checks (:mod:`conduit.site.check`), and then what
 start-up does with the values: the compiled :class:`~conduit.policy.Policy`,
-every user key, every host key file, every device's settings
+every user key (with its options), the trusted CAs and the revocation list,
+every host key file, every device's settings
 (:func:`conduit.storage.relay.settings.device_problems`). Nothing is
 created, no socket is opened, no device is contacted.
 
@@ -15,12 +16,14 @@ Every problem is one line naming the file, the line and the key.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
+from conduit.auth import certs
+from conduit.auth.identity import Identity
+from conduit.auth.identity import load as load_identity
 from conduit.config.load import ConfigError, key_of, load, locate
 from conduit.config.model import Config
 from conduit.inspect.anchors import anchor_problems
@@ -35,12 +38,13 @@ DEFAULT_HOST_KEY = "host_ed25519"
 class Site:
     """What the gateway is built from: the config and what it compiles to.
 
-    From ``inspect(..., files=False)`` the key sets are empty (not read).
+    From ``inspect(..., files=False)`` the identity is empty (nothing read).
     """
 
     config: Config
     policy: Policy
-    user_keys: Mapping[str, frozenset[bytes]]
+    identity: Identity
+    """Who may log in: keys, CAs, revocation (empty when ``files=False``)."""
     host_keys: list[asyncssh.SSHKey]
     """The configured host keys, or the existing generated one; empty: serve makes one."""
 
@@ -107,6 +111,28 @@ def _host_keys(config: Config, found: _Findings) -> list[asyncssh.SSHKey]:
     return keys
 
 
+def _host_certificates(config: Config, found: _Findings, host_keys: list[asyncssh.SSHKey]) -> None:
+    """Each host certificate must load, be a host certificate, and certify a host key."""
+    ours = {bytes(k.public_data) for k in host_keys}
+    for index, path in enumerate(config.gateway.host_certificates):
+        loc = ("gateway", "host_certificates", str(index))
+        try:
+            cert = certs.parse(bytes(asyncssh.read_certificate(path).public_data))
+        except FileNotFoundError:
+            found.error(loc, f"{path}: no such file")
+            continue
+        except OSError as exc:
+            found.error(loc, f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})")
+            continue
+        except (asyncssh.KeyImportError, ValueError):
+            found.error(loc, f"{path}: not an OpenSSH certificate (ssh-keygen -s CA -h ...)")
+            continue
+        if cert.cert_type != certs.HOST_CERT:
+            found.error(loc, f"{path}: a user certificate, not a host one (sign with -h)")
+        elif cert.key_blob not in ours:
+            found.error(loc, f"{path}: certifies none of the gateway's host keys")
+
+
 def _folders(config: Config, found: _Findings) -> None:
     """Folders serve creates must be folders (or creatable) and not files."""
     for loc, path in (
@@ -117,31 +143,24 @@ def _folders(config: Config, found: _Findings) -> None:
             found.error(loc, f"{path} exists and is not a folder")
 
 
-def _user_keys(config: Config, found: _Findings) -> dict[str, frozenset[bytes]]:
-    """Each user's keys as public key blobs, as the gateway compares them."""
-    keys: dict[str, frozenset[bytes]] = {}
-    for name, user in config.users.items():
-        blobs = set()
-        for index, text in enumerate(user.keys):
-            try:
-                blobs.add(asyncssh.import_public_key(text).public_data)
-            except (asyncssh.KeyImportError, ValueError):
-                found.error(
-                    ("users", name, "keys", str(index)),
-                    'not an OpenSSH public key (one .pub line: "ssh-ed25519 AAAA... comment")',
-                )
-        keys[name] = frozenset(blobs)
-    return keys
+def _identity(config: Config, found: _Findings) -> Identity:
+    """Each user's keys (with their options), the trusted CAs, the revocation list."""
+    identity, findings = load_identity(config)
+    for f in findings:
+        line = locate(found.text, list(f.loc)) if found.text else None
+        found.problems.append(Problem(f.severity, key_of(f.loc), f.message, line, f.loc))
+    return identity
 
 
-def user_keys(config: Config) -> dict[str, frozenset[bytes]]:
-    """:func:`_user_keys` for a config handed to the gateway directly (the embedded
-    default, tests): :class:`ConfigError` names each entry that is not a key."""
+def identity(config: Config) -> Identity:
+    """:func:`_identity` for a config handed to the gateway directly (the embedded
+    default, tests): :class:`ConfigError` names each error."""
     found = _Findings("")
-    keys = _user_keys(config, found)
-    if found.problems:
-        raise ConfigError(config.source, [str(p) for p in found.problems])
-    return keys
+    built = _identity(config, found)
+    errors = [str(p) for p in found.problems if p.severity == "error"]
+    if errors:
+        raise ConfigError(config.source, errors)
+    return built
 
 
 def _siem(config: Config, found: _Findings) -> None:
@@ -202,11 +221,12 @@ def inspect(path: Path | str, *, files: bool = True) -> Report:
         return _report(path, found, None)
     found.problems.extend(check(config, text))
     host_keys: list[asyncssh.SSHKey] = []
-    user_keys: dict[str, frozenset[bytes]] = {}
+    ident = Identity({}, {}, {})
     if files:
         _folders(config, found)
         host_keys = _host_keys(config, found)
-        user_keys = _user_keys(config, found)
+        _host_certificates(config, found, host_keys)
+        ident = _identity(config, found)
         _siem(config, found)
         _devices(config, found)
         for loc, message in anchor_problems(config):
@@ -218,7 +238,7 @@ def inspect(path: Path | str, *, files: bool = True) -> Report:
         except PolicyError as exc:
             found.error((), str(exc))
         else:
-            site = Site(config, policy, user_keys, host_keys)
+            site = Site(config, policy, ident, host_keys)
     return _report(path, found, site)
 
 

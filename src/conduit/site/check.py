@@ -158,13 +158,13 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 if why:
                     error(*loc, "paths", str(p_index), message=f"{pattern!r}: {why}")
 
-    # Users: roles that exist, a key to log in with, networks inside a zone.
+    # Users: roles that exist, a key (or a certificate) to log in with, networks inside a zone.
     used_roles: set[str] = set()
     for user_name, user in config.users.items():
         bad = _bad_name(user_name)
         if bad:
             error("users", user_name, message=bad)
-        if not user.keys:
+        if not (user.keys or user.authorized_keys or config.auth.trusted_user_ca_keys):
             error("users", user_name, "keys", message="no key: this user can never log in")
         if not user.roles:
             warning("users", user_name, "roles", message="no roles: this user may do nothing")

@@ -3,7 +3,8 @@ inside (or around) an area of another zone.
 
 An area is served to users; anything inside its folder is theirs to read or
 replace as far as their grants go. So an area must not be the data dir, hold
-it, or overlap the journal, the relay state or any key file; and an area of one
+it, or overlap the journal, the relay state or any key file (host keys,
+CA keys, the revocation list, authorized_keys files); and an area of one
 zone nested in an area of another would let the outer zone's users reach the
 inner zone's files without a conduit. An area in a folder of its own below the
 data dir (``data/areas/inbox``, the default layout) touches none of these.
@@ -40,6 +41,20 @@ def _private(config: Config) -> list[tuple[str, Path, bool]]:
         ("gateway.data_dir (relay state)", data / "relay", True),
     ]
     items += [(f"gateway.host_keys[{i}]", p, False) for i, p in enumerate(gw.host_keys)]
+    # who may log in: a user who could write these could let anyone in
+    items += [
+        (f"gateway.host_certificates[{i}]", p, False) for i, p in enumerate(gw.host_certificates)
+    ]
+    auth = config.auth
+    items += [
+        (f"auth.trusted_user_ca_keys[{i}]", p, False)
+        for i, p in enumerate(auth.trusted_user_ca_keys)
+    ]
+    if auth.revoked_keys is not None:
+        items.append(("auth.revoked_keys", auth.revoked_keys, False))
+    for name, user in config.users.items():
+        if user.authorized_keys is not None:
+            items.append((f"users.{name}.authorized_keys", user.authorized_keys, False))
     for name, device in config.devices.items():
         for key in ("identity", "password_file", "known_hosts"):
             value = getattr(device, key)
