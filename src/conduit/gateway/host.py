@@ -16,6 +16,7 @@ from conduit.gateway.operations import Site
 if TYPE_CHECKING:
     from conduit.audit.noise import NoiseLog
     from conduit.config import Config
+    from conduit.gateway.defending import Defence
     from conduit.gateway.gate import Listener
     from conduit.gateway.server import Connection, Counters
 
@@ -35,6 +36,9 @@ class ConnectionHost(Site, Protocol):
 
     @property
     def noise(self) -> NoiseLog: ...
+
+    @property
+    def defence(self) -> Defence: ...
 
     @property
     def connections(self) -> set[Connection]:
