@@ -214,3 +214,32 @@ def test_only_a_policy_with_the_section_is_defended(tmp_path: Path) -> None:
     base = f'[gateway]\ndata_dir = "{tmp_path}"\n'
     assert not active(parse(base).auth)
     assert active(parse(base + "[auth.defender]\n").auth)
+
+
+def test_how_a_connection_ended_is_scored() -> None:
+    import asyncssh
+
+    from conduit.gateway.defending import offence
+
+    assert offence(0, asyncssh.ProtocolError("bad packet")) is Offence.PROTOCOL_ERROR
+    assert offence(3, asyncssh.MACError("bad mac")) is Offence.PROTOCOL_ERROR
+    assert offence(0, asyncssh.ConnectionLost("Login timeout expired")) is Offence.GRACE_EXPIRED
+    assert offence(2, asyncssh.ConnectionLost("Connection lost")) is Offence.AUTH_FAILED
+    assert offence(0, None) is Offence.NO_AUTH
+    # no common algorithm is an old client, not an attack: no heavier than no_auth
+    assert offence(0, asyncssh.KeyExchangeFailed("no matching kex")) is Offence.NO_AUTH
+
+
+def test_new_users_get_a_defender_that_spares_this_host(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from conduit.config.default import embedded
+
+    demo = embedded(tmp_path, keys=[])
+    starter = resources.files("conduit.config").joinpath("starter.toml").read_text()
+    assert "[auth.defender]" in starter
+    assert active(demo.auth)
+    for config in (demo,):
+        defender = Defender(config.auth.defender)
+        assert flood(defender, "127.0.0.1", 1000) == [] and flood(defender, "::1", 1000) == []
+        assert flood(defender, "127.0.0.2", 20)  # another address is not spared
