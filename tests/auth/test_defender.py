@@ -243,3 +243,15 @@ def test_new_users_get_a_defender_that_spares_this_host(tmp_path: Path) -> None:
         defender = Defender(config.auth.defender)
         assert flood(defender, "127.0.0.1", 1000) == [] and flood(defender, "::1", 1000) == []
         assert flood(defender, "127.0.0.2", 20)  # another address is not spared
+
+
+def test_threshold_quick_failures_ban_despite_a_little_decay() -> None:
+    defender, clock = make(threshold=10, half_life="10m")
+    for _ in range(9):
+        assert defender.penalise(ip_address("192.0.2.3"), FAIL) is None
+        clock.now += 0.5
+    assert defender.penalise(ip_address("192.0.2.3"), FAIL) is not None  # 9.97 points
+    slow, clock = make(threshold=10, half_life="10m")
+    for _ in range(10):  # one a minute: ~8.5 points by the tenth
+        assert slow.penalise(ip_address("192.0.2.3"), FAIL) is None
+        clock.now += 60

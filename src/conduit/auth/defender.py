@@ -54,6 +54,10 @@ Address = IPv4Address | IPv6Address
 
 #: Below this a score is forgotten (it would take ~10 half-lives to get here from 1,000).
 FORGOTTEN = 0.01
+#: A score this close to the threshold reaches it: ``threshold`` offences in a
+#: quick row have decayed a little by the last one, and must still ban (1 % is
+#: what a score loses in ~9 s at the default half-life).
+NEAR = 0.99
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS defender_sources (
@@ -224,7 +228,7 @@ class Defender:
         source.score = source.decayed(now, self.settings.half_life) + weight
         source.scored_at = now
         source.reasons[offence.value] += 1
-        if source.score < self.settings.threshold:
+        if source.score < self.settings.threshold * NEAR:
             return None
         return self._ban(source, now)
 
