@@ -11,6 +11,7 @@ asyncssh ``local_addr``, OpenSSH ``-o BindAddress``).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import socket
@@ -18,15 +19,17 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 import pytest
 
+from conduit.cli.main import main
 from conduit.config import parse
 from tests.audit.syslog_listener import Listener
-from tests.gateway.test_reload_live import conduit, of
+from tests.gateway.test_reload_live import of
 from tests.support.gateway import (
     RunningGateway,
     policy_text,
@@ -43,6 +46,24 @@ FLOOD, HONEST, ALLOWED = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 THRESHOLD = 4
 #: Connections the flood may make at most (the ban must come long before).
 MAX_FLOOD = 20
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def conduit(*args: str) -> Ran:
+    """The command line, in this process (the gateway it talks to is another)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # --help
+            code = int(exc.code or 0)
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 @dataclass
