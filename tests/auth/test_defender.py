@@ -12,6 +12,7 @@ from conduit.auth.defender import (
     Defender,
     Offence,
     active,
+    number,
     parse_source,
     request_unban,
     rows,
@@ -68,6 +69,11 @@ def test_ipv6_sources_are_grouped_by_64() -> None:
     for text in ("::ffff:192.0.2.1", "2001:db8::5", "192.0.2.1"):
         assert source_key(ip_address(text)) == admission_key(ip_address(text))
     assert source_key(ip_address("::ffff:192.0.2.1")) == "192.0.2.1"
+    # the accept-time number: one per source, IPv4 and IPv6 never collide
+    assert number(ip_address("::ffff:192.0.2.1")) == number(ip_address("192.0.2.1"))
+    assert number(ip_address("2001:db8::1")) == number(ip_address("2001:db8::ffff:1"))
+    assert number(ip_address("::c000:201")) != number(ip_address("192.0.2.1"))
+    assert number(ip_address("::")) != number(ip_address("0.0.0.0"))
 
 
 def test_an_allowed_network_is_never_banned() -> None:

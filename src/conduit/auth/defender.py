@@ -102,6 +102,18 @@ def source_key(address: Address) -> str:
     return str(address)
 
 
+def number(address: Address) -> int:
+    """The source as one int, for the accept-time lookup (``str()`` of an
+    address costs ~20 times more): an IPv4 address below 2**32, an IPv6 /64
+    as its upper 64 bits above 2**64."""
+    if isinstance(address, IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is None:
+            return (int(address) >> 64) | (1 << 64)
+        return int(mapped)
+    return int(address)
+
+
 def parse_source(text: str) -> str:
     """The source key of what a person typed (an address, or an IPv6 /64 as
     ``conduit defender list`` shows it); ValueError with a one-line reason."""
@@ -186,8 +198,8 @@ class Defender:
         self._db = db
         self._clock = clock
         self._sources: dict[str, Source] = {}
-        #: Banned sources and until when: the accept-time lookup.
-        self._bans: dict[str, float] = {}
+        #: Banned sources (key and until when) by :func:`number`: the accept-time lookup.
+        self._bans: dict[int, tuple[str, float]] = {}
         self._full_warned = False
         if db is not None:
             db.ensure(SCHEMA)
@@ -197,16 +209,21 @@ class Defender:
 
     def banned(self, address: Address) -> float | None:
         """Until when ``address``'s source is banned (Unix time), or None. O(1)."""
+        ban = self.ban_of(address)
+        return None if ban is None else ban[1]
+
+    def ban_of(self, address: Address) -> tuple[str, float] | None:
+        """``address``'s source and until when it is banned, or None. O(1)."""
         if not self._bans:
             return None
-        key = source_key(address)
-        until = self._bans.get(key)
-        if until is None:
+        n = number(address)
+        ban = self._bans.get(n)
+        if ban is None:
             return None
-        if until <= self._clock():
-            del self._bans[key]  # served its time; its history stays for escalation
+        if ban[1] <= self._clock():
+            del self._bans[n]  # served its time; its history stays for escalation
             return None
-        return until
+        return ban
 
     def allowed(self, address: Address) -> bool:
         return any(address in network for network in self.settings.allow)
@@ -218,9 +235,9 @@ class Defender:
         weight = float(getattr(self.settings, offence.value))
         if weight <= 0.0 or self.allowed(address):
             return None
-        key = source_key(address)
-        if key in self._bans and self.banned(address) is not None:
+        if self.banned(address) is not None:
             return None  # already banned (a connection admitted before the ban ends)
+        key = source_key(address)
         now = self._clock()
         source = self._sources.get(key) or self._track(key)
         if source is None:
@@ -251,7 +268,7 @@ class Defender:
         source.ban_score = ban.score
         source.banned_for = dict(source.reasons)
         self._save([source])  # on disk before the source is refused
-        self._bans[source.key] = ban.until
+        self._bans[number(_first_address(source.key))] = (source.key, ban.until)
         source.score = 0.0  # it starts afresh when the ban ends; ``bans`` remembers
         source.reasons = Counter()
         return ban
@@ -277,7 +294,8 @@ class Defender:
         (amortised: one sort per max_sources/4 new sources)."""
         now = self._clock()
         keep = self.settings.max_sources * 3 // 4
-        free = [s for s in self._sources.values() if s.key not in self._bans]
+        banned = {key for key, _ in self._bans.values()}
+        free = [s for s in self._sources.values() if s.key not in banned]
         free.sort(key=lambda s: (s.decayed(now, self.settings.half_life), s.last_ban))
         excess = len(self._sources) - keep
         for source in free[: max(excess, 0)]:
@@ -296,7 +314,7 @@ class Defender:
         unbans = []
         for row in rows:
             key, by = str(row["source"]), str(row["unbanned_by"])
-            until = self._bans.pop(key, 0.0)
+            _, until = self._bans.pop(number(_first_address(key)), (key, 0.0))
             self._sources.pop(key, None)
             unbans.append(Unban(key, by, until))
         if rows:
@@ -311,9 +329,9 @@ class Defender:
         """New settings (a reload); bans of sources the allow-list now covers end."""
         self.settings = settings
         lifted = []
-        for key, until in list(self._bans.items()):
+        for n, (key, until) in list(self._bans.items()):
             if self.allowed(_first_address(key)):
-                del self._bans[key]
+                del self._bans[n]
                 self._sources.pop(key, None)
                 lifted.append(Unban(key, "allow-list", until))
         if lifted and self._db is not None:
@@ -390,7 +408,7 @@ class Defender:
             if not self._worth_keeping(source, now):
                 continue
             if source.banned_until > now:
-                self._bans[source.key] = source.banned_until
+                self._bans[number(_first_address(source.key))] = (source.key, source.banned_until)
             self._sources[source.key] = source
             if len(self._sources) >= self.settings.max_sources:
                 break

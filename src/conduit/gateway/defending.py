@@ -31,7 +31,7 @@ from typing import Any
 import asyncssh
 
 from conduit.audit.events import EventType
-from conduit.auth.defender import Address, Ban, Defender, Offence, Unban, active, source_key, when
+from conduit.auth.defender import Address, Ban, Defender, Offence, Unban, active, when
 from conduit.config import Config
 from conduit.gateway.admission import PER_SOURCE
 from conduit.gateway.server import LOGIN_TIMEOUT
@@ -137,8 +137,10 @@ class Defence:
     def refuse(self, address: Address) -> bool:
         """True if ``address``'s source is banned: close it unheard."""
         defender = self.defender
-        if defender is None or defender.banned(address) is None:
+        ban = None if defender is None else defender.ban_of(address)
+        if ban is None:
             return False
+        assert defender is not None
         now = time.monotonic()
         if now - self._polled >= UNBAN_POLL:
             self._polled = now
@@ -151,7 +153,7 @@ class Defence:
                 self._spawn(self._unbanned(unban))
             if unbans and defender.banned(address) is None:
                 return False
-        self._refused(source_key(address), BANNED)
+        self._refused(ban[0], BANNED)
         return True
 
     # -- scoring ------------------------------------------------------------------------
