@@ -301,3 +301,14 @@ def test_grace_expiry_and_protocol_errors_ban_too(quick: RunningGateway) -> None
     assert knock(quick.port, "127.0.0.6", b"", 5) == b""
     # another address is untouched
     assert knock(quick.port, "127.0.0.7", b"", 2).startswith(b"SSH-2.0-")
+
+
+def test_an_unusable_state_file_fails_the_start_in_one_line(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    text = policy_text(tmp_path, keys, "\n[auth.defender]\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "state.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(OSError, match=r"defender's state .* is unusable") as info:
+        start_gateway(parse(text, source=tmp_path / "conduit.toml"), keys, tmp_path)
+    assert "\n" not in str(info.value)

@@ -369,7 +369,7 @@ class Gateway:
         async with self._reloading:
             result = await reload_policy(self, via=via)
             if result.applied:
-                await self.defence.configure(self.config)
+                await self.defence.reconfigure(self.config)
             return result
 
     def install_reload_signal(self) -> None:

@@ -23,6 +23,7 @@ stopping, the journal down) is not the source's fault and scores nothing.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -35,7 +36,7 @@ from conduit.auth.defender import Address, Ban, Defender, Offence, Unban, active
 from conduit.config import Config
 from conduit.gateway.admission import PER_SOURCE
 from conduit.gateway.server import LOGIN_TIMEOUT
-from conduit.state import StateDB
+from conduit.state import STATE_FILE, StateDB
 
 log = logging.getLogger("conduit.gateway")
 
@@ -89,8 +90,14 @@ class Defence:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def open(self, config: Config) -> None:
-        """Load the bans of the last run (the data folder exists by now)."""
-        await self.configure(config)
+        """Load the bans of the last run (the data folder exists by now). An
+        unreadable state file fails the start: serving without the bans in
+        force would pardon every banned source."""
+        try:
+            await self.configure(config)
+        except sqlite3.Error as exc:  # as an OSError: `serve` says it in one line
+            path = config.gateway.data_dir / STATE_FILE
+            raise OSError(f"the defender's state {path} is unusable ({exc})") from exc
 
     async def configure(self, config: Config) -> None:
         """Start, change or stop defending, as ``config`` says (start, reload)."""
@@ -109,6 +116,14 @@ class Defence:
             lifted = self.defender.configure(settings)
         for unban in lifted + self.defender.take_unbans():
             await self._unbanned(unban)
+
+    async def reconfigure(self, config: Config) -> None:
+        """After a reload: as :meth:`configure`, but a failing state file keeps
+        the defender as it was (the reload itself is done)."""
+        try:
+            await self.configure(config)
+        except Exception as exc:
+            log.error("defender: new settings not applied, the old ones stay: %s", exc)
 
     async def sync(self) -> dict[str, Any]:
         """Journal and apply the unbans the CLI made (the control socket's ``defender``)."""
