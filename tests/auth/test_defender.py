@@ -66,8 +66,7 @@ def test_ipv6_sources_are_grouped_by_64() -> None:
     assert defender.banned(ip_address("2001:db8:1:2::abcd")) is not None
     assert defender.banned(ip_address("2001:db8:1:3::1")) is None  # the next /64
     # an IPv4-mapped address is its IPv4 source; the same grouping as admission
-    for text in ("::ffff:192.0.2.1", "2001:db8::5", "192.0.2.1"):
-        assert source_key(ip_address(text)) == admission_key(ip_address(text))
+    assert admission_key is source_key  # the per-source startup limit counts the same
     assert source_key(ip_address("::ffff:192.0.2.1")) == "192.0.2.1"
     # the accept-time number: one per source, IPv4 and IPv6 never collide
     assert number(ip_address("::ffff:192.0.2.1")) == number(ip_address("192.0.2.1"))
