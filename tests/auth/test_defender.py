@@ -99,9 +99,28 @@ def test_repeat_bans_grow_and_are_capped_then_forgotten() -> None:
         durations.append(ban.duration)
         clock.now = ban.until + 1
     assert durations == [60, 120, 240, 300, 300]
-    clock.now += 3601  # an hour without a ban: the history is gone
+    clock.now += 3601  # an hour after the last ban ended: the history is gone
     (ban,) = flood(defender, "192.0.2.1", 2)
     assert ban.duration == 60 and ban.bans == 1
+
+
+def test_bans_longer_than_forget_after_keep_their_length() -> None:
+    # the history is counted from the end of the last ban, not its start
+    defender, clock = make(threshold=1, ban_time="1h", max_ban_time="2d", forget_after="1d")
+    durations = []
+    for _ in range(8):
+        (ban,) = flood(defender, "192.0.2.1", 1)
+        durations.append(ban.duration / 3600)
+        clock.now = ban.until + 60
+    assert durations == [1, 2, 4, 8, 16, 32, 48, 48]
+
+
+def test_growth_never_overflows() -> None:
+    defender, clock = make(threshold=1, ban_time="1s", max_ban_time="1s", ban_growth=16)
+    for _ in range(300):
+        (ban,) = flood(defender, "192.0.2.1", 1)
+        clock.now = ban.until + 0.5
+    assert ban.bans == 300 and ban.duration == 1
 
 
 def test_weights_by_offence_and_zero_turns_one_off() -> None:

@@ -8,7 +8,7 @@ at once than ``max_startups_per_source``. Scores decay (they halve every
 ``half_life``), so an honest user's occasional wrong key never adds up; a
 source whose score reaches ``threshold`` is banned for ``ban_time``, and each
 repeat ban lasts ``ban_growth`` times longer, up to ``max_ban_time``. The ban
-history is forgotten after ``forget_after`` without a ban. Sources in
+history is forgotten ``forget_after`` after the last ban ended. Sources in
 ``allow`` are never scored.
 
 Bans are per source, never per user name: an attacker elsewhere cannot lock a
@@ -251,10 +251,11 @@ class Defender:
 
     def _ban(self, source: Source, now: float) -> Ban:
         s = self.settings
-        if source.last_ban and now - source.last_ban > s.forget_after:
-            source.bans = 0  # a long good spell: start again from ban_time
+        if source.banned_until and now - source.banned_until > s.forget_after:
+            source.bans = 0  # a long good spell since the last ban ended: from ban_time again
         source.bans += 1
-        duration = min(s.ban_time * s.ban_growth ** (source.bans - 1), s.max_ban_time)
+        growth = s.ban_growth ** min(source.bans - 1, 64)  # capped below anyway; no overflow
+        duration = min(s.ban_time * growth, s.max_ban_time)
         ban = Ban(
             source.key,
             round(source.score, 2),
@@ -359,7 +360,7 @@ class Defender:
         return (
             source.banned_until > now
             or source.decayed(now, s.half_life) >= FORGOTTEN
-            or (source.last_ban > 0 and now - source.last_ban <= s.forget_after)
+            or (source.banned_until > 0 and now - source.banned_until <= s.forget_after)
         )
 
     def _save(self, sources: Iterable[Source]) -> None:

@@ -43,7 +43,7 @@ class Defender(_Section):
     max_ban_time: Duration = 86400.0  # repeat bans grow up to this
     ban_growth: Annotated[float, Field(ge=1.0, le=16.0)] = 2.0  # each repeat ban x this
     half_life: Annotated[Duration, Field(gt=0)] = 600.0  # a score halves in this time
-    forget_after: Duration = 86400.0  # ban history dropped after this long without a ban
+    forget_after: Duration = 86400.0  # ban history dropped this long after the last ban ended
     max_sources: Annotated[int, Field(ge=16)] = 65536  # sources tracked in memory
     auth_failed: Annotated[float, Field(ge=0)] = 1.0  # closed after failed auth attempts
     no_auth: Annotated[float, Field(ge=0)] = 0.5  # closed before any auth attempt
