@@ -79,6 +79,7 @@ def test_an_allowed_network_is_never_banned() -> None:
     defender, _ = make(threshold=1, allow=["10.0.0.0/8"])
     assert flood(defender, "10.1.2.3", 1000) == []
     assert flood(defender, "11.1.2.3", 1)  # outside it: banned at once
+    assert flood(defender, "::ffff:10.9.9.9", 50) == []  # as a dual-stack listener sees it
 
 
 def test_occasional_failures_decay_and_never_ban() -> None:

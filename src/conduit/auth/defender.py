@@ -226,6 +226,8 @@ class Defender:
         return ban
 
     def allowed(self, address: Address) -> bool:
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack listener's IPv4 client
         return any(address in network for network in self.settings.allow)
 
     # -- scoring ------------------------------------------------------------------------
