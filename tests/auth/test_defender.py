@@ -280,3 +280,15 @@ def test_threshold_quick_failures_ban_despite_a_little_decay() -> None:
     for _ in range(10):  # one a minute: ~8.5 points by the tenth
         assert slow.penalise(ip_address("192.0.2.3"), FAIL) is None
         clock.now += 60
+
+
+def test_live_rows_decay_and_put_bans_first() -> None:
+    defender, clock = make(threshold=3, half_life="10m")
+    flood(defender, "192.0.2.1", 1)
+    flood(defender, "192.0.2.2", 3)  # banned
+    clock.now += 600
+    live = defender.live()
+    assert [r.source for r in live] == ["192.0.2.2", "192.0.2.1"]
+    assert live[0].banned_until > clock.now and live[0].reasons == {"auth_failed": 3}
+    assert live[1].banned_until == 0 and live[1].score == 0.5  # halved
+    assert defender.live(limit=1) == live[:1]

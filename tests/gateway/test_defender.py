@@ -182,10 +182,16 @@ def test_a_flood_is_banned_while_another_address_logs_in(
     assert ban["reason"] in (f"auth_failed={THRESHOLD}", f"auth_failed={THRESHOLD + 1}")
     assert ban["bans"] == 1
     assert ban["duration"] == 3600 and ban["until"].endswith("Z")
+    # one wrong key from the honest address: scored, far from a ban, and shown
+    # live by the running gateway (below the threshold it is not in the table)
+    assert flood(served, HONEST, keys["mallory"], 1, until_refused=False) == ["failed"]
     listed = conduit("defender", "list", "--json", "--config", str(served.config))
     assert listed.returncode == 0, listed.stderr
-    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert row["source"] == FLOOD and row["banned"] is True and row["bans"] == 1
+    rows = {r["source"]: r for r in map(json.loads, listed.stdout.splitlines())}
+    assert set(rows) == {FLOOD, HONEST}
+    assert rows[FLOOD]["banned"] is True and rows[FLOOD]["bans"] == 1
+    assert rows[HONEST]["banned"] is False and 0.9 < rows[HONEST]["score"] <= 1
+    assert rows[HONEST]["reasons"] == {"auth_failed": 1}
     assert wait_for(lambda: served.siem_saw('"type":"defender.ban"'), timeout=15)
 
 

@@ -420,6 +420,24 @@ class Defender:
         """Every tracked source (a copy, for tests and the console)."""
         return list(self._sources.values())
 
+    def live(self, limit: int = 1000) -> list[Row]:
+        """The sources as this gateway holds them now (decayed scores, bans in
+        force first, then the highest scores), at most ``limit``."""
+        now, half_life = self._clock(), self.settings.half_life
+        found = []
+        for s in self._sources.values():
+            banned = s.banned_until > now and self.ban_of(_first_address(s.key)) is not None
+            score = s.decayed(now, half_life)
+            if not banned and not self._worth_keeping(s, now):
+                continue
+            reasons = s.banned_for if banned else dict(s.reasons)
+            until = s.banned_until if banned else 0.0
+            found.append(
+                Row(s.key, round(score, 2), s.ban_score, s.bans, until, s.last_ban, reasons, False)
+            )
+        found.sort(key=lambda r: (-r.banned_until, -r.score, -r.last_ban, r.source))
+        return found[:limit]
+
 
 def _first_address(key: str) -> Address:
     if "/" in key:
@@ -445,7 +463,7 @@ class Row:
     """One source as the table has it (``conduit defender list``)."""
 
     source: str
-    score: float  # when last written (a ban, a clean shutdown)
+    score: float  # the table: when last written (a ban, a clean shutdown); live: now
     ban_score: float
     bans: int
     banned_until: float

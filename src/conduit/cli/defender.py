@@ -1,10 +1,12 @@
 """``conduit defender list|unban``: the sources the defender scored and banned.
 
 Both read the policy only for its data folder and work whether or not a
-gateway runs. ``list`` shows the table in ``DATA_DIR/state.sqlite``: every
-ban in force and the ban history still remembered (scores below the
-threshold live in the gateway's memory and reach the table at a ban or a
-clean shutdown). ``unban`` lifts a ban in the table and forgets the source's
+gateway runs. ``list`` asks the running gateway (control socket, command
+``defender-list``) for what it holds now -- bans in force and every score
+still worth remembering, decayed to now -- and without one shows the table
+in ``DATA_DIR/state.sqlite`` (bans, ban history, and the scores a clean
+shutdown wrote; the gateway keeps scores below the threshold in memory).
+``unban`` lifts a ban in the table and forgets the source's
 history, then asks the running gateway over its control socket to apply it
 and journal it (``defender.unban``); a gateway that cannot be asked applies it
 the next time the source knocks, and one that is not running at its start.
@@ -81,10 +83,28 @@ def _table_path(config: Config) -> Path:
     return Path(config.gateway.data_dir) / STATE_FILE
 
 
+def _live(config: Config) -> list[Row] | None:
+    """What the running gateway holds now; None without one that answers."""
+    try:
+        answer = ask(socket_path(Path(config.gateway.data_dir)), "defender-list", ASK_TIMEOUT)
+    except (OSError, ValueError):
+        return None
+    if answer.get("ok") is not True or answer.get("active") is not True:
+        return None
+    try:
+        return [Row(**item) for item in answer.get("sources") or []]
+    except TypeError:  # a gateway of another version: fall back to the table
+        return None
+
+
 def run_list(args: argparse.Namespace) -> int:
     config = _config(args.config)
     path = _table_path(config)
-    found = rows(StateDB(path)) if path.exists() else []
+    found = _live(config)
+    where = "the running gateway"
+    if found is None:
+        found = rows(StateDB(path)) if path.exists() else []
+        where = escape(str(path))
     now = time.time()
     if args.json:
         for row in found:
@@ -92,10 +112,10 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     out = console()
     if not found:
-        out.print("no sources in the defender's table", markup=False)
+        out.print(f"no sources in the defender's table ({where})", markup=False)
         return 0
-    table = Table(title=f"Defender ({escape(str(path))})")
-    for column in ("source", "banned until", "bans", "ban score", "reasons"):
+    table = Table(title=f"Defender ({where})")
+    for column in ("source", "banned until", "score", "bans", "ban score", "reasons"):
         table.add_column(column, overflow="fold")
     for row in found:
         if row.unban_pending:
@@ -104,7 +124,14 @@ def run_list(args: argparse.Namespace) -> int:
             until = when(row.banned_until)
         else:
             until = "-"
-        cells = (row.source, until, str(row.bans), f"{row.ban_score:g}", describe(row.reasons))
+        cells = (
+            row.source,
+            until,
+            f"{row.score:g}",
+            str(row.bans),
+            f"{row.ban_score:g}",
+            describe(row.reasons),
+        )
         table.add_row(*(Text(escape(c)) for c in cells))
     out.print(table)
     return 0

@@ -383,7 +383,11 @@ class Gateway:
         async def reload() -> dict[str, Any]:
             return (await self.reload_policy(via="control")).answer()
 
-        handlers: dict[str, Handler] = {"reload": reload, "defender": self.defence.sync}
+        handlers: dict[str, Handler] = {
+            "reload": reload,
+            "defender": self.defence.sync,
+            "defender-list": self.defence.listing,
+        }
         control = ControlServer(socket_path(self.config.gateway.data_dir), handlers)
         try:
             await control.start()

@@ -26,6 +26,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ log = logging.getLogger("conduit.gateway")
 
 #: The ``reason`` of the ``connection.refused`` summaries of banned sources.
 BANNED = "source banned by the defender"
+#: Sources ``conduit defender list`` gets from a running gateway, at most.
+LIVE_ROWS = 1000
 #: How often, at most, a knocking banned source makes the gateway look for unbans.
 UNBAN_POLL = 1.0
 
@@ -133,6 +136,13 @@ class Defence:
         for unban in unbans:
             await self._unbanned(unban)
         return {"ok": True, "active": True, "unbanned": [u.source for u in unbans]}
+
+    async def listing(self) -> dict[str, Any]:
+        """The sources as held now (the control socket's ``defender-list``)."""
+        if self.defender is None:
+            return {"ok": True, "active": False, "sources": []}
+        rows = self.defender.live(LIVE_ROWS)
+        return {"ok": True, "active": True, "sources": [asdict(r) for r in rows]}
 
     async def close(self) -> None:
         """Clean shutdown: journal pending unbans, keep the scores for the next run."""
