@@ -144,7 +144,9 @@ def served(
     text = policy_text(root, keys) + (
         f'\n[audit]\njournal = "{root}/audit"\n'
         f'[[audit.siem]]\ntarget = "{siem.target}"\nformat = "rfc5424"\n'
-        f'\n[auth.defender]\nthreshold = {THRESHOLD}\nban_time = "1h"\nallow = ["{ALLOWED}/32"]\n'
+        # a long half-life: a slow machine must not decay the flood's points below the threshold
+        f'\n[auth.defender]\nthreshold = {THRESHOLD}\nban_time = "1h"\nhalf_life = "1h"\n'
+        f'allow = ["{ALLOWED}/32"]\n'
     )
     text = text.replace(
         "[gateway.limits]\n", "[gateway.limits]\nauth_failure_summary_interval = 1\n"
@@ -269,7 +271,9 @@ def test_help_for_each_action() -> None:
 @pytest.fixture
 def quick(tmp_path: Path, keys: dict[str, Path]) -> Iterator[RunningGateway]:
     """Bans after two grace expiries or protocol errors (2 points each); a one-second grace time."""
-    text = policy_text(tmp_path, keys, '\n[auth.defender]\nthreshold = 4\nban_time = "1h"\n')
+    text = policy_text(
+        tmp_path, keys, '\n[auth.defender]\nthreshold = 4\nban_time = "1h"\nhalf_life = "1h"\n'
+    )
     text = text.replace("[gateway.limits]\n", "[gateway.limits]\nlogin_grace_time = 1\n")
     running = start_gateway(parse(text, source=tmp_path / "conduit.toml"), keys, tmp_path)
     yield running
