@@ -251,6 +251,26 @@ def _user() -> str:
     return getpass.getuser()
 
 
+def test_a_reload_that_allows_a_banned_address_lifts_its_ban(
+    served: Served, keys: dict[str, Path]
+) -> None:
+    source = "127.0.0.9"
+    assert flood(served, source, keys["mallory"], MAX_FLOOD, until_refused=True)[-1] == "refused"
+    text = served.config.read_text()
+    served.config.write_text(
+        text.replace(f'allow = ["{ALLOWED}/32"]', f'allow = ["{ALLOWED}/32", "{source}/32"]')
+    )
+    try:
+        reloaded = conduit("reload", "--config", str(served.config))
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        lifted = [r for r in of(served.root, "defender.unban") if r["source"] == source]
+        assert [r["by"] for r in lifted] == ["allow-list"]
+        assert flood(served, source, keys["alice"], 1, until_refused=False) == ["ok"]
+    finally:
+        served.config.write_text(text)
+        assert conduit("reload", "--config", str(served.config)).returncode == 0
+
+
 @pytest.mark.parametrize("bad", ["bob", "127.0.0.0/8", "\x1b[2J"])
 def test_unban_refuses_what_is_not_an_address(served: Served, bad: str) -> None:
     result = conduit("defender", "unban", bad, "--config", str(served.config))
