@@ -353,9 +353,7 @@ class Defender:
             return
         now = self._clock()
         keep = [s for s in self._sources.values() if self._worth_keeping(s, now)]
-        with self._db.transaction() as db:
-            db.execute("DELETE FROM defender_sources WHERE unbanned_by IS NULL")
-        self._save(keep)
+        self._save(keep, replace=True)
 
     def _worth_keeping(self, source: Source, now: float) -> bool:
         s = self.settings
@@ -365,7 +363,9 @@ class Defender:
             or (source.banned_until > 0 and now - source.banned_until <= s.forget_after)
         )
 
-    def _save(self, sources: Iterable[Source]) -> None:
+    def _save(self, sources: Iterable[Source], *, replace: bool = False) -> None:
+        """Upsert ``sources``; ``replace``: they are all there is (the rest
+        goes), in the same transaction, so a crash halfway loses no ban."""
         if self._db is None:
             return
         rows = [
@@ -382,6 +382,8 @@ class Defender:
             for s in sources
         ]
         with self._db.transaction() as db:
+            if replace:
+                db.execute("DELETE FROM defender_sources WHERE unbanned_by IS NULL")
             # A row `conduit defender unban` marked is left as it is: the
             # unban wins, and take_unbans applies it.
             db.executemany(
