@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
+from conduit.auth.bantable import request_unban, rows
 from conduit.auth.defender import (
     Defender,
     Offence,
     active,
     number,
     parse_source,
-    request_unban,
-    rows,
     source_key,
 )
 from conduit.config import parse

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from conduit.auth.defender import Row, active, describe, parse_source, request_unban, rows, when
+from conduit.auth.bantable import Row, describe, request_unban, rows, when
+from conduit.auth.defender import active, parse_source
 from conduit.cli.check import add_config_argument, console, load_or_report
 from conduit.cli.main import CommandError
 from conduit.config import Config

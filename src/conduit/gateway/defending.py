@@ -33,7 +33,8 @@ from typing import Any
 import asyncssh
 
 from conduit.audit.events import EventType
-from conduit.auth.defender import Address, Ban, Defender, Offence, Unban, active, when
+from conduit.auth.bantable import when
+from conduit.auth.defender import Address, Ban, Defender, Offence, Unban, active
 from conduit.config import Config
 from conduit.gateway.admission import PER_SOURCE
 from conduit.gateway.server import LOGIN_TIMEOUT
