@@ -52,6 +52,8 @@ class EventType(StrEnum):
     GATEWAY_STOP = "gateway.stop"
     AUDIT_ALERT = "audit.alert"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    DEFENDER_BAN = "defender.ban"
+    DEFENDER_UNBAN = "defender.unban"
 
 
 EVENT_TYPES = frozenset(t.value for t in EventType)

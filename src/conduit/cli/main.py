@@ -23,6 +23,7 @@ COMMANDS = [
     "reload",
     "audit",
     "user",
+    "defender",
     "cp",
     "inventory",
     "fleet",

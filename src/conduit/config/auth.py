@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conduit.config.types import CheckedNetwork, Duration
 
@@ -29,12 +29,33 @@ class SecondFactor(_Section):
 
 
 class Defender(_Section):
-    """Per-source penalties (OpenSSH's ``PerSourcePenalties``, made durable)."""
+    """Per-source penalties (OpenSSH's ``PerSourcePenalties``, made durable).
+
+    Active only when the policy file has an ``[auth.defender]`` section (see
+    :func:`conduit.auth.defender.active`); ``enabled = false`` turns a present
+    section off. Weights are points per connection that ends unauthenticated.
+    """
 
     enabled: bool = True
     threshold: Annotated[int, Field(ge=1)] = 10  # score at which a source is banned
-    ban_time: Duration = 900.0  # first ban; repeat bans grow
+    ban_time: Annotated[Duration, Field(gt=0)] = 900.0  # first ban; repeat bans grow
     allow: list[CheckedNetwork] = []  # never banned
+    max_ban_time: Duration = 86400.0  # repeat bans grow up to this
+    ban_growth: Annotated[float, Field(ge=1.0, le=16.0)] = 2.0  # each repeat ban x this
+    half_life: Annotated[Duration, Field(gt=0)] = 600.0  # a score halves in this time
+    forget_after: Duration = 86400.0  # ban history dropped this long after the last ban ended
+    max_sources: Annotated[int, Field(ge=16)] = 65536  # sources tracked in memory
+    auth_failed: Annotated[float, Field(ge=0)] = 1.0  # closed after failed auth attempts
+    no_auth: Annotated[float, Field(ge=0)] = 0.5  # closed before any auth attempt
+    grace_expired: Annotated[float, Field(ge=0)] = 2.0  # held a slot for login_grace_time
+    protocol_error: Annotated[float, Field(ge=0)] = 2.0  # broke the SSH protocol before auth
+    startups_exceeded: Annotated[float, Field(ge=0)] = 0.5  # refused: max_startups_per_source
+
+    @model_validator(mode="after")
+    def _longest_ban(self) -> Defender:
+        if self.max_ban_time < self.ban_time:
+            raise ValueError("max_ban_time must be at least ban_time")
+        return self
 
 
 class AuthConfig(_Section):

@@ -3,6 +3,7 @@
 A loopback-only demo: one zone covering 127.0.0.0/8 and ::1, an ``/inbox`` the
 invoking user may fill and an ``/outbox`` they may only read, and that user's
 own ``~/.ssh/*.pub`` keys. Nothing here is reachable from another machine.
+The defender is on; it never bans 127.0.0.1 or ::1.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def embedded(
     return Config(
         gateway=GatewayConfig(listen=listen, data_dir=data),
         audit={"journal": data / "audit"},  # type: ignore[arg-type]
+        # the defender on, but never against this host's own addresses
+        auth={"defender": {"allow": ["127.0.0.1/32", "::1/128"]}},  # type: ignore[arg-type]
         zones={
             "local": ZoneConfig(
                 level=3,

@@ -29,9 +29,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
+from conduit.auth.defender import source_key  # one source: an IPv4 address, an IPv6 /64
 from conduit.config.model import Startups
 
 #: Why a connection was dropped (the ``reason`` of ``connection.refused`` records).
@@ -46,16 +47,6 @@ class Waiting(Protocol):
 
     def drop(self) -> None:
         """Close it now, without a word to the client."""
-
-
-def source_key(address: IPv4Address | IPv6Address) -> str:
-    """What counts as one source: an IPv4 address, or an IPv6 /64 (one site's
-    subnet; a host there can use any of 2**64 addresses)."""
-    if isinstance(address, IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
 from conduit.gateway.control import ControlServer, Handler, socket_path
+from conduit.gateway.defending import Defence
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
@@ -94,6 +95,11 @@ class Gateway:
             min_free=int(limits.journal_min_free),
             spawn=self.spawn,
         )
+        self.defence = Defence(
+            lambda *args, **fields: self.recorder.record(*args, **fields),
+            self.noise.refused,
+            self.spawn,
+        )
         self.areas: dict[str, Backend] = {}
         self.devices: dict[str, Backend] = {}
         self.device_watch = DeviceWatch(self)
@@ -127,6 +133,8 @@ class Gateway:
             address = ip_address(str(peer[0]).split("%")[0])
         except (TypeError, IndexError, ValueError):
             return False  # no address to judge it by: refuse
+        if self.defence.refuse(address):
+            return False  # banned: closed before asyncssh sees it
         limits = self.config.gateway.limits
         short = self.counters.descriptors.short()
         if short is not None:
@@ -134,12 +142,13 @@ class Gateway:
             # journal, its sinks and the sessions already open keep theirs.
             self.noise.refused(str(address), short)
             return False
+
+        def dropped(source: str, reason: str) -> None:
+            self.noise.refused(source, reason)
+            self.defence.admission_refused(address, reason)
+
         return self.counters.admission.admit(
-            ticket,
-            address,
-            limits.max_startups,
-            limits.max_startups_per_source,
-            self.noise.refused,
+            ticket, address, limits.max_startups, limits.max_startups_per_source, dropped
         )
 
     @property
@@ -295,6 +304,7 @@ class Gateway:
         try:
             self.noise.start()
             await self._settle_crash()
+            await self.defence.open(self.config)  # last run's bans, before anyone connects
             await self._listen()
             self._sweep_later({})
         except BaseException as exc:
@@ -302,6 +312,8 @@ class Gateway:
             # tasks outlive the failed start (and a second start finds it busy).
             with contextlib.suppress(Exception):
                 await self.noise.close()
+            with contextlib.suppress(Exception):
+                await self.defence.close()
             if self._journal is not None:
                 with contextlib.suppress(Exception):
                     await self.recorder.record(EventType.GATEWAY_START, "failed", error=str(exc))
@@ -382,7 +394,10 @@ class Gateway:
         """Reload, revoke what the new policy no longer allows, journal it;
         one at a time. Never raises for a bad file (see reloading.py)."""
         async with self._reloading:
-            return await reload_policy(self, via=via)
+            result = await reload_policy(self, via=via)
+            if result.applied:
+                await self.defence.reconfigure(self.config)
+            return result
 
     def install_reload_signal(self) -> None:
         """SIGHUP reloads (its outcome goes to the journal and the console)."""
@@ -398,7 +413,12 @@ class Gateway:
         async def totp_enrolled(request: dict[str, Any]) -> dict[str, Any]:
             return await journal_enrolment(self, request)
 
-        handlers: dict[str, Handler] = {"reload": reload, "totp-enrolled": totp_enrolled}
+        handlers: dict[str, Handler] = {
+            "reload": reload,
+            "totp-enrolled": totp_enrolled,
+            "defender": self.defence.sync,
+            "defender-list": self.defence.listing,
+        }
         control = ControlServer(socket_path(self.config.gateway.data_dir), handlers)
         try:
             await control.start()
@@ -414,6 +434,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self._stopping.set()
+        self.defence.stopping = True  # connections it closes are not their sources' fault
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -421,6 +442,7 @@ class Gateway:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.defence.close()
         try:
             await self.noise.close()
         except Exception as exc:  # the journal may be what is failing

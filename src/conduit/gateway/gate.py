@@ -24,13 +24,15 @@ BACKLOG = 1024
 class Ticket:
     """An admitted socket, waiting for its login (a :class:`Waiting`)."""
 
-    __slots__ = ("claimed", "transport")
+    __slots__ = ("claimed", "dropped", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.claimed = False
+        self.dropped = False  # by the gateway (evicted): not the client's doing
 
     def drop(self) -> None:
+        self.dropped = True
         self.transport.abort()  # asyncssh hears connection_lost as for any reset
 
 

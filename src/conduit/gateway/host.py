@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from conduit.auth.identity import Identity
     from conduit.auth.totp import Verifier
     from conduit.config import Config
+    from conduit.gateway.defending import Defence
     from conduit.gateway.gate import Listener
     from conduit.gateway.server import Connection, Counters
 
@@ -37,6 +38,9 @@ class ConnectionHost(Site, Protocol):
 
     @property
     def noise(self) -> NoiseLog: ...
+
+    @property
+    def defence(self) -> Defence: ...
 
     @property
     def connections(self) -> set[Connection]:

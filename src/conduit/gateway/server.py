@@ -109,8 +109,13 @@ class Connection(asyncssh.SSHServer):
         certwatch.watch(conn, self._judge_certificate)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_waiting = self.ticket is not None
+        ticket = self.ticket
+        was_waiting = ticket is not None
         self._leave_unauthenticated()
+        if ticket is not None and not ticket.dropped and self.gateway.auditor_available():
+            # scored against its source (see defending.py); not when the
+            # gateway itself dropped it or refused every login
+            self.gateway.defence.ended(self.source, self.failures, exc)
         if (
             was_waiting
             and not self.authenticated
