@@ -129,7 +129,7 @@ class Defence:
         except Exception as exc:
             log.error("defender: new settings not applied, the old ones stay: %s", exc)
 
-    async def sync(self) -> dict[str, Any]:
+    async def sync(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
         """Journal and apply the unbans the CLI made (the control socket's ``defender``)."""
         if self.defender is None:
             return {"ok": True, "active": False, "unbanned": []}
@@ -138,7 +138,7 @@ class Defence:
             await self._unbanned(unban)
         return {"ok": True, "active": True, "unbanned": [u.source for u in unbans]}
 
-    async def listing(self) -> dict[str, Any]:
+    async def listing(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
         """The sources as held now (the control socket's ``defender-list``)."""
         if self.defender is None:
             return {"ok": True, "active": False, "sources": []}
