@@ -68,3 +68,27 @@ async def test_an_empty_file_has_a_type_of_its_own() -> None:
 )
 def test_patterns(mime: str, patterns: list[str], expected: bool) -> None:
     assert allowed(mime, patterns) is expected
+
+
+async def test_without_libmagic_the_type_check_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A machine without Debian's libmagic1: the gateway still starts, the
+    check refuses every file through a conduit with ``types``, and ``conduit
+    check`` says why before anyone uploads."""
+    from conduit.config.load import parse
+    from conduit.inspect import filetype
+    from conduit.site.check import check
+
+    monkeypatch.setitem(__import__("sys").modules, "magic", None)  # import fails
+    monkeypatch.setattr(filetype, "_magic", None)
+    assert filetype.unavailable() is not None
+    verdict = await judge(["application/octet-stream"], b"\x7fELF" + bytes(100))
+    assert verdict.state is State.FAILED
+    assert verdict.reason == "type: cannot be determined"
+    config = parse(
+        "[zones.a]\nlevel = 4\n[zones.b]\nlevel = 1\n"
+        '[[conduits]]\nname = "fw"\nfrom = "a"\nto = "b"\ntypes = ["application/gzip"]\n'
+    )
+    found = [str(p) for p in check(config)]
+    assert any("conduits[0].types" in p and "libmagic1" in p for p in found), found

@@ -17,8 +17,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-
-import magic
+from typing import Any
 
 from conduit.inspect.base import State, Verdict
 
@@ -26,7 +25,21 @@ CHECK = "type"
 HEAD = 64 * 1024  # covers ELF, PE, archives, tar's header at 257, ISO 9660 at 32 KiB
 
 _lock = threading.Lock()
-_magic: magic.Magic | None = None
+_magic: Any = None  # one magic.Magic, made on first use
+
+
+def unavailable() -> str | None:
+    """Why libmagic cannot be used on this machine, or None if it can.
+
+    python-magic is imported on first use, not with this module: a gateway
+    whose conduits name no ``types`` runs without Debian's libmagic1, and
+    ``conduit check`` says so for one that does.
+    """
+    try:
+        import magic  # noqa: F401
+    except ImportError as exc:  # python-magic raises this when libmagic is missing
+        return f"libmagic cannot be loaded ({exc}); on Debian: apt-get install libmagic1"
+    return None
 
 
 def detect(head: bytes) -> str:
@@ -34,8 +47,10 @@ def detect(head: bytes) -> str:
     global _magic
     with _lock:  # one libmagic handle, not safe to share between threads at once
         if _magic is None:
+            import magic
+
             _magic = magic.Magic(mime=True)
-        return _magic.from_buffer(head)
+        return str(_magic.from_buffer(head))
 
 
 def allowed(mime: str, patterns: Sequence[str]) -> bool:
@@ -68,7 +83,7 @@ class TypeStream:
         started = time.monotonic()
         try:
             mime = await asyncio.to_thread(detect, bytes(self._head))
-        except (magic.MagicException, OSError) as exc:
+        except Exception as exc:  # libmagic missing, its database, MagicException: fail closed
             return Verdict(
                 CHECK,
                 State.FAILED,

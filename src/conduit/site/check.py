@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from conduit.config.crypto import CryptoConfig, effective, weak_choices
 from conduit.config.load import locate
 from conduit.config.model import Config, Network, Obligation
+from conduit.inspect import filetype
 from conduit.names import DEVICES, escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
 from conduit.policy.windows import WindowError, parse_windows
@@ -316,6 +317,8 @@ def _inspection(config: Config, error: Callable[..., None], warning: Callable[..
                 "require",
                 message='"scan" without [inspect.scan] clamd: every file through it is refused',
             )
+        if conduit.types and (missing := filetype.unavailable()):
+            error(*cloc, "types", message=f"{missing}: every file through it would be refused")
         for t_index, mime in enumerate(conduit.types):
             major, slash, minor = mime.partition("/")
             if not (slash and major and minor and major != "*" and "/" not in minor):
