@@ -27,12 +27,15 @@ from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.hostkey import load_host_key
 from conduit.gateway.operations import Recorder
+from conduit.gateway.quarantine import Keeper
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
+from conduit.inspect.quarantine import Checks, NoChecks, Quarantine
 from conduit.policy import Policy
 from conduit.site.build import load_checked, user_keys
+from conduit.state import StateDB
 from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 
@@ -61,9 +64,14 @@ class Gateway:
     """Conduit's SSH gateway for one policy: the site its sessions consult and
     the :class:`~conduit.gateway.host.ConnectionHost` of its connections."""
 
-    def __init__(self, config: Config, *, recorder: Recorder | None = None) -> None:
+    def __init__(
+        self, config: Config, *, recorder: Recorder | None = None, checks: Checks | None = None
+    ) -> None:
         self.config = config
-        self._policy = Policy(config)
+        #: the inspection checks; what they and the quarantine enforce, the policy allows
+        self.checks: Checks = checks or NoChecks()
+        self._policy = Policy(config, enforceable=self.checks.enforceable)
+        self.keeper: Keeper | None = None
         self._keys = user_keys(config)
         # Without a recorder given (tests give one), start() opens the journal.
         self._journal: EventLog | None = None
@@ -267,11 +275,16 @@ class Gateway:
             auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
             self._journal = EventLog(auditor)
             self._recorder = self._journal
+        self.state = StateDB.open(gw.data_dir)
+        self.keeper = Keeper(
+            self, Quarantine(gw.data_dir, self.state, self.config.inspect, self.checks)
+        )
         try:
             self.noise.start()
             await self._settle_crash()
             await self._listen()
             self._sweep_later({})
+            self.keeper.start()
         except BaseException as exc:
             # Nothing is served: seal the journal and stop its sinks, or their
             # tasks outlive the failed start (and a second start finds it busy).
@@ -293,7 +306,8 @@ class Gateway:
             return
         self.areas = self._build_backends(self.config)
         self.devices = self._build_devices(self.config)
-        settle = storage_settler(lambda: self.areas, lambda: self.devices)
+        assert self.keeper is not None
+        settle = storage_settler(lambda: self.areas, lambda: self.devices, self.keeper.kept)
         await self._journal.auditor.settle_intents(settle)
 
     async def _listen(self) -> None:
@@ -335,7 +349,7 @@ class Gateway:
             raise ConfigError(None, ["the embedded default cannot be reloaded"])
         config = load_checked(source)
         keys = user_keys(config)
-        policy = Policy(config)
+        policy = Policy(config, enforceable=self.checks.enforceable)
         areas = self._build_backends(config)
         try:
             devices = self._build_devices(config)
@@ -383,6 +397,8 @@ class Gateway:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self.keeper is not None:
+            await self.keeper.stop()
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -406,3 +422,5 @@ class Gateway:
         pid.unlink(missing_ok=True)
         for backend in list(self.areas.values()) + list(self.devices.values()):
             await backend.close()
+        if self.keeper is not None:
+            self.state.close()

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
+from conduit.gateway.quarantine import open_quarantined
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
@@ -265,6 +266,8 @@ class Operations(WriteAhead):
         """Set a file's times; ``upload``: the upload just committed there, whose
         durable commit intent already named these times (no second fsync)."""
         await self.authorize(Op.WRITE, path)
+        if getattr(upload, "quarantined", False):
+            return  # the file is in quarantine, not under this name: nothing to set
         backend, rel, _ = self.locate(path)
         fields = {"path": path.text, "atime": atime, "mtime": mtime, **self._target(path)}
 
@@ -315,6 +318,10 @@ class Operations(WriteAhead):
             raise StorageError(Fault.FORBIDDEN, "cannot write here")
         backend, rel, _ = self.locate(path)
         await self._may_replace(path, backend, rel)
+        keeper = getattr(self.site, "keeper", None)
+        if decision.obligations and keeper is not None:
+            # checks and approvals: into quarantine, never near the final name
+            return await open_quarantined(self, keeper, path, decision)
         handle = await backend.open_write(rel, mode=mode & 0o777)
         transfer = uuid.uuid4().hex[:16]
         self.traffic.transfers_open += 1
