@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from conduit import __version__
 
 # One module per command, in the order ``--help`` lists them.
-COMMANDS = ["serve", "init", "check", "explain", "reload", "audit"]
+COMMANDS = ["serve", "init", "check", "explain", "reload", "audit", "quarantine"]
 
 
 class CommandError(Exception):
