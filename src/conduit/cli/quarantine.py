@@ -227,6 +227,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("id", metavar="ID")
     _common(p)
     p.set_defaults(handler=run_purge)
+
     def usage(_: argparse.Namespace) -> int:
         q.print_help()
         return 2
