@@ -20,6 +20,7 @@ import pytest
 
 from conduit.config import parse
 from conduit.inspect.items import Items, ItemState
+from conduit.state import StateDB
 from tests.gateway.test_audit_trail import journal_records
 from tests.inspect.checks import ChecksForTests
 from tests.support.gateway import (
@@ -359,3 +360,82 @@ def test_approvals_lists_what_waits_as_json(site: RunningGateway, tmp_path: Path
     assert all(r["state"] in ("pending", "held", "approved") for r in rows.values())
     missing = cli(site, "approve", "q-000000000000", "--key", str(tmp_path / "nokey"))
     assert missing.returncode == 1 and "no quarantine item" in missing.stderr
+
+
+# -- kill -9 with items in quarantine (a real `conduit serve`) -------------------------
+
+
+@pytest.mark.parametrize("hold", ["after-intent:file.upload", "after-intent:file.commit"])
+def test_killed_with_items_pending_they_survive_and_nothing_is_final(
+    keys: dict[str, Path], tmp_path: Path, hold: str
+) -> None:
+    """Killed after an upload's intent (the bytes not yet kept) or after a
+    commit's intent (approved, not yet copied): after a restart the held item
+    is still held, the approved one is committed by the keeper, nothing is
+    under a final name it should not be, and the journal verifies."""
+    from conduit.cli.main import main
+    from tests.gateway.test_writeahead import outcomes_of
+    from tests.support.gateway import scp_argv, serve_process
+
+    root = tmp_path / "site"
+    root.mkdir()
+    config = root / "conduit.toml"
+    config.write_text(policy(root, keys))
+    fw = root / "areas" / "fw"
+    held_file = tmp_path / "held"
+    gateway, port, known = serve_process(
+        config, env={"CONDUIT_HOLD_AT": hold, "CONDUIT_HOLD_FILE": str(held_file)}
+    )
+    a, b = random_file(tmp_path / "a.bin", 50_000), random_file(tmp_path / "b.bin", 50_000)
+    clients = []
+    try:
+        if hold.endswith("file.commit"):
+            for src in (a, b):
+                argv = scp_argv(
+                    port, known, keys["alice"], str(src), f"alice@127.0.0.1:/fw/{src.name}"
+                )
+                assert subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
+            state = Items(StateDB.open(root / "data"))
+            item = state.find(path="/fw/a.bin")[0]
+            done = subprocess.run(
+                [sys.executable, "-m", "conduit", "approve", item.id, "--key", str(keys["bob"]),
+                 "--config", str(config)],
+                capture_output=True, text=True, timeout=60, env=conduit_env(),
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        else:
+            argv = scp_argv(port, known, keys["alice"], str(a), "alice@127.0.0.1:/fw/a.bin")
+            clients.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        assert wait_for(lambda: held_file.exists() and held_file.read_text(), timeout=30)
+        gateway.kill()
+        gateway.wait(10)
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait(10)
+    assert not (fw / "a.bin").exists() and not (fw / "b.bin").exists()
+    restarted, _, _ = serve_process(config)
+    try:
+        state = Items(StateDB.open(root / "data"))
+        if hold.endswith("file.commit"):
+            # the approval survived: the keeper commits the exact bytes approved
+            assert wait_for(lambda: (fw / "a.bin").exists(), timeout=20)
+            assert sha256(fw / "a.bin") == sha256(a)
+            assert state.find(path="/fw/b.bin")[0].state is ItemState.HELD
+        else:
+            assert state.find(path="/fw/a.bin") == []  # never kept: nothing to approve
+            leftovers = [p.name for p in (root / "data" / "quarantine").iterdir()]
+            assert not [n for n in leftovers if n.startswith(".part-")], leftovers
+    finally:
+        restarted.terminate()
+        assert restarted.wait(15) == 0
+    assert not (fw / "b.bin").exists()
+    records = journal_records(root / "audit")
+    type_ = hold.rsplit(":", 1)[1]
+    intents = [r for r in records if r["outcome"] == "intent" and r["type"] == type_]
+    first = outcomes_of(records, intents[0])
+    assert [r["outcome"] for r in first] == ["failed"], first
+    assert first[0]["note"].startswith("settled at recovery")
+    assert main(["audit", "verify", "--config", str(config)]) == 0

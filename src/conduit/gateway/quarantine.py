@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from ipaddress import ip_address
 from typing import Any, Protocol
 
+from conduit.audit import faults
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Obligation, Op
 from conduit.errors import Fault, StorageError
@@ -140,6 +141,7 @@ class Keeper:
         intent = uuid.uuid4().hex[:16]
         backend, rel = self.locate(item)
         await self.record(EventType.FILE_COMMIT, EventOutcome.INTENT, intent=intent, **fields)
+        await faults.hold("after-intent", EventType.FILE_COMMIT)
         try:
             await self._copy(item, backend, rel)
         except StorageError as exc:
@@ -152,6 +154,7 @@ class Keeper:
                 **fields,
             )
             raise
+        await faults.hold("after-effect", EventType.FILE_COMMIT)
         self.items.move(item.id, ItemState.COMMITTED, expect=(ItemState.APPROVED,))
         await self.record(
             EventType.FILE_COMMIT, EventOutcome.SUCCESS, durable=False, intent=intent, **fields
