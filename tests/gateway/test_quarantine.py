@@ -74,7 +74,7 @@ path = "{root}/areas/scan"
 
 [roles.engineer]
 grants = [
-  {{ target = "fw", ops = ["list", "read", "write", "delete", "approve"] }},
+  {{ target = "fw", ops = ["list", "read", "write", "delete", "rename", "approve"] }},
   {{ target = "sig", ops = ["list", "read", "write"] }},
   {{ target = "scan", ops = ["list", "read", "write"] }},
 ]
@@ -98,6 +98,13 @@ roles = []
 name = "approval"
 from = "local"
 to = "plant"
+paths = ["fw/**"]
+require = ["approval"]
+
+[[conduits]]
+name = "readback"
+from = "plant"
+to = "local"
 paths = ["fw/**"]
 require = ["approval"]
 
@@ -284,6 +291,14 @@ def test_names_differing_only_by_case_are_different_items(
     assert sha256(site.area("fw") / "Case.bin") == sha256(upper)
     assert not (site.area("fw") / "case.bin").exists()
     assert only_item(site, "/fw/case.bin").state is ItemState.HELD
+    # only uploads can be held: a rename or a download through such a conduit
+    # would skip the obligations, so both are refused (fail closed)
+    moved = site.sftp("rename /fw/Case.bin /fw/elsewhere.bin\n")
+    assert moved.returncode != 0 and (site.area("fw") / "Case.bin").exists()
+    assert not (site.area("fw") / "elsewhere.bin").exists()
+    fetched = site.scp(":/fw/Case.bin", str(tmp_path / "back.bin"), legacy=True)
+    assert fetched.returncode != 0 and "enforces on uploads only" in fetched.stderr
+    assert not (tmp_path / "back.bin").exists()
 
 
 @pytest.mark.parametrize("client", CLIENTS)

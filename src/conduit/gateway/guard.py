@@ -96,6 +96,20 @@ class Guard:
                 rule=decision.rule,
             )
             raise Denied(decision)
+        if decision.obligations and op is not Op.WRITE:
+            # Only an upload can be held in quarantine: a download or a rename
+            # through a conduit with obligations would skip them. Fail closed.
+            required = ", ".join(sorted(decision.obligations))
+            reason = f"requires {required}, which this gateway enforces on uploads only"
+            await self.record(
+                EventType.ACCESS_DENIED,
+                EventOutcome.DENIED,
+                operation=str(op),
+                path=path.text,
+                reason=f"{decision.rule}: {reason}",
+                rule=decision.rule,
+            )
+            raise StorageError(Fault.FORBIDDEN, reason)
         return decision
 
     def _may_look(self, path: VirtualPath) -> bool:
