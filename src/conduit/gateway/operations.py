@@ -321,7 +321,8 @@ class Operations(WriteAhead):
         keeper = getattr(self.site, "keeper", None)
         if decision.obligations and keeper is not None:
             # checks and approvals: into quarantine, never near the final name
-            return await open_quarantined(self, keeper, path, decision)
+            check = self._still_writable(path, backend, rel)
+            return await open_quarantined(self, keeper, path, decision, check)
         handle = await backend.open_write(rel, mode=mode & 0o777)
         transfer = uuid.uuid4().hex[:16]
         self.traffic.transfers_open += 1

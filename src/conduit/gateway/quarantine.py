@@ -43,6 +43,7 @@ from conduit.names import DEVICES
 from conduit.policy import Policy, Request
 from conduit.storage.base import Backend, RelPath
 from conduit.transfer import Upload
+from conduit.transfer.pipeline import Check
 
 log = logging.getLogger("conduit.gateway")
 POLL = 1.0
@@ -349,7 +350,17 @@ class Inline:
                 **summary(item),
             )
         if item.state is ItemState.APPROVED:
-            await self.keeper.commit(item, reason="every check passed; no approval required")
+            try:
+                await self.keeper.commit(item, reason="every check passed; no approval required")
+            except StorageError as exc:
+                # The client hears of the failure: the file must not appear later.
+                self.keeper.items.move(
+                    item.id,
+                    ItemState.REJECTED,
+                    expect=(ItemState.APPROVED,),
+                    reason=f"commit failed: {exc.reason}",
+                )
+                raise
 
 
 class EvidenceInline:
@@ -393,7 +404,9 @@ class EvidenceInline:
                     await self.keeper.commit(item, reason="evidence arrived; checks passed")
 
 
-async def open_quarantined(ops: Any, keeper: Keeper, path: Any, decision: Any) -> Upload:
+async def open_quarantined(
+    ops: Any, keeper: Keeper, path: Any, decision: Any, check: Check | None = None
+) -> Upload:
     """An upload through a conduit with obligations (``ops``: the session's
     :class:`~conduit.gateway.operations.Operations`): into quarantine, never
     near its final name; evidence is size-limited and kept for its folder."""
@@ -460,6 +473,7 @@ async def open_quarantined(ops: Any, keeper: Keeper, path: Any, decision: Any) -
         max_size=limit,
         report=ops._reporter(EventType.FILE_UPLOAD, path, decision),
         intend=intend,
+        check=check,
         reorder=ops.reorder,
         observe=receiving.feed if isinstance(receiving, Receiving) else None,
     )
