@@ -355,6 +355,9 @@ def test_pending_then_expired_and_approvals_expire(site: RunningGateway, tmp_pat
     src = random_file(tmp_path / "late.bin", 100)
     assert upload(site, "scp", src, "/sig/never.bin").returncode == 0
     assert upload(site, "scp", src, "/fw/unapproved.bin").returncode == 0
+    ghost = tmp_path / "ghost.bin.sig"
+    ghost.write_text("a signature for a file that never arrives")
+    assert upload(site, "sftp", ghost, "/sig/ghost.bin.sig").returncode == 0
     keeper = site.gateway.keeper
     site.call(keeper.tick(now=1e12))  # far past signature_grace and approval_expiry
     never = only_item(site, "/sig/never.bin")
@@ -362,6 +365,14 @@ def test_pending_then_expired_and_approvals_expire(site: RunningGateway, tmp_pat
     assert only_item(site, "/fw/unapproved.bin").state is ItemState.EXPIRED
     assert not (site.area("sig") / "never.bin").exists()
     assert not (site.area("fw") / "unapproved.bin").exists()
+    # the orphan signature is dropped once no waiting file of its folder needs it
+    assert not site.gateway.keeper.quarantine.evidence_for("/sig/ghost.bin")
+    dropped = [
+        r
+        for r in journal_records(site.root / "audit")
+        if r["type"] == "quarantine.expire" and r.get("path") == "/sig/ghost.bin.sig"
+    ]
+    assert len(dropped) == 1 and dropped[0]["evidence"]
 
 
 def test_approvals_lists_what_waits_as_json(site: RunningGateway, tmp_path: Path) -> None:

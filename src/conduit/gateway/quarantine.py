@@ -259,6 +259,19 @@ class Keeper:
                     **summary(item),
                 )
 
+        for row in self.quarantine.stale_evidence(now):
+            self.quarantine.drop_evidence(row["id"])
+            await self.record(
+                EventType.QUARANTINE_EXPIRE,
+                EventOutcome.SUCCESS,
+                durable=False,
+                principal=row["uploader"],
+                evidence=row["id"],
+                path=row["path"],
+                sha256=row["sha256"],
+                reason="evidence no waiting file needs (signature_grace passed)",
+            )
+
     async def _carry_out(self, item: Item) -> None:
         request = item.request or {}
         action = str(request.get("action", ""))

@@ -37,7 +37,7 @@ from conduit.config.model import Obligation
 from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.inspect.base import State, Stream, Subject, Verdict, WholeFileCheck
 from conduit.inspect.evidence import classify, evidence_kind
-from conduit.inspect.items import Item, Items, ItemState, new_id
+from conduit.inspect.items import OPEN, Item, Items, ItemState, new_id
 from conduit.state import StateDB
 
 #: What this gateway can enforce without the checks package: the quarantine
@@ -251,6 +251,21 @@ class Quarantine:
                 if moved is not None:
                     changed.append(moved)
         return changed
+
+    def stale_evidence(self, now: float) -> list[dict[str, Any]]:
+        """Evidence older than ``signature_grace`` that no waiting file of its
+        folder may still need (a signature whose file never arrived)."""
+        rows = self.db.query(
+            "SELECT * FROM quarantine_evidence WHERE created < ?",
+            (now - self.config.signature_grace,),
+        )
+        waiting = {posixpath.dirname(i.path) for i in self.items.find(*OPEN)}
+        return [dict(r) for r in rows if r["folder"] not in waiting]
+
+    def drop_evidence(self, evidence_id: str) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM quarantine_evidence WHERE id = ?", (evidence_id,))
+        self.evidence_file(evidence_id).unlink(missing_ok=True)
 
     def supersede(self, item: Item) -> list[str]:
         """Older items waiting for the same name are replaced by ``item``: an
