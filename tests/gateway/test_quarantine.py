@@ -291,14 +291,22 @@ def test_names_differing_only_by_case_are_different_items(
     assert sha256(site.area("fw") / "Case.bin") == sha256(upper)
     assert not (site.area("fw") / "case.bin").exists()
     assert only_item(site, "/fw/case.bin").state is ItemState.HELD
-    # only uploads can be held: a rename or a download through such a conduit
-    # would skip the obligations, so both are refused (fail closed)
+    # a rename through such a conduit would skip the obligations: refused
     moved = site.sftp("rename /fw/Case.bin /fw/elsewhere.bin\n")
     assert moved.returncode != 0 and (site.area("fw") / "Case.bin").exists()
     assert not (site.area("fw") / "elsewhere.bin").exists()
+    # a download through a conduit requiring approval: only the approved bytes
     fetched = site.scp(":/fw/Case.bin", str(tmp_path / "back.bin"), legacy=True)
-    assert fetched.returncode != 0 and "enforces on uploads only" in fetched.stderr
-    assert not (tmp_path / "back.bin").exists()
+    assert fetched.returncode == 0, fetched.stderr
+    assert sha256(tmp_path / "back.bin") == sha256(upper)
+    (site.area("fw") / "planted.bin").write_bytes(b"put there behind the gateway")
+    (site.area("fw") / "Case.bin").write_bytes(b"changed after its approval")
+    for name in ("planted.bin", "Case.bin"):
+        refused = site.scp(f":/fw/{name}", str(tmp_path / f"got-{name}"), legacy=True)
+        assert refused.returncode != 0 and "not released" in refused.stderr, refused.stderr
+        assert not (tmp_path / f"got-{name}").exists()
+        got = site.sftp(f"get /fw/{name} {tmp_path / f'sftp-{name}'}\n")
+        assert got.returncode != 0 and not (tmp_path / f"sftp-{name}").exists()
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -96,11 +96,12 @@ class Guard:
                 rule=decision.rule,
             )
             raise Denied(decision)
-        if decision.obligations and op is not Op.WRITE:
-            # Only an upload can be held in quarantine: a download or a rename
+        if decision.obligations and op not in (Op.WRITE, Op.READ):
+            # Only an upload can be held in quarantine, and only a download of
+            # bytes that passed is served (operations.open_read): a rename
             # through a conduit with obligations would skip them. Fail closed.
             required = ", ".join(sorted(decision.obligations))
-            reason = f"requires {required}, which this gateway enforces on uploads only"
+            reason = f"requires {required}, which this gateway enforces on transfers only"
             await self.record(
                 EventType.ACCESS_DENIED,
                 EventOutcome.DENIED,

@@ -29,12 +29,12 @@ from typing import Any, Protocol
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
-from conduit.gateway.quarantine import open_quarantined
+from conduit.gateway.quarantine import open_quarantined, vouch
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
 from conduit.policy import Decision, Policy
-from conduit.storage.base import Backend, Entry, RelPath, Space, Stat
+from conduit.storage.base import Backend, Entry, ReadHandle, RelPath, Space, Stat
 from conduit.transfer import Direction, Download, TransferRecord, Upload
 from conduit.transfer.budget import ReorderBudget
 from conduit.transfer.pipeline import Report
@@ -284,6 +284,10 @@ class Operations(WriteAhead):
         decision = await self.authorize(Op.READ, path)
         backend, rel, _ = self.locate(path)
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
+        vouched: dict[str, Any] = {}
+        if decision.obligations:
+            # before the first byte leaves: only bytes that passed them are served
+            vouched = await self._vouched(path, handle, decision)
         check = await self._readable(path, handle)
         transfer = uuid.uuid4().hex[:16]
         try:
@@ -294,6 +298,7 @@ class Operations(WriteAhead):
                 transfer=transfer,
                 path=path.text,
                 rule=decision.rule,
+                **vouched,
                 **self._target(path),
             )
         except BaseException:
@@ -309,6 +314,20 @@ class Operations(WriteAhead):
         )
         self.traffic.transfers[transfer] = (Op.READ, path.text, download)
         return download
+
+    async def _vouched(
+        self, path: VirtualPath, handle: ReadHandle, decision: Decision
+    ) -> dict[str, Any]:
+        """The quarantine item that vouches for these exact bytes, or a refusal."""
+        keeper = getattr(self.site, "keeper", None)
+        try:
+            if keeper is None:
+                raise StorageError(Fault.FORBIDDEN, "requires checks this gateway cannot make")
+            return await vouch(keeper, path.text, handle, decision.obligations)
+        except StorageError as exc:
+            await handle.close()
+            await self.refuse("read", path.text, exc.detail)
+            raise
 
     async def open_write(
         self, path: VirtualPath, *, size: int | None = None, mode: int = 0o644

@@ -41,7 +41,7 @@ from conduit.inspect.items import Item, ItemState
 from conduit.inspect.quarantine import Arrival, EvidenceReceiving, Quarantine, Receiving
 from conduit.names import DEVICES
 from conduit.policy import Policy, Request
-from conduit.storage.base import Backend, RelPath
+from conduit.storage.base import Backend, ReadHandle, RelPath
 from conduit.transfer import Upload
 from conduit.transfer.pipeline import Check
 
@@ -493,3 +493,39 @@ async def open_quarantined(
     upload.quarantined = True  # type: ignore[attr-defined]
     ops.traffic.transfers[transfer] = (Op.WRITE, path.text, upload)
     return upload
+
+
+async def vouch(
+    keeper: Keeper, path: str, handle: ReadHandle, obligations: frozenset[Obligation]
+) -> dict[str, Any]:
+    """Serve a download through a conduit with obligations only if these exact
+    bytes (hashed here, through the handle that will serve them) were committed
+    from quarantine at this path having met every one of them."""
+    digest, offset = hashlib.sha256(), 0
+    while offset < handle.size:
+        chunk = await handle.read(offset, min(CHUNK, handle.size - offset))
+        if not chunk:
+            break
+        digest.update(chunk)
+        offset += len(chunk)
+    sha256 = digest.hexdigest()
+    for item in keeper.items.find(ItemState.COMMITTED, path=path):
+        if item.sha256 == sha256 and offset == item.size and _met(item, obligations):
+            return {"quarantine": item.id, "sha256_vouched": sha256}
+    required = ", ".join(sorted(obligations))
+    raise StorageError(
+        Fault.FORBIDDEN,
+        f"not released: these bytes have not passed {required}",
+        f"download refused: sha256 {sha256} of {path} was never committed with {required}",
+    )
+
+
+def _met(item: Item, obligations: frozenset[Obligation]) -> bool:
+    passed = {v["check"] for v in item.verdicts if v["state"] == "passed"}
+    for obligation in obligations:
+        if obligation is Obligation.APPROVAL:
+            if not (item.needs_approval and item.decision and item.decision.get("by")):
+                return False
+        elif str(obligation) not in passed:
+            return False
+    return True
