@@ -359,7 +359,9 @@ def test_evidence_may_arrive_before_or_after_its_file(site: RunningGateway, tmp_
     assert {r["path"] for r in kept} == {"/sig/after.bin.sig", "/sig/before.bin.sig"}
 
 
-def test_pending_then_expired_and_approvals_expire(site: RunningGateway, tmp_path: Path) -> None:
+def test_pending_then_expired_and_approvals_expire(
+    site: RunningGateway, keys: dict[str, Path], tmp_path: Path
+) -> None:
     src = random_file(tmp_path / "late.bin", 100)
     assert upload(site, "scp", src, "/sig/never.bin").returncode == 0
     assert upload(site, "scp", src, "/fw/unapproved.bin").returncode == 0
@@ -381,6 +383,24 @@ def test_pending_then_expired_and_approvals_expire(site: RunningGateway, tmp_pat
         if r["type"] == "quarantine.expire" and r.get("path") == "/sig/ghost.bin.sig"
     ]
     assert len(dropped) == 1 and dropped[0]["evidence"]
+    # an expired item may still be released, by the same rules as an approval
+    expired = only_item(site, "/fw/unapproved.bin")
+    assert cli(site, "approve", expired.id, "--key", str(keys["bob"])).returncode == 1
+    own = cli(site, "quarantine", "release", expired.id, "--key", str(keys["alice"]))
+    assert own.returncode == 1 and "cannot decide on it" in own.stderr
+    done = cli(site, "quarantine", "release", expired.id, "--key", str(keys["bob"]))
+    assert done.returncode == 0, done.stderr
+    assert wait_for(lambda: (site.area("fw") / "unapproved.bin").exists())
+    # a rejected item's bytes can be purged; a waiting one's cannot
+    assert cli(site, "quarantine", "purge", never.id).returncode == 0
+    assert wait_for(lambda: only_item(site, "/sig/never.bin").state is ItemState.PURGED)
+    assert not site.gateway.keeper.quarantine.data(never.id).exists()
+    held = random_file(tmp_path / "held.bin", 10)
+    assert upload(site, "scp", held, "/fw/still-held.bin").returncode == 0
+    waiting = cli(site, "quarantine", "purge", only_item(site, "/fw/still-held.bin").id)
+    assert waiting.returncode == 1 and "reject it first" in waiting.stderr
+    shown = cli(site, "quarantine", "show", never.id, "--json")
+    assert json.loads(shown.stdout)["state"] == "purged"
 
 
 def test_approvals_lists_what_waits_as_json(site: RunningGateway, tmp_path: Path) -> None:
