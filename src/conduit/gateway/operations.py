@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
-from conduit.gateway.quarantine import open_quarantined, vouch
+from conduit.gateway.inbound import open_quarantined, vouch
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
