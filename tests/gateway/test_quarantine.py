@@ -220,6 +220,7 @@ def test_a_file_needing_approval_waits_and_only_a_second_person_releases_it(
         ("file.commit", "intent"),
         ("file.commit", "success"),
     ], trail
+    assert all(r["quarantine"] == item.id for r in records(site, item.id))  # on every record
     decision = next(r for r in records(site, item.id) if r["type"] == "quarantine.decision")
     assert decision["principal"] == "bob" and decision["sha256"] == item.sha256
     assert decision["signature"].startswith("-----BEGIN SSH SIGNATURE-----")

@@ -191,7 +191,7 @@ async def open_quarantined(
         transfer=transfer,
         path=path.text,
         max_size=limit,
-        report=ops._reporter(EventType.FILE_UPLOAD, path, decision),
+        report=ops._reporter(EventType.FILE_UPLOAD, path, decision, **key),
         intend=intend,
         check=check,
         reorder=ops.reorder,

@@ -380,7 +380,7 @@ class Operations(WriteAhead):
             return {}
         return {"device_sha256": result.device_sha256, "atomic": result.atomic}
 
-    def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Report:
+    def _reporter(self, type: str, path: VirtualPath, decision: Decision, **extra: Any) -> Report:
         async def report(result: TransferRecord) -> None:
             self.traffic.transfers_open -= 1
             self.traffic.transfers.pop(result.transfer, None)
@@ -399,6 +399,7 @@ class Operations(WriteAhead):
                 rule=decision.rule,
                 error=result.error,
                 note=self._notes.pop(result.transfer, None),
+                **extra,
                 **self._target(path),
                 **self._custody(path, result),
             )
