@@ -413,6 +413,11 @@ def test_approvals_lists_what_waits_as_json(site: RunningGateway, tmp_path: Path
     assert rows["/fw/listed.bin"]["state"] == "held"
     assert rows["/fw/listed.bin"]["sha256"] == sha256(src)
     assert all(r["state"] in ("pending", "held", "approved") for r in rows.values())
+    item = rows["/fw/listed.bin"]["id"]
+    table = cli(site, "approvals")
+    assert table.returncode == 0 and f"{item}  held      alice from 127.0.0.1" in table.stdout
+    shown = cli(site, "quarantine", "show", item)
+    assert shown.returncode == 0 and sha256(src) in shown.stdout
     missing = cli(site, "approve", "q-000000000000", "--key", str(tmp_path / "nokey"))
     assert missing.returncode == 1 and "no quarantine item" in missing.stderr
 
