@@ -262,7 +262,7 @@ def test_rejection_leaves_nothing_under_the_final_name(
 
 
 def test_a_forged_decision_in_the_state_file_releases_nothing(
-    site: RunningGateway, tmp_path: Path
+    site: RunningGateway, keys: dict[str, Path], tmp_path: Path
 ) -> None:
     src = random_file(tmp_path / "f.bin", 300)
     assert upload(site, "sftp", src, "/fw/forged.bin").returncode == 0
@@ -273,9 +273,19 @@ def test_a_forged_decision_in_the_state_file_releases_nothing(
     site.call(site.gateway.keeper.tick())
     assert only_item(site, "/fw/forged.bin").state is ItemState.HELD
     assert not (site.area("fw") / "forged.bin").exists()
+    # the uploader's own, genuinely signed approval, written past the CLI's checks
+    from conduit.inspect import approval
+
+    text = approval.message(item.id, item.sha256, "approve")
+    own = {"action": "approve", "by": "alice", "signature": approval.sign(keys["alice"], text)}
+    assert Items(site.gateway.state).ask(item.id, own, expect=(ItemState.HELD,))
+    site.call(site.gateway.keeper.tick())
+    assert only_item(site, "/fw/forged.bin").state is ItemState.HELD
+    assert not (site.area("fw") / "forged.bin").exists()
     denied = [r for r in records(site, item.id) if r["type"] == "quarantine.decision"]
-    assert [r["outcome"] for r in denied] == ["denied"]
+    assert [r["outcome"] for r in denied] == ["denied", "denied"]
     assert "does not verify" in denied[0]["reason"]
+    assert "cannot decide on it" in denied[1]["reason"]
 
 
 def test_names_differing_only_by_case_are_different_items(
