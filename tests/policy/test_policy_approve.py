@@ -55,3 +55,20 @@ def test_explain_shows_the_approval_steps(example_config: Config) -> None:
     explanation = policy.explain(Request("carol", HOST, Op.APPROVE, "/firmware/rtu.bin"))
     assert [s.question for s in explanation.steps] == ["user", "target", "grant", "flow"]
     assert explanation.decision.obligations == frozenset()
+
+
+def test_check_warns_when_nobody_could_approve(example_config: Config) -> None:
+    from conduit.site.check import check
+
+    data = example_config.model_dump(by_alias=True)
+    data["conduits"][0]["require"] = ["approval"]
+    lonely = [
+        p for p in check(Config.model_validate(data)) if "no role grants approve" in p.message
+    ]
+    assert len(lonely) == 1 and lonely[0].severity == "warning"
+    served = [
+        p
+        for p in check(approver_config(Config.model_validate(data)))
+        if "no role grants approve" in p.message
+    ]
+    assert served == []

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.crypto import CryptoConfig, effective, weak_choices
 from conduit.config.load import locate
-from conduit.config.model import Config, Network
+from conduit.config.model import ConduitConfig, Config, Network, Obligation, Op
 from conduit.names import DEVICES, escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
 from conduit.policy.windows import WindowError, parse_windows
@@ -249,6 +250,16 @@ def check(config: Config, text: str = "") -> list[Problem]:
                 )
             if why:
                 error(*cloc, "paths", str(p_index), message=f"{pattern!r}: {why}")
+    for index, conduit in enumerate(config.conduits):
+        if Obligation.APPROVAL in conduit.require and not _approvers(config, conduit):
+            warning(
+                "conduits",
+                str(index),
+                "require",
+                message="requires approval, but no role grants approve on an area or device"
+                f" of {conduit.from_zone} or {conduit.to_zone}: its files would wait until"
+                " they expire",
+            )
     for first_use, message, others in unknown.values():
         also = f"; also used at {', '.join(others)}" if others else ""
         error(*first_use, message=message + also)
@@ -266,6 +277,20 @@ def check(config: Config, text: str = "") -> list[Problem]:
         for kind, alg, weak in weak_choices(offered):
             warning(*at, kind, message=f"{alg} is weak ({weak})")
     return problems
+
+
+def _approvers(config: Config, conduit: ConduitConfig) -> bool:
+    """Does some role grant ``approve`` on a target in one of the conduit's zones?"""
+    zones = (conduit.from_zone, conduit.to_zone)
+    targets = [n for n, a in config.areas.items() if a.zone in zones]
+    targets += [f"{DEVICES}/{n}" for n, d in config.devices.items() if d.zone in zones]
+    return any(
+        fnmatchcase(target, grant.target)
+        for role in config.roles.values()
+        for grant in role.grants
+        if Op.APPROVE in grant.ops
+        for target in targets
+    )
 
 
 def coverage(config: Config) -> list[str]:
