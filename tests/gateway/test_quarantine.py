@@ -10,6 +10,7 @@ each test uses its own file names.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,6 +211,11 @@ def test_a_file_needing_approval_waits_and_only_a_second_person_releases_it(
     assert ok.returncode == 0, ok.stderr
     assert wait_for(lambda: only_item(site, name).state is ItemState.COMMITTED)
     assert sha256(final) == sha256(src)
+    # moved into the area (same file system), not copied; readable as any upload
+    assert not site.gateway.keeper.quarantine.data(item.id).exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert final.stat().st_mode & 0o777 == 0o644 & ~umask
     trail = [(r["type"], r["outcome"]) for r in records(site, item.id)]
     assert trail == [
         ("file.upload", "started"),
