@@ -347,6 +347,10 @@ def test_a_failing_check_refuses_with_its_reason_and_keeps_the_file(
     clean = random_file(tmp_path / "clean.bin", 5000)
     assert upload(site, client, clean, f"/scan/clean-{client}.bin").returncode == 0
     assert sha256(site.area("scan") / f"clean-{client}.bin") == sha256(clean)
+    committed = only_item(site, f"/scan/clean-{client}.bin")
+    site.call(site.gateway.keeper.tick())  # the loop must not commit it a second time
+    commits = [r["outcome"] for r in records(site, committed.id) if r["type"] == "file.commit"]
+    assert commits == ["intent", "success"]
 
 
 def test_evidence_may_arrive_before_or_after_its_file(site: RunningGateway, tmp_path: Path) -> None:

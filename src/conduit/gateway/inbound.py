@@ -51,6 +51,13 @@ class Inline:
         await self.receiving.abort()
 
     async def commit(self) -> None:
+        self.keeper.claim(self.receiving.id)  # a new id: the keeper's loop must wait
+        try:
+            await self._commit()
+        finally:
+            self.keeper.release(self.receiving.id)
+
+    async def _commit(self) -> None:
         try:
             await self.receiving.commit()
         finally:
@@ -119,9 +126,12 @@ class EvidenceInline:
         )
         for item in await self.keeper.quarantine.rejudge(posixpath.dirname(r.arrival.path)):
             await self.keeper.quarantined(item, self.principal)
-            if item.state is ItemState.APPROVED:
-                with contextlib.suppress(StorageError):  # the loop retries it
-                    await self.keeper.commit(item, reason="evidence arrived; checks passed")
+            if item.state is ItemState.APPROVED and self.keeper.claim(item.id):
+                try:
+                    with contextlib.suppress(StorageError):  # the loop retries it
+                        await self.keeper.commit(item, reason="evidence arrived; checks passed")
+                finally:
+                    self.keeper.release(item.id)
 
 
 async def open_quarantined(

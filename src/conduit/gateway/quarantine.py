@@ -104,6 +104,18 @@ class Keeper:
         self._retry: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._busy = asyncio.Lock()
+        #: items being committed right now (by an upload or the loop): one at a time
+        self._claimed: set[str] = set()
+
+    def claim(self, item_id: str) -> bool:
+        """Take the right to commit ``item_id``; False if someone else has it."""
+        if item_id in self._claimed:
+            return False
+        self._claimed.add(item_id)
+        return True
+
+    def release(self, item_id: str) -> None:
+        self._claimed.discard(item_id)
 
     @property
     def enforceable(self) -> frozenset[Obligation]:
@@ -255,12 +267,15 @@ class Keeper:
             for item in self.items.requested():
                 await self._carry_out(item)
             for item in self.items.find(ItemState.APPROVED):
-                if self._retry.get(item.id, 0.0) <= now:
-                    try:
-                        await self.commit(item)
-                    except StorageError as exc:
-                        self._retry[item.id] = now + RETRY
-                        log.error("quarantine: %s not committed: %s", item.id, exc.detail)
+                if self._retry.get(item.id, 0.0) > now or not self.claim(item.id):
+                    continue  # waiting to retry, or its upload is committing it now
+                try:
+                    await self.commit(item)
+                except StorageError as exc:
+                    self._retry[item.id] = now + RETRY
+                    log.error("quarantine: %s not committed: %s", item.id, exc.detail)
+                finally:
+                    self.release(item.id)
             await self._expire(now)
 
     async def _expire(self, now: float) -> None:
