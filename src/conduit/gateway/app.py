@@ -359,6 +359,8 @@ class Gateway:
                     self.spawn(backend.close())  # built for nothing: give its folder back
             raise
         self.config, self._policy, self._keys = config, policy, keys
+        if self.keeper is not None:  # grace, expiry and evidence size from the new file
+            self.keeper.quarantine.config = config.inspect
         before, self.areas, self.devices = self.areas, areas, devices
         self.noise.interval = config.gateway.limits.auth_failure_summary_interval
         self.noise.min_free = int(config.gateway.limits.journal_min_free)
