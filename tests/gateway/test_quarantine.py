@@ -9,6 +9,7 @@ each test uses its own file names.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -156,8 +157,19 @@ def cli(site: RunningGateway, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@functools.cache
+def _store(data_dir: Path) -> Items:
+    return Items(StateDB.open(data_dir))
+
+
+def store(site: RunningGateway) -> Items:
+    """The state file through a connection of the test's own, as the CLI has
+    (the gateway's connection belongs to its event loop's thread)."""
+    return _store(site.config.gateway.data_dir)
+
+
 def items(site: RunningGateway, path: str) -> list[Any]:
-    return Items(site.gateway.state).find(path=path)
+    return store(site).find(path=path)
 
 
 def only_item(site: RunningGateway, path: str) -> Any:
@@ -168,7 +180,7 @@ def only_item(site: RunningGateway, path: str) -> Any:
 
 def records(site: RunningGateway, item: str) -> list[dict[str, Any]]:
     """The item's records: by its id, and its upload's by the transfer id."""
-    transfer = Items(site.gateway.state).get(item).transfer  # type: ignore[union-attr]
+    transfer = store(site).get(item).transfer  # type: ignore[union-attr]
     return [
         r
         for r in journal_records(site.root / "audit")
@@ -275,7 +287,7 @@ def test_a_forged_decision_in_the_state_file_releases_nothing(
     item = only_item(site, "/fw/forged.bin")
     # someone able to write the state file, but without bob's key
     forged = {"action": "approve", "by": "bob", "at": 0, "signature": "not a signature"}
-    assert Items(site.gateway.state).ask(item.id, forged, expect=(ItemState.HELD,))
+    assert store(site).ask(item.id, forged, expect=(ItemState.HELD,))
     site.call(site.gateway.keeper.tick())
     assert only_item(site, "/fw/forged.bin").state is ItemState.HELD
     assert not (site.area("fw") / "forged.bin").exists()
@@ -284,7 +296,7 @@ def test_a_forged_decision_in_the_state_file_releases_nothing(
 
     text = approval.message(item.id, item.sha256, "approve")
     own = {"action": "approve", "by": "alice", "signature": approval.sign(keys["alice"], text)}
-    assert Items(site.gateway.state).ask(item.id, own, expect=(ItemState.HELD,))
+    assert store(site).ask(item.id, own, expect=(ItemState.HELD,))
     site.call(site.gateway.keeper.tick())
     assert only_item(site, "/fw/forged.bin").state is ItemState.HELD
     assert not (site.area("fw") / "forged.bin").exists()

@@ -10,6 +10,7 @@ import pytest
 
 from conduit.inspect import approval
 from conduit.inspect.items import Items, ItemState
+from conduit.state import StateDB
 from tests.gateway import test_devices
 from tests.gateway.test_devices import Fleet, fleet_policy
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
@@ -41,7 +42,7 @@ def test_an_approved_file_is_relayed_to_its_device(
     done = relay.scp(str(src), f":/devices/{device}/fw.bin", legacy=True)
     assert done.returncode == 0, done.stderr
     assert os.listdir(fleet.roots[device]) == []  # held: nothing on the device
-    items = Items(relay.gateway.state)
+    items = Items(StateDB.open(relay.config.gateway.data_dir))  # the test's own connection
     (item,) = items.find(path=f"/devices/{device}/fw.bin")
     assert item.state is ItemState.HELD and item.target_kind == "device"
     text = approval.message(item.id, item.sha256, "approve")
