@@ -242,6 +242,16 @@ def test_a_file_needing_approval_waits_and_only_a_second_person_releases_it(
     decision = next(r for r in records(site, item.id) if r["type"] == "quarantine.decision")
     assert decision["principal"] == "bob" and decision["sha256"] == item.sha256
     assert decision["signature"].startswith("-----BEGIN SSH SIGNATURE-----")
+    checked = cli(site, "quarantine", "verify", item.id)
+    assert checked.returncode == 0 and "signed by bob: verifies" in checked.stdout, checked.stderr
+    # the record rewritten to say bob rejected it: the signature gives it away
+    forged = {**json.loads(json.dumps(only_item(site, name).decision)), "action": "reject"}
+    with store(site).db.transaction() as tx:
+        tx.execute(
+            "UPDATE quarantine_items SET decision = ? WHERE id = ?", (json.dumps(forged), item.id)
+        )
+    tampered = cli(site, "quarantine", "verify", item.id)
+    assert tampered.returncode == 1 and "does not verify" in tampered.stderr
 
 
 def test_a_reupload_after_approval_needs_its_own_approval(

@@ -138,6 +138,28 @@ def decide(args: argparse.Namespace, action: str) -> int:
     return 0
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    """Check an item's recorded decision against the policy's keys, as anyone
+    with the policy can (``ssh-keygen -Y verify`` underneath)."""
+    site, items = _items(args)
+    item = _get(items, args.id)
+    decision = item.decision or {}
+    by, signature = decision.get("by"), decision.get("signature")
+    if not by or not signature:
+        raise CommandError(f"{item.id} has no signed decision", code=1)
+    verdict = "reject" if decision.get("action") == "reject" else "approve"
+    try:
+        approval.verify(str(signature), approval.message(item.id, item.sha256, verdict),
+                        str(by), site.user_keys)  # fmt: skip
+    except approval.ApprovalError as exc:
+        raise CommandError(f"{item.id}: {exc}", code=1) from None
+    console().print(
+        f"{item.id}: {verdict} of sha256 {item.sha256} signed by {escape(by)}: verifies",
+        markup=False,
+    )
+    return 0
+
+
 def run_purge(args: argparse.Namespace) -> int:
     _, items = _items(args)
     item = _get(items, args.id)
@@ -219,6 +241,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _decision(p)
     p.set_defaults(handler=lambda a: decide(a, "release"))
+    p = sub.add_parser(
+        "verify",
+        help="check an item's signed decision against the policy's keys",
+        description="Verify the approval or rejection recorded for item ID (ssh-keygen -Y).",
+    )
+    p.add_argument("id", metavar="ID")
+    _common(p)
+    p.set_defaults(handler=run_verify)
     p = sub.add_parser(
         "purge",
         help="remove a rejected, expired or committed item's bytes",
