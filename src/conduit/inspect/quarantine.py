@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import posixpath
 import time
@@ -312,7 +313,8 @@ class _Part:
                 written = os.pwrite(self.fd, view, offset)
                 view, offset = view[written:], offset + written
         except OSError as exc:
-            raise StorageError(Fault.NO_SPACE if exc.errno == 28 else Fault.FAILURE) from None
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise StorageError(Fault.NO_SPACE if full else Fault.FAILURE) from None
 
     def _keep(self, final: Path) -> None:
         """fsync, close and rename into ``final``: whole and durable, or nothing."""
