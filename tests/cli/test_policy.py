@@ -91,12 +91,13 @@ def test_check_defaults_to_conduit_toml_in_cwd(
             ],
             1,
             [
-                # The file allows it once signed and approved; this gateway
-                # cannot check either yet, so explain says what clients get.
+                # The file allows it once signed and approved; the approval is
+                # enforced (quarantine), the signature needs the checks package,
+                # so explain says what clients get.
                 "DENY",
                 "ok  who may do what where: roles.engineer.grants[0]",
                 "rule:        conduits[firmware-down]",
-                "client sees: requires approval, signature, which this gateway cannot enforce yet",
+                "client sees: requires signature, which this gateway cannot enforce yet",
             ],
         ),
         (
@@ -256,3 +257,22 @@ def test_as_a_process(tmp_path: Path) -> None:
     )
     assert deny.returncode == 1
     assert "DENY" in deny.stdout and "Traceback" not in deny.stderr
+
+
+def test_explain_approve_needs_no_address(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``approve`` is decided on the host: ``--from`` may be left out (and only there)."""
+    from conduit.cli.main import main
+
+    config = tmp_path / "conduit.toml"
+    config.write_text(
+        '[zones.z]\nlevel = 1\nnetworks = ["10.0.0.0/8"]\n'
+        f'[areas.fw]\nzone = "z"\npath = "{tmp_path}/fw"\n'
+        '[roles.r]\ngrants = [{ target = "fw", ops = ["approve"], paths = ["*.bin"] }]\n'
+        '[users.bob]\nroles = ["r"]\nkeys = ["ssh-ed25519 '
+        'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]\n'
+    )
+    assert main(["explain", "bob", "approve", "/fw/a.bin", "--config", str(config)]) == 0
+    assert "ALLOW bob approve /fw/a.bin" in capsys.readouterr().out
+    assert main(["explain", "bob", "approve", "/fw/a.img", "--config", str(config)]) == 1
+    assert main(["explain", "bob", "write", "/fw/a.bin", "--config", str(config)]) == 2
+    assert "--from IP is required" in capsys.readouterr().err

@@ -21,7 +21,8 @@ PATTERNS = ["*.bin", "*.log", "sub/*", "cfg/*.csv", "**", "?.img", "[ab].*", "su
 WINDOWS = [None, "Sat 02:00-06:00", "Mon-Fri 22:00-05:00", ["Sun 00:00-24:00", "daily 12:00-13:00"]]
 FIXED = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
 
-ops = st.sampled_from(list(Op))
+# approve is decided on the host, never for a client request (see policy/approve.py)
+ops = st.sampled_from([o for o in Op if o is not Op.APPROVE])
 targets = st.sampled_from([*AREAS, "devices/plc-*", "devices/*", "devices/rtu-1"])
 grants = st.fixed_dictionaries(
     {

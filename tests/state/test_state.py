@@ -51,3 +51,28 @@ def test_another_process_sees_a_committed_change(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(src)},
     )
     assert out.stdout.strip() == "1"
+
+
+def test_a_second_handle_in_one_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of the file drops every POSIX lock the process
+    holds on it: a second StateDB must not, or another process that closes its
+    connection takes the file for unused, checkpoints and removes the WAL under
+    the first handle, and what that handle writes next is lost to others."""
+    first = StateDB.open(tmp_path)
+    first.ensure("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    with first.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES (1)")
+    second = StateDB.open(tmp_path)
+    count = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+        " print(c.execute('SELECT count(*) FROM t').fetchone()[0]); c.close()"
+    )
+    path = str(tmp_path / "state.sqlite")
+    seen = subprocess.run([sys.executable, "-c", count, path], capture_output=True, text=True)
+    assert seen.stdout.strip() == "1", seen.stderr
+    with first.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES (2)")
+    seen = subprocess.run([sys.executable, "-c", count, path], capture_output=True, text=True)
+    assert seen.stdout.strip() == "2", seen.stderr
+    second.close()
+    first.close()

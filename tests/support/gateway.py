@@ -220,7 +220,7 @@ roles = ["dropbox"]
 
 
 def start_gateway(
-    config: Config, keys: dict[str, Path], root: Path, recorder: Any = None
+    config: Config, keys: dict[str, Path], root: Path, recorder: Any = None, checks: Any = None
 ) -> RunningGateway:
     from conduit.gateway import Gateway
 
@@ -230,7 +230,7 @@ def start_gateway(
     ready = threading.Event()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    gateway = Gateway(config, recorder=recorder)
+    gateway = Gateway(config, recorder=recorder, checks=checks)
     asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(30)
     ready.set()
     host_key = gateway.host_keys[0].export_public_key().decode().strip()

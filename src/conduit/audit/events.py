@@ -54,6 +54,11 @@ class EventType(StrEnum):
     AUDIT_CHECKPOINT = "audit.checkpoint"
     DEFENDER_BAN = "defender.ban"
     DEFENDER_UNBAN = "defender.unban"
+    FILE_QUARANTINED = "file.quarantined"  # an upload's checks answered; the item's state
+    FILE_EVIDENCE = "file.evidence"  # a signature or manifest kept with its files
+    FILE_COMMIT = "file.commit"  # a quarantined file put under its final name
+    QUARANTINE_DECISION = "quarantine.decision"  # approve, reject, release, purge
+    QUARANTINE_EXPIRE = "quarantine.expire"  # grace or approval time passed; superseded
 
 
 EVENT_TYPES = frozenset(t.value for t in EventType)

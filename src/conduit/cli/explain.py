@@ -16,7 +16,7 @@ from conduit.cli.check import add_config_argument, console, load_or_report
 from conduit.cli.main import CommandError
 from conduit.config.model import Op
 from conduit.config.types import parse_size
-from conduit.inspect.plan import Inspector
+from conduit.inspect.plan import ENFORCEABLE, Inspector
 from conduit.policy import Explanation, Policy, PolicyError, Rename, Request
 
 QUESTIONS = {
@@ -48,7 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         nargs="?",
         help="for rename: the new name; both halves are shown (read PATH, write NEW)",
     )
-    parser.add_argument("--from", dest="source", required=True, metavar="IP", help="client address")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        metavar="IP",
+        help="client address (required, except for approve: decided on the host)",
+    )
     parser.add_argument(
         "--at",
         metavar="TIME",
@@ -74,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"a second path is only for rename, not {op}")
     if args.new is None and (args.replaces or args.folder):
         raise CommandError("--replaces and --folder describe a rename: give OLD and NEW")
+    if args.source is None and op is not Op.APPROVE:
+        raise CommandError("--from IP is required (the client's address)")
     try:
-        source = ip_address(args.source)
+        source = ip_address(args.source or "127.0.0.1")
     except ValueError:
         raise CommandError(f"--from: {args.source!r} is not an IP address") from None
     size = None
@@ -91,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     try:
-        policy = Policy(config)
+        policy = Policy(config, enforceable=ENFORCEABLE)
     except PolicyError as exc:
         raise CommandError(str(exc), code=1) from None
     if args.at is not None:

@@ -22,6 +22,7 @@ COMMANDS = [
     "explain",
     "reload",
     "audit",
+    "quarantine",
     "user",
     "defender",
     "cp",

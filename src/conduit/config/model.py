@@ -40,6 +40,8 @@ class Op(StrEnum):
     DELETE = "delete"
     RENAME = "rename"
     MKDIR = "mkdir"
+    #: release a quarantined file for this target (four eyes; never a client request)
+    APPROVE = "approve"
 
 
 class Obligation(StrEnum):

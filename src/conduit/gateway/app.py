@@ -31,13 +31,17 @@ from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.hostkey import load_host_certificates, load_host_key
 from conduit.gateway.operations import Recorder
+from conduit.gateway.quarantine import Keeper
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
 from conduit.gateway.twofactor import journal_enrolment
+from conduit.inspect.plan import Inspector
+from conduit.inspect.quarantine import Checks, Quarantine
 from conduit.policy import Policy
 from conduit.site.build import build, identity
+from conduit.state import StateDB
 from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 
@@ -77,9 +81,16 @@ class Gateway:
     """Conduit's SSH gateway for one policy: the site its sessions consult and
     the :class:`~conduit.gateway.host.ConnectionHost` of its connections."""
 
-    def __init__(self, config: Config, *, recorder: Recorder | None = None) -> None:
+    def __init__(
+        self, config: Config, *, recorder: Recorder | None = None, checks: Checks | None = None
+    ) -> None:
         self.config = config
-        self._policy = Policy(config)
+        self._own_checks = checks is None
+        #: the inspection checks (built from the policy unless a test brings its
+        #: own); what they and the quarantine enforce, the policy allows
+        self.checks: Checks = checks or Inspector(config)
+        self._policy = Policy(config, enforceable=self.checks.enforceable)
+        self.keeper: Keeper | None = None
         self._identity = identity(config)
         # Without a recorder given (tests give one), start() opens the journal.
         self._journal: EventLog | None = None
@@ -160,6 +171,10 @@ class Gateway:
         if self._totp is None:
             self._totp = Verifier(SecretStore.open(Path(self.config.gateway.data_dir)))
         return self._totp
+
+    def keys_of(self, user: str) -> frozenset[bytes]:
+        """The public keys (blobs) the policy lists for ``user``: who signs an approval."""
+        return self._identity.keys_of(user)
 
     def auditor_available(self) -> bool:
         return bool(getattr(self._recorder, "available", True))
@@ -301,12 +316,17 @@ class Gateway:
             auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
             self._journal = EventLog(auditor)
             self._recorder = self._journal
+        self.state = StateDB.open(gw.data_dir)
+        self.keeper = Keeper(
+            self, Quarantine(gw.data_dir, self.state, self.config.inspect, self.checks)
+        )
         try:
             self.noise.start()
             await self._settle_crash()
             await self.defence.open(self.config)  # last run's bans, before anyone connects
             await self._listen()
             self._sweep_later({})
+            self.keeper.start()
         except BaseException as exc:
             # Nothing is served: seal the journal and stop its sinks, or their
             # tasks outlive the failed start (and a second start finds it busy).
@@ -330,7 +350,8 @@ class Gateway:
             return
         self.areas = self._build_backends(self.config)
         self.devices = self._build_devices(self.config)
-        settle = storage_settler(lambda: self.areas, lambda: self.devices)
+        assert self.keeper is not None
+        settle = storage_settler(lambda: self.areas, lambda: self.devices, self.keeper.kept)
         await self._journal.auditor.settle_intents(settle)
 
     async def _listen(self) -> None:
@@ -374,7 +395,8 @@ class Gateway:
             raise ConfigError(None, ["the embedded default cannot be reloaded"])
         site = build(source)
         config, keys = site.config, site.identity
-        policy = Policy(config)
+        checks = Inspector(config) if self._own_checks else self.checks
+        policy = Policy(config, enforceable=checks.enforceable)
         areas = self._build_backends(config)
         try:
             devices = self._build_devices(config)
@@ -383,7 +405,10 @@ class Gateway:
                 if self.areas.get(name) is not backend:
                     self.spawn(backend.close())  # built for nothing: give its folder back
             raise
-        self.config, self._policy, self._identity = config, policy, keys
+        self.config, self._policy, self._identity, self.checks = config, policy, keys, checks
+        if self.keeper is not None:  # grace, expiry, evidence size and checks of the new file
+            self.keeper.quarantine.config = config.inspect
+            self.keeper.quarantine.checks = checks
         before, self.areas, self.devices = self.areas, areas, devices
         self.noise.interval = config.gateway.limits.auth_failure_summary_interval
         self.noise.min_free = int(config.gateway.limits.journal_min_free)
@@ -435,6 +460,8 @@ class Gateway:
     async def stop(self) -> None:
         self._stopping.set()
         self.defence.stopping = True  # connections it closes are not their sources' fault
+        if self.keeper is not None:
+            await self.keeper.stop()
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -462,3 +489,5 @@ class Gateway:
         pid.unlink(missing_ok=True)
         for backend in list(self.areas.values()) + list(self.devices.values()):
             await backend.close()
+        if self.keeper is not None:
+            self.state.close()

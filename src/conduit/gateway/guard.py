@@ -96,6 +96,21 @@ class Guard:
                 rule=decision.rule,
             )
             raise Denied(decision)
+        if decision.obligations and op not in (Op.WRITE, Op.READ):
+            # Only an upload can be held in quarantine, and only a download of
+            # bytes that passed is served (operations.open_read): a rename
+            # through a conduit with obligations would skip them. Fail closed.
+            required = ", ".join(sorted(decision.obligations))
+            reason = f"requires {required}, which this gateway enforces on transfers only"
+            await self.record(
+                EventType.ACCESS_DENIED,
+                EventOutcome.DENIED,
+                operation=str(op),
+                path=path.text,
+                reason=f"{decision.rule}: {reason}",
+                rule=decision.rule,
+            )
+            raise StorageError(Fault.FORBIDDEN, reason)
         return decision
 
     def _may_look(self, path: VirtualPath) -> bool:

@@ -29,11 +29,12 @@ from typing import Any, Protocol
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
+from conduit.gateway.inbound import open_quarantined, vouch
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
 from conduit.policy import Decision, Policy
-from conduit.storage.base import Backend, Entry, RelPath, Space, Stat
+from conduit.storage.base import Backend, Entry, ReadHandle, RelPath, Space, Stat
 from conduit.transfer import Direction, Download, TransferRecord, Upload
 from conduit.transfer.budget import ReorderBudget
 from conduit.transfer.pipeline import Report
@@ -265,6 +266,8 @@ class Operations(WriteAhead):
         """Set a file's times; ``upload``: the upload just committed there, whose
         durable commit intent already named these times (no second fsync)."""
         await self.authorize(Op.WRITE, path)
+        if getattr(upload, "quarantined", False):
+            return  # the file is in quarantine, not under this name: nothing to set
         backend, rel, _ = self.locate(path)
         fields = {"path": path.text, "atime": atime, "mtime": mtime, **self._target(path)}
 
@@ -281,6 +284,10 @@ class Operations(WriteAhead):
         decision = await self.authorize(Op.READ, path)
         backend, rel, _ = self.locate(path)
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
+        vouched: dict[str, Any] = {}
+        if decision.obligations:
+            # before the first byte leaves: only bytes that passed them are served
+            vouched = await self._vouched(path, handle, decision)
         check = await self._readable(path, handle)
         transfer = uuid.uuid4().hex[:16]
         try:
@@ -291,6 +298,7 @@ class Operations(WriteAhead):
                 transfer=transfer,
                 path=path.text,
                 rule=decision.rule,
+                **vouched,
                 **self._target(path),
             )
         except BaseException:
@@ -307,6 +315,20 @@ class Operations(WriteAhead):
         self.traffic.transfers[transfer] = (Op.READ, path.text, download)
         return download
 
+    async def _vouched(
+        self, path: VirtualPath, handle: ReadHandle, decision: Decision
+    ) -> dict[str, Any]:
+        """The quarantine item that vouches for these exact bytes, or a refusal."""
+        keeper = getattr(self.site, "keeper", None)
+        try:
+            if keeper is None:
+                raise StorageError(Fault.FORBIDDEN, "requires checks this gateway cannot make")
+            return await vouch(keeper, path.text, handle, decision.obligations)
+        except StorageError as exc:
+            await handle.close()
+            await self.refuse("read", path.text, exc.detail)
+            raise
+
     async def open_write(
         self, path: VirtualPath, *, size: int | None = None, mode: int = 0o644
     ) -> Upload:
@@ -315,6 +337,11 @@ class Operations(WriteAhead):
             raise StorageError(Fault.FORBIDDEN, "cannot write here")
         backend, rel, _ = self.locate(path)
         await self._may_replace(path, backend, rel)
+        keeper = getattr(self.site, "keeper", None)
+        if decision.obligations and keeper is not None:
+            # checks and approvals: into quarantine, never near the final name
+            check = self._still_writable(path, backend, rel)
+            return await open_quarantined(self, keeper, path, decision, check)
         handle = await backend.open_write(rel, mode=mode & 0o777)
         transfer = uuid.uuid4().hex[:16]
         self.traffic.transfers_open += 1
@@ -353,7 +380,7 @@ class Operations(WriteAhead):
             return {}
         return {"device_sha256": result.device_sha256, "atomic": result.atomic}
 
-    def _reporter(self, type: str, path: VirtualPath, decision: Decision) -> Report:
+    def _reporter(self, type: str, path: VirtualPath, decision: Decision, **extra: Any) -> Report:
         async def report(result: TransferRecord) -> None:
             self.traffic.transfers_open -= 1
             self.traffic.transfers.pop(result.transfer, None)
@@ -372,6 +399,7 @@ class Operations(WriteAhead):
                 rule=decision.rule,
                 error=result.error,
                 note=self._notes.pop(result.transfer, None),
+                **extra,
                 **self._target(path),
                 **self._custody(path, result),
             )

@@ -21,15 +21,45 @@ log = logging.getLogger("conduit.audit")
 READ_CHUNK = 1024 * 1024
 
 
+#: Whether an upload into quarantine (its intent names the item) is kept there.
+Kept = Callable[[Record], bool]
+
+
 def storage_settler(
-    areas: Callable[[], Mapping[str, Backend]], devices: Callable[[], Mapping[str, Backend]]
+    areas: Callable[[], Mapping[str, Backend]],
+    devices: Callable[[], Mapping[str, Backend]],
+    kept: Kept | None = None,
 ) -> Settle:
-    """A :data:`Settle` that looks at the gateway's current backends."""
+    """A :data:`Settle` that looks at the gateway's current backends (and, for
+    uploads into quarantine, at the quarantine: ``kept``)."""
 
     async def run(intents: list[Record]) -> list[Item]:
-        return [await settle(rec, areas(), devices()) for rec in intents]
+        out = []
+        for rec in intents:
+            if kept is not None and rec["outcome"] == "intent" and _quarantined(rec):
+                out.append(_settle_kept(rec, kept(rec)))
+            else:
+                out.append(await settle(rec, areas(), devices()))
+        return out
 
     return run
+
+
+def _quarantined(rec: Record) -> bool:
+    return rec["type"] == EventType.FILE_UPLOAD and bool(
+        rec.get("quarantine") or rec.get("evidence")
+    )
+
+
+def _settle_kept(rec: Record, kept: bool) -> Item:
+    """An upload into quarantine: done if its item (or evidence) row and bytes are there."""
+    fields = carry(rec)
+    if kept:
+        fields["note"] = "settled at recovery: kept in quarantine with the intended SHA-256"
+        return (EventType.FILE_UPLOAD, "success", fields, None)
+    fields["note"] = "settled at recovery: not in quarantine (the checks never answered)"
+    fields["error"] = STOPPED
+    return (EventType.FILE_UPLOAD, "failed", fields, None)
 
 
 def _locate(
@@ -88,7 +118,7 @@ async def _happened(
 ) -> tuple[bool, str]:
     """Whether the intended effect is what the storage shows, and why we think so."""
     type_ = rec["type"]
-    if type_ == EventType.FILE_UPLOAD:
+    if type_ in (EventType.FILE_UPLOAD, EventType.FILE_COMMIT):
         found = await _sha256(backend, rel, int(rec.get("bytes") or 0))
         if found == rec.get("sha256"):
             return True, "committed: the file is on disk with the intended SHA-256 and size"

@@ -26,6 +26,9 @@ from conduit.inspect.filetype import TypeStream
 from conduit.inspect.openpgp import Keyring
 from conduit.inspect.signature import Anchors, SignatureCheck
 
+#: What the gateway enforces with these checks and the quarantine: every obligation.
+ENFORCEABLE = frozenset(Obligation)
+
 SIGNATURE_SUFFIXES = (".sig", ".asc")
 MANIFEST_NAMES = frozenset({"SHA256SUMS"})
 MANIFEST_SUFFIX = ".sha256"
@@ -159,3 +162,13 @@ class Inspector:
     def for_conduit(self, name: str) -> Plan:
         """The plan of conduit ``name`` (KeyError: no such conduit)."""
         return self._plans[name]
+
+    # The quarantine's view (conduit.inspect.quarantine.Checks): what is
+    # enforced, and the checks of one conduit's next upload.
+    enforceable = ENFORCEABLE
+
+    def streams(self, conduit: str) -> list[Stream]:
+        return self._plans[conduit].streams()
+
+    def whole_file(self, conduit: str) -> list[WholeFileCheck]:
+        return self._plans[conduit].whole_file()

@@ -44,6 +44,9 @@ Semantics (the contract the gateway, ``check`` and ``explain`` share):
   written into it (a drop folder), which the target's root allows.
 - **Renames** are decided by :meth:`Policy.decide_rename`, half by half (see
   :mod:`conduit.policy.rename`).
+- **Approvals** (``approve``) are decided by :meth:`Approvals._approval`:
+  a person on the gateway host releases a quarantined file; no zone, no
+  conduit, only a grant of ``approve`` whose paths match the file.
 - ``Decision.rule`` names the item that decided: ``conduits[NAME]`` when a
   conduit allowed or refused, ``roles.ROLE.grants[I]`` for a same-zone
   allow, or ``deny:REASON`` when nothing in the file applied.
@@ -58,7 +61,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.model import Config, Obligation, Op
 from conduit.names import DEVICES
-from conduit.policy.compile import Index, PolicyError, plain
+from conduit.policy.approve import Approvals
+from conduit.policy.compile import PolicyError, plain
 from conduit.policy.conduits import Miss, first_open
 from conduit.policy.decision import (
     Decision,
@@ -79,7 +83,7 @@ DIRECTORY_OPS = frozenset({Op.LIST, Op.MKDIR})
 CONTENT_OPS = frozenset({Op.READ, Op.WRITE, Op.RENAME})
 
 
-class Policy(Index):
+class Policy(Approvals):
     """A compiled policy: indexes built once, ``decide`` cheap and pure."""
 
     def __init__(
@@ -208,6 +212,8 @@ class Policy(Index):
     def _evaluate(self, request: Request, steps: list[Step] | None) -> Decision:
         """Run the checks in the contract's order; the first refusal ends it."""
         trace = Trace(request, steps)
+        if request.op is Op.APPROVE:
+            return self._approval(trace)
         return (
             self._who(trace)
             or self._virtual(trace)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conduit.config.crypto import CryptoConfig, effective, weak_choices
 from conduit.config.load import locate
-from conduit.config.model import Config, Network, Obligation
+from conduit.config.model import ConduitConfig, Config, Network, Obligation, Op
 from conduit.inspect import filetype
 from conduit.names import DEVICES, escape, name_problem
 from conduit.policy.patterns import PathPattern, pattern_problem
@@ -268,6 +269,16 @@ def check(config: Config, text: str = "") -> list[Problem]:
             if why:
                 error(*cloc, "paths", str(p_index), message=f"{pattern!r}: {why}")
     _inspection(config, error, warning)
+    for index, conduit in enumerate(config.conduits):
+        if Obligation.APPROVAL in conduit.require and not _approvers(config, conduit):
+            warning(
+                "conduits",
+                str(index),
+                "require",
+                message="requires approval, but no role grants approve on an area or device"
+                f" of {conduit.from_zone} or {conduit.to_zone}: its files would wait until"
+                " they expire",
+            )
     for first_use, message, others in unknown.values():
         also = f"; also used at {', '.join(others)}" if others else ""
         error(*first_use, message=message + also)
@@ -328,6 +339,20 @@ def _inspection(config: Config, error: Callable[..., None], warning: Callable[..
                     str(t_index),
                     message=f"{mime!r} is not a MIME type like application/gzip or text/*",
                 )
+
+
+def _approvers(config: Config, conduit: ConduitConfig) -> bool:
+    """Does some role grant ``approve`` on a target in one of the conduit's zones?"""
+    zones = (conduit.from_zone, conduit.to_zone)
+    targets = [n for n, a in config.areas.items() if a.zone in zones]
+    targets += [f"{DEVICES}/{n}" for n, d in config.devices.items() if d.zone in zones]
+    return any(
+        fnmatchcase(target, grant.target)
+        for role in config.roles.values()
+        for grant in role.grants
+        if Op.APPROVE in grant.ops
+        for target in targets
+    )
 
 
 def coverage(config: Config) -> list[str]:

@@ -30,8 +30,13 @@ class StateDB:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # never world-readable
-        os.close(fd)
+        if not path.exists():
+            # Born 0600 (never world-readable). Only when it is missing: closing
+            # any descriptor of the file drops every POSIX lock this process
+            # holds on it, SQLite's own included, so a second StateDB in the
+            # same process would let another process think the file unused.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -286,6 +286,20 @@ class LocalBackend:
             raise fault_of(exc) from None
         return WriteFile(dir_fd, temp, name, fd, self.durable)
 
+    async def adopt(self, path: RelPath, source: Path, *, mode: int = 0o644) -> None:
+        """Put ``source`` (a whole, fsynced file elsewhere on this file system: a
+        released quarantine item) under ``path`` by renaming it, not copying it.
+        The checks and the atomic rename into place are :meth:`open_write`'s;
+        ``UNSUPPORTED`` if ``source`` is on another file system (then copy)."""
+        handle = await self.open_write(path, mode=mode)
+        try:
+            os.chmod(source, os.fstat(handle.fd).st_mode & 0o777)
+            os.rename(source, handle.temp, dst_dir_fd=handle.dir_fd)
+        except OSError as exc:
+            await handle.abort()
+            raise fault_of(exc) from None
+        await handle.commit()
+
     # -- changes -----------------------------------------------------------------------------
 
     def _entry(self, path: RelPath) -> tuple[_Resolved, os.stat_result]:

@@ -66,6 +66,9 @@ Check = Callable[[int], Awaitable[None]]
 #: Write-ahead before the commit: (SHA-256, size, times to set or None); raises
 #: :class:`StorageError` if the intent could not be recorded (nothing is committed).
 Intend = Callable[[str, int, "tuple[float, float] | None"], Awaitable[None]]
+#: Sees every byte once, in order, as it is written (inspection's stream checks:
+#: a scan overlaps the upload instead of reading the file again afterwards).
+Observe = Callable[[bytes], Awaitable[None]]
 
 
 class _Transfer:
@@ -118,8 +121,10 @@ class Upload(_Transfer):
         check: Check | None = None,
         intend: Intend | None = None,
         reorder: ReorderBudget | None = None,
+        observe: Observe | None = None,
     ) -> None:
         super().__init__(transfer, Direction.UPLOAD, path, report)
+        self.observe = observe
         self.handle = handle
         self.max_size = max_size
         self.check = check
@@ -145,12 +150,16 @@ class Upload(_Transfer):
             await self.handle.write(offset, data)
             self._hash.update(data)
             self._next = end
+            if self.observe is not None:
+                await self.observe(data)
             while self._ahead and self._next in self._ahead:
                 held = self._ahead.pop(self._next)
                 self._reorder.give(len(held))
                 await self.handle.write(self._next, held)
                 self._hash.update(held)
                 self._next += len(held)
+                if self.observe is not None:
+                    await self.observe(held)
         elif self._next < offset <= self._next + MAX_REORDER_BYTES and offset not in self._ahead:
             if not self._reorder.take(len(data)):
                 raise TransferRefused(

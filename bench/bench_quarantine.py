@@ -1,0 +1,91 @@
+"""The quarantine's cost: one big upload through a conduit whose files pass a
+stream check in quarantine, against the same upload through a conduit
+without obligations.
+
+A gateway runs in this process (its real journal, durable uploads) with the
+test-only checks of ``tests/inspect/checks.py`` (a stream check that sees
+every byte as it arrives); ``sftp put`` sends the same file alternately to
+``/plain`` (no obligations: straight into the area) and ``/scan`` (into
+quarantine, checked while streaming, committed into the area by rename
+before the client returns). Prints MiB/s per row and the ratio; the real
+scanners' cost (clamd, signatures) is measured where they are built.
+
+Usage::
+
+    python bench/bench_quarantine.py                # 256 MiB, 3 runs
+    python bench/bench_quarantine.py --size 64 --runs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
+
+from tests.gateway.test_quarantine import policy  # noqa: E402
+from tests.inspect.checks import ChecksForTests  # noqa: E402
+from tests.support.gateway import make_key, random_file, start_gateway, stop_gateway  # noqa: E402
+
+from conduit.config import parse  # noqa: E402
+
+PLAIN = """
+[areas.plain]
+zone = "plant"
+path = "{root}/areas/plain"
+
+[roles.plainwriter]
+grants = [{{ target = "plain", ops = ["list", "read", "write"] }}]
+
+[[conduits]]
+name = "plain"
+from = "local"
+to = "plant"
+paths = ["plain/**"]
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=256, help="MiB (default 256)")
+    p.add_argument("--runs", type=int, default=3, help="runs per row, median (default 3)")
+    args = p.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="conduit-bench-quarantine-"))
+    try:
+        keys = {n: make_key(root, n) for n in ("alice", "bob", "mallory")}
+        text = policy(root, keys) + PLAIN.format(root=root)
+        text = text.replace('roles = ["engineer"]', 'roles = ["engineer", "plainwriter"]')
+        config = parse(text, source=root / "conduit.toml")
+        gw = start_gateway(config, keys, root, "journal", checks=ChecksForTests())
+        src = random_file(root / "big.bin", args.size * 1024 * 1024)
+        times: dict[str, list[float]] = {"plain": [], "scan": []}
+        try:
+            for run in range(args.runs):
+                for row in times:
+                    started = time.monotonic()
+                    done = gw.sftp(f"put {src} /{row}/big-{run}.bin\n", timeout=900)
+                    if done.returncode != 0:
+                        print(f"{row}: upload failed: {done.stderr.strip()}", file=sys.stderr)
+                        return 1
+                    times[row].append(time.monotonic() - started)
+        finally:
+            stop_gateway(gw)
+        rate = {row: args.size / statistics.median(t) for row, t in times.items()}
+        print(f"| upload {args.size} MiB (sftp) | MiB/s |")
+        print("|---|---|")
+        print(f"| conduit without obligations | {rate['plain']:.1f} |")
+        print(f"| conduit with a stream check, via quarantine | {rate['scan']:.1f} |")
+        print(f"| ratio | {rate['scan'] / rate['plain']:.2f} |")
+        return 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The quarantine's parts without a gateway: signatures, rows, evidence names, sweep."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from conduit.config.inspect import InspectConfig
+from conduit.errors import TransferRefused
+from conduit.inspect import approval
+from conduit.inspect.evidence import classify, evidence_kind
+from conduit.inspect.items import Item, Items, ItemState
+from conduit.inspect.quarantine import Arrival, Quarantine
+from conduit.state import StateDB
+from tests.inspect.checks import ChecksForTests
+from tests.support.gateway import make_key
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, Path]:
+    folder = tmp_path_factory.mktemp("approval-keys")
+    key, other = make_key(folder, "bob"), make_key(folder, "eve")
+    return key, approval.public_blob(key), other
+
+
+def test_a_signed_decision_verifies_only_for_its_text_and_signer(
+    signer: tuple[Path, bytes, Path],
+) -> None:
+    key, blob, other = signer
+    keys = {"bob": frozenset({blob}), "eve": frozenset({approval.public_blob(other)})}
+    assert approval.owner(blob, keys) == "bob"
+    text = approval.message("q-1", "ab" * 32, "approve")
+    signature = approval.sign(key, text)
+    approval.verify(signature, text, "bob", keys)
+    hostile = [
+        (signature, approval.message("q-1", "cd" * 32, "approve"), "bob"),  # other bytes
+        (signature, approval.message("q-2", "ab" * 32, "approve"), "bob"),  # other item
+        (signature, approval.message("q-1", "ab" * 32, "reject"), "bob"),  # other verdict
+        (signature, text, "eve"),  # someone else's name
+        (approval.sign(other, text), text, "bob"),  # someone else's key
+        ("-----BEGIN SSH SIGNATURE-----\ngarbage\n-----END SSH SIGNATURE-----\n", text, "bob"),
+        ("", text, "bob"),
+    ]
+    for sig, message, user in hostile:
+        with pytest.raises(approval.ApprovalError, match="does not verify"):
+            approval.verify(sig, message, user, keys)
+    with pytest.raises(approval.ApprovalError, match="not a user"):
+        approval.verify(signature, text, "mallory", keys)
+    with pytest.raises(approval.ApprovalError, match="unknown verdict"):
+        approval.message("q-1", "ab" * 32, "maybe")
+
+
+def test_a_key_nobody_or_several_users_own_names_no_approver(
+    signer: tuple[Path, bytes, Path], tmp_path: Path
+) -> None:
+    _, blob, other = signer
+    with pytest.raises(approval.ApprovalError, match="no user of the policy"):
+        approval.owner(approval.public_blob(other), {"bob": frozenset({blob})})
+    with pytest.raises(approval.ApprovalError, match="several users"):
+        approval.owner(blob, {"bob": frozenset({blob}), "bob2": frozenset({blob})})
+    (tmp_path / "junk").write_text("not a key")
+    with pytest.raises(approval.ApprovalError, match="cannot read the key"):
+        approval.public_blob(tmp_path / "junk")
+
+
+def test_evidence_names() -> None:
+    assert evidence_kind("fw.bin.sig") == ("signature", "fw.bin")
+    assert evidence_kind("fw.bin.asc") == ("signature", "fw.bin")
+    assert evidence_kind("SHA256SUMS") == ("manifest", None)
+    assert evidence_kind("fw.sha256") == ("manifest", None)
+    for payload in ("fw.bin", ".sig", ".asc", ".sha256", "sig", "fw.SIG.bin"):
+        assert evidence_kind(payload) is None, payload
+    assert classify("a.sig", b"-----BEGIN SSH SIGNATURE-----\n") == "ssh"
+    assert classify("a.sig", b"\x89\x01") == "openpgp"
+    assert classify("a.asc", b"-----BEGIN PGP SIGNATURE-----") == "openpgp"
+    with pytest.raises(ValueError):
+        classify("a.bin", b"")
+
+
+def _item(ident: str, path: str = "/fw/a.bin") -> Item:
+    return Item(
+        ident, 1.0, 1.0, "alice", "127.0.0.1", "c", path, "area", "fw", 1, "ab", ItemState.HELD
+    )
+
+
+def test_two_deciders_racing_cannot_both_win(tmp_path: Path) -> None:
+    db = StateDB.open(tmp_path)
+    items = Items(db)
+    items.add(_item("q-1"))
+    assert items.move("q-1", ItemState.APPROVED, expect=(ItemState.HELD,), sha256="ab")
+    assert not items.move("q-1", ItemState.REJECTED, expect=(ItemState.HELD,))
+    assert not items.move("q-1", ItemState.COMMITTED, expect=(ItemState.APPROVED,), sha256="cd")
+    # one request at a time: a second waits until the gateway carried out the first
+    items.add(_item("q-2"))
+    assert items.ask("q-2", {"action": "approve"}, expect=(ItemState.HELD,))
+    assert not items.ask("q-2", {"action": "reject"}, expect=(ItemState.HELD,))
+    assert [i.id for i in items.requested()] == ["q-2"]
+    # a second process sees the same rows
+    other = Items(StateDB.open(tmp_path))
+    assert other.get("q-1").state is ItemState.APPROVED  # type: ignore[union-attr]
+
+
+def test_a_failing_stream_check_refuses_and_keeps_the_bytes(tmp_path: Path) -> None:
+    q = Quarantine(tmp_path, StateDB.open(tmp_path), InspectConfig(), ChecksForTests())
+    arrival = Arrival("alice", "127.0.0.1", "scanned", "/scan/x.bin", "area", "scan", False, "t1")
+
+    async def scenario() -> None:
+        receiving = q.receive(arrival)
+        await receiving.write(0, b"EVIL and more")
+        await receiving.feed(b"EVIL and more")
+        receiving.whole("ab" * 32, 13)
+        with pytest.raises(TransferRefused) as refused:
+            await receiving.commit()
+        assert refused.value.reason == "magic: forbidden content"
+        assert receiving.id in refused.value.detail and "ab" * 32 in refused.value.detail
+        await receiving.abort()  # what the pipeline does next: the kept bytes stay
+        assert q.data(receiving.id).read_bytes() == b"EVIL and more"
+
+    asyncio.run(scenario())
+    assert q.items.find()[0].state is ItemState.REJECTED
+
+
+def test_the_sweep_removes_only_what_no_row_speaks_for(tmp_path: Path) -> None:
+    q = Quarantine(tmp_path, StateDB.open(tmp_path), InspectConfig())
+    q.items.add(_item("q-kept"))
+    q.data("q-kept").write_bytes(b"x")
+    (q.root / ".part-q-dead").write_bytes(b"partial")
+    q.data("q-orphan").write_bytes(b"no row")
+    (q.root / "evidence" / "e-orphan").write_bytes(b"no row")
+    assert q.sweep() == 3
+    assert sorted(p.name for p in q.root.iterdir()) == ["evidence", "q-kept.data"]
+    assert (q.root.stat().st_mode & 0o777) == 0o700
