@@ -89,15 +89,16 @@ def test_check_defaults_to_conduit_toml_in_cwd(
                 "--size",
                 "1MiB",
             ],
-            1,
+            0,
             [
-                # The file allows it once signed and approved; the approval is
-                # enforced (quarantine), the signature needs the checks package,
-                # so explain says what clients get.
-                "DENY",
+                # Allowed into quarantine: it commits once signed and approved.
+                # No trust set is named, so explain warns that no signature
+                # can pass (the quarantine refuses the file).
+                "ALLOW",
                 "ok  who may do what where: roles.engineer.grants[0]",
                 "rule:        conduits[firmware-down]",
-                "client sees: requires signature, which this gateway cannot enforce yet",
+                "obligations: approval, signature",
+                "from trust (none: refused)",
             ],
         ),
         (
