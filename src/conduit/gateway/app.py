@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Coroutine
 from ipaddress import ip_address
@@ -41,7 +42,7 @@ from conduit.inspect.plan import Inspector
 from conduit.inspect.quarantine import Checks, Quarantine
 from conduit.policy import Policy
 from conduit.site.build import build, identity
-from conduit.state import StateDB
+from conduit.state import STATE_FILE, StateDB
 from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 
@@ -312,11 +313,15 @@ class Gateway:
         gw.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host_keys = load_host_key(self.config)
         self.host_certificates = load_host_certificates(self.config)
+        try:  # before the journal opens: a refused start leaves nothing running
+            self.state = StateDB.open(gw.data_dir)
+        except sqlite3.Error as exc:  # as an OSError: `serve` says it in one line
+            path = gw.data_dir / STATE_FILE
+            raise OSError(f"the gateway's state {path} is unusable ({exc})") from None
         if self._recorder is None:
             auditor = await Auditor.open(self.config.audit, node=gw.node, key_dir=gw.data_dir)
             self._journal = EventLog(auditor)
             self._recorder = self._journal
-        self.state = StateDB.open(gw.data_dir)
         self.keeper = Keeper(
             self, Quarantine(gw.data_dir, self.state, self.config.inspect, self.checks)
         )
