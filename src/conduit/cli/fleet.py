@@ -94,7 +94,7 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
 
 
 def _line(result: DeviceResult) -> str:
-    if result.status in ("ok", "unchanged"):
+    if result.status in ("ok", "unchanged", "changed"):
         detail = f"{result.sha256}  {result.bytes} bytes  {result.seconds:.1f} s"
         if result.attempts > 1:
             detail += f"  ({result.attempts} attempts)"
@@ -116,7 +116,7 @@ def summary(report: dict[str, Any], written: Path | None) -> None:
     out = Console(highlight=False, soft_wrap=True)
     counts = report["summary"]
     table = Table(title="fleet job", show_header=True)
-    columns = ("ok", "unchanged", "failed", "skipped", "total")
+    columns = ("ok", "unchanged", "changed", "failed", "skipped", "total")
     for column in (*columns, "seconds"):
         table.add_column(column, justify="right")
     table.add_row(*(str(counts[c]) for c in columns), f"{report['job']['seconds']:.1f}")
@@ -132,7 +132,8 @@ async def execute(job: Job, devices: list[Device], as_json: bool) -> dict[str, A
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, fleet.stop)
     try:
-        return await fleet.push()
+        runs = {"push": fleet.push, "pull": fleet.pull, "backup": fleet.backup}
+        return await runs[job.kind]()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
 

@@ -25,7 +25,7 @@ import hashlib
 import posixpath
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,16 @@ class DeviceResult:
     """``canary`` or ``wave N``."""
     checks: list[dict[str, Any]] = field(default_factory=list)
     """Pre/post checks run: ``{"when", "command", "exit", "output"}``."""
+    files: list[dict[str, Any]] = field(default_factory=list)
+    """Pull/backup: one entry per file (``remote``, ``local``, ``sha256``, ``bytes``, ...)."""
+    baseline: str | None = None
+    """Backup: the run this device was compared with."""
+    gateway: bool = False
+    """The device is a Conduit gateway: its journal holds each transfer (same SHA-256)."""
+
+
+Action = Callable[[Device, DeviceResult], Awaitable[None]]
+"""One attempt at one device (a push, pull or backup of it)."""
 
 
 def _now() -> str:
@@ -114,12 +124,60 @@ class Fleet:
 
     async def push(self) -> dict[str, Any]:
         """Run the push; return the report (see :meth:`report`)."""
-        began = time.monotonic()
-        started = _now()
         sources = [Path(s) for s in self.job.sources()]
         for source in sources:
             if "{" not in str(source) and not source.is_file():
                 raise ClientError(f"{source}: no such local file to push")
+
+        async def action(device: Device, result: DeviceResult) -> None:
+            await self._push_once(device, sources, result)
+
+        return await self.run(action)
+
+    async def pull(self) -> dict[str, Any]:
+        """Run the pull: every device's matching files into ``destination/DEVICE/...``."""
+        from conduit.client.pull import pull_device
+
+        out = Path(self.job.destination)
+
+        async def action(device: Device, result: DeviceResult) -> None:
+            async with self.client(device) as client:
+                result.protocol = client.protocol
+                result.gateway = client.gateway
+                await pull_device(client, device, self.job, out, result)
+
+        return await self.run(action)
+
+    async def backup(self) -> dict[str, Any]:
+        """Run the backup into the store at ``destination``; its run index is written last."""
+        from conduit.client.backup import Backup
+
+        backup = Backup(self.job)
+
+        async def action(device: Device, result: DeviceResult) -> None:
+            async with self.client(device) as client:
+                result.protocol = client.protocol
+                result.gateway = client.gateway
+                await backup.device(client, device, result)
+
+        report = await self.run(action)
+        backup.finish(report)
+        return report
+
+    def client(self, device: Device) -> Client:
+        """A client for ``device`` as its inventory entry describes it."""
+        return Client(
+            device.endpoint,
+            protocol=device.protocol,
+            remote_hash=device.remote_hash,
+            scp_rename=device.scp_rename,
+            **self.client_options,
+        )
+
+    async def run(self, action: Action) -> dict[str, Any]:
+        """Run ``action`` per device in canary/wave order; return the report."""
+        began = time.monotonic()
+        started = _now()
         semaphore = asyncio.Semaphore(self.job.concurrency)
         for _step, devices in self.steps:
             if self.stopping:
@@ -129,7 +187,7 @@ class Fleet:
                 async with semaphore:
                     if self.stopping:
                         return
-                    await self._device(device, sources)
+                    await self._device(device, action)
                     if self.failures() > self.job.max_failures or (
                         self.results[device.name].step == "canary"
                         and self.results[device.name].status == "failed"
@@ -142,13 +200,13 @@ class Fleet:
             self._running.difference_update(tasks)
         return self.report(started, time.monotonic() - began)
 
-    async def _device(self, device: Device, sources: list[Path]) -> None:
+    async def _device(self, device: Device, action: Action) -> None:
         result = self.results[device.name]
         result.started = _now()
         began = time.monotonic()
         try:
-            await asyncio.wait_for(self._attempts(device, sources, result), self.job.timeout)
-            if result.status != "unchanged":
+            await asyncio.wait_for(self._attempts(device, action, result), self.job.timeout)
+            if result.status not in ("unchanged", "changed"):
                 result.status = "ok"
         except asyncio.CancelledError:
             result.status, result.error = "failed", "interrupted (the job was stopped)"
@@ -162,12 +220,12 @@ class Fleet:
         if self.on_result:
             self.on_result(result)
 
-    async def _attempts(self, device: Device, sources: list[Path], result: DeviceResult) -> None:
+    async def _attempts(self, device: Device, action: Action, result: DeviceResult) -> None:
         delay = self.job.retry_backoff
         while True:
             result.attempts += 1
             try:
-                await self._push_once(device, sources, result)
+                await action(device, result)
                 return
             except ClientError as exc:
                 if not exc.retryable or result.attempts > self.job.retries:
@@ -177,15 +235,9 @@ class Fleet:
 
     async def _push_once(self, device: Device, sources: list[Path], result: DeviceResult) -> None:
         destination = fill(self.job.destination, device)
-        client = Client(
-            device.endpoint,
-            protocol=device.protocol,
-            remote_hash=device.remote_hash,
-            scp_rename=device.scp_rename,
-            **self.client_options,
-        )
-        async with client:
+        async with self.client(device) as client:
             result.protocol = client.protocol
+            result.gateway = client.gateway
             await self._check(client, device, "pre", self.job.pre_check, result)
             digests, sent, unchanged = [], 0, 0
             result.destination = []
@@ -248,7 +300,7 @@ class Fleet:
     def report(self, started: str, seconds: float) -> dict[str, Any]:
         """The JSON report: ``job``, ``devices`` (one receipt each), ``summary``."""
         devices = [asdict(self.results[d.name]) for d in self.devices]
-        kinds = ("ok", "unchanged", "failed", "skipped")
+        kinds = ("ok", "unchanged", "changed", "failed", "skipped")
         counts = {s: sum(d["status"] == s for d in devices) for s in kinds}
         job = self.job.model_dump(mode="json")
         job.update(
@@ -268,7 +320,7 @@ class Fleet:
             "summary": {
                 **counts,
                 "total": len(devices),
-                "success": counts["ok"] + counts["unchanged"] == len(devices),
+                "success": counts["ok"] + counts["unchanged"] + counts["changed"] == len(devices),
             },
         }
 
