@@ -88,14 +88,18 @@ async def fetch(
     seen: set[str] = set()
     for pattern in patterns:
         if client.sftp is not None:
-            found = await _sftp_fetch(client, pattern, job.rotations, since, scratch, verify, seen)
+            found = await _sftp_fetch(
+                client, device.name, pattern, job.rotations, since, scratch, verify, seen
+            )
         else:
-            found = await _scp_fetch(client, pattern, job.rotations, since, scratch, verify, seen)
+            found = await _scp_fetch(
+                client, device.name, pattern, job.rotations, since, scratch, verify, seen
+            )
         fetched.extend(found)
     return fetched
 
 
-async def _sftp_match(client: Client, pattern: str, required: bool) -> list[str]:
+async def _sftp_match(client: Client, who: str, pattern: str, required: bool) -> list[str]:
     assert client.sftp is not None
     try:
         if not GLOB_CHARS & set(pattern):
@@ -104,14 +108,15 @@ async def _sftp_match(client: Client, pattern: str, required: bool) -> list[str]
         return sorted(str(m) for m in await client.sftp.glob(pattern))
     except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
         if required:
-            raise ClientError(f"{client.endpoint.host}: {pattern}: no file matches") from None
+            raise ClientError(f"{who}: {pattern}: no file matches", retryable=False) from None
         return []
     except _FAULTS as exc:
-        raise ClientError(describe(exc, f"{client.endpoint.host}: {pattern}")) from exc
+        raise ClientError(describe(exc, f"{who}: {pattern}")) from exc
 
 
 async def _sftp_fetch(
     client: Client,
+    who: str,
     pattern: str,
     rotations: bool,
     since: float | None,
@@ -120,10 +125,10 @@ async def _sftp_fetch(
     seen: set[str],
 ) -> list[Fetched]:
     assert client.sftp is not None
-    matches = await _sftp_match(client, pattern, True)
+    matches = await _sftp_match(client, who, pattern, True)
     if rotations:
         for match in list(matches):
-            matches += await _sftp_match(client, match + ROTATED, False)
+            matches += await _sftp_match(client, who, match + ROTATED, False)
     found = []
     for remote in matches:
         if remote in seen:
@@ -131,7 +136,7 @@ async def _sftp_fetch(
         try:
             attrs = await client.sftp.stat(remote)
         except _FAULTS as exc:
-            raise ClientError(describe(exc, f"{client.endpoint.host}: {remote}")) from exc
+            raise ClientError(describe(exc, f"{who}: {remote}")) from exc
         if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
             continue  # folders are not pulled (name files or a glob of them)
         if since is not None and (attrs.mtime or 0) < since:
@@ -145,6 +150,7 @@ async def _sftp_fetch(
 
 async def _scp_fetch(
     client: Client,
+    who: str,
     pattern: str,
     rotations: bool,
     since: float | None,
@@ -157,8 +163,7 @@ async def _scp_fetch(
     folder = posixpath.dirname(pattern)
     if GLOB_CHARS & set(folder):
         raise ClientError(
-            f"{client.endpoint.host}: {pattern}: a legacy-SCP device takes a glob in the "
-            "file name only"
+            f"{who}: {pattern}: a legacy-SCP device takes a glob in the file name only"
         )
     landing = scratch / f"scp{len(os.listdir(scratch)):04d}"
     landing.mkdir()
@@ -168,9 +173,7 @@ async def _scp_fetch(
             await asyncssh.scp((conn, far), str(landing), preserve=True)
         except (asyncssh.SFTPError, asyncssh.Error) as exc:
             if required:
-                raise ClientError(
-                    f"{client.endpoint.host}: {pattern}: no file matches ({exc})"
-                ) from None
+                raise ClientError(f"{who}: {pattern}: no file matches ({exc})") from None
         except OSError as exc:
             raise ClientError(describe(LocalFault.of(exc), str(landing))) from exc
     found = []
@@ -189,7 +192,7 @@ async def _scp_fetch(
             far = await client.sha256(remote)
             if far != sha256:
                 raise RemoteMismatch(
-                    f"{client.endpoint.host}: {remote}: the far file hashes to {far[:16]}..., "
+                    f"{who}: {remote}: the far file hashes to {far[:16]}..., "
                     f"received {sha256[:16]}...: not kept"
                 )
             verified = True
