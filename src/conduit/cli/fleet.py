@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from conduit.client.errors import ClientError, shown
 from conduit.client.fleet import DeviceResult, Fleet, plan
 from conduit.client.inventory import Device, load
 from conduit.client.job import Job, fill, load_job
+from conduit.client.report import write
 from conduit.names import escape
 
 
@@ -104,12 +104,8 @@ def _line(result: DeviceResult) -> str:
 
 
 def write_report(path: Path, report: dict[str, Any]) -> Path:
-    target = path.with_name(path.name + ".json")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, target)
-    return target
+    """``PATH.json`` and ``PATH.html`` (see conduit.client.report); returns the JSON's."""
+    return write(path, report)[0]
 
 
 def summary(report: dict[str, Any], written: Path | None) -> None:

@@ -23,11 +23,12 @@ import asyncio
 import getpass
 import hashlib
 import posixpath
+import shlex
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +69,8 @@ class DeviceResult:
     """Backup: the run this device was compared with."""
     gateway: bool = False
     """The device is a Conduit gateway: its journal holds each transfer (same SHA-256)."""
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    """Through a gateway: how to find each transfer's journal record (see journal_links)."""
 
 
 Action = Callable[[Device, DeviceResult], Awaitable[None]]
@@ -217,6 +220,8 @@ class Fleet:
             result.status, result.error = "failed", str(exc)
         result.finished = _now()
         result.seconds = round(time.monotonic() - began, 3)
+        if result.gateway and result.status != "failed":
+            result.journal = journal_links(self.job.kind, device, result)
         if self.on_result:
             self.on_result(result)
 
@@ -240,7 +245,7 @@ class Fleet:
             result.gateway = client.gateway
             await self._check(client, device, "pre", self.job.pre_check, result)
             digests, sent, unchanged = [], 0, 0
-            result.destination = []
+            result.destination, result.files = [], []
             for template in sources:
                 local = Path(fill(str(template), device))
                 target = destination
@@ -249,6 +254,10 @@ class Fleet:
                 if self.job.skip_unchanged and await self._same(client, local, target):
                     digests.append(self._local_hash(local))
                     result.destination.append(target)
+                    result.files.append(
+                        {"remote": target, "local": str(local), "sha256": digests[-1],
+                         "bytes": 0, "kept": "unchanged"}
+                    )  # fmt: skip
                     unchanged += 1
                     continue
                 [copy] = await client.put(
@@ -257,6 +266,10 @@ class Fleet:
                 digests.append(copy.sha256)
                 sent += copy.bytes
                 result.destination.append(copy.destination)
+                result.files.append(
+                    {"remote": copy.destination, "local": str(local), "sha256": copy.sha256,
+                     "bytes": copy.bytes, "kept": "sent"}
+                )  # fmt: skip
             result.sha256 = digests[0] if len(digests) == 1 else _combined(digests)
             result.bytes = sent
             result.verified = self.job.verify or unchanged == len(sources)
@@ -323,6 +336,51 @@ class Fleet:
                 "success": counts["ok"] + counts["unchanged"] + counts["changed"] == len(devices),
             },
         }
+
+
+JOURNAL_SLACK = timedelta(seconds=60)
+"""Either side of a device's time window when searching the gateway's journal (clocks)."""
+
+
+def journal_links(kind: str, device: Device, result: DeviceResult) -> list[dict[str, Any]]:
+    """Where the gateway journalled each transfer of ``result``.
+
+    A Conduit gateway journals every upload and download with its user, path,
+    byte count and SHA-256 (``file.upload`` / ``file.download``) but does not
+    tell the client the record's sequence number; a record is found by those
+    fields within the device's time window (a minute either side), which is
+    what ``search`` spells out as a ``conduit audit search`` command line.
+    """
+    kind_type = "file.upload" if kind == "push" else "file.download"
+    assert result.started is not None and result.finished is not None
+    since = (datetime.fromisoformat(result.started) - JOURNAL_SLACK).strftime(ISO_SECONDS)
+    until = (datetime.fromisoformat(result.finished) + JOURNAL_SLACK).strftime(ISO_SECONDS)
+    links = []
+    for entry in result.files:
+        if entry.get("kept") == "unchanged":
+            continue  # nothing was transferred, nothing journalled
+        search = [
+            "conduit audit search", f"--type {kind_type}", f"--sha256 {entry['sha256']}",
+            f"--since {since}", f"--until {until}",
+        ]  # fmt: skip
+        if device.endpoint.user:
+            search.insert(2, f"--user {shlex.quote(device.endpoint.user)}")
+        links.append(
+            {
+                "type": kind_type,
+                "user": device.endpoint.user,
+                "path": entry["remote"],
+                "sha256": entry["sha256"],
+                "bytes": entry["bytes"],
+                "since": since,
+                "until": until,
+                "search": " ".join(search),
+            }
+        )
+    return links
+
+
+ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def _combined(digests: list[str]) -> str:
