@@ -205,3 +205,27 @@ def test_a_device_returning_a_wrong_hash_keeps_nothing(devices: Devices, tmp_pat
     assert data["liar"]["status"] == "failed"
     assert "hashes to 0000000000000000" in data["liar"]["error"]
     assert not (tmp_path / "collected" / "liar").exists()
+
+
+async def test_the_python_api_pulls_and_backs_up(devices: Devices, tmp_path: Path) -> None:
+    from conduit.client import DeviceResult, Fleet, Job, load
+    from conduit.client.report import write
+
+    path = inventory(devices, tmp_path, ["good", "scp"])
+    for name in ("good", "scp"):
+        far_logs(tmp_path, name, {"app.log": name.encode()})
+    source = f"{tmp_path}/far/{{device}}/logs/app.log"
+    pull = Job(inventory=path, kind="pull", targets=["site"], source=source,
+               destination=str(tmp_path / "got"), canary=0)  # fmt: skip
+    seen: list[DeviceResult] = []
+    fleet = Fleet(pull, load(path).select(pull.targets), on_result=seen.append)
+    report = await fleet.pull()
+    assert report["summary"]["success"] and sorted(r.name for r in seen) == ["good", "scp"]
+    backup = pull.model_copy(update={"kind": "backup", "destination": str(tmp_path / "store")})
+    first = await Fleet(backup, load(path).select(["site"])).backup()
+    again = await Fleet(backup, load(path).select(["site"])).backup()
+    assert [d["status"] for d in first["devices"]] == ["ok", "ok"]
+    assert [d["status"] for d in again["devices"]] == ["unchanged", "unchanged"]
+    assert {d["baseline"] for d in again["devices"]} == {first["run"]}
+    json_path, html_path = write(tmp_path / "r" / "report", again)
+    assert json.loads(json_path.read_text()) == again and html_path.stat().st_size > 0

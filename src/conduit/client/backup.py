@@ -24,7 +24,8 @@ device's status says what it found:
 
 The run index is written last, to a temp name and renamed: a run stopped by
 Ctrl-C still gets one (its devices' statuses say what was done), and a
-reader never sees half of one. Run ids sort by time (``20261203T081500Z-1a2b``).
+reader never sees half of one. Run ids sort by time, to the microsecond
+(``20261203T081500.042137Z-1a2b``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ TEXT_LIMIT = 1 << 20
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(2)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ-") + secrets.token_hex(2)
 
 
 class Store:

@@ -24,7 +24,7 @@
     # pull and backup: ``source`` names far files or globs, ``destination`` a local folder
     since = "24h"                        # only files modified within 24 h (or an ISO time)
     rotations = true                     # also app.log.1, app.log.2.gz, ... beside each match
-    baseline = "20261203T080000Z-1a2b"   # backup: compare with this run, not the last good one
+    baseline = "20261203T080000.000912Z-1a2b"  # backup: this run, not the last good one
     diff_limit = 65536                   # backup: bytes of unified diff per device (at most)
 
 Unknown keys are refused, with the file, the line and the key. ``{device}``
