@@ -44,13 +44,17 @@ def objects(folder: Path) -> set[str]:
     return {p.name for p in (folder / "store" / "objects").rglob("*") if p.is_file()}
 
 
-def test_backup_stores_once_and_reports_drift_with_a_diff(devices: Devices, tmp_path: Path) -> None:
+def test_backup_stores_once_and_reports_drift_with_a_diff(
+    devices: Devices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     inventory(devices, tmp_path, ["good", "scp"])
     good = configs(tmp_path, "good", {"net.conf": b"ip 10.0.0.1\nmask 24\n", "fw.img": b"\0\1"})
     configs(tmp_path, "scp", {"net.conf": b"ip 10.0.0.2\nmask 24\n", "fw.img": b"\0\2"})
     path = backup_job(tmp_path)
     assert main(["fleet", "run", str(path)]) == 0
     first = report(tmp_path)
+    out = capsys.readouterr().out
+    assert f"backup run: {first['run']}" in out and "report.html" in out
     assert {d["status"] for d in first["devices"]} == {"ok"}  # type: ignore[attr-defined]
     assert objects(tmp_path) == {
         hashlib.sha256(data).hexdigest()

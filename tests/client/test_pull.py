@@ -229,3 +229,15 @@ async def test_the_python_api_pulls_and_backs_up(devices: Devices, tmp_path: Pat
     assert {d["baseline"] for d in again["devices"]} == {first["run"]}
     json_path, html_path = write(tmp_path / "r" / "report", again)
     assert json.loads(json_path.read_text()) == again and html_path.stat().st_size > 0
+
+
+def test_a_dry_run_pull_shows_where_files_go_and_fetches_nothing(
+    devices: Devices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory(devices, tmp_path, ["good", "hang"])
+    far_logs(tmp_path, "good", {"app.log": b"x"})
+    assert main(["fleet", "run", "--dry-run", str(pull_job(tmp_path))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("pull ") and "from 2 device(s); nothing is sent" in lines[0]
+    assert lines[1].endswith(f"-> {tmp_path}/collected/good")
+    assert not (tmp_path / "collected").exists()

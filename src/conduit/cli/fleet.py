@@ -71,7 +71,7 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
                     "name": d.name,
                     "address": d.endpoint.label(),
                     "protocol": d.protocol,
-                    "destination": fill(job.destination, d),
+                    "destination": _where(job, d),
                 }
                 for d in members
             ],
@@ -81,7 +81,11 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
     if as_json:
         print(json.dumps({"job": job.model_dump(mode="json"), "plan": steps}, indent=2))
         return 0
-    print(f"{job.kind} {', '.join(job.sources())} to {len(devices)} device(s); nothing is sent")
+    direction = "to" if job.kind == "push" else "from"
+    print(
+        f"{job.kind} {', '.join(job.sources())} {direction} {len(devices)} device(s); "
+        "nothing is sent"
+    )
     for step in steps:
         for entry in step["devices"]:
             print(
@@ -91,6 +95,15 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
                 )
             )
     return 0
+
+
+def _where(job: Job, device: Device) -> str:
+    """Where the device's files go: the far path (push), ``OUT/DEVICE`` (pull), the store."""
+    if job.kind == "push":
+        return fill(job.destination, device)
+    if job.kind == "pull":
+        return str(Path(job.destination) / device.name)
+    return job.destination
 
 
 def _line(result: DeviceResult) -> str:
@@ -119,8 +132,13 @@ def summary(report: dict[str, Any], written: Path | None) -> None:
     out.print(table)
     if report["job"]["interrupted"]:
         out.print("interrupted: devices not started are skipped", markup=False)
+    if report.get("run"):
+        out.print(f"backup run: {escape(str(report['run']))}", markup=False)
+    if report.get("index_error"):
+        out.print(f"run index not written: {escape(report['index_error'])}", markup=False)
     if written:
-        out.print(f"report: {escape(str(written))}", markup=False)
+        html = written.with_suffix(".html")
+        out.print(f"report: {escape(str(written))}, {escape(str(html))}", markup=False)
 
 
 async def execute(job: Job, devices: list[Device], as_json: bool) -> dict[str, Any]:
