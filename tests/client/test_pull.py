@@ -119,9 +119,16 @@ def test_a_hostile_far_name_is_refused(devices: Devices, tmp_path: Path) -> None
     assert main(["fleet", "run", str(pull_job(tmp_path))]) == 1
     entry = by_name(report(tmp_path))["good"]
     assert "refusing the far name" in entry["error"]
-    assert not (tmp_path / "collected" / "good").exists() or not any(
-        "evil" in p.name for p in (tmp_path / "collected").rglob("*")
-    )
+    assert not (tmp_path / "collected" / "good").exists()  # not even ok.log: all or nothing
+    assert not list((tmp_path / "collected").glob(".*"))
+
+
+def test_a_named_folder_is_an_error_not_an_empty_success(devices: Devices, tmp_path: Path) -> None:
+    inventory(devices, tmp_path, ["good"])
+    far_logs(tmp_path, "good", {"app.log": b"x"})
+    path = pull_job(tmp_path, source=f"{tmp_path}/far/{{device}}/logs")
+    assert main(["fleet", "run", str(path)]) == 1
+    assert "logs: not a regular file" in by_name(report(tmp_path))["good"]["error"]
 
 
 @pytest.mark.parametrize(

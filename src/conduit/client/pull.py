@@ -138,7 +138,12 @@ async def _sftp_fetch(
         except _FAULTS as exc:
             raise ClientError(describe(exc, f"{who}: {remote}")) from exc
         if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
-            continue  # folders are not pulled (name files or a glob of them)
+            if remote == pattern:  # named, not globbed: say why nothing came
+                raise ClientError(
+                    f"{who}: {remote}: not a regular file (name files or a glob of them)",
+                    retryable=False,
+                )
+            continue  # a glob's folders are not pulled
         if since is not None and (attrs.mtime or 0) < since:
             continue
         seen.add(remote)
@@ -239,11 +244,12 @@ async def pull_device(
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         fetched = await fetch(client, device, job, scratch, job.verify)
+        # Every name is checked before any file gets one: a device with one hostile
+        # name gets nothing placed, not half of its files.
+        targets = [local_target(out, device, item.remote) for item in fetched]
         files: list[dict[str, Any]] = []
-        for item in fetched:
-            path, kept = await asyncio.to_thread(
-                place, item, local_target(out, device, item.remote)
-            )
+        for item, target in zip(fetched, targets, strict=True):
+            path, kept = await asyncio.to_thread(place, item, target)
             files.append(_entry(item, path, kept))
     except OSError as exc:
         raise ClientError(describe(LocalFault.of(exc), str(out))) from exc
