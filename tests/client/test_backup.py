@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conduit.cli.main import main
+from tests.support.gateway import conduit_env
 
 from .conftest import Devices
 from .test_fleet import inventory, job, report
@@ -121,3 +126,41 @@ def test_a_large_diff_is_capped_and_failures_are_no_baseline(
     assert data["good"]["diff"].endswith("... (diff truncated at 1000 bytes)\n")
     assert len(data["good"]["diff"]) < 1100
     assert data["good2"]["status"] == "ok"  # its failed run was no baseline
+
+
+def test_ctrl_c_during_a_backup_still_writes_the_run_index_and_reports(
+    devices: Devices, tmp_path: Path
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    inventory(devices, tmp_path, ["good", "hang", "hang2"], hang=listener.getsockname()[1])
+    configs(tmp_path, "good", {"a.conf": b"x"})
+    path = backup_job(tmp_path, source=f"{tmp_path}/far/{{device}}/etc/*.conf", timeout="60s",
+                      concurrency=2)  # fmt: skip
+    env = {**conduit_env(), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "fleet", "run", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("ok      good"), first
+        held = [listener.accept()[0] for _ in range(2)]
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        listener.close()
+    for connection in held:
+        connection.close()
+    assert process.returncode == 1 and "Traceback" not in err, err
+    assert "backup run: " in out and "interrupted" in out
+    data = report(tmp_path)
+    assert data["job"]["interrupted"] is True  # type: ignore[index]
+    index = json.loads(Path(str(data["index"])).read_text())
+    assert {n: d["status"] for n, d in index["devices"].items()} == {
+        "good": "ok", "hang": "failed", "hang2": "failed",
+    }  # fmt: skip
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert not list((tmp_path / "store").glob(".*"))  # no scratch folder left
