@@ -1,6 +1,7 @@
 """``Fleet``: one job across many devices, carefully.
 
-A push runs in steps: the **canaries** (the first ``canary`` devices, one at
+A job (:meth:`Fleet.push`, :meth:`Fleet.pull`, :meth:`Fleet.backup`: one
+loop, :meth:`Fleet.run`, with a per-device action) runs in steps: the **canaries** (the first ``canary`` devices, one at
 a time) and then **waves** of ``wave`` devices (0: all the rest), at most
 ``concurrency`` devices at once. Any canary failure stops the job; after
 that, once more than ``max_failures`` devices failed, no further device is
@@ -13,8 +14,9 @@ key that does not match, a refused login). :meth:`Fleet.stop` (Ctrl-C) stops
 starting devices and cancels those running; the report says what was done.
 
 Each device's result is a receipt: the SHA-256 the device's copy was read
-back with (``verify``), the bytes, when it started and ended, how many
-attempts it took, and the error if any.
+back with (``verify``), the bytes, its files, when it started and ended, how
+many attempts it took, and the error if any. Pull and backup live in
+:mod:`conduit.client.pull` and :mod:`conduit.client.backup`.
 """
 
 from __future__ import annotations
