@@ -1,9 +1,10 @@
 """``Fleet``: one job across many devices, carefully.
 
 A job (:meth:`Fleet.push`, :meth:`Fleet.pull`, :meth:`Fleet.backup`: one
-loop, :meth:`Fleet.run`, with a per-device action) runs in steps: the **canaries** (the first ``canary`` devices, one at
-a time) and then **waves** of ``wave`` devices (0: all the rest), at most
-``concurrency`` devices at once. Any canary failure stops the job; after
+loop, :meth:`Fleet.run`, with a per-device action) runs in steps: the
+**canaries** (the first ``canary`` devices, one at a time) and then
+**waves** of ``wave`` devices (0: all the rest), at most ``concurrency``
+devices at once. Any canary failure stops the job; after
 that, once more than ``max_failures`` devices failed, no further device is
 started (those still running finish) and the rest are ``skipped``. Each
 device gets ``timeout`` seconds for everything (connecting, every attempt,
