@@ -76,7 +76,7 @@ def statuses(data: dict[str, object]) -> dict[str, str]:
     ("keys", "expected"),
     [
         ({"concurrancy": 4}, "concurrancy: unknown key"),
-        ({"kind": "pull"}, "kind = 'pull' is not implemented yet"),
+        ({"kind": "sync"}, "kind: Input should be 'push', 'pull' or 'backup'"),
         ({"destination": "/x/{host}/fw.bin"}, "unknown placeholder {host}"),
         ({"targets": ["nowhere"]}, "no device or group 'nowhere'"),
         ({"inventory": "absent.toml"}, "no such inventory file"),
@@ -136,7 +136,8 @@ def test_push_survives_hanging_refusing_and_impostor_devices(
     for name in ("wrongkey", "hang", "closed"):
         assert list((tmp_path / "far" / name).iterdir()) == []
     assert data["summary"] == {
-        "ok": 2, "unchanged": 0, "failed": 3, "skipped": 0, "total": 5, "success": False,
+        "ok": 2, "unchanged": 0, "changed": 0, "failed": 3, "skipped": 0, "total": 5,
+        "success": False,
     }  # fmt: skip
     assert data["job"]["kind"] == "push" and data["job"]["user"]  # type: ignore[index]
     out = capsys.readouterr().out

@@ -111,3 +111,22 @@ async def test_download_hash_only_when_read_front_to_back(
     await skipping.read(0, 50_000)
     await skipping.close()
     assert reports.records[-1].sha256 is None  # a hash we cannot vouch for is not given
+
+
+async def test_download_read_ahead_past_the_end_keeps_the_hash(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    """SFTP clients (asyncssh, OpenSSH) keep several reads in flight; those past the end
+    come back empty and skip nothing, so the whole file is still vouched for."""
+    data = os.urandom(900)
+    (tmp_path / "inbox" / "e.bin").write_bytes(data)
+    reports = Reports()
+    down = Download(
+        await backend.open_read(("e.bin",)), transfer="t", path="/inbox/e.bin", report=reports
+    )
+    assert await down.read(0, 16384) == data
+    assert await down.read(16384, 16384) == b""  # a read-ahead request beyond the end
+    assert await down.read(900, 16384) == b""
+    await down.close()
+    assert reports.records[-1].sha256 == hashlib.sha256(data).hexdigest()
+    assert reports.records[-1].outcome is Outcome.SUCCESS

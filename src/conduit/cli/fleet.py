@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from conduit.client.errors import ClientError, shown
 from conduit.client.fleet import DeviceResult, Fleet, plan
 from conduit.client.inventory import Device, load
 from conduit.client.job import Job, fill, load_job
+from conduit.client.report import write
 from conduit.names import escape
 
 
@@ -71,7 +71,7 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
                     "name": d.name,
                     "address": d.endpoint.label(),
                     "protocol": d.protocol,
-                    "destination": fill(job.destination, d),
+                    "destination": _where(job, d),
                 }
                 for d in members
             ],
@@ -81,7 +81,11 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
     if as_json:
         print(json.dumps({"job": job.model_dump(mode="json"), "plan": steps}, indent=2))
         return 0
-    print(f"{job.kind} {', '.join(job.sources())} to {len(devices)} device(s); nothing is sent")
+    direction = "to" if job.kind == "push" else "from"
+    print(
+        f"{job.kind} {', '.join(job.sources())} {direction} {len(devices)} device(s); "
+        "nothing is sent"
+    )
     for step in steps:
         for entry in step["devices"]:
             print(
@@ -93,8 +97,17 @@ def dry_run(job: Job, devices: list[Device], as_json: bool) -> int:
     return 0
 
 
+def _where(job: Job, device: Device) -> str:
+    """Where the device's files go: the far path (push), ``OUT/DEVICE`` (pull), the store."""
+    if job.kind == "push":
+        return fill(job.destination, device)
+    if job.kind == "pull":
+        return str(Path(job.destination) / device.name)
+    return job.destination
+
+
 def _line(result: DeviceResult) -> str:
-    if result.status in ("ok", "unchanged"):
+    if result.status in ("ok", "unchanged", "changed"):
         detail = f"{result.sha256}  {result.bytes} bytes  {result.seconds:.1f} s"
         if result.attempts > 1:
             detail += f"  ({result.attempts} attempts)"
@@ -104,27 +117,28 @@ def _line(result: DeviceResult) -> str:
 
 
 def write_report(path: Path, report: dict[str, Any]) -> Path:
-    target = path.with_name(path.name + ".json")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, target)
-    return target
+    """``PATH.json`` and ``PATH.html`` (see conduit.client.report); returns the JSON's."""
+    return write(path, report)[0]
 
 
 def summary(report: dict[str, Any], written: Path | None) -> None:
     out = Console(highlight=False, soft_wrap=True)
     counts = report["summary"]
     table = Table(title="fleet job", show_header=True)
-    columns = ("ok", "unchanged", "failed", "skipped", "total")
+    columns = ("ok", "unchanged", "changed", "failed", "skipped", "total")
     for column in (*columns, "seconds"):
         table.add_column(column, justify="right")
     table.add_row(*(str(counts[c]) for c in columns), f"{report['job']['seconds']:.1f}")
     out.print(table)
     if report["job"]["interrupted"]:
         out.print("interrupted: devices not started are skipped", markup=False)
+    if report.get("run"):
+        out.print(f"backup run: {escape(str(report['run']))}", markup=False)
+    if report.get("index_error"):
+        out.print(f"run index not written: {escape(report['index_error'])}", markup=False)
     if written:
-        out.print(f"report: {escape(str(written))}", markup=False)
+        html = written.with_suffix(".html")
+        out.print(f"report: {escape(str(written))}, {escape(str(html))}", markup=False)
 
 
 async def execute(job: Job, devices: list[Device], as_json: bool) -> dict[str, Any]:
@@ -132,7 +146,8 @@ async def execute(job: Job, devices: list[Device], as_json: bool) -> dict[str, A
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, fleet.stop)
     try:
-        return await fleet.push()
+        runs = {"push": fleet.push, "pull": fleet.pull, "backup": fleet.backup}
+        return await runs[job.kind]()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
 

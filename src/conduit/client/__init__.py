@@ -11,15 +11,25 @@ from conduit.client.client import Client, Protocol, RemoteHash
 from conduit.client.common import Progress, Transfer
 from conduit.client.endpoint import Endpoint, parse_remote
 from conduit.client.errors import ClientError, RemoteMismatch
+from conduit.client.fleet import DeviceResult, Fleet
+from conduit.client.inventory import Device, Inventory, load
+from conduit.client.job import Job, load_job
 
 __all__ = [
     "Client",
     "ClientError",
+    "Device",
+    "DeviceResult",
     "Endpoint",
+    "Fleet",
+    "Inventory",
+    "Job",
     "Progress",
     "Protocol",
     "RemoteHash",
     "RemoteMismatch",
     "Transfer",
+    "load",
+    "load_job",
     "parse_remote",
 ]

@@ -1,8 +1,10 @@
 """``Fleet``: one job across many devices, carefully.
 
-A push runs in steps: the **canaries** (the first ``canary`` devices, one at
-a time) and then **waves** of ``wave`` devices (0: all the rest), at most
-``concurrency`` devices at once. Any canary failure stops the job; after
+A job (:meth:`Fleet.push`, :meth:`Fleet.pull`, :meth:`Fleet.backup`: one
+loop, :meth:`Fleet.run`, with a per-device action) runs in steps: the
+**canaries** (the first ``canary`` devices, one at a time) and then
+**waves** of ``wave`` devices (0: all the rest), at most ``concurrency``
+devices at once. Any canary failure stops the job; after
 that, once more than ``max_failures`` devices failed, no further device is
 started (those still running finish) and the rest are ``skipped``. Each
 device gets ``timeout`` seconds for everything (connecting, every attempt,
@@ -13,8 +15,9 @@ key that does not match, a refused login). :meth:`Fleet.stop` (Ctrl-C) stops
 starting devices and cancels those running; the report says what was done.
 
 Each device's result is a receipt: the SHA-256 the device's copy was read
-back with (``verify``), the bytes, when it started and ended, how many
-attempts it took, and the error if any.
+back with (``verify``), the bytes, its files, when it started and ended, how
+many attempts it took, and the error if any. Pull and backup live in
+:mod:`conduit.client.pull` and :mod:`conduit.client.backup`.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import asyncio
 import getpass
 import hashlib
 import posixpath
+import shlex
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +66,18 @@ class DeviceResult:
     """``canary`` or ``wave N``."""
     checks: list[dict[str, Any]] = field(default_factory=list)
     """Pre/post checks run: ``{"when", "command", "exit", "output"}``."""
+    files: list[dict[str, Any]] = field(default_factory=list)
+    """Pull/backup: one entry per file (``remote``, ``local``, ``sha256``, ``bytes``, ...)."""
+    baseline: str | None = None
+    """Backup: the run this device was compared with."""
+    gateway: bool = False
+    """The device is a Conduit gateway: its journal holds each transfer (same SHA-256)."""
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    """Through a gateway: how to find each transfer's journal record (see journal_links)."""
+
+
+Action = Callable[[Device, DeviceResult], Awaitable[None]]
+"""One attempt at one device (a push, pull or backup of it)."""
 
 
 def _now() -> str:
@@ -114,12 +130,60 @@ class Fleet:
 
     async def push(self) -> dict[str, Any]:
         """Run the push; return the report (see :meth:`report`)."""
-        began = time.monotonic()
-        started = _now()
         sources = [Path(s) for s in self.job.sources()]
         for source in sources:
             if "{" not in str(source) and not source.is_file():
                 raise ClientError(f"{source}: no such local file to push")
+
+        async def action(device: Device, result: DeviceResult) -> None:
+            await self._push_once(device, sources, result)
+
+        return await self.run(action)
+
+    async def pull(self) -> dict[str, Any]:
+        """Run the pull: every device's matching files into ``destination/DEVICE/...``."""
+        from conduit.client.pull import pull_device
+
+        out = Path(self.job.destination)
+
+        async def action(device: Device, result: DeviceResult) -> None:
+            async with self.client(device) as client:
+                result.protocol = client.protocol
+                result.gateway = client.gateway
+                await pull_device(client, device, self.job, out, result)
+
+        return await self.run(action)
+
+    async def backup(self) -> dict[str, Any]:
+        """Run the backup into the store at ``destination``; its run index is written last."""
+        from conduit.client.backup import Backup
+
+        backup = Backup(self.job)
+
+        async def action(device: Device, result: DeviceResult) -> None:
+            async with self.client(device) as client:
+                result.protocol = client.protocol
+                result.gateway = client.gateway
+                await backup.device(client, device, result)
+
+        report = await self.run(action)
+        backup.finish(report)
+        return report
+
+    def client(self, device: Device) -> Client:
+        """A client for ``device`` as its inventory entry describes it."""
+        return Client(
+            device.endpoint,
+            protocol=device.protocol,
+            remote_hash=device.remote_hash,
+            scp_rename=device.scp_rename,
+            **self.client_options,
+        )
+
+    async def run(self, action: Action) -> dict[str, Any]:
+        """Run ``action`` per device in canary/wave order; return the report."""
+        began = time.monotonic()
+        started = _now()
         semaphore = asyncio.Semaphore(self.job.concurrency)
         for _step, devices in self.steps:
             if self.stopping:
@@ -129,7 +193,7 @@ class Fleet:
                 async with semaphore:
                     if self.stopping:
                         return
-                    await self._device(device, sources)
+                    await self._device(device, action)
                     if self.failures() > self.job.max_failures or (
                         self.results[device.name].step == "canary"
                         and self.results[device.name].status == "failed"
@@ -142,13 +206,13 @@ class Fleet:
             self._running.difference_update(tasks)
         return self.report(started, time.monotonic() - began)
 
-    async def _device(self, device: Device, sources: list[Path]) -> None:
+    async def _device(self, device: Device, action: Action) -> None:
         result = self.results[device.name]
         result.started = _now()
         began = time.monotonic()
         try:
-            await asyncio.wait_for(self._attempts(device, sources, result), self.job.timeout)
-            if result.status != "unchanged":
+            await asyncio.wait_for(self._attempts(device, action, result), self.job.timeout)
+            if result.status not in ("unchanged", "changed"):
                 result.status = "ok"
         except asyncio.CancelledError:
             result.status, result.error = "failed", "interrupted (the job was stopped)"
@@ -159,15 +223,17 @@ class Fleet:
             result.status, result.error = "failed", str(exc)
         result.finished = _now()
         result.seconds = round(time.monotonic() - began, 3)
+        if result.gateway and result.status != "failed":
+            result.journal = journal_links(self.job.kind, device, result)
         if self.on_result:
             self.on_result(result)
 
-    async def _attempts(self, device: Device, sources: list[Path], result: DeviceResult) -> None:
+    async def _attempts(self, device: Device, action: Action, result: DeviceResult) -> None:
         delay = self.job.retry_backoff
         while True:
             result.attempts += 1
             try:
-                await self._push_once(device, sources, result)
+                await action(device, result)
                 return
             except ClientError as exc:
                 if not exc.retryable or result.attempts > self.job.retries:
@@ -177,18 +243,12 @@ class Fleet:
 
     async def _push_once(self, device: Device, sources: list[Path], result: DeviceResult) -> None:
         destination = fill(self.job.destination, device)
-        client = Client(
-            device.endpoint,
-            protocol=device.protocol,
-            remote_hash=device.remote_hash,
-            scp_rename=device.scp_rename,
-            **self.client_options,
-        )
-        async with client:
+        async with self.client(device) as client:
             result.protocol = client.protocol
+            result.gateway = client.gateway
             await self._check(client, device, "pre", self.job.pre_check, result)
             digests, sent, unchanged = [], 0, 0
-            result.destination = []
+            result.destination, result.files = [], []
             for template in sources:
                 local = Path(fill(str(template), device))
                 target = destination
@@ -197,6 +257,10 @@ class Fleet:
                 if self.job.skip_unchanged and await self._same(client, local, target):
                     digests.append(self._local_hash(local))
                     result.destination.append(target)
+                    result.files.append(
+                        {"remote": target, "local": str(local), "sha256": digests[-1],
+                         "bytes": 0, "kept": "unchanged"}
+                    )  # fmt: skip
                     unchanged += 1
                     continue
                 [copy] = await client.put(
@@ -205,6 +269,10 @@ class Fleet:
                 digests.append(copy.sha256)
                 sent += copy.bytes
                 result.destination.append(copy.destination)
+                result.files.append(
+                    {"remote": copy.destination, "local": str(local), "sha256": copy.sha256,
+                     "bytes": copy.bytes, "kept": "sent"}
+                )  # fmt: skip
             result.sha256 = digests[0] if len(digests) == 1 else _combined(digests)
             result.bytes = sent
             result.verified = self.job.verify or unchanged == len(sources)
@@ -248,7 +316,7 @@ class Fleet:
     def report(self, started: str, seconds: float) -> dict[str, Any]:
         """The JSON report: ``job``, ``devices`` (one receipt each), ``summary``."""
         devices = [asdict(self.results[d.name]) for d in self.devices]
-        kinds = ("ok", "unchanged", "failed", "skipped")
+        kinds = ("ok", "unchanged", "changed", "failed", "skipped")
         counts = {s: sum(d["status"] == s for d in devices) for s in kinds}
         job = self.job.model_dump(mode="json")
         job.update(
@@ -268,9 +336,54 @@ class Fleet:
             "summary": {
                 **counts,
                 "total": len(devices),
-                "success": counts["ok"] + counts["unchanged"] == len(devices),
+                "success": counts["ok"] + counts["unchanged"] + counts["changed"] == len(devices),
             },
         }
+
+
+JOURNAL_SLACK = timedelta(seconds=60)
+"""Either side of a device's time window when searching the gateway's journal (clocks)."""
+
+
+def journal_links(kind: str, device: Device, result: DeviceResult) -> list[dict[str, Any]]:
+    """Where the gateway journalled each transfer of ``result``.
+
+    A Conduit gateway journals every upload and download with its user, path,
+    byte count and SHA-256 (``file.upload`` / ``file.download``) but does not
+    tell the client the record's sequence number; a record is found by those
+    fields within the device's time window (a minute either side), which is
+    what ``search`` spells out as a ``conduit audit search`` command line.
+    """
+    kind_type = "file.upload" if kind == "push" else "file.download"
+    assert result.started is not None and result.finished is not None
+    since = (datetime.fromisoformat(result.started) - JOURNAL_SLACK).strftime(ISO_SECONDS)
+    until = (datetime.fromisoformat(result.finished) + JOURNAL_SLACK).strftime(ISO_SECONDS)
+    links = []
+    for entry in result.files:
+        if entry.get("kept") == "unchanged":
+            continue  # nothing was transferred, nothing journalled
+        search = [
+            "conduit audit search", f"--type {kind_type}", f"--sha256 {entry['sha256']}",
+            f"--since {since}", f"--until {until}",
+        ]  # fmt: skip
+        if device.endpoint.user:
+            search.insert(2, f"--user {shlex.quote(device.endpoint.user)}")
+        links.append(
+            {
+                "type": kind_type,
+                "user": device.endpoint.user,
+                "path": entry["remote"],
+                "sha256": entry["sha256"],
+                "bytes": entry["bytes"],
+                "since": since,
+                "until": until,
+                "search": " ".join(search),
+            }
+        )
+    return links
+
+
+ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def _combined(digests: list[str]) -> str:

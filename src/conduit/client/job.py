@@ -3,7 +3,7 @@
 ::
 
     inventory = "inventory.toml"         # relative to the job file
-    kind = "push"                        # push (pull and backup: not yet)
+    kind = "push"                        # push | pull | backup
     targets = ["substation-a"]           # groups or device names
     source = "fw/rtu-4.2.bin"            # a local file (or a list: then destination is a folder)
     destination = "/firmware/{device}/rtu-4.2.bin"
@@ -19,7 +19,13 @@
     pre_check = "systemctl is-active rtu-agent"   # run before the copy (exit 0 to go on) ...
     post_check = "rtu-fw --check"        # ... and after it; only if the device's inventory
                                          # entry lists exactly that command in ``commands``
-    report = "out/report"                # writes out/report.json
+    report = "out/report"                # writes out/report.json and out/report.html
+
+    # pull and backup: ``source`` names far files or globs, ``destination`` a local folder
+    since = "24h"                        # only files modified within 24 h (or an ISO time)
+    rotations = true                     # also app.log.1, app.log.2.gz, ... beside each match
+    baseline = "20261203T080000.000912Z-1a2b"  # backup: this run, not the last good one
+    diff_limit = 65536                   # backup: bytes of unified diff per device (at most)
 
 Unknown keys are refused, with the file, the line and the key. ``{device}``
 and ``{group}`` (the device's first group) may appear in ``source`` and
@@ -29,7 +35,9 @@ and ``{group}`` (the device's first group) may appear in ``source`` and
 from __future__ import annotations
 
 import re
+import time
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -37,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from conduit.client.errors import ClientError
 from conduit.client.inventory import Device, InventoryError, describe_validation
-from conduit.config.types import Duration
+from conduit.config.types import Duration, parse_duration
 
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 KNOWN = {"{device}", "{group}"}
@@ -64,6 +72,21 @@ class Job(BaseModel):
     post_check: str | None = None
     preserve: bool = False
     report: Path | None = None
+    since: str | datetime | None = None
+    rotations: bool = False
+    baseline: str | None = None
+    diff_limit: int = Field(default=65536, ge=0, le=16 << 20)
+
+    @field_validator("since")
+    @classmethod
+    def _since(cls, value: str | datetime | None) -> str | datetime | None:
+        if value is not None:
+            since_epoch(value)
+        return value
+
+    def since_epoch(self) -> float | None:
+        """``since`` as a POSIX time (a duration counts back from now)."""
+        return None if self.since is None else since_epoch(self.since)
 
     @field_validator("source", "destination")
     @classmethod
@@ -80,6 +103,24 @@ class Job(BaseModel):
 
     def sources(self) -> list[str]:
         return [self.source] if isinstance(self.source, str) else list(self.source)
+
+
+def since_epoch(value: str | datetime, now: float | None = None) -> float:
+    """A duration (``"24h"``: that long before ``now``) or an ISO-8601 time (UTC if no zone)."""
+    if isinstance(value, str):
+        try:
+            return (time.time() if now is None else now) - parse_duration(value)
+        except ValueError:
+            pass
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is neither a duration (24h, 7d) nor an ISO time (2026-12-01T00:00)"
+            ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
 
 
 def fill(template: str, device: Device) -> str:
@@ -102,18 +143,24 @@ def load_job(path: Path) -> Job:
         raise InventoryError(path, [f"not valid TOML: {exc}"]) from None
     except ValidationError as exc:
         raise InventoryError(path, describe_validation(exc, text)) from None
-    if job.kind != "push":
-        raise ClientError(f"{path}: kind = {job.kind!r} is not implemented yet (only 'push')")
     base = path.parent
 
     def anchored(p: Path) -> Path:
         p = p.expanduser()
         return p if p.is_absolute() else base / p
 
-    sources = [str(anchored(Path(s))) for s in job.sources()]
+    if job.kind == "push":
+        sources = [str(anchored(Path(s))) for s in job.sources()]
+        destination = job.destination
+    else:  # far paths stay as given; the local folder is the job's
+        sources = job.sources()
+        destination = str(anchored(Path(job.destination)))
+        if "{" in destination:
+            raise ClientError(f"{path}: destination: a local folder takes no placeholder")
     return job.model_copy(
         update={
             "inventory": anchored(job.inventory),
+            "destination": destination,
             "source": sources[0] if isinstance(job.source, str) else sources,
             "report": None if job.report is None else anchored(job.report),
         }

@@ -255,9 +255,10 @@ class Download(_Transfer):
         if offset == self._next and self._sequential:
             self._hash.update(data)
             self._next += len(data)
-        elif offset + len(data) > self._next:
+        elif data and offset + len(data) > self._next:
             # A client may re-read or skip (random access): the hash can no
-            # longer vouch for the whole file, so we report none.
+            # longer vouch for the whole file, so we report none. An empty read
+            # (a read-ahead past the end, as SFTP clients send) skips nothing.
             self._sequential = False
         return data
 
