@@ -10,7 +10,7 @@ import pytest
 from conduit.config.inspect import InspectConfig
 from conduit.errors import TransferRefused
 from conduit.inspect import approval
-from conduit.inspect.evidence import classify, evidence_kind
+from conduit.inspect.evidence import classify, evidence_kind, safe_name, subject_of
 from conduit.inspect.items import Item, Items, ItemState
 from conduit.inspect.quarantine import Arrival, Quarantine
 from conduit.state import StateDB
@@ -66,17 +66,22 @@ def test_a_key_nobody_or_several_users_own_names_no_approver(
 
 
 def test_evidence_names() -> None:
-    assert evidence_kind("fw.bin.sig") == ("signature", "fw.bin")
-    assert evidence_kind("fw.bin.asc") == ("signature", "fw.bin")
-    assert evidence_kind("SHA256SUMS") == ("manifest", None)
-    assert evidence_kind("fw.sha256") == ("manifest", None)
-    for payload in ("fw.bin", ".sig", ".asc", ".sha256", "sig", "fw.SIG.bin"):
+    # One rule with the checks: a manifest's own signature is manifest evidence.
+    assert evidence_kind("fw.bin.sig") == "signature" and subject_of("fw.bin.sig") == "fw.bin"
+    assert evidence_kind("fw.bin.asc") == "signature" and subject_of("/a/fw.bin.asc") == "fw.bin"
+    for manifest in ("SHA256SUMS", "fw.sha256", "SHA256SUMS.sig", "SHA256SUMS.asc", "x.sha256.sig"):
+        assert evidence_kind(manifest) == "manifest" and subject_of(manifest) is None, manifest
+    for payload in ("fw.bin", ".sig", ".asc", ".sha256", "sig", "fw.SIG.bin", "sha256sums"):
         assert evidence_kind(payload) is None, payload
     assert classify("a.sig", b"-----BEGIN SSH SIGNATURE-----\n") == "ssh"
     assert classify("a.sig", b"\x89\x01") == "openpgp"
     assert classify("a.asc", b"-----BEGIN PGP SIGNATURE-----") == "openpgp"
+    assert classify("SHA256SUMS.sig", b"-----BEGIN SSH SIGNATURE-----\n") == "manifest"
     with pytest.raises(ValueError):
         classify("a.bin", b"")
+    for bad in ("", ".", "..", "a/b", "a\0b"):
+        with pytest.raises(ValueError):
+            safe_name(bad)
 
 
 def _item(ident: str, path: str = "/fw/a.bin") -> Item:
