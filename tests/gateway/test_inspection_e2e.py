@@ -225,11 +225,12 @@ def test_a_tampered_byte_is_refused_naming_the_check(
     assert got.state is ItemState.REJECTED and got.reason.startswith("signature:"), got.reason
     assert got.sha256 == hashlib.sha256(data).hexdigest()
     assert not final(site, "fw", f"t-{client}.bin").exists()
-    journalled = [r for r in records(site, got.id) if r["outcome"] == "failure"]
-    assert any(
-        r.get("sha256") == got.sha256 and "signature" in str(r.get("reason", ""))
-        for r in journalled
-    ), journalled
+    trail = records(site, got.id)
+    kept = next(r for r in trail if r["type"] == "file.quarantined")
+    assert kept["outcome"] == "failed" and kept["sha256"] == got.sha256
+    assert kept["reason"] == got.reason and "signature:failed:" in kept["checks"], kept
+    refused = next(r for r in trail if r["type"] == "file.upload" and r["outcome"] == "failed")
+    assert got.sha256 in refused["error"] and "ssh-keygen" in refused["error"], refused
 
 
 def test_a_signature_by_another_key_is_refused(site: Site, tmp_path: Path) -> None:
@@ -276,6 +277,17 @@ def test_a_missing_signature_waits_then_expires(site: Site, tmp_path: Path) -> N
         lambda: item(site, "/fw/unsigned.bin").state is ItemState.REJECTED, timeout=GRACE * 5
     )
     assert not final(site, "fw", "unsigned.bin").exists()
+
+
+def test_names_differing_only_by_case_are_not_each_others_evidence(
+    site: Site, tmp_path: Path
+) -> None:
+    src = firmware(tmp_path, "Case.bin")
+    sig = ssh_sign(site.vendor, src, "firmware")
+    assert put(site, "sftp", sig, "/fw/case.bin.sig").returncode == 0  # lower case: not its
+    assert put(site, "sftp", src, "/fw/Case.bin").returncode == 0
+    assert item(site, "/fw/Case.bin").state is ItemState.PENDING
+    assert not final(site, "fw", "Case.bin").exists()
 
 
 # -- good files ------------------------------------------------------------------------
@@ -337,17 +349,6 @@ def test_a_signed_travelling_manifest_passes(site: Site, tmp_path: Path) -> None
     assert wait_for(lambda: item(site, "/fw/m1.bin").state is ItemState.COMMITTED)
     assert sha256(final(site, "fw", "m1.bin")) == sha256(src)
     assert not final(site, "fw", "SHA256SUMS").exists()
-
-
-def test_names_differing_only_by_case_are_not_each_others_evidence(
-    site: Site, tmp_path: Path
-) -> None:
-    src = firmware(tmp_path, "Case.bin")
-    sig = ssh_sign(site.vendor, src, "firmware")
-    assert put(site, "sftp", sig, "/fw/case.bin.sig").returncode == 0  # lower case: not its
-    assert put(site, "sftp", src, "/fw/Case.bin").returncode == 0
-    assert item(site, "/fw/Case.bin").state is ItemState.PENDING
-    assert not final(site, "fw", "Case.bin").exists()
 
 
 # -- approval --------------------------------------------------------------------------
