@@ -389,6 +389,65 @@ def test_checks_pass_then_a_second_person_releases_that_exact_file(
     assert sha256(final(site, "rel", "rel.bin")) == sha256(src)
 
 
+# -- kill -9 with items waiting (a real `conduit serve`) ------------------------------
+
+
+def test_killed_while_items_wait_they_survive_the_restart(site: Site, tmp_path: Path) -> None:
+    """A pending file (no signature yet) and a held one (checks passed, waiting
+    for approval) survive kill -9; nothing is under a final name; after the
+    restart the pending one still takes its signature and commits, and the
+    journal verifies."""
+    import shutil
+    import signal
+
+    from conduit.cli.main import main
+    from tests.support.gateway import scp_argv, serve_process
+
+    root = tmp_path / "site"
+    root.mkdir()
+    shutil.copytree(site.gw.root / "trust", root / "trust")
+    config = root / "conduit.toml"
+    text = policy(root, site.gw.keys, site.clamd).replace(
+        f"signature_grace = {GRACE}", "signature_grace = 600"
+    )
+    config.write_text(text)
+    alice = site.gw.keys["alice"]
+    pending, held = firmware(tmp_path, "p.bin"), firmware(tmp_path, "h.bin")
+    held_sig = ssh_sign(site.vendor, held, "firmware")
+
+    def scp(port: int, known: Path, src: Path, dest: str) -> None:
+        argv = scp_argv(port, known, alice, str(src), f"alice@127.0.0.1:{dest}")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    gateway, port, known = serve_process(config)
+    try:
+        scp(port, known, pending, "/fw/p.bin")
+        scp(port, known, held_sig, "/rel/h.bin.sig")
+        scp(port, known, held, "/rel/h.bin")
+    finally:
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait(10)
+    state = Items(StateDB.open(root / "data"))
+    assert state.find(path="/fw/p.bin")[0].state is ItemState.PENDING
+    assert state.find(path="/rel/h.bin")[0].state is ItemState.HELD
+    finals = [p.name for a in ("fw", "rel") if (root / "areas" / a).exists()
+              for p in (root / "areas" / a).iterdir()]  # fmt: skip
+    assert finals == [], finals
+    restarted, port, known = serve_process(config)
+    try:
+        assert state.find(path="/fw/p.bin")[0].state is ItemState.PENDING
+        assert state.find(path="/rel/h.bin")[0].state is ItemState.HELD
+        scp(port, known, ssh_sign(site.vendor, pending, "firmware"), "/fw/p.bin.sig")
+        assert wait_for(lambda: state.find(path="/fw/p.bin")[0].state is ItemState.COMMITTED)
+        assert sha256(root / "areas" / "fw" / "p.bin") == sha256(pending)
+        assert not (root / "areas" / "rel" / "h.bin").exists()
+    finally:
+        restarted.terminate()
+        assert restarted.wait(15) == 0
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+
+
 # -- last: the scanner goes away -------------------------------------------------------
 
 
