@@ -137,3 +137,33 @@ def test_the_sweep_removes_only_what_no_row_speaks_for(tmp_path: Path) -> None:
     assert q.sweep() == 3
     assert sorted(p.name for p in q.root.iterdir()) == ["evidence", "q-kept.data"]
     assert (q.root.stat().st_mode & 0o777) == 0o700
+
+
+def test_evidence_keeps_its_base_name_and_the_sweep_knows_its_folders(tmp_path: Path) -> None:
+    q = Quarantine(tmp_path, StateDB.open(tmp_path), InspectConfig())
+
+    async def keep(path: str, data: bytes) -> str:
+        arrival = Arrival("alice", "127.0.0.1", "c", path, "area", "fw", False, "t")
+        receiving = q.receive_evidence(arrival)
+        await receiving.write(0, data)
+        receiving.whole("cd" * 32, len(data))
+        await receiving.commit()
+        return receiving.id
+
+    sums = asyncio.run(keep("/fw/SHA256SUMS", b"x"))
+    sig = asyncio.run(keep("/fw/SHA256SUMS.sig", b"-----BEGIN SSH SIGNATURE-----\n"))
+    own = asyncio.run(keep("/fw/a.bin.sig", b"-----BEGIN SSH SIGNATURE-----\n"))
+    found = q.evidence_for("/fw/a.bin")
+    # the manifest and its signature, by their names: the check pairs them so
+    assert [p.name for p in found["manifest"]] == ["SHA256SUMS", "SHA256SUMS.sig"]
+    assert [p.parent.name for p in found["manifest"]] == [sums, sig]
+    assert [p.name for p in found["ssh"]] == ["a.bin.sig"]
+    assert "ssh" not in q.evidence_for("/fw/b.bin")  # a.bin's signature is a.bin's only
+    (q.root / "evidence" / "e-orphan").mkdir()
+    (q.root / "evidence" / "e-orphan" / "x.sig").write_bytes(b"no row")
+    (q.root / "evidence" / ".part-e-dead").write_bytes(b"partial")
+    assert q.sweep() == 2
+    assert sorted(p.name for p in (q.root / "evidence").iterdir()) == sorted([sums, sig, own])
+    q.drop_evidence(own)
+    assert not (q.root / "evidence" / own).exists()
+    assert "ssh" not in q.evidence_for("/fw/a.bin")
