@@ -269,6 +269,22 @@ def test_a_bin_that_is_a_shell_script_is_refused_with_its_type(site: Site, tmp_p
     assert [v["check"] for v in item(site, "/typed/real.bin").verdicts] == ["type"]
 
 
+def test_a_huge_or_malformed_signature_is_refused_or_fails_the_file(
+    site: Site, tmp_path: Path
+) -> None:
+    huge = tmp_path / "big.bin.sig"
+    huge.write_bytes(b"-----BEGIN SSH SIGNATURE-----\n" + b"A" * 20_000)  # over 8 KiB
+    assert put(site, "scp-O", huge, "/fw/big.bin.sig").returncode != 0
+    assert not site.gw.gateway.keeper.quarantine.evidence_for("/fw/big.bin")
+    broken = tmp_path / "broken.bin.sig"
+    broken.write_bytes(b"-----BEGIN SSH SIGNATURE-----\nnot base64 at all\n")
+    assert put(site, "sftp", broken, "/fw/broken.bin.sig").returncode == 0  # kept as evidence
+    done = put(site, "scp-O", firmware(tmp_path, "broken.bin"), "/fw/broken.bin")
+    assert done.returncode != 0 and "signature:" in done.stderr, done.stderr
+    assert item(site, "/fw/broken.bin").state is ItemState.REJECTED
+    assert not final(site, "fw", "broken.bin").exists()
+
+
 def test_a_missing_signature_waits_then_expires(site: Site, tmp_path: Path) -> None:
     src = firmware(tmp_path, "unsigned.bin")
     assert put(site, "sftp", src, "/fw/unsigned.bin").returncode == 0  # pending: accepted
