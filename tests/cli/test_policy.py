@@ -99,6 +99,8 @@ def test_check_defaults_to_conduit_toml_in_cwd(
                 "rule:        conduits[firmware-down]",
                 "obligations: approval, signature",
                 "from trust (none: refused)",
+                "client sees: allowed into quarantine: under its name only once approval,"
+                " signature are met",
             ],
         ),
         (

@@ -437,7 +437,8 @@ def test_pending_then_expired_and_approvals_expire(
     # a rejected item's bytes can be purged; a waiting one's cannot
     assert cli(site, "quarantine", "purge", never.id).returncode == 0
     assert wait_for(lambda: only_item(site, "/sig/never.bin").state is ItemState.PURGED)
-    assert not site.gateway.keeper.quarantine.data(never.id).exists()
+    # the keeper journals the decision, then removes the bytes: wait for both
+    assert wait_for(lambda: not site.gateway.keeper.quarantine.data(never.id).exists())
     held = random_file(tmp_path / "held.bin", 10)
     assert upload(site, "scp", held, "/fw/still-held.bin").returncode == 0
     waiting = cli(site, "quarantine", "purge", only_item(site, "/fw/still-held.bin").id)

@@ -171,26 +171,28 @@ def test_denied_with_reason_and_nothing_written(
     assert not zoned.recorder.of("file.upload", "success")
 
 
-def test_unenforceable_obligation_refused_and_explain_agrees(
+def test_an_obligation_sends_the_upload_to_quarantine_and_explain_agrees(
     zoned: RunningGateway, legacy: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A conduit that requires a check the gateway cannot make refuses, and
-    ``conduit explain`` says DENY with the very reason the client gets."""
-    src = random_file(tmp_path / "tool.pkg", 1000)
+    """Every obligation is enforced (the gateway's checks are the policy's
+    Inspector): a conduit requiring a signature takes the upload into
+    quarantine, where it waits for a signature (no trust set is named here,
+    so none could vouch), never under its final name; ``conduit explain``
+    says the same."""
+    name = f"tool-{'legacy' if legacy else 'sftp'}.pkg"
+    src = random_file(tmp_path / name, 1000)
     result = zoned.scp(str(src), ":/firmware/", legacy=legacy, extra=bind(ENTERPRISE))
-    assert result.returncode != 0
-    reason = "requires signature, which this gateway cannot enforce yet"
-    # OpenSSH's SFTP client prints only the status code's name; legacy SCP
-    # shows the gateway's words.
-    assert (reason if legacy else "Permission denied") in result.stderr
-    assert not (zoned.area("firmware") / "tool.pkg").exists()
-    (denied,) = wait_for(lambda: zoned.recorder.of("access.denied"))
-    assert denied["rule"] == "conduits[signed-packages]"
-    assert "requires signature" in denied["reason"]
+    assert result.returncode == 0, result.stderr  # kept in quarantine, pending
+    assert not (zoned.area("firmware") / name).exists()
+    (kept,) = wait_for(
+        lambda: [r for r in zoned.recorder.of("file.quarantined") if r["path"].endswith(name)]
+    )
+    assert kept["conduit"] == "signed-packages" and kept["state"] == "pending", kept
 
     config = tmp_path / "conduit.toml"
     config.write_text(zones_policy(zoned.root, zoned.keys))
-    argv = ["explain", "alice", "write", "/firmware/tool.pkg", "--from", ENTERPRISE]
-    assert main([*argv, "--config", str(config)]) == 1
+    argv = ["explain", "alice", "write", f"/firmware/{name}", "--from", ENTERPRISE]
+    assert main([*argv, "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "DENY" in out and f"client sees: {reason}" in out
+    assert "ALLOW" in out and "client sees: allowed into quarantine" in out, out
+    assert "from trust (none: refused)" in out

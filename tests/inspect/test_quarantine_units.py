@@ -10,7 +10,7 @@ import pytest
 from conduit.config.inspect import InspectConfig
 from conduit.errors import TransferRefused
 from conduit.inspect import approval
-from conduit.inspect.evidence import classify, evidence_kind
+from conduit.inspect.evidence import classify, evidence_kind, safe_name, subject_of
 from conduit.inspect.items import Item, Items, ItemState
 from conduit.inspect.quarantine import Arrival, Quarantine
 from conduit.state import StateDB
@@ -66,17 +66,22 @@ def test_a_key_nobody_or_several_users_own_names_no_approver(
 
 
 def test_evidence_names() -> None:
-    assert evidence_kind("fw.bin.sig") == ("signature", "fw.bin")
-    assert evidence_kind("fw.bin.asc") == ("signature", "fw.bin")
-    assert evidence_kind("SHA256SUMS") == ("manifest", None)
-    assert evidence_kind("fw.sha256") == ("manifest", None)
-    for payload in ("fw.bin", ".sig", ".asc", ".sha256", "sig", "fw.SIG.bin"):
+    # One rule with the checks: a manifest's own signature is manifest evidence.
+    assert evidence_kind("fw.bin.sig") == "signature" and subject_of("fw.bin.sig") == "fw.bin"
+    assert evidence_kind("fw.bin.asc") == "signature" and subject_of("/a/fw.bin.asc") == "fw.bin"
+    for manifest in ("SHA256SUMS", "fw.sha256", "SHA256SUMS.sig", "SHA256SUMS.asc", "x.sha256.sig"):
+        assert evidence_kind(manifest) == "manifest" and subject_of(manifest) is None, manifest
+    for payload in ("fw.bin", ".sig", ".asc", ".sha256", "sig", "fw.SIG.bin", "sha256sums"):
         assert evidence_kind(payload) is None, payload
     assert classify("a.sig", b"-----BEGIN SSH SIGNATURE-----\n") == "ssh"
     assert classify("a.sig", b"\x89\x01") == "openpgp"
     assert classify("a.asc", b"-----BEGIN PGP SIGNATURE-----") == "openpgp"
+    assert classify("SHA256SUMS.sig", b"-----BEGIN SSH SIGNATURE-----\n") == "manifest"
     with pytest.raises(ValueError):
         classify("a.bin", b"")
+    for bad in ("", ".", "..", "a/b", "a\0b"):
+        with pytest.raises(ValueError):
+            safe_name(bad)
 
 
 def _item(ident: str, path: str = "/fw/a.bin") -> Item:
@@ -132,3 +137,33 @@ def test_the_sweep_removes_only_what_no_row_speaks_for(tmp_path: Path) -> None:
     assert q.sweep() == 3
     assert sorted(p.name for p in q.root.iterdir()) == ["evidence", "q-kept.data"]
     assert (q.root.stat().st_mode & 0o777) == 0o700
+
+
+def test_evidence_keeps_its_base_name_and_the_sweep_knows_its_folders(tmp_path: Path) -> None:
+    q = Quarantine(tmp_path, StateDB.open(tmp_path), InspectConfig())
+
+    async def keep(path: str, data: bytes) -> str:
+        arrival = Arrival("alice", "127.0.0.1", "c", path, "area", "fw", False, "t")
+        receiving = q.receive_evidence(arrival)
+        await receiving.write(0, data)
+        receiving.whole("cd" * 32, len(data))
+        await receiving.commit()
+        return receiving.id
+
+    sums = asyncio.run(keep("/fw/SHA256SUMS", b"x"))
+    sig = asyncio.run(keep("/fw/SHA256SUMS.sig", b"-----BEGIN SSH SIGNATURE-----\n"))
+    own = asyncio.run(keep("/fw/a.bin.sig", b"-----BEGIN SSH SIGNATURE-----\n"))
+    found = q.evidence_for("/fw/a.bin")
+    # the manifest and its signature, by their names: the check pairs them so
+    assert [p.name for p in found["manifest"]] == ["SHA256SUMS", "SHA256SUMS.sig"]
+    assert [p.parent.name for p in found["manifest"]] == [sums, sig]
+    assert [p.name for p in found["ssh"]] == ["a.bin.sig"]
+    assert "ssh" not in q.evidence_for("/fw/b.bin")  # a.bin's signature is a.bin's only
+    (q.root / "evidence" / "e-orphan").mkdir()
+    (q.root / "evidence" / "e-orphan" / "x.sig").write_bytes(b"no row")
+    (q.root / "evidence" / ".part-e-dead").write_bytes(b"partial")
+    assert q.sweep() == 2
+    assert sorted(p.name for p in (q.root / "evidence").iterdir()) == sorted([sums, sig, own])
+    q.drop_evidence(own)
+    assert not (q.root / "evidence" / own).exists()
+    assert "ssh" not in q.evidence_for("/fw/a.bin")

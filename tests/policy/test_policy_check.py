@@ -11,7 +11,7 @@ import pytest
 from conduit.config import ConfigError, Obligation, Op, embedded, parse
 from conduit.policy import Policy, Request
 from conduit.site.build import load_checked
-from conduit.site.check import check, coverage, errors
+from conduit.site.check import Problem, check, coverage, errors
 from tests.config.site import usable_copy
 
 from .conftest import EXAMPLE
@@ -109,10 +109,20 @@ def test_every_cross_reference_problem_is_reported_with_key_and_line() -> None:
     )
 
 
+def _clean(problems: list[Problem]) -> list[Problem]:
+    """The examples require "signature" and "approval" on conduits without
+    trust sets or approvers (they show the policy's shape, not a site's keys
+    and people): those two warnings are expected."""
+    expected = ('"signature" without trust', "requires approval, but no role grants approve")
+    return [p for p in problems if not p.message.startswith(expected)]
+
+
 def test_example_file_is_clean(tmp_path: Path) -> None:
     site = usable_copy(EXAMPLE, tmp_path)
     config = load_checked(site)
-    assert check(config, site.read_text()) == []
+    problems = check(config, site.read_text())
+    assert any(p.severity == "warning" for p in problems)  # the no-trust warning fires
+    assert _clean(problems) == []
 
 
 def test_load_checked_rejects_with_reasons(tmp_path: Path) -> None:
@@ -150,7 +160,7 @@ def test_coverage_sentences() -> None:
 def test_design_example_passes_check_and_decides(tmp_path: Path) -> None:
     design = usable_copy(EXAMPLE.parent / "design.toml", tmp_path)
     config = load_checked(design)
-    assert check(config, design.read_text()) == []
+    assert _clean(check(config, design.read_text())) == []
     policy = Policy(
         config,
         clock=lambda: datetime(2026, 11, 28, 3, 0, tzinfo=UTC),
@@ -167,3 +177,15 @@ def test_design_example_passes_check_and_decides(tmp_path: Path) -> None:
     logs = policy.decide(Request("alice", ent, Op.READ, "/logs/a.log"))
     # No conduit between dmz and enterprise either way: /logs is hidden from there.
     assert (logs.allowed, logs.rule, logs.hidden) == (False, "deny:hidden", True)
+
+
+def test_type_is_implied_by_types_and_meaningless_alone() -> None:
+    zones = '[zones.a]\nlevel = 1\nnetworks = ["10.0.0.0/8"]\n[zones.b]\nlevel = 2\n'
+    base = zones + '[[conduits]]\nname = "c"\nfrom = "a"\nto = "b"\n'
+    alone = check(parse(base + 'require = ["type"]\n'))
+    assert any(p.severity == "error" and '"type" without types' in p.message for p in alone)
+    typed = parse(base + 'types = ["application/gzip"]\n')
+    assert typed.conduits[0].obligations == {Obligation.TYPE}  # goes to quarantine
+    assert not any('"type"' in p.message for p in check(typed))
+    unsigned = check(parse(base + 'require = ["signature"]\n'))
+    assert any(p.severity == "warning" and "without trust" in p.message for p in unsigned)

@@ -18,6 +18,7 @@ from conduit.config.model import Op
 from conduit.config.types import parse_size
 from conduit.inspect.plan import ENFORCEABLE, Inspector
 from conduit.policy import Explanation, Policy, PolicyError, Rename, Request
+from conduit.policy.decision import Decision
 
 QUESTIONS = {
     "path": "path",
@@ -132,6 +133,17 @@ def _checks(policy: Policy, rule: str | None) -> list[str]:
         return []
 
 
+def _client_sees(decision: Decision, op: Op) -> str:
+    """The decision's reason, and where an allowed file with obligations goes:
+    to quarantine (an upload) or out only if released from it (a download)."""
+    if not (decision.allowed and decision.obligations):
+        return str(decision.reason)
+    needs = ", ".join(sorted(decision.obligations))
+    if op is Op.READ:
+        return f"{decision.reason}, only bytes released from quarantine with {needs}"
+    return f"{decision.reason} into quarantine: under its name only once {needs} are met"
+
+
 def render(explanation: Explanation, policy: Policy, out: Console) -> None:
     """Print the verdict, each step with its rule, and the obligations."""
     request, decision = explanation.request, explanation.decision
@@ -167,5 +179,5 @@ def render(explanation: Explanation, policy: Policy, out: Console) -> None:
         out.print(
             f"  max size:    {decision.max_size} bytes (checked while streaming)", markup=False
         )
-    out.print(f"  client sees: {decision.reason}", markup=False)
+    out.print(f"  client sees: {_client_sees(decision, request.op)}", markup=False)
     out.print(f"  audit:       {decision.detail}", markup=False)

@@ -50,6 +50,9 @@ class Obligation(StrEnum):
     SIGNATURE = "signature"
     SCAN = "scan"
     APPROVAL = "approval"
+    #: implied by a conduit's ``types`` (the true-type allow-list); writing it
+    #: in ``require`` without ``types`` is a ``conduit check`` error
+    TYPE = "type"
 
 
 class Section(BaseModel):
@@ -233,6 +236,12 @@ class ConduitConfig(Section):
     trust: list[str] = []  # names of [inspect.trust.NAME] anchors for "signature"
     types: list[str] = []  # libmagic MIME types allowed (empty: any)
     description: str = ""
+
+    @property
+    def obligations(self) -> frozenset[Obligation]:
+        """``require``, plus ``type`` when ``types`` is set: a type allow-list
+        is a check like the others, so the conduit's files go to quarantine."""
+        return frozenset(self.require) | ({Obligation.TYPE} if self.types else frozenset())
 
 
 class Config(Section):

@@ -22,8 +22,8 @@ from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Obligation, Op
 from conduit.errors import Fault, StorageError
 from conduit.gateway.quarantine import CHUNK, Keeper, summary
-from conduit.inspect.evidence import evidence_kind
 from conduit.inspect.items import Item, ItemState
+from conduit.inspect.plan import evidence_kind
 from conduit.inspect.quarantine import Arrival, EvidenceReceiving, Receiving
 from conduit.storage.base import ReadHandle
 from conduit.transfer import Upload

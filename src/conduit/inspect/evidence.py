@@ -1,36 +1,38 @@
-"""Which uploads are evidence (a signature or a vendor manifest) rather than payload.
+"""How the quarantine files an evidence upload (a signature or a manifest).
 
-``X.sig`` and ``X.asc`` are evidence of ``X`` in the same folder; ``SHA256SUMS``
-and ``*.sha256`` are manifests for every file of their folder. Evidence
-through a conduit with obligations is not committed under its name: it is
-kept in quarantine (at most ``max_evidence_size`` bytes), journalled, and
-handed to the whole-file checks of the files it speaks for, whether it
-arrived before or after them.
+Which names are evidence is the checks' one rule,
+:func:`conduit.inspect.plan.evidence_kind` / :func:`~conduit.inspect.plan.evidence_of`:
+``X.sig`` / ``X.asc`` are signatures of ``X`` in the same folder;
+``SHA256SUMS``, ``X.sha256`` *and their* ``.sig`` / ``.asc`` are manifest
+evidence for every file of that folder (so a travelling signed manifest
+reaches the signature check as ``evidence["manifest"]`` = the manifest and
+its signature, paired by name). Names match exactly, case included.
 
-The naming rule is the checks' too (``conduit.inspect.plan.evidence_kind``
-when the checks package is present); this is the minimal form the
-quarantine needs: the kind by name, refined by content where the name is
-ambiguous (``.sig``: OpenSSH or OpenPGP).
+Evidence through a conduit with obligations is not committed under its
+name: it is kept in quarantine (at most ``max_evidence_size`` bytes),
+journalled, and handed to the whole-file checks of the files it speaks for,
+whether it arrived before or after them. This module adds what the
+quarantine stores beside the name rule: the subject a signature speaks for,
+and the kind by content where the name is ambiguous (``.sig``: OpenSSH or
+OpenPGP).
 """
 
 from __future__ import annotations
 
+from conduit.inspect.plan import evidence_kind, evidence_of
+
 SSH = "ssh"
 OPENPGP = "openpgp"
 MANIFEST = "manifest"
-MANIFEST_NAMES = frozenset({"SHA256SUMS", "sha256sums", "SHA256SUMS.txt"})
 SSH_ARMOUR = b"-----BEGIN SSH SIGNATURE-----"
 
+__all__ = ["MANIFEST", "OPENPGP", "SSH", "classify", "evidence_kind", "safe_name", "subject_of"]
 
-def evidence_kind(name: str) -> tuple[str, str | None] | None:
-    """``(kind, subject)`` if ``name`` is evidence: ``("signature", "X")`` for
-    ``X.sig``/``X.asc``, ``("manifest", None)`` for a manifest; None for payload."""
-    if name in MANIFEST_NAMES or (name.endswith(".sha256") and len(name) > len(".sha256")):
-        return (MANIFEST, None)
-    for suffix in (".sig", ".asc"):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return ("signature", name[: -len(suffix)])
-    return None
+
+def subject_of(name: str) -> str | None:
+    """The base name a signature speaks for; None for a manifest (the folder's)."""
+    subject = evidence_of(name)
+    return None if subject is None else subject.rpartition("/")[2]
 
 
 def classify(name: str, head: bytes) -> str:
@@ -38,8 +40,18 @@ def classify(name: str, head: bytes) -> str:
     kind = evidence_kind(name)
     if kind is None:
         raise ValueError(f"{name!r} is not evidence")
-    if kind[0] == MANIFEST:
+    if kind == MANIFEST:
         return MANIFEST
     if name.endswith(".sig") and head.lstrip().startswith(SSH_ARMOUR):
         return SSH
     return OPENPGP
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one path component inside its folder, or ValueError.
+
+    Client names already passed :mod:`conduit.names`; this is the last guard
+    where one becomes part of a quarantine path."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ValueError(f"not a plain file name: {name!r}")
+    return name

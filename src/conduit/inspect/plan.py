@@ -137,7 +137,7 @@ class Inspector:
 
     def _plan(self, conduit: ConduitConfig) -> Plan:
         inspect = self.config.inspect
-        obligations = frozenset(conduit.require)
+        obligations = conduit.obligations
         signature = None
         if Obligation.SIGNATURE in obligations:
             anchors = [

@@ -27,6 +27,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from conduit.config.inspect import InspectConfig
 from conduit.config.model import Obligation
 from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.inspect.base import State, Stream, Subject, Verdict, WholeFileCheck
-from conduit.inspect.evidence import classify, evidence_kind
+from conduit.inspect.evidence import classify, safe_name, subject_of
 from conduit.inspect.items import OPEN, Item, Items, ItemState, new_id
 from conduit.state import StateDB
 
@@ -138,8 +139,14 @@ class Quarantine:
     def data(self, item_id: str) -> Path:
         return self.root / f"{item_id}.data"
 
-    def evidence_file(self, evidence_id: str) -> Path:
-        return self.root / "evidence" / evidence_id
+    def evidence_file(self, evidence_id: str, name: str) -> Path:
+        """``evidence/ID/NAME``: the client's base name is kept, because the
+        checks pair a manifest with its signature by name (``SHA256SUMS`` and
+        ``SHA256SUMS.sig``); the id folder keeps two uploads of one name apart."""
+        return self.evidence_dir(evidence_id) / safe_name(name)
+
+    def evidence_dir(self, evidence_id: str) -> Path:
+        return self.root / "evidence" / safe_name(evidence_id)
 
     # -- receiving -------------------------------------------------------------------
 
@@ -163,7 +170,10 @@ class Quarantine:
                 removed += 1
         for entry in (self.root / "evidence").iterdir():
             if entry.name.startswith(PART) or entry.name not in evidence:
-                entry.unlink(missing_ok=True)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
                 removed += 1
         return removed
 
@@ -173,13 +183,13 @@ class Quarantine:
         """Evidence kept for ``path``: its signatures, and its folder's manifests."""
         folder, name = posixpath.split(path)
         rows = self.db.query(
-            "SELECT id, kind FROM quarantine_evidence WHERE folder = ? AND "
+            "SELECT id, kind, name FROM quarantine_evidence WHERE folder = ? AND "
             "(subject = ? OR subject IS NULL) ORDER BY created, id",
             (folder, name),
         )
         found: dict[str, list[Path]] = {}
         for row in rows:
-            found.setdefault(row["kind"], []).append(self.evidence_file(row["id"]))
+            found.setdefault(row["kind"], []).append(self.evidence_file(row["id"], row["name"]))
         return {kind: tuple(paths) for kind, paths in found.items()}
 
     async def judge(
@@ -266,7 +276,7 @@ class Quarantine:
     def drop_evidence(self, evidence_id: str) -> None:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM quarantine_evidence WHERE id = ?", (evidence_id,))
-        self.evidence_file(evidence_id).unlink(missing_ok=True)
+        shutil.rmtree(self.evidence_dir(evidence_id), ignore_errors=True)
 
     def supersede(self, item: Item) -> list[str]:
         """Older items waiting for the same name are replaced by ``item``: an
@@ -323,6 +333,8 @@ class _Part:
         self.fd = -1
         os.rename(self.part, final)
         _fsync_dir(self.folder)
+        if final.parent != self.folder:
+            _fsync_dir(final.parent)
 
     async def abort(self) -> None:
         if self.done:
@@ -416,24 +428,24 @@ class EvidenceReceiving(_Part):
     async def commit(self) -> None:
         if self.done:
             raise StorageError(Fault.FAILURE, "upload already finished")
-        final = self.quarantine.evidence_file(self.id)
+        folder, name = posixpath.split(self.arrival.path)
+        final = self.quarantine.evidence_file(self.id, name)
         try:
             with open(self.part, "rb") as f:
                 head = f.read(64)
+            final.parent.mkdir(mode=0o700)
             await asyncio.to_thread(self._keep, final)
         except OSError as exc:
             await self.abort()
             raise StorageError(Fault.FAILURE, detail=f"quarantine: {exc.strerror}") from None
         self.done = True
-        folder, name = posixpath.split(self.arrival.path)
-        kind = evidence_kind(name)
         self.kind = classify(name, head)
         with self.quarantine.db.transaction() as tx:
             tx.execute(
                 "INSERT INTO quarantine_evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     self.id, time.time(), self.arrival.uploader, self.arrival.path, folder,
-                    name, kind[1] if kind else None, self.kind, self.size, self.sha256,
+                    name, subject_of(name), self.kind, self.size, self.sha256,
                 ),
             )  # fmt: skip
 

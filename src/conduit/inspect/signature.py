@@ -129,6 +129,12 @@ class SignatureCheck:
         for path in manifests:
             if path.name.endswith((".sig", ".asc")):
                 continue
+            if not ({f"{path.name}.sig", f"{path.name}.asc"} & by_name.keys()):
+                # its signature may still be on its way (evidence arrives in
+                # any order); an unsigned manifest in the folder must not
+                # fail every file beside it: wait, and expire after the grace
+                notes.append(bad(UNSIGNED_MANIFEST, f"{path.name} has no .sig or .asc beside it"))
+                continue
             outcome = await self._manifest(subject, path, by_name)
             if outcome.ok:
                 return Verdict(CHECK, State.PASSED, GOOD, outcome.detail)

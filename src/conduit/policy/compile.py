@@ -97,7 +97,7 @@ def conduit_table(config: Config) -> dict[tuple[str, str], list[CompiledConduit]
                 tuple(PathPattern.compile(p) for p in conduit.paths),
                 windows,
                 int(conduit.max_size) if conduit.max_size is not None else None,
-                frozenset(conduit.require),
+                conduit.obligations,
             )
         )
     return table

@@ -302,10 +302,10 @@ def _inspection(config: Config, error: Callable[..., None], warning: Callable[..
     """Obligations that can be met: trust sets that exist and vouch, a scanner to scan.
 
     A scan nothing can do is a warning, not an error: the gateway refuses
-    every such transfer (fail closed), which is safe. ``require =
-    ["signature"]`` without ``trust`` is the same, and says nothing: policies
-    written before inspection existed say it, and ``conduit explain`` shows
-    that no trust set can vouch.
+    every such transfer (fail closed), which is safe; so is ``require =
+    ["signature"]`` without ``trust`` (``conduit explain`` shows that no
+    trust set can vouch). ``require = ["type"]`` without ``types`` is an
+    error: ``type`` is implied by ``types`` and means nothing alone.
     """
     trusts = config.inspect.trust
     for name, trust in trusts.items():
@@ -322,6 +322,14 @@ def _inspection(config: Config, error: Callable[..., None], warning: Callable[..
             if ref not in trusts:
                 known = ", ".join(sorted(trusts)) or "none defined"
                 error(*cloc, "trust", message=f"unknown trust {ref!r} (inspect.trust: {known})")
+        if Obligation.TYPE in conduit.require and not conduit.types:
+            error(*cloc, "require", message='"type" without types: no type would ever pass')
+        if Obligation.SIGNATURE in conduit.require and not conduit.trust:
+            warning(
+                *cloc,
+                "require",
+                message='"signature" without trust: no signature can vouch, every file is refused',
+            )
         if Obligation.SCAN in conduit.require and not config.inspect.scan.clamd:
             warning(
                 *cloc,
