@@ -279,3 +279,36 @@ async def test_a_plain_sshd_gets_a_full_copy_and_says_why(devices: Devices, tmp_
     assert "no far copy" in first.note and "no block hashes" in second.note
     assert Path(remote).read_bytes() == local.read_bytes()
     assert second.sha256 == sha(local.read_bytes())
+
+
+# -- the command line ---------------------------------------------------------------
+
+
+def test_conduit_sync_prints_the_hash_and_how(
+    site: RunningGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = os.urandom(MIB)
+    far = site.area("inbox") / "cli.bin"
+    far.write_bytes(original)
+    local = tmp_path / "cli.bin"
+    local.write_bytes(scatter(original, 0.01, seed=6))
+    common = [
+        "-P", str(site.port), "-i", str(site.keys["alice"]),
+        "--known-hosts", str(site.known_hosts), "-F", "/dev/null",
+    ]  # fmt: skip
+    assert main(["sync", *common, str(local), "alice@127.0.0.1:/inbox/cli.bin"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{sha(local.read_bytes())}  /inbox/cli.bin  (delta: sent ")
+    assert far.read_bytes() == local.read_bytes()
+
+    back = tmp_path / "back.bin"
+    back.write_bytes(original)
+    assert main(["sync", *common, "alice@127.0.0.1:/inbox/cli.bin", str(back)]) == 0
+    assert "(delta: sent " in capsys.readouterr().out and back.read_bytes() == far.read_bytes()
+
+    assert main(["sync", *common, str(tmp_path / "nope"), "alice@127.0.0.1:/inbox/x"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "not a file" in captured.err
+    assert main(["sync", *common, "alice@127.0.0.1:/inbox/none.bin", str(back)]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert back.read_bytes() == far.read_bytes()

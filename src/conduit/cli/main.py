@@ -25,6 +25,7 @@ COMMANDS = [
     "user",
     "defender",
     "cp",
+    "sync",
     "inventory",
     "fleet",
 ]
