@@ -180,7 +180,8 @@ def main() -> None:
         )
         started = time.perf_counter()
         subprocess.run(
-            ["rsync", "-e", ssh, "--no-whole-file", "--ignore-times", str(local), f"root@127.0.0.1:{far_rsync}"],
+            ["rsync", "-e", ssh, "--no-whole-file", "--ignore-times", str(local),
+             f"root@127.0.0.1:{far_rsync}"],
             check=True, timeout=1800,
         )  # fmt: skip
         rsync_s = time.perf_counter() - started
