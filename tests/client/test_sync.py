@@ -91,6 +91,13 @@ async def test_hostile_extension_requests_are_refused_with_a_clear_status(
                 with pytest.raises(asyncssh.SFTPError, match="more than 4096 blocks"):
                     await check_file(sftp, huge.handle, 0, 0, 4096)
                 assert len(await check_file(sftp, huge.handle, 0, 4096 * 4096, 4096)) == 4096 * 32
+            # a whole-file hash of 5 GiB (sparse): more than one request may read
+            with (site.area("inbox") / "sparse.bin").open("wb") as sparse:
+                sparse.truncate(5 << 30)
+            async with sftp.open("/inbox/sparse.bin", "rb") as vast:
+                with pytest.raises(asyncssh.SFTPError, match="bytes in one request"):
+                    await check_file(sftp, vast.handle, 0, 0, 0)
+            (site.area("inbox") / "sparse.bin").unlink()
             # copy-data: backwards, into a file open for reading, out of range, length 0
             for copy, message in [
                 ((file, new, 0, 100, 50), "front to back"),

@@ -44,6 +44,7 @@ MIN_BLOCK = 4 * 1024
 MAX_BLOCK = 1024 * 1024
 MAX_BLOCKS = 4096  # per check-file request: the gateway's bound
 MAX_COPY = 64 * 1024 * 1024  # per copy-data request: the gateway's bound
+MAX_WHOLE = 4 * 1024 * 1024 * 1024  # bytes one check-file request may read there
 WRITE_RUN = 1024 * 1024
 ATTEMPTS = 2
 
@@ -220,6 +221,8 @@ async def _download_once(
     partial = partial_path(target)
     async with sftp.open(remote, "rb") as far_file:
         far_size = (await far_file.stat()).size or 0
+        if far_size > MAX_WHOLE:
+            raise Unavailable("the far file is too large for one whole-file hash")
         block = block_size(max(far_size, target.stat().st_size))
         far = await far_blocks(sftp, far_file.handle, far_size, block)
         whole = (await check_file(sftp, far_file.handle, 0, 0, 0)).hex()

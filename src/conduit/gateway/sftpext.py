@@ -22,7 +22,8 @@ turned into SFTP statuses by the caller (:mod:`conduit.gateway.sftp`).
 
 Both are bounded per request: at most :data:`MAX_BLOCKS` hashes (the reply
 stays far below one SFTP message), blocks of :data:`MIN_BLOCK` bytes to
-:data:`MAX_BLOCK`, and at most :data:`MAX_COPY` bytes per copy.
+:data:`MAX_BLOCK`, at most :data:`MAX_HASHED` bytes read per hash request
+and at most :data:`MAX_COPY` bytes per copy.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ MAX_BLOCK = 16 * 1024 * 1024
 MAX_BLOCKS = 4096
 """Hashes per request: 4,096 SHA-256s are a 128 KiB reply (messages stop at 256 KiB)."""
 MAX_COPY = 64 * 1024 * 1024
+MAX_HASHED = 4 * 1024 * 1024 * 1024
+"""Bytes one check-file request may read: a 40-byte request must not cost the
+gateway more than one download of a large file does."""
 CHUNK = 256 * 1024
 
 
@@ -57,6 +61,8 @@ def _span(start: int, length: int, size: int, block: int) -> int:
     if start > size:
         raise asyncssh.SFTPFailure(f"check-file: offset {start} is beyond the end ({size})")
     end = size if length == 0 else min(size, start + length)
+    if end - start > MAX_HASHED:
+        raise asyncssh.SFTPFailure(f"check-file: more than {MAX_HASHED} bytes in one request")
     if block and -(-(end - start) // block) > MAX_BLOCKS:
         raise asyncssh.SFTPFailure(f"check-file: more than {MAX_BLOCKS} blocks in one request")
     return end
