@@ -319,3 +319,51 @@ def test_conduit_sync_prints_the_hash_and_how(
     assert main(["sync", *common, "alice@127.0.0.1:/inbox/none.bin", str(back)]) == 1
     assert "no such file" in capsys.readouterr().err
     assert back.read_bytes() == far.read_bytes()
+
+
+# -- a plain device that allows a block-hash command --------------------------------
+
+SPLIT = "split -b {block} --filter=sha256sum -- {path}"
+
+
+async def test_a_device_with_a_block_hash_command_gets_a_delta(
+    devices: Devices, tmp_path: Path
+) -> None:
+    original = os.urandom(64 * 1024)  # 16 blocks: the command forks per block
+    far = tmp_path / "far" / "fw.bin"
+    far.parent.mkdir()
+    far.write_bytes(original)
+    far.chmod(0o640)
+    local = tmp_path / "fw.bin"
+    local.write_bytes(original)
+    async with devices.client(devices.sftp) as client:
+        same = await sync_put(client, local, str(far), block_hash=SPLIT)
+        assert (same.mode, same.sent) == ("delta", 0)
+        changed = scatter(original, 0.01, seed=7, piece=300)
+        local.write_bytes(changed)
+        result = await sync_put(client, local, str(far), block_hash=SPLIT)
+        assert result.mode == "delta" and far.read_bytes() == changed
+        assert 0 < result.sent <= 2 * 2 * 4096, result  # 2 spots, 4 KiB blocks
+        assert far.stat().st_mode & 0o777 == 0o640
+
+        calls: list[int] = []
+
+        async def meddle(attempt: int) -> None:
+            calls.append(attempt)
+            with far.open("r+b") as handle:
+                handle.seek(4096 * 4 * attempt)  # a block it would copy
+                handle.write(b"X" * 10)
+
+        local.write_bytes(changed)
+        with pytest.raises(ClientError, match="kept changing"):
+            await sync_put(client, local, str(far), block_hash=SPLIT, on_hashed=meddle)
+        assert calls == [1, 2] and far.read_bytes()[32768:32778] == b"X" * 10
+
+        failing = await sync_put(client, local, str(far), block_hash="exit 3 # {block} {path}")
+        assert failing.mode == "full" and "exited 3" in failing.note
+        lying = await sync_put(client, local, str(far), block_hash="echo {block} {path}")
+        assert lying.mode == "full" and "lines for" in lying.note
+        with pytest.raises(ClientError, match=r"use \{block\} and \{path\}"):
+            await sync_put(client, local, str(far), block_hash="sha256sum {path}")
+    assert far.read_bytes() == changed  # the full copies
+    assert sorted(p.name for p in far.parent.iterdir()) == ["fw.bin"]

@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts to trust")
     parser.add_argument("--host-key", metavar="KEY", help="accept only this host key (a pin)")
     parser.add_argument(
+        "--block-hash",
+        metavar="COMMAND",
+        help="a plain device's block-hash command, with {block} and {path} "
+        "(e.g. 'split -b {block} --filter=sha256sum -- {path}'); only where the device allows it",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=15.0, metavar="SECONDS", help="connect timeout"
     )
     parser.set_defaults(handler=run, limit=None)
@@ -71,7 +77,7 @@ async def synchronise(
     try:
         async with client:
             if direction == "put":
-                result = await sync_put(client, local, remote or ".")
+                result = await sync_put(client, local, remote or ".", block_hash=args.block_hash)
             else:
                 result = await sync_get(client, remote, local)
     except ClientError as exc:

@@ -75,10 +75,10 @@ class Unavailable(Exception):
     """The far side cannot do a delta (no block hashes, no copy-data): copy it whole."""
 
 
-def block_size(size: int) -> int:
-    """A power of two giving about 32,768 blocks (4 KiB to 1 MiB)."""
+def block_size(size: int, blocks: int = 32768) -> int:
+    """A power of two giving about ``blocks`` blocks (4 KiB to 1 MiB)."""
     block = MIN_BLOCK
-    while block < MAX_BLOCK and size // block > 32768:
+    while block < MAX_BLOCK and size // block > blocks:
         block *= 2
     return block
 
@@ -133,6 +133,32 @@ def plan(
     return runs
 
 
+async def assemble(
+    sftp: asyncssh.SFTPClient,
+    old: asyncssh.SFTPClientFile,
+    new: asyncssh.SFTPClientFile,
+    local: Path,
+    runs: list[Run],
+) -> tuple[int, int]:
+    """Write ``new`` front to back: reused runs copied from ``old`` on the far side,
+    the others from ``local``. Returns (bytes sent, bytes reused)."""
+    sent = reused = 0
+    try:
+        source = local.open("rb")
+    except OSError as exc:
+        raise LocalFault.of(exc) from exc
+    with source:
+        for reuse, offset, length in runs:
+            if reuse:
+                await sftp.remote_copy(old, new, offset, length, offset)
+                reused += length
+            else:
+                source.seek(offset)
+                await new.write(source.read(length), offset)
+                sent += length
+    return sent, reused
+
+
 async def upload(
     conn: asyncssh.SSHClientConnection,
     local: Path,
@@ -171,16 +197,7 @@ async def _upload_once(
             if on_hashed is not None:
                 await on_hashed(attempt)
             new = await sftp.open(remote, "wb")  # writes split to the server's limits
-            sent = reused = 0
-            with local.open("rb") as source:
-                for reuse, offset, length in plan(hashes, far, size, block):
-                    if reuse:
-                        await sftp.remote_copy(old, new, offset, length, offset)
-                        reused += length
-                    else:
-                        source.seek(offset)
-                        await new.write(source.read(length), offset)
-                        sent += length
+            sent, reused = await assemble(sftp, old, new, local, plan(hashes, far, size, block))
             held = (await check_file(sftp, new.handle, 0, 0, 0)).hex()
             if held != sha256:
                 return None  # finally: the session ends with ``new`` open: aborted

@@ -7,7 +7,9 @@
         print(result.mode, result.sent, result.reused, result.note)
 
 A delta needs an old copy on the receiving side and a far side that hashes
-blocks and copies data itself (a Conduit gateway). Anything else (a new
+blocks and copies data itself: a Conduit gateway (:mod:`~conduit.client.delta`),
+or an upload to an OpenSSH device (``copy-data``) whose block-hash command the
+caller allows (``block_hash``, :mod:`~conduit.client.devicedelta`). Anything else (a new
 file, a plain OpenSSH device, legacy SCP, a gateway whose policy refuses the
 read) is a full copy through ``Client.put``/``get``, with the reason in
 ``SyncResult.note``; the SHA-256 is end to end either way.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import asyncssh
 
-from conduit.client import delta
+from conduit.client import delta, devicedelta
 from conduit.client.client import Client
 from conduit.client.common import LocalFault, Transfer
 from conduit.client.delta import SyncResult, Unavailable
@@ -53,11 +55,22 @@ async def _far_exists(client: Client, remote: str) -> bool:
 
 
 async def sync_put(
-    client: Client, local: Path, remote: str, *, on_hashed: delta.Hook | None = None
+    client: Client,
+    local: Path,
+    remote: str,
+    *,
+    block_hash: str | None = None,
+    on_hashed: delta.Hook | None = None,
 ) -> SyncResult:
-    """Make the far ``remote`` (or ``remote``/NAME for a folder) equal to ``local``."""
+    """Make the far ``remote`` (or ``remote``/NAME for a folder) equal to ``local``.
+
+    ``block_hash``: the command template a plain device allows for block hashes
+    (:mod:`conduit.client.devicedelta`); not used through a gateway.
+    """
     if not local.is_file():
         raise ClientError(f"{local}: not a file")
+    if block_hash is not None:
+        devicedelta.check_template(block_hash)
     conn = client._connection()
     try:
         if await client.is_dir(remote):
@@ -68,6 +81,11 @@ async def sync_put(
             note = "no far copy yet: full copy"
         else:
             try:
+                if block_hash is not None and not client.gateway:
+                    hasher = devicedelta.command_hasher(conn, block_hash)
+                    return await devicedelta.upload(
+                        conn, local, remote, hasher, on_hashed=on_hashed
+                    )
                 return await delta.upload(conn, local, remote, on_hashed=on_hashed)
             except Unavailable as why:
                 note = f"{why}: full copy"
