@@ -32,6 +32,9 @@ SOURCE_SHA256 = {
     "GCMEncryption.__init__": "96f0b31f70afef1a80e5427b9a56477f9e48226b2bc2f840e8970a6744d6f38f",
     "GCMEncryption.decrypt_header": "50d9112c6d6c1ced2db1cea7cde9f43b079ff0c6ae2b5c2213646c3db51bb293",  # noqa: E501
     "GCMEncryption.decrypt_packet": "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",  # noqa: E501
+    "SFTPClient.__init__": "52af55f917c173b51392717ef2064cf0d9a614518d408346ac418d07096dfadf",
+    "SFTPClientHandler._make_request": "89d230f05bd86d7628a8485305744da4a00953fe00d521a6eb500401e888539a",  # noqa: E501
+    "SFTPClientHandler._return_types": "49b145406c237dc981f73e0633feaa1e85eeda1551cd477674c3daff2494257c",  # noqa: E501
     "SFTPHandler.__init__": "f4067a8a90addc41f935ec8f67c3bf0a2f9a75240ef1c35c5c1309cd4940be31",
     "SFTPHandler._return_types": "49b145406c237dc981f73e0633feaa1e85eeda1551cd477674c3daff2494257c",
     "SFTPHandler.recv_packet": "d811faaea31cc51cc19250912d423bdcefe78cc211a7a7ca20f1bc6dc8209ad3",

@@ -20,6 +20,7 @@ from conduit._asyncssh import (
     channel,
     kexinit,
     multifactor,
+    sftpclient,
     sftpserver,
     tuning,
 )
@@ -32,6 +33,7 @@ MEMBERS: dict[str, Any] = {
     **certwatch.USES,
     **multifactor.USES,
     **sftpserver.USES,
+    **sftpclient.USES,
     **channel.USES,
 }
 

@@ -11,8 +11,12 @@ decisions to public hooks that the gateway's handler
   256 KiB instead of asyncssh's 4 MiB), advertised through
   ``limits@openssh.com`` (:meth:`~NarrowSFTPHandler.advertised_limits`);
 * ``expand-path@openssh.com`` is answered (:meth:`~NarrowSFTPHandler.expand_path`);
-* hard links, ``copy-data``, ``ranges@asyncssh.com`` and ``lsetstat`` are
-  removed;
+* hard links, asyncssh's own ``copy-data``, ``ranges@asyncssh.com`` and
+  ``lsetstat`` are removed; ``copy-data`` and ``check-file-handle`` (the
+  draft-ietf-secsh-filexfer-extensions requests, the delta sync's two halves)
+  are decoded here and decided by :meth:`~NarrowSFTPHandler.copy_data` and
+  :meth:`~NarrowSFTPHandler.check_file`, which see the server's file objects,
+  never a path;
 * OPENDIR asks :meth:`~NarrowSFTPHandler.open_listing` for an async iterator
   of names (asyncssh's READDIR pages through it), CLOSE of such a handle and
   the session's end go to :meth:`~NarrowSFTPHandler.close_listing`;
@@ -30,7 +34,7 @@ from typing import Any
 import asyncssh
 from asyncssh import SFTPBadMessage
 from asyncssh import sftp as _sftp
-from asyncssh.packet import SSHPacket
+from asyncssh.packet import SSHPacket, String
 
 SFTPServerHandler = _sftp.SFTPServerHandler
 _SFTPHandler = _sftp.SFTPHandler
@@ -40,6 +44,7 @@ FXP_NAME = 104
 #: SFTP v3 request types (asyncssh dispatches on them).
 FXP_OPENDIR = 11
 FXP_CLOSE = 4
+FXP_EXTENDED_REPLY = 201
 
 #: Extensions asyncssh offers that a gateway must not.
 REMOVED = (
@@ -67,6 +72,16 @@ USES: dict[str, Any] = {
 }
 
 
+class _ExtendedReply:
+    """A reply asyncssh sends as is: ``_process_packet`` encodes any other result."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def encode(self, version: int) -> bytes:
+        return self.payload
+
+
 class NarrowSFTPHandler(SFTPServerHandler):
     """asyncssh's SFTP server handler with a narrower contract; see the module."""
 
@@ -81,6 +96,8 @@ class NarrowSFTPHandler(SFTPServerHandler):
         (b"fsync@openssh.com", b"1"),
         (b"limits@openssh.com", b"1"),
         (b"expand-path@openssh.com", b"1"),
+        (b"copy-data", b"1"),
+        (b"check-file", b"sha256"),
     ]
 
     # -- hooks for the application's handler ---------------------------------------------
@@ -107,6 +124,18 @@ class NarrowSFTPHandler(SFTPServerHandler):
     async def expand_path(self, path: bytes) -> bytes:
         """The answer to ``expand-path@openssh.com``."""
         raise asyncssh.SFTPOpUnsupported("expand-path is not supported")
+
+    async def copy_data(
+        self, source: object, offset: int, length: int, target: object, target_offset: int
+    ) -> None:
+        """``copy-data``: ``length`` bytes of ``source`` at ``offset`` into ``target``."""
+        raise asyncssh.SFTPOpUnsupported("copy-data is not supported")
+
+    async def check_file(
+        self, file: object, algorithms: bytes, start: int, length: int, block: int
+    ) -> tuple[bytes, bytes]:
+        """``check-file-handle``: (algorithm, the concatenated block hashes)."""
+        raise asyncssh.SFTPOpUnsupported("check-file is not supported")
 
     # -- asyncssh's private side ---------------------------------------------------------
 
@@ -150,6 +179,25 @@ class NarrowSFTPHandler(SFTPServerHandler):
         packet.check_end()
         return [asyncssh.SFTPName(await self.expand_path(path))], False
 
+    def _file(self, handle: bytes) -> object:
+        file = self._file_handles.get(handle)
+        if file is None:
+            raise asyncssh.SFTPFailure("invalid handle")
+        return file
+
+    async def _process_copy_data(self, packet: SSHPacket) -> None:
+        source, offset, length = packet.get_string(), packet.get_uint64(), packet.get_uint64()
+        target, target_offset = packet.get_string(), packet.get_uint64()
+        packet.check_end()
+        await self.copy_data(self._file(source), offset, length, self._file(target), target_offset)
+
+    async def _process_check_file(self, packet: SSHPacket) -> _ExtendedReply:
+        handle, algorithms = packet.get_string(), packet.get_string()
+        start, length, block = packet.get_uint64(), packet.get_uint64(), packet.get_uint32()
+        packet.check_end()
+        used, hashes = await self.check_file(self._file(handle), algorithms, start, length, block)
+        return _ExtendedReply(String(b"check-file") + String(used) + hashes)
+
     _packet_handlers = {
         key: value
         for key, value in SFTPServerHandler._packet_handlers.items()
@@ -161,9 +209,12 @@ class NarrowSFTPHandler(SFTPServerHandler):
             FXP_CLOSE: _process_close,  # type: ignore[dict-item]
             b"limits@openssh.com": _process_limits,  # type: ignore[dict-item]
             b"expand-path@openssh.com": _process_expand_path,  # type: ignore[dict-item]
+            b"copy-data": _process_copy_data,  # type: ignore[dict-item]
+            b"check-file-handle": _process_check_file,  # type: ignore[dict-item]
         }
     )
     _return_types = {
         **SFTPServerHandler._return_types,
         b"expand-path@openssh.com": FXP_NAME,
+        b"check-file-handle": FXP_EXTENDED_REPLY,
     }

@@ -26,6 +26,7 @@ COMMANDS = [
     "user",
     "defender",
     "cp",
+    "sync",
     "inventory",
     "fleet",
 ]

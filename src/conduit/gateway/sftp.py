@@ -1,7 +1,8 @@
 """The SFTP v3 server: wire requests in, :class:`Operations` calls out.
 
 asyncssh parses the protocol; this module narrows what it offers (no links,
-no copy-data, 256 KiB messages, bounded replies in flight) and makes an
+256 KiB messages, bounded replies in flight; ``copy-data`` and
+``check-file-handle`` are Conduit's own, :mod:`conduit.gateway.sftpext`) and makes an
 upload that was never explicitly closed, because the client died or the
 channel dropped, an *abort* rather than a commit. Open handles count against
 the session's and the user's caps (:mod:`conduit.gateway.resources`), and
@@ -19,6 +20,7 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_WRITE
 
 from conduit._asyncssh.sftpserver import NarrowSFTPHandler
 from conduit.errors import Fault, StorageError
+from conduit.gateway import sftpext
 from conduit.gateway.listing import Listing, open_listing
 from conduit.gateway.listing import attrs as _attrs
 from conduit.gateway.operations import Operations
@@ -314,3 +316,15 @@ class GatewaySFTPHandler(NarrowSFTPHandler):
 
     async def expand_path(self, path: bytes) -> bytes:
         return await self.gateway_server.realpath(path)
+
+    async def copy_data(
+        self, source: object, offset: int, length: int, target: object, target_offset: int
+    ) -> None:
+        upload = target.upload if isinstance(target, _Writing) else None
+        await _guard(sftpext.copy_data(source, offset, length, upload, target_offset))
+
+    async def check_file(
+        self, file: object, algorithms: bytes, start: int, length: int, block: int
+    ) -> tuple[bytes, bytes]:
+        upload = file.upload if isinstance(file, _Writing) else None
+        return await _guard(sftpext.check_file(file, upload, algorithms, start, length, block))

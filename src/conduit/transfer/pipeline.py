@@ -175,6 +175,10 @@ class Upload(_Transfer):
                 f"write at offset {offset}, expected {self._next}",
             )
 
+    def digest(self) -> bytes | None:
+        """SHA-256 of the bytes written so far, or None while some are held out of order."""
+        return None if self._ahead else self._hash.copy().digest()
+
     async def commit(self) -> str:
         """Make the file appear under its final name; return its SHA-256."""
         if self._ahead:
