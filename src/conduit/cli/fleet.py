@@ -36,7 +36,7 @@ from conduit.names import escape
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "fleet",
-        help="run a job (push a file) across many devices, with canaries and waves",
+        help="run a job across many devices: push a file, pull logs, back up configs",
         description="Run fleet jobs described in a JOB.toml over the devices of an inventory.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
