@@ -48,7 +48,12 @@ async def test_legacy_device_refused_by_default(
     try:
         with pytest.raises(StorageError) as refused:
             await backend.stat(())
-        assert "KeyExchangeFailed" in str(refused.value.detail)
+        # sshd closes as soon as it sees no common algorithm; when its close
+        # (a TCP reset) overtakes its KEXINIT in our receive buffer, asyncssh
+        # sees the connection lost instead of judging the offer itself. Both
+        # are the same refusal: nothing legacy was agreed.
+        detail = str(refused.value.detail)
+        assert "KeyExchangeFailed" in detail or "connect: ConnectionLost" in detail, detail
     finally:
         await backend.close()
 
