@@ -166,3 +166,31 @@ def test_mutated_certificates_never_crash(data: st.DataObject) -> None:
     else:
         # only the untouched certificate carries its CA's signature
         assert certs.signature_valid(cert) is (candidate == _BLOB)
+
+
+def test_only_keys_that_could_log_in_may_sign_a_decision(tmp_path: Path) -> None:
+    """An approval is a signature by a policy user's key: a revoked key, an
+    expired one or one whose options refuse every login must not release a
+    file. ``from=`` does not apply (a signature is made on the host)."""
+    from conduit.auth.keyline import parse_line
+
+    def line(name: str, options: str = "") -> tuple[bytes, object]:
+        pub = Path(f"{make_key(tmp_path, name)}.pub").read_text().strip()
+        parsed = parse_line(f"{options} {pub}".strip())
+        return parsed.blob, parsed
+
+    good, revoked, expired, forced, elsewhere = (
+        line("good"),
+        line("revoked"),
+        line("expired", 'expiry-time="20200101"'),
+        line("forced", 'command="ls"'),
+        line("elsewhere", 'from="10.9.9.9"'),
+    )
+    identity = Identity(
+        keys={"alice": dict([good, revoked, expired, forced, elsewhere])},  # type: ignore[list-item]
+        principals={},
+        cas={},
+        revocation=Revocation(keys=frozenset({revoked[0]})),
+    )
+    assert identity.signers()["alice"] == {good[0], elsewhere[0]}
+    assert identity.keys_of("alice") == {good[0], revoked[0], expired[0], forced[0], elsewhere[0]}

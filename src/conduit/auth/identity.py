@@ -60,6 +60,26 @@ class Identity:
     def keys_of(self, user: str) -> frozenset[bytes]:
         return frozenset(self.keys.get(user, {}))
 
+    def signers(self, now: float | None = None) -> dict[str, frozenset[bytes]]:
+        """Each user's keys that may sign a decision (an approval) now.
+
+        Not a revoked key, an expired one or one whose options refuse every
+        login: a key that could not log in must not release a file either.
+        ``from=`` does not apply: a signature is made on the gateway's host,
+        not over a connection.
+        """
+        now = time.time() if now is None else now
+        found: dict[str, frozenset[bytes]] = {}
+        for user, lines in self.keys.items():
+            found[user] = frozenset(
+                blob
+                for blob, line in lines.items()
+                if line.unhonoured is None
+                and (line.expiry is None or now < line.expiry)
+                and not self.revocation.key_revoked(blob)
+            )
+        return found
+
     def check_key(
         self, user: str, blob: bytes, source: Address, now: float | None = None
     ) -> Verdict:

@@ -107,7 +107,8 @@ def decide(args: argparse.Namespace, action: str) -> int:
     if item.state not in waiting:
         raise CommandError(f"{item.id} is {item.state}, not waiting for approval", code=1)
     try:
-        user = approval.owner(approval.public_blob(args.key), site.identity.keys)
+        signers = site.identity.signers()  # not revoked, not expired
+        user = approval.owner(approval.public_blob(args.key), signers)
         if user == item.uploader:
             raise approval.ApprovalError(f"{user} uploaded {item.id} and cannot decide on it")
         decision = site.policy.decide(Request(user, _HOST, Op.APPROVE, item.path))
@@ -118,7 +119,7 @@ def decide(args: argparse.Namespace, action: str) -> int:
         verdict = "reject" if action == "reject" else "approve"
         text = approval.message(item.id, item.sha256, verdict)
         signature = approval.sign(args.key, text)
-        approval.verify(signature, text, user, site.identity.keys)
+        approval.verify(signature, text, user, signers)
     except approval.ApprovalError as exc:
         raise CommandError(str(exc), code=1) from None
     request = {
@@ -148,6 +149,8 @@ def run_verify(args: argparse.Namespace) -> int:
     if not by or not signature:
         raise CommandError(f"{item.id} has no signed decision", code=1)
     verdict = "reject" if decision.get("action") == "reject" else "approve"
+    # the keys as listed, not just today's signers: a key that expired since
+    # does not undo a decision it made while it could
     try:
         approval.verify(str(signature), approval.message(item.id, item.sha256, verdict),
                         str(by), site.identity.keys)  # fmt: skip

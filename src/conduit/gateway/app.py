@@ -174,8 +174,9 @@ class Gateway:
         return self._totp
 
     def keys_of(self, user: str) -> frozenset[bytes]:
-        """The public keys (blobs) the policy lists for ``user``: who signs an approval."""
-        return self._identity.keys_of(user)
+        """The keys (blobs) that may sign ``user``'s decisions now: listed in
+        the policy, not revoked, not expired (see ``Identity.signers``)."""
+        return self._identity.signers().get(user, frozenset())
 
     def auditor_available(self) -> bool:
         return bool(getattr(self._recorder, "available", True))
