@@ -60,8 +60,8 @@ class Identity:
     def keys_of(self, user: str) -> frozenset[bytes]:
         return frozenset(self.keys.get(user, {}))
 
-    def signers(self, now: float | None = None) -> dict[str, frozenset[bytes]]:
-        """Each user's keys that may sign a decision (an approval) now.
+    def signers_of(self, user: str, now: float | None = None) -> frozenset[bytes]:
+        """``user``'s keys that may sign a decision (an approval) now.
 
         Not a revoked key, an expired one or one whose options refuse every
         login: a key that could not log in must not release a file either.
@@ -69,16 +69,17 @@ class Identity:
         not over a connection.
         """
         now = time.time() if now is None else now
-        found: dict[str, frozenset[bytes]] = {}
-        for user, lines in self.keys.items():
-            found[user] = frozenset(
-                blob
-                for blob, line in lines.items()
-                if line.unhonoured is None
-                and (line.expiry is None or now < line.expiry)
-                and not self.revocation.key_revoked(blob)
-            )
-        return found
+        return frozenset(
+            blob
+            for blob, line in self.keys.get(user, {}).items()
+            if line.unhonoured is None
+            and (line.expiry is None or now < line.expiry)
+            and not self.revocation.key_revoked(blob)
+        )
+
+    def signers(self, now: float | None = None) -> dict[str, frozenset[bytes]]:
+        """:meth:`signers_of` for every user (the CLI looks up whose key it holds)."""
+        return {user: self.signers_of(user, now) for user in self.keys}
 
     def check_key(
         self, user: str, blob: bytes, source: Address, now: float | None = None

@@ -175,8 +175,8 @@ class Gateway:
 
     def keys_of(self, user: str) -> frozenset[bytes]:
         """The keys (blobs) that may sign ``user``'s decisions now: listed in
-        the policy, not revoked, not expired (see ``Identity.signers``)."""
-        return self._identity.signers().get(user, frozenset())
+        the policy, not revoked, not expired (see ``Identity.signers_of``)."""
+        return self._identity.signers_of(user)
 
     def auditor_available(self) -> bool:
         return bool(getattr(self._recorder, "available", True))
