@@ -11,7 +11,8 @@ is required, or when an approval arrives.
 The CLI never writes the journal. ``conduit approve`` leaves a signed request
 on the item's row; the keeper's loop (every :data:`POLL` seconds, and at
 start-up) verifies it against the policy in force, journals it
-(``quarantine.decision``) and carries it out; it also rejects items whose
+(``quarantine.decision``) and only then carries it out, so a journal that
+cannot take the decision leaves the request waiting for a later tick; it also rejects items whose
 evidence did not arrive within ``signature_grace``, expires items nobody
 approved within ``approval_expiry`` and drops evidence no waiting file needs
 (``quarantine.expire``). Every record names the item (``quarantine``):
@@ -286,45 +287,52 @@ class Keeper:
                 to, reason = ItemState.REJECTED, f"{item.reason} (grace time passed)"
             else:
                 to, reason = ItemState.EXPIRED, "approval expired: nobody approved it in time"
-            if self.items.move(item.id, to, expect=(item.state,), reason=reason):
+            if not self.items.move(item.id, to, expect=(item.state,), reason=reason):
+                continue  # decided meanwhile
+            try:
                 await self.record(
                     EventType.QUARANTINE_EXPIRE,
                     EventOutcome.SUCCESS,
-                    durable=False,
                     principal=item.uploader,
                     state=str(to),
                     reason=reason,
                     **summary(item),
                 )
+            except Exception:
+                # not journalled, so not done: it expires at a later tick
+                self.items.move(item.id, item.state, expect=(to,), reason=item.reason)
+                raise
 
         for row in self.quarantine.stale_evidence(now):
-            self.quarantine.drop_evidence(row["id"])
             await self.record(
                 EventType.QUARANTINE_EXPIRE,
                 EventOutcome.SUCCESS,
-                durable=False,
                 principal=row["uploader"],
                 evidence=row["id"],
                 path=row["path"],
                 sha256=row["sha256"],
                 reason="evidence no waiting file needs (signature_grace passed)",
             )
+            self.quarantine.drop_evidence(row["id"])  # recorded first, as every removal
 
     async def _carry_out(self, item: Item) -> None:
         request = item.request or {}
         action = str(request.get("action", ""))
         fields = {"principal": request.get("by"), "action": action, **summary(item)}
+        # The record comes first, the state change second: a journal that
+        # cannot take the decision leaves the request on the row, to be
+        # carried out (and recorded) at a later tick, never an approval in
+        # force that the journal does not show.
         try:
             changes = self._allowed(item, request)
         except approval.ApprovalError as exc:
-            self.items.clear_request(item.id)
             await self.record(
                 EventType.QUARANTINE_DECISION, EventOutcome.DENIED, reason=str(exc), **fields
             )
+            self.items.clear_request(item.id)
             return
         to = changes.pop("state")
         decision = {k: request.get(k) for k in ("action", "by", "at", "reason", "signature")}
-        self.items.clear_request(item.id, state=to, decision=decision, **changes)
         await self.record(
             EventType.QUARANTINE_DECISION,
             EventOutcome.SUCCESS,
@@ -333,6 +341,7 @@ class Keeper:
             state=str(to),
             **fields,
         )
+        self.items.clear_request(item.id, state=to, decision=decision, **changes)
         if to is ItemState.PURGED:
             self.quarantine.data(item.id).unlink(missing_ok=True)
 
