@@ -30,6 +30,7 @@ from conduit.auth.secrets import SecretStore, SecretStoreError, new_secret
 from conduit.cli.check import add_config_argument, console, load_or_report
 from conduit.cli.main import CommandError
 from conduit.config import Config
+from conduit.errors import AuditUnavailable
 from conduit.gateway.control import ask, socket_path
 from conduit.names import escape
 
@@ -118,6 +119,8 @@ def journal(config: Config, fields: dict[str, Any]) -> None:
         raise CommandError(
             f"not enrolled: {exc} and its control socket does not answer", 1
         ) from None
+    except AuditUnavailable as exc:  # it names the journal and why
+        raise CommandError(f"not enrolled: {exc}", 1) from None
     except OSError as exc:
         raise CommandError(f"not enrolled: the audit journal cannot be written: {exc}", 1) from None
 
