@@ -206,11 +206,12 @@ class Concurrent(Bench):
             return
         out = Path(self.args.profile) / (
             f"flame-concurrent-{row.what}-{row.direction}-{row.client}"
-            f"{'-no-fsync' if self.args.no_fsync else ''}.svg"
+            f"{'-no-fsync' if self.args.no_fsync else ''}"
+            f"{'.svg' if self.args.format == 'flamegraph' else '.txt'}"
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         argv = ["py-spy", "record", "--subprocesses", "-r", str(self.args.rate)]
-        argv += ["-f", "flamegraph", "-o", str(out)]
+        argv += ["-f", self.args.format, "-o", str(out)]
         argv += ["--pid", str(self.servers["Conduit"].proc.pid)]
         self.profiler = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         time.sleep(1)  # py-spy attaches before the first wave
@@ -347,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="record Conduit with py-spy (all its processes) per row: "
         "DIR/flame-concurrent-<row>.svg",
+    )
+    p.add_argument(
+        "--format",
+        choices=("flamegraph", "raw"),
+        default="flamegraph",
+        help="py-spy output: flamegraph SVG or raw collapsed stacks (.txt)",
     )
     p.add_argument("--rate", type=int, default=50, help="py-spy samples/s (default 50)")
     p.add_argument(
