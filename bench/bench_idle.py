@@ -28,6 +28,7 @@ Usage::
 
     python bench/bench_idle.py                    # 500 sessions, both servers
     python bench/bench_idle.py --sessions 1000 --server conduit
+    python bench/bench_idle.py --server conduit --workers 2   # [gateway] workers = 2
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         help="leave max_sessions_per_user and max_startups_per_source at their defaults "
         "(to see which refuses first)",
     )
+    p.add_argument("--workers", type=int, help="write [gateway] workers = N into Conduit's config")
     p.add_argument("--tmp", help="parent folder for the data (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the data folder")
     args = p.parse_args(argv)
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     bench = Bench(args)
+    if args.workers is not None:
+        bench.gateway_toml = f"workers = {args.workers}\n"
     if not args.default_limits:
         bench.limits_toml = (
             f"max_sessions_per_user = {args.sessions}\n"
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"{args.sessions} idle authenticated SFTP sessions (asyncssh clients from one "
             f"process, {args.concurrency} logins in flight), held {args.hold:.0f} s, "
-            f"{'default limits' if args.default_limits else 'max_sessions_per_user raised'}; "
+            f"{'default limits' if args.default_limits else 'max_sessions_per_user raised'}"
+            f"{f', workers = {args.workers}' if args.workers is not None else ''}; "
             "memory "
             f"summed over the server's processes; load {load[0]:.2f} {load[1]:.2f} "
             f"{load[2]:.2f} at the end, {time.strftime('%Y-%m-%d %H:%M')}",
