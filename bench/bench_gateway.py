@@ -213,9 +213,10 @@ class Bench:
             f"UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             f"Ciphers {CIPHER}\nCompression no\nSubsystem sftp {subsystem}\n"
             f"MaxStartups 50\nLogLevel ERROR\n"
-            # bash sources ~/.bashrc when sshd runs it (``bash -c "scp -t ..."``) unless
-            # it is a nested shell; a .bashrc like this machine's (pyenv init) costs
-            # ~0.4 s per scp connection that has nothing to do with sshd.
+            # bash sources ~/.bashrc when sshd runs it (``bash -c "scp -t ..."``, the
+            # legacy scp -O protocol; sftp and SFTP-based scp use internal-sftp, no
+            # shell) unless it is a nested shell; a .bashrc like this machine's (pyenv
+            # init) costs ~0.4 s per scp -O connection that has nothing to do with sshd.
             f"SetEnv SHLVL=1\n"
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
