@@ -137,6 +137,10 @@ class Bench:
         self.tree_hashes: dict[str, str] = {}
         self.big_hash = ""
         self.last_cost = (0.0, 0)  # server CPU seconds and page faults of the last transfer
+        # Extra TOML lines for Conduit's [gateway] and [gateway.limits] (bench_concurrent's
+        # --workers, bench_idle's raised limits).
+        self.gateway_toml = ""
+        self.limits_toml = ""
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -209,6 +213,11 @@ class Bench:
             f"UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             f"Ciphers {CIPHER}\nCompression no\nSubsystem sftp {subsystem}\n"
             f"MaxStartups 50\nLogLevel ERROR\n"
+            # bash sources ~/.bashrc when sshd runs it (``bash -c "scp -t ..."``, the
+            # legacy scp -O protocol; sftp and SFTP-based scp use internal-sftp, no
+            # shell) unless it is a nested shell; a .bashrc like this machine's (pyenv
+            # init) costs ~0.4 s per scp -O connection that has nothing to do with sshd.
+            f"SetEnv SHLVL=1\n"
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         log = (folder / "sshd.log").open("wb")
@@ -247,10 +256,11 @@ class Bench:
 listen = "127.0.0.1:0"
 data_dir = "{folder}/data"
 durable_uploads = {"false" if self.args.no_fsync else "true"}
-
+{self.gateway_toml}
 [gateway.limits]
 max_startups = 50
 idle_timeout = 0
+{self.limits_toml}
 
 [zones.local]
 level = 3
