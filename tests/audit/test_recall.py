@@ -72,3 +72,21 @@ def test_records_that_parse_to_other_types_are_not_kept(tmp_path):
     read = JournalReader(journal.directory, journal.recall).read_after(0)
     assert type(read[-2]["type"]) is str and read[-1]["factors"] == ["a", "b"]
     journal.close()
+
+
+def test_only_the_last_records_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr("conduit.audit.journal.RECENT_MAX", 3)
+    journal = open_journal(tmp_path)
+    for i in range(5):
+        journal.append([("file.upload", "success", {"path": f"/k/{i}"}, None)])
+    offsets, at = [], 0
+    for line in lines(journal.directory):
+        offsets.append(at)
+        at += len(line) + 1
+    written = zip(offsets, lines(journal.directory), strict=True)
+    got = [journal.recall(1, offset, line) for offset, line in written]
+    assert [r is not None for r in got] == [False, False, True, True, True]
+    assert [r["path"] for r in JournalReader(journal.directory, journal.recall).read_after(0)] == [
+        f"/k/{i}" for i in range(5)
+    ]
+    journal.close()

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,8 @@ class Journal:
         self._owner: int | None = None  # fd holding the folder's flock
         #: folders outside this one that get a copy of each checkpoint's state
         self.anchor_dirs: list[Path] = []
-        self._recent: dict[tuple[int, int], tuple[bytes, Record]] = {}
+        # oldest first; popitem(last=False) is O(1) where a dict's first key is not
+        self._recent: OrderedDict[tuple[int, int], tuple[bytes, Record]] = OrderedDict()
 
     @property
     def path(self) -> Path:
@@ -363,7 +365,7 @@ class Journal:
                 recent[(self._number, offset)] = (line[:-1], record)
             offset += len(line)
         while len(recent) > RECENT_MAX:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)
         first = self.seq + 1
         self.seq, self.head = seq, head
         self.last_record = records[-1] if records else self.last_record
