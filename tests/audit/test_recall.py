@@ -8,6 +8,7 @@ from conduit.audit.events import EventType, decode
 from conduit.audit.index import Index, Query
 from conduit.audit.journal import Journal, journal_files
 from conduit.audit.reader import JournalReader
+from conduit.audit.sinks import format_record
 
 
 def open_journal(tmp_path: Path) -> Journal:
@@ -34,6 +35,11 @@ def test_readers_get_what_parsing_gives_and_hits_are_real(tmp_path):
     journal.append([("file.download", "success", {"path": "/b", "bytes": 1}, None)] * 4)
     read = JournalReader(journal.directory, recall).read_lines_after(0)
     assert [r for r, _ in read] == [decode(ln) for ln in lines(journal.directory)]
+    # the same key order too (a CEF line lists fields in it), and the same SIEM lines
+    assert [list(r) for r, _ in read] == [list(decode(ln)) for ln in lines(journal.directory)]
+    for record, line in read:
+        for fmt in ("rfc5424", "cef"):
+            assert format_record(record, fmt, line) == format_record(decode(line), fmt, line)
     assert [ln for _, ln in read] == lines(journal.directory)
     assert read[0][0]["path"] == odd["path"]
     assert len(calls) == 5 and all(calls)  # every one came from memory, and equals the parse

@@ -56,9 +56,11 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 def _plain(record: Record) -> bool:
     """Whether parsing ``record``'s line gives back an equal dict of the same types
-    (no tuple, no str subclass such as an EventType): only those are recalled."""
-    for value in record.values():
+    (no tuple, no str subclass such as an EventType, str keys): only those are recalled."""
+    for key, value in record.items():
         kind = type(value)
+        if type(key) is not str:
+            return False
         if kind not in _PLAIN and not (kind is list and all(type(v) is str for v in value)):
             return False
     return True
@@ -362,7 +364,10 @@ class Journal:
         recent = self._recent
         for line, record in zip(lines, records, strict=True):
             if _plain(record):
-                recent[(self._number, offset)] = (line[:-1], record)
+                # in the line's (sorted) key order, as parsing gives: a CEF line
+                # lists fields in that order
+                parsed = {key: record[key] for key in sorted(record)}
+                recent[(self._number, offset)] = (line[:-1], parsed)
             offset += len(line)
         while len(recent) > RECENT_MAX:
             recent.popitem(last=False)
