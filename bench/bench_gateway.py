@@ -296,7 +296,7 @@ format = "rfc5424"
         )
         serve = ["-m", "conduit", "serve"] if audit else [__file__, "--serve-without-audit"]
         argv = [sys.executable, *serve, "--config", str(config)]
-        if self.args.profile:
+        if self.args.profile and not self.args.profile.endswith((".svg", ".folded")):
             argv = [
                 "py-spy",
                 "record",
@@ -365,6 +365,20 @@ format = "rfc5424"
             if now == last:
                 return
             last = now
+
+    def attach_profiler(self) -> subprocess.Popen[bytes] | None:
+        """With ``--profile FILE.svg`` (or ``.folded``): py-spy attached to the running
+        Conduit for the transfers only (start-up and its imports would fill half the
+        graph), writing a flame graph (or collapsed stacks, one per line)."""
+        proc, out = self.servers["Conduit"].proc, self.args.profile or ""
+        if not out.endswith((".svg", ".folded")) or proc is None:
+            return None
+        self.settle(proc)
+        form = "flamegraph" if out.endswith(".svg") else "raw"
+        argv = ["py-spy", "record", "-r", "250", "-f", form, "-o", out]
+        spy = subprocess.Popen([*argv, "--pid", str(proc.pid)])
+        time.sleep(1)  # attached before the first transfer
+        return spy
 
     def pinned(self, argv: list[str], *, server: bool) -> list[str]:
         """With --pin: servers on the last CPU, clients on the others (``taskset``).
@@ -467,6 +481,10 @@ format = "rfc5424"
                 result.unlink(missing_ok=True)
             # Write-back of this run's uploads must not land in the next run.
             os.sync()
+            if self.args.audit_cost:
+                # All in: the search index catches up once the journal is quiet
+                # and the SIEM sink sends the last records; wait for both.
+                self.settle(server.proc)
             # Read after the check and the sync: work the server does once the
             # client has gone (sending the last records to the SIEM) counts too.
             after = cost(server.proc)
@@ -535,7 +553,10 @@ format = "rfc5424"
         line = f"| {row.label} | {unit} | {o:.0f} | {c:.0f} | {c / o:.2f} |"
         if self.args.audit_cost:
             off, on = (statistics.median(result.cpu[name]) for name in ("OpenSSH", "Conduit"))
-            line += f" {off:.2f} | {on:.2f} | {on / off:.2f} |"
+            transfers = 1 if row.what == "big" else self.args.files
+            # what auditing adds per transfer (two records, SIEM line, index), in µs
+            per = (on - off) / transfers * 1e6
+            line += f" {off:.2f} | {on:.2f} | {on / off:.2f} | {per:.0f} |"
         return line
 
     def table(self, results: list[Result]) -> str:
@@ -552,8 +573,8 @@ format = "rfc5424"
             "| row | unit | OpenSSH | Conduit | Conduit/OpenSSH |"
             if not a.audit_cost
             else "| row | unit | audit off | audit on (journal + TCP SIEM) | on/off "
-            "| server CPU s, off | on | on/off |",
-            "|---|---|---|---|---|" + "---|---|---|" * a.audit_cost,
+            "| server CPU s, off | on | on/off | audit CPU µs per transfer (on - off) |",
+            "|---|---|---|---|---|" + "---|---|---|---|" * a.audit_cost,
         ]
         return "\n".join(head + [self.line(result) for result in results]) + "\n"
 
@@ -636,13 +657,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile",
         metavar="FILE",
-        help="run Conduit under py-spy record --native (raw collapsed stacks)",
+        help="run Conduit under py-spy record --native (raw collapsed stacks); FILE.svg "
+        "or FILE.folded: a flame graph or stacks of the transfers only (attached after start-up)",
     )
     p.add_argument(
         "--audit-cost",
         action="store_true",
         help="compare Conduit with auditing on (durable journal + TCP syslog sink) "
-        "against auditing off, instead of against OpenSSH",
+        "against auditing off, instead of against OpenSSH; prints the server CPU each "
+        "transfer costs more with auditing on, in µs, index and SIEM included",
     )
     p.add_argument(
         "--no-fsync",
@@ -675,10 +698,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.files, args.runs = 256 * MIB, 500, 1
     bench = Bench(args)
+    spy = None
     try:
         bench.setup()
+        spy = bench.attach_profiler()
         results = bench.run()
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its flame graph and exits
+            spy.wait(60)
         bench.stop()
     table = bench.table(results)
     print("\n" + table)

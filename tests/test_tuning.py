@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -73,6 +74,7 @@ SOURCE_SHA256 = {
     "SSHConnection.send_userauth_success": "812e749ee2432e4b667cf83a1d7fa6b25a2ad79da298d05fa36c8e69d6002fb8",  # noqa: E501
     "SSHServerConnection._validate_client_public_key": "6a630986a379808403b67a83cf8d9720b596c12f69a11c63437e17004bcf2bff",  # noqa: E501
     "SSHServerConnection.validate_public_key": "eb5e224339282892cd579de8cad03ac72612f9a82dc67ff2401d67e5e32e792f",  # noqa: E501
+    "SSHLogger.log": "508a0a50623f9179a151a2c06c5ba562ae19e97d3372b1ba46e964dead193631",
     "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
     "SSHServerConnection.kbdint_auth_supported": "7e661408a3fb50f2bedc1850df1fe5e4f653335ad3a1c808b89a70c6f4befaf3",  # noqa: E501
     "SSHServerConnection.public_key_auth_supported": "15574dcfbd63ad3cd5f2384dbb7ae4ef1dc20333fa8d9809497b04e8662786e2",  # noqa: E501
@@ -192,6 +194,26 @@ def test_log_formatting_skipped_unless_packet_logging(
     monkeypatch.setattr(asyncssh.logging.SSHLogger, "_debug_level", 3)
     Logged().log_sent_packet(94, 1, b"x")
     assert calls == ["formatted"]
+
+
+def test_log_arguments_formatted_only_when_logged(
+    tuned: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    formatted: list[str] = []
+
+    class Attrs:
+        def __str__(self) -> str:
+            formatted.append("attrs")
+            return "size 1"
+
+    log = asyncssh.logging.logger.get_child("sftp", context="conn=0, chan=0")
+    with caplog.at_level(logging.INFO, logger="asyncssh"):
+        log.debug1("Received open request for %s, %s", b"/a\xff", Attrs())
+    assert formatted == [] and not caplog.records
+    with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+        log.debug1("Received open request for %s, %s", b"/a\xff", Attrs())
+    assert formatted  # on: the same message as asyncssh's own
+    assert caplog.records[-1].getMessage().endswith("Received open request for /a\\xff, size 1")
 
 
 # -- end to end: an asyncssh server and client in this process ---------------------------

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -58,3 +59,50 @@ def test_canonical_and_hash_stable():
 def test_programming_errors_are_refused(type_, outcome, fields):
     with pytest.raises(ValueError):
         check_event(type_, outcome, fields)
+
+
+def _stdlib_encode(record):
+    """What encode() was before its encoder was built once: the bytes on disk must not move."""
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(),
+            st.lists(st.text(), max_size=3),
+        ),
+        max_size=12,
+    )
+)
+def test_encode_is_byte_for_byte_the_stdlib_canonical_form(record):
+    assert encode(record) == _stdlib_encode(record)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), object()])
+def test_encode_refuses_what_the_stdlib_refuses(bad):
+    with pytest.raises((ValueError, TypeError)) as ours:
+        encode({"x": bad})
+    with pytest.raises((ValueError, TypeError)) as stdlib:
+        _stdlib_encode({"x": bad})
+    assert type(ours.value) is type(stdlib.value)
+
+
+def test_utc_now_is_iso_utc_with_microseconds_and_current():
+    from datetime import UTC, datetime
+
+    from conduit.audit.events import utc_now
+
+    before = datetime.now(UTC)
+    stamp = utc_now()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before.replace(microsecond=0) <= when <= after

@@ -117,3 +117,16 @@ def test_severity_follows_outcome():
     )
     assert parse_rfc5424(rfc5424(denied))[0] == 13 * 8 + 4
     assert parse_cef(cef(denied))[0][6] == "6"
+
+
+def test_printusascii_shortcut_matches_the_rule_for_every_character():
+    import re
+
+    from conduit.audit.formats import _printusascii
+
+    rule = re.compile(r"[^\x21-\x7e]")
+    for code in range(0x3100):
+        for text in (chr(code), f"a{chr(code)}b", f"{chr(code)}" * 3):
+            for limit in (1, 2, 64):
+                assert _printusascii(text, limit) == (rule.sub("_", text[:limit]) or "-")
+    assert _printusascii("", 64) == "-"

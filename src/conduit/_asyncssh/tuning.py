@@ -27,6 +27,7 @@ The changes here, each explained where it is made:
   3b  channel data passed as length + data (one copy less per packet)
   3c  SFTP replies built with one join
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing)
+  8   log messages built only when their level is on (two per SFTP request)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
@@ -92,6 +93,7 @@ ORIGINALS: dict[str, Any] = {
     "GCMCipher.encrypt_and_sign": _GCMCipher.encrypt_and_sign,
     "GCMCipher.verify_and_decrypt": _GCMCipher.verify_and_decrypt,
     "GCMEncryption.decrypt_packet": _GCMEncryption.decrypt_packet,
+    "SSHLogger.log": SSHLogger.log,
     # Wrapped by kexinit.py (first_kex_packet_follows, negotiated algorithms).
     "SSHConnection._process_kexinit": kexinit.ORIGINAL,
 }
@@ -117,6 +119,7 @@ USES: dict[str, Any] = {
     "GCMEncryption.decrypt_header": _GCMEncryption.decrypt_header,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
+_orig_log = SSHLogger.log
 _orig_recv_pkthdr = _SSHConnection._recv_pkthdr
 _orig_gcm_init = _GCMCipher.__init__
 
@@ -420,6 +423,19 @@ def _recv_pkthdr(self: Any) -> bool:
     return bool(_orig_recv_pkthdr(self))
 
 
+# -- 8. a log message built only when it will be logged --------------------------------
+# SSHLogger.log converts every argument to text (two closures, a list, bytes
+# decoded, SFTP attributes formatted) and only then hands the message to the
+# logger, which drops it at the usual levels. asyncssh's SFTP server logs two
+# debug messages per request, eight per small file downloaded. Checking the
+# level first logs the same messages when it is on.
+
+
+def _log(self: Any, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+    if self.isEnabledFor(level):
+        _orig_log(self, level, msg, *args, **kwargs)
+
+
 # -- applying ------------------------------------------------------------------------------
 
 PATCHES: dict[str, tuple[Any, str, Any]] = {
@@ -434,6 +450,7 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
     "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
     "SSHConnection.data_received": (_SSHConnection, "data_received", _data_received),
     "SSHConnection._recv_pkthdr": (_SSHConnection, "_recv_pkthdr", _recv_pkthdr),
+    "SSHLogger.log": (SSHLogger, "log", _log),
     "SSHConnection._process_kexinit": (
         _SSHConnection,
         "_process_kexinit",

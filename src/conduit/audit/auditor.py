@@ -397,7 +397,9 @@ class Auditor:
                 waited = 0.0
                 try:
                     if self._index is None:
-                        self._index = await asyncio.to_thread(Index, self.journal.directory)
+                        self._index = await asyncio.to_thread(
+                            Index, self.journal.directory, self.journal.recall
+                        )
                     refreshing = True
                     added = await asyncio.to_thread(self._index.refresh, INDEX_SLICE)
                     refreshing = False

@@ -40,7 +40,10 @@ _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 
 def _printusascii(text: str, limit: int) -> str:
     """RFC 5424 header fields: PRINTUSASCII only (every other character becomes _)."""
-    return _NOT_PRINTUSASCII.sub("_", text[:limit]) or "-"
+    text = text[:limit]
+    if text.isascii() and text.isprintable() and " " not in text:
+        return text or "-"  # the usual case (a time stamp, a type), without the regex
+    return _NOT_PRINTUSASCII.sub("_", text) or "-"
 
 
 def _sd_value(text: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from conduit.audit.events import Record, decode
 from conduit.audit.journal import FILE_RE, file_name, journal_files
+from conduit.audit.reader import Recall
 
 INDEX_FILE = "index.sqlite"
 _SCHEMA = """
@@ -68,8 +69,10 @@ def parse_time(text: str, now: datetime | None = None) -> str:
 
 
 class Index:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, recall: Recall | None = None) -> None:
+        """``recall``: see :class:`~conduit.audit.reader.JournalReader`."""
         self.directory = directory
+        self._recall = recall
         self.db = sqlite3.connect(directory / INDEX_FILE, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")
@@ -117,8 +120,9 @@ class Index:
                 for raw in f:
                     if not raw.endswith(b"\n"):
                         break
+                    record = self._recall(n, pos, raw[:-1]) if self._recall else None
                     try:
-                        record = decode(raw[:-1])
+                        record = record or decode(raw[:-1])
                     except ValueError:
                         # a damaged line: index up to here; verify names it
                         return added + self._flush(rows, n, pos, last)

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,26 @@ OPENING = frozenset({"started", "intent"})
 
 #: One event to append: (type, outcome, fields, ts). ts None: stamp at write time.
 Item = tuple[str, str, dict[str, Value], str | None]
+
+#: Records kept after they are written, by (file number, offset of the line):
+#: the SIEM sinks and the search index read every line back moments later, and
+#: parsing it again cost them more than writing it had. A reader takes an entry
+#: only when the bytes it read from the file are the entry's bytes (see
+#: :meth:`Journal.recall`), so what it gets is what parsing would have given.
+RECENT_MAX = 8192
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(record: Record) -> bool:
+    """Whether parsing ``record``'s line gives back an equal dict of the same types
+    (no tuple, no str subclass such as an EventType, str keys): only those are recalled."""
+    for key, value in record.items():
+        kind = type(value)
+        if type(key) is not str:
+            return False
+        if kind not in _PLAIN and not (kind is list and all(type(v) is str for v in value)):
+            return False
+    return True
 
 
 def file_name(number: int) -> str:
@@ -120,6 +141,8 @@ class Journal:
         self._owner: int | None = None  # fd holding the folder's flock
         #: folders outside this one that get a copy of each checkpoint's state
         self.anchor_dirs: list[Path] = []
+        # oldest first; popitem(last=False) is O(1) where a dict's first key is not
+        self._recent: OrderedDict[tuple[int, int], tuple[bytes, Record]] = OrderedDict()
 
     @property
     def path(self) -> Path:
@@ -253,11 +276,13 @@ class Journal:
         if new:
             _fsync_dir(self.directory)
 
-    def _ensure_writable(self) -> int:
-        """The fd of the active file, after checking its name still leads to it.
+    def _ensure_writable(self) -> tuple[int, int]:
+        """The fd of the active file and the file's size, after checking its name
+        still leads to it.
 
         Writing to a file that was moved or deleted would succeed and lose the
         trail; so a renamed, removed or replaced folder counts as unwritable.
+        (The name's stat is the file's: its size needs no fstat of its own.)
         """
         try:
             st = os.stat(self._active)
@@ -267,13 +292,14 @@ class Journal:
             if not self.directory.is_dir():
                 raise NotADirectoryError(f"journal folder {self.directory} is missing") from None
             self._reopen()
-        assert self._fd is not None
-        return self._fd
+            assert self._fd is not None
+            return self._fd, self._size  # _reopen read it from the file
+        return self._fd, st.st_size
 
     def _write(self, buf: bytes, durable: bool) -> None:
-        fd = self._ensure_writable()
+        fd, size = self._ensure_writable()
         try:
-            if os.fstat(fd).st_size != self._size:
+            if size != self._size:
                 os.ftruncate(fd, self._size)
             view = memoryview(buf)
             while view:
@@ -332,7 +358,19 @@ class Journal:
             head = digest(line)
             lines.append(line + b"\n")
             records.append(record)
-        self._write(b"".join(lines), durable)
+        buf = b"".join(lines)
+        self._write(buf, durable)
+        offset = self._size - len(buf)  # after _write: it may have reopened the file
+        recent = self._recent
+        for line, record in zip(lines, records, strict=True):
+            if _plain(record):
+                # in the line's (sorted) key order, as parsing gives: a CEF line
+                # lists fields in that order
+                parsed = {key: record[key] for key in sorted(record)}
+                recent[(self._number, offset)] = (line[:-1], parsed)
+            offset += len(line)
+        while len(recent) > RECENT_MAX:
+            recent.popitem(last=False)
         first = self.seq + 1
         self.seq, self.head = seq, head
         self.last_record = records[-1] if records else self.last_record
@@ -345,6 +383,13 @@ class Journal:
                 elif record["outcome"] in TRANSFER_END or record["type"] == "audit.alert":
                     self.open_transfers.pop(tid, None)
         return list(range(first, seq + 1))
+
+    def recall(self, number: int, offset: int, line: bytes) -> Record | None:
+        """The record this journal wrote as ``line`` at ``offset`` of file ``number``,
+        if it still has it and those are the bytes: what ``decode(line)`` gives,
+        without parsing. The caller must not change it. Safe from any thread."""
+        hit = self._recent.get((number, offset))
+        return hit[1] if hit is not None and hit[0] == line else None
 
     def sync(self) -> None:
         """fsync the active file if something was written without it."""

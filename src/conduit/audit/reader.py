@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from conduit.audit.events import Record, decode
-from conduit.audit.journal import journal_files
+from conduit.audit.journal import FILE_RE, journal_files
+
+#: (file number, offset, line) -> the record the writer has for those bytes, or None
+Recall = Callable[[int, int, bytes], Record | None]
 
 
 class JournalReader:
@@ -16,8 +20,11 @@ class JournalReader:
     torn by a crash) is never handed out.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, recall: Recall | None = None) -> None:
+        """``recall``: the writing journal's :meth:`~conduit.audit.journal.Journal.recall`
+        (in the gateway), which spares parsing the lines it has just written."""
         self.directory = directory
+        self._recall = recall
         self._path: Path | None = None
         self._offset = 0
         self._last = -1
@@ -58,13 +65,18 @@ class JournalReader:
             except FileNotFoundError:
                 self._path = None
                 break
+            match = FILE_RE.match(self._path.name)
+            number = int(match.group(1)) if match and self._recall else -1
             with f:
                 f.seek(self._offset)
                 for raw in f:
                     if not raw.endswith(b"\n"):
                         break
+                    record = None
+                    if number >= 0:
+                        record = self._recall(number, self._offset, raw[:-1])  # type: ignore[misc]
                     try:
-                        record = decode(raw[:-1])
+                        record = record or decode(raw[:-1])
                     except ValueError:
                         break  # damaged: wait here (recovery moves a torn line aside)
                     self._offset += len(raw)

@@ -113,7 +113,10 @@ class Sink:
         directory.mkdir(parents=True, exist_ok=True)
         self.cursor_path = directory / f"{self.name}.json"
         self.cursor = self._load_cursor(start)
-        self.reader = JournalReader(Path(journal.directory))
+        # the writing journal's recall, when the sink runs beside it (not a Protocol
+        # member: a sink reading a journal another process writes has none)
+        self._recall = getattr(journal, "recall", None)
+        self.reader = JournalReader(Path(journal.directory), self._recall)
         self._wake = asyncio.Event()
         self._stopping = False
         self._down = False
@@ -229,7 +232,7 @@ class Sink:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
-            self.reader = JournalReader(Path(self.journal.directory))
+            self.reader = JournalReader(Path(self.journal.directory), self._recall)
 
     def _acked(self, sent: int, writer: asyncio.StreamWriter, sock: socket.socket | None) -> None:
         """Advance the cursor to ``sent`` once the peer acknowledged every byte."""
@@ -306,7 +309,7 @@ class Sink:
 
     async def _went_down(self, exc: BaseException) -> None:
         log.warning("SIEM sink %s (%s): %s", self.name, self.conf.target, exc)
-        self.reader = JournalReader(Path(self.journal.directory))
+        self.reader = JournalReader(Path(self.journal.directory), self._recall)
         if not self._down:
             self._down = True
             await self._alert(

@@ -119,6 +119,14 @@ class Operations(WriteAhead):
         self.traffic = traffic or Traffic()
         self.reorder = reorder  # this session's bound on upload bytes held out of order
         self._notes: dict[str, str] = {}
+        # who, from where: the same in every record of the session (made once)
+        self._session_fields: dict[str, Any] = {
+            "principal": session.user,
+            "source": str(session.source),
+            "zone": session.zone,
+            "session": session.id,
+            "protocol": session.protocol,
+        }
 
     # -- paths, policy and audit ------------------------------------------------
 
@@ -144,14 +152,7 @@ class Operations(WriteAhead):
         self._notes[transfer] = text
 
     def _fields(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "principal": self.session.user,
-            "source": str(self.session.source),
-            "zone": self.session.zone,
-            "session": self.session.id,
-            "protocol": self.session.protocol,
-            **extra,
-        }
+        return {**self._session_fields, **extra}
 
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
