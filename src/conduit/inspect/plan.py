@@ -75,6 +75,7 @@ class Plan:
     scan_timeout: float = 60.0
     signature: SignatureCheck | None = None
     trust: tuple[str, ...] = ()
+    on_read: str = "released"  # a download: "released" bytes only, or "scan" them
 
     @property
     def inspects(self) -> bool:
@@ -157,6 +158,7 @@ class Inspector:
             inspect.scan.timeout,
             signature,
             tuple(conduit.trust),
+            conduit.on_read,
         )
 
     def for_conduit(self, name: str) -> Plan:
@@ -172,3 +174,7 @@ class Inspector:
 
     def whole_file(self, conduit: str) -> list[WholeFileCheck]:
         return self._plans[conduit].whole_file()
+
+    def on_read(self, conduit: str) -> str:
+        """``released`` or ``scan``: how a download through ``conduit`` is cleared."""
+        return self._plans[conduit].on_read
