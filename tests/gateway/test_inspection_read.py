@@ -12,6 +12,8 @@ the scanner-stopped test runs last.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tests.gateway.test_audit_trail import journal_records
 from tests.support.clamd import EICAR, Clamd, available, start_clamd, stop_clamd
 from tests.support.gateway import (
     RunningGateway,
+    conduit_env,
     make_key,
     sha256,
     start_gateway,
@@ -30,6 +33,17 @@ from tests.support.gateway import (
 )
 
 CLIENTS = ["scp", "scp-O", "sftp"]
+
+
+def log_text(size: int) -> bytes:
+    """Fresh log lines (text/plain to libmagic, whatever the random part:
+    random bytes alone are sometimes taken for some format)."""
+    lines, length = [], 0
+    while length < size:
+        line = f"2026-12-03T10:00:00Z rtu-7 pump {os.urandom(12).hex()} ok\n".encode()
+        lines.append(line)
+        length += len(line)
+    return b"".join(lines)
 
 
 def policy(root: Path, keys: dict[str, Path], clamd: Clamd) -> str:
@@ -168,7 +182,7 @@ def test_a_clean_file_is_scanned_then_served_on_its_cached_verdict(
     site: Site, tmp_path: Path, client: str
 ) -> None:
     name = f"clean-{client}.log"
-    placed = site.place(name, os.urandom(200_000))
+    placed = site.place(name, log_text(200_000))
     for attempt in ("first", "second"):
         dest = tmp_path / f"{attempt}-{name}"
         done = site.get(client, name, dest)
@@ -186,29 +200,44 @@ def test_a_clean_file_is_scanned_then_served_on_its_cached_verdict(
 
 
 def test_a_file_changed_after_its_scan_is_scanned_again(site: Site, tmp_path: Path) -> None:
-    placed = site.place("changing.log", os.urandom(50_000))
+    placed = site.place("changing.log", log_text(50_000))
     assert site.get("sftp", "changing.log", tmp_path / "a").returncode == 0
-    placed.write_bytes(os.urandom(50_000))
+    placed.write_bytes(log_text(50_000))
     assert site.get("sftp", "changing.log", tmp_path / "b").returncode == 0
     assert sha256(tmp_path / "b") == sha256(placed)
     first, second = site.started("changing.log")
     assert (first["inspected"], second["inspected"]) == ("scanned", "scanned")
     assert second["sha256_scanned"] == sha256(placed) != first["sha256_scanned"]
     # and changed into malware after a clean scan: refused, the old verdict is no pass
-    placed.write_bytes(os.urandom(1000) + EICAR)
+    placed.write_bytes(log_text(1000) + EICAR)
     done = site.get("scp-O", "changing.log", tmp_path / "c")
     assert done.returncode != 0 and "scan: malware found" in done.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_explain_says_a_download_is_scanned_first(site: Site) -> None:
+    config = str(site.gw.root / "conduit.toml")
+    argv = ["explain", "alice", "read", "/logs/a.log", "--from", "127.0.0.1", "--config", config]
+    done = subprocess.run(
+        [sys.executable, "-m", "conduit", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=conduit_env(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "once these bytes pass scan, type before the first byte goes out" in done.stdout
+    assert "released from quarantine" not in done.stdout
 
 
 # -- last: the scanner goes away -------------------------------------------------------
 
 
 def test_a_stopped_scanner_refuses_even_a_file_scanned_before(site: Site, tmp_path: Path) -> None:
-    site.place("before.log", os.urandom(10_000))
+    site.place("before.log", log_text(10_000))
     assert site.get("sftp", "before.log", tmp_path / "before").returncode == 0
     stop_clamd(site.clamd)
-    site.place("unscanned.log", os.urandom(10_000))
+    site.place("unscanned.log", log_text(10_000))
     for name in ("unscanned.log", "before.log"):  # no scanner to vouch for its version
         dest = tmp_path / f"after-{name}"
         done = site.get("scp-O", name, dest)

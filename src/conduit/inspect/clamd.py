@@ -159,8 +159,15 @@ class ClamdStream:
             parts = (b"zINSTREAM\0", *parts)
         if self._reply is not None and self._reply.done():
             raise ConnectionAbortedError("clamd answered before the end of the file")
-        for part in parts:
-            await asyncio.wait_for(loop.sock_sendall(self._sock, part), self._timeout)
+        # Most chunks fit the socket's buffer: one non-blocking sendmsg, no
+        # task or timer per chunk on the upload's path; the rest waits for room.
+        try:
+            sent = self._sock.sendmsg(parts)
+        except BlockingIOError:
+            sent = 0
+        rest = b"".join(parts)[sent:] if sent < sum(map(len, parts)) else b""
+        if rest:
+            await asyncio.wait_for(loop.sock_sendall(self._sock, rest), self._timeout)
 
     async def _why_closed(self, exc: BaseException) -> None:
         """The scanner stopped taking bytes: its last words, if any, say why."""
