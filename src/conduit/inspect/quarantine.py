@@ -351,8 +351,10 @@ class Receiving(Part):
         )  # fmt: skip
         try:
             whole = await self.quarantine.whole_file(item)
-        finally:
             streamed = list(await finishing)
+        except BaseException:
+            finishing.cancel()  # the stream checks close their scanner connections
+            raise
         state, reason, verdicts = self.quarantine.decide(item, [*streamed, *whole])
         item.state, item.reason = state, reason
         item.verdicts = [verdict_row(v) | {"stream": v in streamed} for v in verdicts]
