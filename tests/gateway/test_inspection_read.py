@@ -228,6 +228,7 @@ def test_explain_says_a_download_is_scanned_first(site: Site) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "once these bytes pass scan, type before the first byte goes out" in done.stdout
     assert "released from quarantine" not in done.stdout
+    assert "on read: these checks run before a download's first byte goes out" in done.stdout
 
 
 # -- last: the scanner goes away -------------------------------------------------------

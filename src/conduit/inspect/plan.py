@@ -109,6 +109,11 @@ class Plan:
             )
         if Obligation.APPROVAL in self.obligations:
             lines.append("approval: a second person approves the file's SHA-256")
+        if self.on_read == "scan":
+            lines.append(
+                "on read: these checks run before a download's first byte goes out "
+                "(a clean verdict is reused for the same SHA-256)"
+            )
         return lines
 
 
