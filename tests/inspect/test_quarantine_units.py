@@ -10,6 +10,7 @@ import pytest
 from conduit.config.inspect import InspectConfig
 from conduit.errors import TransferRefused
 from conduit.inspect import approval
+from conduit.inspect.base import State, Stream, Subject, Verdict, WholeFileCheck
 from conduit.inspect.evidence import classify, evidence_kind, safe_name, subject_of
 from conduit.inspect.items import Item, Items, ItemState
 from conduit.inspect.quarantine import Arrival, Quarantine
@@ -167,3 +168,72 @@ def test_evidence_keeps_its_base_name_and_the_sweep_knows_its_folders(tmp_path: 
     q.drop_evidence(own)
     assert not (q.root / "evidence" / own).exists()
     assert "ssh" not in q.evidence_for("/fw/a.bin")
+
+
+class _SlowScan:
+    """A stream check whose verdict waits until the whole-file check has run
+    (as clamd's comes only after its scan of the whole file)."""
+
+    check = "scan"
+
+    def __init__(self, whole_ran: asyncio.Event) -> None:
+        self.whole_ran = whole_ran
+
+    async def feed(self, chunk: bytes) -> None:
+        return None
+
+    async def finish(self) -> Verdict:
+        await asyncio.wait_for(self.whole_ran.wait(), 10)
+        return Verdict("scan", State.FAILED, "scan: malware found (X)", "clamd: X FOUND")
+
+    async def abort(self) -> None:
+        return None
+
+
+class _Whole:
+    check = "signature"
+
+    def __init__(self, whole_ran: asyncio.Event) -> None:
+        self.whole_ran = whole_ran
+        self.saw = b""
+
+    async def verify(self, subject: Subject) -> Verdict:
+        self.saw = subject.path.read_bytes()  # the kept, fsynced file is there already
+        self.whole_ran.set()
+        return Verdict("signature", State.PASSED, "signature: good")
+
+
+def test_whole_file_checks_run_while_the_stream_verdict_is_awaited(tmp_path: Path) -> None:
+    async def scenario() -> tuple[_Whole, Quarantine]:
+        ran = asyncio.Event()
+        whole = _Whole(ran)
+
+        class Checks:
+            enforceable = ChecksForTests.enforceable
+
+            def streams(self, conduit: str) -> list[Stream]:
+                return [_SlowScan(ran)]
+
+            def whole_file(self, conduit: str) -> list[WholeFileCheck]:
+                return [whole]
+
+        q = Quarantine(tmp_path, StateDB.open(tmp_path), InspectConfig(), Checks())
+        arrival = Arrival("alice", "127.0.0.1", "c", "/fw/x.bin", "area", "fw", False, "t1")
+        receiving = q.receive(arrival)
+        await receiving.write(0, b"firmware")
+        receiving.whole("cd" * 32, 8)
+        # sequential checks would wait 10 s for a verdict that never comes, then
+        # fail with TimeoutError; concurrent ones see both verdicts
+        with pytest.raises(TransferRefused) as refused:
+            await asyncio.wait_for(receiving.commit(), 5)
+        assert refused.value.reason == "scan: malware found (X)"  # a stream failure first
+        return whole, q
+
+    whole, q = asyncio.run(scenario())
+    assert whole.saw == b"firmware"
+    [item] = q.items.find()
+    assert item.state is ItemState.REJECTED
+    assert [(v["check"], v["state"]) for v in item.verdicts] == [
+        ("scan", "failed"),
+        ("signature", "passed"),
+    ]

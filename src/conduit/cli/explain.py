@@ -133,12 +133,15 @@ def _checks(policy: Policy, rule: str | None) -> list[str]:
         return []
 
 
-def _client_sees(decision: Decision, op: Op) -> str:
+def _client_sees(decision: Decision, op: Op, on_read: str = "released") -> str:
     """The decision's reason, and where an allowed file with obligations goes:
-    to quarantine (an upload) or out only if released from it (a download)."""
+    to quarantine (an upload) or out only if released from it, or scanned
+    first (a download, by the conduit's ``on_read``)."""
     if not (decision.allowed and decision.obligations):
         return str(decision.reason)
     needs = ", ".join(sorted(decision.obligations))
+    if op is Op.READ and on_read == "scan":
+        return f"{decision.reason}, once these bytes pass {needs} before the first byte goes out"
     if op is Op.READ:
         return f"{decision.reason}, only bytes released from quarantine with {needs}"
     return f"{decision.reason} into quarantine: under its name only once {needs} are met"
@@ -179,5 +182,7 @@ def render(explanation: Explanation, policy: Policy, out: Console) -> None:
         out.print(
             f"  max size:    {decision.max_size} bytes (checked while streaming)", markup=False
         )
-    out.print(f"  client sees: {_client_sees(decision, request.op)}", markup=False)
+    named = (decision.conduit or "").removeprefix("conduits[").removesuffix("]")
+    on_read = next((c.on_read for c in policy.config.conduits if c.name == named), "released")
+    out.print(f"  client sees: {_client_sees(decision, request.op, on_read)}", markup=False)
     out.print(f"  audit:       {decision.detail}", markup=False)

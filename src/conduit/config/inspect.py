@@ -32,6 +32,9 @@ class ScanConfig(_Section):
     clamd: str | None = None  # "unix:PATH" or "tcp://HOST:PORT"
     on_failure: Literal["closed"] = "closed"
     timeout: Annotated[float, Field(gt=0)] = 60.0  # per step: connect, each chunk, the verdict
+    # on_read = "scan": a clean download's verdict is reused for the same
+    # SHA-256 and checks this long (0: scan every download)
+    verdict_cache: Duration = 86400.0
 
     @field_validator("clamd")
     @classmethod

@@ -235,7 +235,25 @@ class ConduitConfig(Section):
     require: list[Obligation] = []
     trust: list[str] = []  # names of [inspect.trust.NAME] anchors for "signature"
     types: list[str] = []  # libmagic MIME types allowed (empty: any)
+    # a download through it: "released" (only bytes committed from quarantine
+    # having met `require`) or "scan" (scanned before the first byte goes out)
+    on_read: Literal["released", "scan"] = "released"
     description: str = ""
+
+    @model_validator(mode="after")
+    def _on_read(self) -> ConduitConfig:
+        other = set(self.require) - {Obligation.SCAN, Obligation.TYPE}
+        if self.on_read == "scan" and (other or not self.obligations):
+            raise ValueError(
+                'on_read = "scan" checks scan and types while the file is read; '
+                + (
+                    f"{', '.join(sorted(other))} can only be met by released bytes: keep "
+                    'on_read = "released"'
+                    if other
+                    else "this conduit requires neither"
+                )
+            )
+        return self
 
     @property
     def obligations(self) -> frozenset[Obligation]:

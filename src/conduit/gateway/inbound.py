@@ -1,13 +1,14 @@
 """Transfers through a conduit with obligations: uploads into quarantine,
-downloads of released bytes only (the session's side; :mod:`.quarantine`'s
+downloads of released or freshly scanned bytes only (the session's side; :mod:`.quarantine`'s
 :class:`~conduit.gateway.quarantine.Keeper` commits and decides).
 
 :func:`open_quarantined` gives :class:`~conduit.gateway.operations.Operations`
 an :class:`~conduit.transfer.Upload` whose handle keeps the bytes in
 quarantine (:class:`Inline`; evidence: :class:`EvidenceInline`), feeding the
-stream checks through the pipeline's ``observe`` hook. :func:`vouch` lets a
+stream checks through the pipeline's ``observe`` hook. :func:`clear_for_read` lets a
 download through such a conduit out only if its exact bytes were committed
-from quarantine having met every obligation.
+from quarantine having met every obligation (:func:`vouch`), or, where the
+conduit says ``on_read = "scan"``, once they pass its scan now.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Obligation, Op
 from conduit.errors import Fault, StorageError
 from conduit.gateway.quarantine import CHUNK, Keeper, summary
+from conduit.inspect import readscan
 from conduit.inspect.items import Item, ItemState
 from conduit.inspect.plan import evidence_kind
 from conduit.inspect.quarantine import Arrival, EvidenceReceiving, Receiving
@@ -210,6 +212,31 @@ async def open_quarantined(
     upload.quarantined = True  # type: ignore[attr-defined]
     ops.traffic.transfers[transfer] = (Op.WRITE, path.text, upload)
     return upload
+
+
+async def clear_for_read(
+    keeper: Keeper, path: str, handle: ReadHandle, decision: Any
+) -> dict[str, Any]:
+    """A download through a conduit with obligations, before its first byte:
+    scanned now when the conduit says ``on_read = "scan"``, otherwise served
+    only if released (:func:`vouch`). The fields for its ``started`` record."""
+    conduit = (decision.conduit or "").removeprefix("conduits[").removesuffix("]")
+    checks = keeper.quarantine.checks
+    on_read = getattr(checks, "on_read", None)
+    if on_read is None or on_read(conduit) != "scan":
+        return await vouch(keeper, path, handle, decision.obligations)
+    cache = readscan.VerdictCache(keeper.quarantine.db, keeper.quarantine.config.scan.verdict_cache)
+    try:
+        cleared = await readscan.clear(handle.read, handle.size, checks.streams(conduit), cache)
+    except readscan.Refused as exc:
+        v = exc.verdict
+        raise StorageError(
+            Fault.FORBIDDEN,
+            v.reason,
+            f"download refused: {v.detail or v.reason}; sha256 {exc.sha256} of {path}; "
+            f"{v.check}:{v.state}:{v.duration:.3f}s",
+        ) from None
+    return cleared.fields()
 
 
 async def vouch(

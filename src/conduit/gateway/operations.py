@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
-from conduit.gateway.inbound import open_quarantined, vouch
+from conduit.gateway.inbound import clear_for_read, open_quarantined
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
@@ -287,7 +287,7 @@ class Operations(WriteAhead):
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
         vouched: dict[str, Any] = {}
         if decision.obligations:
-            # before the first byte leaves: only bytes that passed them are served
+            # before the first byte leaves: only bytes that passed them (released or scanned now)
             vouched = await self._vouched(path, handle, decision)
         check = await self._readable(path, handle)
         transfer = uuid.uuid4().hex[:16]
@@ -324,7 +324,7 @@ class Operations(WriteAhead):
         try:
             if keeper is None:
                 raise StorageError(Fault.FORBIDDEN, "requires checks this gateway cannot make")
-            return await vouch(keeper, path.text, handle, decision.obligations)
+            return await clear_for_read(keeper, path.text, handle, decision)
         except StorageError as exc:
             await handle.close()
             await self.refuse("read", path.text, exc.detail)

@@ -159,8 +159,15 @@ class ClamdStream:
             parts = (b"zINSTREAM\0", *parts)
         if self._reply is not None and self._reply.done():
             raise ConnectionAbortedError("clamd answered before the end of the file")
-        for part in parts:
-            await asyncio.wait_for(loop.sock_sendall(self._sock, part), self._timeout)
+        # Most chunks fit the socket's buffer: one non-blocking sendmsg, no
+        # task or timer per chunk on the upload's path; the rest waits for room.
+        try:
+            sent = self._sock.sendmsg(parts)
+        except BlockingIOError:
+            sent = 0
+        rest = b"".join(parts)[sent:] if sent < sum(map(len, parts)) else b""
+        if rest:
+            await asyncio.wait_for(loop.sock_sendall(self._sock, rest), self._timeout)
 
     async def _why_closed(self, exc: BaseException) -> None:
         """The scanner stopped taking bytes: its last words, if any, say why."""
@@ -215,6 +222,12 @@ class ClamdStream:
     async def abort(self) -> None:
         self._close()
 
+    async def identity(self) -> str:
+        """What this scan's verdict depends on: clamd's ``VERSION`` (engine,
+        and for official databases their version and date). OSError or
+        TimeoutError when clamd does not answer: no verdict may be reused."""
+        return f"clamd at {self._address}: {await version(self._address, self._timeout)}"
+
     def _close(self) -> None:
         if self._reply is not None and not self._reply.done():
             self._reply.cancel()
@@ -236,6 +249,20 @@ class Unconfigured:
 
     async def abort(self) -> None:
         return None
+
+
+async def version(address: Address, timeout: float) -> str:
+    """clamd's answer to ``VERSION``, e.g. ``ClamAV 1.4.6/27480/Wed Dec  2 ...``."""
+    loop = asyncio.get_running_loop()
+    sock = await asyncio.wait_for(_connect(address), timeout)
+    try:
+        await asyncio.wait_for(loop.sock_sendall(sock, b"zVERSION\0"), timeout)
+        raw = await asyncio.wait_for(_read_reply(sock), timeout)
+    finally:
+        sock.close()
+    if not raw.startswith(b"ClamAV ") or not raw.endswith(b"\0"):
+        raise ConnectionError(f"clamd answered VERSION with {_printable(raw)!r}")
+    return _printable(raw[:-1])
 
 
 async def ping(address: Address, timeout: float) -> str | None:

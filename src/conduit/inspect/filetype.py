@@ -107,3 +107,10 @@ class TypeStream:
 
     async def abort(self) -> None:
         self._head.clear()
+
+    async def identity(self) -> str:
+        """What this check's verdict depends on: libmagic's version, the allowed types."""
+        import magic
+
+        release: Any = magic.version()  # type: ignore[no-untyped-call]
+        return f"libmagic {release}: {', '.join(self._types)}"

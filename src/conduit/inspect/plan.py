@@ -75,6 +75,7 @@ class Plan:
     scan_timeout: float = 60.0
     signature: SignatureCheck | None = None
     trust: tuple[str, ...] = ()
+    on_read: str = "released"  # a download: "released" bytes only, or "scan" them
 
     @property
     def inspects(self) -> bool:
@@ -108,6 +109,11 @@ class Plan:
             )
         if Obligation.APPROVAL in self.obligations:
             lines.append("approval: a second person approves the file's SHA-256")
+        if self.on_read == "scan":
+            lines.append(
+                "on read: these checks run before a download's first byte goes out "
+                "(a clean verdict is reused for the same SHA-256)"
+            )
         return lines
 
 
@@ -157,6 +163,7 @@ class Inspector:
             inspect.scan.timeout,
             signature,
             tuple(conduit.trust),
+            conduit.on_read,
         )
 
     def for_conduit(self, name: str) -> Plan:
@@ -172,3 +179,7 @@ class Inspector:
 
     def whole_file(self, conduit: str) -> list[WholeFileCheck]:
         return self._plans[conduit].whole_file()
+
+    def on_read(self, conduit: str) -> str:
+        """``released`` or ``scan``: how a download through ``conduit`` is cleared."""
+        return self._plans[conduit].on_read

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import posixpath
 import shutil
@@ -40,12 +39,12 @@ from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.inspect.base import State, Stream, Subject, Verdict, WholeFileCheck
 from conduit.inspect.evidence import classify, safe_name, subject_of
 from conduit.inspect.items import OPEN, Item, Items, ItemState, new_id
+from conduit.inspect.parts import PART, Part
 from conduit.state import StateDB
 
 #: What this gateway can enforce without the checks package: the quarantine
 #: and the four-eyes approval. The checks add ``signature`` and ``scan``.
 ENFORCEABLE = frozenset({Obligation.APPROVAL})
-PART = ".part-"
 FOLDER = "quarantine"
 
 EVIDENCE_SCHEMA = """
@@ -110,14 +109,6 @@ def verdict_row(v: Verdict) -> dict[str, Any]:
         "detail": v.detail,
         "duration": round(v.duration, 6),
     }
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Quarantine:
@@ -196,10 +187,14 @@ class Quarantine:
         self, item: Item, streamed: list[Verdict]
     ) -> tuple[ItemState, str, list[Verdict]]:
         """Run the whole-file checks; the state the answers lead to, and why."""
+        return self.decide(item, [*streamed, *await self.whole_file(item)])
+
+    async def whole_file(self, item: Item) -> list[Verdict]:
+        """The whole-file checks' verdicts on the kept ``ID.data`` and its evidence."""
         subject = Subject(
             self.data(item.id), item.path, item.sha256, item.size, self.evidence_for(item.path)
         )
-        verdicts = list(streamed)
+        verdicts: list[Verdict] = []
         for check in self.checks.whole_file(item.conduit):
             started = time.monotonic()
             try:
@@ -216,6 +211,10 @@ class Quarantine:
                     time.monotonic() - started,
                 )
             verdicts.append(verdict)
+        return verdicts
+
+    def decide(self, item: Item, verdicts: list[Verdict]) -> tuple[ItemState, str, list[Verdict]]:
+        """The state every verdict together leads to, and why."""
         failed = [v for v in verdicts if v.state is State.FAILED]
         if failed:
             return ItemState.REJECTED, failed[0].reason, verdicts
@@ -296,58 +295,7 @@ class Quarantine:
         return older
 
 
-class _Part:
-    """A file arriving under ``.part-ID`` in a quarantine folder (the atomic
-    temp-file discipline of the local backend)."""
-
-    atomic = True
-    device_sha256: str | None = None
-
-    def __init__(self, folder: Path, ident: str) -> None:
-        self.id = ident
-        self.folder = folder
-        self.part = folder / f"{PART}{ident}"
-        self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.sha256 = ""
-        self.size = 0
-        self.done = False
-
-    def whole(self, sha256: str, size: int) -> None:
-        """The pipeline's hash and size of every byte (set before the commit)."""
-        self.sha256, self.size = sha256, size
-
-    async def write(self, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.pwrite(self.fd, view, offset)
-                view, offset = view[written:], offset + written
-        except OSError as exc:
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise StorageError(Fault.NO_SPACE if full else Fault.FAILURE) from None
-
-    def _keep(self, final: Path) -> None:
-        """fsync, close and rename into ``final``: whole and durable, or nothing."""
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
-        os.rename(self.part, final)
-        _fsync_dir(self.folder)
-        if final.parent != self.folder:
-            _fsync_dir(final.parent)
-
-    async def abort(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
-        self.part.unlink(missing_ok=True)
-
-
-class Receiving(_Part):
+class Receiving(Part):
     """A payload upload into quarantine: a :class:`~conduit.storage.base.WriteHandle`."""
 
     def __init__(self, quarantine: Quarantine, arrival: Arrival, streams: list[Stream]) -> None:
@@ -366,24 +314,33 @@ class Receiving(_Part):
             await stream.feed(data)
             self._fed[index] += time.monotonic() - started
 
+    async def _finish(self, index: int, stream: Stream) -> Verdict:
+        started = time.monotonic()
+        try:
+            v = await stream.finish()
+        except Exception as exc:
+            v = Verdict(stream.check, State.FAILED, f"{stream.check}: check failed", str(exc))
+        spent = self._fed[index] + time.monotonic() - started
+        return Verdict(v.check, v.state, v.reason, v.detail, v.duration or spent)
+
     async def commit(self) -> None:
-        """Stream verdicts, keep the bytes, whole-file checks, then the row."""
+        """Keep the bytes and run the whole-file checks *while* the stream
+        checks give their verdicts (clamd scans only after the last byte: its
+        scan is the longest step, and the fsync and a signature check need not
+        wait for it), then the row from every verdict together."""
         if self.done:
             raise StorageError(Fault.FAILURE, "upload already finished")
-        streamed = []
-        for index, stream in enumerate(self.streams):
-            started = time.monotonic()
-            try:
-                v = await stream.finish()
-            except Exception as exc:
-                v = Verdict(stream.check, State.FAILED, f"{stream.check}: check failed", str(exc))
-            spent = self._fed[index] + time.monotonic() - started
-            streamed.append(Verdict(v.check, v.state, v.reason, v.detail, v.duration or spent))
+        finishing = asyncio.gather(*(self._finish(i, s) for i, s in enumerate(self.streams)))
         try:
             await asyncio.to_thread(self._keep, self.quarantine.data(self.id))
         except OSError as exc:
             await self.abort()
+            with contextlib.suppress(BaseException):
+                await finishing
             raise StorageError(Fault.FAILURE, detail=f"quarantine: {exc.strerror}") from None
+        except BaseException:
+            finishing.cancel()
+            raise
         self.done = True
         now = time.time()
         a = self.arrival
@@ -392,7 +349,13 @@ class Receiving(_Part):
             a.target_name, self.size, self.sha256, ItemState.PENDING,
             needs_approval=a.needs_approval, transfer=a.transfer,
         )  # fmt: skip
-        state, reason, verdicts = await self.quarantine.judge(item, streamed)
+        try:
+            whole = await self.quarantine.whole_file(item)
+            streamed = list(await finishing)
+        except BaseException:
+            finishing.cancel()  # the stream checks close their scanner connections
+            raise
+        state, reason, verdicts = self.quarantine.decide(item, [*streamed, *whole])
         item.state, item.reason = state, reason
         item.verdicts = [verdict_row(v) | {"stream": v in streamed} for v in verdicts]
         item.deadline = self.quarantine.deadline(state, now)
@@ -416,7 +379,7 @@ class Receiving(_Part):
         await super().abort()
 
 
-class EvidenceReceiving(_Part):
+class EvidenceReceiving(Part):
     """A signature or manifest upload: kept as evidence for its folder's files."""
 
     def __init__(self, quarantine: Quarantine, arrival: Arrival) -> None:
