@@ -6,6 +6,14 @@ MB/s and the ratio Conduit/jump host (target: >= 0.5).
 
     python bench/bench_relay.py              # 1 GiB, 3 runs
     python bench/bench_relay.py --quick      # 256 MiB, 1 run
+    python bench/bench_relay.py --size 256MiB --baseline /tmp/old   # A/B, interleaved
+    python bench/bench_relay.py --profile bench/results/relay        # flame graphs
+
+``--baseline DIR`` runs a second gateway from ``DIR/src`` (e.g. ``git archive
+main src | tar -x -C DIR``) beside this tree's, the runs of every way
+interleaved, so a change is measured against its base under the same load.
+``--profile PREFIX`` records a py-spy flame graph of this tree's gateway for
+each direction (``PREFIX-up.svg``, ``PREFIX-down.svg``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.storage.relay.sshd import keygen, start_sshd  # noqa: E402
+from tests.storage.relay.sshd import Sshd, keygen, start_sshd  # noqa: E402
 
 from bench.bench_gateway import CIPHER, free_port, wait_port  # noqa: E402
 from bench.bench_gateway import sha256_file as sha256  # noqa: E402
@@ -50,17 +59,45 @@ def client_options(key: Path, known_hosts: Path) -> list[str]:
     ]
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], profile: tuple[int, str] | None = None) -> float:
+    spy = None
+    if profile is not None:
+        pid, svg = profile
+        svg = str(Path(svg).resolve())
+        spy = subprocess.Popen(
+            ["py-spy", "record", "-r", "200", "-f", "flamegraph", "-o", svg, "--pid", str(pid)],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy attaches
     started = time.perf_counter()
     subprocess.run(argv, check=True, timeout=3600)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+    return elapsed
+
+
+def size_arg(text: str) -> int:
+    """``1073741824``, ``256MiB`` or ``1GiB``."""
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(text[: -len(unit)]) * factor
+    return int(text)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", type=int, default=1 << 30)
+    parser.add_argument("--size", type=size_arg, default=1 << 30)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run a gateway from BASELINE/src, runs interleaved (A/B)",
+    )
+    parser.add_argument("--profile", help="py-spy flame graphs PREFIX-up.svg / PREFIX-down.svg")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
@@ -78,17 +115,17 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, work: Path) -> int:
-    user = os.environ.get("USER") or "root"
-    client_key = work / "client"
-    client_pub = keygen(client_key, "engineer")
-    gateway_key = work / "gateway"
-    gateway_pub = keygen(gateway_key, "gateway")
-    device_root = work / "device-root"
-    device_root.mkdir()
-    device = start_sshd(work / "device", client_keys=[client_pub, gateway_pub], sftp=True)
-    jump = start_sshd(work / "jump", client_keys=[client_pub], sftp=False)
-    site = work / "conduit"
+def start_gateway(
+    args: argparse.Namespace,
+    site: Path,
+    src: Path,
+    device: Sshd,
+    device_root: Path,
+    gateway_key: Path,
+    client_pub: str,
+    user: str,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A gateway running the code in ``src``, relaying /devices/plc to the device."""
     site.mkdir()
     port = free_port()
     (site / "conduit.toml").write_text(
@@ -106,10 +143,39 @@ def run(args: argparse.Namespace, work: Path) -> int:
         [sys.executable, "-m", "conduit", "serve", "--config", str(site / "conduit.toml")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": str(src)},
+        cwd=site,
     )
+    wait_port(port, conduit)
+    return conduit, port
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    user = os.environ.get("USER") or "root"
+    client_key = work / "client"
+    client_pub = keygen(client_key, "engineer")
+    gateway_key = work / "gateway"
+    gateway_pub = keygen(gateway_key, "gateway")
+    device_root = work / "device-root"
+    device_root.mkdir()
+    device = start_sshd(work / "device", client_keys=[client_pub, gateway_pub], sftp=True)
+    jump = start_sshd(work / "jump", client_keys=[client_pub], sftp=False)
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    sources = {"Conduit relay": ROOT / "src"}
+    if args.baseline is not None:
+        sources["Conduit baseline"] = args.baseline.resolve() / "src"
     try:
-        wait_port(port, conduit)
+        for label, src in sources.items():
+            gateways[label] = start_gateway(
+                args,
+                work / label.replace(" ", "-"),
+                src,
+                device,
+                device_root,
+                gateway_key,
+                client_pub,
+                user,
+            )
         big = work / "big.bin"
         with big.open("wb") as f:
             for _ in range(args.size // (1 << 20)):
@@ -138,42 +204,57 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 ["scp", "-q", *opts, jump_spec, "-P", str(device.port)],
                 f"{user}@127.0.0.1:{device_root}/big.bin",
             ),
-            "Conduit relay": (
+        }
+        for label, (_, port) in gateways.items():
+            ways[label] = (
                 ["scp", "-q", *opts, "-P", str(port)],
                 f"{user}@127.0.0.1:/devices/plc/big.bin",
-            ),
+            )
+        times: dict[tuple[str, str], list[float]] = {
+            (name, way): [] for name in ways for way in ("up", "down")
         }
-        results: dict[tuple[str, str], float] = {}
         down = work / "down.bin"
-        for name, (base, remote) in ways.items():
-            ups, downs = [], []
-            for _ in range(args.runs):
+        for run_number in range(args.runs):
+            # Interleaved: every way once per round, so load drifts hit all of them.
+            for name, (base, remote) in ways.items():
+                profile = None
+                if args.profile and name == "Conduit relay" and run_number == 0:
+                    profile = gateways[name][0].pid
                 (device_root / "big.bin").unlink(missing_ok=True)
-                ups.append(timed([*base, str(big), remote]))
+                spy = (profile, f"{args.profile}-up.svg") if profile else None
+                times[(name, "up")].append(timed([*base, str(big), remote], spy))
                 assert sha256(device_root / "big.bin") == digest, f"{name}: corrupt upload"
                 down.unlink(missing_ok=True)
-                downs.append(timed([*base, remote, str(down)]))
+                spy = (profile, f"{args.profile}-down.svg") if profile else None
+                times[(name, "down")].append(timed([*base, remote, str(down)], spy))
                 assert sha256(down) == digest, f"{name}: corrupt download"
-            results[(name, "up")] = args.size / statistics.median(ups) / 1e6
-            results[(name, "down")] = args.size / statistics.median(downs) / 1e6
+        results = {key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items()}
     finally:
-        conduit.terminate()
-        conduit.wait(10)
+        for proc, _ in gateways.values():
+            proc.terminate()
+            proc.wait(10)
         device.stop()
         jump.stop()
     lines = [
         f"{args.size >> 20} MiB, {args.runs} run(s), median; {CIPHER}; loopback; "
         f"{os.cpu_count()} cores",
         "",
-        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump |",
-        "|---|---:|---:|---:|",
+        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}",
+        "",
+        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump |"
+        + (" baseline MB/s | baseline/jump |" if args.baseline else ""),
+        "|---|---:|---:|---:|" + ("---:|---:|" if args.baseline else ""),
     ]
     for direction in ("up", "down"):
         jump_rate = results[("jump host (scp -J)", direction)]
         relay_rate = results[("Conduit relay", direction)]
-        lines.append(
+        line = (
             f"| {direction} | {jump_rate:.1f} | {relay_rate:.1f} | {relay_rate / jump_rate:.2f} |"
         )
+        if args.baseline:
+            base_rate = results[("Conduit baseline", direction)]
+            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} |"
+        lines.append(line)
     table = "\n".join(lines)
     print(table)
     out = Path(__file__).parent / "results"
