@@ -1,0 +1,159 @@
+"""Large SFTP requests to a device, several in flight: what makes a relay fast.
+
+A client talking to the gateway sends small requests (OpenSSH's ``scp`` and
+``sftp``: 32 KiB each), and the gateway's SFTP server handles them one after
+another. Passing each one on to the device as it came made every 32 KiB a
+round trip to the device, and eight times as many requests (each a packet to
+encrypt, a task, a reply to match) as the device needs: OpenSSH's
+``sftp-server`` takes 255 KiB per request.
+
+- :class:`BlockReader` reads a device file front to back in ``BLOCK``-byte
+  requests with up to ``depth`` of them in flight, handing the blocks out in
+  order: the relay's read-ahead for downloads and its read-back for custody.
+- :class:`WriteGather` joins consecutive small writes into ``BLOCK``-byte
+  ones before they are sent.
+
+Every request still takes one of the device's ``max_concurrency`` slots
+(the caller's ``fetch`` does), so a device never sees more requests at once
+than its entry allows; ``depth`` only says how far ahead a reader may ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import asyncssh
+
+from conduit.storage.relay.connection import DeviceLink
+
+BLOCK = 255 * 1024
+"""Bytes per request: OpenSSH sftp-server's largest read and write."""
+READ_DEPTH = 8
+"""Block reads one reader asks for ahead (memory: READ_DEPTH x BLOCK)."""
+
+Fetch = Callable[[int, int], Awaitable[bytes]]
+
+
+def block_fetcher(link: DeviceLink, file: asyncssh.SFTPClientFile) -> Fetch:
+    """``fetch(offset, length)`` for a :class:`BlockReader`: one request in one slot."""
+
+    async def fetch(offset: int, length: int) -> bytes:
+        async with link.slot():
+            data = await file.read(length, offset)
+        return data if isinstance(data, bytes) else b""
+
+    return fetch
+
+
+class BlockReader:
+    """A device file read from ``start`` in order, up to ``depth`` blocks ahead.
+
+    ``fetch(offset, length)`` returns ``length`` bytes unless the file ends
+    first (asyncssh's reader re-asks for the rest of a short answer), so a
+    short block is the end of the file: nothing after it is handed out, even
+    if a read issued ahead found bytes there (the file grew meanwhile).
+    """
+
+    def __init__(
+        self, fetch: Fetch, start: int = 0, *, block: int = BLOCK, depth: int = READ_DEPTH
+    ) -> None:
+        self._fetch = fetch
+        self._block = block
+        self._depth = max(1, depth)
+        self._next = start  # the offset of the next request to issue
+        self.position = start
+        """The offset of the next byte :meth:`next` hands out."""
+        self._pending: deque[asyncio.Task[bytes]] = deque()
+        self.ended = False
+        """True once a short block showed where the file ends (or after close)."""
+
+    def _fill(self) -> None:
+        while not self.ended and len(self._pending) < self._depth:
+            self._pending.append(asyncio.ensure_future(self._fetch(self._next, self._block)))
+            self._next += self._block
+
+    async def next(self) -> bytes:
+        """The next block in order; ``b""`` once the file has ended."""
+        if self.ended and not self._pending:
+            return b""
+        self._fill()
+        task = self._pending.popleft()
+        try:
+            data = await task
+        except BaseException:
+            await self.close()
+            raise
+        if len(data) < self._block:
+            # The file ended: what was asked beyond it answers at once (end of
+            # file), so it is awaited rather than cancelled; cancelling
+            # asyncssh's reader mid-request orphans its inner task, whose
+            # end-of-file error is then reported as never retrieved.
+            self.ended = True
+            await self._drop_pending(cancel=False)
+        self.position += len(data)
+        self._fill()
+        return data
+
+    async def _drop_pending(self, *, cancel: bool) -> None:
+        pending, self._pending = self._pending, deque()
+        if cancel:
+            for task in pending:
+                task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop reading ahead; requests in flight are cancelled and awaited."""
+        self.ended = True
+        await self._drop_pending(cancel=True)
+
+
+class WriteGather:
+    """Consecutive writes joined into blocks of up to ``block`` bytes.
+
+    :meth:`add` returns the blocks that are ready to send as
+    ``(offset, data)``; :meth:`flush` returns what is left. A write that
+    does not continue the gathered bytes (an out-of-order SFTP write) ends
+    the current block, so the bytes and offsets sent are always exactly the
+    ones written.
+    """
+
+    def __init__(self, block: int = BLOCK) -> None:
+        self._block = block
+        self._parts: list[bytes] = []
+        self._start = 0
+        self._size = 0
+
+    def add(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
+        ready: list[tuple[int, bytes]] = []
+        if self._size and (
+            offset != self._start + self._size or self._size + len(data) > self._block
+        ):
+            # Not a continuation, or it would overflow the block (asyncssh
+            # would then split it into a full request and a tiny one).
+            ready.extend(self.flush())
+        if not self._size:
+            if len(data) >= self._block:
+                return [*ready, (offset, data)]  # already big enough: no copy
+            self._start = offset
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size == self._block:
+            ready.extend(self.flush())
+        return ready
+
+    @property
+    def pending(self) -> int:
+        """Bytes gathered and not yet handed out."""
+        return self._size
+
+    def flush(self) -> list[tuple[int, bytes]]:
+        if not self._size:
+            return []
+        parts, self._parts = self._parts, []
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._size = 0
+        return [(self._start, data)]
