@@ -78,6 +78,12 @@ def timed(argv: list[str], profile: tuple[int, str] | None = None) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux); less at the mercy of load than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def size_arg(text: str) -> int:
     """``1073741824``, ``256MiB`` or ``1GiB``."""
     units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     device = start_sshd(work / "device", client_keys=[client_pub, gateway_pub], sftp=True)
     jump = start_sshd(work / "jump", client_keys=[client_pub], sftp=False)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    cpu_s: dict[tuple[str, str], float] = {}
     sources = {"Conduit relay": ROOT / "src"}
     if args.baseline is not None:
         sources["Conduit baseline"] = args.baseline.resolve() / "src"
@@ -213,6 +220,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         times: dict[tuple[str, str], list[float]] = {
             (name, way): [] for name in ways for way in ("up", "down")
         }
+        cpu: dict[tuple[str, str], list[float]] = {key: [] for key in times}
         down = work / "down.bin"
         for run_number in range(args.runs):
             # Interleaved: every way once per round, so load drifts hit all of them.
@@ -220,15 +228,23 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 profile = None
                 if args.profile and name == "Conduit relay" and run_number == 0:
                     profile = gateways[name][0].pid
-                (device_root / "big.bin").unlink(missing_ok=True)
-                spy = (profile, f"{args.profile}-up.svg") if profile else None
-                times[(name, "up")].append(timed([*base, str(big), remote], spy))
-                assert sha256(device_root / "big.bin") == digest, f"{name}: corrupt upload"
-                down.unlink(missing_ok=True)
-                spy = (profile, f"{args.profile}-down.svg") if profile else None
-                times[(name, "down")].append(timed([*base, remote, str(down)], spy))
-                assert sha256(down) == digest, f"{name}: corrupt download"
+                pid = gateways[name][0].pid if name in gateways else None
+                for direction in ("up", "down"):
+                    if direction == "up":
+                        (device_root / "big.bin").unlink(missing_ok=True)
+                        argv = [*base, str(big), remote]
+                    else:
+                        down.unlink(missing_ok=True)
+                        argv = [*base, remote, str(down)]
+                    spy = (profile, f"{args.profile}-{direction}.svg") if profile else None
+                    before = cpu_seconds(pid) if pid else 0.0
+                    times[(name, direction)].append(timed(argv, spy))
+                    if pid and not spy:
+                        cpu[(name, direction)].append(cpu_seconds(pid) - before)
+                    landed = device_root / "big.bin" if direction == "up" else down
+                    assert sha256(landed) == digest, f"{name}: corrupt {direction}load"
         results = {key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items()}
+        cpu_s.update({key: statistics.median(runs) for key, runs in cpu.items() if runs})
     finally:
         for proc, _ in gateways.values():
             proc.terminate()
@@ -241,19 +257,22 @@ def run(args: argparse.Namespace, work: Path) -> int:
         "",
         f"custody: {'device sha256sum' if args.device_hash else 'read-back'}",
         "",
-        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump |"
-        + (" baseline MB/s | baseline/jump |" if args.baseline else ""),
-        "|---|---:|---:|---:|" + ("---:|---:|" if args.baseline else ""),
+        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s |"
+        + (" baseline MB/s | baseline/jump | baseline CPU s |" if args.baseline else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.baseline else ""),
     ]
     for direction in ("up", "down"):
         jump_rate = results[("jump host (scp -J)", direction)]
         relay_rate = results[("Conduit relay", direction)]
+        relay_cpu = cpu_s.get(("Conduit relay", direction), float("nan"))
         line = (
-            f"| {direction} | {jump_rate:.1f} | {relay_rate:.1f} | {relay_rate / jump_rate:.2f} |"
+            f"| {direction} | {jump_rate:.1f} | {relay_rate:.1f} | {relay_rate / jump_rate:.2f} "
+            f"| {relay_cpu:.2f} |"
         )
         if args.baseline:
             base_rate = results[("Conduit baseline", direction)]
-            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} |"
+            base_cpu = cpu_s.get(("Conduit baseline", direction), float("nan"))
+            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} | {base_cpu:.2f} |"
         lines.append(line)
     table = "\n".join(lines)
     print(table)
