@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncssh
 
@@ -37,12 +38,40 @@ READ_DEPTH = 8
 Fetch = Callable[[int, int], Awaitable[bytes]]
 
 
+T = TypeVar("T")
+
+
+async def in_slot(link: DeviceLink, request: Callable[[], Awaitable[T]]) -> T:
+    """Run one device request in one of ``link``'s slots; cancelling waits no longer.
+
+    asyncssh's file ``read`` and ``write`` run inner tasks of their own:
+    cancelling one mid-request orphans them, and their errors (the link
+    died, the file ended) are then logged as never retrieved. The request
+    therefore runs on, shielded, its outcome collected when it ends, and
+    it keeps its slot until then, so ``max_concurrency`` holds even for
+    requests their caller gave up on.
+    """
+    await link.acquire_slot()
+    try:
+        task = asyncio.ensure_future(request())
+    except BaseException:
+        link.release_slot()
+        raise
+
+    def done(task: asyncio.Future[T]) -> None:
+        link.release_slot()
+        if not task.cancelled():
+            task.exception()  # collected: the caller may have stopped waiting
+
+    task.add_done_callback(done)
+    return await asyncio.shield(task)
+
+
 def block_fetcher(link: DeviceLink, file: asyncssh.SFTPClientFile) -> Fetch:
     """``fetch(offset, length)`` for a :class:`BlockReader`: one request in one slot."""
 
     async def fetch(offset: int, length: int) -> bytes:
-        async with link.slot():
-            data = await file.read(length, offset)
+        data = await in_slot(link, lambda: file.read(length, offset))
         return data if isinstance(data, bytes) else b""
 
     return fetch
@@ -87,28 +116,19 @@ class BlockReader:
             await self.close()
             raise
         if len(data) < self._block:
-            # The file ended: what was asked beyond it answers at once (end of
-            # file), so it is awaited rather than cancelled; cancelling
-            # asyncssh's reader mid-request orphans its inner task, whose
-            # end-of-file error is then reported as never retrieved.
-            self.ended = True
-            await self._drop_pending(cancel=False)
+            await self.close()  # the file ended: nothing beyond is handed out
         self.position += len(data)
         self._fill()
         return data
 
-    async def _drop_pending(self, *, cancel: bool) -> None:
+    async def close(self) -> None:
+        """Stop reading ahead; nobody waits for the requests in flight any more."""
+        self.ended = True
         pending, self._pending = self._pending, deque()
-        if cancel:
-            for task in pending:
-                task.cancel()
+        for task in pending:
+            task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*pending, return_exceptions=True)
-
-    async def close(self) -> None:
-        """Stop reading ahead; requests in flight are cancelled and awaited."""
-        self.ended = True
-        await self._drop_pending(cancel=True)
 
 
 class WriteGather:

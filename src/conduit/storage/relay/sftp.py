@@ -27,7 +27,7 @@ from conduit.errors import Fault, StorageError
 from conduit.names import BadName, check_path
 from conduit.storage.base import Entry, RelPath, Stat
 from conduit.storage.relay import custody
-from conduit.storage.relay.blocks import BlockReader, WriteGather, block_fetcher
+from conduit.storage.relay.blocks import BlockReader, WriteGather, block_fetcher, in_slot
 from conduit.storage.relay.connection import DeviceLink, device_error
 
 
@@ -204,8 +204,7 @@ class SftpWriteHandle(_Ops):
         self._in_flight.add(asyncio.ensure_future(self._send(file, offset, data)))
 
     async def _send(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
-        async with self.link.slot():
-            await file.write(data, offset)
+        await in_slot(self.link, lambda: file.write(data, offset))
 
     async def _settle(self, *, all_of_them: bool) -> None:
         """Wait for one (or every) write in flight; the first failure is raised."""
