@@ -13,7 +13,9 @@ MB/s and the ratio Conduit/jump host (target: >= 0.5).
 main src | tar -x -C DIR``) beside this tree's, the runs of every way
 interleaved, so a change is measured against its base under the same load.
 ``--profile PREFIX`` records a py-spy flame graph of this tree's gateway for
-each direction (``PREFIX-up.svg``, ``PREFIX-down.svg``).
+each direction (``PREFIX-up.svg``, ``PREFIX-down.svg``; the baseline's as
+``PREFIX-baseline-up.svg`` ...) in the first round, which is then left out of
+the CPU column.
 """
 
 from __future__ import annotations
@@ -225,9 +227,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
         for run_number in range(args.runs):
             # Interleaved: every way once per round, so load drifts hit all of them.
             for name, (base, remote) in ways.items():
-                profile = None
-                if args.profile and name == "Conduit relay" and run_number == 0:
+                profile, prefix = None, args.profile
+                if args.profile and name in gateways and run_number == 0:
                     profile = gateways[name][0].pid
+                    prefix += "-baseline" if name == "Conduit baseline" else ""
                 pid = gateways[name][0].pid if name in gateways else None
                 for direction in ("up", "down"):
                     if direction == "up":
@@ -236,7 +239,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     else:
                         down.unlink(missing_ok=True)
                         argv = [*base, remote, str(down)]
-                    spy = (profile, f"{args.profile}-{direction}.svg") if profile else None
+                    spy = (profile, f"{prefix}-{direction}.svg") if profile else None
                     before = cpu_seconds(pid) if pid else 0.0
                     times[(name, direction)].append(timed(argv, spy))
                     if pid and not spy:
