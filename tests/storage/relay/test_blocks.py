@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conduit.errors import Fault, StorageError
@@ -21,7 +21,8 @@ from .helpers import sha
 from .sshd import start_sshd
 
 
-@given(st.lists(st.integers(min_value=1, max_value=700), max_size=40), st.booleans())
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=1, max_value=600), max_size=24), st.booleans())
 def test_gathered_blocks_are_exactly_the_writes(sizes: list[int], gap: bool) -> None:
     gather = WriteGather(block=255)
     sent: list[tuple[int, bytes]] = []
@@ -62,7 +63,7 @@ def fake_file(data: bytes, calls: list[int], fail_at: int | None = None) -> Fetc
     return fetch
 
 
-@settings(deadline=None, max_examples=50)
+@settings(deadline=None, max_examples=50, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(min_value=0, max_value=5000), st.integers(min_value=1, max_value=6))
 def test_block_reader_hands_out_the_file_in_order(size: int, depth: int) -> None:
     data = os.urandom(size)
