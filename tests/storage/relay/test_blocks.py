@@ -186,7 +186,7 @@ async def test_hash_source_only_before_the_first_write(devices: Devices, tmp_pat
         handle = await backend.open_write(("x.bin",))
         await handle.write(0, b"abc")
         with pytest.raises(StorageError):
-            handle.hash_from(lambda: "0" * 64)  # type: ignore[union-attr]
+            handle.hash_from(lambda: "0" * 64)
         await handle.abort()
         assert list(root.iterdir()) == []
     finally:
@@ -229,3 +229,38 @@ async def _numbered(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, by
     async for chunk in chunks:
         yield number, chunk
         number += 1
+
+
+@pytest.mark.parametrize("lying", [False, True])
+async def test_scp_device_compares_with_the_pipeline_hash(
+    devices: Devices, tmp_path: Path, lying: bool
+) -> None:
+    commands = {"rename": "mv -f -- {old} {new}", "delete": "rm -f -- {path}"}
+    commands["sha256"] = "echo " + "0" * 64 + " {path}" if lying else "sha256sum -- {path}"
+    root = tmp_path / "root"
+    config = device_config(devices.scp, devices.identity, root, protocol="scp", commands=commands)
+    backend = open_device("scp-hash", config, tmp_path / "state")
+    data = os.urandom(300_000)
+    records: list[TransferRecord] = []
+
+    async def report(record: TransferRecord) -> None:
+        records.append(record)
+
+    try:
+        handle = await backend.open_write(("fw.bin",))
+        upload = Upload(handle, transfer="t", path="p", report=report)
+        for offset in range(0, len(data), 32768):
+            await upload.write(offset, data[offset : offset + 32768])
+        if lying:
+            with pytest.raises(StorageError) as info:
+                await upload.commit()
+            assert info.value.reason == "device copy does not match"
+            assert f"sent sha256 {sha(data)}" in info.value.detail
+            assert [r.outcome for r in records] == [Outcome.FAILED]
+            assert list(root.iterdir()) == []
+        else:
+            assert await upload.commit() == sha(data)
+            assert handle.local_sha256 == handle.device_sha256 == sha(data)
+            assert (root / "fw.bin").read_bytes() == data
+    finally:
+        await backend.close()
