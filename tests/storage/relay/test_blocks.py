@@ -117,6 +117,10 @@ async def test_reads_in_any_order_come_from_the_device(devices: Devices, tmp_pat
                 (5, 5),
             ]:
                 assert await handle.read(offset, length) == data[offset : offset + length]
+            # Reads at once (a server serving a client's requests concurrently).
+            offsets = [0, 40_000, 600_000, 80_000, 300_000, 120_000]
+            results = await asyncio.gather(*(handle.read(o, 40_000) for o in offsets))
+            assert results == [data[o : o + 40_000] for o in offsets]
         finally:
             await handle.close()
     finally:

@@ -89,10 +89,14 @@ class SftpReadHandle(_Ops):
         self._reader: BlockReader | None = None
         self._buffer = b""
         self._buffer_offset = 0
+        # One read at a time: the read-ahead's state spans awaits, and an SFTP
+        # server may one day serve a client's requests concurrently.
+        self._lock = asyncio.Lock()
 
     async def read(self, offset: int, length: int) -> bytes:
         try:
-            return await self._read(offset, length)
+            async with self._lock:
+                return await self._read(offset, length)
         except (OSError, asyncssh.Error) as exc:
             await self._stop()
             raise self.fail(exc, "read") from None
