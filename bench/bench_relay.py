@@ -105,6 +105,11 @@ def main() -> int:
         type=Path,
         help="also run a gateway from BASELINE/src, runs interleaved (A/B)",
     )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        help="the device's max_concurrency for this tree's gateway (the baseline keeps 4)",
+    )
     parser.add_argument("--profile", help="py-spy flame graphs PREFIX-up.svg / PREFIX-down.svg")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
@@ -143,6 +148,11 @@ def start_gateway(
         f'[devices.plc]\nzone = "ops"\naddress = "{device.address}"\nuser = "root"\n'
         f'identity = "{gateway_key}"\nhost_key = "{device.host_key}"\n'
         f'protocols = ["sftp"]\nroot = "{device_root}"\n'
+        + (
+            f"max_concurrency = {args.max_concurrency}\n"
+            if args.max_concurrency and src.resolve() == (ROOT / "src").resolve()
+            else ""
+        )
         + ('commands = { sha256 = "sha256sum -- {path}" }\n' if args.device_hash else "")
         + '[roles.r]\ngrants = [{ target = "devices/plc", ops = ["list", "read", "write"] }]\n'
         f'[users.{user}]\nkeys = ["{client_pub}"]\nroles = ["r"]\n'
