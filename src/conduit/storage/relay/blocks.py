@@ -38,6 +38,15 @@ READ_DEPTH = 8
 Fetch = Callable[[int, int], Awaitable[bytes]]
 
 
+def depth(link: DeviceLink, most: int) -> int:
+    """Requests one transfer keeps going: no more than the device has slots for.
+
+    More would only wait for a slot while holding a block each (memory per
+    transfer, times every transfer to every device), and gain nothing.
+    """
+    return max(1, min(most, link.device.max_concurrency))
+
+
 T = TypeVar("T")
 
 

@@ -27,7 +27,14 @@ from conduit.errors import Fault, StorageError
 from conduit.names import BadName, check_path
 from conduit.storage.base import Entry, RelPath, Stat
 from conduit.storage.relay import custody
-from conduit.storage.relay.blocks import BlockReader, WriteGather, block_fetcher, in_slot
+from conduit.storage.relay.blocks import (
+    READ_DEPTH,
+    BlockReader,
+    WriteGather,
+    block_fetcher,
+    depth,
+    in_slot,
+)
 from conduit.storage.relay.connection import DeviceLink, device_error
 
 
@@ -108,7 +115,8 @@ class SftpReadHandle(_Ops):
             if reader is not None and reader.ended and offset >= end:
                 return b""  # past the end (clients read ahead): nothing to restart
             await self._stop()
-            reader = self._reader = BlockReader(block_fetcher(self.link, self._file), offset)
+            fetch = block_fetcher(self.link, self._file)
+            reader = self._reader = BlockReader(fetch, offset, depth=depth(self.link, READ_DEPTH))
             self._buffer_offset = offset
         parts: list[bytes] = []
         while length:
@@ -182,10 +190,10 @@ class SftpWriteHandle(_Ops):
 
         Awaiting each device write before taking the client's next chunk
         made an upload one round trip per chunk; instead consecutive writes
-        are joined into 255 KiB blocks and up to MAX_WRITES_IN_FLIGHT of them
-        travel at once (memory stays bounded by that count times the block
-        size); their results are collected here as room is needed, and all
-        of them at commit.
+        are joined into 255 KiB blocks and a few of them travel at once
+        (``depth``); memory stays bounded by that count times the block size.
+        Their results are collected here as room is needed, and all of them
+        at commit.
         """
         if self._file is None or self._done:
             raise StorageError(Fault.FAILURE, "upload already finished")
@@ -203,7 +211,7 @@ class SftpWriteHandle(_Ops):
             raise error from None
 
     async def _start_write(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
-        if len(self._in_flight) >= MAX_WRITES_IN_FLIGHT:
+        if len(self._in_flight) >= depth(self.link, MAX_WRITES_IN_FLIGHT):
             await self._settle(all_of_them=False)
         self._in_flight.add(asyncio.ensure_future(self._send(file, offset, data)))
 
@@ -223,7 +231,7 @@ class SftpWriteHandle(_Ops):
 
     async def _read_back(self) -> AsyncIterator[bytes]:
         async with self._sftp.open(self._temp, "rb", encoding=None) as file:
-            reader = BlockReader(block_fetcher(self.link, file))
+            reader = BlockReader(block_fetcher(self.link, file), depth=depth(self.link, READ_DEPTH))
             try:
                 while block := await reader.next():
                     yield block
