@@ -2,10 +2,21 @@
 
 The device is a real sshd with SFTP; the jump host is another sshd. The same
 OpenSSH client moves the same file up and down both ways; the table gives
-MB/s and the ratio Conduit/jump host (target: >= 0.5).
+MB/s and the ratio Conduit/jump host (issue #16: >= 0.8 with `--device-hash`,
+>= 0.7 with read-back), and the gateway's CPU seconds per transfer.
 
     python bench/bench_relay.py              # 1 GiB, 3 runs
     python bench/bench_relay.py --quick      # 256 MiB, 1 run
+    python bench/bench_relay.py --size 256MiB --baseline /tmp/old   # A/B, interleaved
+    python bench/bench_relay.py --profile bench/results/relay        # flame graphs
+
+``--baseline DIR`` runs a second gateway from ``DIR/src`` (e.g. ``git archive
+main src | tar -x -C DIR``) beside this tree's, the runs of every way
+interleaved, so a change is measured against its base under the same load.
+``--profile PREFIX`` records a py-spy flame graph of this tree's gateway for
+each direction (``PREFIX-up.svg``, ``PREFIX-down.svg``; the baseline's as
+``PREFIX-baseline-up.svg`` ...) in the first round, which is then left out of
+the CPU column.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.storage.relay.sshd import keygen, start_sshd  # noqa: E402
+from tests.storage.relay.sshd import Sshd, keygen, start_sshd  # noqa: E402
 
 from bench.bench_gateway import CIPHER, free_port, wait_port  # noqa: E402
 from bench.bench_gateway import sha256_file as sha256  # noqa: E402
@@ -50,17 +62,56 @@ def client_options(key: Path, known_hosts: Path) -> list[str]:
     ]
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], profile: tuple[int, str] | None = None) -> float:
+    spy = None
+    if profile is not None:
+        pid, svg = profile
+        svg = str(Path(svg).resolve())
+        spy = subprocess.Popen(
+            ["py-spy", "record", "-r", "200", "-f", "flamegraph", "-o", svg, "--pid", str(pid)],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy attaches
     started = time.perf_counter()
     subprocess.run(argv, check=True, timeout=3600)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+    return elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux); less at the mercy of load than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def size_arg(text: str) -> int:
+    """``1073741824``, ``256MiB`` or ``1GiB``."""
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(text[: -len(unit)]) * factor
+    return int(text)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", type=int, default=1 << 30)
+    parser.add_argument("--size", type=size_arg, default=1 << 30)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run a gateway from BASELINE/src, runs interleaved (A/B)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        help="the device's max_concurrency for this tree's gateway (the baseline keeps 4)",
+    )
+    parser.add_argument("--profile", help="py-spy flame graphs PREFIX-up.svg / PREFIX-down.svg")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
@@ -78,6 +129,46 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def start_gateway(
+    args: argparse.Namespace,
+    site: Path,
+    src: Path,
+    device: Sshd,
+    device_root: Path,
+    gateway_key: Path,
+    client_pub: str,
+    user: str,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A gateway running the code in ``src``, relaying /devices/plc to the device."""
+    site.mkdir()
+    port = free_port()
+    (site / "conduit.toml").write_text(
+        f'[gateway]\nlisten = "127.0.0.1:{port}"\ndata_dir = "data"\n'
+        "[gateway.limits]\nidle_timeout = 0\n"
+        '[zones.ops]\nlevel = 3\nnetworks = ["127.0.0.0/8"]\n'
+        f'[devices.plc]\nzone = "ops"\naddress = "{device.address}"\nuser = "root"\n'
+        f'identity = "{gateway_key}"\nhost_key = "{device.host_key}"\n'
+        f'protocols = ["sftp"]\nroot = "{device_root}"\n'
+        + (
+            f"max_concurrency = {args.max_concurrency}\n"
+            if args.max_concurrency and src.resolve() == (ROOT / "src").resolve()
+            else ""
+        )
+        + ('commands = { sha256 = "sha256sum -- {path}" }\n' if args.device_hash else "")
+        + '[roles.r]\ngrants = [{ target = "devices/plc", ops = ["list", "read", "write"] }]\n'
+        f'[users.{user}]\nkeys = ["{client_pub}"]\nroles = ["r"]\n'
+    )
+    conduit = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "serve", "--config", str(site / "conduit.toml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(src)},
+        cwd=site,
+    )
+    wait_port(port, conduit)
+    return conduit, port
+
+
 def run(args: argparse.Namespace, work: Path) -> int:
     user = os.environ.get("USER") or "root"
     client_key = work / "client"
@@ -88,28 +179,23 @@ def run(args: argparse.Namespace, work: Path) -> int:
     device_root.mkdir()
     device = start_sshd(work / "device", client_keys=[client_pub, gateway_pub], sftp=True)
     jump = start_sshd(work / "jump", client_keys=[client_pub], sftp=False)
-    site = work / "conduit"
-    site.mkdir()
-    port = free_port()
-    (site / "conduit.toml").write_text(
-        f'[gateway]\nlisten = "127.0.0.1:{port}"\ndata_dir = "data"\n'
-        "[gateway.limits]\nidle_timeout = 0\n"
-        '[zones.ops]\nlevel = 3\nnetworks = ["127.0.0.0/8"]\n'
-        f'[devices.plc]\nzone = "ops"\naddress = "{device.address}"\nuser = "root"\n'
-        f'identity = "{gateway_key}"\nhost_key = "{device.host_key}"\n'
-        f'protocols = ["sftp"]\nroot = "{device_root}"\n'
-        + ('commands = { sha256 = "sha256sum -- {path}" }\n' if args.device_hash else "")
-        + '[roles.r]\ngrants = [{ target = "devices/plc", ops = ["list", "read", "write"] }]\n'
-        f'[users.{user}]\nkeys = ["{client_pub}"]\nroles = ["r"]\n'
-    )
-    conduit = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "serve", "--config", str(site / "conduit.toml")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    cpu_s: dict[tuple[str, str], float] = {}
+    sources = {"Conduit relay": ROOT / "src"}
+    if args.baseline is not None:
+        sources["Conduit baseline"] = args.baseline.resolve() / "src"
     try:
-        wait_port(port, conduit)
+        for label, src in sources.items():
+            gateways[label] = start_gateway(
+                args,
+                work / label.replace(" ", "-"),
+                src,
+                device,
+                device_root,
+                gateway_key,
+                client_pub,
+                user,
+            )
         big = work / "big.bin"
         with big.open("wb") as f:
             for _ in range(args.size // (1 << 20)):
@@ -138,42 +224,70 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 ["scp", "-q", *opts, jump_spec, "-P", str(device.port)],
                 f"{user}@127.0.0.1:{device_root}/big.bin",
             ),
-            "Conduit relay": (
+        }
+        for label, (_, port) in gateways.items():
+            ways[label] = (
                 ["scp", "-q", *opts, "-P", str(port)],
                 f"{user}@127.0.0.1:/devices/plc/big.bin",
-            ),
+            )
+        times: dict[tuple[str, str], list[float]] = {
+            (name, way): [] for name in ways for way in ("up", "down")
         }
-        results: dict[tuple[str, str], float] = {}
+        cpu: dict[tuple[str, str], list[float]] = {key: [] for key in times}
         down = work / "down.bin"
-        for name, (base, remote) in ways.items():
-            ups, downs = [], []
-            for _ in range(args.runs):
-                (device_root / "big.bin").unlink(missing_ok=True)
-                ups.append(timed([*base, str(big), remote]))
-                assert sha256(device_root / "big.bin") == digest, f"{name}: corrupt upload"
-                down.unlink(missing_ok=True)
-                downs.append(timed([*base, remote, str(down)]))
-                assert sha256(down) == digest, f"{name}: corrupt download"
-            results[(name, "up")] = args.size / statistics.median(ups) / 1e6
-            results[(name, "down")] = args.size / statistics.median(downs) / 1e6
+        for run_number in range(args.runs):
+            # Interleaved: every way once per round, so load drifts hit all of them.
+            for name, (base, remote) in ways.items():
+                profile, prefix = None, args.profile
+                if args.profile and name in gateways and run_number == 0:
+                    profile = gateways[name][0].pid
+                    prefix += "-baseline" if name == "Conduit baseline" else ""
+                pid = gateways[name][0].pid if name in gateways else None
+                for direction in ("up", "down"):
+                    if direction == "up":
+                        (device_root / "big.bin").unlink(missing_ok=True)
+                        argv = [*base, str(big), remote]
+                    else:
+                        down.unlink(missing_ok=True)
+                        argv = [*base, remote, str(down)]
+                    spy = (profile, f"{prefix}-{direction}.svg") if profile else None
+                    before = cpu_seconds(pid) if pid else 0.0
+                    times[(name, direction)].append(timed(argv, spy))
+                    if pid and not spy:
+                        cpu[(name, direction)].append(cpu_seconds(pid) - before)
+                    landed = device_root / "big.bin" if direction == "up" else down
+                    assert sha256(landed) == digest, f"{name}: corrupt {direction}load"
+        results = {key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items()}
+        cpu_s.update({key: statistics.median(runs) for key, runs in cpu.items() if runs})
     finally:
-        conduit.terminate()
-        conduit.wait(10)
+        for proc, _ in gateways.values():
+            proc.terminate()
+            proc.wait(10)
         device.stop()
         jump.stop()
     lines = [
         f"{args.size >> 20} MiB, {args.runs} run(s), median; {CIPHER}; loopback; "
         f"{os.cpu_count()} cores",
         "",
-        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump |",
-        "|---|---:|---:|---:|",
+        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}",
+        "",
+        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s |"
+        + (" baseline MB/s | baseline/jump | baseline CPU s |" if args.baseline else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.baseline else ""),
     ]
     for direction in ("up", "down"):
         jump_rate = results[("jump host (scp -J)", direction)]
         relay_rate = results[("Conduit relay", direction)]
-        lines.append(
-            f"| {direction} | {jump_rate:.1f} | {relay_rate:.1f} | {relay_rate / jump_rate:.2f} |"
+        relay_cpu = cpu_s.get(("Conduit relay", direction), float("nan"))
+        line = (
+            f"| {direction} | {jump_rate:.1f} | {relay_rate:.1f} | {relay_rate / jump_rate:.2f} "
+            f"| {relay_cpu:.2f} |"
         )
+        if args.baseline:
+            base_rate = results[("Conduit baseline", direction)]
+            base_cpu = cpu_s.get(("Conduit baseline", direction), float("nan"))
+            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} | {base_cpu:.2f} |"
+        lines.append(line)
     table = "\n".join(lines)
     print(table)
     out = Path(__file__).parent / "results"

@@ -135,6 +135,12 @@ class Upload(_Transfer):
         self._ahead: dict[int, bytes] = {}
         #: this upload's own bound on held bytes; its ``held`` is what ``_ahead`` holds
         self._reorder = ReorderBudget(MAX_REORDER_BYTES, reorder)
+        # A device relay proves custody against a hash of what it was sent:
+        # ours covers exactly the bytes handed to the handle, once and in
+        # order, so it is lent instead of the relay hashing them again.
+        hash_from: Callable[[Callable[[], str]], None] | None = getattr(handle, "hash_from", None)
+        if hash_from is not None:
+            hash_from(self._sha256_of_handed_bytes)
 
     async def write(self, offset: int, data: bytes) -> None:
         if self._finished:
@@ -174,6 +180,11 @@ class Upload(_Transfer):
                 "uploads must be written front to back (resume is not supported)",
                 f"write at offset {offset}, expected {self._next}",
             )
+
+    def _sha256_of_handed_bytes(self) -> str:
+        if self._ahead:
+            raise StorageError(Fault.FAILURE, "upload incomplete: bytes missing")
+        return self._hash.hexdigest()
 
     def digest(self) -> bytes | None:
         """SHA-256 of the bytes written so far, or None while some are held out of order."""

@@ -1,7 +1,9 @@
 """Chain of custody: prove that what landed on the device is what was sent.
 
-The relay hashes every byte on its way to the device (:class:`OrderedHasher`,
-or while sending the spool for legacy SCP). After the upload, before the file
+Every byte on its way to the device is hashed once: by the gateway's
+transfer pipeline, which lends its hash to the handle (``hash_from``), or,
+when the relay is used on its own, by the relay (:class:`OrderedHasher`, or
+while sending the spool for legacy SCP). After the upload, before the file
 gets its final name where the protocol allows, the device's copy is hashed
 *on the device side*: by the device's configured ``sha256`` command if it has
 one (``sha256sum -- {path}``; only the first 64 hex digits of its output are

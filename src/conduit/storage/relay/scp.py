@@ -37,7 +37,7 @@ import posixpath
 import shlex
 import stat as stat_module
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
 
@@ -117,10 +117,23 @@ class ScpWriteHandle:
         self._mode = mode & 0o7777
         self._spool: IO[bytes] | None = spool
         self._size = 0
+        self._stream_sha256: Callable[[], str] | None = None
         self.atomic = "rename" in device.link.device.commands
         self.device_sha256: str | None = None
         self.local_sha256: str | None = None
         self.custody: custody.CustodyReceipt | None = None
+
+    def hash_from(self, stream_sha256: Callable[[], str]) -> None:
+        """Compare the device's hash with the caller's instead of hashing the spool.
+
+        The gateway's transfer pipeline hashes every byte it writes here, once
+        and in order; that hash is also the stronger one to compare with: a
+        spool that changed on the gateway's disk shows as a mismatch. Only
+        before the first write.
+        """
+        if self._size:
+            raise StorageError(Fault.FAILURE, "upload hash source set too late")
+        self._stream_sha256 = stream_sha256
 
     async def write(self, offset: int, data: bytes) -> None:
         spool = self._spool
@@ -142,7 +155,7 @@ class ScpWriteHandle:
         spool = self._spool
         assert spool is not None
         link = self._device.link
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if self._stream_sha256 is None else None
         channel = await ScpChannel.start(link, f"scp -t -d {shlex.quote(self._dir)}")
         try:
             await channel.expect_ok()
@@ -155,7 +168,8 @@ class ScpWriteHandle:
                 )
                 if not chunk:  # sparse tail never written: zeros, as on local disk
                     chunk = bytes(min(CHUNK, self._size - offset))
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 await channel.send(chunk)
                 offset += len(chunk)
             await channel.send(b"\0")
@@ -165,7 +179,10 @@ class ScpWriteHandle:
             raise channel.fail(exc, "upload") from None
         finally:
             channel.close()
-        return digest.hexdigest()
+        if digest is not None:
+            return digest.hexdigest()
+        assert self._stream_sha256 is not None
+        return self._stream_sha256()
 
     async def commit(self) -> None:
         if self._spool is None:

@@ -1,8 +1,10 @@
 """Relay to a device over SFTP: every operation, uploads atomic.
 
 An upload streams to a hidden temp name next to the target
-(``.conduit-<random>.part``), each write awaited before the next is accepted,
-so memory stays bounded by the gateway's chunk size whatever the file size.
+(``.conduit-<random>.part``): small writes are joined into 255 KiB ones and a
+few of them travel at once (:mod:`~conduit.storage.relay.blocks`), so memory
+stays bounded whatever the file size. Downloads and the read-back for custody
+read ahead the same way.
 On commit the temp file is closed, its device-side hash checked
 (:mod:`~conduit.storage.relay.custody`) and only then renamed over the final
 name with the ``posix-rename@openssh.com`` extension (atomic, overwrites); a
@@ -17,7 +19,7 @@ import contextlib
 import posixpath
 import secrets
 import stat as stat_module
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncssh
 
@@ -25,9 +27,15 @@ from conduit.errors import Fault, StorageError
 from conduit.names import BadName, check_path
 from conduit.storage.base import Entry, RelPath, Stat
 from conduit.storage.relay import custody
+from conduit.storage.relay.blocks import (
+    READ_DEPTH,
+    BlockReader,
+    WriteGather,
+    block_fetcher,
+    depth,
+    in_slot,
+)
 from conduit.storage.relay.connection import DeviceLink, device_error
-
-READ_BACK_CHUNK = 256 * 1024
 
 
 def temp_name() -> str:
@@ -70,26 +78,70 @@ class _Ops:
 
 
 # Device writes travelling at once per upload (x 255 KiB: memory per upload).
-MAX_WRITES_IN_FLIGHT = 16
+MAX_WRITES_IN_FLIGHT = 8
 
 
 class SftpReadHandle(_Ops):
-    """A device file open for reading; reads go straight to the device."""
+    """A device file open for reading.
+
+    Read front to back (as every client downloading a file does), it is read
+    ahead from the device in large requests and the client's small reads are
+    served from those; a read elsewhere restarts the read-ahead there.
+    """
 
     def __init__(self, link: DeviceLink, file: asyncssh.SFTPClientFile, size: int) -> None:
         super().__init__(link)
         self._file = file
         self.size = size
+        self._reader: BlockReader | None = None
+        self._buffer = b""
+        self._buffer_offset = 0
+        # One read at a time: the read-ahead's state spans awaits, and an SFTP
+        # server may one day serve a client's requests concurrently.
+        self._lock = asyncio.Lock()
 
     async def read(self, offset: int, length: int) -> bytes:
         try:
-            async with self.link.slot():
-                data = await self._file.read(length, offset)
+            async with self._lock:
+                return await self._read(offset, length)
         except (OSError, asyncssh.Error) as exc:
+            await self._stop()
             raise self.fail(exc, "read") from None
-        return data if isinstance(data, bytes) else b""
+
+    async def _read(self, offset: int, length: int) -> bytes:
+        end = self._buffer_offset + len(self._buffer)
+        reader = self._reader
+        if reader is None or not self._buffer_offset <= offset <= end:
+            if reader is not None and reader.ended and offset >= end:
+                return b""  # past the end (clients read ahead): nothing to restart
+            await self._stop()
+            fetch = block_fetcher(self.link, self._file)
+            reader = self._reader = BlockReader(fetch, offset, depth=depth(self.link, READ_DEPTH))
+            self._buffer_offset = offset
+        parts: list[bytes] = []
+        while length:
+            start = offset - self._buffer_offset
+            if start >= len(self._buffer):
+                block = await reader.next()
+                if not block:
+                    break
+                self._buffer_offset += len(self._buffer)
+                self._buffer = block
+                continue
+            piece = self._buffer[start : start + length]
+            parts.append(piece)
+            offset += len(piece)
+            length -= len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _stop(self) -> None:
+        reader, self._reader = self._reader, None
+        self._buffer = b""
+        if reader is not None:
+            await reader.close()
 
     async def close(self) -> None:
+        await self._stop()
         with contextlib.suppress(OSError, asyncssh.Error):
             await self._file.close()
 
@@ -110,7 +162,9 @@ class SftpWriteHandle(_Ops):
         self._file: asyncssh.SFTPClientFile | None = file
         self._temp = temp
         self._final = final
-        self._hasher = custody.OrderedHasher()
+        self._hasher: custody.OrderedHasher | None = custody.OrderedHasher()
+        self._stream_sha256: Callable[[], str] | None = None
+        self._gather = WriteGather()
         self._in_flight: set[asyncio.Future[None]] = set()
         self._done = False
         self.atomic = True
@@ -118,22 +172,36 @@ class SftpWriteHandle(_Ops):
         self.local_sha256: str | None = None
         self.custody: custody.CustodyReceipt | None = None
 
+    def hash_from(self, stream_sha256: Callable[[], str]) -> None:
+        """Take the upload's SHA-256 from the caller instead of hashing again.
+
+        The gateway's transfer pipeline hashes every byte it hands to
+        :meth:`write`, once and in order, for its own record; a second hash
+        here cost a whole SHA-256 pass of the gateway's CPU per upload. The
+        custody check compares the device's hash with ``stream_sha256()``,
+        called at commit. Only before the first write.
+        """
+        if self._hasher is None or self._hasher.position or self._gather.pending:
+            raise StorageError(Fault.FAILURE, "upload hash source set too late")
+        self._hasher, self._stream_sha256 = None, stream_sha256
+
     async def write(self, offset: int, data: bytes) -> None:
-        """Send a chunk to the device without waiting for its reply.
+        """Send bytes to the device without waiting for its reply.
 
         Awaiting each device write before taking the client's next chunk
-        made an upload one round trip per chunk; instead up to
-        MAX_WRITES_IN_FLIGHT writes travel at once (memory stays bounded by
-        that count times the chunk size) and their results are collected
-        here as room is needed, and all of them at commit.
+        made an upload one round trip per chunk; instead consecutive writes
+        are joined into 255 KiB blocks and a few of them travel at once
+        (``depth``); memory stays bounded by that count times the block size.
+        Their results are collected here as room is needed, and all of them
+        at commit.
         """
         if self._file is None or self._done:
             raise StorageError(Fault.FAILURE, "upload already finished")
         try:
-            self._hasher.feed(offset, data)
-            if len(self._in_flight) >= MAX_WRITES_IN_FLIGHT:
-                await self._settle(all_of_them=False)
-            self._in_flight.add(asyncio.ensure_future(self._send(self._file, offset, data)))
+            if self._hasher is not None:
+                self._hasher.feed(offset, data)
+            for block_offset, block in self._gather.add(offset, data):
+                await self._start_write(self._file, block_offset, block)
         except StorageError:
             await self.abort()
             raise
@@ -142,9 +210,13 @@ class SftpWriteHandle(_Ops):
             await self.abort()
             raise error from None
 
+    async def _start_write(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
+        if len(self._in_flight) >= depth(self.link, MAX_WRITES_IN_FLIGHT):
+            await self._settle(all_of_them=False)
+        self._in_flight.add(asyncio.ensure_future(self._send(file, offset, data)))
+
     async def _send(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
-        async with self.link.slot():
-            await file.write(data, offset)
+        await in_slot(self.link, lambda: file.write(data, offset))
 
     async def _settle(self, *, all_of_them: bool) -> None:
         """Wait for one (or every) write in flight; the first failure is raised."""
@@ -159,22 +231,21 @@ class SftpWriteHandle(_Ops):
 
     async def _read_back(self) -> AsyncIterator[bytes]:
         async with self._sftp.open(self._temp, "rb", encoding=None) as file:
-            offset = 0
-            while True:
-                async with self.link.slot():
-                    chunk = await file.read(READ_BACK_CHUNK, offset)
-                if not chunk:
-                    return
-                assert isinstance(chunk, bytes)
-                offset += len(chunk)
-                yield chunk
+            reader = BlockReader(block_fetcher(self.link, file), depth=depth(self.link, READ_DEPTH))
+            try:
+                while block := await reader.next():
+                    yield block
+            finally:
+                await reader.close()
 
     async def commit(self) -> None:
         if self._file is None or self._done:
             raise StorageError(Fault.FAILURE, "upload already finished")
         try:
+            for block_offset, block in self._gather.flush():
+                await self._start_write(self._file, block_offset, block)
             await self._settle(all_of_them=True)
-            local = self._hasher.hexdigest()
+            local = self._local_sha256()
             file, self._file = self._file, None
             await file.close()
             receipt = await custody.verify(self.link, self._temp, local, self._read_back)
@@ -190,6 +261,12 @@ class SftpWriteHandle(_Ops):
         self.custody = receipt
         self.local_sha256 = receipt.local_sha256
         self.device_sha256 = receipt.device_sha256
+
+    def _local_sha256(self) -> str:
+        if self._hasher is not None:
+            return self._hasher.hexdigest()
+        assert self._stream_sha256 is not None
+        return self._stream_sha256()
 
     async def _rename_into_place(self) -> None:
         async with self.link.slot():
