@@ -84,3 +84,26 @@ def test_refresh_in_slices_resumes_where_it_stopped(tmp_path):
     found = list(index.search(Query(path="/a/11/999")))
     assert [r["path"] for r in found] == ["/a/11/999"] and found[0]["seq"] > 12_000
     index.close()
+
+
+def test_a_name_that_is_not_utf8_does_not_stop_the_index(tmp_path):
+    """The journal keeps undecodable bytes as lone surrogates (``\\udcff``) on
+    purpose; SQLite refuses such text, and the index used to stop at that
+    record for good: every later record went unindexed."""
+    journal = Journal(tmp_path / "audit", "gw-1", load_or_create_key(tmp_path), 400_000, "never")
+    journal.open()
+    hostile = "/inbox/\udcff\ud800-\u202ename.bin"
+    journal.append(
+        [
+            ("access.denied", "denied", {"path": hostile, "user_given": "\udc80root"}, None),
+            ("file.upload", "success", {"path": "/inbox/after.bin", "principal": "alice"}, None),
+        ]
+    )
+    journal.close()
+    index = Index(tmp_path / "audit")
+    assert index.refresh() == journal.seq == indexed(tmp_path / "audit")
+    assert [r["path"] for r in index.search(Query(user="alice"))] == ["/inbox/after.bin"]
+    # the record itself comes back from the journal as written, undecodable bytes and all
+    [denied] = index.search(Query(type="access.denied"))
+    assert denied["path"] == hostile
+    index.close()

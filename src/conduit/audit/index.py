@@ -211,7 +211,7 @@ class Index:
 def _row(record: Record, number: int, offset: int, length: int) -> tuple[object, ...]:
     def s(key: str) -> str | None:
         value = record.get(key)
-        return value if isinstance(value, str) else None
+        return _storable(value) if isinstance(value, str) else None
 
     return (
         record["seq"],
@@ -226,3 +226,15 @@ def _row(record: Record, number: int, offset: int, length: int) -> tuple[object,
         offset,
         length,
     )
+
+
+def _storable(text: str) -> str:
+    """``text`` as SQLite can hold it. The journal keeps a client's undecodable
+    bytes as lone surrogates, which SQLite refuses; such a record used to stop
+    the index for good. Its columns get them as ``\\udcff`` escapes (the
+    record itself is always read back from the journal, as written)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
