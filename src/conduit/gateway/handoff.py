@@ -1,0 +1,139 @@
+"""The wire between the supervisor and its worker processes.
+
+One ``SOCK_SEQPACKET`` Unix socket pair per worker: every message is one
+datagram holding one JSON object, and an accepted client socket rides along
+with the message that hands it over (``SCM_RIGHTS``, :func:`socket.send_fds`).
+Seqpacket keeps message boundaries and order, and a closed end reads as EOF,
+so the other side learns at once that its peer is gone (a worker then stops;
+the supervisor journals the worker's death and starts another).
+
+asyncio's transports cannot carry descriptors, so this reads with
+``add_reader`` and ``recv_fds`` and writes with non-blocking ``send_fds``,
+queueing what the kernel buffer cannot take yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+#: The largest message (an audit record with long paths and reasons is a few KiB).
+MAX_MESSAGE = 1 << 20
+#: Socket buffer of each end: room for a burst of records and handed sockets.
+BUFFER = 4 << 20
+
+Message = dict[str, Any]
+#: (message, descriptors that came with it) -> None
+Handler = Callable[[Message, list[int]], None]
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of ends: (supervisor's, worker's)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for end in (ours, theirs):
+        with contextlib.suppress(OSError):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
+    return ours, theirs
+
+
+class Channel:
+    """One end of a pair, on the running event loop."""
+
+    def __init__(self, sock: socket.socket, handler: Handler, lost: Callable[[], None]) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self._handler = handler
+        self._lost = lost
+        self._queue: deque[tuple[bytes, list[int]]] = deque()
+        self._writing = False
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def send(self, message: Message, fds: list[int] | tuple[int, ...] = ()) -> bool:
+        """Queue ``message`` (and dups of ``fds``: the caller keeps and closes its
+        own). False if the peer is gone: nothing was sent."""
+        if self.closed:
+            return False
+        data = json.dumps(message, separators=(",", ":")).encode()
+        if len(data) > MAX_MESSAGE:
+            raise ValueError(f"message of {len(data)} bytes is over {MAX_MESSAGE}")
+        if self._queue:
+            self._queue.append((data, [os.dup(fd) for fd in fds]))
+            return True
+        try:
+            socket.send_fds(self.sock, [data], list(fds)) if fds else self.sock.send(data)
+        except BlockingIOError:
+            self._queue.append((data, [os.dup(fd) for fd in fds]))
+            self._want_write()
+        except OSError:
+            self.close()
+            return False
+        return True
+
+    def _want_write(self) -> None:
+        if not self._writing and not self.closed:
+            self._writing = True
+            self._loop.add_writer(self.sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        while self._queue:
+            data, fds = self._queue[0]
+            try:
+                socket.send_fds(self.sock, [data], fds) if fds else self.sock.send(data)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.close()
+                return
+            self._queue.popleft()
+            for fd in fds:
+                os.close(fd)
+        self._writing = False
+        self._loop.remove_writer(self.sock.fileno())
+
+    def _readable(self) -> None:
+        for _ in range(256):  # then let the loop serve others
+            try:
+                data, fds, flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close()
+                return
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                self.close()
+                return
+            try:
+                message = json.loads(data)
+            except ValueError:
+                message = None
+            if not isinstance(message, dict) or flags & socket.MSG_TRUNC:
+                for fd in fds:
+                    os.close(fd)
+                continue  # never from our own peer; nothing to act on
+            self._handler(message, fds)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.sock.fileno())
+            if self._writing:
+                self._loop.remove_writer(self.sock.fileno())
+        for _data, fds in self._queue:
+            for fd in fds:
+                os.close(fd)
+        self._queue.clear()
+        self.sock.close()
+        self._lost()

@@ -1,0 +1,462 @@
+"""A worker process: the SSH connections its supervisor admitted and handed it.
+
+``python -m conduit.gateway.worker --fd N --config PATH --index I`` (started
+by :mod:`conduit.gateway.workers`, never by hand). The worker runs the same
+:class:`~conduit.gateway.server.Connection` and session code as a
+single-process gateway, on the sockets it receives over its channel; what
+must stay one for the whole node stays with the supervisor, asked over the
+channel:
+
+- the audit journal: every record goes to the supervisor, which writes it
+  into the one chain and answers once it is written per the fsync policy (a
+  durable record after its group-commit fsync), so a client still hears
+  success only after its record is on disk. No answer, no success: when the
+  supervisor cannot be reached, records fail (:class:`AuditUnavailable`) and
+  logins are refused, as when the journal itself fails;
+- admission (MaxStartups): the supervisor decided at accept time; the worker
+  tells it when a connection authenticates or ends, and drops one it evicts;
+- the defender's scoring and the failed-login summaries;
+- the per-user session limit (a slot is claimed before a session opens).
+
+The worker dies with its supervisor (``PR_SET_PDEATHSIG``, and its channel
+reading EOF) and leaves nothing: an upload in flight stays a temp file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from conduit._asyncssh import tuning
+from conduit.audit.events import check_event
+from conduit.config.crypto import effective
+from conduit.errors import AuditUnavailable
+from conduit.gateway.app import Gateway, host_keypairs
+from conduit.gateway.defending import offence
+from conduit.gateway.gate import Listener, Ticket
+from conduit.gateway.handoff import Channel, Message
+from conduit.gateway.hostkey import load_host_certificates, load_host_key
+from conduit.gateway.reloading import one_line, revoke_sessions
+from conduit.gateway.resources import raise_nofile
+from conduit.gateway.server import Connection
+from conduit.site.build import build
+
+log = logging.getLogger("conduit.gateway")
+
+#: What records and logins meet once the supervisor is gone.
+SUPERVISOR_GONE = "the gateway's supervisor (the journal writer) cannot be reached"
+PR_SET_PDEATHSIG = 1
+
+
+class Link:
+    """The worker's end of its channel: calls answered by id, and notices."""
+
+    def __init__(self, sock: socket.socket, on_message: Callable[[Message, list[int]], None]):
+        self._calls: dict[int, asyncio.Future[Message]] = {}
+        self._next = 0
+        self._on_message = on_message
+        self.available = True  # the supervisor's journal, as it last said
+        self.lost = asyncio.Event()
+        self.channel = Channel(sock, self._received, self._gone)
+
+    @property
+    def up(self) -> bool:
+        return not self.channel.closed and self.available
+
+    def tell(self, message: Message) -> None:
+        self.channel.send(message)
+
+    async def call(self, message: Message) -> Message:
+        self._next += 1
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._calls[self._next] = future
+        if not self.channel.send({**message, "id": self._next}):
+            self._calls.pop(self._next, None)
+            raise AuditUnavailable(SUPERVISOR_GONE)
+        return await future
+
+    def _received(self, message: Message, fds: list[int]) -> None:
+        if message.get("op") == "re":
+            future = self._calls.pop(int(message.get("id", 0)), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+            if "avail" in message:
+                self.available = bool(message["avail"])
+            return
+        self._on_message(message, fds)
+
+    def _gone(self) -> None:
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(AuditUnavailable(SUPERVISOR_GONE))
+        self._calls.clear()
+        self.lost.set()
+
+
+class RemoteRecorder:
+    """Records into the supervisor's journal; returns once it is written there."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    @property
+    def available(self) -> bool:
+        return self.link.up
+
+    async def record(
+        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
+    ) -> int:
+        present = {k: v for k, v in fields.items() if v is not None}
+        cleaned = check_event(str(type), str(outcome), present)  # ValueError here, as in-process
+        answer = await self.link.call(
+            {
+                "op": "rec",
+                "type": str(type),
+                "outcome": str(outcome),
+                "durable": durable,
+                "hold": hold,
+                "fields": cleaned,
+            }
+        )
+        if "err" in answer:
+            if answer.get("kind") == "unavailable":
+                raise AuditUnavailable(str(answer["err"]))
+            raise ValueError(str(answer["err"]))
+        return int(answer.get("seq", 0))
+
+
+class RemoteAdmission:
+    """The worker's view of admission: tells the supervisor, which counts."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.tickets: dict[int, Ticket] = {}
+        self._ids: dict[Ticket, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.tickets)
+
+    def add(self, tid: int, ticket: Ticket) -> None:
+        self.tickets[tid] = ticket
+        self._ids[ticket] = tid
+
+    def id_of(self, ticket: Ticket | None) -> int:
+        return self._ids.get(ticket, 0) if ticket is not None else 0
+
+    def protect(self, ticket: Ticket) -> None:
+        tid = self._ids.get(ticket)
+        if tid is not None:
+            self.link.tell({"op": "protect", "t": tid})
+
+    def leave(self, ticket: Ticket) -> None:
+        tid = self._ids.pop(ticket, None)
+        if tid is not None:
+            self.tickets.pop(tid, None)
+            self.link.tell({"op": "leave", "t": tid})
+
+    def drop(self, tid: int) -> None:
+        """The supervisor evicted it (to make room): close it."""
+        ticket = self.tickets.pop(tid, None)
+        if ticket is not None:
+            self._ids.pop(ticket, None)
+            ticket.drop()
+
+
+class RemoteNoise:
+    """Failed logins and refused connections, summarised by the supervisor."""
+
+    interval = 0.0  # set by a reload; the supervisor's own summaries use its own
+    min_free = 0
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def refused(self, source: str, reason: str) -> None:
+        self.link.tell({"op": "noise", "m": "refused", "a": [source, reason], "k": {}})
+
+    def auth_failure(
+        self, source: str, user_given: str, auth_method: str, reason: str, **fields: Any
+    ) -> None:
+        args = [source, user_given, auth_method, reason]
+        present = {k: v for k, v in fields.items() if v is not None}
+        self.link.tell({"op": "noise", "m": "auth_failure", "a": args, "k": present})
+
+
+class RemoteDefence:
+    """The defender's scoring, done by the supervisor for every worker."""
+
+    stopping = False
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def ended(
+        self, address: IPv4Address | IPv6Address, failures: int, exc: Exception | None
+    ) -> None:
+        what = offence(failures, exc)
+        self.link.tell({"op": "offence", "source": str(address), "what": what.value})
+
+
+class RemoteSlots:
+    """Per-user session slots, counted by the supervisor across workers."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    async def claim(self, user: str, limit: int) -> bool:
+        try:
+            answer = await self.link.call({"op": "claim", "user": user, "limit": limit})
+        except AuditUnavailable:
+            return False
+        return bool(answer.get("ok"))
+
+    def release(self, user: str) -> None:
+        self.link.tell({"op": "release", "user": user})
+
+
+class _Acceptor:
+    """The ``tunnel`` asyncssh listens through in a worker: no socket of its
+    own; it keeps asyncssh's connection factory for the sockets handed over."""
+
+    def __init__(self) -> None:
+        self.factory: Callable[[str, int], Any] | None = None
+
+    def __bool__(self) -> bool:
+        return True
+
+    async def create_server(
+        self, session_factory: Callable[[str, int], Any], host: str, port: int
+    ) -> _NoServer:
+        self.factory = session_factory
+        return _NoServer()
+
+
+class _NoServer:
+    """What asyncssh's acceptor wraps: nothing listens in a worker."""
+
+    sockets: list[socket.socket] = []
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+class _Handed(asyncio.Protocol):
+    """A handed-over socket until asyncssh takes it (at once)."""
+
+    def __init__(self, worker: WorkerGateway, tid: int) -> None:
+        self.worker = worker
+        self.tid = tid
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.worker.serve(transport, self.tid)
+
+
+class WorkerConnection(Connection):
+    """A :class:`Connection` whose end the supervisor hears of (it counts the
+    connections each worker holds, to hand the next to the least loaded)."""
+
+    gateway: WorkerGateway
+    tid = 0
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        ticket = self.gateway.gate.admitting
+        self.tid = self.gateway.admission.id_of(ticket)
+        super().connection_made(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.gateway.link.tell({"op": "closed", "t": self.tid})
+
+
+class WorkerGateway(Gateway):
+    """A :class:`Gateway` without a journal, listener or defender of its own."""
+
+    def __init__(self, config: Any, link: Link, index: int) -> None:
+        super().__init__(config, recorder=RemoteRecorder(link))
+        self.link = link
+        self.index = index
+        self.admission = RemoteAdmission(link)
+        self.counters.admission = self.admission  # type: ignore[assignment]
+        self.counters.user_slots = RemoteSlots(link)
+        self.noise = RemoteNoise(link)  # type: ignore[assignment]
+        self.defence = RemoteDefence(link)  # type: ignore[assignment]
+        self.gate = Listener(lambda ticket, peer: False, self.admission.leave)
+        self._acceptor = _Acceptor()
+
+    def auditor_available(self) -> bool:
+        return self.link.up
+
+    async def start(self) -> None:
+        tuning.apply()
+        raise_nofile()
+        gw = self.config.gateway
+        self.host_keys = load_host_key(self.config)
+        self.host_certificates = load_host_certificates(self.config)
+        self.areas = self._build_backends(self.config)
+        algs = effective(gw.crypto)
+        self._server = await asyncssh.listen(
+            "",
+            0,
+            tunnel=self._acceptor,
+            server_factory=lambda: WorkerConnection(self),
+            server_host_keys=host_keypairs(self.host_keys, algs.host_keys, self.host_certificates),
+            kex_algs=list(algs.kex),
+            encryption_algs=list(algs.ciphers),
+            mac_algs=list(algs.macs),
+            compression_algs=["none"],
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=False,
+            line_editor=False,
+            login_timeout=gw.limits.login_grace_time,
+            keepalive_interval=60,
+            keepalive_count_max=3,
+            server_version="Conduit",
+        )
+
+    async def take(self, fd: int, tid: int) -> None:
+        """Serve the client socket ``fd`` the supervisor admitted as ``tid``."""
+        sock = socket.socket(fileno=fd)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: _Handed(self, tid), sock)
+        except OSError:
+            sock.close()
+            self.link.tell({"op": "leave", "t": tid})
+            self.link.tell({"op": "closed", "t": tid})
+
+    def serve(self, transport: asyncio.Transport, tid: int) -> None:
+        ticket = Ticket(transport)
+        self.admission.add(tid, ticket)
+        assert self._acceptor.factory is not None
+        self.gate.hand_over(transport, self._acceptor.factory, ticket)
+        if not ticket.claimed:  # asyncssh refused it before our Connection saw it
+            self.link.tell({"op": "closed", "t": tid})
+
+    def _sweep_later(self, before: dict[str, Any]) -> None:
+        """The supervisor sweeps the areas (one sweep per node, not one per worker)."""
+
+    async def reload_from_supervisor(self) -> dict[str, Any]:
+        """The supervisor applied a new policy: take it, revoke what it ends."""
+        try:
+            self.reload()
+        except Exception as exc:
+            log.error("worker %d: policy reload failed: %s", self.index, one_line(exc))
+            return {"ok": False, "error": one_line(exc)}
+        return {"ok": True, "revoked": await revoke_sessions(self)}
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            if connection.conn is not None:
+                connection.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "gateway stopping")
+        # their session.end records reach the supervisor before this process ends
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while self._tasks and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for backend in list(self.areas.values()):
+            with contextlib.suppress(Exception):
+                await backend.close()
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the supervisor dies, however it dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+async def run(fd: int, config_path: Path, index: int, parent: int) -> None:
+    import os
+
+    config = build(config_path).config
+    stop = asyncio.Event()
+    worker: WorkerGateway | None = None
+    pending: list[tuple[int, int]] = []
+
+    def on_message(message: Message, fds: list[int]) -> None:
+        op = message.get("op")
+        if op == "conn" and fds:
+            for extra in fds[1:]:
+                os.close(extra)
+            if worker is None:
+                pending.append((fds[0], int(message["t"])))
+            else:
+                worker.spawn(worker.take(fds[0], int(message["t"])))
+            return
+        for extra in fds:
+            os.close(extra)
+        if op == "drop" and worker is not None:
+            worker.admission.drop(int(message["t"]))
+        elif op == "avail":
+            link.available = bool(message.get("v"))
+        elif op == "reload" and worker is not None:
+            rid = message.get("rid")
+
+            async def reload() -> None:
+                assert worker is not None
+                link.tell({"op": "reloaded", "rid": rid, **await worker.reload_from_supervisor()})
+
+            worker.spawn(reload())
+        elif op == "stop":
+            stop.set()
+
+    link = Link(socket.socket(fileno=fd), on_message)
+    if os.getppid() != parent:  # the supervisor died before PDEATHSIG was set
+        return
+    worker = WorkerGateway(config, link, index)
+    await worker.start()
+    for handed, tid in pending:
+        worker.spawn(worker.take(handed, tid))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the supervisor reloads us
+    lost = asyncio.ensure_future(link.lost.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([lost, stopped], return_when=asyncio.FIRST_COMPLETED)
+    lost.cancel()
+    stopped.cancel()
+    await worker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="conduit-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    from conduit.gateway.process import tune_malloc
+
+    tune_malloc()
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format=f"%(asctime)s worker{args.index} %(name)s %(levelname)s %(message)s",
+    )
+    asyncio.run(run(args.fd, args.config, args.index, args.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
