@@ -422,8 +422,9 @@ async def run(fd: int, config_path: Path, index: int, parent: int) -> None:
     link = Link(socket.socket(fileno=fd), on_message)
     if os.getppid() != parent:  # the supervisor died before PDEATHSIG was set
         return
-    worker = WorkerGateway(config, link, index)
-    await worker.start()
+    starting = WorkerGateway(config, link, index)
+    await starting.start()
+    worker = starting  # from now on, handed sockets are served at once
     for handed, tid in pending:
         worker.spawn(worker.take(handed, tid))
     loop = asyncio.get_running_loop()
