@@ -122,7 +122,9 @@ def served(
         (root / "areas" / area).mkdir(parents=True)
     config = root / "conduit.toml"
     text = policy_text(root, keys).replace("[gateway]\n", "[gateway]\nworkers = 2\n", 1)
-    text = text.replace("[gateway.limits]\n", f"[gateway.limits]\nmax_sessions_per_user = {per_user}\n")
+    text = text.replace(
+        "[gateway.limits]\n", f"[gateway.limits]\nmax_sessions_per_user = {per_user}\n"
+    )
     config.write_text(text)
     with (tmp_path / "console.txt").open("w") as err:
         process, port, known = serve_process(config, stderr=err)
