@@ -44,6 +44,28 @@ USER = "bench"
 ROWS = ("put", "get", "tree")
 
 
+def tree_cpu(root: int) -> tuple[float, float]:
+    """CPU seconds (user + system, with reaped children's) of ``root`` and all
+    its descendants, and of ``root`` alone."""
+    stats: dict[int, tuple[int, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = sum(int(f) for f in fields[11:15]) / tick
+            stats[int(entry.name)] = (int(fields[1]), cpu)
+    family, grew = {root}, True
+    while grew:
+        more = {pid for pid, (ppid, _) in stats.items() if ppid in family} - family
+        family |= more
+        grew = bool(more)
+    own = stats.get(root, (0, 0.0))[1]
+    return sum(stats[pid][1] for pid in family if pid in stats), own
+
+
 class Servers:
     """sshd and the Conduit gateways, under one CPU mask at a time."""
 
@@ -55,6 +77,7 @@ class Servers:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
         self.roots: dict[str, tuple[str, Path]] = {}  # remote path, same folder on disk
+        self.cpu = (0.0, 0.0)
         self.sshd_user = subprocess.run(
             ["id", "-un"], capture_output=True, text=True, check=True
         ).stdout.strip()
@@ -123,7 +146,11 @@ class Servers:
             f'[areas.bench]\nzone = "local"\npath = "{served}"\n\n[roles.engineer]\n'
             f'grants = [{{ target = "bench", ops = ["list", "read", "write", "mkdir"] }}]\n\n'
             f'[users.{USER}]\nkeys = ["{pub}"]\nroles = ["engineer"]\n'
+            + ('\n[audit]\nfsync = "batch"\n' if self.args.no_fsync else "")
         )
+        if self.args.no_fsync:  # like-for-like: the durability sshd offers
+            text = config.read_text().replace("workers =", "durable_uploads = false\nworkers =")
+            config.write_text(text)
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
         log = folder / "conduit.log"
         argv = ["taskset", "-c", cpus, sys.executable, "-m", "conduit", "serve"]
@@ -195,6 +222,7 @@ class Servers:
             if leftover.name != "big.bin":
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         (self.tmp / "down").mkdir(exist_ok=True)
+        before = tree_cpu(self.procs[name].pid)
         start = time.perf_counter()
         procs = [
             subprocess.Popen(self.client(name, row, i), stderr=subprocess.PIPE)
@@ -205,6 +233,8 @@ class Servers:
         if failed:
             raise SystemExit(f"{name} {row}: {len(failed)} client(s) failed: {failed[0]!r}")
         shutil.rmtree(self.tmp / "down")
+        after = tree_cpu(self.procs[name].pid)
+        self.cpu = (after[0] - before[0], after[1] - before[1])
         return seconds
 
 
@@ -217,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="workers of the second gateway")
     parser.add_argument("--cpus", action="append", help="CPU masks (default: 0 and 0,1)")
     parser.add_argument("--only", action="append", choices=ROWS)
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help='like-for-like: durable_uploads = false, [audit] fsync = "batch"',
+    )
     parser.add_argument("--quick", action="store_true", help="16 MiB, 50 files, 1 run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -227,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = Servers(args)
     servers.setup()
     times: dict[tuple[str, str, str], list[float]] = {}
+    cpu: dict[tuple[str, str, str], list[float]] = {}
     load = [os.getloadavg()[0]]
     try:
         for mask in masks:
@@ -237,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
                     for name in names:
                         seconds = servers.measure(name, row)
                         times.setdefault((mask, row, name), []).append(seconds)
-                        print(f"cpus {mask:4} {row:5} {name:5} {seconds:7.2f} s", flush=True)
+                        cpu.setdefault((mask, row, name), []).append(servers.cpu[0])
+                        print(
+                            f"cpus {mask:4} {row:5} {name:5} {seconds:7.2f} s  server CPU "
+                            f"{servers.cpu[0]:6.2f} s (main process {servers.cpu[1]:5.2f} s)",
+                            flush=True,
+                        )
             for name in names:
                 servers.stop(name)
             load.append(os.getloadavg()[0])
@@ -259,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{med[(mask, row, n)]:.2f}" for n in names]
             ratios = [f"{med[(mask, row, 'sshd')] / med[(mask, row, n)]:.2f}x" for n in names[1:]]
             print(f"| {row} | {mask} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+    print("\nserver CPU seconds per run (all its processes; median):")
+    for row in rows:
+        for mask in masks:
+            parts = [f"{n} {statistics.median(cpu[(mask, row, n)]):.2f}" for n in names]
+            print(f"  {row:5} cpus {mask:4} " + "  ".join(parts))
     if len(masks) == 2:
         print(f"\nscaling, {masks[0]} -> {masks[1]} (time on the first / time on the second):")
         for row in rows:

@@ -120,16 +120,22 @@ class RemoteRecorder:
     ) -> int:
         present = {k: v for k, v in fields.items() if v is not None}
         cleaned = check_event(str(type), str(outcome), present)  # ValueError here, as in-process
-        answer = await self.link.call(
-            {
-                "op": "rec",
-                "type": str(type),
-                "outcome": str(outcome),
-                "durable": durable,
-                "hold": hold,
-                "fields": cleaned,
-            }
-        )
+        message = {
+            "op": "rec",
+            "type": str(type),
+            "outcome": str(outcome),
+            "durable": durable,
+            "hold": hold,
+            "fields": cleaned,
+        }
+        if hold:
+            # The outcome of an effect whose durable intent is written: never
+            # refused, and if it is lost with the supervisor, start-up recovery
+            # settles the intent (writeahead.py). Sent in order, not awaited.
+            if not self.link.channel.send(message):
+                raise AuditUnavailable(SUPERVISOR_GONE)
+            return 0
+        answer = await self.link.call(message)
         if "err" in answer:
             if answer.get("kind") == "unavailable":
                 raise AuditUnavailable(str(answer["err"]))

@@ -312,7 +312,10 @@ class Supervisor(Gateway):
         except Exception as exc:
             answer.update(err=str(exc), kind="error")
         answer["avail"] = self._available = self.auditor_available()
-        worker.channel_send(answer)
+        if message.get("id") is not None:  # a held outcome is not answered
+            worker.channel_send(answer)
+        elif "err" in answer:
+            log.error("worker %d: outcome not journalled: %s", worker.index, answer["err"])
 
     async def _watch_journal(self) -> None:
         """Tell the workers when the journal goes down or comes back (logins
