@@ -17,18 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-#: The largest message (an audit record with long paths and reasons is a few KiB).
-MAX_MESSAGE = 1 << 20
+#: The largest datagram (an audit record with long paths and reasons is a few
+#: KiB); batches are cut at CHUNK.
+MAX_MESSAGE = 256 << 10
+CHUNK = 64 << 10
 #: Socket buffer of each end: room for a burst of records and handed sockets.
 BUFFER = 4 << 20
 #: Messages sent in one loop iteration share a datagram, up to this many.
 BATCH = 64
+
+log = logging.getLogger("conduit.gateway")
 
 Message = dict[str, Any]
 #: (message, descriptors that came with it) -> None
@@ -82,16 +87,32 @@ class Channel:
         return True
 
     def _flush(self) -> None:
+        """What this loop iteration sent, in datagrams of up to CHUNK bytes."""
         batch, self._batch = self._batch, []
-        if batch and not self.closed:
-            self._send_now(batch, ())
+        chunk: list[str] = []
+        size = 0
+        for message in batch:
+            part = json.dumps(message, separators=(",", ":"))  # ASCII: len is bytes
+            if chunk and size + len(part) > CHUNK:
+                self._send_data(f"[{','.join(chunk)}]".encode(), ())
+                chunk, size = [], 0
+            chunk.append(part)
+            size += len(part) + 1
+        if chunk:
+            self._send_data(f"[{','.join(chunk)}]".encode(), ())
 
     def _send_now(self, messages: list[Message], fds: list[int] | tuple[int, ...]) -> bool:
+        return self._send_data(json.dumps(messages, separators=(",", ":")).encode(), fds)
+
+    def _send_data(self, data: bytes, fds: list[int] | tuple[int, ...]) -> bool:
         if self.closed:
             return False
-        data = json.dumps(messages, separators=(",", ":")).encode()
-        if len(data) > MAX_MESSAGE:
-            raise ValueError(f"message of {len(data)} bytes is over {MAX_MESSAGE}")
+        if len(data) > MAX_MESSAGE:  # no record comes near; never from a client alone
+            log.error(
+                "message of %d bytes not sent: over %d; channel closed", len(data), MAX_MESSAGE
+            )
+            self.close()  # its peer fails closed rather than wait for an answer
+            return False
         if self._queue:
             self._queue.append((data, [os.dup(fd) for fd in fds]))
             return True

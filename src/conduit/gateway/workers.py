@@ -219,8 +219,7 @@ class Supervisor(Gateway):
         process = worker.process
         status = None
         if process is not None:
-            with contextlib.suppress(Exception):
-                process.kill()  # a channel closed but a process alive serves no one
+            _kill(process)  # a channel closed but a process alive serves no one
             status = await process.wait()
         held = len(worker.held)
         for tid in list(worker.held):
@@ -367,12 +366,20 @@ class Supervisor(Gateway):
                 await asyncio.wait_for(asyncio.gather(*waits), STOP_WAIT)
         for worker in self.pool:
             if worker.process is not None and worker.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.kill()
+                _kill(worker.process)
                 await worker.process.wait()
             if worker.channel is not None:
                 worker.channel.close()
         await super().stop()
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL ``process`` without reaping it: ``Process.kill()`` polls first
+    (``Popen.send_signal``), and a poll that reaps a dead worker takes its exit
+    status from asyncio's child watcher, which then reports 255."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
 
 
 def _exit_text(status: int | None) -> str:
