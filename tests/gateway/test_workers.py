@@ -207,8 +207,21 @@ def test_a_killed_worker_costs_only_its_own_sessions(served: Served, tmp_path: P
         )
     )
     assert served.scp("alice", str(small), "GW:/inbox/again.bin").returncode == 0
+    # the dead worker's session ended in the journal at once, as recovery would
+    dead = started[0]["session"]
+    ends = [r for r in of(served.root, "session.end", "failed") if r["session"] == dead]
+    assert ends and ends[0]["error"] == "worker process died during the session"
     verify = conduit("audit", "verify", "--config", str(served.config))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # its upload (a temp file, no commit intent) is settled against the storage
+    # when the journal closes: failed, nothing under the final name
+    served.process.terminate()
+    served.process.wait(30)
+    transfer = started[0]["transfer"]
+    outcome = [r for r in of(served.root, "file.upload") if r.get("transfer") == transfer]
+    assert [r["outcome"] for r in outcome][-1] == "failed"
+    assert not (served.root / "areas" / "inbox" / "big.bin").exists()
+    assert conduit("audit", "verify", "--config", str(served.config)).returncode == 0
 
 
 def test_reload_reaches_every_worker(served: Served, tmp_path: Path) -> None:

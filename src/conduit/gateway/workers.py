@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import conduit
+from conduit.audit.journal import OPENING, TRANSFER_END, open_key
+from conduit.audit.recovery import crash_items
 from conduit.auth.defender import Offence
 from conduit.config import Config
 from conduit.errors import AuditUnavailable
@@ -95,6 +97,10 @@ class Worker:
         self.channel: Channel | None = None
         self.held: set[int] = set()  # handed connections not yet closed
         self.slots: Counter[str] = Counter()  # per-user sessions it holds
+        # what its death leaves open (see _journal_losses): transfers and
+        # intents by key, sessions by id, as their opening records said
+        self.open: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, dict[str, Any]] = {}
         self.started = 0.0
         self.failures = 0  # deaths soon after start, in a row (backoff)
 
@@ -230,6 +236,7 @@ class Supervisor(Gateway):
                 del self.user_sessions[user]
         worker.slots.clear()
         if self._stopping.is_set():
+            await self._journal_losses(worker, "gateway stopped")
             return
         how = _exit_text(status)
         log.error("worker %d exited (%s) holding %d connection(s)", worker.index, how, held)
@@ -244,11 +251,30 @@ class Supervisor(Gateway):
             )
         except Exception as exc:
             log.error("could not record the worker's death: %s", exc)
+        await self._journal_losses(worker, "worker process died")
         soon = time.monotonic() - worker.started < 2.0
         worker.failures = worker.failures + 1 if soon else 0
         await asyncio.sleep(min(30.0, 0.5 * (2 ** min(worker.failures, 6))) if soon else 0)
         if not self._stopping.is_set():
             await self._spawn_worker(worker)
+
+    async def _journal_losses(self, worker: Worker, why: str) -> None:
+        """End what the dead worker left open, as start-up recovery would:
+        its sessions and its transfers that never reached a commit intent
+        ``failed``. Intents, and uploads whose temp file tells how much had
+        arrived, stay open: they are settled against the storage (at this
+        journal's close, or the next start), as after a crash."""
+        open_ = {k: r for k, r in worker.open.items()}
+        sessions = dict(worker.sessions)
+        worker.open.clear()
+        worker.sessions.clear()
+        for type_, outcome, fields, _ts in crash_items(open_, sessions):
+            what = "session" if type_ == "session.end" else "transfer"
+            carried: dict[str, Any] = {**fields, "error": f"{why} during the {what}"}
+            try:
+                await self.recorder.record(type_, outcome, durable=False, **carried)
+            except Exception as exc:
+                log.error("could not record %s for a dead worker: %s", type_, exc)
 
     def _from_worker(self, worker: Worker, message: Message, fds: list[int]) -> None:
         for fd in fds:  # a worker never sends descriptors
@@ -297,6 +323,7 @@ class Supervisor(Gateway):
         fields = dict(message.get("fields") or {})
         if message.get("type") == "session.start":
             fields["worker"] = worker.index  # which process served the session
+        _track(worker, str(message.get("type")), str(message.get("outcome")), fields)
         try:
             seq = await self.recorder.record(
                 str(message.get("type")),
@@ -371,6 +398,24 @@ class Supervisor(Gateway):
             if worker.channel is not None:
                 worker.channel.close()
         await super().stop()
+
+
+def _track(worker: Worker, type_: str, outcome: str, fields: dict[str, Any]) -> None:
+    """Keep what ``worker`` has open, as start-up recovery scans the journal for it."""
+    if type_ in ("session.start", "session.end"):
+        sid = str(fields.get("session"))
+        if type_ == "session.start":
+            worker.sessions[sid] = {"type": type_, "outcome": outcome, **fields}
+        else:
+            worker.sessions.pop(sid, None)
+        return
+    key = open_key(fields)
+    if key is None:
+        return
+    if outcome in TRANSFER_END:
+        worker.open.pop(key, None)
+    elif outcome in OPENING:
+        worker.open[key] = {"type": type_, "outcome": outcome, **fields}
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
