@@ -264,9 +264,11 @@ async def run(fd: int, config_path: Path, index: int, parent: int) -> None:
     for handed, tid in pending:
         worker.spawn(worker.take(handed, tid))
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the supervisor reloads us
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # A terminal's Ctrl-C or hangup reaches the whole process group: the
+    # supervisor stops or reloads us over the channel, in order.
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
     lost = asyncio.ensure_future(link.lost.wait())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait([lost, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _die_with_parent()
+    for sig in (signal.SIGINT, signal.SIGHUP):  # until the loop takes them over
+        signal.signal(sig, signal.SIG_IGN)
     from conduit.gateway.process import tune_malloc
 
     tune_malloc()

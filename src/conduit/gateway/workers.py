@@ -206,7 +206,13 @@ class Supervisor(Gateway):
             argv.append("-v")
         try:
             worker.process = await asyncio.create_subprocess_exec(
-                *argv, pass_fds=(theirs.fileno(),), env=env, stdin=asyncio.subprocess.DEVNULL
+                *argv,
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                # a terminal's Ctrl-C or hangup is the supervisor's to act on:
+                # it stops or reloads its workers over their channels, in order
+                start_new_session=True,
             )
         finally:
             theirs.close()
