@@ -12,11 +12,15 @@ channel:
   durable record after its group-commit fsync), so a client still hears
   success only after its record is on disk. No answer, no success: when the
   supervisor cannot be reached, records fail (:class:`AuditUnavailable`) and
-  logins are refused, as when the journal itself fails;
+  logins are refused, as when the journal itself fails. (The outcome of an
+  effect whose durable intent is already written is sent in order without
+  waiting: it is never refused, and recovery settles it if it is lost);
 - admission (MaxStartups): the supervisor decided at accept time; the worker
   tells it when a connection authenticates or ends, and drops one it evicts;
 - the defender's scoring and the failed-login summaries;
 - the per-user session limit (a slot is claimed before a session opens).
+
+The stand-ins for these live in :mod:`conduit.gateway.remote`.
 
 The worker dies with its supervisor (``PR_SET_PDEATHSIG``, and its channel
 reading EOF) and leaves nothing: an upload in flight stays a temp file.
