@@ -194,7 +194,12 @@ async def _report_repeats(repeats: RepeatFilter) -> None:
 async def _serve(config: Config, demo: bool, repeats: RepeatFilter) -> None:
     from conduit.gateway import Gateway
 
-    gateway = Gateway(config)
+    if config.gateway.worker_count > 1 and not demo:
+        from conduit.gateway.workers import Supervisor
+
+        gateway: Gateway = Supervisor(config)  # worker processes (workers.py)
+    else:
+        gateway = Gateway(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

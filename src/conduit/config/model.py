@@ -132,6 +132,25 @@ class GatewayConfig(Section):
     durable_uploads: bool = True
     limits: Limits = Limits()
     crypto: CryptoConfig = CryptoConfig()  # SSH algorithms offered (see crypto.py)
+    # processes serving connections: 1 (one process), N >= 2, or "auto" (one
+    # per usable core); see docs/architecture.md "Worker processes"
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError('must be 1 to 256, or "auto"')
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes serve connections (1: the gateway itself)."""
+        if self.workers == "auto":
+            import os
+
+            return max(1, len(os.sched_getaffinity(0)))
+        return int(self.workers)
 
     @field_validator("listen")
     @classmethod
@@ -297,3 +316,17 @@ class Config(Section):
         if "journal" in audit:
             return data
         return {**data, "audit": {**audit, "journal": Path(data_dir) / "audit"}}
+
+    @model_validator(mode="after")
+    def _workers_serve_what_they_can(self) -> Config:
+        """Worker processes do not yet carry the relay's device connections or
+        the quarantine's keeper: refuse the combination rather than half-serve it."""
+        if self.gateway.workers == 1:
+            return self
+        if self.devices:
+            raise ValueError("gateway.workers: devices (relay) need workers = 1 for now")
+        if any(c.obligations for c in self.conduits):
+            raise ValueError(
+                "gateway.workers: conduits with require/types (quarantine) need workers = 1 for now"
+            )
+        return self

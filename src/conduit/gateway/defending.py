@@ -189,6 +189,12 @@ class Defence:
         if self.defender is not None and not self.stopping:
             self._penalise(address, offence(failures, exc))
 
+    def offended(self, address: Address, what: Offence) -> None:
+        """An unauthenticated connection a worker process served ended on the
+        client's account (the worker judged it with :func:`offence`)."""
+        if self.defender is not None and not self.stopping:
+            self._penalise(address, what)
+
     def admission_refused(self, address: Address, reason: str) -> None:
         """Admission refused a newcomer; only its own excess counts against it."""
         if self.defender is not None and reason == PER_SOURCE:

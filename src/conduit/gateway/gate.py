@@ -66,12 +66,22 @@ class Listener:
             backlog=BACKLOG,
         )
 
-    def hand_over(self, transport: asyncio.Transport, factory: Callable[[str, int], Any]) -> None:
-        """Admit ``transport`` and give it to a new asyncssh connection, or close it."""
-        ticket = Ticket(transport)
-        if not self._admit(ticket, transport.get_extra_info("peername")):
-            transport.abort()
-            return
+    def hand_over(
+        self,
+        transport: asyncio.Transport,
+        factory: Callable[[str, int], Any],
+        ticket: Ticket | None = None,
+    ) -> None:
+        """Admit ``transport`` and give it to a new asyncssh connection, or close it.
+
+        ``ticket``: already admitted elsewhere (a worker process serving a socket
+        its supervisor admitted, see workers.py); then not asked again here.
+        """
+        if ticket is None:
+            ticket = Ticket(transport)
+            if not self._admit(ticket, transport.get_extra_info("peername")):
+                transport.abort()
+                return
         self.admitting = ticket
         try:
             conn = factory("", 0)

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
@@ -59,10 +59,21 @@ class Counters:
     # upload bytes held out of order, all sessions together (limit set by the gateway)
     reorder: ReorderBudget = field(default_factory=lambda: ReorderBudget(0))
     descriptors: Descriptors = field(default_factory=lambda: Descriptors(0))
+    #: In a worker process: the per-user session count lives with the
+    #: supervisor, across all workers (see worker.py); None: counted here.
+    user_slots: UserSlots | None = None
 
     @property
     def unauthenticated(self) -> int:
         return len(self.admission)
+
+
+class UserSlots(Protocol):
+    """Per-user session slots counted elsewhere (a worker asks its supervisor)."""
+
+    async def claim(self, user: str, limit: int) -> bool: ...
+
+    def release(self, user: str) -> None: ...
 
 
 class Connection(asyncssh.SSHServer):
@@ -350,13 +361,28 @@ class Connection(asyncssh.SSHServer):
             log.warning("session refused for %s: %s", self.user, short)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, short)
         self.sessions += 1
+        slots = self.gateway.counters.user_slots
+        if slots is not None:  # asyncssh awaits a coroutine given as the session
+            return self._claimed(slots, limits.max_sessions_per_user)  # type: ignore[return-value]
         per_user[self.user] += 1
+        return Session(self)
+
+    async def _claimed(self, slots: UserSlots, limit: int) -> Session:
+        """The session once the supervisor granted its per-user slot."""
+        assert self.user is not None
+        if not await slots.claim(self.user, limit):
+            self.sessions -= 1
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Session refused")
         return Session(self)
 
     def session_closed(self) -> None:
         assert self.user is not None
         self.sessions -= 1
-        self.gateway.counters.sessions_per_user[self.user] -= 1
+        slots = self.gateway.counters.user_slots
+        if slots is not None:
+            slots.release(self.user)
+        else:
+            self.gateway.counters.sessions_per_user[self.user] -= 1
 
 
 def _fingerprint(blob: bytes) -> str | None:

@@ -21,7 +21,14 @@ from conduit.storage.base import Stat
 TEMP_PREFIX = ".conduit-part-"
 #: Marks this process's temp files: the start-up sweep runs while the gateway
 #: already serves, and must remove only what an earlier process left behind.
-PROCESS_TAG = secrets.token_hex(4)
+#: A gateway's worker processes carry their supervisor's tag (see
+#: gateway/workers.py), so its sweep leaves their live uploads alone too.
+_INHERITED = os.environ.get("CONDUIT_PROCESS_TAG", "")
+PROCESS_TAG = (
+    _INHERITED
+    if len(_INHERITED) == 8 and all(c in "0123456789abcdef" for c in _INHERITED)
+    else secrets.token_hex(4)
+)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _ERRNO_FAULTS = {
