@@ -137,16 +137,24 @@ def test_sessions_per_connection_limit(tight) -> None:  # type: ignore[no-untype
 def test_sessions_per_user_limit(tight) -> None:  # type: ignore[no-untyped-def]
     running = tight("max_sessions_per_user = 1")
 
-    async def scenario() -> bool:
+    async def scenario() -> list[str]:
+        reasons = []
         async with running.connect() as first, running.connect() as second:
             async with first.start_sftp_client():
-                try:
-                    async with second.start_sftp_client():
-                        return True
-                except asyncssh.ChannelOpenError:
-                    return False
+                for _ in range(3):  # a client retrying in a loop
+                    try:
+                        async with second.start_sftp_client():
+                            reasons.append("opened")
+                    except asyncssh.ChannelOpenError as exc:
+                        reasons.append(exc.reason)
+        return reasons
 
-    assert running.call(scenario()) is False
+    # the client hears why, not a bare "Session refused"
+    assert running.call(scenario()) == ["at most 1 sessions per user"] * 3
+    # journalled once per connection, not once per attempt
+    refused = running.recorder.of("session.start", "denied")
+    assert [r["reason"] for r in refused] == ["at most 1 sessions per user"]
+    assert refused[0]["principal"] == "alice"
 
 
 def test_idle_connection_is_closed(tight) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
@@ -97,6 +97,7 @@ class Connection(asyncssh.SSHServer):
         self.second = SecondFactor(self)  # TOTP after the key, where required
         self.factors = ["publickey"]  # what the login took (session.start's ``factors``)
         self.sessions = 0
+        self.refused_sessions = 0
         self.traffic = Traffic()
         self.last_activity = time.monotonic()
         self.idle_task: asyncio.Task[None] | None = None
@@ -353,9 +354,11 @@ class Connection(asyncssh.SSHServer):
         assert self.user is not None
         per_user = self.gateway.counters.sessions_per_user
         if self.sessions >= limits.max_sessions_per_connection:
-            return False
+            self._session_refused(
+                f"at most {limits.max_sessions_per_connection} sessions per connection"
+            )
         if per_user[self.user] >= limits.max_sessions_per_user:
-            return False
+            self._session_refused(f"at most {limits.max_sessions_per_user} sessions per user")
         short = self.gateway.counters.descriptors.short()
         if short is not None:
             log.warning("session refused for %s: %s", self.user, short)
@@ -372,8 +375,19 @@ class Connection(asyncssh.SSHServer):
         assert self.user is not None
         if not await slots.claim(self.user, limit):
             self.sessions -= 1
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Session refused")
+            self._session_refused(f"at most {limit} sessions per user")
         return Session(self)
+
+    def _session_refused(self, reason: str) -> NoReturn:
+        """Refuse a session over a limit, telling the client why; the first
+        refusal of a connection is journalled (``session.start denied``), the
+        rest only counted, so a client looping on channel opens cannot flood
+        the journal."""
+        self.refused_sessions += 1
+        if self.refused_sessions == 1:
+            log.warning("session refused for %s: %s", self.user, reason)
+            self.record("session.start", "denied", reason=reason)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
 
     def session_closed(self) -> None:
         assert self.user is not None
