@@ -360,35 +360,43 @@ class Gateway:
         settle = storage_settler(lambda: self.areas, lambda: self.devices, self.keeper.kept)
         await self._journal.auditor.settle_intents(settle)
 
+    def server_options(self) -> dict[str, Any]:
+        """What asyncssh's server is allowed to do, for the single process and
+        every worker alike (one place, so the two cannot drift apart)."""
+        gw = self.config.gateway
+        algs = effective(gw.crypto)
+        return {
+            "server_host_keys": host_keypairs(
+                self.host_keys, algs.host_keys, self.host_certificates
+            ),
+            "kex_algs": list(algs.kex),
+            "encryption_algs": list(algs.ciphers),
+            "mac_algs": list(algs.macs),
+            "compression_algs": ["none"],
+            "agent_forwarding": False,
+            "x11_forwarding": False,
+            "allow_pty": False,
+            # No shells, no ptys: asyncssh's line editor would only wrap every
+            # channel and route each write and attribute lookup through it.
+            "line_editor": False,
+            "login_timeout": gw.limits.login_grace_time,
+            "keepalive_interval": 60,
+            "keepalive_count_max": 3,
+            "server_version": "Conduit",
+        }
+
     async def _listen(self) -> None:
         gw = self.config.gateway
         self.areas = self._build_backends(self.config)
         self.devices = self._build_devices(self.config)
         host, _, port = gw.listen.rpartition(":")
-        algs = effective(gw.crypto)
         try:
             self._server = await asyncssh.listen(
                 host.strip("[]"),
                 int(port),
                 tunnel=self.gate,  # our listener: admission before asyncssh
                 server_factory=lambda: Connection(self),
-                server_host_keys=host_keypairs(
-                    self.host_keys, algs.host_keys, self.host_certificates
-                ),
-                kex_algs=list(algs.kex),
-                encryption_algs=list(algs.ciphers),
-                mac_algs=list(algs.macs),
-                compression_algs=["none"],
-                agent_forwarding=False,
-                x11_forwarding=False,
-                allow_pty=False,
-                # No shells, no ptys: asyncssh's line editor would only wrap every
-                # channel and route each write and attribute lookup through it.
-                line_editor=False,
-                login_timeout=gw.limits.login_grace_time,
-                keepalive_interval=60,
-                keepalive_count_max=3,
-                server_version="Conduit",
+                **self.server_options(),
             )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)

@@ -43,8 +43,7 @@ from typing import Any
 import asyncssh
 
 from conduit._asyncssh import tuning
-from conduit.config.crypto import effective
-from conduit.gateway.app import Gateway, host_keypairs
+from conduit.gateway.app import Gateway
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.handoff import Message
 from conduit.gateway.hostkey import load_host_certificates, load_host_key
@@ -147,29 +146,15 @@ class WorkerGateway(Gateway):
     async def start(self) -> None:
         tuning.apply()
         raise_nofile()
-        gw = self.config.gateway
         self.host_keys = load_host_key(self.config)
         self.host_certificates = load_host_certificates(self.config)
         self.areas = self._build_backends(self.config)
-        algs = effective(gw.crypto)
         self._server = await asyncssh.listen(
             "",
             0,
             tunnel=self._acceptor,
             server_factory=lambda: WorkerConnection(self),
-            server_host_keys=host_keypairs(self.host_keys, algs.host_keys, self.host_certificates),
-            kex_algs=list(algs.kex),
-            encryption_algs=list(algs.ciphers),
-            mac_algs=list(algs.macs),
-            compression_algs=["none"],
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_pty=False,
-            line_editor=False,
-            login_timeout=gw.limits.login_grace_time,
-            keepalive_interval=60,
-            keepalive_count_max=3,
-            server_version="Conduit",
+            **self.server_options(),
         )
 
     async def take(self, fd: int, tid: int) -> None:
