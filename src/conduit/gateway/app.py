@@ -37,6 +37,7 @@ from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
+from conduit.gateway.sweep import sweep_in_background
 from conduit.gateway.twofactor import journal_enrolment
 from conduit.inspect.plan import Inspector
 from conduit.inspect.quarantine import Checks, Quarantine
@@ -223,59 +224,14 @@ class Gateway:
         return areas
 
     def _sweep_later(self, before: dict[str, Backend]) -> None:
-        """Sweep the temp files a crash left in each new area, in a thread.
-
-        A user can make an area's tree as deep or wide as they like; start-up
-        and reload must neither fail on it nor wait for it.
-        """
+        """Sweep the temp files a crash left in each new area (sweep.py)."""
         new = [
             (name, backend)
             for name, backend in self.areas.items()
             if isinstance(backend, LocalBackend) and before.get(name) is not backend
         ]
         if new:
-            loop = asyncio.get_running_loop()
-            threading.Thread(
-                target=self._sweep, args=(new, loop), name="conduit-sweep", daemon=True
-            ).start()
-
-    def _sweep(
-        self, areas: list[tuple[str, LocalBackend]], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        for name, backend in areas:
-            if self._stopping.is_set():
-                return
-            try:
-                result = backend.cleanup_orphans(stop=self._stopping.is_set)
-            except OSError as exc:  # the area was closed or removed meanwhile
-                log.warning("area %s: sweep for incomplete uploads failed: %s", name, exc)
-                continue
-            if result.removed:
-                # a change to storage: journalled, not only shown on the console
-                asyncio.run_coroutine_threadsafe(
-                    self.recorder.record(
-                        EventType.STORAGE_SWEEP,
-                        "success",
-                        area=name,
-                        count=result.removed,
-                        reason="incomplete upload temp file(s) left by a crash removed",
-                    ),
-                    loop,
-                )
-                log.warning(
-                    "area %s: removed %d incomplete upload(s) left by a crash",
-                    name,
-                    result.removed,
-                )
-            if result.unreadable or result.too_deep or result.stopped:
-                log.warning(
-                    "area %s: sweep for incomplete uploads skipped %d unreadable and "
-                    "%d too deep folder(s)%s",
-                    name,
-                    result.unreadable,
-                    result.too_deep,
-                    f"; stopped: {result.stopped}" if result.stopped else "",
-                )
+            sweep_in_background(new, self.recorder, self._stopping)
 
     def _build_devices(self, config: Config) -> dict[str, Backend]:
         from conduit.storage.relay import open_device
