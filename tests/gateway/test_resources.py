@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -222,6 +223,9 @@ def test_descriptor_reserve_refuses_new_handles_and_connections(limited: Build) 
         async with running.connect() as conn, conn.start_sftp_client() as sftp:
             h = handler(sftp)
             # Leave 20 descriptors above the reserve, then open until refused.
+            # Earlier tests' garbage (sockets, files) is closed first, so the
+            # count does not drift while this one opens its handles.
+            gc.collect()
             descriptors.reserve = probe.limit() - probe.in_use() - 20
             opened = []
             with pytest.raises(asyncssh.SFTPFailure) as refused:
