@@ -53,17 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("paths", nargs="+", metavar="PATH", help="sources, then the target")
     parser.add_argument("-r", dest="recursive", action="store_true", help="copy folders")
     parser.add_argument("-p", dest="preserve", action="store_true", help="keep times and modes")
-    parser.add_argument("-P", dest="port", type=int, metavar="PORT", help="the server's port")
-    parser.add_argument("-i", dest="identity", type=Path, metavar="KEY", help="private key")
-    parser.add_argument("-J", dest="jump", metavar="JUMP", help="[user@]host[:port] to go through")
+    endpoint_arguments(parser)
     parser.add_argument("-l", dest="limit", type=float, metavar="KBIT/S", help="bandwidth limit")
     parser.add_argument("-q", dest="quiet", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "-c", dest="ciphers", metavar="CIPHERS", help="cipher list (as the policy's crypto.ciphers)"
-    )
-    parser.add_argument("-F", dest="ssh_config", type=Path, metavar="FILE", help="ssh_config")
-    parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts to trust")
-    parser.add_argument("--host-key", metavar="KEY", help="accept only this host key (a pin)")
     parser.add_argument(
         "--protocol",
         choices=["auto", "sftp", "scp"],
@@ -115,6 +107,19 @@ def plan(paths: list[str]) -> tuple[str, list[tuple[str | None, str, str]], tupl
     if len(hosts) > 1:
         raise CommandError("all sources of one copy must be on the same host", code=1)
     return "get", [r for _, r in parsed if r is not None], (target,)
+
+
+def endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to reach the server, as ``scp`` spells it: what :func:`endpoint` reads."""
+    parser.add_argument("-P", dest="port", type=int, metavar="PORT", help="the server's port")
+    parser.add_argument("-i", dest="identity", type=Path, metavar="KEY", help="private key")
+    parser.add_argument("-J", dest="jump", metavar="JUMP", help="[user@]host[:port] to go through")
+    parser.add_argument(
+        "-c", dest="ciphers", metavar="CIPHERS", help="cipher list (as the policy's crypto.ciphers)"
+    )
+    parser.add_argument("-F", dest="ssh_config", type=Path, metavar="FILE", help="ssh_config")
+    parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts to trust")
+    parser.add_argument("--host-key", metavar="KEY", help="accept only this host key (a pin)")
 
 
 def endpoint(args: argparse.Namespace, user: str | None, host: str) -> Endpoint:

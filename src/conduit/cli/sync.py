@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from conduit.cli.cp import _stderr, endpoint, plan
+from conduit.cli.cp import _stderr, endpoint, endpoint_arguments, plan
 from conduit.client import Client, ClientError
 from conduit.client.delta import SyncResult
 from conduit.client.errors import shown
@@ -34,15 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("source", metavar="SRC", help="the file to copy from")
     parser.add_argument("target", metavar="DST", help="the file (or folder) to update")
-    parser.add_argument("-P", dest="port", type=int, metavar="PORT", help="the server's port")
-    parser.add_argument("-i", dest="identity", type=Path, metavar="KEY", help="private key")
-    parser.add_argument("-J", dest="jump", metavar="JUMP", help="[user@]host[:port] to go through")
-    parser.add_argument(
-        "-c", dest="ciphers", metavar="CIPHERS", help="cipher list (as the policy's crypto.ciphers)"
-    )
-    parser.add_argument("-F", dest="ssh_config", type=Path, metavar="FILE", help="ssh_config")
-    parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts to trust")
-    parser.add_argument("--host-key", metavar="KEY", help="accept only this host key (a pin)")
+    endpoint_arguments(parser)
     parser.add_argument(
         "--block-hash",
         metavar="COMMAND",

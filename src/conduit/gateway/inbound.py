@@ -32,15 +32,16 @@ from conduit.transfer import Upload
 from conduit.transfer.pipeline import Check
 
 
-class Inline:
-    """An upload into quarantine as the pipeline sees it: a write handle whose
-    commit keeps the bytes, journals the checks and, when nothing is left to
-    wait for, commits the file under its final name before the client hears."""
+class _Kept:
+    """A write handle whose bytes go to quarantine (``receiving``), not to a
+    backend: what the two kinds of upload share."""
 
     atomic = True
     device_sha256: str | None = None
 
-    def __init__(self, keeper: Keeper, receiving: Receiving, principal: dict[str, Any]) -> None:
+    def __init__(
+        self, keeper: Keeper, receiving: Receiving | EvidenceReceiving, principal: dict[str, Any]
+    ) -> None:
         self.keeper = keeper
         self.receiving = receiving
         self.principal = principal
@@ -51,6 +52,14 @@ class Inline:
 
     async def abort(self) -> None:
         await self.receiving.abort()
+
+
+class Inline(_Kept):
+    """An upload into quarantine as the pipeline sees it: a write handle whose
+    commit keeps the bytes, journals the checks and, when nothing is left to
+    wait for, commits the file under its final name before the client hears."""
+
+    receiving: Receiving
 
     async def commit(self) -> None:
         self.keeper.claim(self.receiving.id)  # a new id: the keeper's loop must wait
@@ -92,24 +101,11 @@ class Inline:
                 raise
 
 
-class EvidenceInline:
+class EvidenceInline(_Kept):
     """A signature or manifest upload: kept with the files it speaks for, which
     are then judged again (a pending file may now pass, or fail)."""
 
-    atomic = True
-    device_sha256: str | None = None
-
-    def __init__(self, keeper: Keeper, receiving: EvidenceReceiving, principal: dict[str, Any]):
-        self.keeper = keeper
-        self.receiving = receiving
-        self.principal = principal
-        self.temp = None
-
-    async def write(self, offset: int, data: bytes) -> None:
-        await self.receiving.write(offset, data)
-
-    async def abort(self) -> None:
-        await self.receiving.abort()
+    receiving: EvidenceReceiving
 
     async def commit(self) -> None:
         r = self.receiving
