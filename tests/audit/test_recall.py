@@ -81,7 +81,7 @@ def test_records_that_parse_to_other_types_are_not_kept(tmp_path):
 
 
 def test_only_the_last_records_are_kept(tmp_path, monkeypatch):
-    monkeypatch.setattr("conduit.audit.journal.RECENT_MAX", 3)
+    monkeypatch.setattr("conduit.audit.recent.RECENT_MAX", 3)
     journal = open_journal(tmp_path)
     for i in range(5):
         journal.append([("file.upload", "success", {"path": f"/k/{i}"}, None)])

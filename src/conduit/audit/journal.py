@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conduit.audit import anchors, checkpoint, faults
 from conduit.audit.events import GENESIS, Record, Value, build, decode, digest, encode, utc_now
+from conduit.audit.recent import RecentRecords
 
 FILE_RE = re.compile(r"^journal-(\d{6,})\.jsonl$")
 CHECKPOINT_FILE = "checkpoint.json"
@@ -44,26 +44,6 @@ OPENING = frozenset({"started", "intent"})
 
 #: One event to append: (type, outcome, fields, ts). ts None: stamp at write time.
 Item = tuple[str, str, dict[str, Value], str | None]
-
-#: Records kept after they are written, by (file number, offset of the line):
-#: the SIEM sinks and the search index read every line back moments later, and
-#: parsing it again cost them more than writing it had. A reader takes an entry
-#: only when the bytes it read from the file are the entry's bytes (see
-#: :meth:`Journal.recall`), so what it gets is what parsing would have given.
-RECENT_MAX = 8192
-_PLAIN = frozenset({str, int, float, bool, type(None)})
-
-
-def _plain(record: Record) -> bool:
-    """Whether parsing ``record``'s line gives back an equal dict of the same types
-    (no tuple, no str subclass such as an EventType, str keys): only those are recalled."""
-    for key, value in record.items():
-        kind = type(value)
-        if type(key) is not str:
-            return False
-        if kind not in _PLAIN and not (kind is list and all(type(v) is str for v in value)):
-            return False
-    return True
 
 
 def file_name(number: int) -> str:
@@ -141,8 +121,7 @@ class Journal:
         self._owner: int | None = None  # fd holding the folder's flock
         #: folders outside this one that get a copy of each checkpoint's state
         self.anchor_dirs: list[Path] = []
-        # oldest first; popitem(last=False) is O(1) where a dict's first key is not
-        self._recent: OrderedDict[tuple[int, int], tuple[bytes, Record]] = OrderedDict()
+        self._recent = RecentRecords()  # what the sinks and the index read back
 
     @property
     def path(self) -> Path:
@@ -360,17 +339,8 @@ class Journal:
             records.append(record)
         buf = b"".join(lines)
         self._write(buf, durable)
-        offset = self._size - len(buf)  # after _write: it may have reopened the file
-        recent = self._recent
-        for line, record in zip(lines, records, strict=True):
-            if _plain(record):
-                # in the line's (sorted) key order, as parsing gives: a CEF line
-                # lists fields in that order
-                parsed = {key: record[key] for key in sorted(record)}
-                recent[(self._number, offset)] = (line[:-1], parsed)
-            offset += len(line)
-        while len(recent) > RECENT_MAX:
-            recent.popitem(last=False)
+        # after _write: it may have reopened the file
+        self._recent.keep(self._number, self._size - len(buf), lines, records)
         first = self.seq + 1
         self.seq, self.head = seq, head
         self.last_record = records[-1] if records else self.last_record
@@ -388,8 +358,7 @@ class Journal:
         """The record this journal wrote as ``line`` at ``offset`` of file ``number``,
         if it still has it and those are the bytes: what ``decode(line)`` gives,
         without parsing. The caller must not change it. Safe from any thread."""
-        hit = self._recent.get((number, offset))
-        return hit[1] if hit is not None and hit[0] == line else None
+        return self._recent.recall(number, offset, line)
 
     def sync(self) -> None:
         """fsync the active file if something was written without it."""
