@@ -89,6 +89,9 @@ def describe(exc: BaseException, where: str) -> str:
         return f"{place}: unknown host"
     if isinstance(exc, ConnectionRefusedError):
         return f"{place}: connection refused"
+    if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+        # a peer gone mid-transfer: the same event whichever side noticed it first
+        return f"{place}: connection lost ({exc.strerror or type(exc).__name__})"
     if isinstance(exc, OSError):
         words = exc.strerror or errno.errorcode.get(exc.errno or 0) or type(exc).__name__
         return f"{place}: {words}"
