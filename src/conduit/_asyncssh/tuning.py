@@ -21,12 +21,13 @@ scp / scp -O / sftp (the box is shared, so single rows vary by +-20 %):
 The changes here, each explained where it is made:
 
   1   packet logging formatted only when packet logging is on
-  2   one AESGCM object per key instead of one per packet
+  2   one AESGCM object per key instead of one per packet (in :mod:`.gcm`)
   3   no empty MSG_IGNORE before each packet under AEAD ciphers; one join
       instead of six copies per GCM packet; padding from a pooled urandom
   3b  channel data passed as length + data (one copy less per packet)
   3c  SFTP replies built with one join
-  4   the receive buffer held as a memoryview under AES-GCM (no re-slicing)
+  4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
+      in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
@@ -60,21 +61,16 @@ from asyncssh.constants import (
     MSG_USERAUTH_BANNER,
     MSG_USERAUTH_LAST,
 )
-from asyncssh.crypto import cipher as _cipher
 from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conduit._asyncssh import kexinit
+from conduit._asyncssh import gcm, kexinit
 
 PINNED = "2.24.1"
 
 _SSHConnection = _connection.SSHConnection
-_GCMEncryption = _encryption.GCMEncryption
-_GCMCipher = _cipher.GCMCipher
-_GCM_TAG = 16
+_GCMEncryption = gcm.GCMEncryption
 
 # AEAD transports: every packet is encrypted and authenticated as a whole
 # with a fresh nonce, so there is no CBC chaining state to protect.
@@ -83,17 +79,12 @@ _AEAD = (_encryption.GCMEncryption, _encryption.ChachaEncryption)
 # The originals, for the test that fails when an upgrade changes them.
 ORIGINALS: dict[str, Any] = {
     "SSHConnection.send_packet": _SSHConnection.send_packet,
-    "SSHConnection.data_received": _SSHConnection.data_received,
-    "SSHConnection._recv_pkthdr": _SSHConnection._recv_pkthdr,
     "SSHPacketLogger._log_packet": _packet.SSHPacketLogger._log_packet,
     "SSHChannel.send_packet": _channel.SSHChannel.send_packet,
     "SSHChannel._flush_send_buf": _channel.SSHChannel._flush_send_buf,
     "SFTPHandler.send_packet": _sftp.SFTPHandler.send_packet,
-    "GCMCipher.__init__": _GCMCipher.__init__,
-    "GCMCipher.encrypt_and_sign": _GCMCipher.encrypt_and_sign,
-    "GCMCipher.verify_and_decrypt": _GCMCipher.verify_and_decrypt,
-    "GCMEncryption.decrypt_packet": _GCMEncryption.decrypt_packet,
     "SSHLogger.log": SSHLogger.log,
+    **gcm.ORIGINALS,
     # Wrapped by kexinit.py (first_kex_packet_follows, negotiated algorithms).
     "SSHConnection._process_kexinit": kexinit.ORIGINAL,
 }
@@ -108,20 +99,14 @@ USES: dict[str, Any] = {
     "SSHConnection._send_deferred_packets": _SSHConnection._send_deferred_packets,
     "SSHConnection._send": _SSHConnection._send,
     "SSHConnection._send_kexinit": _SSHConnection._send_kexinit,
-    "SSHConnection._recv_data": _SSHConnection._recv_data,
-    "SSHConnection._recv_packet": _SSHConnection._recv_packet,
     "SSHChannel.__init__": _channel.SSHChannel.__init__,
     "SSHChannel._pause_resume_writing": _channel.SSHChannel._pause_resume_writing,
     "SSHChannel._close_send": _channel.SSHChannel._close_send,
     "SFTPHandler.__init__": _sftp.SFTPHandler.__init__,
-    "GCMCipher._update_iv": _GCMCipher._update_iv,
-    "GCMEncryption.__init__": _GCMEncryption.__init__,
-    "GCMEncryption.decrypt_header": _GCMEncryption.decrypt_header,
+    **gcm.USES,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
 _orig_log = SSHLogger.log
-_orig_recv_pkthdr = _SSHConnection._recv_pkthdr
-_orig_gcm_init = _GCMCipher.__init__
 
 
 # -- 1. no per-packet log formatting while packet logging is off ------------------------
@@ -136,46 +121,6 @@ def _log_packet(
 ) -> None:
     if SSHLogger._debug_level >= 3:
         _orig_log_packet(self, msg, pkttype, pktid, packet, note)
-
-
-# -- 2. one AESGCM object per key, not per packet ----------------------------------------
-# GCMCipher built a new AESGCM (key schedule, OpenSSL context) for every packet.
-# The key never changes for the life of a GCMCipher; a rekey makes a new one.
-
-
-def _gcm_init(self: Any, cipher_name: str, key: bytes, iv: bytes) -> None:
-    _orig_gcm_init(self, cipher_name, key, iv)
-    self._aesgcm = AESGCM(key)
-
-
-def _gcm_encrypt_and_sign(self: Any, header: bytes, data: bytes) -> tuple[bytes, bytes]:
-    data = self._aesgcm.encrypt(self._iv, data, header)
-    self._update_iv()
-    return header + data[:-_GCM_TAG], data[-_GCM_TAG:]
-
-
-def _gcm_verify_and_decrypt(self: Any, header: bytes, data: bytes, mac: bytes) -> bytes | None:
-    try:
-        decrypted: bytes | None = self._aesgcm.decrypt(self._iv, b"".join((data, mac)), header)
-    except InvalidTag:
-        decrypted = None
-    self._update_iv()
-    return decrypted
-
-
-def _gcm_decrypt_packet(
-    self: Any, seq: int, first: Any, rest: Any, header_len: int, mac: Any
-) -> bytes | None:
-    # One join instead of two concatenations; the pieces may be memoryviews (see 4).
-    cipher = self._cipher
-    try:
-        decrypted: bytes | None = cipher._aesgcm.decrypt(
-            cipher._iv, b"".join((first[header_len:], rest, mac)), bytes(first[:header_len])
-        )
-    except InvalidTag:
-        decrypted = None
-    cipher._update_iv()
-    return decrypted
 
 
 # -- 3. sending: no MSG_IGNORE under AEAD ciphers, fewer copies, pooled padding ----------
@@ -225,7 +170,7 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
        ``test_original_unchanged[<member>]`` case fails, and
        ``test_pinned_version`` fails on the version alone).
     2. Re-derive each copy in this package from the new original (this
-       function, ``_flush_send_buf``, ``_sftp_send_packet``, the GCM ones),
+       function, ``_flush_send_buf``, ``_sftp_send_packet``, the GCM ones in :mod:`.gcm`),
        keeping only the changes marked "Conduit"; re-check the wrappers
        (kexinit, authwatch, sftpserver, channel) against what they rely on.
     3. Refresh ``src/conduit/_asyncssh/patches/*.diff`` against the new
@@ -268,7 +213,7 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
     if enc and pkttype > MSG_KEX_LAST and not isinstance(enc, _AEAD):
         self.send_packet(MSG_IGNORE, _packet.String(b""))
 
-    gcm = type(enc) is _GCMEncryption
+    is_gcm = type(enc) is _GCMEncryption
     orig_payload: bytes | None = None
     if self._compressor and (self._auth_complete or not self._compress_after_auth):
         orig_payload = _packet.Byte(pkttype) + b"".join(args)
@@ -277,7 +222,7 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
         if payload is None:  # pragma: no cover
             raise CompressionError("Compression failed")
         parts: tuple[bytes, ...] = (payload,)
-    elif gcm:
+    elif is_gcm:
         # Conduit: the payload's pieces go straight into the one join below.
         parts = (_packet.Byte(pkttype), *args)
     else:
@@ -293,7 +238,7 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
     hdr = _packet.UInt32(pktlen)
     seq = self._send_seq
 
-    if gcm:
+    if is_gcm:
         # Conduit: header (authenticated, in clear) + ciphertext + tag, as
         # GCMCipher.encrypt_and_sign produces, with three copies instead of eight.
         cipher: Any = enc._cipher
@@ -397,32 +342,6 @@ def _sftp_send_packet(self: Any, pkttype: int, pktid: int | None, *args: bytes) 
         self.log_sent_packet(pkttype, pktid, payload)
 
 
-# -- 4. receiving: no re-slicing of the whole input buffer per packet -------------------
-# asyncssh keeps received bytes in one immutable ``bytes`` and cuts the packet
-# off its front twice per packet (header, then body): with the 256 KiB reads
-# asyncio does, every packet copies everything behind it, ~12 % of an upload's
-# CPU in memmove. Under AES-GCM the buffer is held as a
-# memoryview instead, so those cuts are free; the GCM decrypt above accepts the
-# pieces as they are. Any other cipher (and the clear-text version exchange and
-# first key exchange) gets plain bytes, exactly as before.
-
-
-def _data_received(self: Any, data: bytes, datatype: Any = None) -> None:
-    buf = self._inpbuf
-    if type(self._recv_encryption) is _GCMEncryption:
-        self._inpbuf = memoryview(b"".join((buf, data)) if buf else data)
-    else:
-        self._inpbuf = (bytes(buf) if type(buf) is memoryview else buf) + data
-    self._recv_data()
-
-
-def _recv_pkthdr(self: Any) -> bool:
-    if type(self._inpbuf) is memoryview and type(self._recv_encryption) is not _GCMEncryption:
-        # A rekey switched away from GCM with bytes pending: back to bytes.
-        self._inpbuf = bytes(self._inpbuf)
-    return bool(_orig_recv_pkthdr(self))
-
-
 # -- 8. a log message built only when it will be logged --------------------------------
 # SSHLogger.log converts every argument to text (two closures, a list, bytes
 # decoded, SFTP attributes formatted) and only then hands the message to the
@@ -440,17 +359,12 @@ def _log(self: Any, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
 
 PATCHES: dict[str, tuple[Any, str, Any]] = {
     "SSHPacketLogger._log_packet": (_packet.SSHPacketLogger, "_log_packet", _log_packet),
-    "GCMCipher.__init__": (_GCMCipher, "__init__", _gcm_init),
-    "GCMCipher.encrypt_and_sign": (_GCMCipher, "encrypt_and_sign", _gcm_encrypt_and_sign),
-    "GCMCipher.verify_and_decrypt": (_GCMCipher, "verify_and_decrypt", _gcm_verify_and_decrypt),
-    "GCMEncryption.decrypt_packet": (_GCMEncryption, "decrypt_packet", _gcm_decrypt_packet),
     "SSHConnection.send_packet": (_SSHConnection, "send_packet", _send_packet),
     "SSHChannel.send_packet": (_channel.SSHChannel, "send_packet", _channel_send_packet),
     "SSHChannel._flush_send_buf": (_channel.SSHChannel, "_flush_send_buf", _flush_send_buf),
     "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
-    "SSHConnection.data_received": (_SSHConnection, "data_received", _data_received),
-    "SSHConnection._recv_pkthdr": (_SSHConnection, "_recv_pkthdr", _recv_pkthdr),
     "SSHLogger.log": (SSHLogger, "log", _log),
+    **gcm.PATCHES,
     "SSHConnection._process_kexinit": (
         _SSHConnection,
         "_process_kexinit",
