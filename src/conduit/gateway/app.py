@@ -25,7 +25,7 @@ from conduit.auth.secrets import SecretStore
 from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
-from conduit.gateway.control import ControlServer, Handler, socket_path
+from conduit.gateway.control import ControlServer, open_control
 from conduit.gateway.defending import Defence
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
@@ -38,7 +38,6 @@ from conduit.gateway.resources import raise_nofile
 from conduit.gateway.server import Connection, Counters
 from conduit.gateway.settle import storage_settler
 from conduit.gateway.sweep import sweep_in_background
-from conduit.gateway.twofactor import journal_enrolment
 from conduit.inspect.plan import Inspector
 from conduit.inspect.quarantine import Checks, Quarantine
 from conduit.policy import Policy
@@ -401,31 +400,7 @@ class Gateway:
 
     async def start_control(self) -> None:
         """The control socket ``conduit reload`` asks (see control.py)."""
-
-        async def reload(request: dict[str, Any]) -> dict[str, Any]:
-            return (await self.reload_policy(via="control")).answer()
-
-        async def totp_enrolled(request: dict[str, Any]) -> dict[str, Any]:
-            return await journal_enrolment(self, request)
-
-        handlers: dict[str, Handler] = {
-            "reload": reload,
-            "totp-enrolled": totp_enrolled,
-            "defender": self.defence.sync,
-            "defender-list": self.defence.listing,
-        }
-        control = ControlServer(socket_path(self.config.gateway.data_dir), handlers)
-        try:
-            await control.start()
-        except OSError as exc:  # e.g. a data folder path too long for a Unix socket
-            log.error(
-                "no control socket at %s (%s): `conduit reload` cannot reach this gateway; "
-                "SIGHUP still reloads",
-                control.path,
-                exc.strerror or exc,
-            )
-            return
-        self.control = control
+        self.control = await open_control(self)
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -1,5 +1,8 @@
 """The gateway's control socket: ``conduit reload`` asks, the gateway answers.
 
+:func:`open_control` opens it with the gateway's handlers (reload, TOTP
+enrolment journalled by the gateway, defender sync and listing).
+
 A signal cannot carry an answer back, so ``conduit reload`` used to report
 success for a file the gateway then refused. The control socket is a Unix
 stream socket in the data folder (``DATA_DIR/control.sock``, mode 0600 in a
@@ -30,7 +33,12 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from conduit.gateway.twofactor import journal_enrolment
+
+if TYPE_CHECKING:
+    from conduit.gateway.app import Gateway
 
 log = logging.getLogger("conduit.gateway")
 
@@ -146,3 +154,33 @@ def ask(path: Path, command: str, timeout: float, **fields: Any) -> dict[str, An
     if not isinstance(answer, dict):
         raise ValueError("the gateway's answer is not a JSON object")
     return answer
+
+
+async def open_control(gateway: Gateway) -> ControlServer | None:
+    """The gateway's control socket with its handlers, listening; None (and
+    an error logged) when it cannot be made, since SIGHUP still reloads."""
+
+    async def reload(request: dict[str, Any]) -> dict[str, Any]:
+        return (await gateway.reload_policy(via="control")).answer()
+
+    async def totp_enrolled(request: dict[str, Any]) -> dict[str, Any]:
+        return await journal_enrolment(gateway, request)
+
+    handlers: dict[str, Handler] = {
+        "reload": reload,
+        "totp-enrolled": totp_enrolled,
+        "defender": gateway.defence.sync,
+        "defender-list": gateway.defence.listing,
+    }
+    control = ControlServer(socket_path(gateway.config.gateway.data_dir), handlers)
+    try:
+        await control.start()
+    except OSError as exc:  # e.g. a data folder path too long for a Unix socket
+        log.error(
+            "no control socket at %s (%s): `conduit reload` cannot reach this gateway; "
+            "SIGHUP still reloads",
+            control.path,
+            exc.strerror or exc,
+        )
+        return None
+    return control
