@@ -108,3 +108,38 @@ def test_conduit_reload_reaches_a_real_gateway(keys: dict[str, Path], tmp_path: 
     finally:
         gateway.terminate()
         gateway.wait(15)
+
+
+def test_reload_checks_run_off_the_event_loop(
+    on_disk: RunningGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload whose checks hang (a stuck ``gpg --import``) must not stall the
+    sessions already served: the file is built in a thread, only the swap runs
+    on the loop, and the reload still lands once the checks return."""
+    import asyncio
+    import threading
+
+    from conduit.gateway import app
+
+    entered, release = threading.Event(), threading.Event()
+    real_build = app.build
+
+    def hanging_build(path: Path | str) -> object:
+        entered.set()
+        assert release.wait(30), "the test never released the hanging check"
+        return real_build(path)
+
+    monkeypatch.setattr(app, "build", hanging_build)
+    pending = asyncio.run_coroutine_threadsafe(
+        on_disk.gateway.reload_policy(via="test"), on_disk.loop
+    )
+    try:
+        assert entered.wait(10)
+        src = tmp_path / "during.txt"
+        src.write_text("served while the reload waits\n")
+        assert on_disk.scp(str(src), ":/inbox/", timeout=20).returncode == 0
+        assert not pending.done()
+    finally:
+        release.set()
+    assert pending.result(30).applied
+    assert (on_disk.area("inbox") / "during.txt").read_text() == src.read_text()

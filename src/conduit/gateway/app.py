@@ -359,13 +359,30 @@ class Gateway:
 
     def reload(self, path: Path | None = None) -> None:
         """Swap in a new policy file; on any error keep the current one and raise."""
+        self._swap(self._prepare(path))
+
+    async def reload_off_loop(self, path: Path | None = None) -> None:
+        """:meth:`reload`, with the file read and checked in a thread.
+
+        Checking runs tools (``gpg --import`` for each OpenPGP key file, into a
+        throw-away keyring and into the gateway's) and may wait for them up to
+        ``verify_timeout`` each; on the event loop that would stall every
+        session for as long. Only the swap runs on the loop.
+        """
+        self._swap(await asyncio.to_thread(self._prepare, path))
+
+    def _prepare(self, path: Path | None) -> tuple[Config, Policy, Identity, Checks]:
+        """The new file built and checked; touches nothing of the running gateway."""
         source = path or self.config.source
         if source is None:
             raise ConfigError(None, ["the embedded default cannot be reloaded"])
         site = build(source)
-        config, keys = site.config, site.identity
+        config = site.config
         checks = Inspector(config) if self._own_checks else self.checks
-        policy = Policy(config, enforceable=checks.enforceable)
+        return config, Policy(config, enforceable=checks.enforceable), site.identity, checks
+
+    def _swap(self, prepared: tuple[Config, Policy, Identity, Checks]) -> None:
+        config, policy, keys, checks = prepared
         areas = self._build_backends(config)
         try:
             devices = self._build_devices(config)

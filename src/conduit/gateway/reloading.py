@@ -189,7 +189,7 @@ async def reload_policy(gateway: Gateway, *, via: str) -> ReloadResult:
     path = str(source) if source else None
     devices_before = dict(gateway.devices)
     try:
-        gateway.reload()
+        await gateway.reload_off_loop()
     except Exception as exc:
         reason = one_line(exc)
         log.error("policy reload refused, keeping the current policy: %s", reason)
