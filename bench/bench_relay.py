@@ -67,8 +67,9 @@ def timed(argv: list[str], profile: tuple[int, str] | None = None) -> float:
     if profile is not None:
         pid, svg = profile
         svg = str(Path(svg).resolve())
+        form = "raw" if svg.endswith(".txt") else "flamegraph"
         spy = subprocess.Popen(
-            ["py-spy", "record", "-r", "200", "-f", "flamegraph", "-o", svg, "--pid", str(pid)],
+            ["py-spy", "record", "-r", "200", "-f", form, "-o", svg, "--pid", str(pid)],
             stdout=subprocess.DEVNULL,
         )
         time.sleep(1.0)  # py-spy attaches
@@ -112,8 +113,17 @@ def main() -> int:
         help="the device's max_concurrency for this tree's gateway (the baseline keeps 4)",
     )
     parser.add_argument("--profile", help="py-spy flame graphs PREFIX-up.svg / PREFIX-down.svg")
+    parser.add_argument(
+        "--raw", action="store_true", help="with --profile: py-spy's raw stacks (.txt), not SVG"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--direction",
+        choices=("both", "up", "down"),
+        default="both",
+        help="only one direction (down: the file is put on the device directly)",
+    )
     parser.add_argument(
         "--device-hash",
         action="store_true",
@@ -235,6 +245,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
         }
         cpu: dict[tuple[str, str], list[float]] = {key: [] for key in times}
         down = work / "down.bin"
+        directions = ("up", "down") if args.direction == "both" else (args.direction,)
+        if directions == ("down",):
+            shutil.copyfile(big, device_root / "big.bin")
         for run_number in range(args.runs):
             # Interleaved: every way once per round, so load drifts hit all of them.
             for name, (base, remote) in ways.items():
@@ -243,21 +256,27 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     profile = gateways[name][0].pid
                     prefix += "-baseline" if name == "Conduit baseline" else ""
                 pid = gateways[name][0].pid if name in gateways else None
-                for direction in ("up", "down"):
+                for direction in directions:
                     if direction == "up":
                         (device_root / "big.bin").unlink(missing_ok=True)
                         argv = [*base, str(big), remote]
                     else:
                         down.unlink(missing_ok=True)
                         argv = [*base, remote, str(down)]
-                    spy = (profile, f"{prefix}-{direction}.svg") if profile else None
+                    spy = (
+                        (profile, f"{prefix}-{direction}{'.txt' if args.raw else '.svg'}")
+                        if profile
+                        else None
+                    )
                     before = cpu_seconds(pid) if pid else 0.0
                     times[(name, direction)].append(timed(argv, spy))
                     if pid and not spy:
                         cpu[(name, direction)].append(cpu_seconds(pid) - before)
                     landed = device_root / "big.bin" if direction == "up" else down
                     assert sha256(landed) == digest, f"{name}: corrupt {direction}load"
-        results = {key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items()}
+        results = {
+            key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items() if runs
+        }
         cpu_s.update({key: statistics.median(runs) for key, runs in cpu.items() if runs})
     finally:
         for proc, _ in gateways.values():
@@ -269,13 +288,14 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"{args.size >> 20} MiB, {args.runs} run(s), median; {CIPHER}; loopback; "
         f"{os.cpu_count()} cores",
         "",
-        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}",
+        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}; "
+        f"load average {os.getloadavg()[0]:.1f}",
         "",
         "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s |"
         + (" baseline MB/s | baseline/jump | baseline CPU s |" if args.baseline else ""),
         "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.baseline else ""),
     ]
-    for direction in ("up", "down"):
+    for direction in directions:
         jump_rate = results[("jump host (scp -J)", direction)]
         relay_rate = results[("Conduit relay", direction)]
         relay_cpu = cpu_s.get(("Conduit relay", direction), float("nan"))
