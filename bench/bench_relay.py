@@ -82,9 +82,14 @@ def timed(argv: list[str], profile: tuple[int, str] | None = None) -> float:
     return elapsed
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux); less at the mercy of load than wall time."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, *, loop_only: bool = False) -> float:
+    """User + system CPU of a process so far (Linux); less at the mercy of load than wall time.
+
+    ``loop_only``: of its main thread alone (the event loop), which bounds a
+    transfer when the box has idle cores.
+    """
+    stat = f"/proc/{pid}/task/{pid}/stat" if loop_only else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -191,6 +196,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     jump = start_sshd(work / "jump", client_keys=[client_pub], sftp=False)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     cpu_s: dict[tuple[str, str], float] = {}
+    loop_s: dict[tuple[str, str], float] = {}
     sources = {"Conduit relay": ROOT / "src"}
     if args.baseline is not None:
         sources["Conduit baseline"] = args.baseline.resolve() / "src"
@@ -244,6 +250,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             (name, way): [] for name in ways for way in ("up", "down")
         }
         cpu: dict[tuple[str, str], list[float]] = {key: [] for key in times}
+        loop_cpu: dict[tuple[str, str], list[float]] = {key: [] for key in times}
         down = work / "down.bin"
         directions = ("up", "down") if args.direction == "both" else (args.direction,)
         if directions == ("down",):
@@ -269,15 +276,20 @@ def run(args: argparse.Namespace, work: Path) -> int:
                         else None
                     )
                     before = cpu_seconds(pid) if pid else 0.0
+                    loop_before = cpu_seconds(pid, loop_only=True) if pid else 0.0
                     times[(name, direction)].append(timed(argv, spy))
                     if pid and not spy:
                         cpu[(name, direction)].append(cpu_seconds(pid) - before)
+                        loop_cpu[(name, direction)].append(
+                            cpu_seconds(pid, loop_only=True) - loop_before
+                        )
                     landed = device_root / "big.bin" if direction == "up" else down
                     assert sha256(landed) == digest, f"{name}: corrupt {direction}load"
         results = {
             key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items() if runs
         }
         cpu_s.update({key: statistics.median(runs) for key, runs in cpu.items() if runs})
+        loop_s.update({key: statistics.median(runs) for key, runs in loop_cpu.items() if runs})
     finally:
         for proc, _ in gateways.values():
             proc.terminate()
@@ -291,22 +303,26 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"custody: {'device sha256sum' if args.device_hash else 'read-back'}; "
         f"load average {os.getloadavg()[0]:.1f}",
         "",
-        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s |"
-        + (" baseline MB/s | baseline/jump | baseline CPU s |" if args.baseline else ""),
+        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s (loop) |"
+        + (" baseline MB/s | baseline/jump | baseline CPU s (loop) |" if args.baseline else ""),
         "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.baseline else ""),
     ]
+
+    def cpu_text(name: str, direction: str) -> str:
+        nan = float("nan")
+        return f"{cpu_s.get((name, direction), nan):.2f} ({loop_s.get((name, direction), nan):.2f})"
+
     for direction in directions:
         jump_rate = results[("jump host (scp -J)", direction)]
         relay_rate = results[("Conduit relay", direction)]
-        relay_cpu = cpu_s.get(("Conduit relay", direction), float("nan"))
         line = (
             f"| {direction} | {jump_rate:.1f} | {relay_rate:.1f} | {relay_rate / jump_rate:.2f} "
-            f"| {relay_cpu:.2f} |"
+            f"| {cpu_text('Conduit relay', direction)} |"
         )
         if args.baseline:
             base_rate = results[("Conduit baseline", direction)]
-            base_cpu = cpu_s.get(("Conduit baseline", direction), float("nan"))
-            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} | {base_cpu:.2f} |"
+            base = cpu_text("Conduit baseline", direction)
+            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} | {base} |"
         lines.append(line)
     table = "\n".join(lines)
     print(table)

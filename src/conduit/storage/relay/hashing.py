@@ -26,7 +26,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 INLINE = 64 * 1024
 """Smaller pieces are hashed at once on the caller's thread: a hand-off costs more."""
-MAX_QUEUED = 2 * 1024 * 1024
+BATCH = 1024 * 1024
+"""Bytes queued before a thread takes them: each hand-off costs the loop a wake-up."""
+MAX_QUEUED = 3 * 1024 * 1024
 """Bytes a hasher may lag behind before :meth:`ThreadHasher.room` makes its caller wait."""
 
 _pool: ThreadPoolExecutor | None = None
@@ -73,12 +75,19 @@ class ThreadHasher:
         if not len(data):
             return
         with self._lock:
-            if self._job is None and len(data) < INLINE:
+            if self._job is None and not self._queue and len(data) < INLINE:
                 self._hash.update(data)  # nothing queued ahead of it: in order
                 return
             self._queue.append(data)
             self._queued += len(data)
-            if self._job is not None:
+            if self._job is not None or self._queued < BATCH:
+                return
+        self._start()
+
+    def _start(self) -> None:
+        """Start a drain job unless one runs (or nothing waits)."""
+        with self._lock:
+            if self._job is not None or not self._queue:
                 return
             self._job = job = Future[None]()
             job.set_running_or_notify_cancel()  # a waiter giving up cannot cancel it
@@ -110,9 +119,12 @@ class ThreadHasher:
         """Wait while more than ``most`` bytes are waiting to be hashed."""
         while True:
             with self._lock:
-                job = self._job if self._queued > most else None
+                if self._queued <= most:
+                    return
+                job = self._job
             if job is None:
-                return
+                self._start()
+                continue
             await asyncio.wrap_future(job)
 
     async def hexdigest(self) -> str:
