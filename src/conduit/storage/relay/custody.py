@@ -23,6 +23,7 @@ from typing import Literal
 from conduit.errors import Fault, StorageError
 from conduit.storage.relay import commands
 from conduit.storage.relay.connection import DeviceLink
+from conduit.storage.relay.hashing import ThreadHasher
 
 REORDER_WINDOW = 16 * 1024 * 1024
 """Bytes of out-of-order writes held for hashing before an upload is refused."""
@@ -129,8 +130,11 @@ async def verify(
         output = await commands.run(link, "sha256", path=remote_path)
         device_sha256, method = parse_sha256_output(output), "command"
     else:
-        digest = hashlib.sha256()
+        # Hashed beside the event loop while the next blocks are read (the
+        # thread holds only bytes it owns: a cancelled read-back closes nothing under it).
+        digest = ThreadHasher()
         async for chunk in read_back():
-            digest.update(chunk)
-        device_sha256, method = digest.hexdigest(), "read-back"
+            digest.feed(chunk)
+            await digest.room()
+        device_sha256, method = await digest.hexdigest(), "read-back"
     return compare(local_sha256, device_sha256, method)
