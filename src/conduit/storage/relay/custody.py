@@ -7,7 +7,8 @@ while sending the spool for legacy SCP). After the upload, before the file
 gets its final name where the protocol allows, the device's copy is hashed
 *on the device side*: by the device's configured ``sha256`` command if it has
 one (``sha256sum -- {path}``; only the first 64 hex digits of its output are
-read), otherwise by reading the file back over the same protocol. Both hashes
+read), otherwise by reading the file back over the same protocol (hashed on a
+worker thread, :mod:`~conduit.storage.relay.hashing`). Both hashes
 go into a :class:`CustodyReceipt`; a mismatch is a
 ``StorageError(Fault.FAILURE, "device copy does not match")``.
 """
