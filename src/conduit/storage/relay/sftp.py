@@ -114,10 +114,10 @@ class SftpReadHandle(_Ops):
     async def read(self, offset: int, length: int) -> bytes:
         try:
             async with self._lock:
-                data = await self._read(offset, length)
                 if self._hasher is not None:
+                    # Before the read, so that a read cancelled here has taken nothing.
                     await self._hasher.room()
-                return data
+                return await self._read(offset, length)
         except (OSError, asyncssh.Error) as exc:
             await self._stop()
             raise self.fail(exc, "read") from None
