@@ -16,7 +16,13 @@ interleaved, so a change is measured against its base under the same load.
 ``--profile PREFIX`` records a py-spy flame graph of this tree's gateway for
 each direction (``PREFIX-up.svg``, ``PREFIX-down.svg``; the baseline's as
 ``PREFIX-baseline-up.svg`` ...) in the first round, which is then left out of
-the CPU column.
+the CPU column (``--raw``: py-spy's raw stacks, ``.txt``, to count self time).
+``--direction down`` (or ``up``) measures one direction only.
+
+The CPU column is the gateway process's CPU seconds per transfer, its main
+thread's (the event loop's) in brackets: with work on helper threads (hashing)
+the loop is what bounds a transfer on a gateway with idle cores, and the
+process total what it costs on a busy one.
 """
 
 from __future__ import annotations
