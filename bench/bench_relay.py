@@ -16,7 +16,13 @@ interleaved, so a change is measured against its base under the same load.
 ``--profile PREFIX`` records a py-spy flame graph of this tree's gateway for
 each direction (``PREFIX-up.svg``, ``PREFIX-down.svg``; the baseline's as
 ``PREFIX-baseline-up.svg`` ...) in the first round, which is then left out of
-the CPU column.
+the CPU column (``--raw``: py-spy's raw stacks, ``.txt``, to count self time).
+``--direction down`` (or ``up``) measures one direction only.
+
+The CPU column is the gateway process's CPU seconds per transfer, its main
+thread's (the event loop's) in brackets: with work on helper threads (hashing)
+the loop is what bounds a transfer on a gateway with idle cores, and the
+process total what it costs on a busy one.
 """
 
 from __future__ import annotations
@@ -67,8 +73,9 @@ def timed(argv: list[str], profile: tuple[int, str] | None = None) -> float:
     if profile is not None:
         pid, svg = profile
         svg = str(Path(svg).resolve())
+        form = "raw" if svg.endswith(".txt") else "flamegraph"
         spy = subprocess.Popen(
-            ["py-spy", "record", "-r", "200", "-f", "flamegraph", "-o", svg, "--pid", str(pid)],
+            ["py-spy", "record", "-r", "200", "-f", form, "-o", svg, "--pid", str(pid)],
             stdout=subprocess.DEVNULL,
         )
         time.sleep(1.0)  # py-spy attaches
@@ -81,9 +88,14 @@ def timed(argv: list[str], profile: tuple[int, str] | None = None) -> float:
     return elapsed
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux); less at the mercy of load than wall time."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, *, loop_only: bool = False) -> float:
+    """User + system CPU of a process so far (Linux); less at the mercy of load than wall time.
+
+    ``loop_only``: of its main thread alone (the event loop), which bounds a
+    transfer when the box has idle cores.
+    """
+    stat = f"/proc/{pid}/task/{pid}/stat" if loop_only else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -112,8 +124,17 @@ def main() -> int:
         help="the device's max_concurrency for this tree's gateway (the baseline keeps 4)",
     )
     parser.add_argument("--profile", help="py-spy flame graphs PREFIX-up.svg / PREFIX-down.svg")
+    parser.add_argument(
+        "--raw", action="store_true", help="with --profile: py-spy's raw stacks (.txt), not SVG"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--direction",
+        choices=("both", "up", "down"),
+        default="both",
+        help="only one direction (down: the file is put on the device directly)",
+    )
     parser.add_argument(
         "--device-hash",
         action="store_true",
@@ -181,6 +202,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     jump = start_sshd(work / "jump", client_keys=[client_pub], sftp=False)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     cpu_s: dict[tuple[str, str], float] = {}
+    loop_s: dict[tuple[str, str], float] = {}
     sources = {"Conduit relay": ROOT / "src"}
     if args.baseline is not None:
         sources["Conduit baseline"] = args.baseline.resolve() / "src"
@@ -234,7 +256,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
             (name, way): [] for name in ways for way in ("up", "down")
         }
         cpu: dict[tuple[str, str], list[float]] = {key: [] for key in times}
+        loop_cpu: dict[tuple[str, str], list[float]] = {key: [] for key in times}
         down = work / "down.bin"
+        directions = ("up", "down") if args.direction == "both" else (args.direction,)
+        if directions == ("down",):
+            shutil.copyfile(big, device_root / "big.bin")
         for run_number in range(args.runs):
             # Interleaved: every way once per round, so load drifts hit all of them.
             for name, (base, remote) in ways.items():
@@ -243,22 +269,33 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     profile = gateways[name][0].pid
                     prefix += "-baseline" if name == "Conduit baseline" else ""
                 pid = gateways[name][0].pid if name in gateways else None
-                for direction in ("up", "down"):
+                for direction in directions:
                     if direction == "up":
                         (device_root / "big.bin").unlink(missing_ok=True)
                         argv = [*base, str(big), remote]
                     else:
                         down.unlink(missing_ok=True)
                         argv = [*base, remote, str(down)]
-                    spy = (profile, f"{prefix}-{direction}.svg") if profile else None
+                    spy = (
+                        (profile, f"{prefix}-{direction}{'.txt' if args.raw else '.svg'}")
+                        if profile
+                        else None
+                    )
                     before = cpu_seconds(pid) if pid else 0.0
+                    loop_before = cpu_seconds(pid, loop_only=True) if pid else 0.0
                     times[(name, direction)].append(timed(argv, spy))
                     if pid and not spy:
                         cpu[(name, direction)].append(cpu_seconds(pid) - before)
+                        loop_cpu[(name, direction)].append(
+                            cpu_seconds(pid, loop_only=True) - loop_before
+                        )
                     landed = device_root / "big.bin" if direction == "up" else down
                     assert sha256(landed) == digest, f"{name}: corrupt {direction}load"
-        results = {key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items()}
+        results = {
+            key: args.size / statistics.median(runs) / 1e6 for key, runs in times.items() if runs
+        }
         cpu_s.update({key: statistics.median(runs) for key, runs in cpu.items() if runs})
+        loop_s.update({key: statistics.median(runs) for key, runs in loop_cpu.items() if runs})
     finally:
         for proc, _ in gateways.values():
             proc.terminate()
@@ -269,24 +306,29 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"{args.size >> 20} MiB, {args.runs} run(s), median; {CIPHER}; loopback; "
         f"{os.cpu_count()} cores",
         "",
-        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}",
+        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}; "
+        f"load average {os.getloadavg()[0]:.1f}",
         "",
-        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s |"
-        + (" baseline MB/s | baseline/jump | baseline CPU s |" if args.baseline else ""),
+        "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s (loop) |"
+        + (" baseline MB/s | baseline/jump | baseline CPU s (loop) |" if args.baseline else ""),
         "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.baseline else ""),
     ]
-    for direction in ("up", "down"):
+
+    def cpu_text(name: str, direction: str) -> str:
+        nan = float("nan")
+        return f"{cpu_s.get((name, direction), nan):.2f} ({loop_s.get((name, direction), nan):.2f})"
+
+    for direction in directions:
         jump_rate = results[("jump host (scp -J)", direction)]
         relay_rate = results[("Conduit relay", direction)]
-        relay_cpu = cpu_s.get(("Conduit relay", direction), float("nan"))
         line = (
             f"| {direction} | {jump_rate:.1f} | {relay_rate:.1f} | {relay_rate / jump_rate:.2f} "
-            f"| {relay_cpu:.2f} |"
+            f"| {cpu_text('Conduit relay', direction)} |"
         )
         if args.baseline:
             base_rate = results[("Conduit baseline", direction)]
-            base_cpu = cpu_s.get(("Conduit baseline", direction), float("nan"))
-            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} | {base_cpu:.2f} |"
+            base = cpu_text("Conduit baseline", direction)
+            line += f" {base_rate:.1f} | {base_rate / jump_rate:.2f} | {base} |"
         lines.append(line)
     table = "\n".join(lines)
     print(table)

@@ -147,6 +147,9 @@ def test_download_from_device(
     result = relay.scp(f":/devices/{device}/running.cfg", str(dst), legacy=legacy)
     assert result.returncode == 0, result.stderr
     assert sha256(dst) == sha256(src)
+    # The recorded hash is of the bytes served (lent by the SFTP relay, off the loop).
+    (event,) = wait_for(lambda: relay.recorder.of("file.download", "success"), timeout=10)
+    assert event["sha256"] == sha256(src)
 
 
 def test_devices_folder_lists_granted_devices(relay: RunningGateway) -> None:

@@ -21,7 +21,10 @@ its ``VERSION``: ``verdict_cache`` bounds how long such a verdict survives a
 change of them. A check that cannot say who it is (clamd not answering)
 reuses nothing: the file is scanned, and a scanner that is down refuses it.
 Only verdicts where every check passed are kept; a refused file is scanned
-(and refused, and journalled) again at every try.
+(and refused, and journalled) again at every try. Looking a verdict up costs
+a pass over the file (its hash); when no kept verdict could match (none by
+these checks for a file of this size) the file is hashed and scanned in one
+pass instead of two.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ CREATE TABLE IF NOT EXISTS read_verdicts (
     checks TEXT NOT NULL,
     at REAL NOT NULL,
     verdicts TEXT NOT NULL,
+    size INTEGER,
     PRIMARY KEY (sha256, checks)
 );
 """
@@ -87,6 +91,30 @@ class VerdictCache:
         self.db = db
         self.keep_for = keep_for
         db.ensure(SCHEMA)
+        if not self._has_size(db):  # a state database from before sizes were kept
+            with db.transaction() as tx:
+                if not self._has_size(db):  # another process may have just added it
+                    tx.execute("ALTER TABLE read_verdicts ADD COLUMN size INTEGER")
+
+    @staticmethod
+    def _has_size(db: StateDB) -> bool:
+        return any(row["name"] == "size" for row in db.query("PRAGMA table_info(read_verdicts)"))
+
+    def may_hold(self, checks: str, size: int, now: float) -> bool:
+        """Whether a verdict by these checks on a file of ``size`` bytes may be kept.
+
+        Asked before reading the file: when none can be, the file is hashed
+        and scanned in one pass instead of hashed first for the lookup. A
+        row without a size (kept before sizes were) may be of any size.
+        """
+        if self.keep_for <= 0:
+            return False
+        rows = self.db.query(
+            "SELECT 1 FROM read_verdicts WHERE checks = ? AND at > ?"
+            " AND (size = ? OR size IS NULL) LIMIT 1",
+            (checks, now - self.keep_for, size),
+        )
+        return bool(rows)
 
     def get(self, sha256: str, checks: str, now: float) -> tuple[float, list[Verdict]] | None:
         if self.keep_for <= 0:
@@ -105,7 +133,9 @@ class VerdictCache:
             return None  # never kept so; a row written by other hands clears nothing
         return float(rows[0]["at"]), found
 
-    def put(self, sha256: str, checks: str, verdicts: Sequence[Verdict], now: float) -> None:
+    def put(
+        self, sha256: str, checks: str, verdicts: Sequence[Verdict], now: float, size: int
+    ) -> None:
         if self.keep_for <= 0:
             return
         text = json.dumps(
@@ -122,8 +152,9 @@ class VerdictCache:
         )
         with self.db.transaction() as tx:
             tx.execute(
-                "INSERT OR REPLACE INTO read_verdicts VALUES (?, ?, ?, ?)",
-                (sha256, checks, now, text),
+                "INSERT OR REPLACE INTO read_verdicts (sha256, checks, at, verdicts, size)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sha256, checks, now, text, size),
             )
             tx.execute("DELETE FROM read_verdicts WHERE at < ?", (now - self.keep_for,))
 
@@ -157,17 +188,32 @@ async def _hash(read: Read, size: int, streams: Sequence[Stream] = ()) -> tuple[
 
 async def clear(read: Read, size: int, streams: Sequence[Stream], cache: VerdictCache) -> Cleared:
     """Scan the file ``read`` serves (or reuse a clean verdict on the same
-    bytes by the same checks); :class:`Refused` unless every check passed."""
+    bytes by the same checks); :class:`Refused` unless every check passed.
+
+    A verdict can only be reused after the whole file is hashed, so a lookup
+    costs a read of the file. It is skipped when no kept verdict could match
+    (checks without an identity, no verdict by these checks on a file of this
+    size): the file is then hashed and scanned in one pass. Either way the
+    verdict is about exactly the bytes hashed with it.
+    """
     checks = await identity(streams)
-    sha256, length = await _hash(read, size)
+    if checks is not None and cache.may_hold(checks, size, time.time()):
+        sha256, length = await _hash(read, size)
+        now = time.time()
+        hit = cache.get(sha256, checks, now)
+        if hit is not None:
+            for stream in streams:
+                await stream.abort()
+            return Cleared(sha256, length, tuple(hit[1]), hit[0], True)
+    return await _scan(read, size, streams, cache, checks)
+
+
+async def _scan(
+    read: Read, size: int, streams: Sequence[Stream], cache: VerdictCache, checks: str | None
+) -> Cleared:
     now = time.time()
-    hit = cache.get(sha256, checks, now) if checks is not None else None
-    if hit is not None:
-        for stream in streams:
-            await stream.abort()
-        return Cleared(sha256, length, tuple(hit[1]), hit[0], True)
     try:
-        # the verdict is about the bytes scanned now: their hash, not the first pass's
+        # the verdict is about the bytes scanned now: their hash, not a first pass's
         sha256, length = await _hash(read, size, streams)
     except BaseException:
         for stream in streams:
@@ -178,7 +224,7 @@ async def clear(read: Read, size: int, streams: Sequence[Stream], cache: Verdict
     if failed:
         raise Refused(failed[0], sha256)
     if checks is not None:
-        cache.put(sha256, checks, verdicts, now)
+        cache.put(sha256, checks, verdicts, now, length)
     return Cleared(sha256, length, tuple(verdicts), now, False)
 
 
