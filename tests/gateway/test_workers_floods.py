@@ -17,9 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.gateway import test_workers
 from tests.gateway.test_floods import FLOODER
-from tests.gateway.test_workers import Served, children, conduit, of, served  # noqa: F401
+from tests.gateway.test_workers import Served, children, conduit, of
 from tests.support.gateway import random_file, sftp_argv, wait_for
+
+served = test_workers.served  # the fixture: ``conduit serve`` with two workers
 
 #: From the policy the ``served`` fixture writes.
 MAX_STARTUPS = 16
@@ -70,7 +73,8 @@ def warm_up(served: Served, small: Path) -> dict[str, int]:
     held.stdin.close()
     assert held.wait(15) == 0
     assert {r["worker"] for r in served.sessions()} == {0, 1}
-    return wait_for(lambda: all_fds(served) if len(of(served.root, "session.end")) == 2 else {})
+    assert wait_for(lambda: len(of(served.root, "session.end")) == 2)
+    return all_fds(served)
 
 
 def test_startup_limits_are_global_across_workers(served: Served, tmp_path: Path) -> None:
@@ -107,8 +111,10 @@ def test_honest_clients_are_served_during_a_flood(served: Served, tmp_path: Path
     small = random_file(tmp_path / "s.bin", 1000)
     before = warm_up(served, small)
     flooder = subprocess.Popen(
-        [sys.executable, str(FLOODER), str(served.port), "--source", "127.0.0.5"]
-        + ["--duration", "30", "--count", "6000", "--max-open", "200"],
+        [
+            *(sys.executable, str(FLOODER), str(served.port), "--source", "127.0.0.5"),
+            *("--duration", "30", "--count", "6000", "--max-open", "200"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
