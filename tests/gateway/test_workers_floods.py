@@ -39,6 +39,12 @@ def all_fds(served: Served) -> dict[str, int]:
     return {name: fds(pid) for name, pid in pids.items()}
 
 
+def no_more(now: dict[str, int], before: dict[str, int]) -> bool:
+    """No process holds more descriptors than ``before`` (fewer: a session of
+    the warm-up was still closing when it was counted)."""
+    return now.keys() == before.keys() and all(now[k] <= before[k] for k in now)
+
+
 def silent(port: int, source: str) -> socket.socket:
     """A TCP connection that never says a word (a handshake abandoned)."""
     return socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0))
@@ -100,7 +106,7 @@ def test_startup_limits_are_global_across_workers(served: Served, tmp_path: Path
     finally:
         for sock in flood:
             sock.close()
-    assert wait_for(lambda: all_fds(served) == before, timeout=30), (before, all_fds(served))
+    assert wait_for(lambda: no_more(all_fds(served), before), timeout=30), (before, all_fds(served))
     served.process.terminate()
     served.process.wait(30)
     refused = [r for r in of(served.root, "connection.refused")]
@@ -139,7 +145,7 @@ def test_honest_clients_are_served_during_a_flood(served: Served, tmp_path: Path
     # no honest login may be refused; one may time out on a very loaded machine
     assert sum(results) >= len(results) - 1, results
     # the flood's connections are gone: no descriptor stayed behind anywhere
-    assert wait_for(lambda: all_fds(served) == before, timeout=30), (before, all_fds(served))
+    assert wait_for(lambda: no_more(all_fds(served), before), timeout=30), (before, all_fds(served))
     # and the gateway still answers
     assert served.scp("alice", str(small), "GW:/inbox/after.bin").returncode == 0
     served.process.terminate()
