@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import operator
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -103,17 +104,28 @@ def upload(gw: RunningGateway, src: Path, client: str, rate: int = 0) -> subproc
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def inbox_agrees_with_journal(gw: RunningGateway) -> dict[str, str]:
-    """Every file under /inbox has its ``success`` record with its digest, and
-    every ``success`` record its file; no temp file is left. {name: sha256}"""
-    inbox = gw.area("inbox")
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def inbox_and_journal(gw: RunningGateway) -> tuple[dict[str, str], dict[str, str]]:
+    """{name: sha256} of the files under /inbox, and of the uploads the journal
+    says succeeded there."""
     records = journal_records(gw.root / "audit")
     done = {
         r["path"].rsplit("/", 1)[1]: r["sha256"]
         for r in records
         if r["type"] == "file.upload" and r["outcome"] == "success"
     }
-    present = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in inbox.iterdir()}
+    return {p.name: sha(p) for p in gw.area("inbox").iterdir()}, done
+
+
+def inbox_agrees_with_journal(gw: RunningGateway) -> dict[str, str]:
+    """Every file under /inbox has its ``success`` record with its digest, and
+    every ``success`` record its file; no temp file is left. (An outcome is
+    sent without waiting for it: it may follow the client's exit by a moment.)"""
+    wait_for(lambda: operator.eq(*inbox_and_journal(gw)))
+    present, done = inbox_and_journal(gw)
     assert present == done
     return done
 
@@ -187,4 +199,30 @@ def test_journal_fails_under_uploads_in_flight_on_both_workers(
     assert [r for r in records if r["type"] == "audit.alert" and "writable again" in r["reason"]]
     stop_gateway(gw)
     inbox_agrees_with_journal(gw)  # recovery at close settled nothing into a file
+    assert main(["audit", "verify", "--config", str(gw.root / "conduit.toml")]) == 0
+
+
+@pytest.mark.parametrize("client", ["scp-O", "sftp"])
+def test_a_start_sent_ahead_and_refused_stops_its_upload(
+    supervised: RunningGateway, failing: Failing, tmp_path: Path, client: str
+) -> None:
+    """A worker sends an upload's ``started`` without waiting for its answer
+    (its commit intent, awaited, carries the refusal): the disk fills exactly
+    on that record. The upload must fail; no intent, no file, no outcome of a
+    transfer the journal never saw start."""
+    gw = supervised
+    src = random_file(tmp_path / "ahead.bin", 300_000)
+    failing.on, failing.errno, failing.match = "write", errno.ENOSPC, b'"outcome":"started"'
+    run = upload(gw, src, client)
+    assert run.wait(60) != 0
+    failing.match = None
+    assert failing.failed >= 1
+    assert list(gw.area("inbox").iterdir()) == []
+    ups = [r for r in journal_records(gw.root / "audit") if r["type"] == "file.upload"]
+    assert ups == [], ups
+    # the journal came back (its probe writes no "started"); the next one lands
+    assert wait_for(lambda: gw.gateway.auditor_available(), timeout=15)
+    assert upload(gw, src, client).wait(60) == 0
+    assert inbox_agrees_with_journal(gw) == {"ahead.bin": sha(src)}
+    stop_gateway(gw)
     assert main(["audit", "verify", "--config", str(gw.root / "conduit.toml")]) == 0

@@ -20,6 +20,11 @@ from conduit.gateway.defending import offence
 from conduit.gateway.gate import Ticket
 from conduit.gateway.handoff import Channel, Message
 
+#: The record a worker sends ahead without waiting for its answer (see
+#: RemoteRecorder.record): what it starts cannot take effect before a later
+#: record of the same transfer, which is awaited and waits for this one.
+AHEAD = ("file.upload", "started")
+
 #: What records and logins meet once the supervisor is gone.
 SUPERVISOR_GONE = "the gateway's supervisor (the journal writer) cannot be reached"
 
@@ -95,8 +100,18 @@ class RemoteRecorder:
         if hold:
             # The outcome of an effect whose durable intent is written: never
             # refused, and if it is lost with the supervisor, start-up recovery
-            # settles the intent (writeahead.py). Sent in order, not awaited.
-            if not self.link.channel.send(message):
+            # settles the intent (writeahead.py). Sent in order, not awaited,
+            # and deferred: it shares the datagram of the next record.
+            if not self.link.channel.send(message, defer=True):
+                raise AuditUnavailable(SUPERVISOR_GONE)
+            return 0
+        ahead = (message["type"], message["outcome"]) == AHEAD and "transfer" in cleaned
+        if ahead and self.link.up:
+            # An upload's start: its effect waits for its commit intent, which
+            # is awaited, and which the supervisor refuses if this was refused
+            # (the two ride one datagram as a rule: one wakeup, not two, per
+            # file). Known journal trouble refuses it here and now, below.
+            if not self.link.channel.send({**message, "ahead": True}, defer=True):
                 raise AuditUnavailable(SUPERVISOR_GONE)
             return 0
         answer = await self.link.call(message)

@@ -264,6 +264,7 @@ async def run(fd: int, config_path: Path, index: int, parent: int) -> None:
     lost.cancel()
     stopped.cancel()
     await worker.stop()
+    link.channel.flush()  # deferred messages (held outcomes) go before the process ends
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,8 @@ class Worker:
         # intents by key, sessions by id, as their opening records said
         self.open: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
+        # records sent ahead (remote.AHEAD), by transfer: written or refused
+        self.ahead: dict[str, asyncio.Future[bool]] = {}
         self.started = 0.0
         self.failures = 0  # deaths soon after start, in a row (backoff)
 
@@ -274,6 +276,7 @@ class Supervisor(Gateway):
         sessions = dict(worker.sessions)
         worker.open.clear()
         worker.sessions.clear()
+        worker.ahead.clear()
         for type_, outcome, fields, _ts in crash_items(open_, sessions):
             what = "session" if type_ == "session.end" else "transfer"
             carried: dict[str, Any] = {**fields, "error": f"{why} during the {what}"}
@@ -287,7 +290,12 @@ class Supervisor(Gateway):
             os.close(fd)
         op = message.get("op")
         if op == "rec":
-            self.spawn(self._record_for(worker, message))
+            ahead = None
+            if message.get("ahead"):
+                ahead = asyncio.get_running_loop().create_future()
+                transfer = str((message.get("fields") or {}).get("transfer"))
+                worker.ahead[transfer] = ahead
+            self.spawn(self._record_for(worker, message, ahead))
         elif op == "closed":
             self._closed(worker, int(message.get("t", 0)))
         elif op in ("leave", "protect"):
@@ -323,31 +331,44 @@ class Supervisor(Gateway):
                 if len(self._reloads[rid]) >= sum(1 for w in self.pool if w.alive):
                     self._reload_done[rid].set()
 
-    async def _record_for(self, worker: Worker, message: Message) -> None:
+    async def _record_for(
+        self, worker: Worker, message: Message, ahead: asyncio.Future[bool] | None = None
+    ) -> None:
         """A worker's record into the journal; answered once written."""
         answer: Message = {"op": "re", "id": message.get("id")}
+        type_, outcome = str(message.get("type")), str(message.get("outcome"))
         fields = dict(message.get("fields") or {})
-        if message.get("type") == "session.start":
+        if type_ == "session.start":
             fields["worker"] = worker.index  # which process served the session
-        _track(worker, str(message.get("type")), str(message.get("outcome")), fields)
         try:
+            before = worker.ahead.get(str(fields.get("transfer"))) if ahead is None else None
+            if before is not None:
+                if outcome in TRANSFER_END:
+                    worker.ahead.pop(str(fields.get("transfer")), None)
+                # the transfer's start was sent ahead: nothing of it is written
+                # (its intent least of all) unless its start was
+                if not await before:
+                    raise AuditUnavailable("the transfer's started record was refused")
             seq = await self.recorder.record(
-                str(message.get("type")),
-                str(message.get("outcome")),
+                type_,
+                outcome,
                 durable=bool(message.get("durable", True)),
                 hold=bool(message.get("hold", False)),
                 **fields,
             )
             answer["seq"] = seq if isinstance(seq, int) else 0
+            _track(worker, type_, outcome, fields)
         except AuditUnavailable as exc:
             answer.update(err=str(exc), kind="unavailable")
         except Exception as exc:
             answer.update(err=str(exc), kind="error")
+        if ahead is not None:
+            ahead.set_result("err" not in answer)
         answer["avail"] = self._available = self.auditor_available()
-        if message.get("id") is not None:  # a held outcome is not answered
+        if message.get("id") is not None:  # held outcomes and starts ahead are not answered
             worker.channel_send(answer)
         elif "err" in answer:
-            log.error("worker %d: outcome not journalled: %s", worker.index, answer["err"])
+            log.error("worker %d: %s/%s not journalled: %s", worker.index, type_, outcome, answer)
 
     async def _watch_journal(self) -> None:
         """Tell the workers when the journal goes down or comes back (logins
