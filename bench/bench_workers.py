@@ -48,10 +48,10 @@ USER = "bench"
 ROWS = ("put", "get", "tree")
 
 
-def tree_cpu(root: int) -> tuple[float, float]:
+def tree_cpu(root: int) -> tuple[float, float, float]:
     """CPU seconds (user + system, with reaped children's) of ``root`` and all
-    its descendants, and of ``root`` alone."""
-    stats: dict[int, tuple[int, float]] = {}
+    its descendants, of ``root`` alone, and the system part of the first."""
+    stats: dict[int, tuple[int, float, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -60,14 +60,16 @@ def tree_cpu(root: int) -> tuple[float, float]:
             except OSError:
                 continue
             cpu = sum(int(f) for f in fields[11:15]) / tick
-            stats[int(entry.name)] = (int(fields[1]), cpu)
+            system = (int(fields[12]) + int(fields[14])) / tick
+            stats[int(entry.name)] = (int(fields[1]), cpu, system)
     family, grew = {root}, True
     while grew:
-        more = {pid for pid, (ppid, _) in stats.items() if ppid in family} - family
+        more = {pid for pid, (ppid, _, _) in stats.items() if ppid in family} - family
         family |= more
         grew = bool(more)
-    own = stats.get(root, (0, 0.0))[1]
-    return sum(stats[pid][1] for pid in family if pid in stats), own
+    own = stats.get(root, (0, 0.0, 0.0))[1]
+    alive = [stats[pid] for pid in family if pid in stats]
+    return sum(s[1] for s in alive), own, sum(s[2] for s in alive)
 
 
 def switches(root: int) -> int:
@@ -99,7 +101,7 @@ class Servers:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
         self.roots: dict[str, tuple[str, Path]] = {}  # remote path, same folder on disk
-        self.cpu = (0.0, 0.0)
+        self.cpu = (0.0, 0.0, 0.0)
         self.switches = 0
         self.sshd_user = subprocess.run(
             ["id", "-un"], capture_output=True, text=True, check=True
@@ -248,12 +250,12 @@ class Servers:
         pids = {"main": root}
         for entry in Path("/proc").iterdir():
             try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            worker = ppid == root and b"conduit.gateway.worker" in argv
-            if worker and argv[argv.index(b"--index") + 1] == b"0":
+            worker = ppid == root and b"conduit.gateway.worker" in cmdline
+            if worker and cmdline[cmdline.index(b"--index") + 1] == b"0":
                 pids["worker0"] = int(entry.name)
         spies = []
         for what, pid in pids.items():
@@ -288,7 +290,7 @@ class Servers:
             raise SystemExit(f"{name} {row}: {len(failed)} client(s) failed: {failed[0]!r}")
         shutil.rmtree(self.tmp / "down")
         after = tree_cpu(self.procs[name].pid)
-        self.cpu = (after[0] - before[0], after[1] - before[1])
+        self.cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
         self.switches = switches(self.procs[name].pid) - switched
         return seconds
 
@@ -340,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         cpu.setdefault((mask, row, name), []).append(servers.cpu[0])
                         print(
                             f"cpus {mask:4} {row:5} {name:5} {seconds:7.2f} s  server CPU "
-                            f"{servers.cpu[0]:6.2f} s (main process {servers.cpu[1]:5.2f} s), "
+                            f"{servers.cpu[0]:6.2f} s (main process {servers.cpu[1]:5.2f} s, "
+                            f"system {servers.cpu[2]:5.2f} s), "
                             f"{servers.switches} context switches (live processes)",
                             flush=True,
                         )
