@@ -14,7 +14,9 @@ channel:
   supervisor cannot be reached, records fail (:class:`AuditUnavailable`) and
   logins are refused, as when the journal itself fails. (The outcome of an
   effect whose durable intent is already written is sent in order without
-  waiting: it is never refused, and recovery settles it if it is lost);
+  waiting: it is never refused, and recovery settles it if it is lost; an
+  upload's ``started`` goes ahead of its commit intent, which is awaited and
+  refused with it: see remote.py);
 - admission (MaxStartups): the supervisor decided at accept time; the worker
   tells it when a connection authenticates or ends, and drops one it evicts;
 - the defender's scoring and the failed-login summaries;
