@@ -193,3 +193,23 @@ async def test_an_upload_start_goes_ahead_with_its_intent() -> None:
     finally:
         link.channel.close()
         raw.close()
+
+
+async def test_a_background_record_is_deferred_and_unanswered() -> None:
+    worker_end, raw = pair()
+    link = Link(worker_end, lambda message, fds: None)
+    recorder = RemoteRecorder(link)
+    try:
+        recorder.record_later("session.end", "success", session="s1", bytes_in=1)
+        with pytest.raises(ValueError):  # refused here, as in one process
+            recorder.record_later("session.end", "no-such-outcome", session="s1")
+        asking = asyncio.ensure_future(recorder.record("file.upload", "intent", path="/a"))
+        ended, asked = await _datagram(raw)  # one datagram, in order
+        assert ended["type"] == "session.end" and "id" not in ended
+        assert asked["outcome"] == "intent" and asked["id"]
+        asking.cancel()
+        link.channel.close()
+        recorder.record_later("session.end", "success", session="s2")  # logged, not raised
+    finally:
+        link.channel.close()
+        raw.close()

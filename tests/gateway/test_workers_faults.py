@@ -222,7 +222,8 @@ def test_a_start_sent_ahead_and_refused_stops_its_upload(
     assert ups == [], ups
     # the journal came back (its probe writes no "started"); the next one lands
     assert wait_for(lambda: gw.gateway.auditor_available(), timeout=15)
-    assert upload(gw, src, client).wait(60) == 0
+    again = upload(gw, src, client)
+    assert again.wait(60) == 0, again.stderr.read() if again.stderr else ""
     assert inbox_agrees_with_journal(gw) == {"ahead.bin": sha(src)}
     stop_gateway(gw)
     assert main(["audit", "verify", "--config", str(gw.root / "conduit.toml")]) == 0

@@ -9,6 +9,7 @@ uses as it uses the real ones in a single process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
@@ -19,6 +20,8 @@ from conduit.errors import AuditUnavailable
 from conduit.gateway.defending import offence
 from conduit.gateway.gate import Ticket
 from conduit.gateway.handoff import Channel, Message
+
+log = logging.getLogger("conduit.gateway")
 
 #: The record a worker sends ahead without waiting for its answer (see
 #: RemoteRecorder.record): what it starts cannot take effect before a later
@@ -83,6 +86,17 @@ class RemoteRecorder:
     @property
     def available(self) -> bool:
         return self.link.up
+
+    def record_later(self, type: str, outcome: str, **fields: Any) -> None:
+        """A record made in the background that nobody waits for (a
+        connection's ``session.start``/``session.end``: in one process a
+        spawned task whose refusal is only logged): deferred, unanswered; the
+        supervisor logs a refusal. Order with the other records is kept."""
+        present = {k: v for k, v in fields.items() if v is not None}
+        cleaned = check_event(str(type), str(outcome), present)
+        message = {"op": "rec", "type": str(type), "outcome": str(outcome), "fields": cleaned}
+        if not self.link.channel.send(message, defer=True):
+            log.error("%s/%s not journalled: %s", type, outcome, SUPERVISOR_GONE)
 
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any

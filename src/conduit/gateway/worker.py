@@ -126,12 +126,28 @@ class WorkerConnection(Connection):
         finally:
             self.gateway.link.tell({"op": "closed", "t": self.tid})
 
+    def record(self, type: str, outcome: str, **fields: Any) -> None:
+        """As :meth:`Connection.record` (in the background, a refusal only
+        logged), without a task and an answer per record: deferred to share
+        a datagram with the next record that must go now."""
+        identity: dict[str, Any] = {
+            "principal": self.user if self.authenticated else None,
+            "source": str(self.source),
+            "zone": self.zone,
+            "session": self.id,
+        }
+        try:
+            self.gateway.remote.record_later(type, outcome, **identity, **fields)
+        except ValueError as exc:  # as the task's exception would be in one process
+            log.error("%s/%s not journalled: %s", type, outcome, exc)
+
 
 class WorkerGateway(Gateway):
     """A :class:`Gateway` without a journal, listener or defender of its own."""
 
     def __init__(self, config: Any, link: Link, index: int) -> None:
-        super().__init__(config, recorder=RemoteRecorder(link))
+        self.remote = RemoteRecorder(link)
+        super().__init__(config, recorder=self.remote)
         self.link = link
         self.index = index
         self.admission = RemoteAdmission(link)
@@ -198,7 +214,7 @@ class WorkerGateway(Gateway):
                 connection.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "gateway stopping")
         # their session.end records reach the supervisor before this process ends
         deadline = asyncio.get_running_loop().time() + 2.0
-        while self._tasks and asyncio.get_running_loop().time() < deadline:
+        while (self._tasks or self.connections) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
         for backend in list(self.areas.values()):
             with contextlib.suppress(Exception):

@@ -105,6 +105,7 @@ class Worker:
         self.ahead: dict[str, asyncio.Future[bool]] = {}
         self.started = 0.0
         self.failures = 0  # deaths soon after start, in a row (backoff)
+        self.told = True  # the journal's availability as this worker last heard it
 
     @property
     def alive(self) -> bool:
@@ -128,7 +129,6 @@ class Supervisor(Gateway):
         self.user_sessions: Counter[str] = Counter()
         self._reloads: dict[int, dict[int, Message]] = {}
         self._reload_done: dict[int, asyncio.Event] = {}
-        self._available = True
 
     # -- listening and handing over ----------------------------------------------------------
 
@@ -226,7 +226,8 @@ class Supervisor(Gateway):
             lambda message, fds: self._from_worker(worker, message, fds),
             lambda: self.spawn(self._worker_gone(worker)),
         )
-        worker.channel_send({"op": "avail", "v": self._available})
+        worker.told = self.auditor_available()
+        worker.channel_send({"op": "avail", "v": worker.told})
 
     async def _worker_gone(self, worker: Worker) -> None:
         """Its channel closed: it died (or is stopping). Journal it, replace it."""
@@ -364,8 +365,8 @@ class Supervisor(Gateway):
             answer.update(err=str(exc), kind="error")
         if ahead is not None:
             ahead.set_result("err" not in answer)
-        answer["avail"] = self._available = self.auditor_available()
         if message.get("id") is not None:  # held outcomes and starts ahead are not answered
+            answer["avail"] = worker.told = self.auditor_available()
             worker.channel_send(answer)
         elif "err" in answer:
             log.error("worker %d: %s/%s not journalled: %s", worker.index, type_, outcome, answer)
@@ -376,10 +377,11 @@ class Supervisor(Gateway):
         while not self._stopping.is_set():
             await asyncio.sleep(0.25)
             now = self.auditor_available()
-            if now != self._available:
-                self._available = now
-                for worker in self.pool:
-                    worker.channel_send({"op": "avail", "v": now})
+            for worker in self.pool:
+                # what each worker last heard, from an answer or from here:
+                # one node-wide "last told" missed a worker told by an answer
+                if worker.told != now and worker.channel_send({"op": "avail", "v": now}):
+                    worker.told = now
 
     # -- reload and stop ----------------------------------------------------------------
 
