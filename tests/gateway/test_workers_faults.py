@@ -104,6 +104,13 @@ def upload(gw: RunningGateway, src: Path, client: str, rate: int = 0) -> subproc
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def journal_back(gw: RunningGateway) -> bool:
+    """The journal is writable again and every worker was told so (the
+    supervisor checks every 0.25 s; until a worker hears it, it refuses
+    logins as the journal last said)."""
+    return gw.gateway.auditor_available() and all(w.told for w in gw.gateway.pool)
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -187,7 +194,7 @@ def test_journal_fails_under_uploads_in_flight_on_both_workers(
     assert not [r for r in ups if r["outcome"] in ("intent", "success")], ups
     # the disk works again: the journal comes back by itself, the workers serve
     failing.match = None
-    assert wait_for(lambda: gw.gateway.auditor_available(), timeout=15)
+    assert wait_for(lambda: journal_back(gw), timeout=15)
     again = [random_file(tmp_path / f"again{i}.bin", 50_000 + i) for i in range(4)]
     late = [upload(gw, src, client) for src, client in zip(again, clients, strict=True)]
     assert [run.wait(60) for run in late] == [0] * len(late)
@@ -221,7 +228,7 @@ def test_a_start_sent_ahead_and_refused_stops_its_upload(
     ups = [r for r in journal_records(gw.root / "audit") if r["type"] == "file.upload"]
     assert ups == [], ups
     # the journal came back (its probe writes no "started"); the next one lands
-    assert wait_for(lambda: gw.gateway.auditor_available(), timeout=15)
+    assert wait_for(lambda: journal_back(gw), timeout=15)
     again = upload(gw, src, client)
     assert again.wait(60) == 0, again.stderr.read() if again.stderr else ""
     assert inbox_agrees_with_journal(gw) == {"ahead.bin": sha(src)}
