@@ -19,20 +19,12 @@ be one per node and hands the rest out:
 - a reload (SIGHUP, ``conduit reload``) is applied here, then by every
   worker, which revokes its own sessions the new policy no longer allows;
   the answer comes once every worker has answered;
-- a worker that dies is journalled (``gateway.worker`` ``failed``, naming
-  the worker, its exit and how many connections it held) and replaced.
-  Only its own connections are lost: their uploads stay temp files (the
-  workers carry the supervisor's temp-file tag, so the next start's sweep
-  removes them and this process's sweeps leave live ones alone), and their
-  ``started`` records without an end are settled by the next start's
-  recovery as after any crash.
+- a worker that dies is journalled (``gateway.worker`` ``failed``) and
+  replaced; only its own connections are lost (see _worker_gone).
 
-Workers are separate interpreters started with ``subprocess`` (via asyncio),
-not ``fork``: the supervisor has a running event loop and journal threads
-that a forked child must not inherit, and ``multiprocessing`` would add its
-own pickling and resource tracker for what is one socket and three
-arguments. A worker dies with the supervisor (``PR_SET_PDEATHSIG``, and EOF
-on its channel).
+Workers are interpreters started with ``subprocess``, not ``fork`` (this
+process has a running loop and journal threads a child must not inherit);
+see docs/architecture.md "Worker processes" for the design and its costs.
 """
 
 from __future__ import annotations
@@ -365,23 +357,28 @@ class Supervisor(Gateway):
             answer.update(err=str(exc), kind="error")
         if ahead is not None:
             ahead.set_result("err" not in answer)
+        now = self.auditor_available()
         if message.get("id") is not None:  # held outcomes and starts ahead are not answered
-            answer["avail"] = worker.told = self.auditor_available()
+            answer["avail"] = worker.told = now
             worker.channel_send(answer)
         elif "err" in answer:
             log.error("worker %d: %s/%s not journalled: %s", worker.index, type_, outcome, answer)
+        self._tell(now)  # the journal went down or came back with this record: all hear it
 
     async def _watch_journal(self) -> None:
         """Tell the workers when the journal goes down or comes back (logins
         are refused while it is down, as in one process)."""
         while not self._stopping.is_set():
             await asyncio.sleep(0.25)
-            now = self.auditor_available()
-            for worker in self.pool:
-                # what each worker last heard, from an answer or from here:
-                # one node-wide "last told" missed a worker told by an answer
-                if worker.told != now and worker.channel_send({"op": "avail", "v": now}):
-                    worker.told = now
+            self._tell(self.auditor_available())
+
+    def _tell(self, now: bool) -> None:
+        """Tell each worker that last heard otherwise whether the journal can
+        be written (by an answer or from here: one node-wide "last told"
+        missed a worker told by an answer, which then refused logins for good)."""
+        for worker in self.pool:
+            if worker.told != now and worker.channel_send({"op": "avail", "v": now}):
+                worker.told = now
 
     # -- reload and stop ----------------------------------------------------------------
 
