@@ -21,6 +21,10 @@ Usage::
     python bench/bench_workers.py                  # 64 MiB, 150 files, 3 runs
     python bench/bench_workers.py --quick          # 16 MiB, 50 files, 1 run
     python bench/bench_workers.py --only tree --cpus 0,1
+    # A/B, interleaved in one run: this tree's workers against an older tree's
+    python bench/bench_workers.py --only tree --no-fsync --base /tmp/old --skip w1
+    # flame graphs (py-spy) of the supervisor and worker 0 during each row
+    python bench/bench_workers.py --only tree --profile bench/results --runs 1
 """
 
 from __future__ import annotations
@@ -44,10 +48,10 @@ USER = "bench"
 ROWS = ("put", "get", "tree")
 
 
-def tree_cpu(root: int) -> tuple[float, float]:
+def tree_cpu(root: int) -> tuple[float, float, float]:
     """CPU seconds (user + system, with reaped children's) of ``root`` and all
-    its descendants, and of ``root`` alone."""
-    stats: dict[int, tuple[int, float]] = {}
+    its descendants, of ``root`` alone, and the system part of the first."""
+    stats: dict[int, tuple[int, float, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -56,14 +60,34 @@ def tree_cpu(root: int) -> tuple[float, float]:
             except OSError:
                 continue
             cpu = sum(int(f) for f in fields[11:15]) / tick
-            stats[int(entry.name)] = (int(fields[1]), cpu)
+            system = (int(fields[12]) + int(fields[14])) / tick
+            stats[int(entry.name)] = (int(fields[1]), cpu, system)
     family, grew = {root}, True
     while grew:
-        more = {pid for pid, (ppid, _) in stats.items() if ppid in family} - family
+        more = {pid for pid, (ppid, _, _) in stats.items() if ppid in family} - family
         family |= more
         grew = bool(more)
-    own = stats.get(root, (0, 0.0))[1]
-    return sum(stats[pid][1] for pid in family if pid in stats), own
+    own = stats.get(root, (0, 0.0, 0.0))[1]
+    alive = [stats[pid] for pid in family if pid in stats]
+    return sum(s[1] for s in alive), own, sum(s[2] for s in alive)
+
+
+def switches(root: int) -> int:
+    """Context switches (voluntary and not) of ``root`` and its live children:
+    each message between a supervisor and a worker wakes the reader once."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(entry.name) == root or int(fields.get("PPid", "0").strip() or 0) == root:
+            total += int(fields["voluntary_ctxt_switches"])
+            total += int(fields["nonvoluntary_ctxt_switches"])
+    return total
 
 
 class Servers:
@@ -77,7 +101,8 @@ class Servers:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
         self.roots: dict[str, tuple[str, Path]] = {}  # remote path, same folder on disk
-        self.cpu = (0.0, 0.0)
+        self.cpu = (0.0, 0.0, 0.0)
+        self.switches = 0
         self.sshd_user = subprocess.run(
             ["id", "-un"], capture_output=True, text=True, check=True
         ).stdout.strip()
@@ -101,7 +126,8 @@ class Servers:
         if name == "sshd":
             self._sshd(cpus)
         else:
-            self._conduit(name, cpus, 1 if name == "w1" else self.args.workers)
+            source = self.args.base if name == "base" else REPO
+            self._conduit(name, cpus, 1 if name == "w1" else self.args.workers, source)
         served = self.roots[name][1]
         if not (served / "big.bin").exists():
             os.link(self.tmp / "local" / "big.bin", served / "big.bin")
@@ -132,7 +158,7 @@ class Servers:
         self.procs["sshd"], self.ports["sshd"] = proc, port
         self.roots["sshd"] = (str(served), served)
 
-    def _conduit(self, name: str, cpus: str, workers: int) -> None:
+    def _conduit(self, name: str, cpus: str, workers: int, source: Path) -> None:
         folder = self.tmp / name
         served = folder / "areas" / "bench"
         served.mkdir(parents=True, exist_ok=True)
@@ -151,7 +177,7 @@ class Servers:
         if self.args.no_fsync:  # like-for-like: the durability sshd offers
             text = config.read_text().replace("workers =", "durable_uploads = false\nworkers =")
             config.write_text(text)
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        env = {**os.environ, "PYTHONPATH": str(source / "src")}
         log = folder / "conduit.log"
         argv = ["taskset", "-c", cpus, sys.executable, "-m", "conduit", "serve"]
         with log.open("wb") as out:
@@ -216,6 +242,31 @@ class Servers:
             return ["scp", *opts, f"{target}/big.bin", str(self.tmp / "down" / f"{name}{i}.bin")]
         return ["scp", "-O", "-r", *opts, str(local / "tree"), f"{target}/tree{i}"]
 
+    def _spy(self, name: str, row: str) -> list[subprocess.Popen[bytes]]:
+        """py-spy on the supervisor and its first worker (--profile), or nothing."""
+        if not self.args.profile or name == "sshd":
+            return []
+        root = self.procs[name].pid
+        pids = {"main": root}
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            worker = ppid == root and b"conduit.gateway.worker" in cmdline
+            if worker and cmdline[cmdline.index(b"--index") + 1] == b"0":
+                pids["worker0"] = int(entry.name)
+        spies = []
+        for what, pid in pids.items():
+            raw = self.args.profile_raw  # collapsed stacks (text), to read and sum
+            out = self.args.profile / f"workers-{row}-{name}-{what}.{'txt' if raw else 'svg'}"
+            argv = ["py-spy", "record", "--format", "raw" if raw else "flamegraph", "-o", str(out)]
+            argv += ["--pid", str(pid), "--nonblocking", "--rate", "400"]
+            spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        time.sleep(1.0)  # py-spy attaches
+        return spies
+
     def measure(self, name: str, row: str) -> float:
         disk = self.roots[name][1]
         for leftover in disk.iterdir():
@@ -223,6 +274,8 @@ class Servers:
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         (self.tmp / "down").mkdir(exist_ok=True)
         before = tree_cpu(self.procs[name].pid)
+        switched = switches(self.procs[name].pid)
+        spies = self._spy(name, row)
         start = time.perf_counter()
         procs = [
             subprocess.Popen(self.client(name, row, i), stderr=subprocess.PIPE)
@@ -230,11 +283,15 @@ class Servers:
         ]
         failed = [p.communicate()[1] for p in procs if p.wait() != 0]
         seconds = time.perf_counter() - start
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         if failed:
             raise SystemExit(f"{name} {row}: {len(failed)} client(s) failed: {failed[0]!r}")
         shutil.rmtree(self.tmp / "down")
         after = tree_cpu(self.procs[name].pid)
-        self.cpu = (after[0] - before[0], after[1] - before[1])
+        self.cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+        self.switches = switches(self.procs[name].pid) - switched
         return seconds
 
 
@@ -253,12 +310,21 @@ def main(argv: list[str] | None = None) -> int:
         help='like-for-like: durable_uploads = false, [audit] fsync = "batch"',
     )
     parser.add_argument("--quick", action="store_true", help="16 MiB, 50 files, 1 run")
+    parser.add_argument(
+        "--base", type=Path, help="also run --workers workers from this (older) source tree"
+    )
+    parser.add_argument("--skip", action="append", default=[], help="a server not to run")
+    parser.add_argument("--profile", type=Path, help="py-spy flame graphs (SVG) into this folder")
+    parser.add_argument("--profile-raw", action="store_true", help="collapsed stacks, not SVG")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.files, args.runs = 16 * MIB, 50, 1
     masks = args.cpus or ["0", "0,1"]
     rows = args.only or list(ROWS)
-    names = ["sshd", "w1", f"w{args.workers}"]
+    names = ["sshd", "w1", f"w{args.workers}", *(["base"] if args.base else [])]
+    names = [n for n in names if n == "sshd" or n not in args.skip]  # ratios need sshd
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     servers = Servers(args)
     servers.setup()
     times: dict[tuple[str, str, str], list[float]] = {}
@@ -276,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                         cpu.setdefault((mask, row, name), []).append(servers.cpu[0])
                         print(
                             f"cpus {mask:4} {row:5} {name:5} {seconds:7.2f} s  server CPU "
-                            f"{servers.cpu[0]:6.2f} s (main process {servers.cpu[1]:5.2f} s)",
+                            f"{servers.cpu[0]:6.2f} s (main process {servers.cpu[1]:5.2f} s, "
+                            f"system {servers.cpu[2]:5.2f} s), "
+                            f"{servers.switches} context switches (live processes)",
                             flush=True,
                         )
             for name in names:

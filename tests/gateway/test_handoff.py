@@ -133,3 +133,83 @@ async def test_without_its_supervisor_a_worker_fails_closed(hold: bool) -> None:
     assert not recorder.available  # logins are refused from now on
     with pytest.raises(AuditUnavailable):
         await recorder.record("file.upload", "started", path="/b", **kw)
+
+
+async def _datagram(sock: socket.socket) -> list[Message]:
+    """The next datagram on a raw end, decoded."""
+    import json
+
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    async with asyncio.timeout(10):
+        data = await loop.sock_recv(sock, 1 << 16)
+    messages: list[Message] = json.loads(data)
+    return messages
+
+
+async def test_a_deferred_message_rides_with_the_next_one_or_goes_alone() -> None:
+    ours, raw = pair()
+    channel = Channel(ours, lambda message, fds: None, lambda: None)
+    try:
+        channel.send({"n": 1}, defer=True)
+        await asyncio.sleep(0)  # a loop iteration later it has not gone yet
+        channel.send({"n": 2})
+        assert await _datagram(raw) == [{"n": 1}, {"n": 2}]  # one datagram, in order
+        channel.send({"n": 3}, defer=True)  # nobody follows: it goes by itself
+        assert await _datagram(raw) == [{"n": 3}]
+    finally:
+        channel.close()
+        raw.close()
+
+
+async def test_an_upload_start_goes_ahead_with_its_intent() -> None:
+    worker_end, raw = pair()
+    link = Link(worker_end, lambda message, fds: None)
+    recorder = RemoteRecorder(link)
+    try:
+        # not awaited for an answer: done at once, and sent with the intent
+        assert await recorder.record("file.upload", "started", transfer="t1", path="/a") == 0
+        intent = asyncio.ensure_future(
+            recorder.record("file.upload", "intent", transfer="t1", path="/a", bytes=1)
+        )
+        started, asked = await _datagram(raw)
+        assert started["outcome"] == "started" and started["ahead"] is True
+        assert "id" not in started and asked["outcome"] == "intent" and asked["id"]
+        # the supervisor refused the start: it refuses the intent, no effect
+        await asyncio.sleep(0.05)
+        assert not intent.done()  # the intent waits for its answer
+        raw.send(b'[{"op":"re","id":%d,"err":"refused","kind":"unavailable"}]' % asked["id"])
+        with pytest.raises(AuditUnavailable, match="refused"):
+            await asyncio.wait_for(intent, 10)
+        # the journal is known to be down: the start waits for its answer
+        link.available = False
+        waiting = asyncio.ensure_future(
+            recorder.record("file.upload", "started", transfer="t2", path="/b")
+        )
+        [asked] = await _datagram(raw)
+        assert asked["outcome"] == "started" and asked["id"] and "ahead" not in asked
+        assert not waiting.done()
+        waiting.cancel()
+    finally:
+        link.channel.close()
+        raw.close()
+
+
+async def test_a_background_record_is_deferred_and_unanswered() -> None:
+    worker_end, raw = pair()
+    link = Link(worker_end, lambda message, fds: None)
+    recorder = RemoteRecorder(link)
+    try:
+        recorder.record_later("session.end", "success", session="s1", bytes_in=1)
+        with pytest.raises(ValueError):  # refused here, as in one process
+            recorder.record_later("session.end", "no-such-outcome", session="s1")
+        asking = asyncio.ensure_future(recorder.record("file.upload", "intent", path="/a"))
+        ended, asked = await _datagram(raw)  # one datagram, in order
+        assert ended["type"] == "session.end" and "id" not in ended
+        assert asked["outcome"] == "intent" and asked["id"]
+        asking.cancel()
+        link.channel.close()
+        recorder.record_later("session.end", "success", session="s2")  # logged, not raised
+    finally:
+        link.channel.close()
+        raw.close()

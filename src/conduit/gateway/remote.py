@@ -9,6 +9,7 @@ uses as it uses the real ones in a single process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
@@ -19,6 +20,13 @@ from conduit.errors import AuditUnavailable
 from conduit.gateway.defending import offence
 from conduit.gateway.gate import Ticket
 from conduit.gateway.handoff import Channel, Message
+
+log = logging.getLogger("conduit.gateway")
+
+#: The record a worker sends ahead without waiting for its answer (see
+#: RemoteRecorder.record): what it starts cannot take effect before a later
+#: record of the same transfer, which is awaited and waits for this one.
+AHEAD = ("file.upload", "started")
 
 #: What records and logins meet once the supervisor is gone.
 SUPERVISOR_GONE = "the gateway's supervisor (the journal writer) cannot be reached"
@@ -79,6 +87,17 @@ class RemoteRecorder:
     def available(self) -> bool:
         return self.link.up
 
+    def record_later(self, type: str, outcome: str, **fields: Any) -> None:
+        """A record made in the background that nobody waits for (a
+        connection's ``session.start``/``session.end``: in one process a
+        spawned task whose refusal is only logged): deferred, unanswered; the
+        supervisor logs a refusal. Order with the other records is kept."""
+        present = {k: v for k, v in fields.items() if v is not None}
+        cleaned = check_event(str(type), str(outcome), present)
+        message = {"op": "rec", "type": str(type), "outcome": str(outcome), "fields": cleaned}
+        if not self.link.channel.send(message, defer=True):
+            log.error("%s/%s not journalled: %s", type, outcome, SUPERVISOR_GONE)
+
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
     ) -> int:
@@ -95,8 +114,18 @@ class RemoteRecorder:
         if hold:
             # The outcome of an effect whose durable intent is written: never
             # refused, and if it is lost with the supervisor, start-up recovery
-            # settles the intent (writeahead.py). Sent in order, not awaited.
-            if not self.link.channel.send(message):
+            # settles the intent (writeahead.py). Sent in order, not awaited,
+            # and deferred: it shares the datagram of the next record.
+            if not self.link.channel.send(message, defer=True):
+                raise AuditUnavailable(SUPERVISOR_GONE)
+            return 0
+        ahead = (message["type"], message["outcome"]) == AHEAD and "transfer" in cleaned
+        if ahead and self.link.up:
+            # An upload's start: its effect waits for its commit intent, which
+            # is awaited, and which the supervisor refuses if this was refused
+            # (the two ride one datagram as a rule: one wakeup, not two, per
+            # file). Known journal trouble refuses it here and now, below.
+            if not self.link.channel.send({**message, "ahead": True}, defer=True):
                 raise AuditUnavailable(SUPERVISOR_GONE)
             return 0
         answer = await self.link.call(message)

@@ -14,7 +14,9 @@ channel:
   supervisor cannot be reached, records fail (:class:`AuditUnavailable`) and
   logins are refused, as when the journal itself fails. (The outcome of an
   effect whose durable intent is already written is sent in order without
-  waiting: it is never refused, and recovery settles it if it is lost);
+  waiting: it is never refused, and recovery settles it if it is lost; an
+  upload's ``started`` goes ahead of its commit intent, which is awaited and
+  refused with it: see remote.py);
 - admission (MaxStartups): the supervisor decided at accept time; the worker
   tells it when a connection authenticates or ends, and drops one it evicts;
 - the defender's scoring and the failed-login summaries;
@@ -124,12 +126,28 @@ class WorkerConnection(Connection):
         finally:
             self.gateway.link.tell({"op": "closed", "t": self.tid})
 
+    def record(self, type: str, outcome: str, **fields: Any) -> None:
+        """As :meth:`Connection.record` (in the background, a refusal only
+        logged), without a task and an answer per record: deferred to share
+        a datagram with the next record that must go now."""
+        identity: dict[str, Any] = {
+            "principal": self.user if self.authenticated else None,
+            "source": str(self.source),
+            "zone": self.zone,
+            "session": self.id,
+        }
+        try:
+            self.gateway.remote.record_later(type, outcome, **identity, **fields)
+        except ValueError as exc:  # as the task's exception would be in one process
+            log.error("%s/%s not journalled: %s", type, outcome, exc)
+
 
 class WorkerGateway(Gateway):
     """A :class:`Gateway` without a journal, listener or defender of its own."""
 
     def __init__(self, config: Any, link: Link, index: int) -> None:
-        super().__init__(config, recorder=RemoteRecorder(link))
+        self.remote = RemoteRecorder(link)
+        super().__init__(config, recorder=self.remote)
         self.link = link
         self.index = index
         self.admission = RemoteAdmission(link)
@@ -196,7 +214,7 @@ class WorkerGateway(Gateway):
                 connection.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "gateway stopping")
         # their session.end records reach the supervisor before this process ends
         deadline = asyncio.get_running_loop().time() + 2.0
-        while self._tasks and asyncio.get_running_loop().time() < deadline:
+        while (self._tasks or self.connections) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
         for backend in list(self.areas.values()):
             with contextlib.suppress(Exception):
@@ -264,6 +282,7 @@ async def run(fd: int, config_path: Path, index: int, parent: int) -> None:
     lost.cancel()
     stopped.cancel()
     await worker.stop()
+    link.channel.flush()  # deferred messages (held outcomes) go before the process ends
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,20 +19,12 @@ be one per node and hands the rest out:
 - a reload (SIGHUP, ``conduit reload``) is applied here, then by every
   worker, which revokes its own sessions the new policy no longer allows;
   the answer comes once every worker has answered;
-- a worker that dies is journalled (``gateway.worker`` ``failed``, naming
-  the worker, its exit and how many connections it held) and replaced.
-  Only its own connections are lost: their uploads stay temp files (the
-  workers carry the supervisor's temp-file tag, so the next start's sweep
-  removes them and this process's sweeps leave live ones alone), and their
-  ``started`` records without an end are settled by the next start's
-  recovery as after any crash.
+- a worker that dies is journalled (``gateway.worker`` ``failed``) and
+  replaced; only its own connections are lost (see _worker_gone).
 
-Workers are separate interpreters started with ``subprocess`` (via asyncio),
-not ``fork``: the supervisor has a running event loop and journal threads
-that a forked child must not inherit, and ``multiprocessing`` would add its
-own pickling and resource tracker for what is one socket and three
-arguments. A worker dies with the supervisor (``PR_SET_PDEATHSIG``, and EOF
-on its channel).
+Workers are interpreters started with ``subprocess``, not ``fork`` (this
+process has a running loop and journal threads a child must not inherit);
+see docs/architecture.md "Worker processes" for the design and its costs.
 """
 
 from __future__ import annotations
@@ -101,8 +93,11 @@ class Worker:
         # intents by key, sessions by id, as their opening records said
         self.open: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
+        # records sent ahead (remote.AHEAD), by transfer: written or refused
+        self.ahead: dict[str, asyncio.Future[bool]] = {}
         self.started = 0.0
         self.failures = 0  # deaths soon after start, in a row (backoff)
+        self.told = True  # the journal's availability as this worker last heard it
 
     @property
     def alive(self) -> bool:
@@ -126,7 +121,6 @@ class Supervisor(Gateway):
         self.user_sessions: Counter[str] = Counter()
         self._reloads: dict[int, dict[int, Message]] = {}
         self._reload_done: dict[int, asyncio.Event] = {}
-        self._available = True
 
     # -- listening and handing over ----------------------------------------------------------
 
@@ -224,7 +218,8 @@ class Supervisor(Gateway):
             lambda message, fds: self._from_worker(worker, message, fds),
             lambda: self.spawn(self._worker_gone(worker)),
         )
-        worker.channel_send({"op": "avail", "v": self._available})
+        worker.told = self.auditor_available()
+        worker.channel_send({"op": "avail", "v": worker.told})
 
     async def _worker_gone(self, worker: Worker) -> None:
         """Its channel closed: it died (or is stopping). Journal it, replace it."""
@@ -274,6 +269,7 @@ class Supervisor(Gateway):
         sessions = dict(worker.sessions)
         worker.open.clear()
         worker.sessions.clear()
+        worker.ahead.clear()
         for type_, outcome, fields, _ts in crash_items(open_, sessions):
             what = "session" if type_ == "session.end" else "transfer"
             carried: dict[str, Any] = {**fields, "error": f"{why} during the {what}"}
@@ -287,7 +283,12 @@ class Supervisor(Gateway):
             os.close(fd)
         op = message.get("op")
         if op == "rec":
-            self.spawn(self._record_for(worker, message))
+            ahead = None
+            if message.get("ahead"):
+                ahead = asyncio.get_running_loop().create_future()
+                transfer = str((message.get("fields") or {}).get("transfer"))
+                worker.ahead[transfer] = ahead
+            self.spawn(self._record_for(worker, message, ahead))
         elif op == "closed":
             self._closed(worker, int(message.get("t", 0)))
         elif op in ("leave", "protect"):
@@ -323,42 +324,61 @@ class Supervisor(Gateway):
                 if len(self._reloads[rid]) >= sum(1 for w in self.pool if w.alive):
                     self._reload_done[rid].set()
 
-    async def _record_for(self, worker: Worker, message: Message) -> None:
+    async def _record_for(
+        self, worker: Worker, message: Message, ahead: asyncio.Future[bool] | None = None
+    ) -> None:
         """A worker's record into the journal; answered once written."""
         answer: Message = {"op": "re", "id": message.get("id")}
+        type_, outcome = str(message.get("type")), str(message.get("outcome"))
         fields = dict(message.get("fields") or {})
-        if message.get("type") == "session.start":
+        if type_ == "session.start":
             fields["worker"] = worker.index  # which process served the session
-        _track(worker, str(message.get("type")), str(message.get("outcome")), fields)
         try:
+            before = worker.ahead.get(str(fields.get("transfer"))) if ahead is None else None
+            if before is not None:
+                if outcome in TRANSFER_END:
+                    worker.ahead.pop(str(fields.get("transfer")), None)
+                # the transfer's start was sent ahead: nothing of it is written
+                # (its intent least of all) unless its start was
+                if not await before:
+                    raise AuditUnavailable("the transfer's started record was refused")
             seq = await self.recorder.record(
-                str(message.get("type")),
-                str(message.get("outcome")),
+                type_,
+                outcome,
                 durable=bool(message.get("durable", True)),
                 hold=bool(message.get("hold", False)),
                 **fields,
             )
             answer["seq"] = seq if isinstance(seq, int) else 0
+            _track(worker, type_, outcome, fields)
         except AuditUnavailable as exc:
             answer.update(err=str(exc), kind="unavailable")
         except Exception as exc:
             answer.update(err=str(exc), kind="error")
-        answer["avail"] = self._available = self.auditor_available()
-        if message.get("id") is not None:  # a held outcome is not answered
+        if ahead is not None:
+            ahead.set_result("err" not in answer)
+        now = self.auditor_available()
+        if message.get("id") is not None:  # held outcomes and starts ahead are not answered
+            answer["avail"] = worker.told = now
             worker.channel_send(answer)
         elif "err" in answer:
-            log.error("worker %d: outcome not journalled: %s", worker.index, answer["err"])
+            log.error("worker %d: %s/%s not journalled: %s", worker.index, type_, outcome, answer)
+        self._tell(now)  # the journal went down or came back with this record: all hear it
 
     async def _watch_journal(self) -> None:
         """Tell the workers when the journal goes down or comes back (logins
         are refused while it is down, as in one process)."""
         while not self._stopping.is_set():
             await asyncio.sleep(0.25)
-            now = self.auditor_available()
-            if now != self._available:
-                self._available = now
-                for worker in self.pool:
-                    worker.channel_send({"op": "avail", "v": now})
+            self._tell(self.auditor_available())
+
+    def _tell(self, now: bool) -> None:
+        """Tell each worker that last heard otherwise whether the journal can
+        be written (by an answer or from here: one node-wide "last told"
+        missed a worker told by an answer, which then refused logins for good)."""
+        for worker in self.pool:
+            if worker.told != now and worker.channel_send({"op": "avail", "v": now}):
+                worker.told = now
 
     # -- reload and stop ----------------------------------------------------------------
 
