@@ -200,7 +200,7 @@ class WorkerGateway(Gateway):
     async def reload_from_supervisor(self) -> dict[str, Any]:
         """The supervisor applied a new policy: take it, revoke what it ends."""
         try:
-            self.reload()
+            await self.reload_off_loop()
         except Exception as exc:
             log.error("worker %d: policy reload failed: %s", self.index, one_line(exc))
             return {"ok": False, "error": one_line(exc)}
