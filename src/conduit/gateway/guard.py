@@ -42,13 +42,13 @@ async def _occupied(backend: Backend, rel: RelPath) -> bool:
     return True
 
 
-def _moment(policy: Policy) -> tuple[Policy, datetime]:
+def moment(policy: Policy) -> tuple[Policy, datetime]:
     """Which policy, which minute: a decision can only change when either does
     (the policy itself is kept, not its id, which a later one could reuse)."""
     return policy, policy.now().replace(second=0, microsecond=0)
 
 
-def _same(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:
+def same_moment(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:
     return a[0] is b[0] and a[1] == b[1]
 
 
@@ -68,6 +68,11 @@ class Guard:
                 "access revoked by a policy reload",
                 f"session revoked: {self.traffic.revoked}",
             )
+
+    def served(self) -> None:
+        """Raise what :meth:`_not_revoked` raises: for a caller that answers a
+        question from what it learnt earlier, without asking the policy."""
+        self._not_revoked()
 
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
@@ -196,11 +201,11 @@ class Guard:
         Within the minute it was opened in, under the same policy, the write
         decision cannot have changed (windows have minute resolution; the size
         limit is enforced on the stream), so only the name is checked again."""
-        opened = _moment(self.site.policy)
+        opened = moment(self.site.policy)
 
         async def check(size: int) -> None:
             self._not_revoked()
-            if not _same(_moment(self.site.policy), opened):
+            if not same_moment(moment(self.site.policy), opened):
                 await self.authorize(Op.WRITE, path, size)
             await self._may_replace(path, backend, rel)
 
@@ -229,10 +234,10 @@ class Guard:
 
         async def check(offset: int) -> None:
             self._not_revoked()
-            moment = _moment(self.site.policy)
-            if asked and _same(asked[0], moment):
+            now = moment(self.site.policy)
+            if asked and same_moment(asked[0], now):
                 return
             await self.authorize(Op.READ, path, size)
-            asked[:] = [moment]
+            asked[:] = [now]
 
         return check
