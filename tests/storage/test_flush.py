@@ -95,3 +95,77 @@ def test_a_commit_cancelled_mid_flush_waits_and_leaves_nothing_final(
     assert held.flushed and not held.closed_under_it
     assert not (tmp_path / "fw.bin").exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(TEMP_PREFIX)]
+
+
+# -- the bytes' flush started ahead, beside the commit intent's journal flush ----------
+
+
+def test_upload_flushes_its_bytes_while_the_intent_is_written(
+    tmp_path: Path, held: HeldFsync
+) -> None:
+    """The file's fsync is under way while the intent record is being made durable,
+    and the rename waits for both: nothing under the final name before."""
+    from conduit.transfer import Upload
+
+    backend = LocalBackend("a", tmp_path, durable=True)
+    seen: list[str] = []
+
+    async def intend(sha256: str, size: int, times: object) -> None:
+        await _entered(held)  # the bytes' flush started before the intent is done
+        seen.append("flush running during the intent")
+        assert not (tmp_path / "up.bin").exists()
+
+    async def report(result: object) -> None:
+        pass
+
+    async def scenario() -> None:
+        handle = await backend.open_write(("up.bin",))
+        upload = Upload(handle, transfer="t", path="/a/up.bin", report=report, intend=intend)
+        await upload.write(0, b"z" * 4096)
+        commit = asyncio.create_task(upload.commit())
+        await asyncio.wait_for(_entered(held), 10)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not commit.done()  # the rename waits for the flush
+        assert not (tmp_path / "up.bin").exists()
+        held.go.set()
+        await commit
+
+    asyncio.run(scenario())
+    assert seen == ["flush running during the intent"]
+    assert len(held.flushed) == 2  # the file once (ahead), then its folder
+    assert (tmp_path / "up.bin").read_bytes() == b"z" * 4096
+
+
+def test_an_abort_after_a_flush_ahead_waits_for_it(tmp_path: Path, held: HeldFsync) -> None:
+    """The intent could not be written: the upload is thrown away, and its
+    descriptor is not closed under the fsync still running."""
+    backend = LocalBackend("a", tmp_path, durable=True)
+
+    async def scenario() -> None:
+        handle = await backend.open_write(("gone.bin",))
+        await handle.write(0, b"q" * 4096)
+        handle.flush_ahead()
+        await _entered(held)
+        abort = asyncio.create_task(handle.abort())
+        await asyncio.sleep(0.05)
+        assert not abort.done()
+        held.go.set()
+        await abort
+
+    asyncio.run(scenario())
+    assert held.flushed and not held.closed_under_it
+    assert os.listdir(tmp_path) == []
+
+
+def test_no_flush_ahead_without_durable_uploads(tmp_path: Path, held: HeldFsync) -> None:
+    backend = LocalBackend("a", tmp_path, durable=False)
+
+    async def scenario() -> None:
+        handle = await backend.open_write(("fast.bin",))
+        await handle.write(0, b"f")
+        handle.flush_ahead()
+        await handle.commit()
+
+    asyncio.run(scenario())
+    assert held.flushed == [] and (tmp_path / "fast.bin").read_bytes() == b"f"
