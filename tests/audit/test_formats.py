@@ -130,3 +130,30 @@ def test_printusascii_shortcut_matches_the_rule_for_every_character():
             for limit in (1, 2, 64):
                 assert _printusascii(text, limit) == (rule.sub("_", text[:limit]) or "-")
     assert _printusascii("", 64) == "-"
+
+
+@given(
+    st.sampled_from(["file.upload", "audit.alert", "type with space", 't]"\\', "ü.x"]),
+    st.sampled_from(["success", "failed", "denied", "intent", 'x"]']),
+    st.one_of(st.just("gw-1"), st.text(max_size=20)),
+    st.one_of(st.just("2026-12-03T10:00:00.000001Z"), st.text(max_size=30)),
+    st.integers(min_value=1),  # decode() takes no other seq
+    st.one_of(st.none(), st.just("alert"), st.text(max_size=5)),
+)
+def test_rfc5424_header_kept_per_type_is_the_header_made_afresh(
+    type_, outcome, node, ts, seq, severity
+):
+    """The header parts kept per (type, outcome, node) give, with each record's time
+    stamp and seq, the very bytes the long way gives, whatever the values."""
+    from conduit.audit import formats
+
+    record = {"seq": seq, "ts": ts, "node": node, "type": type_, "outcome": outcome}
+    if severity is not None:
+        record["severity"] = severity
+    line = b'{"x":1}'
+    fresh = formats._header(record, "conduit", seq).encode("ascii") + formats.BOM + line
+    assert rfc5424(record, line=line) == fresh  # made (and kept) now
+    assert rfc5424(record, line=line) == fresh  # from what was kept
+    again = {**record, "seq": 7, "ts": "2026-12-03T10:00:01.000000Z"}
+    fresh = formats._header(again, "conduit", 7).encode("ascii") + formats.BOM + line
+    assert rfc5424(again, line=line) == fresh

@@ -55,14 +55,48 @@ def rfc5424(record: Record, app: str = "conduit", line: bytes | None = None) -> 
 
     ``line``: the record's canonical journal line, when at hand (saves encoding it again).
     """
+    body = encode(record) if line is None else line
+    key = (
+        record["type"],
+        record["outcome"],
+        record["node"],
+        app,
+        record.get("severity") == "alert",
+    )
+    if not all(type(k) is str for k in key[:4]):  # not from this gateway's journal: the long way
+        return _header(record, app, record["seq"]).encode("ascii") + BOM + body
+    parts = _HEADS.get(key)
+    if parts is None:
+        # Everything but the time stamp and seq is the same for every record of
+        # one type and outcome from one node: a tree's thousands of records
+        # format it once. (Bounded: a few dozen types and outcomes, one node.)
+        if len(_HEADS) >= 1024:
+            _HEADS.clear()
+        head = _header(record, app, _SEQ)
+        at = head.index(" ", head.index(" ") + 1)  # after "<PRI>1 TIMESTAMP"
+        pri_version, rest = head[: head.index(" ") + 1], head[at:]
+        before_seq, after_seq = rest.split(_SEQ)
+        parts = _HEADS[key] = (pri_version, before_seq, after_seq)
+    ts = _printusascii(str(record["ts"]), 64)
+    head = f"{parts[0]}{ts}{parts[1]}{record['seq']}{parts[2]}"
+    return head.encode("ascii") + BOM + body
+
+
+#: (type, outcome, node, app, severity) -> the header around its time stamp and seq.
+_HEADS: dict[tuple[object, ...], tuple[str, str, str]] = {}
+_SEQ = "\x00seq\x00"  # a stand-in no header field can hold (PRINTUSASCII only)
+
+
+def _header(record: Record, app: str, seq: object) -> str:
+    """The RFC 5424 header and structured data, up to the BOM."""
     pri = FACILITY_LOG_AUDIT * 8 + syslog_severity(record)
     sd = '[{} seq="{}" type="{}" outcome="{}"]'.format(
         SD_ID,
-        record["seq"],
+        seq,
         _sd_value(_printusascii(str(record["type"]), 64)),
         _sd_value(_printusascii(str(record["outcome"]), 32)),
     )
-    header = "<{}>1 {} {} {} - {} {} ".format(
+    return "<{}>1 {} {} {} - {} {} ".format(
         pri,
         _printusascii(str(record["ts"]), 64),
         _printusascii(str(record["node"]), 255),
@@ -70,7 +104,6 @@ def rfc5424(record: Record, app: str = "conduit", line: bytes | None = None) -> 
         _printusascii(str(record["type"]), 32),
         sd,
     )
-    return header.encode("ascii") + BOM + (encode(record) if line is None else line)
 
 
 def octet_counted(message: bytes) -> bytes:
