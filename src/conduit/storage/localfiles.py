@@ -89,7 +89,6 @@ class WriteFile:
         self.final = final
         self.fd = fd
         self.done = False
-        self._flush: asyncio.Future[None] | None = None
 
     async def write(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
@@ -100,20 +99,11 @@ class WriteFile:
         except OSError as exc:
             raise fault_of(exc) from None
 
-    def flush_ahead(self) -> None:
-        """Start the bytes' fsync now, in a worker thread, for the caller to wait
-        for something else meanwhile (the journal's flush of the commit intent);
-        :meth:`commit` then waits for this one instead of flushing again."""
-        if self.durable and self._flush is None and not self.done:
-            self._flush = asyncio.get_running_loop().run_in_executor(None, os.fsync, self.fd)
-
     async def commit(self) -> None:
         if self.done:
             raise StorageError(Fault.FAILURE, "upload already finished")
         try:
-            if self._flush is not None:
-                await _finished(self._flush)
-            elif self.durable:
+            if self.durable:
                 await flushed(self.fd)
             os.close(self.fd)
             self.fd = -1
@@ -142,9 +132,6 @@ class WriteFile:
         if self.done:
             return
         self.done = True
-        if self._flush is not None:  # never close the descriptor under a running fsync
-            with contextlib.suppress(Exception):
-                await _finished(self._flush)
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
@@ -163,11 +150,7 @@ async def flushed(fd: int) -> None:
     open (and the commit unfinished) until the thread has returned, so it is
     never closed, and its number reused, under a running fsync.
     """
-    await _finished(asyncio.get_running_loop().run_in_executor(None, os.fsync, fd))
-
-
-async def _finished(flush: asyncio.Future[None]) -> None:
-    """Wait for a flush; cancelled, still wait for its thread before raising."""
+    flush = asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
     try:
         await asyncio.shield(flush)
     except asyncio.CancelledError:

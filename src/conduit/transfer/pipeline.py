@@ -200,14 +200,6 @@ class Upload(_Transfer):
             if self.check is not None:
                 await self.check(self._next)  # a window may have closed since the open
             if self.intend is not None:
-                # Both the intent record and the file's bytes must be on disk
-                # before the rename, and neither waits for the other: a handle
-                # that can start its fsync now does, so the upload waits for
-                # one flush instead of two in a row (on ext4 they usually share
-                # one journal commit). The rename still follows both.
-                flush_ahead: Callable[[], None] | None = getattr(self.handle, "flush_ahead", None)
-                if flush_ahead is not None:
-                    flush_ahead()
                 await self.intend(digest, self._next, self.times)
                 await faults.hold("after-intent", "file.upload")
             await self.handle.commit()
