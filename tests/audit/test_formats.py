@@ -88,6 +88,20 @@ def test_rfc5424_keeps_frame_and_record(name):
 text_or_bytes = st.one_of(st.text(), st.binary().map(clean_value))
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["\U000e0000", "tag\U000e0041s", "\U0001f600 \u202e", "bad\udcff\U000e0001byte"],
+    ids=["tag-zero", "tag-letter", "emoji-and-bidi", "astral-after-bad-byte"],
+)
+def test_cef_escapes_characters_beyond_the_bmp_unambiguously(path):
+    """A control beyond the BMP (Unicode tags, U+E0000...) was escaped with five hex
+    digits, which parse_cef read back as four and a '0': a different name."""
+    line = cef(rec(principal="alice", path=path))
+    assert line.isascii() or "\U0001f600" in path  # an emoji is printable: kept as it is
+    assert not has_controls(line)
+    assert parse_cef(line)[1]["filePath"] == path
+
+
 @settings(max_examples=300)
 @given(text_or_bytes, text_or_bytes)
 def test_cef_never_breaks(principal, path):

@@ -157,7 +157,14 @@ _CTRL = re.compile(f"[{CONTROLS}]")
 
 def _u(m: re.Match[str]) -> str:
     c = m.group(0)
-    return {"\n": "\\n", "\r": "\\r"}.get(c) or f"\\u{ord(c):04x}"
+    special = {"\n": "\\n", "\r": "\\r"}.get(c)
+    if special:
+        return special
+    code = ord(c)
+    if code > 0xFFFF:  # beyond the BMP (e.g. U+E0001, a tag): as its UTF-16 pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def cef_header_escape(text: str) -> str:
@@ -233,7 +240,17 @@ def _unescape(text: str) -> str:
             return chr(int(c[1:], 16))
         return {"n": "\n", "r": "\r"}.get(c, c)
 
-    return _ESC.sub(sub, text)
+    # a pair of \\u escapes beyond the BMP back to its one character; a lone
+    # surrogate (an undecodable byte kept by surrogateescape) stays as it is
+    return _PAIR.sub(_joined, _ESC.sub(sub, text))
+
+
+_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _joined(m: re.Match[str]) -> str:
+    high, low = (ord(c) for c in m.group(0))
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 
 
 def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
