@@ -211,7 +211,7 @@ class ScpServer:
             if isinstance(line, EndDirectory):
                 if len(stack) == 1:
                     raise ScpProtocolError("E without a directory")
-                stack.pop()
+                self._dirs.pop(stack.pop(), None)  # kept for the open folders only
                 self.writer.write(OK)
                 continue
             here = stack[-1]
