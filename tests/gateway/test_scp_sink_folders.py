@@ -1,4 +1,4 @@
-"""The legacy SCP sink remembers which folders of a tree are folders: never stale.
+"""What a session remembers of the policy between two requests is never stale.
 
 A tree's files used to ask, each, whether their folder is one (a stat and its
 policy questions). The sink now remembers the answer under the policy and the
@@ -6,6 +6,8 @@ minute it was given in. These cases change what the sink was told between two
 files of one tree and check it acts on the change: a reload that takes the
 area away, a folder swapped for a link that leaves the area, a folder renamed.
 Driven over a raw ``scp -r -t`` channel, so each step lands between two files.
+An upload's commit likewise reuses the delete answer it got at its open only
+under the same policy and minute (the last case).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 from tests.support.gateway import RunningGateway, policy_text
@@ -134,3 +137,30 @@ def test_folder_replaced_by_a_new_one_between_two_files(gw: RunningGateway) -> N
     replies = tree_with_a_change(gw, replace)
     assert replies[4:] == [b"\0", b"\0"]
     assert names(inbox) == ["moved", "moved/a.txt", "sub", "sub/b.txt"]
+
+
+def test_reload_between_open_and_commit_asks_delete_again(on_disk: RunningGateway) -> None:
+    """An upload's commit reuses the delete answer it got at open only under the same
+    policy: delete taken away by a reload while the name got taken meanwhile, the
+    commit refuses to replace the file instead of trusting the answer from before."""
+    source = on_disk.config.source
+    assert source is not None
+    inbox = on_disk.area("inbox")
+
+    async def scenario() -> bool:
+        async with on_disk.connect() as conn, conn.start_sftp_client() as sftp:
+            f = await sftp.open("/inbox/x.bin", "wb")
+            await f.write(b"new bytes")
+            (inbox / "x.bin").write_bytes(b"made meanwhile")
+            source.write_text(source.read_text().replace(ALL_OPS, '"list", "read", "write"'))
+            on_disk.gateway.reload()
+            try:
+                await f.close()
+            except asyncssh.SFTPError:
+                return False
+            return True
+
+    assert on_disk.call(scenario()) is False
+    assert (inbox / "x.bin").read_bytes() == b"made meanwhile"
+    denied = on_disk.recorder.of("access.denied")
+    assert [(d["operation"], d["path"]) for d in denied] == [("delete", "/inbox/x.bin")]
