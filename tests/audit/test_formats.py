@@ -88,6 +88,20 @@ def test_rfc5424_keeps_frame_and_record(name):
 text_or_bytes = st.one_of(st.text(), st.binary().map(clean_value))
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["\U000e0000", "tag\U000e0041s", "\U0001f600 \u202e", "bad\udcff\U000e0001byte"],
+    ids=["tag-zero", "tag-letter", "emoji-and-bidi", "astral-after-bad-byte"],
+)
+def test_cef_escapes_characters_beyond_the_bmp_unambiguously(path):
+    """A control beyond the BMP (Unicode tags, U+E0000...) was escaped with five hex
+    digits, which parse_cef read back as four and a '0': a different name."""
+    line = cef(rec(principal="alice", path=path))
+    assert line.isascii() or "\U0001f600" in path  # an emoji is printable: kept as it is
+    assert not has_controls(line)
+    assert parse_cef(line)[1]["filePath"] == path
+
+
 @settings(max_examples=300)
 @given(text_or_bytes, text_or_bytes)
 def test_cef_never_breaks(principal, path):
@@ -130,3 +144,30 @@ def test_printusascii_shortcut_matches_the_rule_for_every_character():
             for limit in (1, 2, 64):
                 assert _printusascii(text, limit) == (rule.sub("_", text[:limit]) or "-")
     assert _printusascii("", 64) == "-"
+
+
+@given(
+    st.sampled_from(["file.upload", "audit.alert", "type with space", 't]"\\', "ü.x"]),
+    st.sampled_from(["success", "failed", "denied", "intent", 'x"]']),
+    st.one_of(st.just("gw-1"), st.text(max_size=20)),
+    st.one_of(st.just("2026-12-03T10:00:00.000001Z"), st.text(max_size=30)),
+    st.integers(min_value=1),  # decode() takes no other seq
+    st.one_of(st.none(), st.just("alert"), st.text(max_size=5)),
+)
+def test_rfc5424_header_kept_per_type_is_the_header_made_afresh(
+    type_, outcome, node, ts, seq, severity
+):
+    """The header parts kept per (type, outcome, node) give, with each record's time
+    stamp and seq, the very bytes the long way gives, whatever the values."""
+    from conduit.audit import formats
+
+    record = {"seq": seq, "ts": ts, "node": node, "type": type_, "outcome": outcome}
+    if severity is not None:
+        record["severity"] = severity
+    line = b'{"x":1}'
+    fresh = formats._header(record, "conduit", seq).encode("ascii") + formats.BOM + line
+    assert rfc5424(record, line=line) == fresh  # made (and kept) now
+    assert rfc5424(record, line=line) == fresh  # from what was kept
+    again = {**record, "seq": 7, "ts": "2026-12-03T10:00:01.000000Z"}
+    fresh = formats._header(again, "conduit", 7).encode("ascii") + formats.BOM + line
+    assert rfc5424(again, line=line) == fresh

@@ -107,3 +107,21 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_index(tmp_path):
     [denied] = index.search(Query(type="access.denied"))
     assert denied["path"] == hostile
     index.close()
+
+
+def test_searches_by_hash_and_given_name_use_their_partial_indexes(tmp_path):
+    """The partial indexes must still serve the searches (or search would scan)."""
+    import sqlite3
+
+    from conduit.audit.index import _SCHEMA
+
+    db = sqlite3.connect(":memory:")
+    db.executescript(_SCHEMA)
+
+    def plan(sql, *args):
+        return " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+
+    assert "events_sha256" in plan("SELECT seq FROM events WHERE sha256 = ?", "ab")
+    assert "events_sha256" in plan("SELECT seq FROM events WHERE sha256 GLOB ?", "ab*")
+    both = plan("SELECT seq FROM events WHERE (principal = ? OR user_given = ?)", "a", "a")
+    assert "events_user_given" in both and "events_principal" in both

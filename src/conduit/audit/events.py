@@ -152,8 +152,11 @@ def clean_value(value: object) -> Value:
     return str(value)
 
 
-def check_event(type_: str, outcome: str, fields: dict[str, object]) -> dict[str, Value]:
-    """Validate the parts of an event the caller controls; return cleaned fields.
+def check_event(
+    type_: str, outcome: str, fields: dict[str, object], *, skip_none: bool = False
+) -> dict[str, Value]:
+    """Validate the parts of an event the caller controls; return cleaned fields
+    (``skip_none``: without the fields whose value is None).
 
     These are programming errors (not untrusted input), so they raise ValueError.
     """
@@ -166,6 +169,8 @@ def check_event(type_: str, outcome: str, fields: dict[str, object]) -> dict[str
         raise ValueError(f"bad outcome {outcome!r}: one of {sorted(OUTCOMES)}")
     cleaned: dict[str, Value] = {}
     for name, value in fields.items():
+        if value is None and skip_none:
+            continue
         if name not in _GOOD_NAMES:
             if name in RESERVED or not _NAME.match(name):
                 raise ValueError(f"bad field name {name!r}")
@@ -184,10 +189,12 @@ _GOOD_TYPES: set[str] = set()
 def build(
     seq: int, ts: str, node: str, type_: str, outcome: str, fields: dict[str, Value], prev: str
 ) -> Record:
-    """One record: the fixed header, the per-type fields, the chain link."""
+    """One record: the fixed header, the per-type fields, the chain link; its keys
+    in sorted order, the line's order, so :func:`encode_sorted` and the journal's
+    readers (see recent.py) need not sort them again."""
     record: Record = dict(fields)
     record.update(seq=seq, ts=ts, node=node, type=type_, outcome=outcome, prev=prev)
-    return record
+    return dict(sorted(record.items()))
 
 
 def encode(record: Record) -> bytes:
@@ -199,19 +206,29 @@ def encode(record: Record) -> bytes:
     ).encode("ascii")
 
 
-def _c_encoder() -> Any:
+def encode_sorted(record: Record) -> bytes:
+    """:func:`encode` for a record whose keys are already in sorted order (what
+    :func:`build` makes): the same bytes, without sorting them a second time."""
+    if _C_ENCODE_SORTED is not None and type(record) is dict:
+        return "".join(_C_ENCODE_SORTED(record, 0)).encode("ascii")
+    return encode(record)
+
+
+def _c_encoder(sort_keys: bool = True) -> Any:
     """What ``json.dumps`` with :func:`encode`'s arguments builds for every call,
     built once: the same C encoder with the same settings, so the same bytes.
-    (No circular-reference bookkeeping: a record is a flat dict of values.)"""
+    (No circular-reference bookkeeping: a record is a flat dict of values.)
+    ``sort_keys=False``: for a dict whose keys are in sorted order already."""
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     c_escape = getattr(json.encoder, "c_encode_basestring_ascii", None)
     if c_make_encoder is None or c_escape is None:
         return None
     stdlib = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return c_make_encoder(None, stdlib.default, c_escape, None, ":", ",", True, False, False)
+    return c_make_encoder(None, stdlib.default, c_escape, None, ":", ",", sort_keys, False, False)
 
 
 _C_ENCODE = _c_encoder()
+_C_ENCODE_SORTED = _c_encoder(sort_keys=False)
 
 
 def digest(line: bytes) -> str:

@@ -55,14 +55,48 @@ def rfc5424(record: Record, app: str = "conduit", line: bytes | None = None) -> 
 
     ``line``: the record's canonical journal line, when at hand (saves encoding it again).
     """
+    body = encode(record) if line is None else line
+    key = (
+        record["type"],
+        record["outcome"],
+        record["node"],
+        app,
+        record.get("severity") == "alert",
+    )
+    if not all(type(k) is str for k in key[:4]):  # not from this gateway's journal: the long way
+        return _header(record, app, record["seq"]).encode("ascii") + BOM + body
+    parts = _HEADS.get(key)
+    if parts is None:
+        # Everything but the time stamp and seq is the same for every record of
+        # one type and outcome from one node: a tree's thousands of records
+        # format it once. (Bounded: a few dozen types and outcomes, one node.)
+        if len(_HEADS) >= 1024:
+            _HEADS.clear()
+        head = _header(record, app, _SEQ)
+        at = head.index(" ", head.index(" ") + 1)  # after "<PRI>1 TIMESTAMP"
+        pri_version, rest = head[: head.index(" ") + 1], head[at:]
+        before_seq, after_seq = rest.split(_SEQ)
+        parts = _HEADS[key] = (pri_version, before_seq, after_seq)
+    ts = _printusascii(str(record["ts"]), 64)
+    head = f"{parts[0]}{ts}{parts[1]}{record['seq']}{parts[2]}"
+    return head.encode("ascii") + BOM + body
+
+
+#: (type, outcome, node, app, severity) -> the header around its time stamp and seq.
+_HEADS: dict[tuple[object, ...], tuple[str, str, str]] = {}
+_SEQ = "\x00seq\x00"  # a stand-in no header field can hold (PRINTUSASCII only)
+
+
+def _header(record: Record, app: str, seq: object) -> str:
+    """The RFC 5424 header and structured data, up to the BOM."""
     pri = FACILITY_LOG_AUDIT * 8 + syslog_severity(record)
     sd = '[{} seq="{}" type="{}" outcome="{}"]'.format(
         SD_ID,
-        record["seq"],
+        seq,
         _sd_value(_printusascii(str(record["type"]), 64)),
         _sd_value(_printusascii(str(record["outcome"]), 32)),
     )
-    header = "<{}>1 {} {} {} - {} {} ".format(
+    return "<{}>1 {} {} {} - {} {} ".format(
         pri,
         _printusascii(str(record["ts"]), 64),
         _printusascii(str(record["node"]), 255),
@@ -70,7 +104,6 @@ def rfc5424(record: Record, app: str = "conduit", line: bytes | None = None) -> 
         _printusascii(str(record["type"]), 32),
         sd,
     )
-    return header.encode("ascii") + BOM + (encode(record) if line is None else line)
 
 
 def octet_counted(message: bytes) -> bytes:
@@ -124,7 +157,14 @@ _CTRL = re.compile(f"[{CONTROLS}]")
 
 def _u(m: re.Match[str]) -> str:
     c = m.group(0)
-    return {"\n": "\\n", "\r": "\\r"}.get(c) or f"\\u{ord(c):04x}"
+    special = {"\n": "\\n", "\r": "\\r"}.get(c)
+    if special:
+        return special
+    code = ord(c)
+    if code > 0xFFFF:  # beyond the BMP (e.g. U+E0001, a tag): as its UTF-16 pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def cef_header_escape(text: str) -> str:
@@ -200,7 +240,17 @@ def _unescape(text: str) -> str:
             return chr(int(c[1:], 16))
         return {"n": "\n", "r": "\r"}.get(c, c)
 
-    return _ESC.sub(sub, text)
+    # a pair of \\u escapes beyond the BMP back to its one character; a lone
+    # surrogate (an undecodable byte kept by surrogateescape) stays as it is
+    return _PAIR.sub(_joined, _ESC.sub(sub, text))
+
+
+_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _joined(m: re.Match[str]) -> str:
+    high, low = (ord(c) for c in m.group(0))
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 
 
 def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:

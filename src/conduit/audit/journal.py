@@ -31,7 +31,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conduit.audit import anchors, checkpoint, faults
-from conduit.audit.events import GENESIS, Record, Value, build, decode, digest, encode, utc_now
+from conduit.audit.events import (
+    GENESIS,
+    Record,
+    Value,
+    build,
+    decode,
+    digest,
+    encode_sorted,
+    utc_now,
+)
 from conduit.audit.recent import RecentRecords
 
 FILE_RE = re.compile(r"^journal-(\d{6,})\.jsonl$")
@@ -333,7 +342,7 @@ class Journal:
         for type_, outcome, fields, ts in items:
             seq += 1
             record = build(seq, ts or utc_now(), self.node, type_, outcome, fields, head)
-            line = encode(record)
+            line = encode_sorted(record)
             head = digest(line)
             lines.append(line + b"\n")
             records.append(record)

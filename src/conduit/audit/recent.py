@@ -38,14 +38,13 @@ class RecentRecords:
 
     def keep(self, number: int, offset: int, lines: list[bytes], records: list[Record]) -> None:
         """``lines`` (each ending in a newline) were written from ``offset`` of file
-        ``number``, in order, as ``records``."""
+        ``number``, in order, as ``records`` (made by ``events.build``: their keys
+        in the line's sorted order, as parsing gives, which a CEF line follows).
+        A record is kept as it is, not copied: no one changes a written record."""
         kept = self._kept
         for line, record in zip(lines, records, strict=True):
             if _plain(record):
-                # in the line's (sorted) key order, as parsing gives: a CEF line
-                # lists fields in that order
-                parsed = {key: record[key] for key in sorted(record)}
-                kept[(number, offset)] = (line[:-1], parsed)
+                kept[(number, offset)] = (line[:-1], record)
             offset += len(line)
         while len(kept) > RECENT_MAX:
             kept.popitem(last=False)

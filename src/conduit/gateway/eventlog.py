@@ -36,8 +36,9 @@ class EventLog:
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
     ) -> int:
-        present = {k: v for k, v in fields.items() if v is not None}
-        seq = await self.auditor.record(type, outcome, durable=durable, hold=hold, **present)
+        seq = await self.auditor.record_fields(
+            type, outcome, fields, durable=durable, hold=hold, skip_none=True
+        )
         if type in self.ECHOED_ELSEWHERE:
             return seq
         # Routine file events go to DEBUG (shown by `serve -v`): a console line
@@ -46,6 +47,6 @@ class EventLog:
         routine = outcome in ("started", "intent", "success") and type.startswith(("file.", "dir."))
         level = logging.DEBUG if routine else logging.INFO
         if self.log.isEnabledFor(level):
-            shown = " ".join(f"{k}={v!r}" for k, v in present.items())
+            shown = " ".join(f"{k}={v!r}" for k, v in fields.items() if v is not None)
             self.log.log(level, "#%d %s %s %s", seq, type, outcome, shown)
         return seq

@@ -42,13 +42,13 @@ async def _occupied(backend: Backend, rel: RelPath) -> bool:
     return True
 
 
-def _moment(policy: Policy) -> tuple[Policy, datetime]:
+def moment(policy: Policy) -> tuple[Policy, datetime]:
     """Which policy, which minute: a decision can only change when either does
     (the policy itself is kept, not its id, which a later one could reuse)."""
     return policy, policy.now().replace(second=0, microsecond=0)
 
 
-def _same(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:
+def same_moment(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:
     return a[0] is b[0] and a[1] == b[1]
 
 
@@ -68,6 +68,11 @@ class Guard:
                 "access revoked by a policy reload",
                 f"session revoked: {self.traffic.revoked}",
             )
+
+    def served(self) -> None:
+        """Raise what :meth:`_not_revoked` raises: for a caller that answers a
+        question from what it learnt earlier, without asking the policy."""
+        self._not_revoked()
 
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
@@ -150,17 +155,22 @@ class Guard:
             )
             raise
 
-    async def _may_replace(self, path: VirtualPath, backend: Backend, rel: RelPath) -> None:
-        """An upload over an existing file destroys it: that needs ``delete`` on it."""
-        decision = self._ask(Op.DELETE, path)
+    async def _may_replace(
+        self, path: VirtualPath, backend: Backend, rel: RelPath, asked: Decision | None = None
+    ) -> Decision:
+        """An upload over an existing file destroys it: that needs ``delete`` on it.
+        ``asked``: the policy's answer on that delete, when the caller has it from
+        the same policy and minute. Returns the answer (yes, or the name is free)."""
+        decision = asked or self._ask(Op.DELETE, path)
         if decision.allowed or not await _occupied(backend, rel):
-            return  # (asking the policy first spares most uploads a stat)
+            return decision  # (asking the policy first spares most uploads a stat)
         decision = replace(
             decision,
             reason="the name is taken and replacing a file needs delete on it",
             detail=f"{decision.detail} (the upload would replace an existing file)",
         )
         await self._enforce(decision, Op.DELETE, path)
+        return decision  # not reached: _enforce refuses a decision that does not allow
 
     async def _authorize_rename(
         self,
@@ -189,20 +199,28 @@ class Guard:
         await self._enforce(policy.decide_rename(facts), Op.RENAME, old)
 
     def _still_writable(
-        self, path: VirtualPath, backend: Backend, rel: RelPath
+        self,
+        path: VirtualPath,
+        backend: Backend,
+        rel: RelPath,
+        opened: tuple[Policy, datetime],
+        delete: Decision,
     ) -> Callable[[int], Awaitable[None]]:
         """Asked by the pipeline just before an upload commits: the window may
         have closed, and the name may have been taken, since it was opened.
         Within the minute it was opened in, under the same policy, the write
-        decision cannot have changed (windows have minute resolution; the size
-        limit is enforced on the stream), so only the name is checked again."""
-        opened = _moment(self.site.policy)
+        and delete decisions cannot have changed (windows have minute
+        resolution; the size limit is enforced on the stream), so only the
+        name is checked again. ``opened``: the moment taken *before* those
+        decisions were asked (a minute that turned in between asks again);
+        ``delete``: the delete decision asked then."""
 
         async def check(size: int) -> None:
             self._not_revoked()
-            if not _same(_moment(self.site.policy), opened):
+            same = same_moment(moment(self.site.policy), opened)
+            if not same:
                 await self.authorize(Op.WRITE, path, size)
-            await self._may_replace(path, backend, rel)
+            await self._may_replace(path, backend, rel, delete if same else None)
 
         return check
 
@@ -229,10 +247,10 @@ class Guard:
 
         async def check(offset: int) -> None:
             self._not_revoked()
-            moment = _moment(self.site.policy)
-            if asked and _same(asked[0], moment):
+            now = moment(self.site.policy)
+            if asked and same_moment(asked[0], now):
                 return
             await self.authorize(Op.READ, path, size)
-            asked[:] = [moment]
+            asked[:] = [now]
 
         return check

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
+from conduit.gateway.guard import moment
 from conduit.gateway.inbound import clear_for_read, open_quarantined
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
@@ -333,15 +334,16 @@ class Operations(WriteAhead):
     async def open_write(
         self, path: VirtualPath, *, size: int | None = None, mode: int = 0o644
     ) -> Upload:
+        opened = moment(self.site.policy)  # before the decisions: see _still_writable
         decision = await self.authorize(Op.WRITE, path, size)
         if path.parts == (DEVICES,) or len(path.parts) < 2:
             raise StorageError(Fault.FORBIDDEN, "cannot write here")
         backend, rel, _ = self.locate(path)
-        await self._may_replace(path, backend, rel)
+        delete = await self._may_replace(path, backend, rel)
         keeper = getattr(self.site, "keeper", None)
         if decision.obligations and keeper is not None:
             # checks and approvals: into quarantine, never near the final name
-            check = self._still_writable(path, backend, rel)
+            check = self._still_writable(path, backend, rel, opened, delete)
             return await open_quarantined(self, keeper, path, decision, check)
         handle = await backend.open_write(rel, mode=mode & 0o777)
         transfer = uuid.uuid4().hex[:16]
@@ -367,7 +369,7 @@ class Operations(WriteAhead):
             path=path.text,
             max_size=decision.max_size,
             report=self._reporter(EventType.FILE_UPLOAD, path, decision),
-            check=self._still_writable(path, backend, rel),
+            check=self._still_writable(path, backend, rel, opened, delete),
             intend=self.commit_intent(path, decision, transfer),
             reorder=self.reorder,
         )

@@ -12,12 +12,15 @@ import asyncio
 import fnmatch
 import logging
 import re
+from datetime import datetime
 from typing import Protocol
 
 from conduit.config.model import Op
 from conduit.errors import Fault, StorageError
+from conduit.gateway.guard import moment, same_moment
 from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import BadPath, VirtualPath, resolve
+from conduit.policy import Policy
 from conduit.scpcodec import (
     LINE_END,
     MAX_LINE,
@@ -101,6 +104,9 @@ class ScpServer:
         self.reader = reader
         self.writer = writer
         self.errors = 0
+        # Folders of the tree being received that were folders when last asked,
+        # and under which policy and minute: see _is_dir.
+        self._dirs: dict[VirtualPath, tuple[Policy, datetime]] = {}
 
     async def run(self) -> int:
         try:
@@ -205,12 +211,12 @@ class ScpServer:
             if isinstance(line, EndDirectory):
                 if len(stack) == 1:
                     raise ScpProtocolError("E without a directory")
-                stack.pop()
+                self._dirs.pop(stack.pop(), None)  # kept for the open folders only
                 self.writer.write(OK)
                 continue
             here = stack[-1]
             try:
-                dest = here.child(line.name) if await self._is_dir(here) else here
+                dest = here.child(line.name) if await self._is_dir(here, known=True) else here
             except BadPath as exc:  # a folder nested past the path limit
                 times = None
                 await self._refuse_name(line, here, str(exc))
@@ -233,21 +239,46 @@ class ScpServer:
         await self.ops.refuse(str(op), f"{here.text.rstrip('/')}/{header.name}", why)
         self._warn(f"{header.name}: {why}")
 
-    async def _is_dir(self, path: VirtualPath) -> bool:
+    async def _is_dir(self, path: VirtualPath, *, known: bool = False) -> bool:
+        """Is ``path`` a folder the client may put things into?
+
+        ``known``: the answer may come from the last time it was asked, when
+        that was under the same policy object and in the same minute (what a
+        decision can depend on: a reload swaps the object, a window has minute
+        resolution). A tree's every file asked this of its folder, a stat with
+        its policy questions each time. What is not asked again is only
+        whether the name still leads to a folder; the file's own write
+        resolves it again, component by component, and a folder renamed or
+        swapped for a link since is refused there, not written beside it.
+        """
+        now = moment(self.ops.site.policy)
+        if known:
+            last = self._dirs.get(path)
+            if last is not None and same_moment(last, now):
+                self.ops.served()  # a revoked session is served nothing, asked or not
+                return True
         try:
-            return (await self.ops.stat(path)).is_dir
+            found = (await self.ops.stat(path)).is_dir
         except StorageError as exc:
             # "Not there" answers the question; a refusal or a device that
             # cannot be reached must reach the client as itself.
             if exc.fault in (Fault.NOT_FOUND, Fault.NOT_A_DIRECTORY):
-                return False
-            raise
+                found = False
+            else:
+                raise
+        if found:
+            self._dirs[path] = now
+        else:
+            self._dirs.pop(path, None)
+        return found
 
     async def _recv_dir(self, dest: VirtualPath, header: FileHeader, times: Times | None) -> None:
         if not self.command.recursive:
             raise ScpProtocolError("directory sent without -r")
         if not await self._is_dir(dest):
+            now = moment(self.ops.site.policy)
             await self.ops.mkdir(dest, header.mode)
+            self._dirs[dest] = now  # made just now: its files need not ask again
         if times and self.command.preserve:
             await self.ops.set_times(dest, times.atime, times.mtime)
 
