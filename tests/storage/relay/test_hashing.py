@@ -207,7 +207,8 @@ async def test_client_gone_with_hashing_in_flight(devices: Devices, tmp_path: Pa
         download = Download(handle, transfer="t", path="p", report=report)
         await download.read(0, 10 * BLOCK)  # blocks queued for the hasher
         reading = asyncio.ensure_future(download.read(10 * BLOCK, 10 * BLOCK))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the read has asked the device; it cannot have its answer yet
+        assert not reading.done()
         reading.cancel()  # the client's session ends mid-read
         with pytest.raises(asyncio.CancelledError):
             await reading
