@@ -66,6 +66,11 @@ class ReadFile:
         self.size = size
 
     async def read(self, offset: int, length: int) -> bytes:
+        return self.read_blocking(offset, length)
+
+    def read_blocking(self, offset: int, length: int) -> bytes:
+        """The same read for a worker thread (a download's read-ahead,
+        transfer/readahead.py): a download waits for it before closing."""
         try:
             return os.pread(self.fd, length, offset)
         except OSError as exc:

@@ -25,6 +25,7 @@ from conduit.audit import faults
 from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.storage.base import ReadHandle, WriteHandle
 from conduit.transfer.budget import ReorderBudget
+from conduit.transfer.readahead import Pread, ReadAhead
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the
 # hash still covers every byte once, in order; beyond that we refuse rather
@@ -257,6 +258,11 @@ class Download(_Transfer):
         self._refused: str | None = None
         self._sequential = True
         self._served = 0
+        # A backend with a blocking read (local files) is read and hashed ahead
+        # in a worker thread (see readahead.py); others are read on the loop.
+        self._pread: Pread | None = getattr(handle, "read_blocking", None)
+        self._ahead: ReadAhead | None = None
+        self._pending = b""  # the unsent rest of a block longer than a read asked
 
     async def read(self, offset: int, length: int) -> bytes:
         if self.check is not None:
@@ -265,9 +271,42 @@ class Download(_Transfer):
             except StorageError as exc:
                 self._refused = exc.detail
                 raise
-        data = await self.handle.read(offset, length)
+        if self._pread is not None and offset >= self.size:
+            # The end of the file as it was opened (scp's C line promised that
+            # size too): a file growing meanwhile is not read past it.
+            data = b""
+        elif self._pread is not None and self._sequential and offset == self._next:
+            data = await self._read_ahead(offset, length)
+        else:
+            data = await self._read_here(offset, length)
         self._served += len(data)
-        if offset == self._next and self._sequential:
+        return data
+
+    async def _read_ahead(self, offset: int, length: int) -> bytes:
+        """The next bytes from the worker thread, already hashed there."""
+        if self._ahead is None:
+            assert self._pread is not None
+            self._ahead = ReadAhead(self._pread, self.size, self._hash, start=offset, block=length)
+        parts: list[bytes] = []
+        want = length
+        while want > 0:
+            if self._pending:
+                block = self._pending
+            else:
+                block = await self._ahead.next()
+                if not block:
+                    break
+            parts.append(block[:want])
+            self._pending = block[want:]
+            want -= len(parts[-1])
+        data = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" at the end
+        self._next += len(data)
+        return data
+
+    async def _read_here(self, offset: int, length: int) -> bytes:
+        """A read on the loop: a backend without blocking reads, or random access."""
+        data = await self.handle.read(offset, length)
+        if self._pread is None and self._sequential and offset == self._next:
             self._hash.update(data)
             self._next += len(data)
         elif data and offset + len(data) > self._next:
@@ -275,7 +314,14 @@ class Download(_Transfer):
             # longer vouch for the whole file, so we report none. An empty read
             # (a read-ahead past the end, as SFTP clients send) skips nothing.
             self._sequential = False
+            await self._stop_ahead()
         return data
+
+    async def _stop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        self._pending = b""
+        if ahead is not None:
+            await ahead.settle()
 
     @property
     def bytes(self) -> int:
@@ -283,9 +329,12 @@ class Download(_Transfer):
 
     async def close(self, error: str | None = None) -> None:
         try:
-            await self.handle.close()
+            try:
+                await self._stop_ahead()  # no thread reads the descriptor once it closes
+            finally:
+                await self.handle.close()
         finally:
-            complete = self._sequential and self._next == self.size
+            complete = self._sequential and self._next == self.size and not self._pending
             error = error or self._refused
             if error is None and complete:
                 await self._finish(Outcome.SUCCESS, self._hash.hexdigest(), None)

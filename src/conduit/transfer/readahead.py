@@ -1,0 +1,192 @@
+"""Read a download front to back in a worker thread, hashing as it goes.
+
+A download's SHA-256 used to be computed on the event loop as each block
+was handed out: on a 1 GiB download it was the loop's largest single cost,
+while the second core sat idle. ``hashlib`` and ``os.pread`` both release
+the GIL for blocks this size, so a worker thread reads *and* hashes the next
+blocks while the loop encrypts and sends the current one.
+
+The hash stays exactly the hash of the bytes sent: the thread hashes a
+block and the loop sends that same ``bytes`` object, never a second read of
+the file. Blocks are read one at a time, in order (one job in flight per
+download), so the hash sees every byte once, in order. The thread never
+reads past the size the file had when it was opened; a short read (the file
+shrank) ends the read-ahead there, and the download is then incomplete and
+reports no hash.
+
+Memory is bounded twice: a download holds at most :data:`DEPTH` blocks of
+at most :data:`MAX_BLOCK` bytes, and every block beyond a download's first
+is counted against one process-wide :class:`~conduit.transfer.budget.ReorderBudget`
+of :data:`SHARED_BYTES` (the first is what the old code held anyway: the
+block being sent). :meth:`ReadAhead.settle` waits for the job in flight, so
+a descriptor is never closed (and its number reused) under a running read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from conduit.transfer.budget import ReorderBudget
+
+#: Blocks one download may hold read ahead (in flight included).
+DEPTH = 4
+#: A block is the size of the client's first read, within these bounds: SFTP
+#: and scp clients then get one block per read, no slicing or joining.
+MIN_BLOCK = 64 * 1024
+MAX_BLOCK = 1024 * 1024
+#: Bytes all downloads together may hold beyond each one's first block.
+SHARED_BYTES = 64 * 1024 * 1024
+#: Worker threads for read-ahead; separate from the default executor, which
+#: runs fsyncs: a queue of reads must not delay a journal flush.
+THREADS = 2
+
+Pread = Callable[[int, int], bytes]
+
+_shared = ReorderBudget(SHARED_BYTES)
+_pool: ThreadPoolExecutor | None = None
+
+
+def shared_budget() -> ReorderBudget:
+    """The process-wide budget (tests read how much of it is held)."""
+    return _shared
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="conduit-readahead")
+    return _pool
+
+
+class ReadAhead:
+    """The blocks of ``[start, size)`` of a file, read and hashed ahead in a thread.
+
+    ``pread`` is a blocking positional read (it may raise); ``sha`` is
+    updated in the worker thread only, block by block, in order.
+    """
+
+    def __init__(
+        self, pread: Pread, size: int, sha: Any, *, start: int, block: int, depth: int = DEPTH
+    ) -> None:
+        self._pread = pread
+        self._size = size
+        self._sha = sha
+        self._block = max(MIN_BLOCK, min(MAX_BLOCK, block))
+        self._depth = max(1, depth)
+        self._ready: deque[bytes] = deque()
+        self._ahead = start  # where the next job reads
+        self._job: asyncio.Future[bytes] | None = None
+        self._job_size = 0
+        self._held = 0  # reserved bytes (ready + in flight) beyond the first block
+        self._end = start >= size  # no more jobs: size reached, short read or error
+        self._error: BaseException | None = None
+        self._closed = False
+        self._arrived: asyncio.Event = asyncio.Event()
+        self._budget = _shared
+        self._start()
+
+    @property
+    def held(self) -> int:
+        """Bytes this read-ahead holds against the shared budget."""
+        return self._held
+
+    def _blocks(self) -> int:
+        return len(self._ready) + (self._job is not None)
+
+    def _start(self) -> None:
+        if self._closed or self._end or self._job is not None or self._blocks() >= self._depth:
+            return
+        size = min(self._block, self._size - self._ahead)
+        if self._blocks() > 0:
+            # Beyond the first block: only with room in the shared budget.
+            if not self._budget.take(size):
+                return
+            self._held += size
+            self._job_size = size
+        else:
+            self._job_size = 0
+        offset = self._ahead
+        loop = asyncio.get_running_loop()
+        self._job = loop.run_in_executor(_executor(), self._work, offset, size)
+        self._job.add_done_callback(self._landed)
+
+    def _work(self, offset: int, size: int) -> bytes:
+        """In the worker thread: one block, read and hashed."""
+        data = self._pread(offset, size)
+        if data:
+            self._sha.update(data)
+        return data
+
+    def _landed(self, job: asyncio.Future[bytes]) -> None:
+        self._job = None
+        reserved, self._job_size = self._job_size, 0
+        self._arrived.set()
+        if job.cancelled() or self._closed:
+            self._release(reserved)
+            self._end = True
+            return
+        error = job.exception()
+        if error is not None:
+            self._release(reserved)
+            self._error, self._end = error, True
+            return
+        data = job.result()
+        wanted = min(self._block, self._size - self._ahead)
+        if reserved:
+            # keep what the block holds reserved, give back what it did not fill
+            self._release(reserved - len(data))
+        self._ready.append(data)
+        self._ahead += len(data)
+        if len(data) < wanted or self._ahead >= self._size:
+            self._end = True  # end of the file as it was opened, or it shrank
+        self._start()
+
+    def _release(self, size: int) -> None:
+        if size:
+            self._held -= size
+            self._budget.give(size)
+
+    async def next(self) -> bytes:
+        """The next block, in order; ``b""`` at its end. Raises what a read raised."""
+        while not self._ready:
+            if self._error is not None:
+                raise self._error
+            if self._end and self._job is None:
+                return b""
+            self._start()
+            job = self._job
+            if job is None:
+                return b""  # closed
+            self._arrived.clear()
+            # Shielded: a cancelled reader leaves the job to land; settle() waits for it.
+            await asyncio.shield(self._arrived.wait())
+        data = self._ready.popleft()
+        if self._held:
+            # this block leaves; the next one held becomes the "first", unreserved
+            self._release(min(self._held, len(data)))
+        self._start()
+        return data
+
+    async def settle(self) -> None:
+        """Stop reading ahead, wait for the job in flight, drop what is held."""
+        self._closed = True
+        self._ready.clear()
+        self._release(self._held - self._job_size)  # the in-flight job's share: _landed
+        job = self._job
+        cancelled = False
+        while job is not None and not job.done():
+            # As storage's flushed(), and stricter: a cancelled caller still
+            # waits for the read to land (one bounded pread), so the
+            # descriptor is never closed under it.
+            try:
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception:
+                break
+        if cancelled:
+            raise asyncio.CancelledError
