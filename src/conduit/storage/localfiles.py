@@ -96,6 +96,11 @@ class WriteFile:
         self.done = False
 
     async def write(self, offset: int, data: bytes) -> None:
+        self.write_blocking(offset, data)
+
+    def write_blocking(self, offset: int, data: bytes) -> None:
+        """The same write for a worker thread (an upload's write-behind,
+        transfer/writebehind.py): an upload waits for it before closing."""
         view = memoryview(data)
         try:
             while view:

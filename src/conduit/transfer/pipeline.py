@@ -26,6 +26,7 @@ from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.storage.base import ReadHandle, WriteHandle
 from conduit.transfer.budget import ReorderBudget
 from conduit.transfer.readahead import Pread, ReadAhead
+from conduit.transfer.writebehind import Pwrite, WriteBehind
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the
 # hash still covers every byte once, in order; beyond that we refuse rather
@@ -142,6 +143,20 @@ class Upload(_Transfer):
         hash_from: Callable[[Callable[[], str]], None] | None = getattr(handle, "hash_from", None)
         if hash_from is not None:
             hash_from(self._sha256_of_handed_bytes)
+        # A backend with a blocking write (local files) is written and hashed
+        # behind, in a worker thread (see writebehind.py); others on the loop.
+        pwrite: Pwrite | None = getattr(handle, "write_blocking", None)
+        self._behind = (
+            WriteBehind(pwrite, self._hash) if pwrite is not None and hash_from is None else None
+        )
+
+    async def _put(self, offset: int, data: bytes) -> None:
+        """The next bytes in order: to the handle and the hash."""
+        if self._behind is not None:
+            await self._behind.write(offset, data)
+        else:
+            await self.handle.write(offset, data)
+            self._hash.update(data)
 
     async def write(self, offset: int, data: bytes) -> None:
         if self._finished:
@@ -154,16 +169,14 @@ class Upload(_Transfer):
                 f"write reaching {end} bytes exceeds max_size {self.max_size}",
             )
         if offset == self._next:
-            await self.handle.write(offset, data)
-            self._hash.update(data)
+            await self._put(offset, data)
             self._next = end
             if self.observe is not None:
                 await self.observe(data)
             while self._ahead and self._next in self._ahead:
                 held = self._ahead.pop(self._next)
                 self._reorder.give(len(held))
-                await self.handle.write(self._next, held)
-                self._hash.update(held)
+                await self._put(self._next, held)
                 self._next += len(held)
                 if self.observe is not None:
                     await self.observe(held)
@@ -187,8 +200,10 @@ class Upload(_Transfer):
             raise StorageError(Fault.FAILURE, "upload incomplete: bytes missing")
         return self._hash.hexdigest()
 
-    def digest(self) -> bytes | None:
+    async def digest(self) -> bytes | None:
         """SHA-256 of the bytes written so far, or None while some are held out of order."""
+        if self._behind is not None:
+            await self._behind.flush()
         return None if self._ahead else self._hash.copy().digest()
 
     async def commit(self) -> str:
@@ -196,6 +211,12 @@ class Upload(_Transfer):
         if self._ahead:
             await self.abort("upload has a gap: bytes missing before the end")
             raise StorageError(Fault.FAILURE, "upload incomplete: bytes missing")
+        try:
+            if self._behind is not None:
+                await self._behind.flush()  # every byte written (or its error) first
+        except StorageError as exc:
+            await self._fail(exc.detail)
+            raise
         digest = self._hash.hexdigest()
         try:
             if self.check is not None:
@@ -217,26 +238,33 @@ class Upload(_Transfer):
         )
         return digest
 
-    def _release_held(self) -> None:
-        """Give the bytes held out of order back to the session's budget."""
+    async def _release_held(self) -> None:
+        """Give the bytes held out of order back to the session's budget, drop
+        what waits to be written, and wait for a write in flight: the handle
+        closes its descriptor next."""
         self._reorder.give(self._reorder.held)
         self._ahead.clear()
+        if self._behind is not None:
+            await self._behind.settle()
 
     async def abort(self, error: str) -> None:
         """Throw the upload away; nothing appears under the final name."""
-        self._release_held()
-        if self._finished:
-            return
         try:
-            await self.handle.abort()
+            await self._release_held()
         finally:
-            await self._finish(Outcome.FAILED, None, error)
+            if not self._finished:
+                try:
+                    await self.handle.abort()
+                finally:
+                    await self._finish(Outcome.FAILED, None, error)
 
     async def _fail(self, error: str) -> None:
-        self._release_held()
-        with contextlib.suppress(StorageError):
-            await self.handle.abort()
-        await self._finish(Outcome.FAILED, None, error)
+        try:
+            await self._release_held()
+        finally:
+            with contextlib.suppress(StorageError):
+                await self.handle.abort()
+            await self._finish(Outcome.FAILED, None, error)
 
 
 class Download(_Transfer):

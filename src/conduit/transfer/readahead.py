@@ -27,10 +27,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from conduit.transfer.budget import ReorderBudget
+from conduit.transfer.threads import executor, settle
 
 #: Blocks one download may hold read ahead (in flight included).
 DEPTH = 4
@@ -40,26 +40,15 @@ MIN_BLOCK = 64 * 1024
 MAX_BLOCK = 1024 * 1024
 #: Bytes all downloads together may hold beyond each one's first block.
 SHARED_BYTES = 64 * 1024 * 1024
-#: Worker threads for read-ahead; separate from the default executor, which
-#: runs fsyncs: a queue of reads must not delay a journal flush.
-THREADS = 2
 
 Pread = Callable[[int, int], bytes]
 
 _shared = ReorderBudget(SHARED_BYTES)
-_pool: ThreadPoolExecutor | None = None
 
 
 def shared_budget() -> ReorderBudget:
     """The process-wide budget (tests read how much of it is held)."""
     return _shared
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="conduit-readahead")
-    return _pool
 
 
 class ReadAhead:
@@ -111,7 +100,7 @@ class ReadAhead:
             self._job_size = 0
         offset = self._ahead
         loop = asyncio.get_running_loop()
-        self._job = loop.run_in_executor(_executor(), self._work, offset, size)
+        self._job = loop.run_in_executor(executor(), self._work, offset, size)
         self._job.add_done_callback(self._landed)
 
     def _work(self, offset: int, size: int) -> bytes:
@@ -176,17 +165,4 @@ class ReadAhead:
         self._closed = True
         self._ready.clear()
         self._release(self._held - self._job_size)  # the in-flight job's share: _landed
-        job = self._job
-        cancelled = False
-        while job is not None and not job.done():
-            # As storage's flushed(), and stricter: a cancelled caller still
-            # waits for the read to land (one bounded pread), so the
-            # descriptor is never closed under it.
-            try:
-                await asyncio.shield(job)
-            except asyncio.CancelledError:
-                cancelled = True
-            except Exception:
-                break
-        if cancelled:
-            raise asyncio.CancelledError
+        await settle(self._job)
