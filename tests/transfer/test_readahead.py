@@ -160,18 +160,22 @@ async def test_cancelled_reader_leaves_no_thread_on_a_closed_descriptor(
     real = down._pread
     assert real is not None
 
+    stall = readahead.BATCH * BLOCK  # the first block of the second job
+
     def slow(offset: int, length: int) -> bytes:
         calls.append(offset)
-        if len(calls) == 2:
-            # the second block stays in flight until the test lets it go
+        if offset == stall:
+            # stays in flight until the test lets it go
             asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(10)
         return real(offset, length)
 
     loop = asyncio.get_running_loop()
     down._pread = slow
-    await down.read(0, BLOCK)
-    reader = asyncio.ensure_future(down.read(BLOCK, BLOCK))
+    for offset in range(0, stall, BLOCK):  # what the first job read
+        assert len(await down.read(offset, BLOCK)) == BLOCK
+    reader = asyncio.ensure_future(down.read(stall, BLOCK))
     await asyncio.sleep(0.05)
+    assert stall in calls and not reader.done()  # waiting on the job in flight
     reader.cancel()  # the client is gone
     with pytest.raises(asyncio.CancelledError):
         await reader

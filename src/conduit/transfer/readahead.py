@@ -8,14 +8,15 @@ blocks while the loop encrypts and sends the current one.
 
 The hash stays exactly the hash of the bytes sent: the thread hashes a
 block and the loop sends that same ``bytes`` object, never a second read of
-the file. Blocks are read one at a time, in order (one job in flight per
-download), so the hash sees every byte once, in order. The thread never
+the file. Blocks are read in order, up to :data:`BATCH` per job (each job
+costs the loop a submit and a wake-up), one job in flight per download, so
+the hash sees every byte once, in order. The thread never
 reads past the size the file had when it was opened; a short read (the file
 shrank) ends the read-ahead there, and the download is then incomplete and
 reports no hash.
 
 Memory is bounded twice: a download holds at most :data:`DEPTH` blocks of
-at most :data:`MAX_BLOCK` bytes, and every block beyond a download's first
+at most :data:`MAX_BLOCK` bytes, and every block but the one it waits for
 is counted against one process-wide :class:`~conduit.transfer.budget.ReorderBudget`
 of :data:`SHARED_BYTES` (the first is what the old code held anyway: the
 block being sent). :meth:`ReadAhead.settle` waits for the job in flight, so
@@ -32,8 +33,9 @@ from typing import Any
 from conduit.transfer.budget import ReorderBudget
 from conduit.transfer.threads import executor, settle
 
-#: Blocks one download may hold read ahead (in flight included).
-DEPTH = 4
+#: Blocks one download may hold read ahead (in flight included), and read per job.
+DEPTH = 8
+BATCH = 4
 #: A block is the size of the client's first read, within these bounds: SFTP
 #: and scp clients then get one block per read, no slicing or joining.
 MIN_BLOCK = 64 * 1024
@@ -66,11 +68,12 @@ class ReadAhead:
         self._sha = sha
         self._block = max(MIN_BLOCK, min(MAX_BLOCK, block))
         self._depth = max(1, depth)
-        self._ready: deque[bytes] = deque()
+        # blocks read and hashed, not yet handed out, each with what it holds in the budget
+        self._ready: deque[tuple[bytes, int]] = deque()
         self._ahead = start  # where the next job reads
-        self._job: asyncio.Future[bytes] | None = None
-        self._job_size = 0
-        self._held = 0  # reserved bytes (ready + in flight) beyond the first block
+        self._job: asyncio.Future[list[bytes]] | None = None
+        self._plan: list[tuple[int, int]] = []  # the job's blocks: (size, reserved)
+        self._held = 0  # reserved bytes (ready + in flight)
         self._end = start >= size  # no more jobs: size reached, short read or error
         self._error: BaseException | None = None
         self._closed = False
@@ -83,55 +86,68 @@ class ReadAhead:
         """Bytes this read-ahead holds against the shared budget."""
         return self._held
 
-    def _blocks(self) -> int:
-        return len(self._ready) + (self._job is not None)
-
     def _start(self) -> None:
-        if self._closed or self._end or self._job is not None or self._blocks() >= self._depth:
+        if self._closed or self._end or self._job is not None:
             return
-        size = min(self._block, self._size - self._ahead)
-        if self._blocks() > 0:
-            # Beyond the first block: only with room in the shared budget.
-            if not self._budget.take(size):
-                return
-            self._held += size
-            self._job_size = size
-        else:
-            self._job_size = 0
+        plan: list[tuple[int, int]] = []
         offset = self._ahead
+        while len(plan) < BATCH and len(self._ready) + len(plan) < self._depth:
+            size = min(self._block, self._size - offset)
+            if size <= 0:
+                break
+            reserved = 0
+            if self._ready or plan:
+                # Beyond the first block: only with room in the shared budget.
+                if not self._budget.take(size):
+                    break
+                reserved = size
+                self._held += size
+            plan.append((size, reserved))
+            offset += size
+        if not plan:
+            return
+        self._plan = plan
         loop = asyncio.get_running_loop()
-        self._job = loop.run_in_executor(executor(), self._work, offset, size)
+        self._job = loop.run_in_executor(executor(), self._work, self._ahead, plan)
         self._job.add_done_callback(self._landed)
 
-    def _work(self, offset: int, size: int) -> bytes:
-        """In the worker thread: one block, read and hashed."""
-        data = self._pread(offset, size)
-        if data:
-            self._sha.update(data)
-        return data
+    def _work(self, offset: int, plan: list[tuple[int, int]]) -> list[bytes]:
+        """In the worker thread: a few blocks, read and hashed in order.
 
-    def _landed(self, job: asyncio.Future[bytes]) -> None:
+        Several per job: each job costs the loop a submit and a wake-up."""
+        blocks = []
+        for size, _ in plan:
+            data = self._pread(offset, size)
+            if data:
+                self._sha.update(data)
+                blocks.append(data)
+            if len(data) < size:
+                break  # the file shrank: read no further
+            offset += size
+        return blocks
+
+    def _landed(self, job: asyncio.Future[list[bytes]]) -> None:
         self._job = None
-        reserved, self._job_size = self._job_size, 0
+        plan, self._plan = self._plan, []
         self._arrived.set()
+        blocks: list[bytes] = []
         if job.cancelled() or self._closed:
-            self._release(reserved)
             self._end = True
-            return
-        error = job.exception()
-        if error is not None:
-            self._release(reserved)
-            self._error, self._end = error, True
-            return
-        data = job.result()
-        wanted = min(self._block, self._size - self._ahead)
-        if reserved:
-            # keep what the block holds reserved, give back what it did not fill
-            self._release(reserved - len(data))
-        self._ready.append(data)
-        self._ahead += len(data)
-        if len(data) < wanted or self._ahead >= self._size:
-            self._end = True  # end of the file as it was opened, or it shrank
+        elif job.exception() is not None:
+            self._error, self._end = job.exception(), True
+        else:
+            blocks = job.result()
+        for index, (size, reserved) in enumerate(plan):
+            if index >= len(blocks):
+                self._release(reserved)  # not read: the file ended or the job failed
+                continue
+            data = blocks[index]
+            self._ready.append((data, reserved))
+            self._ahead += len(data)
+            if len(data) < size:
+                self._end = True  # the file shrank
+        if self._ahead >= self._size or len(blocks) < len(plan):
+            self._end = True  # the end of the file as it was opened, or earlier
         self._start()
 
     def _release(self, size: int) -> None:
@@ -153,16 +169,14 @@ class ReadAhead:
             self._arrived.clear()
             # Shielded: a cancelled reader leaves the job to land; settle() waits for it.
             await asyncio.shield(self._arrived.wait())
-        data = self._ready.popleft()
-        if self._held:
-            # this block leaves; the next one held becomes the "first", unreserved
-            self._release(min(self._held, len(data)))
+        data, reserved = self._ready.popleft()
+        self._release(reserved)
         self._start()
         return data
 
     async def settle(self) -> None:
         """Stop reading ahead, wait for the job in flight, drop what is held."""
         self._closed = True
-        self._ready.clear()
-        self._release(self._held - self._job_size)  # the in-flight job's share: _landed
+        self._release(sum(reserved for _, reserved in self._ready))
+        self._ready.clear()  # the job in flight gives its share back when it lands
         await settle(self._job)
