@@ -146,3 +146,22 @@ async def test_many_uploads_stay_within_the_shared_bound(
         assert (tmp_path / "inbox" / f"f{i}.bin").read_bytes() == data
     assert {r.sha256 for r in reports.records} == {hashlib.sha256(data).hexdigest()}
     assert budget.held == 0
+
+
+async def test_a_big_durable_upload_is_handed_to_the_disk_as_it_arrives(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    from conduit.storage.localfiles import WRITEBACK_EVERY, WriteFile
+
+    reports = Reports()
+    data = os.urandom(2 * WRITEBACK_EVERY + PIECE)
+    up = await upload(backend, reports)
+    handle = up.handle
+    assert isinstance(handle, WriteFile) and handle.durable
+    for offset in range(0, len(data), PIECE):
+        await up.write(offset, data[offset : offset + PIECE])
+    assert await up.digest() is not None  # every queued byte written
+    # writeback was started for whole stretches, never past what was written
+    assert 2 * WRITEBACK_EVERY <= handle._handed <= len(data)
+    assert await up.commit() == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "inbox" / "f.bin").read_bytes() == data

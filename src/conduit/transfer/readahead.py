@@ -40,7 +40,7 @@ BATCH = 4
 #: and scp clients then get one block per read, no slicing or joining.
 MIN_BLOCK = 64 * 1024
 MAX_BLOCK = 1024 * 1024
-#: Bytes all downloads together may hold beyond each one's first block.
+#: Bytes all downloads together may hold, beyond the one block each waits for.
 SHARED_BYTES = 64 * 1024 * 1024
 
 Pread = Callable[[int, int], bytes]
