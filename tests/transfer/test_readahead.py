@@ -54,9 +54,9 @@ async def drain(down: Download, start: int = 0, block: int = BLOCK) -> bytes:
 
 async def settled(down: Download) -> None:
     """Until the read-ahead has nothing in flight (it filled its depth or its bound)."""
-    ahead = down._ahead
+    reading = down._reading
     for _ in range(2000):
-        if ahead is None or ahead._job is None:
+        if reading is None or reading._job is None:
             return
         await asyncio.sleep(0.001)
     raise AssertionError("read-ahead never settled")
@@ -207,7 +207,7 @@ async def test_many_downloads_stay_within_the_shared_bound(
         assert await down.read(0, readahead.MAX_BLOCK) == data[: readahead.MAX_BLOCK]
     for down in downs:
         await settled(down)
-    held = [down._ahead.held for down in downs if down._ahead is not None]
+    held = [down._reading.held for down in downs if down._reading is not None]
     assert readahead.shared_budget().held == sum(held) <= bound
     assert max(held) <= (readahead.DEPTH - 1) * readahead.MAX_BLOCK
     # the bound slows the read-ahead, never the downloads: each still completes

@@ -6,9 +6,12 @@ enforcing the size limit; only :meth:`Upload.commit` makes the file appear
 under its final name, and only after its ``intend`` callback has made the
 audit journal's intent record (SHA-256, size) durable: no record, no file.
 A :class:`Download` hashes what it hands out when the
-client reads the file front to back. Both report one :class:`TransferRecord`
-to the ``report`` callback when they end, however they end; the gateway turns
-that into an audit event.
+client reads the file front to back. For local files the hashing and the
+file I/O run in a worker thread, ahead of a download (readahead.py) and
+behind an upload (writebehind.py), so the loop meanwhile encrypts or
+decrypts; the hash still covers exactly the bytes sent or stored. Both
+report one :class:`TransferRecord` to the ``report`` callback when they end,
+however they end; the gateway turns that into an audit event.
 """
 
 from __future__ import annotations
@@ -289,7 +292,7 @@ class Download(_Transfer):
         # A backend with a blocking read (local files) is read and hashed ahead
         # in a worker thread (see readahead.py); others are read on the loop.
         self._pread: Pread | None = getattr(handle, "read_blocking", None)
-        self._ahead: ReadAhead | None = None
+        self._reading: ReadAhead | None = None
         self._pending = b""  # the unsent rest of a block longer than a read asked
 
     async def read(self, offset: int, length: int) -> bytes:
@@ -312,16 +315,18 @@ class Download(_Transfer):
 
     async def _read_ahead(self, offset: int, length: int) -> bytes:
         """The next bytes from the worker thread, already hashed there."""
-        if self._ahead is None:
+        if self._reading is None:
             assert self._pread is not None
-            self._ahead = ReadAhead(self._pread, self.size, self._hash, start=offset, block=length)
+            self._reading = ReadAhead(
+                self._pread, self.size, self._hash, start=offset, block=length
+            )
         parts: list[bytes] = []
         want = length
         while want > 0:
             if self._pending:
                 block = self._pending
             else:
-                block = await self._ahead.next()
+                block = await self._reading.next()
                 if not block:
                     break
             parts.append(block[:want])
@@ -346,7 +351,7 @@ class Download(_Transfer):
         return data
 
     async def _stop_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, None
+        ahead, self._reading = self._reading, None
         self._pending = b""
         if ahead is not None:
             await ahead.settle()
