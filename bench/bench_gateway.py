@@ -49,12 +49,17 @@ MIB = 1024**2
 CLIENTS = ("scp", "scp-O", "sftp")
 
 
-def cost(proc: subprocess.Popen[bytes] | None) -> tuple[float, int]:
-    """CPU seconds (user + system) and minor page faults of ``proc`` so far, from /proc."""
+def cost(proc: subprocess.Popen[bytes] | None) -> tuple[float, int, float]:
+    """CPU seconds (user + system) and minor page faults of ``proc`` so far, and
+    the CPU seconds of its main thread alone (the event loop: the one that
+    must not be the bottleneck), from /proc."""
     if proc is None:
-        return 0.0, 0
+        return 0.0, 0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
     fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+    loop = Path(f"/proc/{proc.pid}/task/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / tick
+    return cpu, int(fields[7]), (int(loop[11]) + int(loop[12])) / tick
 
 
 def parse_size(text: str) -> int:
@@ -136,7 +141,8 @@ class Bench:
         self.starters: dict[str, Callable[[], Server]] = {}  # Conduit servers, for --respawn
         self.tree_hashes: dict[str, str] = {}
         self.big_hash = ""
-        self.last_cost = (0.0, 0)  # server CPU seconds and page faults of the last transfer
+        # server CPU seconds, page faults and its event loop's CPU seconds, last transfer
+        self.last_cost = (0.0, 0, 0.0)
         # Extra TOML lines for Conduit's [gateway] and [gateway.limits] (bench_concurrent's
         # --workers, bench_idle's raised limits).
         self.gateway_toml = ""
@@ -488,7 +494,7 @@ format = "rfc5424"
             # Read after the check and the sync: work the server does once the
             # client has gone (sending the last records to the SIEM) counts too.
             after = cost(server.proc)
-            self.last_cost = after[0] - before[0], after[1] - before[1]
+            self.last_cost = after[0] - before[0], after[1] - before[1], after[2] - before[2]
         return elapsed
 
     def check(self, row: Row, server: Server, result: Path) -> None:
@@ -537,8 +543,8 @@ format = "rfc5424"
     def print_each(self, row: Row, name: str, seconds: float) -> None:
         line = f"  {row.label} {name}: {self.rate(row, seconds):.0f}"
         if name == "Conduit" or self.args.audit_cost:  # sshd's work is in forked children
-            cpu, faults = self.last_cost
-            line += f", server {cpu:.2f} s CPU, {faults} page faults"
+            cpu, faults, loop = self.last_cost
+            line += f", server {cpu:.2f} s CPU ({loop:.2f} s its event loop), {faults} page faults"
         print(line, flush=True)
 
     def rate(self, row: Row, seconds: float) -> float:

@@ -99,7 +99,7 @@ async def check_file(
     """The ``check-file-handle`` reply for a download, or for an upload so far."""
     used = _algorithm(algorithms)
     if upload is not None:
-        digest = upload.digest()
+        digest = await upload.digest()
         if start or block or length not in (0, upload.bytes) or digest is None:
             raise asyncssh.SFTPFailure(
                 "check-file: an upload is hashed whole, from 0, with block size 0"
@@ -121,7 +121,7 @@ async def copy_data(
         )
     if not 0 < length <= MAX_COPY:
         raise asyncssh.SFTPFailure(f"copy-data: the length must be 1..{MAX_COPY} bytes")
-    if target_offset != upload.bytes or upload.digest() is None:
+    if target_offset != upload.bytes or await upload.digest() is None:
         raise asyncssh.SFTPOpUnsupported(
             f"copy-data: uploads are written front to back (at {upload.bytes}, not {target_offset})"
         )

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
 import stat as st
+from collections.abc import Callable
 
 from conduit.errors import Fault, StorageError
 from conduit.storage.base import Stat
@@ -66,6 +68,11 @@ class ReadFile:
         self.size = size
 
     async def read(self, offset: int, length: int) -> bytes:
+        return self.read_blocking(offset, length)
+
+    def read_blocking(self, offset: int, length: int) -> bytes:
+        """The same read for a worker thread (a download's read-ahead,
+        transfer/readahead.py): a download waits for it before closing."""
         try:
             return os.pread(self.fd, length, offset)
         except OSError as exc:
@@ -74,6 +81,25 @@ class ReadFile:
     async def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+#: A durable upload's written bytes are handed to the disk every this many
+#: bytes, as they arrive, instead of all at once by the commit's fsync.
+WRITEBACK_EVERY = 8 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None  # not Linux: the commit's fsync does it all, as before
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+_start_writeback = _sync_file_range()
 
 
 class WriteFile:
@@ -89,8 +115,21 @@ class WriteFile:
         self.final = final
         self.fd = fd
         self.done = False
+        self._handed = 0  # bytes before this offset were handed to the disk
 
     async def write(self, offset: int, data: bytes) -> None:
+        self.write_blocking(offset, data)
+
+    def write_blocking(self, offset: int, data: bytes) -> None:
+        """The same write for a worker thread (an upload's write-behind,
+        transfer/writebehind.py): an upload waits for it before closing.
+
+        A durable upload also starts the disk writing what it has so far,
+        every :data:`WRITEBACK_EVERY` bytes (``sync_file_range``, which does
+        not wait): with gigabytes of RAM nothing else writes a big upload
+        back before the commit, whose fsync then wrote it all while the
+        client waited (about 1 s per GiB here). The fsync still makes it
+        durable; it only finds less left to do."""
         view = memoryview(data)
         try:
             while view:
@@ -98,6 +137,10 @@ class WriteFile:
                 view, offset = view[written:], offset + written
         except OSError as exc:
             raise fault_of(exc) from None
+        start, pending = self._handed, offset - self._handed
+        if self.durable and _start_writeback is not None and pending >= WRITEBACK_EVERY:
+            _start_writeback(self.fd, start, pending, _SYNC_FILE_RANGE_WRITE)  # errors: fsync's
+            self._handed = offset
 
     async def commit(self) -> None:
         if self.done:

@@ -6,9 +6,12 @@ enforcing the size limit; only :meth:`Upload.commit` makes the file appear
 under its final name, and only after its ``intend`` callback has made the
 audit journal's intent record (SHA-256, size) durable: no record, no file.
 A :class:`Download` hashes what it hands out when the
-client reads the file front to back. Both report one :class:`TransferRecord`
-to the ``report`` callback when they end, however they end; the gateway turns
-that into an audit event.
+client reads the file front to back. For local files the hashing and the
+file I/O run in a worker thread, ahead of a download (readahead.py) and
+behind an upload (writebehind.py), so the loop meanwhile encrypts or
+decrypts; the hash still covers exactly the bytes sent or stored. Both
+report one :class:`TransferRecord` to the ``report`` callback when they end,
+however they end; the gateway turns that into an audit event.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from conduit.audit import faults
 from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.storage.base import ReadHandle, WriteHandle
 from conduit.transfer.budget import ReorderBudget
+from conduit.transfer.readahead import Pread, ReadAhead
+from conduit.transfer.writebehind import Pwrite, WriteBehind
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the
 # hash still covers every byte once, in order; beyond that we refuse rather
@@ -141,6 +146,20 @@ class Upload(_Transfer):
         hash_from: Callable[[Callable[[], str]], None] | None = getattr(handle, "hash_from", None)
         if hash_from is not None:
             hash_from(self._sha256_of_handed_bytes)
+        # A backend with a blocking write (local files) is written and hashed
+        # behind, in a worker thread (see writebehind.py); others on the loop.
+        pwrite: Pwrite | None = getattr(handle, "write_blocking", None)
+        self._behind = (
+            WriteBehind(pwrite, self._hash) if pwrite is not None and hash_from is None else None
+        )
+
+    async def _put(self, offset: int, data: bytes) -> None:
+        """The next bytes in order: to the handle and the hash."""
+        if self._behind is not None:
+            await self._behind.write(offset, data)
+        else:
+            await self.handle.write(offset, data)
+            self._hash.update(data)
 
     async def write(self, offset: int, data: bytes) -> None:
         if self._finished:
@@ -153,16 +172,14 @@ class Upload(_Transfer):
                 f"write reaching {end} bytes exceeds max_size {self.max_size}",
             )
         if offset == self._next:
-            await self.handle.write(offset, data)
-            self._hash.update(data)
+            await self._put(offset, data)
             self._next = end
             if self.observe is not None:
                 await self.observe(data)
             while self._ahead and self._next in self._ahead:
                 held = self._ahead.pop(self._next)
                 self._reorder.give(len(held))
-                await self.handle.write(self._next, held)
-                self._hash.update(held)
+                await self._put(self._next, held)
                 self._next += len(held)
                 if self.observe is not None:
                     await self.observe(held)
@@ -186,8 +203,10 @@ class Upload(_Transfer):
             raise StorageError(Fault.FAILURE, "upload incomplete: bytes missing")
         return self._hash.hexdigest()
 
-    def digest(self) -> bytes | None:
+    async def digest(self) -> bytes | None:
         """SHA-256 of the bytes written so far, or None while some are held out of order."""
+        if self._behind is not None:
+            await self._behind.flush()
         return None if self._ahead else self._hash.copy().digest()
 
     async def commit(self) -> str:
@@ -195,6 +214,12 @@ class Upload(_Transfer):
         if self._ahead:
             await self.abort("upload has a gap: bytes missing before the end")
             raise StorageError(Fault.FAILURE, "upload incomplete: bytes missing")
+        try:
+            if self._behind is not None:
+                await self._behind.flush()  # every byte written (or its error) first
+        except StorageError as exc:
+            await self._fail(exc.detail)
+            raise
         digest = self._hash.hexdigest()
         try:
             if self.check is not None:
@@ -216,26 +241,33 @@ class Upload(_Transfer):
         )
         return digest
 
-    def _release_held(self) -> None:
-        """Give the bytes held out of order back to the session's budget."""
+    async def _release_held(self) -> None:
+        """Give the bytes held out of order back to the session's budget, drop
+        what waits to be written, and wait for a write in flight: the handle
+        closes its descriptor next."""
         self._reorder.give(self._reorder.held)
         self._ahead.clear()
+        if self._behind is not None:
+            await self._behind.settle()
 
     async def abort(self, error: str) -> None:
         """Throw the upload away; nothing appears under the final name."""
-        self._release_held()
-        if self._finished:
-            return
         try:
-            await self.handle.abort()
+            await self._release_held()
         finally:
-            await self._finish(Outcome.FAILED, None, error)
+            if not self._finished:
+                try:
+                    await self.handle.abort()
+                finally:
+                    await self._finish(Outcome.FAILED, None, error)
 
     async def _fail(self, error: str) -> None:
-        self._release_held()
-        with contextlib.suppress(StorageError):
-            await self.handle.abort()
-        await self._finish(Outcome.FAILED, None, error)
+        try:
+            await self._release_held()
+        finally:
+            with contextlib.suppress(StorageError):
+                await self.handle.abort()
+            await self._finish(Outcome.FAILED, None, error)
 
 
 class Download(_Transfer):
@@ -257,6 +289,11 @@ class Download(_Transfer):
         self._refused: str | None = None
         self._sequential = True
         self._served = 0
+        # A backend with a blocking read (local files) is read and hashed ahead
+        # in a worker thread (see readahead.py); others are read on the loop.
+        self._pread: Pread | None = getattr(handle, "read_blocking", None)
+        self._reading: ReadAhead | None = None
+        self._pending = b""  # the unsent rest of a block longer than a read asked
         # A handle that hashes what it serves (the relay, off the event loop)
         # lends that hash: the bytes would otherwise be hashed twice.
         self._lent_sha256: Callable[[], Awaitable[str | None]] | None = getattr(
@@ -270,9 +307,44 @@ class Download(_Transfer):
             except StorageError as exc:
                 self._refused = exc.detail
                 raise
-        data = await self.handle.read(offset, length)
+        if self._pread is not None and offset >= self.size:
+            # The end of the file as it was opened (scp's C line promised that
+            # size too): a file growing meanwhile is not read past it.
+            data = b""
+        elif self._pread is not None and self._sequential and offset == self._next:
+            data = await self._read_ahead(offset, length)
+        else:
+            data = await self._read_here(offset, length)
         self._served += len(data)
-        if offset == self._next and self._sequential:
+        return data
+
+    async def _read_ahead(self, offset: int, length: int) -> bytes:
+        """The next bytes from the worker thread, already hashed there."""
+        if self._reading is None:
+            assert self._pread is not None
+            self._reading = ReadAhead(
+                self._pread, self.size, self._hash, start=offset, block=length
+            )
+        parts: list[bytes] = []
+        want = length
+        while want > 0:
+            if self._pending:
+                block = self._pending
+            else:
+                block = await self._reading.next()
+                if not block:
+                    break
+            parts.append(block[:want])
+            self._pending = block[want:]
+            want -= len(parts[-1])
+        data = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" at the end
+        self._next += len(data)
+        return data
+
+    async def _read_here(self, offset: int, length: int) -> bytes:
+        """A read on the loop: a backend without blocking reads, or random access."""
+        data = await self.handle.read(offset, length)
+        if self._pread is None and self._sequential and offset == self._next:
             if self._lent_sha256 is None:
                 self._hash.update(data)
             self._next += len(data)
@@ -281,7 +353,14 @@ class Download(_Transfer):
             # longer vouch for the whole file, so we report none. An empty read
             # (a read-ahead past the end, as SFTP clients send) skips nothing.
             self._sequential = False
+            await self._stop_ahead()
         return data
+
+    async def _stop_ahead(self) -> None:
+        ahead, self._reading = self._reading, None
+        self._pending = b""
+        if ahead is not None:
+            await ahead.settle()
 
     @property
     def bytes(self) -> int:
@@ -289,9 +368,12 @@ class Download(_Transfer):
 
     async def close(self, error: str | None = None) -> None:
         try:
-            await self.handle.close()
+            try:
+                await self._stop_ahead()  # no thread reads the descriptor once it closes
+            finally:
+                await self.handle.close()
         finally:
-            complete = self._sequential and self._next == self.size
+            complete = self._sequential and self._next == self.size and not self._pending
             error = error or self._refused
             sha256 = None
             if error is None and complete:
