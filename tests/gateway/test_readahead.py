@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from conduit.transfer import readahead
 from conduit.transfer.budget import ReorderBudget
-from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
+from tests.support.gateway import RunningGateway, random_file, run_sampling, sha256, wait_for
 
 
 def fetch(gw: RunningGateway, legacy: bool, name: str, dst: Path, limit: int) -> list[str]:
@@ -108,32 +107,10 @@ def test_many_downloads_stay_within_the_shared_bound(
     budget = ReorderBudget(bound)
     monkeypatch.setattr(readahead, "_shared", budget)
     sources = [random_file(gw.area("outbox") / f"f{i}.bin", 6 * 1024 * 1024) for i in range(6)]
-    peaks: list[int] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.005):
-            peaks.append(budget.held)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    clients = [
-        subprocess.Popen(
-            fetch(gw, legacy, src.name, tmp_path / src.name, 24000),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for src in sources
-    ]
-    try:
-        for client in clients:
-            _, err = client.communicate(timeout=60)
-            assert client.returncode == 0, err
-    finally:
-        done.set()
-        watcher.join(5)
-        for client in clients:
-            client.kill()
+    peaks = run_sampling(
+        [fetch(gw, legacy, src.name, tmp_path / src.name, 24000) for src in sources],
+        lambda: budget.held,
+    )
     assert peaks and 0 < max(peaks) <= bound  # used, and never beyond the bound
     for src in sources:
         assert sha256(tmp_path / src.name) == sha256(src)

@@ -7,15 +7,13 @@ client killed mid-upload is test_atomic's: nothing partial is left.)
 
 from __future__ import annotations
 
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from conduit.transfer import writebehind
 from conduit.transfer.budget import ReorderBudget
-from tests.support.gateway import RunningGateway, random_file, sha256
+from tests.support.gateway import RunningGateway, random_file, run_sampling, sha256
 
 
 def test_many_uploads_stay_within_the_shared_bound(
@@ -25,33 +23,11 @@ def test_many_uploads_stay_within_the_shared_bound(
     budget = ReorderBudget(bound)
     monkeypatch.setattr(writebehind, "_shared", budget)
     sources = [random_file(tmp_path / f"u{i}.bin", 6 * 1024 * 1024 + i) for i in range(6)]
-    peaks: list[int] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.002):
-            peaks.append(budget.held)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     argv = ["scp", "-q", *(["-O"] if legacy else []), "-P", str(gw.port), *gw.ssh_options()]
-    clients = [
-        subprocess.Popen(
-            [*argv, str(src), f"alice@127.0.0.1:/inbox/{src.name}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for src in sources
-    ]
-    try:
-        for client in clients:
-            _, err = client.communicate(timeout=60)
-            assert client.returncode == 0, err
-    finally:
-        done.set()
-        watcher.join(5)
-        for client in clients:
-            client.kill()
+    peaks = run_sampling(
+        [[*argv, str(src), f"alice@127.0.0.1:/inbox/{src.name}"] for src in sources],
+        lambda: budget.held,
+    )
     assert peaks and 0 < max(peaks) <= bound  # used, and never beyond the bound
     for src in sources:
         assert sha256(gw.area("inbox") / src.name) == sha256(src)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,33 @@ def scp_argv(port: int, known: Path, key: Path, *args: str) -> list[str]:
 def sftp_argv(port: int, known: Path, key: Path, user: str = USER) -> list[str]:
     """OpenSSH sftp in batch mode (commands on stdin) against a gateway on ``port``."""
     return ["sftp", "-b", "-", *_client_options(port, known, key), f"{user}@127.0.0.1"]
+
+
+def run_sampling(
+    argvs: list[list[str]], sample: Callable[[], int], every: float = 0.002, timeout: float = 60
+) -> list[int]:
+    """Run these clients at once, each to success, while a thread records
+    ``sample()`` every ``every`` seconds; the samples (e.g. bytes held in a
+    shared bound, to show it was used and never exceeded)."""
+    samples: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every):
+            samples.append(sample())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    clients = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for argv in argvs
+    ]
+    try:
+        for client in clients:
+            _, err = client.communicate(timeout=timeout)
+            assert client.returncode == 0, err
+    finally:
+        done.set()
+        watcher.join(5)
+        for client in clients:
+            client.kill()
+    return samples

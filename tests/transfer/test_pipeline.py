@@ -10,16 +10,9 @@ import pytest
 
 from conduit.errors import StorageError
 from conduit.storage.local import LocalBackend
-from conduit.transfer import Download, Outcome, TransferRecord, TransferRefused, Upload
+from conduit.transfer import Download, Outcome, TransferRefused, Upload
 from conduit.transfer.pipeline import MAX_REORDER_BYTES
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.records: list[TransferRecord] = []
-
-    async def __call__(self, record: TransferRecord) -> None:
-        self.records.append(record)
+from tests.transfer.reports import Reports
 
 
 @pytest.fixture

@@ -16,18 +16,11 @@ from pathlib import Path
 import pytest
 
 from conduit.storage.local import LocalBackend
-from conduit.transfer import Download, Outcome, TransferRecord, readahead
+from conduit.transfer import Download, Outcome, readahead
 from conduit.transfer.budget import ReorderBudget
+from tests.transfer.reports import Reports
 
 BLOCK = 256 * 1024
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.records: list[TransferRecord] = []
-
-    async def __call__(self, record: TransferRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture

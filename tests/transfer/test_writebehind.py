@@ -20,18 +20,11 @@ import pytest
 from conduit.errors import StorageError
 from conduit.storage.local import LocalBackend
 from conduit.storage.localfiles import fault_of
-from conduit.transfer import Outcome, TransferRecord, Upload, writebehind
+from conduit.transfer import Outcome, Upload, writebehind
 from conduit.transfer.budget import ReorderBudget
+from tests.transfer.reports import Reports
 
 PIECE = 200_000
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.records: list[TransferRecord] = []
-
-    async def __call__(self, record: TransferRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture
