@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from conduit.errors import Fault, StorageError
 from conduit.storage.relay import hashing, open_device
 from conduit.storage.relay.hashing import INLINE, ThreadHasher
-from conduit.storage.relay.sftp import SftpReadHandle
+from conduit.storage.relay.sftpread import SftpReadHandle
 from conduit.transfer.pipeline import Download, Outcome, TransferRecord
 
 from .conftest import Devices, device_config

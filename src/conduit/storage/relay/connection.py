@@ -399,3 +399,17 @@ async def release_link(link: DeviceLink) -> None:
             del _LINKS[key]
             break
     await link.close()
+
+
+class DeviceOps:
+    """What a device handle shares: its link, and errors mapped (a broken
+    connection marks the link broken)."""
+
+    def __init__(self, link: DeviceLink) -> None:
+        self.link = link
+
+    def fail(self, exc: BaseException, action: str) -> StorageError:
+        error = device_error(self.link.name, exc, action)
+        if error.fault is Fault.UNAVAILABLE:
+            self.link.broken()
+        return error
