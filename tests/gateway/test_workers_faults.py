@@ -108,7 +108,7 @@ def journal_back(gw: RunningGateway) -> bool:
     """The journal is writable again and every worker was told so (the
     supervisor checks every 0.25 s; until a worker hears it, it refuses
     logins as the journal last said)."""
-    return gw.gateway.auditor_available() and all(w.told for w in gw.gateway.pool)
+    return gw.gateway.auditor_available() and all(w.ledger.told for w in gw.gateway.pool)
 
 
 def sha(path: Path) -> str:

@@ -13,7 +13,8 @@ be one per node and hands the rest out:
 - it owns the audit journal: a worker's records arrive over its channel and
   are answered once written per the fsync policy (after the group-commit
   fsync for a durable record), so durable-before-success holds unchanged;
-  records from every worker share one chain and one group commit;
+  records from every worker share one chain and one group commit (see
+  journalist.py);
 - it keeps the per-user session count, the defender's scores and the
   failed-login summaries for all workers;
 - a reload (SIGHUP, ``conduit reload``) is applied here, then by every
@@ -43,14 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import conduit
-from conduit.audit.journal import OPENING, TRANSFER_END, open_key
-from conduit.audit.recovery import crash_items
 from conduit.auth.defender import Offence
 from conduit.config import Config
-from conduit.errors import AuditUnavailable
 from conduit.gateway.app import Gateway, ListenError
 from conduit.gateway.gate import BACKLOG
 from conduit.gateway.handoff import Channel, Message, pair
+from conduit.gateway.journalist import Journalist, Ledger
 from conduit.gateway.reloading import ReloadResult
 from conduit.storage import localfiles
 
@@ -89,15 +88,9 @@ class Worker:
         self.channel: Channel | None = None
         self.held: set[int] = set()  # handed connections not yet closed
         self.slots: Counter[str] = Counter()  # per-user sessions it holds
-        # what its death leaves open (see _journal_losses): transfers and
-        # intents by key, sessions by id, as their opening records said
-        self.open: dict[str, dict[str, Any]] = {}
-        self.sessions: dict[str, dict[str, Any]] = {}
-        # records sent ahead (remote.AHEAD), by transfer: written or refused
-        self.ahead: dict[str, asyncio.Future[bool]] = {}
+        self.ledger = Ledger()  # what its records left open (its death ends them)
         self.started = 0.0
         self.failures = 0  # deaths soon after start, in a row (backoff)
-        self.told = True  # the journal's availability as this worker last heard it
 
     @property
     def alive(self) -> bool:
@@ -121,6 +114,7 @@ class Supervisor(Gateway):
         self.user_sessions: Counter[str] = Counter()
         self._reloads: dict[int, dict[int, Message]] = {}
         self._reload_done: dict[int, asyncio.Event] = {}
+        self.journalist = Journalist(self, self.pool)
 
     # -- listening and handing over ----------------------------------------------------------
 
@@ -146,7 +140,7 @@ class Supervisor(Gateway):
         for worker in self.pool:
             await self._spawn_worker(worker)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
-        self.spawn(self._watch_journal())
+        self.spawn(self.journalist.watch(self._stopping.is_set))
 
     def _accept(self) -> None:
         assert self._sock is not None
@@ -218,8 +212,7 @@ class Supervisor(Gateway):
             lambda message, fds: self._from_worker(worker, message, fds),
             lambda: self.spawn(self._worker_gone(worker)),
         )
-        worker.told = self.auditor_available()
-        worker.channel_send({"op": "avail", "v": worker.told})
+        self.journalist.greet(worker)
 
     async def _worker_gone(self, worker: Worker) -> None:
         """Its channel closed: it died (or is stopping). Journal it, replace it."""
@@ -237,7 +230,7 @@ class Supervisor(Gateway):
                 del self.user_sessions[user]
         worker.slots.clear()
         if self._stopping.is_set():
-            await self._journal_losses(worker, "gateway stopped")
+            await self.journalist.losses(worker, "gateway stopped")
             return
         how = _exit_text(status)
         log.error("worker %d exited (%s) holding %d connection(s)", worker.index, how, held)
@@ -252,43 +245,19 @@ class Supervisor(Gateway):
             )
         except Exception as exc:
             log.error("could not record the worker's death: %s", exc)
-        await self._journal_losses(worker, "worker process died")
+        await self.journalist.losses(worker, "worker process died")
         soon = time.monotonic() - worker.started < 2.0
         worker.failures = worker.failures + 1 if soon else 0
         await asyncio.sleep(min(30.0, 0.5 * (2 ** min(worker.failures, 6))) if soon else 0)
         if not self._stopping.is_set():
             await self._spawn_worker(worker)
 
-    async def _journal_losses(self, worker: Worker, why: str) -> None:
-        """End what the dead worker left open, as start-up recovery would:
-        its sessions and its transfers that never reached a commit intent
-        ``failed``. Intents, and uploads whose temp file tells how much had
-        arrived, stay open: they are settled against the storage (at this
-        journal's close, or the next start), as after a crash."""
-        open_ = {k: r for k, r in worker.open.items()}
-        sessions = dict(worker.sessions)
-        worker.open.clear()
-        worker.sessions.clear()
-        worker.ahead.clear()
-        for type_, outcome, fields, _ts in crash_items(open_, sessions):
-            what = "session" if type_ == "session.end" else "transfer"
-            carried: dict[str, Any] = {**fields, "error": f"{why} during the {what}"}
-            try:
-                await self.recorder.record(type_, outcome, durable=False, **carried)
-            except Exception as exc:
-                log.error("could not record %s for a dead worker: %s", type_, exc)
-
     def _from_worker(self, worker: Worker, message: Message, fds: list[int]) -> None:
         for fd in fds:  # a worker never sends descriptors
             os.close(fd)
         op = message.get("op")
         if op == "rec":
-            ahead = None
-            if message.get("ahead"):
-                ahead = asyncio.get_running_loop().create_future()
-                transfer = str((message.get("fields") or {}).get("transfer"))
-                worker.ahead[transfer] = ahead
-            self.spawn(self._record_for(worker, message, ahead))
+            self.journalist.received(worker, message)
         elif op == "closed":
             self._closed(worker, int(message.get("t", 0)))
         elif op in ("leave", "protect"):
@@ -323,62 +292,6 @@ class Supervisor(Gateway):
                 self._reloads[rid][worker.index] = message
                 if len(self._reloads[rid]) >= sum(1 for w in self.pool if w.alive):
                     self._reload_done[rid].set()
-
-    async def _record_for(
-        self, worker: Worker, message: Message, ahead: asyncio.Future[bool] | None = None
-    ) -> None:
-        """A worker's record into the journal; answered once written."""
-        answer: Message = {"op": "re", "id": message.get("id")}
-        type_, outcome = str(message.get("type")), str(message.get("outcome"))
-        fields = dict(message.get("fields") or {})
-        if type_ == "session.start":
-            fields["worker"] = worker.index  # which process served the session
-        try:
-            before = worker.ahead.get(str(fields.get("transfer"))) if ahead is None else None
-            if before is not None:
-                if outcome in TRANSFER_END:
-                    worker.ahead.pop(str(fields.get("transfer")), None)
-                # the transfer's start was sent ahead: nothing of it is written
-                # (its intent least of all) unless its start was
-                if not await before:
-                    raise AuditUnavailable("the transfer's started record was refused")
-            seq = await self.recorder.record(
-                type_,
-                outcome,
-                durable=bool(message.get("durable", True)),
-                hold=bool(message.get("hold", False)),
-                **fields,
-            )
-            answer["seq"] = seq if isinstance(seq, int) else 0
-            _track(worker, type_, outcome, fields)
-        except AuditUnavailable as exc:
-            answer.update(err=str(exc), kind="unavailable")
-        except Exception as exc:
-            answer.update(err=str(exc), kind="error")
-        if ahead is not None:
-            ahead.set_result("err" not in answer)
-        now = self.auditor_available()
-        if message.get("id") is not None:  # held outcomes and starts ahead are not answered
-            answer["avail"] = worker.told = now
-            worker.channel_send(answer)
-        elif "err" in answer:
-            log.error("worker %d: %s/%s not journalled: %s", worker.index, type_, outcome, answer)
-        self._tell(now)  # the journal went down or came back with this record: all hear it
-
-    async def _watch_journal(self) -> None:
-        """Tell the workers when the journal goes down or comes back (logins
-        are refused while it is down, as in one process)."""
-        while not self._stopping.is_set():
-            await asyncio.sleep(0.25)
-            self._tell(self.auditor_available())
-
-    def _tell(self, now: bool) -> None:
-        """Tell each worker that last heard otherwise whether the journal can
-        be written (by an answer or from here: one node-wide "last told"
-        missed a worker told by an answer, which then refused logins for good)."""
-        for worker in self.pool:
-            if worker.told != now and worker.channel_send({"op": "avail", "v": now}):
-                worker.told = now
 
     # -- reload and stop ----------------------------------------------------------------
 
@@ -424,24 +337,6 @@ class Supervisor(Gateway):
             if worker.channel is not None:
                 worker.channel.close()
         await super().stop()
-
-
-def _track(worker: Worker, type_: str, outcome: str, fields: dict[str, Any]) -> None:
-    """Keep what ``worker`` has open, as start-up recovery scans the journal for it."""
-    if type_ in ("session.start", "session.end"):
-        sid = str(fields.get("session"))
-        if type_ == "session.start":
-            worker.sessions[sid] = {"type": type_, "outcome": outcome, **fields}
-        else:
-            worker.sessions.pop(sid, None)
-        return
-    key = open_key(fields)
-    if key is None:
-        return
-    if outcome in TRANSFER_END:
-        worker.open.pop(key, None)
-    elif outcome in OPENING:
-        worker.open[key] = {"type": type_, "outcome": outcome, **fields}
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
