@@ -21,7 +21,10 @@ import asyncssh
 import pytest
 
 from conduit._asyncssh import sends
+from tests.gateway.test_devices import Fleet, fleet, fleet_policy
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
+
+__all__ = ["fleet"]  # the device fixture, shared with test_devices
 
 #: sends.LIMIT (256 KiB) and one more packet: what may be queued at once. A
 #: literal, so that the test fails if the limit is raised or lost.
@@ -214,3 +217,43 @@ async def test_one_turn_coalesced_and_bounded() -> None:
     packets = 3 * 1024 * 1024 // (32 * 1024)  # asyncssh's client: 32 KiB packets at most
     assert writes < packets / 2  # gathered: several packets per write
     assert largest <= QUEUED_AT_MOST  # bounded: written at once past the limit
+
+
+# -- the relay: the gateway's own client connections to devices gather too ---------------
+
+
+@pytest.fixture
+def relay(make_gateway, keys: dict[str, Path], fleet: Fleet, tmp_path: Path) -> RunningGateway:  # type: ignore[no-untyped-def]
+    root = tmp_path / "relay"
+    root.mkdir()
+    for entry in fleet.roots["plc-sftp"].iterdir():
+        entry.unlink()
+    return make_gateway(text=fleet_policy(root, keys, fleet))
+
+
+def test_relay_both_ways_byte_exact_with_gathered_writes(
+    relay: RunningGateway, fleet: Fleet, tmp_path: Path
+) -> None:
+    # Patched on the class: the device connection (asyncssh's client side)
+    # sends its SFTP writes through the same gathered flush.
+    released: list[int] = []
+    plain = sends.release
+
+    def counting(conn: Any) -> None:
+        if conn.is_client():
+            released.append(len(conn.__dict__.get("_conduit_sendq") or ()))
+        plain(conn)
+
+    src = random_file(tmp_path / "fw.bin", 8 * 1024 * 1024 + 11)
+    sends.release = counting  # type: ignore[assignment]
+    try:
+        result = relay.scp(str(src), ":/devices/plc-sftp/fw.bin")
+    finally:
+        sends.release = plain  # type: ignore[assignment]
+    assert result.returncode == 0, result.stderr
+    assert sha256(fleet.roots["plc-sftp"] / "fw.bin") == sha256(src)
+    assert released and max(released) > 1  # the device link gathered packets
+    back = tmp_path / "back.bin"
+    result = relay.scp(":/devices/plc-sftp/fw.bin", str(back), legacy=True)
+    assert result.returncode == 0, result.stderr
+    assert sha256(back) == sha256(src)
