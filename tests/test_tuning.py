@@ -56,10 +56,6 @@ SOURCE_SHA256 = {
     "SSHChannel._pause_resume_writing": "b05e507ca9fdeec97aae06c9f21b1fa39318d127d5b876c709232571641f3aed",  # noqa: E501
     "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
     "SSHConnection.__init__": "41da2e469f2a39643016d7d1ae7e1b262cf1a7b68a3a9672eb80e21195b0053a",
-    "SSHConnection.connection_made": "e7b867af0f590a2cd3e2a45023f70a23b06ef8e98ec243275a7c8a32ad4905c2",  # noqa: E501
-    "SSHConnection._send_version": "ef838b54b482aa55ac4d61095ebb456b411001c0b0e361224fdbe2c49773adea",  # noqa: E501
-    "SSHConnection.disconnect": "3d29c54a26ec5242b259e6a5ee7464a4f6b7194ab544d70de2af97588c927fcb",
-    "SSHConnection._force_close": "264b4367525f4f864cf63d560aab5e027527a95d5225ede1dba01161010e07dc",  # noqa: E501
     "SSHConnection._finish_userauth": "bd2146536318273dba76844090e3c8d6ab1556dcb87e355471ea8795457403b0",  # noqa: E501
     "SSHConnection._packet_handlers": "73f32c0879872e6fc443ee3cb791a807cdcb221dde0b078c19053593e149da3f",  # noqa: E501
     "SSHConnection._process_kexinit": "439bdf2fc55e67370a3e0c1c5e1276fc2c7e95a5fcfb5979914bac461f072666",  # noqa: E501

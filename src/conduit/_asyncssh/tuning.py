@@ -29,7 +29,6 @@ The changes here, each explained where it is made:
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
       in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
-  9   a channel flush's packets in one socket write, not one each (in :mod:`.sends`)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
@@ -66,7 +65,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
 
-from conduit._asyncssh import gcm, kexinit, sends
+from conduit._asyncssh import gcm, kexinit
 
 PINNED = "2.24.1"
 
@@ -86,7 +85,6 @@ ORIGINALS: dict[str, Any] = {
     "SFTPHandler.send_packet": _sftp.SFTPHandler.send_packet,
     "SSHLogger.log": SSHLogger.log,
     **gcm.ORIGINALS,
-    **sends.ORIGINALS,
     # Wrapped by kexinit.py (first_kex_packet_follows, negotiated algorithms).
     "SSHConnection._process_kexinit": kexinit.ORIGINAL,
 }
@@ -99,13 +97,13 @@ USES: dict[str, Any] = {
     "SSHConnection.send_newkeys": _SSHConnection.send_newkeys,
     "SSHConnection._process_newkeys": _SSHConnection._process_newkeys,
     "SSHConnection._send_deferred_packets": _SSHConnection._send_deferred_packets,
+    "SSHConnection._send": _SSHConnection._send,
     "SSHConnection._send_kexinit": _SSHConnection._send_kexinit,
     "SSHChannel.__init__": _channel.SSHChannel.__init__,
     "SSHChannel._pause_resume_writing": _channel.SSHChannel._pause_resume_writing,
     "SSHChannel._close_send": _channel.SSHChannel._close_send,
     "SFTPHandler.__init__": _sftp.SFTPHandler.__init__,
     **gcm.USES,
-    **sends.USES,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
 _orig_log = SSHLogger.log
@@ -287,52 +285,42 @@ def _channel_send_packet(self: Any, pkttype: int, *args: bytes) -> None:
     self._conn.send_packet(pkttype, _packet.UInt32(self._send_chan), *args, handler=self)
 
 
-# -- 3b. channel data: length + data, not String(data); 9. one write per flush ---------
+# -- 3b. channel data: length + data, not String(data) ---------------------------------
 
 
 def _flush_send_buf(self: Any) -> None:
-    # A copy of SSHChannel._flush_send_buf (asyncssh 2.24.1). Changes: the data
-    # goes to send_packet as length + data rather than String(data), which
-    # copied every data packet once more; and the packets it sends go to the
-    # socket in one write (9, see :mod:`.sends`).
-    conn = self._conn
-    gathering = sends.gather(conn)
-    try:
-        while self._send_buf and self._send_window:
-            pktsize = min(self._send_window, self._send_pktsize)
-            buf, datatype = self._send_buf[0]
+    # A copy of SSHChannel._flush_send_buf (asyncssh 2.24.1); the only change:
+    # the data goes to send_packet as length + data rather than String(data),
+    # which copied every data packet once more.
+    while self._send_buf and self._send_window:
+        pktsize = min(self._send_window, self._send_pktsize)
+        buf, datatype = self._send_buf[0]
 
-            if len(buf) > pktsize:
-                data = buf[:pktsize]
-                del buf[:pktsize]
-            else:
-                data = buf
-                del self._send_buf[0]
+        if len(buf) > pktsize:
+            data = buf[:pktsize]
+            del buf[:pktsize]
+        else:
+            data = buf
+            del self._send_buf[0]
 
-            self._send_buf_len -= len(data)
-            self._send_window -= len(data)
+        self._send_buf_len -= len(data)
+        self._send_window -= len(data)
 
-            if datatype is None:
-                self.send_packet(MSG_CHANNEL_DATA, _packet.UInt32(len(data)), data)
-            else:
-                self.send_packet(
-                    MSG_CHANNEL_EXTENDED_DATA,
-                    _packet.UInt32(datatype),
-                    _packet.UInt32(len(data)),
-                    data,
-                )
+        if datatype is None:
+            self.send_packet(MSG_CHANNEL_DATA, _packet.UInt32(len(data)), data)
+        else:
+            self.send_packet(
+                MSG_CHANNEL_EXTENDED_DATA, _packet.UInt32(datatype), _packet.UInt32(len(data)), data
+            )
 
-        self._pause_resume_writing()
+    self._pause_resume_writing()
 
-        if not self._send_buf:
-            if self._send_state == "eof_pending":
-                self.send_packet(MSG_CHANNEL_EOF)
-                self._send_state = "eof"
-            elif self._send_state == "close_pending":
-                self._close_send()
-    finally:
-        if gathering:
-            sends.release(conn)
+    if not self._send_buf:
+        if self._send_state == "eof_pending":
+            self.send_packet(MSG_CHANNEL_EOF)
+            self._send_state = "eof"
+        elif self._send_state == "close_pending":
+            self._close_send()
 
 
 # -- 3c. SFTP replies built with one join ---------------------------------------------
@@ -377,7 +365,6 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
     "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
     "SSHLogger.log": (SSHLogger, "log", _log),
     **gcm.PATCHES,
-    **sends.PATCHES,
     "SSHConnection._process_kexinit": (
         _SSHConnection,
         "_process_kexinit",
