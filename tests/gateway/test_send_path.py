@@ -1,0 +1,122 @@
+"""The gateway's send path against real OpenSSH peers (tuning's send_packet copies).
+
+What reaches a client when the gateway closes on it, when the client stops
+reading, and across key exchanges: the places a change to how asyncssh's
+packets reach the socket would break first (one such change, gathering a
+channel flush's packets into one write, was built and measured here and not
+kept: docs/asyncssh.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
+
+
+def _argv(gw: RunningGateway, tool: str, *args: str, user: str = "alice") -> list[str]:
+    """OpenSSH ``tool`` against ``gw`` with its client log at ``INFO`` and up."""
+    options = gw.ssh_options(user)
+    at = options.index("LogLevel=ERROR")
+    options[at - 1 : at + 1] = []  # -o LogLevel=ERROR: keep ssh's INFO messages
+    port = ["-P" if tool in ("scp", "sftp") else "-p", str(gw.port)]
+    return [tool, *port, *options, *args]
+
+
+def test_disconnect_reason_reaches_openssh(gw: RunningGateway, tmp_path: Path) -> None:
+    # The gateway sends DISCONNECT and drops its transport in the same turn
+    # (asyncssh's disconnect()); the reason must still reach the client.
+    wrong = [tmp_path / f"k{i}" for i in range(gw.config.gateway.limits.max_auth_tries + 1)]
+    for key in wrong:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    argv = _argv(gw, "ssh", "-o", "IdentitiesOnly=yes", "alice@127.0.0.1", "true")
+    at = argv.index("-i")
+    argv[at : at + 2] = [a for key in wrong for a in ("-i", str(key))]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode != 0
+    assert "too many authentication failures" in result.stderr, result.stderr
+
+
+def test_exit_status_and_error_reach_openssh(gw: RunningGateway, tmp_path: Path) -> None:
+    # An error text, the exit status and the channel close go out together.
+    result = gw.scp(":/inbox/absent.bin", str(tmp_path / "x"), legacy=True)
+    assert result.returncode == 1 and "absent.bin" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def _server_connections(gw: RunningGateway) -> list[Any]:
+    return [c.conn for c in list(gw.gateway.connections) if c.conn is not None]
+
+
+def test_stalled_reader_bounded_then_byte_exact(gw: RunningGateway, tmp_path: Path) -> None:
+    # A real scp download whose client is stopped mid-transfer: the gateway
+    # stops at the client's channel window, holds a bounded amount, and the
+    # file arrives whole once the client runs again.
+    src = random_file(gw.area("inbox") / "big.bin", 24 * 1024 * 1024)
+    dst = tmp_path / "big.bin"
+    argv = _argv(gw, "scp", "-q", "alice@127.0.0.1:/inbox/big.bin", str(dst))
+    client = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        (conn,) = wait_for(lambda: _server_connections(gw), timeout=20)
+
+        async def send_buffer(size: int) -> None:
+            sock = conn._transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+        # Loopback's socket buffers would take the whole window: keep the
+        # kernel's share small so the stall reaches the transport.
+        gw.call(send_buffer(16384))
+        wait_for(lambda: dst.exists() and dst.stat().st_size > 1024 * 1024, timeout=20)
+        os.killpg(client.pid, signal.SIGSTOP)
+
+        def held() -> int:
+            async def sample() -> int:
+                transport = conn._transport
+                return transport.get_write_buffer_size() if transport else 0
+
+            result: int = gw.call(sample())
+            return result
+
+        samples = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            samples.append(held())
+            time.sleep(0.05)
+        # The reader is stalled for real: the transport holds data it cannot send.
+        assert max(samples) > 64 * 1024
+        # ... but no more than the client's window allows (OpenSSH: 2 MiB).
+        assert max(samples) < 8 * 1024 * 1024
+        gw.call(send_buffer(1024 * 1024))
+        os.killpg(client.pid, signal.SIGCONT)
+        assert client.wait(timeout=60) == 0
+    finally:
+        if client.poll() is None:
+            os.killpg(client.pid, signal.SIGCONT)
+            client.kill()
+            client.wait(10)
+    assert sha256(dst) == sha256(src)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-scp"])
+def test_rekey_mid_transfer_byte_exact(gw: RunningGateway, tmp_path: Path, legacy: bool) -> None:
+    # OpenSSH rekeys every MiB: NEWKEYS and the first packets under the new
+    # keys must leave in that order, with the sequence numbers they were sealed with.
+    up = random_file(tmp_path / "up.bin", 6 * 1024 * 1024 + 3)
+    extra = ("-o", "RekeyLimit=1M", "-v")
+    result = gw.scp(str(up), ":/inbox/up.bin", legacy=legacy, extra=extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2  # it did rekey
+    assert sha256(gw.area("inbox") / "up.bin") == sha256(up)
+    down = tmp_path / "down.bin"
+    result = gw.scp(":/inbox/up.bin", str(down), legacy=legacy, extra=extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2
+    assert sha256(down) == sha256(up)
