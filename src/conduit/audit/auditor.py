@@ -10,10 +10,12 @@ cost a tree of small files. Events arriving in the same loop iteration after
 such a write are queued and batched as before.
 
 Durable writes run on the event loop while the disk's flushes are fast (under
-INLINE_SYNC_MAX on average) and in a worker thread otherwise, so a slow disk
-never stalls the sessions. The committer also rotates, writes interval
-checkpoints, fsyncs in "batch" mode and, while the journal cannot be written,
-probes it.
+INLINE_SYNC_MAX on average) and otherwise in the journal's own flusher thread
+(:mod:`conduit.audit.flusher`), so a slow disk never stalls the sessions. A
+durable record goes to that thread straight from ``record()`` while the
+committer is idle; records queued at the thread meanwhile share its next
+fsync. The committer also rotates, writes interval checkpoints, fsyncs in
+"batch" mode and, while the journal cannot be written, probes it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from conduit.audit import checkpoint
 from conduit.audit.events import EventType, check_event, utc_now
+from conduit.audit.flusher import Flusher, FlusherDied, Job, Untried
 from conduit.audit.journal import Item, Journal
 from conduit.audit.recovery import Settle, crash_items, settled_items
 from conduit.audit.sinks import Sink, start_sinks
@@ -103,6 +106,9 @@ class Auditor:
         # records from it may follow in place, other tasks' join the queue
         self._hot: asyncio.Task[object] | None = None
         self._settle: Settle | None = None
+        self._flusher = Flusher(
+            asyncio.get_running_loop(), self._append, self._flush_failed, self._flushed
+        )
 
     @classmethod
     async def open(cls, config: AuditConfig, node: str, key_dir: Path) -> Auditor:
@@ -203,12 +209,17 @@ class Auditor:
         if (
             self._parked
             and not self._queue
-            and self._hot in (None, asyncio.current_task())
             and self._down_reason is None
-            and not (durable and self._sync_in_thread)
             and not self.journal.needs_rotation
         ):
-            return self._write_now(item, durable, hold)
+            if durable and self._sync_in_thread:
+                return await self._flush_now(item, hold)
+            if self._hot in (None, asyncio.current_task()) and not self._flusher.busy:
+                return self._write_now(item, durable, hold)
+        return await self._queued(item, durable, hold)
+
+    async def _queued(self, item: Item, durable: bool, hold: bool) -> int:
+        """Hand the record to the committer and wait for its batch."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, future, durable, hold))
         self._wake.set()
@@ -251,6 +262,45 @@ class Auditor:
 
     def _cool(self) -> None:
         self._hot = None
+
+    async def _flush_now(self, item: Item, hold: bool) -> int:
+        """A durable record straight to the flusher thread, past the committer."""
+        try:
+            # a failed write: _flush_failed answers (AuditUnavailable, or 0 if held)
+            (seq,) = await self._flusher.submit([item], hold=hold)
+        except Untried:  # queued behind a failed write: the committer knows it now
+            if self._closing:
+                return self._refuse_or_hold(item, hold)
+            return await self._queued(item, True, hold)
+        return seq
+
+    def _append(self, items: list[Item], durable: bool) -> list[int]:
+        """The flusher thread's append."""
+        if durable:
+            return self._durable_append(items)
+        return self.journal.append(items, rotate=False, durable=False)
+
+    def _flush_failed(self, exc: Exception, jobs: list[Job]) -> None:
+        """The flusher's write failed: down, and its direct records refused or held
+        now, before the committer can write its "writable again" alert."""
+        if isinstance(exc, FlusherDied):
+            self._went_down(exc)  # logged by the thread
+        else:
+            self._write_failed(exc)
+        self._wake.set()  # the committer probes the journal from now on
+        for job in jobs:
+            if job.hold is None or job.future.done():
+                continue
+            try:
+                job.future.set_result([self._refuse_or_hold(job.items[0], job.hold)])
+            except AuditUnavailable as refused:
+                job.future.set_exception(refused)
+
+    def _flushed(self) -> None:
+        if self.journal.needs_rotation or self._checkpoint_due:
+            self._wake.set()
+        for sink in self.sinks:
+            sink.notify()
 
     def _refuse_or_hold(self, item: Item, hold: bool = False) -> int:
         """An event the journal could not take: AuditUnavailable (closed) or held (alert,
@@ -327,15 +377,19 @@ class Auditor:
                 None,
             )
             items = [alert, *held, *items]
+        always = self.journal.fsync_policy == "always"
+        durable = always and (recovering or any(p.durable for p in batch))
         try:
-            if self.journal.fsync_policy == "always" and (
-                recovering or any(p.durable for p in batch)
-            ):
-                if self._sync_in_thread:
-                    seqs = await asyncio.to_thread(self._durable_append, items)
-                else:
-                    seqs = self._durable_append(items)
-            elif self.journal.fsync_policy == "always":
+            if always and (self._flusher.busy or (durable and self._sync_in_thread)):
+                # the thread may hold the journal: never wait for it on the loop
+                try:
+                    seqs = await self._flusher.submit(items, durable)
+                except Untried:  # behind a failed write: again, as a recovery
+                    self._queue[:0] = batch
+                    return
+            elif durable:
+                seqs = self._durable_append(items)
+            elif always:
                 # only non-durable records: to the page cache now, fsync later
                 seqs = self.journal.append(items, rotate=False, durable=False)
             else:
@@ -378,7 +432,7 @@ class Auditor:
     def _write_failed(self, exc: Exception) -> None:
         """An append raised: log what is not a plain I/O error, then go down."""
         if not isinstance(exc, OSError):
-            log.exception("audit journal write failed")
+            log.error("audit journal write failed", exc_info=exc)
         self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
@@ -437,10 +491,14 @@ class Auditor:
         self._wake.set()
         if self._task is not None:
             await self._task
-        ended = crash_items(self.journal.open_transfers, {})
         try:
             if self._held:  # alert mode: events the journal could not take yet
                 await self._commit([])
+        except OSError as exc:
+            log.error("audit journal close failed: %s", exc)
+        await self._flusher.stop()  # after the records it still had
+        ended = crash_items(self.journal.open_transfers, {})
+        try:
             ended += await self._settled_items()
             if ended:
                 await asyncio.to_thread(self.journal.append, ended)
