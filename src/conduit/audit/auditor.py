@@ -21,7 +21,6 @@ fsync. The committer also rotates, writes interval checkpoints, fsyncs in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -31,13 +30,13 @@ from typing import TYPE_CHECKING
 from conduit.audit import checkpoint
 from conduit.audit.events import EventType, check_event, utc_now
 from conduit.audit.flusher import Flusher, FlusherDied, Job, Untried
+from conduit.audit.indexer import Indexer
 from conduit.audit.journal import Item, Journal
 from conduit.audit.recovery import Settle, crash_items, settled_items
 from conduit.audit.sinks import Sink, start_sinks
 from conduit.errors import AuditUnavailable
 
 if TYPE_CHECKING:
-    from conduit.audit.index import Index
     from conduit.config.model import AuditConfig
 
 log = logging.getLogger("conduit.audit")
@@ -45,22 +44,11 @@ log = logging.getLogger("conduit.audit")
 BATCH_SYNC_INTERVAL = 1.0
 PROBE_INTERVAL = 0.5
 HELD_MAX = 100_000
-#: The search index is derived data and yields to transfers: it catches up
-#: once the journal has been quiet for INDEX_POLL, and at least every
-#: INDEX_MAX_LAG under sustained load. On a sequential stream of small files
-#: indexing as it went took ~0.2 ms of CPU per file, a tenth of the gateway's;
-#: ``conduit audit search`` catches up itself before it answers.
-INDEX_POLL = 1.0
-INDEX_MAX_LAG = 30.0
-#: Records indexed per refresh at most (~0.2 s of CPU): a gateway that comes
-#: back to a long unindexed journal catches up a slice per quiet second.
-INDEX_SLICE = 5_000
 #: A durable append (write + fdatasync) that usually takes less than this runs
-#: on the event loop; a slower disk gets a worker thread so its flushes never
-#: stall every session. A trip to a worker thread and back costs ~0.1 ms on a
-#: small 2-core box, as much as an fsync on an SSD: for one sequential client
-#: that hop was a quarter of what auditing cost per file. Local uploads are
-#: fsynced on the loop for the same reason.
+#: on the event loop; a slower disk gets the flusher thread so its flushes
+#: never stall every session. Even that trip costs ~0.1-0.2 ms of CPU on a
+#: small 2-core box, more than an fsync on an SSD. Local uploads are fsynced
+#: on the loop for the same reason.
 INLINE_SYNC_MAX = 0.001
 
 
@@ -96,9 +84,7 @@ class Auditor:
         self._held: deque[Item] = deque()
         self._dropped = 0
         self._task: asyncio.Task[None] | None = None
-        self._index_task: asyncio.Task[None] | None = None
-        self._index: Index | None = None
-        self._index_stop = asyncio.Event()
+        self._indexer: Indexer | None = None
         # unknown until measured: start in a worker thread
         self._sync_cost = INLINE_SYNC_MAX
         self._parked = False  # the committer waits for work (see _write_now)
@@ -133,7 +119,7 @@ class Auditor:
         # a signed end from the first moment: a short run that crashes still has one
         await asyncio.to_thread(journal.checkpoint, "start")
         self.sinks = start_sinks(config, journal, self._sink_alert, opened_at)
-        self._index_task = asyncio.create_task(self._index_loop(), name="audit-index")
+        self._indexer = Indexer(journal)
         return self
 
     async def settle_intents(self, settle: Settle) -> int:
@@ -449,46 +435,14 @@ class Auditor:
             self._dropped += 1
         self._held.append(item)
 
-    async def _index_loop(self) -> None:
-        from conduit.audit.index import Index
-
-        seen, indexed, waited, refreshing = self.journal.seq, -1, 0.0, False
-        try:
-            while not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(INDEX_POLL):
-                        await self._index_stop.wait()
-                waited += INDEX_POLL
-                quiet, seen = self.journal.seq == seen, self.journal.seq
-                if self._closing or seen == indexed or not (quiet or waited >= INDEX_MAX_LAG):
-                    continue
-                waited = 0.0
-                try:
-                    if self._index is None:
-                        self._index = await asyncio.to_thread(
-                            Index, self.journal.directory, self.journal.recall
-                        )
-                    refreshing = True
-                    added = await asyncio.to_thread(self._index.refresh, INDEX_SLICE)
-                    refreshing = False
-                    if added < INDEX_SLICE:
-                        indexed = seen
-                except Exception as exc:  # derived data: never let it hurt the gateway
-                    refreshing = False  # the refresh ended, with an error
-                    log.warning("audit index refresh failed: %s", exc)
-        finally:
-            # close() asks a running refresh to stop and waits for it; only a
-            # cancelled task can get here with one still running in its thread,
-            # and then the connection must be left to it, not closed under it.
-            if self._index is not None and not refreshing:
-                self._index.close()
-
     async def close(self, timeout: float = 5.0) -> None:
         """Flush, seal with a checkpoint, stop the sinks (waiting at most ``timeout``)."""
         if self._closing:
             return
         self._closing = True
         self._wake.set()
+        if self._indexer is not None:
+            self._indexer.halt()
         if self._task is not None:
             await self._task
         try:
@@ -509,9 +463,6 @@ class Auditor:
             sink.notify()
         if self.sinks:
             await asyncio.wait([asyncio.create_task(s.stop(timeout)) for s in self.sinks])
-        if self._index_task is not None:
-            if self._index is not None:
-                self._index.stopping = True
-            self._index_stop.set()
-            await self._index_task
+        if self._indexer is not None:
+            await self._indexer.stop()
         self._task = None
