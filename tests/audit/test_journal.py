@@ -5,12 +5,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from conduit.audit import AuditUnavailable, verify
+from conduit.audit import auditor as auditor_module
 from conduit.audit.checkpoint import load_public_key
 from conduit.audit.journal import JournalBusy, journal_files
 
@@ -112,6 +114,30 @@ async def test_a_slow_disk_is_flushed_off_the_event_loop(make_auditor, tmp_path,
             assert ticks - before >= 5, "the event loop stood still during a 50 ms flush"
     finally:
         task.cancel()
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
+async def test_flushes_timed_in_the_thread_do_not_keep_it_there(
+    make_auditor, tmp_path, monkeypatch
+):
+    """The flusher thread's timings include its waits for the GIL while the loop
+    is busy; only flushes on the loop may decide where the next ones run. Here
+    the disk is slow as seen from the thread and fast on the loop: the records
+    must come back to the loop (they stayed in the thread when its timings counted)."""
+    monkeypatch.setattr(auditor_module, "PROBE_MIN", 0.01)
+    on_loop: list[bool] = []
+
+    def flush(fd):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        if not on_loop[-1]:
+            time.sleep(0.005)
+
+    monkeypatch.setattr(os, "fdatasync", flush)
+    auditor = await make_auditor(fsync="always")
+    for i in range(60):
+        await auditor.record("file.upload", "success", path=f"/f/{i}")
+    assert len(on_loop) >= 60 and all(on_loop[-20:])
     await auditor.close()
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
 

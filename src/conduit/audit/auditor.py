@@ -50,6 +50,14 @@ HELD_MAX = 100_000
 #: small 2-core box, more than an fsync on an SSD. Local uploads are fsynced
 #: on the loop for the same reason.
 INLINE_SYNC_MAX = 0.001
+#: Only flushes on the loop feed that average. The flusher thread's own timings
+#: include its waits for the GIL while the loop is busy (on a busy gateway they
+#: came out ~2-3x the same disk's flushes on the loop, and kept the auditor in
+#: the thread for good). So while in the thread, one durable record is flushed
+#: on the loop as a probe, at most every PROBE_SHARE times the last probe's cost
+#: (and PROBE_MIN seconds): a slow disk stalls the loop ~2 % of the time at most.
+PROBE_MIN = 0.5
+PROBE_SHARE = 50
 
 
 class _Pending:
@@ -88,6 +96,7 @@ class Auditor:
         # unknown until measured: start in a worker thread
         self._sync_cost = INLINE_SYNC_MAX
         self._parked = False  # the committer waits for work (see _write_now)
+        self._probe_at = time.monotonic() + PROBE_MIN  # next flush on the loop (thread mode)
         # the task that wrote a record in place in this loop iteration: more
         # records from it may follow in place, other tasks' join the queue
         self._hot: asyncio.Task[object] | None = None
@@ -198,9 +207,10 @@ class Auditor:
             and self._down_reason is None
             and not self.journal.needs_rotation
         ):
-            if durable and self._sync_in_thread:
+            here = self._hot in (None, asyncio.current_task()) and not self._flusher.busy
+            if durable and self._sync_in_thread and not (here and self._probe_due()):
                 return await self._flush_now(item, hold)
-            if self._hot in (None, asyncio.current_task()) and not self._flusher.busy:
+            if here:
                 return self._write_now(item, durable, hold)
         return await self._queued(item, durable, hold)
 
@@ -260,11 +270,12 @@ class Auditor:
             return await self._queued(item, True, hold)
         return seq
 
+    def _probe_due(self) -> bool:
+        return INLINE_SYNC_MAX > 0 and time.monotonic() >= self._probe_at
+
     def _append(self, items: list[Item], durable: bool) -> list[int]:
-        """The flusher thread's append."""
-        if durable:
-            return self._durable_append(items)
-        return self.journal.append(items, rotate=False, durable=False)
+        """The flusher thread's append (not timed: see PROBE_SHARE)."""
+        return self.journal.append(items, rotate=False, durable=durable)
 
     def _flush_failed(self, exc: Exception, jobs: list[Job]) -> None:
         """The flusher's write failed: down, and its direct records refused or held
@@ -414,6 +425,7 @@ class Auditor:
         finally:
             spent = time.perf_counter() - started
             self._sync_cost += (spent - self._sync_cost) / 8
+            self._probe_at = time.monotonic() + max(PROBE_MIN, PROBE_SHARE * spent)
 
     def _write_failed(self, exc: Exception) -> None:
         """An append raised: log what is not a plain I/O error, then go down."""

@@ -164,7 +164,7 @@ class Flusher:
         return False
 
     def _answer(self, work: list[Job], seqs: list[int] | None, exc: Exception | None) -> None:
-        if work:
+        if work and not self._loop.is_closed():  # closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._settle, work, seqs, exc)
 
     # -- on the loop ----------------------------------------------------------------
