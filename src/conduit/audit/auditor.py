@@ -93,7 +93,7 @@ class Auditor:
         self._dropped = 0
         self._task: asyncio.Task[None] | None = None
         self._indexer: Indexer | None = None
-        # unknown until measured: start in a worker thread
+        # unknown until measured: start in the flusher thread
         self._sync_cost = INLINE_SYNC_MAX
         self._parked = False  # the committer waits for work (see _write_now)
         self._probe_at = time.monotonic() + PROBE_MIN  # next flush on the loop (thread mode)
