@@ -11,8 +11,8 @@ such a write are queued and batched as before.
 
 Durable writes run on the event loop while the disk's flushes are fast (under
 INLINE_SYNC_MAX on average) and otherwise in the journal's own flusher thread
-(:mod:`conduit.audit.flusher`), so a slow disk never stalls the sessions. A
-durable record goes to that thread straight from ``record()`` while the
+(:mod:`conduit.audit.flusher`), so a slow disk stalls the sessions only for a
+rare probe (PROBE_SHARE). A durable record goes to that thread straight from ``record()`` while the
 committer is idle; records queued at the thread meanwhile share its next
 fsync. The committer also rotates, writes interval checkpoints, fsyncs in
 "batch" mode and, while the journal cannot be written, probes it.
