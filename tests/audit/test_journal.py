@@ -142,6 +142,26 @@ async def test_flushes_timed_in_the_thread_do_not_keep_it_there(
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
 
 
+async def test_a_slow_disk_is_probed_on_the_loop_rarely(make_auditor, tmp_path, monkeypatch):
+    """While the flusher thread flushes, the loop flushes one record now and then
+    to see if the disk got fast again: for a 20 ms flush, at most once per second."""
+    on_loop: list[bool] = []
+
+    def slow(fd):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.02)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    auditor = await make_auditor(fsync="always")
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:
+        await auditor.record("file.upload", "success", path="/f/x")
+    # the first probe is due 0.5 s after open, the next 1 s (50 x 20 ms) after it
+    assert 1 <= sum(on_loop) <= 2 < len(on_loop)
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
 @pytest.mark.parametrize("fsync", ["always", "batch", "never"])
 async def test_rotation_keeps_the_chain(make_auditor, tmp_path, fsync):
     auditor = await make_auditor(rotate_size=2000, fsync=fsync)
