@@ -1,6 +1,7 @@
 """Auditing's CPU per file, in one process: the gateway's own audit path, nothing else.
 
     python bench/bench_audit_cpu.py [--files 5000] [--kind down|up] [--fsync batch]
+                                    [--flush auto|thread|loop]
 
 Records what the gateway records for one sequential client's small files,
 through the same objects (``Operations.record`` -> ``EventLog`` -> ``Auditor`` ->
@@ -9,7 +10,11 @@ the search index, and prints the process's CPU time per file: "inline" while
 the records are written, "all in" once the sink has sent them and the index
 has caught up (the index waits for a quiet journal). A download is two records
 (``started``, durable, then ``success``), an upload three (``started``, the
-durable commit ``intent``, ``success``).
+durable commit ``intent``, ``success``). ``--flush`` forces where a durable
+record's write + fdatasync runs with ``--fsync always``: ``thread`` as on a
+disk whose flushes take over ``INLINE_SYNC_MAX`` (the journal's flusher
+thread), ``loop`` as on a fast one; ``auto`` (default) lets the measured flush
+cost decide, as the gateway does, so a run on a shared disk may land in either.
 
 ``bench_gateway.py --audit-cost`` measures the same thing over SSH as the
 difference between two gateways; on a shared machine its noise (the server
@@ -32,7 +37,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from conduit.audit import Auditor
+from conduit.audit import Auditor, auditor
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import AuditConfig, SiemSink
 from conduit.gateway.eventlog import EventLog
@@ -105,11 +110,14 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--kind", choices=("down", "up"), action="append")
     ap.add_argument("--fsync", choices=("always", "batch", "never"), default="batch")
+    ap.add_argument("--flush", choices=("auto", "thread", "loop"), default="auto")
     args = ap.parse_args()
+    if args.flush != "auto":  # the threshold the auditor compares its flush cost with
+        auditor.INLINE_SYNC_MAX = 0.0 if args.flush == "thread" else float("inf")
     for kind in args.kind or ["down", "up"]:
         inline, all_in = asyncio.run(run(args.files, kind, args.fsync))
         print(
-            f"{kind:4} fsync={args.fsync}: inline {inline:.0f} µs/file, "
+            f"{kind:4} fsync={args.fsync} flush={args.flush}: inline {inline:.0f} µs/file, "
             f"all in (sink + index) {all_in:.0f} µs/file",
             flush=True,
         )

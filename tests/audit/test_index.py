@@ -1,7 +1,7 @@
 import asyncio
 import sqlite3
 
-from conduit.audit import auditor as auditor_module
+from conduit.audit import indexer as indexer_module
 from conduit.audit.checkpoint import load_or_create_key
 from conduit.audit.index import Index, Query, parse_time
 from conduit.audit.journal import Journal, journal_files
@@ -45,8 +45,8 @@ def indexed(directory) -> int:
 
 
 async def test_the_gateway_indexes_when_the_journal_goes_quiet(make_auditor, tmp_path, monkeypatch):
-    monkeypatch.setattr(auditor_module, "INDEX_POLL", 0.3)
-    monkeypatch.setattr(auditor_module, "INDEX_MAX_LAG", 60.0)
+    monkeypatch.setattr(indexer_module, "INDEX_POLL", 0.3)
+    monkeypatch.setattr(indexer_module, "INDEX_MAX_LAG", 60.0)
     auditor = await make_auditor()
     for i in range(50):  # a busy second: a record every 20 ms, never 0.3 s of quiet
         await auditor.record("file.upload", "success", path=f"/a/{i}")
@@ -58,8 +58,8 @@ async def test_the_gateway_indexes_when_the_journal_goes_quiet(make_auditor, tmp
 
 
 async def test_sustained_load_still_indexes_every_max_lag(make_auditor, tmp_path, monkeypatch):
-    monkeypatch.setattr(auditor_module, "INDEX_POLL", 0.3)
-    monkeypatch.setattr(auditor_module, "INDEX_MAX_LAG", 0.6)
+    monkeypatch.setattr(indexer_module, "INDEX_POLL", 0.3)
+    monkeypatch.setattr(indexer_module, "INDEX_MAX_LAG", 0.6)
     auditor = await make_auditor()
     for i in range(75):  # 1.5 s without a quiet poll
         await auditor.record("file.upload", "success", path=f"/a/{i}")

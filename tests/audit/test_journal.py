@@ -5,12 +5,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from conduit.audit import AuditUnavailable, verify
+from conduit.audit import auditor as auditor_module
 from conduit.audit.checkpoint import load_public_key
 from conduit.audit.journal import JournalBusy, journal_files
 
@@ -112,6 +114,50 @@ async def test_a_slow_disk_is_flushed_off_the_event_loop(make_auditor, tmp_path,
             assert ticks - before >= 5, "the event loop stood still during a 50 ms flush"
     finally:
         task.cancel()
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
+async def test_flushes_timed_in_the_thread_do_not_keep_it_there(
+    make_auditor, tmp_path, monkeypatch
+):
+    """The flusher thread's timings include its waits for the GIL while the loop
+    is busy; only flushes on the loop may decide where the next ones run. Here
+    the disk is slow as seen from the thread and fast on the loop: the records
+    must come back to the loop (they stayed in the thread when its timings counted)."""
+    monkeypatch.setattr(auditor_module, "PROBE_MIN", 0.01)
+    on_loop: list[bool] = []
+
+    def flush(fd):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        if not on_loop[-1]:
+            time.sleep(0.005)
+
+    monkeypatch.setattr(os, "fdatasync", flush)
+    auditor = await make_auditor(fsync="always")
+    for i in range(60):
+        await auditor.record("file.upload", "success", path=f"/f/{i}")
+    assert len(on_loop) >= 60 and all(on_loop[-20:])
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
+async def test_a_slow_disk_is_probed_on_the_loop_rarely(make_auditor, tmp_path, monkeypatch):
+    """While the flusher thread flushes, the loop flushes one record now and then
+    to see if the disk got fast again: for a 20 ms flush, at most once per second."""
+    on_loop: list[bool] = []
+
+    def slow(fd):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.02)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    auditor = await make_auditor(fsync="always")
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:
+        await auditor.record("file.upload", "success", path="/f/x")
+    # the first probe is due 0.5 s after open, the next 1 s (50 x 20 ms) after it
+    assert 1 <= sum(on_loop) <= 2 < len(on_loop)
     await auditor.close()
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
 

@@ -10,16 +10,17 @@ cost a tree of small files. Events arriving in the same loop iteration after
 such a write are queued and batched as before.
 
 Durable writes run on the event loop while the disk's flushes are fast (under
-INLINE_SYNC_MAX on average) and in a worker thread otherwise, so a slow disk
-never stalls the sessions. The committer also rotates, writes interval
-checkpoints, fsyncs in "batch" mode and, while the journal cannot be written,
-probes it.
+INLINE_SYNC_MAX on average) and otherwise in the journal's own flusher thread
+(:mod:`conduit.audit.flusher`), so a slow disk stalls the sessions only for a
+rare probe (PROBE_SHARE). A durable record goes to that thread straight from ``record()`` while the
+committer is idle; records queued at the thread meanwhile share its next
+fsync. The committer also rotates, writes interval checkpoints, fsyncs in
+"batch" mode and, while the journal cannot be written, probes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -28,13 +29,14 @@ from typing import TYPE_CHECKING
 
 from conduit.audit import checkpoint
 from conduit.audit.events import EventType, check_event, utc_now
+from conduit.audit.flusher import Flusher, FlusherDied, Job, Untried
+from conduit.audit.indexer import Indexer
 from conduit.audit.journal import Item, Journal
 from conduit.audit.recovery import Settle, crash_items, settled_items
 from conduit.audit.sinks import Sink, start_sinks
 from conduit.errors import AuditUnavailable
 
 if TYPE_CHECKING:
-    from conduit.audit.index import Index
     from conduit.config.model import AuditConfig
 
 log = logging.getLogger("conduit.audit")
@@ -42,23 +44,20 @@ log = logging.getLogger("conduit.audit")
 BATCH_SYNC_INTERVAL = 1.0
 PROBE_INTERVAL = 0.5
 HELD_MAX = 100_000
-#: The search index is derived data and yields to transfers: it catches up
-#: once the journal has been quiet for INDEX_POLL, and at least every
-#: INDEX_MAX_LAG under sustained load. On a sequential stream of small files
-#: indexing as it went took ~0.2 ms of CPU per file, a tenth of the gateway's;
-#: ``conduit audit search`` catches up itself before it answers.
-INDEX_POLL = 1.0
-INDEX_MAX_LAG = 30.0
-#: Records indexed per refresh at most (~0.2 s of CPU): a gateway that comes
-#: back to a long unindexed journal catches up a slice per quiet second.
-INDEX_SLICE = 5_000
 #: A durable append (write + fdatasync) that usually takes less than this runs
-#: on the event loop; a slower disk gets a worker thread so its flushes never
-#: stall every session. A trip to a worker thread and back costs ~0.1 ms on a
-#: small 2-core box, as much as an fsync on an SSD: for one sequential client
-#: that hop was a quarter of what auditing cost per file. Local uploads are
-#: fsynced on the loop for the same reason.
+#: on the event loop; a slower disk gets the flusher thread so its flushes
+#: never stall every session. Even that trip costs ~0.1-0.2 ms of CPU on a
+#: small 2-core box, more than an fsync on an SSD. Local uploads are fsynced
+#: on the loop for the same reason.
 INLINE_SYNC_MAX = 0.001
+#: Only flushes on the loop feed that average. The flusher thread's own timings
+#: include its waits for the GIL while the loop is busy (on a busy gateway they
+#: came out ~2-3x the same disk's flushes on the loop, and kept the auditor in
+#: the thread for good). So while in the thread, one durable record is flushed
+#: on the loop as a probe, at most every PROBE_SHARE times the last probe's cost
+#: (and PROBE_MIN seconds): a slow disk stalls the loop ~2 % of the time at most.
+PROBE_MIN = 0.5
+PROBE_SHARE = 50
 
 
 class _Pending:
@@ -93,16 +92,18 @@ class Auditor:
         self._held: deque[Item] = deque()
         self._dropped = 0
         self._task: asyncio.Task[None] | None = None
-        self._index_task: asyncio.Task[None] | None = None
-        self._index: Index | None = None
-        self._index_stop = asyncio.Event()
-        # unknown until measured: start in a worker thread
+        self._indexer: Indexer | None = None
+        # unknown until measured: start in the flusher thread
         self._sync_cost = INLINE_SYNC_MAX
         self._parked = False  # the committer waits for work (see _write_now)
+        self._probe_at = time.monotonic() + PROBE_MIN  # next flush on the loop (thread mode)
         # the task that wrote a record in place in this loop iteration: more
         # records from it may follow in place, other tasks' join the queue
         self._hot: asyncio.Task[object] | None = None
         self._settle: Settle | None = None
+        self._flusher = Flusher(
+            asyncio.get_running_loop(), self._append, self._flush_failed, self._flushed
+        )
 
     @classmethod
     async def open(cls, config: AuditConfig, node: str, key_dir: Path) -> Auditor:
@@ -127,7 +128,7 @@ class Auditor:
         # a signed end from the first moment: a short run that crashes still has one
         await asyncio.to_thread(journal.checkpoint, "start")
         self.sinks = start_sinks(config, journal, self._sink_alert, opened_at)
-        self._index_task = asyncio.create_task(self._index_loop(), name="audit-index")
+        self._indexer = Indexer(journal)
         return self
 
     async def settle_intents(self, settle: Settle) -> int:
@@ -203,12 +204,18 @@ class Auditor:
         if (
             self._parked
             and not self._queue
-            and self._hot in (None, asyncio.current_task())
             and self._down_reason is None
-            and not (durable and self._sync_in_thread)
             and not self.journal.needs_rotation
         ):
-            return self._write_now(item, durable, hold)
+            here = self._hot in (None, asyncio.current_task()) and not self._flusher.busy
+            if durable and self._sync_in_thread and not (here and self._probe_due()):
+                return await self._flush_now(item, hold)
+            if here:
+                return self._write_now(item, durable, hold)
+        return await self._queued(item, durable, hold)
+
+    async def _queued(self, item: Item, durable: bool, hold: bool) -> int:
+        """Hand the record to the committer and wait for its batch."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, future, durable, hold))
         self._wake.set()
@@ -251,6 +258,46 @@ class Auditor:
 
     def _cool(self) -> None:
         self._hot = None
+
+    async def _flush_now(self, item: Item, hold: bool) -> int:
+        """A durable record straight to the flusher thread, past the committer."""
+        try:
+            # a failed write: _flush_failed answers (AuditUnavailable, or 0 if held)
+            (seq,) = await self._flusher.submit([item], hold=hold)
+        except Untried:  # queued behind a failed write: the committer knows it now
+            if self._closing:
+                return self._refuse_or_hold(item, hold)
+            return await self._queued(item, True, hold)
+        return seq
+
+    def _probe_due(self) -> bool:
+        return INLINE_SYNC_MAX > 0 and time.monotonic() >= self._probe_at
+
+    def _append(self, items: list[Item], durable: bool) -> list[int]:
+        """The flusher thread's append (not timed: see PROBE_SHARE)."""
+        return self.journal.append(items, rotate=False, durable=durable)
+
+    def _flush_failed(self, exc: Exception, jobs: list[Job]) -> None:
+        """The flusher's write failed: down, and its direct records refused or held
+        now, before the committer can write its "writable again" alert."""
+        if isinstance(exc, FlusherDied):
+            self._went_down(exc)  # logged by the thread
+        else:
+            self._write_failed(exc)
+        self._wake.set()  # the committer probes the journal from now on
+        for job in jobs:
+            if job.hold is None or job.future.done():
+                continue
+            try:
+                job.future.set_result([self._refuse_or_hold(job.items[0], job.hold)])
+            except AuditUnavailable as refused:
+                job.future.set_exception(refused)
+
+    def _flushed(self) -> None:
+        if self.journal.needs_rotation or self._checkpoint_due:
+            self._wake.set()
+        for sink in self.sinks:
+            sink.notify()
 
     def _refuse_or_hold(self, item: Item, hold: bool = False) -> int:
         """An event the journal could not take: AuditUnavailable (closed) or held (alert,
@@ -327,15 +374,19 @@ class Auditor:
                 None,
             )
             items = [alert, *held, *items]
+        always = self.journal.fsync_policy == "always"
+        durable = always and (recovering or any(p.durable for p in batch))
         try:
-            if self.journal.fsync_policy == "always" and (
-                recovering or any(p.durable for p in batch)
-            ):
-                if self._sync_in_thread:
-                    seqs = await asyncio.to_thread(self._durable_append, items)
-                else:
-                    seqs = self._durable_append(items)
-            elif self.journal.fsync_policy == "always":
+            if always and (self._flusher.busy or (durable and self._sync_in_thread)):
+                # the thread may hold the journal: never wait for it on the loop
+                try:
+                    seqs = await self._flusher.submit(items, durable)
+                except Untried:  # behind a failed write: again, as a recovery
+                    self._queue[:0] = batch
+                    return
+            elif durable:
+                seqs = self._durable_append(items)
+            elif always:
                 # only non-durable records: to the page cache now, fsync later
                 seqs = self.journal.append(items, rotate=False, durable=False)
             else:
@@ -374,11 +425,12 @@ class Auditor:
         finally:
             spent = time.perf_counter() - started
             self._sync_cost += (spent - self._sync_cost) / 8
+            self._probe_at = time.monotonic() + max(PROBE_MIN, PROBE_SHARE * spent)
 
     def _write_failed(self, exc: Exception) -> None:
         """An append raised: log what is not a plain I/O error, then go down."""
         if not isinstance(exc, OSError):
-            log.exception("audit journal write failed")
+            log.error("audit journal write failed", exc_info=exc)
         self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
@@ -395,52 +447,24 @@ class Auditor:
             self._dropped += 1
         self._held.append(item)
 
-    async def _index_loop(self) -> None:
-        from conduit.audit.index import Index
-
-        seen, indexed, waited, refreshing = self.journal.seq, -1, 0.0, False
-        try:
-            while not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(INDEX_POLL):
-                        await self._index_stop.wait()
-                waited += INDEX_POLL
-                quiet, seen = self.journal.seq == seen, self.journal.seq
-                if self._closing or seen == indexed or not (quiet or waited >= INDEX_MAX_LAG):
-                    continue
-                waited = 0.0
-                try:
-                    if self._index is None:
-                        self._index = await asyncio.to_thread(
-                            Index, self.journal.directory, self.journal.recall
-                        )
-                    refreshing = True
-                    added = await asyncio.to_thread(self._index.refresh, INDEX_SLICE)
-                    refreshing = False
-                    if added < INDEX_SLICE:
-                        indexed = seen
-                except Exception as exc:  # derived data: never let it hurt the gateway
-                    refreshing = False  # the refresh ended, with an error
-                    log.warning("audit index refresh failed: %s", exc)
-        finally:
-            # close() asks a running refresh to stop and waits for it; only a
-            # cancelled task can get here with one still running in its thread,
-            # and then the connection must be left to it, not closed under it.
-            if self._index is not None and not refreshing:
-                self._index.close()
-
     async def close(self, timeout: float = 5.0) -> None:
         """Flush, seal with a checkpoint, stop the sinks (waiting at most ``timeout``)."""
         if self._closing:
             return
         self._closing = True
         self._wake.set()
+        if self._indexer is not None:
+            self._indexer.halt()
         if self._task is not None:
             await self._task
-        ended = crash_items(self.journal.open_transfers, {})
         try:
             if self._held:  # alert mode: events the journal could not take yet
                 await self._commit([])
+        except OSError as exc:
+            log.error("audit journal close failed: %s", exc)
+        await self._flusher.stop()  # after the records it still had
+        ended = crash_items(self.journal.open_transfers, {})
+        try:
             ended += await self._settled_items()
             if ended:
                 await asyncio.to_thread(self.journal.append, ended)
@@ -451,9 +475,6 @@ class Auditor:
             sink.notify()
         if self.sinks:
             await asyncio.wait([asyncio.create_task(s.stop(timeout)) for s in self.sinks])
-        if self._index_task is not None:
-            if self._index is not None:
-                self._index.stopping = True
-            self._index_stop.set()
-            await self._index_task
+        if self._indexer is not None:
+            await self._indexer.stop()
         self._task = None
