@@ -162,6 +162,27 @@ async def test_a_slow_disk_is_probed_on_the_loop_rarely(make_auditor, tmp_path, 
     assert verify(tmp_path / "audit", pub(tmp_path)).ok
 
 
+async def test_a_disk_slow_in_the_thread_is_not_probed_on_the_loop(
+    make_auditor, tmp_path, monkeypatch
+):
+    """A flush the thread saw take 60 ms is no GIL wait: the disk is slow or
+    hanging, and a probe on the loop would stall every session that long."""
+    on_loop: list[bool] = []
+
+    def slow(fd):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.06)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    auditor = await make_auditor(fsync="always")
+    end = time.monotonic() + 1.2  # a probe would be due 0.5 s after open
+    while time.monotonic() < end:
+        await auditor.record("file.upload", "success", path="/f/x")
+    assert len(on_loop) > 5 and not any(on_loop)
+    await auditor.close()
+    assert verify(tmp_path / "audit", pub(tmp_path)).ok
+
+
 @pytest.mark.parametrize("fsync", ["always", "batch", "never"])
 async def test_rotation_keeps_the_chain(make_auditor, tmp_path, fsync):
     auditor = await make_auditor(rotate_size=2000, fsync=fsync)

@@ -56,8 +56,12 @@ INLINE_SYNC_MAX = 0.001
 #: the thread for good). So while in the thread, one durable record is flushed
 #: on the loop as a probe, at most every PROBE_SHARE times the last probe's cost
 #: (and PROBE_MIN seconds): a slow disk stalls the loop ~2 % of the time at most.
+#: No probe while the thread's last flush took PROBE_CEILING or more: GIL waits
+#: do not reach that, so the disk itself is slow (or hanging), and a probe
+#: would stall every session for as long.
 PROBE_MIN = 0.5
 PROBE_SHARE = 50
+PROBE_CEILING = 0.05
 
 
 class _Pending:
@@ -97,6 +101,7 @@ class Auditor:
         self._sync_cost = INLINE_SYNC_MAX
         self._parked = False  # the committer waits for work (see _write_now)
         self._probe_at = time.monotonic() + PROBE_MIN  # next flush on the loop (thread mode)
+        self._thread_cost = 0.0  # the flusher thread's last append, GIL waits and all
         # the task that wrote a record in place in this loop iteration: more
         # records from it may follow in place, other tasks' join the queue
         self._hot: asyncio.Task[object] | None = None
@@ -271,11 +276,19 @@ class Auditor:
         return seq
 
     def _probe_due(self) -> bool:
-        return INLINE_SYNC_MAX > 0 and time.monotonic() >= self._probe_at
+        return (
+            INLINE_SYNC_MAX > 0
+            and self._thread_cost < PROBE_CEILING
+            and time.monotonic() >= self._probe_at
+        )
 
     def _append(self, items: list[Item], durable: bool) -> list[int]:
-        """The flusher thread's append (not timed: see PROBE_SHARE)."""
-        return self.journal.append(items, rotate=False, durable=durable)
+        """The flusher thread's append: its time only vetoes probes (see PROBE_CEILING)."""
+        started = time.perf_counter()
+        try:
+            return self.journal.append(items, rotate=False, durable=durable)
+        finally:
+            self._thread_cost = time.perf_counter() - started
 
     def _flush_failed(self, exc: Exception, jobs: list[Job]) -> None:
         """The flusher's write failed: down, and its direct records refused or held
