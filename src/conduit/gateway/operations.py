@@ -283,6 +283,7 @@ class Operations(WriteAhead):
     # -- transfers ------------------------------------------------------------------
 
     async def open_read(self, path: VirtualPath) -> Download:
+        opened = moment(self.site.policy)  # before the decision: see _readable
         decision = await self.authorize(Op.READ, path)
         backend, rel, _ = self.locate(path)
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
@@ -290,7 +291,7 @@ class Operations(WriteAhead):
         if decision.obligations:
             # before the first byte leaves: only bytes that passed them (released or scanned now)
             vouched = await self._vouched(path, handle, decision)
-        check = await self._readable(path, handle)
+        check = await self._readable(path, handle, opened, decision if rel else None)
         transfer = uuid.uuid4().hex[:16]
         try:
             # durable before the first byte leaves: the download's one fsync
