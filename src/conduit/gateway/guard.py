@@ -225,12 +225,30 @@ class Guard:
         return check
 
     async def _readable(
-        self, path: VirtualPath, handle: ReadHandle
+        self,
+        path: VirtualPath,
+        handle: ReadHandle,
+        opened: tuple[Policy, datetime],
+        decision: Decision | None,
     ) -> Callable[[int], Awaitable[None]]:
         """The download's "still allowed?" check, asked once now with the file's
         real size (before a legacy SCP header promises it); the handle is closed
-        if the answer is no."""
-        check = self._still_readable(path, handle.size)
+        if the answer is no.
+
+        ``decision``: the read allowed at the open, asked without a size under
+        ``opened`` (the moment taken before it), or None (ask again). Within
+        that moment a size the conduit it names takes cannot change the answer:
+        the conduits tried before it were passed over for their paths or
+        windows, which the size does not touch. So the policy is not asked
+        again then: the check compares ``opened`` with its own moment. (Only for a
+        file below a target's root: the decision on a root is a folder's, whose
+        ``max_size`` says nothing.)"""
+        known = (
+            decision is not None
+            and decision.allowed
+            and (decision.max_size is None or handle.size <= decision.max_size)
+        )
+        check = self._still_readable(path, handle.size, opened if known else None)
         try:
             await check(0)
         except StorageError:
@@ -238,12 +256,15 @@ class Guard:
             raise
         return check
 
-    def _still_readable(self, path: VirtualPath, size: int) -> Callable[[int], Awaitable[None]]:
+    def _still_readable(
+        self, path: VirtualPath, size: int, answered: tuple[Policy, datetime] | None = None
+    ) -> Callable[[int], Awaitable[None]]:
         """Asked before every read: a download ends when its window does. The
         policy is asked again only when the minute (windows' resolution) or the
         policy itself (a reload) has changed; the first read also checks the
-        file's size against the conduit's limit."""
-        asked: list[tuple[Policy, datetime]] = []
+        file's size against the conduit's limit. ``answered``: the moment in
+        which the read with this size is already known to be allowed."""
+        asked: list[tuple[Policy, datetime]] = [answered] if answered is not None else []
 
         async def check(offset: int) -> None:
             self._not_revoked()

@@ -18,9 +18,9 @@ leaves. Start-up recovery settles intents whose outcome a crash lost
 
 from __future__ import annotations
 
+import secrets
 import stat as stat_module
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
@@ -283,6 +283,7 @@ class Operations(WriteAhead):
     # -- transfers ------------------------------------------------------------------
 
     async def open_read(self, path: VirtualPath) -> Download:
+        opened = moment(self.site.policy)  # before the decision: see _readable
         decision = await self.authorize(Op.READ, path)
         backend, rel, _ = self.locate(path)
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
@@ -290,8 +291,8 @@ class Operations(WriteAhead):
         if decision.obligations:
             # before the first byte leaves: only bytes that passed them (released or scanned now)
             vouched = await self._vouched(path, handle, decision)
-        check = await self._readable(path, handle)
-        transfer = uuid.uuid4().hex[:16]
+        check = await self._readable(path, handle, opened, decision if rel else None)
+        transfer = secrets.token_hex(8)
         try:
             # durable before the first byte leaves: the download's one fsync
             await self.record(
@@ -346,7 +347,7 @@ class Operations(WriteAhead):
             check = self._still_writable(path, backend, rel, opened, delete)
             return await open_quarantined(self, keeper, path, decision, check)
         handle = await backend.open_write(rel, mode=mode & 0o777)
-        transfer = uuid.uuid4().hex[:16]
+        transfer = secrets.token_hex(8)
         self.traffic.transfers_open += 1
         try:
             await self.record(

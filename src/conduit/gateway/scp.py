@@ -37,6 +37,7 @@ from conduit.scpcodec import (
     parse_line,
     parse_reply,
 )
+from conduit.storage.base import Stat
 from conduit.transfer import Upload
 
 log = logging.getLogger("conduit.gateway.scp")
@@ -354,8 +355,17 @@ class ScpServer:
             raise StorageError(Fault.NOT_FOUND, "no match")
         return [target.parent.child(name) for name in matches]
 
-    async def _send(self, path: VirtualPath) -> None:
-        st = await self.ops.stat(path)
+    async def _send(self, path: VirtualPath, listed: Stat | None = None) -> None:
+        """``listed``: what the folder's listing said of ``path``. A file listed
+        is not stat'ed again (a policy question and a confined resolution):
+        its header's size is the opened file's, and the open asks the policy
+        and resolves the name itself, so what changed since the listing (a
+        folder now, a link leaving the area, a refusal) is refused there.
+        Folders, and times for ``-p``, are still looked up afresh."""
+        if listed is not None and listed.is_file and not self.command.preserve:
+            st = listed
+        else:
+            st = await self.ops.stat(path)
         if self.command.preserve:
             self.writer.write(format_line(Times(_clamp_time(st.mtime), _clamp_time(st.atime))))
             await self._ack()
@@ -366,7 +376,7 @@ class ScpServer:
             await self._ack()
             for entry in await self.ops.listdir(path):
                 try:
-                    await self._send(path.child(entry.name))
+                    await self._send(path.child(entry.name), entry.stat)
                 except StorageError as exc:
                     self._warn(f"{entry.name}: {exc.reason}")
             self.writer.write(b"E\n")

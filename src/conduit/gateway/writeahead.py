@@ -17,7 +17,7 @@ the client; if the process dies before it is written, start-up recovery
 from __future__ import annotations
 
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ class WriteAhead(Guard):
         then no new intent is written.
         """
         if intent is None:
-            intent = uuid.uuid4().hex[:16]
+            intent = secrets.token_hex(8)
             await self.record(type, EventOutcome.INTENT, intent=intent, **fields)
         await faults.hold("after-intent", type)
         try:

@@ -7,6 +7,7 @@ builds these when it is created (and on every reload).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv6Address, ip_address
 
 from conduit.config.model import Config, Grant, Op
@@ -119,6 +120,14 @@ def plain(address: IPAddress | str) -> IPAddress:
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+@lru_cache(maxsize=1024)
+def shown(address: IPAddress) -> str:
+    """``str(address)``, kept: every decision's text names the client's address,
+    and formatting one cost more than the rest of the sentence (~3 µs of a
+    ~25 µs decision); a session asks with the same address every time."""
+    return str(address)
 
 
 class Index:

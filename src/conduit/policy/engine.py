@@ -62,7 +62,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from conduit.config.model import Config, Obligation, Op
 from conduit.names import DEVICES
 from conduit.policy.approve import Approvals
-from conduit.policy.compile import PolicyError, plain
+from conduit.policy.compile import PolicyError, plain, shown
 from conduit.policy.conduits import Miss, first_open
 from conduit.policy.decision import (
     Decision,
@@ -233,7 +233,8 @@ class Policy(Approvals):
             )
         t.parts = normalise(request.path)
         t.address = address = plain(request.source)
-        t.what = f"{user} {op} /{'/'.join(t.parts)} from {address}"
+        text = shown(address)
+        t.what = f"{user} {op} /{'/'.join(t.parts)} from {text}"
         if user not in self._area_grants:
             return t.deny(
                 "user",
@@ -247,11 +248,11 @@ class Policy(Approvals):
         if t.client_zone is None:
             return t.deny(
                 "zone",
-                f"{address} is in no zone's networks",
+                f"{text} is in no zone's networks",
                 rule="deny:no-zone",
                 reason="source address in no zone",
             )
-        t.passed("zone", f"zones.{t.client_zone}", f"{address} is in zone {t.client_zone}")
+        t.passed("zone", f"zones.{t.client_zone}", f"{text} is in zone {t.client_zone}")
         networks = self._user_networks.get(user)
         if networks is not None and not any(
             address.version == net.version and address in net for net in networks
@@ -259,7 +260,7 @@ class Policy(Approvals):
             rule = f"users.{user}.networks"
             return t.deny(
                 "user networks",
-                f"{address} is outside {rule}",
+                f"{text} is outside {rule}",
                 rule=rule,
                 reason="not allowed from this address",
                 step_rule=rule,

@@ -28,7 +28,7 @@ from conduit.audit import faults
 from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.storage.base import ReadHandle, WriteHandle
 from conduit.transfer.budget import ReorderBudget
-from conduit.transfer.readahead import Pread, ReadAhead
+from conduit.transfer.readahead import INLINE_BYTES, Pread, ReadAhead
 from conduit.transfer.writebehind import Pwrite, WriteBehind
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the
@@ -293,6 +293,7 @@ class Download(_Transfer):
         # in a worker thread (see readahead.py); others are read on the loop.
         self._pread: Pread | None = getattr(handle, "read_blocking", None)
         self._reading: ReadAhead | None = None
+        self._short = False  # a read on the loop came back short: the file shrank
         self._pending = b""  # the unsent rest of a block longer than a read asked
         # A handle that hashes what it serves (the relay, off the event loop)
         # lends that hash: the bytes would otherwise be hashed twice.
@@ -312,10 +313,27 @@ class Download(_Transfer):
             # size too): a file growing meanwhile is not read past it.
             data = b""
         elif self._pread is not None and self._sequential and offset == self._next:
-            data = await self._read_ahead(offset, length)
+            if self._reading is None and self.size - offset <= INLINE_BYTES:
+                data = self._read_inline(offset, length)
+            else:
+                data = await self._read_ahead(offset, length)
         else:
             data = await self._read_here(offset, length)
         self._served += len(data)
+        return data
+
+    def _read_inline(self, offset: int, length: int) -> bytes:
+        """The next bytes of a small file's rest, read and hashed here (a thread's
+        hand-off costs more than both); the read-ahead's rules: never past the
+        size as opened, and a short read (the file shrank) ends the download."""
+        assert self._pread is not None
+        if self._short:
+            return b""
+        want = min(length, self.size - offset)
+        data = self._pread(offset, want)
+        self._short = len(data) < want
+        self._hash.update(data)
+        self._next += len(data)
         return data
 
     async def _read_ahead(self, offset: int, length: int) -> bytes:

@@ -15,6 +15,11 @@ queued byte was written.
 Memory is bounded: an upload queues at most :data:`PER_UPLOAD` bytes, and
 all uploads together :data:`SHARED_BYTES`; beyond that a write waits for the
 job in flight, or, with nothing in flight, is written on the loop as before.
+
+The first :data:`INLINE_BYTES` of an upload are written on the loop too
+(nothing is queued or in flight then, so order holds): for a small file the
+thread's hand-off and the loop's wake-up cost several times the ``pwrite``
+and hash of its bytes (about 300 µs of CPU per file of a 4 KiB tree).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from conduit.transfer.threads import executor, settle
 
 PER_UPLOAD = 4 * 1024 * 1024
 SHARED_BYTES = 64 * 1024 * 1024
+
+#: Bytes up to this offset are written on the loop: a small file never waits for a thread.
+INLINE_BYTES = 64 * 1024
 
 Pwrite = Callable[[int, bytes], None]
 
@@ -64,6 +72,9 @@ class WriteBehind:
         while True:
             if self._error is not None:
                 raise self._error
+            if offset + size <= INLINE_BYTES and self._job is None and not self._queue:
+                self._work([(offset, data)])  # a small file's bytes, in order, here
+                return
             if self._queued + size <= PER_UPLOAD and self._budget.take(size):
                 self._queue.append((offset, data))
                 self._queued += size
