@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conduit.config import parse
+from conduit.config.model import Obligation
 from conduit.errors import StorageError
 from conduit.gateway.operations import Operations, SessionInfo
 from conduit.gateway.vfs import resolve
@@ -134,9 +135,56 @@ async def test_a_limit_the_file_exceeds_asks_again_and_a_later_conduit_allows(
     down = await session(site).open_read(resolve("/out/big.log"))
     assert await down.read(0, 8192) == b"x" * 4096
     await down.close()
+    (started,) = site.recorder.of("file.download", "started")
     (done,) = site.recorder.of("file.download", "success")
     assert done["bytes"] == 4096 and done["sha256"]
+    # the journal names the conduit that took the file, not the one whose limit it passed
+    assert started["rule"] == done["rule"] == "conduits[reports]"
     assert not site.recorder.of("access.denied")
+
+
+async def test_a_later_conduit_that_takes_the_file_brings_its_obligations(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The first conduit allows small firmware freely; the one that takes any
+    size requires an approval. A big file must meet the approval: the open's
+    answer (asked without a size, from the first conduit) carried none, and
+    serving on it would let a file through the conduit that demands one."""
+    text = (
+        SITE
+        + """
+[[conduits]]
+name = "tiny-fw"
+from = "plant"
+to = "office"
+paths = ["*.fw"]
+max_size = "1KiB"
+
+[[conduits]]
+name = "approved-fw"
+from = "plant"
+to = "office"
+paths = ["*.fw"]
+require = ["approval"]
+"""
+    )
+    config = parse(text.format(root=tmp_path, key=KEY), source=tmp_path / "conduit.toml")
+    areas = {name: LocalBackend(name, a.path) for name, a in config.areas.items()}
+    site = Site(Policy(config, clock=clock, enforceable=frozenset({Obligation.APPROVAL})), areas)
+    (tmp_path / "out" / "big.fw").write_bytes(b"x" * 4096)
+    (tmp_path / "out" / "small.fw").write_bytes(b"x" * 100)
+    ops = session(site)
+    before = open_fds()
+    # this site has no quarantine to vouch for the approval: refused, file closed
+    with pytest.raises(StorageError):
+        await ops.open_read(resolve("/out/big.fw"))
+    assert open_fds() == before
+    assert not site.recorder.of("file.download")
+    down = await ops.open_read(resolve("/out/small.fw"))  # the free conduit's size
+    assert await down.read(0, 1000) == b"x" * 100
+    await down.close()
+    (started,) = site.recorder.of("file.download", "started")
+    assert started["rule"] == "conduits[tiny-fw]"
 
 
 async def test_a_limit_nothing_lifts_refuses_and_closes_the_file(

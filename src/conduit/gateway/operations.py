@@ -287,6 +287,14 @@ class Operations(WriteAhead):
         decision = await self.authorize(Op.READ, path)
         backend, rel, _ = self.locate(path)
         handle = await self._unconcealed(backend.open_read(rel), Op.READ, path)
+        if rel and decision.max_size is not None and handle.size > decision.max_size:
+            # The conduit that allowed without a size does not take this file;
+            # the one that does (if any) decides: its obligations, its rule.
+            try:
+                decision = await self.authorize(Op.READ, path, handle.size)
+            except BaseException:
+                await handle.close()
+                raise
         vouched: dict[str, Any] = {}
         if decision.obligations:
             # before the first byte leaves: only bytes that passed them (released or scanned now)
