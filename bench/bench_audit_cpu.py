@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from conduit.audit import Auditor, auditor
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import AuditConfig, SiemSink
+from conduit.gateway.context import SessionInfo
 from conduit.gateway.eventlog import EventLog
-from conduit.gateway.operations import Operations, SessionInfo
+from conduit.gateway.operations import Operations
 
 #: The SIEM: a child process that reads and drops everything (in this process,
 #: its threads' CPU for reading the stream was counted as the gateway's).

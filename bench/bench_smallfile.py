@@ -35,7 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from conduit.config import parse
-from conduit.gateway.operations import Operations, SessionInfo
+from conduit.gateway.context import SessionInfo
+from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import resolve
 from conduit.policy import Policy
 from conduit.storage.local import LocalBackend

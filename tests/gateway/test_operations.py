@@ -20,7 +20,8 @@ import pytest
 
 from conduit.config import parse
 from conduit.errors import Fault, StorageError
-from conduit.gateway.operations import Operations, SessionInfo
+from conduit.gateway.context import SessionInfo
+from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import resolve
 from conduit.policy import Policy
 from conduit.storage.base import Backend

@@ -22,7 +22,8 @@ import pytest
 from conduit.config import parse
 from conduit.config.model import Obligation
 from conduit.errors import StorageError
-from conduit.gateway.operations import Operations, SessionInfo
+from conduit.gateway.context import SessionInfo
+from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import resolve
 from conduit.policy import Decision, Policy, Request
 from conduit.storage.local import LocalBackend

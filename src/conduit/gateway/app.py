@@ -25,13 +25,13 @@ from conduit.auth.secrets import SecretStore
 from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
+from conduit.gateway.context import Recorder
 from conduit.gateway.control import ControlServer, open_control
 from conduit.gateway.defending import Defence
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
 from conduit.gateway.hostkey import load_host_certificates, load_host_key
-from conduit.gateway.operations import Recorder
 from conduit.gateway.quarantine import Keeper
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile

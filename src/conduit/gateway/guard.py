@@ -24,7 +24,7 @@ from conduit.policy import Decision, Policy, Rename, Request
 from conduit.storage.base import Backend, ReadHandle, RelPath
 
 if TYPE_CHECKING:
-    from conduit.gateway.operations import SessionInfo, Site, Traffic
+    from conduit.gateway.context import SessionInfo, Site, Traffic
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conduit.gateway.operations import Site
+from conduit.gateway.context import Site
 
 if TYPE_CHECKING:
     from conduit.audit.noise import NoiseLog

@@ -21,20 +21,19 @@ from __future__ import annotations
 import secrets
 import stat as stat_module
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
+from conduit.gateway.context import SessionInfo, Site, Traffic
 from conduit.gateway.guard import moment
 from conduit.gateway.inbound import clear_for_read, open_quarantined
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
 from conduit.gateway.writeahead import WriteAhead
 from conduit.names import DEVICES
-from conduit.policy import Decision, Policy
+from conduit.policy import Decision
 from conduit.storage.base import Backend, Entry, ReadHandle, RelPath, Space, Stat
 from conduit.transfer import Direction, Download, TransferRecord, Upload
 from conduit.transfer.budget import ReorderBudget
@@ -44,60 +43,6 @@ VIRTUAL_DIR_MODE = stat_module.S_IFDIR | 0o555
 
 #: A change to storage, given the backend and the path below its root.
 Change = Callable[[Backend, RelPath], Awaitable[None]]
-
-
-class Recorder(Protocol):
-    """Where events go (the audit journal); awaited before the client hears success."""
-
-    async def record(
-        self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
-    ) -> object: ...
-
-
-class Site(Protocol):
-    """What a session needs from the running gateway; re-read on every operation
-    so that a policy reload applies to open sessions from their next request."""
-
-    @property
-    def policy(self) -> Policy: ...
-
-    @property
-    def areas(self) -> Mapping[str, Backend]: ...
-
-    @property
-    def devices(self) -> Mapping[str, Backend]: ...
-
-    @property
-    def recorder(self) -> Recorder: ...
-
-
-@dataclass(slots=True)
-class Traffic:
-    """What a connection has moved so far (for ``session.end`` and the idle timeout)."""
-
-    transfers_open: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    #: Why a policy reload revoked this connection (then nothing of it commits).
-    revoked: str | None = None
-    #: Open transfers by id: what a reload asks the new policy about again.
-    transfers: dict[str, tuple[Op, str, Upload | Download]] = field(default_factory=dict)
-
-    def open_transfers(self) -> Iterator[tuple[Op, str, int | None]]:
-        """(operation, virtual path, bytes so far or file size) of each open transfer."""
-        for op, path, transfer in list(self.transfers.values()):
-            yield op, path, transfer.size if isinstance(transfer, Download) else transfer.bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """Who is on the other end of one SSH session."""
-
-    id: str
-    user: str
-    source: IPv4Address | IPv6Address
-    zone: str | None
-    protocol: str
 
 
 def _virtual_stat() -> Stat:

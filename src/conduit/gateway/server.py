@@ -24,8 +24,8 @@ from conduit.auth import certs
 from conduit.auth.identity import Verdict
 from conduit.config.crypto import negotiated
 from conduit.gateway.admission import Admission
+from conduit.gateway.context import Traffic
 from conduit.gateway.gate import Ticket
-from conduit.gateway.operations import Traffic
 from conduit.gateway.resources import Descriptors
 from conduit.gateway.session import Session
 from conduit.gateway.twofactor import SecondFactor

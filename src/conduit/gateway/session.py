@@ -17,7 +17,8 @@ import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from conduit._asyncssh.channel import binary_channel, channel
-from conduit.gateway.operations import Operations, SessionInfo
+from conduit.gateway.context import SessionInfo
+from conduit.gateway.operations import Operations
 from conduit.gateway.resources import HandleQuota
 from conduit.gateway.scp import ScpServer
 from conduit.gateway.sftp import MAX_QUEUED_REPLIES, GatewaySFTPHandler, GatewaySFTPServer
