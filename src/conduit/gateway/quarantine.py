@@ -28,7 +28,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,12 +36,13 @@ from conduit.audit import faults
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Obligation, Op
 from conduit.errors import Fault, StorageError
+from conduit.gateway.context import Site
 from conduit.gateway.settle import _sha256
 from conduit.inspect import approval
 from conduit.inspect.items import Item, ItemState
 from conduit.inspect.quarantine import Quarantine
 from conduit.names import DEVICES
-from conduit.policy import Policy, Request
+from conduit.policy import Request
 from conduit.storage.base import Backend, RelPath
 
 log = logging.getLogger("conduit.gateway")
@@ -53,20 +53,9 @@ CHUNK = 1024 * 1024
 _HOST = ip_address("127.0.0.1")
 
 
-class Host(Protocol):
-    """What the keeper needs of the running gateway."""
-
-    @property
-    def policy(self) -> Policy: ...
-
-    @property
-    def areas(self) -> Mapping[str, Backend]: ...
-
-    @property
-    def devices(self) -> Mapping[str, Backend]: ...
-
-    @property
-    def recorder(self) -> Any: ...
+class Host(Site, Protocol):
+    """What the keeper needs of the running gateway: what a session does, and
+    whose keys may sign a user's decisions."""
 
     def keys_of(self, user: str) -> frozenset[bytes]: ...
 
