@@ -1,7 +1,7 @@
 """Small files are read and written on the event loop, under the thread's rules.
 
-A download with at most ``readahead.INLINE_BYTES`` left, and the first
-``writebehind.INLINE_BYTES`` of an upload, never reach the worker pool (the
+A download with at most ``threads.INLINE_BYTES`` left, and the first
+``threads.INLINE_BYTES`` of an upload, never reach the worker pool (the
 hand-off cost more than the work). Hostile cases first: the file shrinks,
 shrinks and grows back, grows, or changes in place between two reads; a
 write fails. The hash reported is always that of exactly the bytes sent or
@@ -145,13 +145,13 @@ async def test_skip_in_a_small_file_reports_no_hash(area: Path, no_pool: list[st
 
 
 async def test_a_file_above_the_bound_is_still_read_ahead(area: Path) -> None:
-    data = os.urandom(readahead.INLINE_BYTES + 1)
+    data = os.urandom(threads.INLINE_BYTES + 1)
     (area / "f.bin").write_bytes(data)
     reports = Reports()
     down = await opened(area, "f.bin", reports)
     first = await down.read(0, READ)
     assert down._reading is not None  # the thread reads it
-    rest = await down.read(READ, 2 * readahead.INLINE_BYTES)
+    rest = await down.read(READ, 2 * threads.INLINE_BYTES)
     await down.close()
     assert first + rest == data
     assert reports.records[0].sha256 == hashlib.sha256(data).hexdigest()
@@ -202,12 +202,12 @@ async def test_upload_crossing_the_bound_goes_behind_in_order(
         return real()
 
     monkeypatch.setattr(writebehind, "executor", counted)
-    data = os.urandom(writebehind.INLINE_BYTES + 5000)
+    data = os.urandom(threads.INLINE_BYTES + 5000)
     reports = Reports()
     up = await upload(area, reports)
     for offset in range(0, len(data), 20_000):
         await up.write(offset, data[offset : offset + 20_000])
-        if offset + 20_000 <= writebehind.INLINE_BYTES:
+        if offset + 20_000 <= threads.INLINE_BYTES:
             assert used == []
     assert used  # the write past the bound went to the thread
     assert await up.commit() == hashlib.sha256(data).hexdigest()

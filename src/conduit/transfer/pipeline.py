@@ -28,7 +28,8 @@ from conduit.audit import faults
 from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.storage.base import ReadHandle, WriteHandle
 from conduit.transfer.budget import ReorderBudget
-from conduit.transfer.readahead import INLINE_BYTES, Pread, ReadAhead
+from conduit.transfer.readahead import Pread, ReadAhead
+from conduit.transfer.threads import INLINE_BYTES
 from conduit.transfer.writebehind import Pwrite, WriteBehind
 
 # Writes arriving ahead of the next expected offset are held (bounded) so the

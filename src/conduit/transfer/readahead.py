@@ -15,7 +15,7 @@ reads past the size the file had when it was opened; a short read (the file
 shrank) ends the read-ahead there, and the download is then incomplete and
 reports no hash.
 
-A small file (at most :data:`INLINE_BYTES` left to read) is not worth a
+A small file (at most :data:`~conduit.transfer.threads.INLINE_BYTES` left to read) is not worth a
 thread: handing a 4 KiB read to the pool and waking the loop when it lands
 cost several times the read and its hash (about 250 µs of CPU against
 10 µs, measured per file of a 4 KiB tree). The download reads and hashes
@@ -49,8 +49,6 @@ MIN_BLOCK = 64 * 1024
 MAX_BLOCK = 1024 * 1024
 #: Bytes all downloads together may hold, beyond the one block each waits for.
 SHARED_BYTES = 64 * 1024 * 1024
-#: A download with no more than this left to read reads it on the loop.
-INLINE_BYTES = 64 * 1024
 
 Pread = Callable[[int, int], bytes]
 

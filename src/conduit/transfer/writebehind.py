@@ -16,7 +16,7 @@ Memory is bounded: an upload queues at most :data:`PER_UPLOAD` bytes, and
 all uploads together :data:`SHARED_BYTES`; beyond that a write waits for the
 job in flight, or, with nothing in flight, is written on the loop as before.
 
-The first :data:`INLINE_BYTES` of an upload are written on the loop too
+The first :data:`~conduit.transfer.threads.INLINE_BYTES` of an upload are written on the loop too
 (nothing is queued or in flight then, so order holds): for a small file the
 thread's hand-off and the loop's wake-up cost several times the ``pwrite``
 and hash of its bytes (about 300 µs of CPU per file of a 4 KiB tree).
@@ -30,13 +30,10 @@ from typing import Any
 
 from conduit.errors import Fault, StorageError
 from conduit.transfer.budget import ReorderBudget
-from conduit.transfer.threads import executor, settle
+from conduit.transfer.threads import INLINE_BYTES, executor, settle
 
 PER_UPLOAD = 4 * 1024 * 1024
 SHARED_BYTES = 64 * 1024 * 1024
-
-#: Bytes up to this offset are written on the loop: a small file never waits for a thread.
-INLINE_BYTES = 64 * 1024
 
 Pwrite = Callable[[int, bytes], None]
 
