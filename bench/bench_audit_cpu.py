@@ -37,7 +37,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from conduit.audit import Auditor, auditor
+from conduit.audit import Auditor, flushplace
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import AuditConfig, SiemSink
 from conduit.gateway.context import SessionInfo
@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument("--flush", choices=("auto", "thread", "loop"), default="auto")
     args = ap.parse_args()
     if args.flush != "auto":  # the threshold the auditor compares its flush cost with
-        auditor.INLINE_SYNC_MAX = 0.0 if args.flush == "thread" else float("inf")
+        flushplace.INLINE_SYNC_MAX = 0.0 if args.flush == "thread" else float("inf")
     for kind in args.kind or ["down", "up"]:
         inline, all_in = asyncio.run(run(args.files, kind, args.fsync))
         print(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit.audit import AuditUnavailable, auditor, faults, verify
+from conduit.audit import AuditUnavailable, auditor, faults, flushplace, verify
 from conduit.audit.journal import journal_files
 from tests.audit.test_journal import break_folder, mend_folder, pub, records
 
@@ -30,7 +30,7 @@ LIMIT = 20.0  # no case may hang: every wait below is bounded
 
 @pytest.fixture(autouse=True)
 def in_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auditor, "INLINE_SYNC_MAX", 0.0)
+    monkeypatch.setattr(flushplace, "INLINE_SYNC_MAX", 0.0)
 
 
 class Layer(faults.FileOps):
@@ -253,7 +253,7 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys, threading
     from pathlib import Path
-    from conduit.audit import Auditor, auditor, faults
+    from conduit.audit import Auditor, faults, flushplace
     from conduit.config.model import AuditConfig
 
     class Stall(faults.FileOps):
@@ -265,7 +265,7 @@ CHILD = textwrap.dedent(
             super().fdatasync(fd)
 
     async def main():
-        auditor.INLINE_SYNC_MAX = 0.0
+        flushplace.INLINE_SYNC_MAX = 0.0
         faults.fs = stall = Stall()
         base = Path(sys.argv[1])
         a = await Auditor.open(AuditConfig(journal=base / "audit"), node="gw", key_dir=base)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit.audit import AuditUnavailable, verify
-from conduit.audit import auditor as auditor_module
+from conduit.audit import AuditUnavailable, flushplace, verify
 from conduit.audit.checkpoint import load_public_key
 from conduit.audit.journal import JournalBusy, journal_files
 
@@ -125,7 +124,7 @@ async def test_flushes_timed_in_the_thread_do_not_keep_it_there(
     is busy; only flushes on the loop may decide where the next ones run. Here
     the disk is slow as seen from the thread and fast on the loop: the records
     must come back to the loop (they stayed in the thread when its timings counted)."""
-    monkeypatch.setattr(auditor_module, "PROBE_MIN", 0.01)
+    monkeypatch.setattr(flushplace, "PROBE_MIN", 0.01)
     on_loop: list[bool] = []
 
     def flush(fd):

@@ -9,11 +9,11 @@ two trips through the event loop per event were a large part of what auditing
 cost a tree of small files. Events arriving in the same loop iteration after
 such a write are queued and batched as before.
 
-Durable writes run on the event loop while the disk's flushes are fast (under
-INLINE_SYNC_MAX on average) and otherwise in the journal's own flusher thread
-(:mod:`conduit.audit.flusher`), so a slow disk stalls the sessions only for a
-rare probe (PROBE_SHARE). A durable record goes to that thread straight from ``record()`` while the
-committer is idle; records queued at the thread meanwhile share its next
+Durable writes run on the event loop while the disk's flushes are fast and
+otherwise in the journal's own flusher thread (:mod:`conduit.audit.flusher`;
+which of the two: :mod:`conduit.audit.flushplace`), so a slow disk stalls the
+sessions only for a rare probe. A durable record goes to that thread straight
+from ``record()`` while the committer is idle; records queued at the thread meanwhile share its next
 fsync. The committer also rotates, writes interval checkpoints, fsyncs in
 "batch" mode and, while the journal cannot be written, probes it.
 """
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from conduit.audit import checkpoint
 from conduit.audit.events import EventType, check_event, utc_now
 from conduit.audit.flusher import Flusher, FlusherDied, Job, Untried
+from conduit.audit.flushplace import FlushPlace
 from conduit.audit.indexer import Indexer
 from conduit.audit.journal import Item, Journal
 from conduit.audit.recovery import Settle, crash_items, settled_items
@@ -44,24 +45,6 @@ log = logging.getLogger("conduit.audit")
 BATCH_SYNC_INTERVAL = 1.0
 PROBE_INTERVAL = 0.5
 HELD_MAX = 100_000
-#: A durable append (write + fdatasync) that usually takes less than this runs
-#: on the event loop; a slower disk gets the flusher thread so its flushes
-#: never stall every session. Even that trip costs ~0.1-0.2 ms of CPU on a
-#: small 2-core box, more than an fsync on an SSD. Local uploads are fsynced
-#: on the loop for the same reason.
-INLINE_SYNC_MAX = 0.001
-#: Only flushes on the loop feed that average. The flusher thread's own timings
-#: include its waits for the GIL while the loop is busy (on a busy gateway they
-#: came out ~2-3x the same disk's flushes on the loop, and kept the auditor in
-#: the thread for good). So while in the thread, one durable record is flushed
-#: on the loop as a probe, at most every PROBE_SHARE times the last probe's cost
-#: (and PROBE_MIN seconds): a slow disk stalls the loop ~2 % of the time at most.
-#: No probe while the thread's last flush took PROBE_CEILING or more: GIL waits
-#: do not reach that, so the disk itself is slow (or hanging), and a probe
-#: would stall every session for as long.
-PROBE_MIN = 0.5
-PROBE_SHARE = 50
-PROBE_CEILING = 0.05
 
 
 class _Pending:
@@ -97,17 +80,17 @@ class Auditor:
         self._dropped = 0
         self._task: asyncio.Task[None] | None = None
         self._indexer: Indexer | None = None
-        # unknown until measured: start in the flusher thread
-        self._sync_cost = INLINE_SYNC_MAX
+        self._place = FlushPlace(journal)  # durable appends: on the loop or in the thread
         self._parked = False  # the committer waits for work (see _write_now)
-        self._probe_at = time.monotonic() + PROBE_MIN  # next flush on the loop (thread mode)
-        self._thread_cost = 0.0  # the flusher thread's last append, GIL waits and all
         # the task that wrote a record in place in this loop iteration: more
         # records from it may follow in place, other tasks' join the queue
         self._hot: asyncio.Task[object] | None = None
         self._settle: Settle | None = None
         self._flusher = Flusher(
-            asyncio.get_running_loop(), self._append, self._flush_failed, self._flushed
+            asyncio.get_running_loop(),
+            self._place.append_in_thread,
+            self._flush_failed,
+            self._flushed,
         )
 
     @classmethod
@@ -213,7 +196,7 @@ class Auditor:
             and not self.journal.needs_rotation
         ):
             here = self._hot in (None, asyncio.current_task()) and not self._flusher.busy
-            if durable and self._sync_in_thread and not (here and self._probe_due()):
+            if durable and self._place.in_thread and not (here and self._place.probe_due()):
                 return await self._flush_now(item, hold)
             if here:
                 return self._write_now(item, durable, hold)
@@ -230,10 +213,6 @@ class Auditor:
     def _checkpoint_due(self) -> bool:
         return self.journal.since_checkpoint >= self.config.checkpoint_records
 
-    @property
-    def _sync_in_thread(self) -> bool:
-        return self.journal.fsync_policy == "always" and self._sync_cost >= INLINE_SYNC_MAX
-
     def _write_now(self, item: Item, durable: bool, hold: bool = False) -> int:
         """Commit one record in the caller, without a trip through the committer.
 
@@ -245,7 +224,7 @@ class Auditor:
         """
         try:
             if durable and self.journal.fsync_policy == "always":
-                (seq,) = self._durable_append([item])
+                (seq,) = self._place.append_here([item])
             else:
                 (seq,) = self.journal.append([item], rotate=False, durable=False)
         except Exception as exc:
@@ -274,21 +253,6 @@ class Auditor:
                 return self._refuse_or_hold(item, hold)
             return await self._queued(item, True, hold)
         return seq
-
-    def _probe_due(self) -> bool:
-        return (
-            INLINE_SYNC_MAX > 0
-            and self._thread_cost < PROBE_CEILING
-            and time.monotonic() >= self._probe_at
-        )
-
-    def _append(self, items: list[Item], durable: bool) -> list[int]:
-        """The flusher thread's append: its time only vetoes probes (see PROBE_CEILING)."""
-        started = time.perf_counter()
-        try:
-            return self.journal.append(items, rotate=False, durable=durable)
-        finally:
-            self._thread_cost = time.perf_counter() - started
 
     def _flush_failed(self, exc: Exception, jobs: list[Job]) -> None:
         """The flusher's write failed: down, and its direct records refused or held
@@ -390,7 +354,7 @@ class Auditor:
         always = self.journal.fsync_policy == "always"
         durable = always and (recovering or any(p.durable for p in batch))
         try:
-            if always and (self._flusher.busy or (durable and self._sync_in_thread)):
+            if always and (self._flusher.busy or (durable and self._place.in_thread)):
                 # the thread may hold the journal: never wait for it on the loop
                 try:
                     seqs = await self._flusher.submit(items, durable)
@@ -398,7 +362,7 @@ class Auditor:
                     self._queue[:0] = batch
                     return
             elif durable:
-                seqs = self._durable_append(items)
+                seqs = self._place.append_here(items)
             elif always:
                 # only non-durable records: to the page cache now, fsync later
                 seqs = self.journal.append(items, rotate=False, durable=False)
@@ -429,16 +393,6 @@ class Auditor:
                 p.future.set_result(seq)
         for sink in self.sinks:
             sink.notify()
-
-    def _durable_append(self, items: list[Item]) -> list[int]:
-        """Append with fsync, keeping a moving average of what that costs."""
-        started = time.perf_counter()
-        try:
-            return self.journal.append(items, rotate=False)
-        finally:
-            spent = time.perf_counter() - started
-            self._sync_cost += (spent - self._sync_cost) / 8
-            self._probe_at = time.monotonic() + max(PROBE_MIN, PROBE_SHARE * spent)
 
     def _write_failed(self, exc: Exception) -> None:
         """An append raised: log what is not a plain I/O error, then go down."""
