@@ -150,3 +150,8 @@ class JournalUnavailable(StorageError):
 
 class AuditUnavailable(ConduitError):
     """The journal cannot be written and on_failure is "closed": refuse the action."""
+
+
+class ListenError(Exception):
+    """The gateway could not start listening: the address is in use or not
+    permitted, or no host key can sign with the algorithms configured."""

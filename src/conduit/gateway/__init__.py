@@ -1,5 +1,6 @@
 """The asyncssh server: connections, sessions, one file-operation path for SFTP and SCP."""
 
-from conduit.gateway.app import Gateway, ListenError
+from conduit.errors import ListenError
+from conduit.gateway.app import Gateway
 
 __all__ = ["Gateway", "ListenError"]

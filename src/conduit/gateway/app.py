@@ -25,13 +25,14 @@ from conduit.auth.secrets import SecretStore
 from conduit.auth.totp import Verifier
 from conduit.config import Config, ConfigError
 from conduit.config.crypto import effective
+from conduit.errors import ListenError
 from conduit.gateway.context import Recorder
 from conduit.gateway.control import ControlServer, open_control
 from conduit.gateway.defending import Defence
 from conduit.gateway.devicewatch import DeviceWatch
 from conduit.gateway.eventlog import EventLog
 from conduit.gateway.gate import Listener, Ticket
-from conduit.gateway.hostkey import load_host_certificates, load_host_key
+from conduit.gateway.hostkey import host_keypairs, load_host_certificates, load_host_key
 from conduit.gateway.quarantine import Keeper
 from conduit.gateway.reloading import ReloadResult, reload_policy
 from conduit.gateway.resources import raise_nofile
@@ -47,35 +48,6 @@ from conduit.storage.base import Backend
 from conduit.storage.local import LocalBackend
 
 log = logging.getLogger("conduit.gateway")
-
-
-def host_keypairs(
-    keys: list[asyncssh.SSHKey],
-    allowed: tuple[str, ...],
-    certificates: list[asyncssh.SSHCertificate] | None = None,
-) -> list[Any]:
-    """The host keys, each offered only under the signature algorithms allowed
-    (an RSA key would otherwise also sign with SHA-1 as ``ssh-rsa``); a key
-    with a host certificate is offered with it too (``...-cert-v01@openssh.com``,
-    allowed when its plain algorithm is)."""
-    pairs = []
-    for pair in asyncssh.load_keypairs(keys, certlist=certificates or []):
-        algs = tuple(a for a in pair.host_key_algorithms if _plain(a.decode("ascii")) in allowed)
-        if algs:
-            pair.host_key_algorithms = algs
-            pairs.append(pair)
-    if not pairs:
-        raise ListenError("no host key can sign with the host_keys algorithms configured")
-    return pairs
-
-
-def _plain(algorithm: str) -> str:
-    """``rsa-sha2-512-cert-v01@openssh.com`` -> ``rsa-sha2-512``."""
-    return algorithm.removesuffix("-cert-v01@openssh.com")
-
-
-class ListenError(Exception):
-    """The gateway could not open its listening socket (address in use, no permission)."""
 
 
 class Gateway:

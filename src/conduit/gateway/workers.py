@@ -46,7 +46,8 @@ from typing import Any
 import conduit
 from conduit.auth.defender import Offence
 from conduit.config import Config
-from conduit.gateway.app import Gateway, ListenError
+from conduit.errors import ListenError
+from conduit.gateway.app import Gateway
 from conduit.gateway.gate import BACKLOG
 from conduit.gateway.handoff import Channel, Message, pair
 from conduit.gateway.journalist import Journalist, Ledger
