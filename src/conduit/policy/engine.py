@@ -72,7 +72,7 @@ from conduit.policy.decision import (
     Step,
 )
 from conduit.policy.patterns import normalise
-from conduit.policy.rename import Rename, combine, deep_patterns, halves
+from conduit.policy.rename import FolderRenames, Rename, combine, halves
 from conduit.policy.trace import Trace
 
 #: Ops that change the target's zone (client → target); the rest read from it.
@@ -83,7 +83,7 @@ DIRECTORY_OPS = frozenset({Op.LIST, Op.MKDIR})
 CONTENT_OPS = frozenset({Op.READ, Op.WRITE, Op.RENAME})
 
 
-class Policy(Approvals):
+class Policy(Approvals, FolderRenames):
     """A compiled policy: indexes built once, ``decide`` cheap and pure."""
 
     def __init__(
@@ -173,41 +173,6 @@ class Policy(Approvals):
             if not decision.allowed:
                 return combine(rename, results)
         return combine(rename, results, self._rename_refusal(rename, steps))
-
-    def _rename_refusal(
-        self, rename: Rename, steps: list[Step] | None
-    ) -> tuple[str, str, str] | None:
-        """What refuses a rename whose halves all pass: another target, or a
-        folder whose contents the patterns would judge by their folder names."""
-        old, new = normalise(rename.old), normalise(rename.new)
-        old_target, new_target = self._target(old), self._target(new)
-        assert old_target is not None and new_target is not None  # the halves passed
-        if (old_target.kind, old_target.name) != (new_target.kind, new_target.name):
-            why = "the names are in different areas or devices"
-            if steps is not None:
-                steps.append(Step("target", False, None, why, "rename"))
-            return ("deny:cross-target", "cannot rename across areas or devices", why)
-        if not rename.folder:
-            return None
-        client_zone = self.zone_of(rename.source)
-        zone = old_target.zone
-        prefix = 1 if old_target.kind == "area" else 2
-        patterns = [(p, 0) for g in self._grants_on(rename.user, old_target) for p in g.patterns]
-        if client_zone != zone:
-            for pair in ((client_zone, zone), (zone, client_zone)):
-                for conduit in self._conduits.get(pair, []):  # type: ignore[arg-type]
-                    patterns.extend((p, prefix) for p in conduit.patterns)
-        deep = deep_patterns(patterns)
-        if not deep:
-            return None
-        why = f"patterns {deep} depend on folder names below {old_target.name}"
-        if steps is not None:
-            steps.append(Step("folder", False, None, why, "rename"))
-        return (
-            "deny:folder-rename",
-            "renaming folders is not allowed here: the policy depends on folder names",
-            why,
-        )
 
     def _evaluate(self, request: Request, steps: list[Step] | None) -> Decision:
         """Run the checks in the contract's order; the first refusal ends it."""

@@ -12,8 +12,10 @@ for what is inside it, renaming a folder is refused wherever a pattern could
 tell its contents' old paths from their new ones (a pattern with two or more
 components below the target, or a ``**``).
 
-Pure: :class:`conduit.policy.engine.Policy` runs the halves and :func:`combine`
-turns their answers into one :class:`Decision`.
+:class:`conduit.policy.engine.Policy` runs the halves, :class:`FolderRenames`
+(one of its bases) finds what refuses a rename whose halves pass (another
+target, a folder the patterns would judge by its folder names), and
+:func:`combine` turns the answers into one :class:`Decision`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conduit.config.model import Op
-from conduit.policy.decision import Decision, IPAddress, Request
-from conduit.policy.patterns import PathPattern
+from conduit.policy.compile import Index
+from conduit.policy.decision import Decision, IPAddress, Request, Step
+from conduit.policy.patterns import PathPattern, normalise
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +146,43 @@ def combine(
         client_zone=first.client_zone,
         target_zone=first.target_zone,
     )
+
+
+class FolderRenames(Index):
+    """What refuses a rename whose halves the policy allows: the part of
+    :class:`~conduit.policy.engine.Policy` that looks at both names at once."""
+
+    def _rename_refusal(
+        self, rename: Rename, steps: list[Step] | None
+    ) -> tuple[str, str, str] | None:
+        """What refuses a rename whose halves all pass: another target, or a
+        folder whose contents the patterns would judge by their folder names."""
+        old, new = normalise(rename.old), normalise(rename.new)
+        old_target, new_target = self._target(old), self._target(new)
+        assert old_target is not None and new_target is not None  # the halves passed
+        if (old_target.kind, old_target.name) != (new_target.kind, new_target.name):
+            why = "the names are in different areas or devices"
+            if steps is not None:
+                steps.append(Step("target", False, None, why, "rename"))
+            return ("deny:cross-target", "cannot rename across areas or devices", why)
+        if not rename.folder:
+            return None
+        client_zone = self.zone_of(rename.source)
+        zone = old_target.zone
+        prefix = 1 if old_target.kind == "area" else 2
+        patterns = [(p, 0) for g in self._grants_on(rename.user, old_target) for p in g.patterns]
+        if client_zone != zone:
+            for pair in ((client_zone, zone), (zone, client_zone)):
+                for conduit in self._conduits.get(pair, []):  # type: ignore[arg-type]
+                    patterns.extend((p, prefix) for p in conduit.patterns)
+        deep = deep_patterns(patterns)
+        if not deep:
+            return None
+        why = f"patterns {deep} depend on folder names below {old_target.name}"
+        if steps is not None:
+            steps.append(Step("folder", False, None, why, "rename"))
+        return (
+            "deny:folder-rename",
+            "renaming folders is not allowed here: the policy depends on folder names",
+            why,
+        )
