@@ -121,6 +121,41 @@ def test_full_disk_leaves_nothing(
     assert gw.scp(str(small), ":/inbox/", legacy=legacy).returncode == 0  # space came back
 
 
+def test_full_disk_under_a_small_file_leaves_nothing(
+    make_gateway,
+    small_disk: Path,
+    legacy: bool,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """A file under 64 KiB is written on the event loop, not behind it in a
+    thread: a full disk must fail it the same way, with nothing left."""
+    inbox = small_disk / "inbox"
+    inbox.mkdir()
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # every page of the file system taken
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    probe = make_gateway()
+    text = policy_text(probe.root, probe.keys).replace(
+        f'path = "{probe.root}/areas/inbox"', f'path = "{inbox}"'
+    )
+    gw = make_gateway(text=text)
+    small = random_file(tmp_path / "small.cfg", 40 * 1024)
+    result = gw.scp(str(small), ":/inbox/small.cfg", legacy=legacy)
+    assert result.returncode != 0
+    assert wait_for(lambda: os.listdir(inbox) == [], timeout=10), os.listdir(inbox)
+    assert gw.recorder.of("file.upload", "failed")
+    assert not gw.recorder.of("file.upload", "success")
+    filler.unlink()  # space came back: the same upload lands whole
+    assert gw.scp(str(small), ":/inbox/small.cfg", legacy=legacy).returncode == 0
+    assert (inbox / "small.cfg").read_bytes() == small.read_bytes()
+
+
 class BrokenJournal:
     """A recorder that refuses file events, as a journal on a dead disk would;
     with ``outcomes_only`` it still takes the ``started`` record of a transfer."""
