@@ -77,17 +77,21 @@ def _stdlib_encode(record):
     ).encode("ascii")
 
 
+#: Every kind of value a record's field may hold.
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),
+    st.lists(st.text(), max_size=3),
+)
+
+
 @given(
     st.dictionaries(
         st.text(min_size=1, max_size=8),
-        st.one_of(
-            st.none(),
-            st.booleans(),
-            st.integers(),
-            st.floats(allow_nan=False, allow_infinity=False),
-            st.text(),
-            st.lists(st.text(), max_size=3),
-        ),
+        _VALUES,
         max_size=12,
     )
 )
@@ -99,14 +103,7 @@ _FIELDS = st.dictionaries(
     st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(
         lambda k: k not in {"seq", "ts", "node", "type", "outcome", "prev"}
     ),
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(),
-        st.floats(allow_nan=False, allow_infinity=False),
-        st.text(),
-        st.lists(st.text(), max_size=3),
-    ),
+    _VALUES,
     max_size=16,
 )
 
