@@ -117,3 +117,45 @@ def test_many_downloads_stay_within_the_shared_bound(
     got = {e["path"]: e["sha256"] for e in gw.recorder.of("file.download", "success")}
     assert got == {f"/outbox/{src.name}": sha256(src) for src in sources}
     assert budget.held == 0
+
+
+def test_segmented_and_resumed_downloads_say_what_left(gw: RunningGateway, tmp_path: Path) -> None:
+    """No hash for either; the record must still tell a file that left whole
+    (read in two segments, second first) from one that did not (OpenSSH's
+    ``sftp reget``, resuming after the bytes the client already has)."""
+    size = 3 * 1024 * 1024
+    random_file(gw.area("outbox") / "seg.img", size)
+    random_file(gw.area("outbox") / "resumed.img", size)
+
+    async def segmented() -> int:
+        async with gw.connect() as conn, conn.start_sftp_client() as sftp:
+            async with sftp.open("/outbox/seg.img", "rb") as f:
+                await f.seek(size // 2)
+                tail = await f.read()
+                await f.seek(0)
+                head = await f.read(size // 2)
+                return len(head + tail)
+
+    assert gw.call(segmented()) == size
+    (tmp_path / "resumed.img").write_bytes((gw.area("outbox") / "resumed.img").read_bytes()[:1000])
+    subprocess.run(
+        ["sftp", "-q", "-P", str(gw.port), *gw.ssh_options(), "-b", "-", "alice@127.0.0.1"],
+        input=f"reget /outbox/resumed.img {tmp_path / 'resumed.img'}\n",
+        text=True,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    assert sha256(tmp_path / "resumed.img") == sha256(gw.area("outbox") / "resumed.img")
+
+    def said(name: str) -> dict[str, object] | None:
+        done = [e for e in gw.recorder.of("file.download", "success") if e["path"] == name]
+        return done[0] if done else None
+
+    assert wait_for(lambda: said("/outbox/seg.img") and said("/outbox/resumed.img"))
+    seg, resumed = said("/outbox/seg.img"), said("/outbox/resumed.img")
+    assert seg is not None and resumed is not None
+    assert seg["sha256"] is None and seg["error"] == "read out of order"
+    assert seg["bytes"] == size
+    assert resumed["sha256"] is None and resumed["error"] == "partial read"
+    assert resumed["bytes"] == size - 1000

@@ -28,6 +28,7 @@ from conduit.audit import faults
 from conduit.errors import Fault, StorageError, TransferRefused
 from conduit.storage.base import ReadHandle, WriteHandle
 from conduit.transfer.budget import ReorderBudget
+from conduit.transfer.coverage import Coverage
 from conduit.transfer.readahead import Pread, ReadAhead
 from conduit.transfer.threads import INLINE_BYTES
 from conduit.transfer.writebehind import Pwrite, WriteBehind
@@ -296,6 +297,7 @@ class Download(_Transfer):
         self._reading: ReadAhead | None = None
         self._short = False  # a read on the loop came back short: the file shrank
         self._pending = b""  # the unsent rest of a block longer than a read asked
+        self._coverage: Coverage | None = None  # what was sent, once out of order
         # A handle that hashes what it serves (the relay, off the event loop)
         # lends that hash: the bytes would otherwise be hashed twice.
         self._lent_sha256: Callable[[], Awaitable[str | None]] | None = getattr(
@@ -367,12 +369,15 @@ class Download(_Transfer):
             if self._lent_sha256 is None:
                 self._hash.update(data)
             self._next += len(data)
-        elif data and offset + len(data) > self._next:
+        elif self._sequential and data and offset + len(data) > self._next:
             # A client may re-read or skip (random access): the hash can no
             # longer vouch for the whole file, so we report none. An empty read
             # (a read-ahead past the end, as SFTP clients send) skips nothing.
             self._sequential = False
+            self._coverage = Coverage(self._next)
             await self._stop_ahead()
+        if self._coverage is not None:
+            self._coverage.add(offset, offset + len(data))
         return data
 
     async def _stop_ahead(self) -> None:
@@ -402,7 +407,12 @@ class Download(_Transfer):
                 await self._finish(Outcome.SUCCESS, sha256, None)
             elif error is None:
                 # Read part of the file (a header, a resume): record what was sent.
-                note = "read out of order" if complete else "partial read"
+                if complete:
+                    note = "read out of order"  # the relay's own hash saw a skip
+                elif self._coverage is not None:
+                    note = self._coverage.note(self.size)
+                else:
+                    note = "partial read"
                 await self._finish(Outcome.SUCCESS, None, note)
             else:
                 await self._finish(Outcome.FAILED, None, error)
