@@ -230,3 +230,29 @@ async def test_without_an_intent_the_commit_flushes_as_before(tmp_path: Path, fs
     await up.commit()
     assert (fs.files, fs.folders) == (1, 1)
     assert (tmp_path / "inbox" / "f.bin").read_bytes() == DATA
+
+
+async def test_a_commit_cancelled_twice_mid_flush_then_aborted_closes_nothing_under_it(
+    tmp_path: Path, fs: Fsyncs
+) -> None:
+    """No intent (the commit starts its own flush): a second cancellation ends
+    the commit's wait for the flush, and the abort that follows still waits."""
+    inbox = tmp_path / "inbox"
+    reports = Reports()
+    up = await _upload(tmp_path, reports, None)
+    commit = asyncio.create_task(up.commit())
+    assert await until(fs.entered)
+    commit.cancel()
+    await asyncio.sleep(0.02)
+    commit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    abort = asyncio.create_task(up.abort("session ended"))
+    await asyncio.sleep(0.05)
+    assert not abort.done()  # the flush still runs: the descriptor stays open
+    fs.go.set()
+    await abort
+    assert not fs.closed_under_it
+    assert _left(inbox) == []
+    assert _open_fds() == _baseline[-1]
+    assert [r.outcome for r in reports.records] == [Outcome.FAILED]

@@ -162,6 +162,7 @@ class WriteFile:
             raise StorageError(Fault.FAILURE, "upload already finished")
         try:
             if self.durable:
+                self.start_flush()  # if the pipeline did not: then abort waits for it too
                 await flushed(self.fd, self._flushing)
             os.close(self.fd)
             self.fd = -1
