@@ -321,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         args.size, args.files, args.runs = 16 * MIB, 50, 1
     masks = args.cpus or ["0", "0,1"]
     rows = args.only or list(ROWS)
+    # --workers 1 --base: "w1" once (the A/B of the shipped default, one worker)
     names = ["sshd", "w1", f"w{args.workers}", *(["base"] if args.base else [])]
+    names = list(dict.fromkeys(names))
     names = [n for n in names if n == "sshd" or n not in args.skip]  # ratios need sshd
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

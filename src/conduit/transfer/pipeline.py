@@ -5,6 +5,8 @@ An :class:`Upload` streams client bytes into a backend's :class:`WriteHandle`
 enforcing the size limit; only :meth:`Upload.commit` makes the file appear
 under its final name, and only after its ``intend`` callback has made the
 audit journal's intent record (SHA-256, size) durable: no record, no file.
+A handle that flushes its data (a durable local file) starts that flush as
+the intent is recorded, so the two overlap; the rename still waits for both.
 A :class:`Download` hashes what it hands out when the
 client reads the file front to back. For local files the hashing and the
 file I/O run in a worker thread, ahead of a download (readahead.py) and
@@ -227,6 +229,11 @@ class Upload(_Transfer):
             if self.check is not None:
                 await self.check(self._next)  # a window may have closed since the open
             if self.intend is not None:
+                # The file's data flush need not wait for the intent, only the
+                # rename does (handle.commit waits for both): they overlap.
+                start_flush: Callable[[], None] | None = getattr(self.handle, "start_flush", None)
+                if start_flush is not None:
+                    start_flush()
                 await self.intend(digest, self._next, self.times)
                 await faults.hold("after-intent", "file.upload")
             await self.handle.commit()
