@@ -60,7 +60,10 @@ class WriteHandle(Protocol):
     After commit, ``atomic`` says whether the final name could only ever show
     the complete file (False on a legacy-SCP device without a rename command)
     and ``device_sha256`` is the hash the storage itself reported for what
-    landed (chain of custody; None where the storage is local).
+    landed (chain of custody; None where the storage is local). A handle
+    whose commit can fail after the final name already shows the whole file
+    (a local file's folder flush after its rename) says so with
+    ``in_place = True``: the upload is then recorded as done, with the error.
     """
 
     atomic: bool

@@ -117,6 +117,9 @@ class WriteFile:
         self.done = False
         self._handed = 0  # bytes before this offset were handed to the disk
         self._flushing: asyncio.Future[None] | None = None  # the data's fsync, once started
+        # The final name shows the file: set by the rename, before the folder's
+        # flush, which can still fail or be cancelled (see Upload.commit).
+        self.in_place = False
 
     async def write(self, offset: int, data: bytes) -> None:
         self.write_blocking(offset, data)
@@ -176,6 +179,7 @@ class WriteFile:
                 if st.S_ISDIR(existing.st_mode):
                     raise StorageError(Fault.IS_A_DIRECTORY)
             os.rename(self.temp, self.final, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            self.in_place = True  # whatever the folder's flush does next
             if self.durable:
                 await flushed(self.dir_fd)
         except OSError as exc:

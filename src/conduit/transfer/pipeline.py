@@ -238,7 +238,14 @@ class Upload(_Transfer):
                 await faults.hold("after-intent", "file.upload")
             await self.handle.commit()
         except StorageError as exc:
-            await self._fail(exc.detail)
+            if getattr(self.handle, "in_place", False):
+                await self._in_place(digest, f"in place, but {exc.detail}")
+            else:
+                await self._fail(exc.detail)
+            raise
+        except BaseException:
+            if getattr(self.handle, "in_place", False):
+                await self._in_place(digest, "in place, but its folder's flush was interrupted")
             raise
         await faults.hold("after-effect", "file.upload")
         await self._finish(
@@ -249,6 +256,24 @@ class Upload(_Transfer):
             atomic=self.handle.atomic,
         )
         return digest
+
+    async def _in_place(self, digest: str, note: str) -> None:
+        """The rename happened and what follows it failed or was cancelled (the
+        folder's flush). The final name shows the whole file, so the record says
+        ``success``, as recovery would from the disk, with the note why the
+        name may not survive a crash; the client still hears the error, as it
+        was promised a durable file. The handle lets go of its descriptors."""
+        try:
+            with contextlib.suppress(StorageError):
+                await self.handle.abort()  # the temp name is gone: closes only
+        finally:
+            await self._finish(
+                Outcome.SUCCESS,
+                digest,
+                note,
+                device_sha256=self.handle.device_sha256,
+                atomic=self.handle.atomic,
+            )
 
     async def _release_held(self) -> None:
         """Give the bytes held out of order back to the session's budget, drop
