@@ -31,13 +31,13 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from bench_smallfile import SITE, SIZE, Site  # the same site, one file at a time
 from conduit.audit import Auditor, flushplace
 from conduit.config import parse
 from conduit.config.model import AuditConfig
@@ -46,36 +46,6 @@ from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import resolve
 from conduit.policy import Policy
 from conduit.storage.local import LocalBackend
-
-SITE = """
-[gateway]
-data_dir = "{root}/data"
-
-[zones.ops]
-level = 3
-networks = ["127.0.0.0/8"]
-
-[areas.bench]
-zone = "ops"
-path = "{root}/bench"
-
-[roles.engineer]
-grants = [{{ target = "bench", ops = ["list", "read", "write", "mkdir", "rename", "delete"] }}]
-
-[users.alice]
-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]
-roles = ["engineer"]
-"""
-
-SIZE = 4096
-
-
-@dataclass
-class Site:
-    policy: Policy
-    areas: dict[str, LocalBackend]
-    recorder: Any
-    devices: dict[str, LocalBackend] = field(default_factory=dict)
 
 
 async def uploads(ops: Operations, names: list[str]) -> tuple[list[float], list[float]]:

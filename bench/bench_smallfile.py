@@ -74,7 +74,7 @@ class NullRecorder:
 class Site:
     policy: Policy
     areas: dict[str, LocalBackend]
-    recorder: NullRecorder = field(default_factory=NullRecorder)
+    recorder: Any = field(default_factory=NullRecorder)
     devices: dict[str, LocalBackend] = field(default_factory=dict)
 
 

@@ -16,6 +16,7 @@ import os
 import secrets
 import stat as st
 from collections.abc import Callable
+from typing import Any
 
 from conduit.errors import Fault, StorageError
 from conduit.storage.base import Stat
@@ -196,7 +197,7 @@ class WriteFile:
             return
         self.done = True
         try:
-            await _landed(self._flushing)  # the descriptor is not closed under its fsync
+            await landed(self._flushing)  # the descriptor is not closed under its fsync
         finally:
             if self.fd >= 0:
                 with contextlib.suppress(OSError):
@@ -230,21 +231,23 @@ async def flushed(fd: int, started: asyncio.Future[None] | None = None) -> None:
         raise
 
 
-async def _landed(flush: asyncio.Future[None] | None) -> None:
-    """Wait until a started fsync has returned, whatever it raised (the commit
-    that would have reported its error is not happening). A cancelled caller
-    still waits for it, then the cancellation is raised: an fsync is bounded,
-    a descriptor closed under it is not safe."""
+async def landed(job: asyncio.Future[Any] | None) -> None:
+    """Wait until ``job`` (an fsync, a read or write in a worker thread) has
+    returned, whatever it raised: whoever would have reported its error is
+    not waiting for it any more. A cancelled caller still waits for the job
+    to land, then the cancellation is raised: the job is bounded, and a
+    descriptor closed under it, its number reused, is not safe.
+    (transfer/threads.py's jobs are waited for with this too.)"""
     cancelled = False
-    while flush is not None and not flush.done():
+    while job is not None and not job.done():
         try:
-            await asyncio.shield(flush)
+            await asyncio.shield(job)
         except asyncio.CancelledError:
             cancelled = True
         except Exception:
             break
-    if flush is not None and flush.done() and not flush.cancelled():
-        flush.exception()  # seen: not logged as "never retrieved"
+    if job is not None and job.done() and not job.cancelled():
+        job.exception()  # seen: not logged as "never retrieved"
     if cancelled:
         raise asyncio.CancelledError
 

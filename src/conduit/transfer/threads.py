@@ -9,9 +9,11 @@ journal flush.
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+
+from conduit.storage.localfiles import landed as settle
+
+__all__ = ["INLINE_BYTES", "THREADS", "executor", "settle"]
 
 #: One per core of the machine these figures were taken on; a job releases
 #: the GIL for most of its time (pread/pwrite, SHA-256 of >2 KiB blocks).
@@ -29,23 +31,3 @@ def executor() -> ThreadPoolExecutor:
     if _pool is None:
         _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="conduit-transfer")
     return _pool
-
-
-async def settle(job: asyncio.Future[Any] | None) -> None:
-    """Wait until ``job`` has run, whatever it raised.
-
-    As storage's ``flushed()``, and stricter: a cancelled caller still waits
-    for the job to land (one bounded read or write), so the descriptor it
-    uses is never closed, and its number reused, under it. The cancellation
-    is raised once it has.
-    """
-    cancelled = False
-    while job is not None and not job.done():
-        try:
-            await asyncio.shield(job)
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:
-            break
-    if cancelled:
-        raise asyncio.CancelledError
