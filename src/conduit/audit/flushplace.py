@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from conduit.audit.journal import Item, Journal
 
-#: A durable append that usually takes less than this runs on the event loop.
-#: Local uploads are fsynced on the loop for the same reason.
+#: A durable append that usually takes less than this runs on the event loop:
+#: a hand-off to a thread costs more CPU than such a flush. (An upload's own
+#: fsyncs always run in a thread, storage/localfiles.py: they overlap the
+#: intent's flush.)
 INLINE_SYNC_MAX = 0.001
 #: Only flushes on the loop feed that average. The flusher thread's own timings
 #: include its waits for the GIL while the loop is busy (on a busy gateway they
