@@ -125,3 +125,24 @@ def test_searches_by_hash_and_given_name_use_their_partial_indexes(tmp_path):
     assert "events_sha256" in plan("SELECT seq FROM events WHERE sha256 GLOB ?", "ab*")
     both = plan("SELECT seq FROM events WHERE (principal = ? OR user_given = ?)", "a", "a")
     assert "events_user_given" in both and "events_principal" in both
+
+
+def test_rows_already_indexed_are_replaced_not_refused(tmp_path):
+    """Refresh inserts with a plain INSERT (new seqs); an index that lost its
+    resume row holds every seq it scans again: the batch must still go in,
+    replacing, not fail on the duplicate keys and stop the index."""
+    journal = Journal(tmp_path / "audit", "gw-1", load_or_create_key(tmp_path), 400_000, "never")
+    journal.open()
+    journal.append([("file.upload", "success", {"path": f"/a/{i}"}, None) for i in range(50)])
+    index = Index(tmp_path / "audit")
+    assert index.refresh() == journal.seq
+    before = list(index.search(Query(type="file.upload")))
+    with index.db:
+        index.db.execute("DELETE FROM resume")
+    journal.append([("file.delete", "success", {"path": "/a/new"}, None)])
+    assert index.refresh() == journal.seq  # everything scanned again, duplicates and all
+    assert indexed(tmp_path / "audit") == journal.seq
+    assert list(index.search(Query(type="file.upload"))) == before
+    assert [r["path"] for r in index.search(Query(type="file.delete"))] == ["/a/new"]
+    index.close()
+    journal.close()
