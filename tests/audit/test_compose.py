@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from conduit.audit import compose as compose_module
 from conduit.audit.compose import compose
-from conduit.audit.events import GENESIS, EventType, build, encode, encode_sorted
+from conduit.audit.events import (
+    GENESIS,
+    RESERVED,
+    EventType,
+    _check_each,
+    build,
+    check_event,
+    encode,
+    encode_sorted,
+)
 from conduit.audit.recent import _plain
 
 #: Hostile text first: controls, bidi marks, line separators, lone surrogates
@@ -103,3 +112,37 @@ def test_kept_only_when_parsing_gives_the_same_types(fields):
 )
 def test_what_parses_back_differently_is_not_plain(record):
     assert not _plain(record)
+
+
+_ANY_VALUE = st.one_of(
+    _VALUES,
+    st.binary(max_size=8),
+    st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+    st.tuples(_TEXT),
+    st.integers().map(lambda i: i > 0),
+)
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True), _ANY_VALUE))
+def test_check_event_cleans_the_same_whichever_way(fields):
+    """check_event's shortcut (known names, str/int/None values) must give what
+    checking each field gives, and must never let a value through uncleaned."""
+    fields = {k: v for k, v in fields.items() if k not in RESERVED}
+    for skip_none in (False, True):
+        once = check_event("file.upload", "success", fields, skip_none=skip_none)
+        again = check_event("file.upload", "success", fields, skip_none=skip_none)  # names known
+        each = _check_each(fields, skip_none)
+        assert once == again == each
+        assert [type(v) for v in again.values()] == [type(v) for v in each.values()]
+        assert list(again) == list(each)
+        assert encode(build(1, "t", "n", "a.b", "success", again, GENESIS)) == encode(
+            build(1, "t", "n", "a.b", "success", each, GENESIS)
+        )
+
+
+@pytest.mark.parametrize("bad", ["seq", "Bad-Name", "x" * 65, "é"])
+def test_a_bad_name_is_refused_even_among_known_names(bad):
+    known = {"path": "/a", "bytes": 1}
+    check_event("file.upload", "success", known)
+    with pytest.raises(ValueError):
+        check_event("file.upload", "success", {**known, bad: "v"})
