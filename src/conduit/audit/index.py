@@ -227,23 +227,28 @@ class Index:
 
 
 def _row(record: Record, number: int, offset: int, length: int) -> tuple[object, ...]:
-    def s(key: str) -> str | None:
-        value = record.get(key)
-        return _storable(value) if isinstance(value, str) else None
-
+    get = record.get
+    sha256 = _column(get("sha256"))
     return (
         record["seq"],
         record["ts"],
         record["type"],
         record["outcome"],
-        s("principal"),
-        s("user_given"),
-        s("path") or s("new_path"),
-        (s("sha256") or "").lower() or None,
+        _column(get("principal")),
+        _column(get("user_given")),
+        _column(get("path")) or _column(get("new_path")),
+        sha256.lower() or None if sha256 else None,
         number,
         offset,
         length,
     )
+
+
+def _column(value: object) -> str | None:
+    """A text column's value: ``value`` if it is text, as SQLite can hold it."""
+    if type(value) is str and value.isascii():
+        return value  # nearly always: no surrogate in it, nothing to check
+    return _storable(value) if isinstance(value, str) else None
 
 
 def _storable(text: str) -> str:
