@@ -74,6 +74,10 @@ def siem() -> tuple[int, subprocess.Popen[bytes]]:
     return int(child.stdout.readline()), child
 
 
+#: Where durable flushes ran at the end of each run (fsync "always": loop or thread).
+LANDED: list[str] = []
+
+
 class Drop:
     """The recorder of a gateway without auditing (``bench_gateway.py --audit-cost``
     runs the same): every event dropped, so what is left is the loop's own work."""
@@ -103,6 +107,7 @@ async def run(files: int, kind: str, fsync: str, audit: bool = True) -> tuple[fl
     await asyncio.sleep(3)  # start-up work (first checkpoint, sink connect) is no file's
     t0 = time.process_time()
     inline = await files_through(ops, files, kind)
+    LANDED.append("thread" if auditor._place.in_thread else "loop")
     await asyncio.sleep(3.5)  # the sink sends, the index catches up after a quiet second
     all_in = (time.process_time() - t0) / files * 1e6
     await auditor.close()
@@ -146,7 +151,9 @@ def main() -> int:
         off, _ = asyncio.run(run(args.files, kind, args.fsync, audit=False))
         inline, all_in = asyncio.run(run(args.files, kind, args.fsync))
         print(
-            f"{kind:4} fsync={args.fsync} flush={args.flush}: inline {inline:.0f} µs/file, "
+            f"{kind:4} fsync={args.fsync} flush={args.flush}"
+            f"{f' (landed: {LANDED[-1]})' if args.fsync == 'always' else ''}: "
+            f"inline {inline:.0f} µs/file, "
             f"all in (sink + index) {all_in:.0f} µs/file; without auditing {off:.0f} µs/file, "
             f"so auditing's own: inline {inline - off:.0f}, all in {all_in - off:.0f} µs/file",
             flush=True,
