@@ -1,8 +1,8 @@
 """A record in its line's key order without sorting it: one key order per record shape.
 
 :func:`conduit.audit.events.build` copied a record's fields, added the header
-and sorted the lot, for every record; that and the encoding were a third of
-what the journal spent per record. Records of one shape (the same node, type,
+and sorted the lot, for every record; that and the encoding were about half
+of what the journal spent per record. Records of one shape (the same node, type,
 outcome and field names: nearly every record a call site writes) have the same
 keys, so a shape's sorted key order is worked out once and a record is made
 by picking its values in that order. The dict is equal to ``build``'s, in the
@@ -27,8 +27,9 @@ def _keys(node: str, type_: str, outcome: str, fields: dict[str, Value]) -> tupl
     keys = _SHAPES.get(shape)
     if keys is None:
         # a str subclass may compare and hash unlike its text; a field named
-        # like a header key is overwritten by the header in build(): both rare,
-        # both left to build()
+        # like a header key is overwritten by the header in build(): both left
+        # to build(). (Checked when a shape is first seen: names come from code,
+        # as keyword arguments, or from a worker's JSON message: plain str.)
         if not all(type(k) is str for k in shape) or not RESERVED.isdisjoint(fields):
             return None
         if len(_SHAPES) >= SHAPES_MAX:
