@@ -1,9 +1,12 @@
 import asyncio
 import sqlite3
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from conduit.audit import indexer as indexer_module
 from conduit.audit.checkpoint import load_or_create_key
-from conduit.audit.index import Index, Query, parse_time
+from conduit.audit.index import Index, Query, _row, _storable, parse_time
 from conduit.audit.journal import Journal, journal_files
 
 
@@ -125,3 +128,64 @@ def test_searches_by_hash_and_given_name_use_their_partial_indexes(tmp_path):
     assert "events_sha256" in plan("SELECT seq FROM events WHERE sha256 GLOB ?", "ab*")
     both = plan("SELECT seq FROM events WHERE (principal = ? OR user_given = ?)", "a", "a")
     assert "events_user_given" in both and "events_principal" in both
+
+
+def test_rows_already_indexed_are_replaced_not_refused(tmp_path):
+    """Refresh inserts with a plain INSERT (new seqs); an index that lost its
+    resume row holds every seq it scans again: the batch must still go in,
+    replacing, not fail on the duplicate keys and stop the index."""
+    journal = Journal(tmp_path / "audit", "gw-1", load_or_create_key(tmp_path), 400_000, "never")
+    journal.open()
+    journal.append([("file.upload", "success", {"path": f"/a/{i}"}, None) for i in range(50)])
+    index = Index(tmp_path / "audit")
+    assert index.refresh() == journal.seq
+    before = list(index.search(Query(type="file.upload")))
+    with index.db:
+        index.db.execute("DELETE FROM resume")
+    journal.append([("file.delete", "success", {"path": "/a/new"}, None)])
+    assert index.refresh() == journal.seq  # everything scanned again, duplicates and all
+    assert indexed(tmp_path / "audit") == journal.seq
+    assert list(index.search(Query(type="file.upload"))) == before
+    assert [r["path"] for r in index.search(Query(type="file.delete"))] == ["/a/new"]
+    index.close()
+    journal.close()
+
+
+def _row_before(record, number, offset, length):
+    """The index's row as it was built before its ASCII shortcut (the reference)."""
+
+    def s(key):
+        value = record.get(key)
+        return _storable(value) if isinstance(value, str) else None
+
+    sha = (s("sha256") or "").lower() or None
+    path = s("path") or s("new_path")
+    head = (record["seq"], record["ts"], record["type"], record["outcome"])
+    return (*head, s("principal"), s("user_given"), path, sha, number, offset, length)
+
+
+_COLUMN_KEYS = ["principal", "user_given", "path", "new_path", "sha256", "zone"]
+
+
+class _Text(str):
+    pass
+
+
+_COLUMN_VALUES = st.one_of(
+    st.none(),
+    st.integers(),
+    st.lists(st.text(), max_size=2),
+    st.text(),
+    st.text(alphabet=st.characters(codec="ascii")),
+    st.sampled_from(["", "AB" * 32, "\udcff", "\ud800x", "/a/\u202e\x1b", "É"]),
+    st.text().map(_Text),
+)
+
+
+@given(st.dictionaries(st.sampled_from(_COLUMN_KEYS), _COLUMN_VALUES))
+def test_a_row_is_what_it_was_whatever_the_values(fields):
+    record = {"seq": 3, "ts": "t", "type": "file.upload", "outcome": "success", **fields}
+    assert _row(record, 2, 10, 99) == _row_before(record, 2, 10, 99)
+    assert [type(v) for v in _row(record, 2, 10, 99)] == [
+        type(v) for v in _row_before(record, 2, 10, 99)
+    ]

@@ -184,22 +184,25 @@ class Auditor:
     ) -> int:
         """:meth:`record` with the fields as a dict the caller gives up (one copy
         fewer per event); ``skip_none``: leave out the fields whose value is None."""
+        # an EventType is a str; the journal keeps plain text (and plain text
+        # hashes in C where a str subclass's set lookups cost more)
+        type, outcome = str(type), str(outcome)
         cleaned = check_event(type, outcome, fields, skip_none=skip_none)
         if self._closing:
             raise AuditUnavailable("the audit journal is closed")
-        # an EventType is a str; the journal keeps plain text
-        item: Item = (str(type), str(outcome), cleaned, utc_now())
+        item: Item = (type, outcome, cleaned, utc_now())
         if (
             self._parked
             and not self._queue
             and self._down_reason is None
             and not self.journal.needs_rotation
         ):
-            here = self._hot in (None, asyncio.current_task()) and not self._flusher.busy
+            task = asyncio.current_task()
+            here = (self._hot is None or self._hot is task) and not self._flusher.busy
             if durable and self._place.in_thread and not (here and self._place.probe_due()):
                 return await self._flush_now(item, hold)
             if here:
-                return self._write_now(item, durable, hold)
+                return self._write_now(item, durable, hold, task)
         return await self._queued(item, durable, hold)
 
     async def _queued(self, item: Item, durable: bool, hold: bool) -> int:
@@ -213,7 +216,9 @@ class Auditor:
     def _checkpoint_due(self) -> bool:
         return self.journal.since_checkpoint >= self.config.checkpoint_records
 
-    def _write_now(self, item: Item, durable: bool, hold: bool = False) -> int:
+    def _write_now(
+        self, item: Item, durable: bool, hold: bool, task: asyncio.Task[object] | None
+    ) -> int:
         """Commit one record in the caller, without a trip through the committer.
 
         Only while the committer is parked and nothing is queued, so order is
@@ -233,7 +238,7 @@ class Auditor:
             return self._refuse_or_hold(item, hold)
         if self._hot is None:
             asyncio.get_running_loop().call_soon(self._cool)
-        self._hot = asyncio.current_task()
+        self._hot = task
         if self.journal.needs_rotation or self._checkpoint_due:
             self._wake.set()  # the committer rotates or seals (fsync: off the loop)
         for sink in self.sinks:

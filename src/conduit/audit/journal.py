@@ -31,11 +31,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conduit.audit import anchors, checkpoint, faults
+from conduit.audit.compose import compose
 from conduit.audit.events import (
     GENESIS,
     Record,
     Value,
-    build,
     decode,
     digest,
     encode_sorted,
@@ -341,12 +341,12 @@ class Journal:
         records: list[Record] = []
         for type_, outcome, fields, ts in items:
             seq += 1
-            record = build(seq, ts or utc_now(), self.node, type_, outcome, fields, head)
+            record = compose(seq, ts or utc_now(), self.node, type_, outcome, fields, head)
             line = encode_sorted(record)
             head = digest(line)
-            lines.append(line + b"\n")
+            lines.append(line)
             records.append(record)
-        buf = b"".join(lines)
+        buf = b"\n".join(lines) + b"\n" if lines else b""
         self._write(buf, durable)
         # after _write: it may have reopened the file
         self._recent.keep(self._number, self._size - len(buf), lines, records)

@@ -15,11 +15,14 @@ from conduit.audit.events import Record
 
 RECENT_MAX = 8192
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+_KEYS = frozenset({str})
 
 
 def _plain(record: Record) -> bool:
     """Whether parsing ``record``'s line gives back an equal dict of the same types
     (no tuple, no str subclass such as an EventType, str keys): only those are kept."""
+    if _KEYS.issuperset(map(type, record)) and _PLAIN.issuperset(map(type, record.values())):
+        return True  # nearly every record, checked without a Python loop
     for key, value in record.items():
         kind = type(value)
         if type(key) is not str:
@@ -37,15 +40,16 @@ class RecentRecords:
         self._kept: OrderedDict[tuple[int, int], tuple[bytes, Record]] = OrderedDict()
 
     def keep(self, number: int, offset: int, lines: list[bytes], records: list[Record]) -> None:
-        """``lines`` (each ending in a newline) were written from ``offset`` of file
-        ``number``, in order, as ``records`` (made by ``events.build``: their keys
-        in the line's sorted order, as parsing gives, which a CEF line follows).
-        A record is kept as it is, not copied: no one changes a written record."""
+        """``lines`` (without their newline) were written from ``offset`` of file
+        ``number``, in order, each followed by a newline, as ``records`` (made by
+        ``events.build`` or ``compose``: their keys in the line's sorted order, as
+        parsing gives, which a CEF line follows). A record is kept as it is, not
+        copied: no one changes a written record."""
         kept = self._kept
         for line, record in zip(lines, records, strict=True):
             if _plain(record):
-                kept[(number, offset)] = (line[:-1], record)
-            offset += len(line)
+                kept[(number, offset)] = (line, record)
+            offset += len(line) + 1
         while len(kept) > RECENT_MAX:
             kept.popitem(last=False)
 

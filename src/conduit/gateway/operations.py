@@ -97,9 +97,6 @@ class Operations(WriteAhead):
         """Something the transfer's outcome record must say (e.g. a missing final status)."""
         self._notes[transfer] = text
 
-    def _fields(self, **extra: Any) -> dict[str, Any]:
-        return {**self._session_fields, **extra}
-
     async def record(
         self, type: str, outcome: str, *, durable: bool = True, hold: bool = False, **fields: Any
     ) -> None:
@@ -111,7 +108,7 @@ class Operations(WriteAhead):
         """
         try:
             await self.site.recorder.record(
-                type, outcome, durable=durable, hold=hold, **self._fields(**fields)
+                type, outcome, durable=durable, hold=hold, **{**self._session_fields, **fields}
             )
         except StorageError:
             raise
