@@ -248,14 +248,18 @@ class Upload(_Transfer):
                 await self._in_place(digest, "in place, but its folder's flush was interrupted")
             raise
         await faults.hold("after-effect", "file.upload")
+        await self._done(digest)
+        return digest
+
+    async def _done(self, digest: str, note: str | None = None) -> None:
+        """Record the file under its final name, with the storage's custody."""
         await self._finish(
             Outcome.SUCCESS,
             digest,
-            None,
+            note,
             device_sha256=self.handle.device_sha256,
             atomic=self.handle.atomic,
         )
-        return digest
 
     async def _in_place(self, digest: str, note: str) -> None:
         """The rename happened and what follows it failed or was cancelled (the
@@ -267,13 +271,7 @@ class Upload(_Transfer):
             with contextlib.suppress(StorageError):
                 await self.handle.abort()  # the temp name is gone: closes only
         finally:
-            await self._finish(
-                Outcome.SUCCESS,
-                digest,
-                note,
-                device_sha256=self.handle.device_sha256,
-                atomic=self.handle.atomic,
-            )
+            await self._done(digest, note)
 
     async def _release_held(self) -> None:
         """Give the bytes held out of order back to the session's budget, drop
