@@ -62,7 +62,8 @@ def test_stalled_reader_bounded_then_byte_exact(gw: RunningGateway, tmp_path: Pa
     # file arrives whole once the client runs again.
     src = random_file(gw.area("inbox") / "big.bin", 24 * 1024 * 1024)
     dst = tmp_path / "big.bin"
-    argv = _argv(gw, "scp", "-q", "alice@127.0.0.1:/inbox/big.bin", str(dst))
+    # throttled (10 MB/s): unthrottled, the whole file could arrive before the stop
+    argv = _argv(gw, "scp", "-q", "-l", "80000", "alice@127.0.0.1:/inbox/big.bin", str(dst))
     client = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE)
     try:
         (conn,) = wait_for(lambda: _server_connections(gw), timeout=20)
@@ -76,6 +77,7 @@ def test_stalled_reader_bounded_then_byte_exact(gw: RunningGateway, tmp_path: Pa
         gw.call(send_buffer(16384))
         wait_for(lambda: dst.exists() and dst.stat().st_size > 1024 * 1024, timeout=20)
         os.killpg(client.pid, signal.SIGSTOP)
+        assert dst.stat().st_size < src.stat().st_size  # stopped mid-transfer
 
         def held() -> int:
             async def sample() -> int:
