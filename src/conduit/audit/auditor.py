@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +32,7 @@ from conduit.audit.flusher import Flusher, FlusherDied, Job, Untried
 from conduit.audit.flushplace import FlushPlace
 from conduit.audit.indexer import Indexer
 from conduit.audit.journal import Item, Journal
+from conduit.audit.outage import Outage
 from conduit.audit.recovery import Settle, crash_items, settled_items
 from conduit.audit.sinks import Sink, start_sinks
 from conduit.errors import AuditUnavailable
@@ -44,7 +44,6 @@ log = logging.getLogger("conduit.audit")
 
 BATCH_SYNC_INTERVAL = 1.0
 PROBE_INTERVAL = 0.5
-HELD_MAX = 100_000
 
 
 class _Pending:
@@ -73,11 +72,7 @@ class Auditor:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._closing = False
-        self._down_reason: str | None = None
-        self._down_since = 0.0
-        self._refused = 0
-        self._held: deque[Item] = deque()
-        self._dropped = 0
+        self._outage = Outage()  # why the journal cannot be written, what was held
         self._task: asyncio.Task[None] | None = None
         self._indexer: Indexer | None = None
         self._place = FlushPlace(journal)  # durable appends: on the loop or in the thread
@@ -134,11 +129,11 @@ class Auditor:
     @property
     def available(self) -> bool:
         """False while on_failure is "closed" and the journal cannot be written."""
-        return self._down_reason is None or self.config.on_failure != "closed"
+        return self._outage.reason is None or self.config.on_failure != "closed"
 
     @property
     def unavailable_reason(self) -> str | None:
-        return self._down_reason
+        return self._outage.reason
 
     async def _sink_alert(self, outcome: str, reason: str) -> None:
         """A SIEM sink's ``audit.alert`` (down, back, spool filling)."""
@@ -194,7 +189,7 @@ class Auditor:
         if (
             self._parked
             and not self._queue
-            and self._down_reason is None
+            and self._outage.reason is None
             and not self.journal.needs_rotation
         ):
             task = asyncio.current_task()
@@ -285,9 +280,9 @@ class Auditor:
         """An event the journal could not take: AuditUnavailable (closed) or held (alert,
         and the outcomes of effects already announced by a durable intent)."""
         if self.config.on_failure == "closed" and not hold:
-            self._refused += 1
-            raise AuditUnavailable(self._down_reason or "the audit journal cannot be written")
-        self._hold(item)
+            self._outage.refused += 1
+            raise AuditUnavailable(self._outage.reason or "the audit journal cannot be written")
+        self._outage.hold(item)
         return 0
 
     # -- the committer --------------------------------------------------------
@@ -302,7 +297,7 @@ class Auditor:
             # next_sync always counts: records written in the callers while
             # the committer is parked can leave the journal dirty
             due = min(next_checkpoint, next_sync)
-            if self._down_reason is not None:
+            if self._outage.reason is not None:
                 due = min(due, now + PROBE_INTERVAL)
             if not self._queue and not self._closing:
                 # a timer, not wait_for: this loop runs once per commit and must be cheap
@@ -313,10 +308,10 @@ class Auditor:
                 timer.cancel()
             self._wake.clear()
             batch, self._queue = self._queue, []
-            if batch or self._down_reason is not None:
+            if batch or self._outage.reason is not None:
                 await self._commit(batch)
             now = time.monotonic()
-            if self._down_reason is None:
+            if self._outage.reason is None:
                 try:
                     if now >= next_checkpoint or self._checkpoint_due:
                         reason = "records" if self._checkpoint_due else "interval"
@@ -336,26 +331,9 @@ class Auditor:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         items = [p.item for p in batch]
-        recovering = self._down_reason is not None
-        held: list[Item] = []
-        if recovering:
-            held = list(self._held)
-            gone = time.monotonic() - self._down_since
-            what = (
-                f"{self._refused} event(s) were refused, {len(held)} held outcome(s) follow"
-                if self.config.on_failure == "closed"
-                else f"{len(held)} held event(s) follow, {self._dropped} dropped"
-            )
-            alert: Item = (
-                EventType.AUDIT_ALERT,
-                "success",
-                {
-                    "reason": f"journal writable again after {gone:.1f} s "
-                    f"(it failed: {self._down_reason}); {what}"
-                },
-                None,
-            )
-            items = [alert, *held, *items]
+        recovering = self._outage.reason is not None
+        first: list[Item] = self._outage.back(self.config.on_failure) if recovering else []
+        items = [*first, *items]
         always = self.journal.fsync_policy == "always"
         durable = always and (recovering or any(p.durable for p in batch))
         try:
@@ -388,11 +366,8 @@ class Auditor:
                     p.future.set_exception(refused)
             return
         if recovering:
-            log.warning("audit journal writable again")
-            self._down_reason = None
-            self._held.clear()
-            self._refused = self._dropped = 0
-            seqs = seqs[1 + len(held) :]
+            self._outage.ended()
+            seqs = seqs[len(first) :]
         for p, seq in zip(batch, seqs, strict=True):
             if p.future is not None and not p.future.done():
                 p.future.set_result(seq)
@@ -406,18 +381,7 @@ class Auditor:
         self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        reason = f"audit journal {self.journal.directory} cannot be written: {detail}"
-        if self._down_reason is None:
-            log.error("%s", reason)
-            self._down_since = time.monotonic()
-        self._down_reason = reason
-
-    def _hold(self, item: Item) -> None:
-        if len(self._held) >= HELD_MAX:
-            self._held.popleft()
-            self._dropped += 1
-        self._held.append(item)
+        self._outage.went_down(exc, self.journal.directory)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush, seal with a checkpoint, stop the sinks (waiting at most ``timeout``)."""
@@ -430,7 +394,7 @@ class Auditor:
         if self._task is not None:
             await self._task
         try:
-            if self._held:  # alert mode: events the journal could not take yet
+            if self._outage.held:  # alert mode: events the journal could not take yet
                 await self._commit([])
         except OSError as exc:
             log.error("audit journal close failed: %s", exc)
