@@ -237,15 +237,13 @@ class Upload(_Transfer):
                 await self.intend(digest, self._next, self.times)
                 await faults.hold("after-intent", "file.upload")
             await self.handle.commit()
-        except StorageError as exc:
+        except BaseException as exc:
+            failed = exc.detail if isinstance(exc, StorageError) else None
             if getattr(self.handle, "in_place", False):
-                await self._in_place(digest, f"in place, but {exc.detail}")
-            else:
-                await self._fail(exc.detail)
-            raise
-        except BaseException:
-            if getattr(self.handle, "in_place", False):
-                await self._in_place(digest, "in place, but its folder's flush was interrupted")
+                why = failed or "its folder's flush was interrupted"
+                await self._in_place(digest, f"in place, but {why}")
+            elif failed is not None:
+                await self._fail(failed)
             raise
         await faults.hold("after-effect", "file.upload")
         await self._done(digest)
