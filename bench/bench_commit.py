@@ -11,7 +11,11 @@ flush, the rename and the folder's flush, as shipped, without SSH. Prints the
 median wall time per file and of its commit alone (what a sequential client
 waits for after its last write: its ``close``), the process CPU per file (all
 threads), and how many of the run's durable journal appends ran
-on the event loop rather than the flusher thread.
+on the event loop rather than the flusher thread. It also prints the disk's
+floor: the same flushes as plain system calls in the same order (the intent's
+fdatasync beside the file's fsync, the rename, the folder's fsync; the outcome
+record is written and rides the next flush), what no code above the disk can
+take off a file's time.
 
 Over SSH (``bench_gateway.py --only tree --only up``) a 500-file row moves by
 a third between runs on a shared 2-core machine; the flushes themselves are
@@ -30,6 +34,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from ipaddress import ip_address
 from pathlib import Path
@@ -96,6 +101,36 @@ async def one(files: int, root: Path) -> tuple[float, float, float, float]:
     return wall, commit, (p1 - p0) / files * 1e6, on_loop / files
 
 
+def floor(files: int, root: Path) -> float:
+    """The median wall time per file of a durable upload's flushes alone."""
+    folder = root / "floor"
+    folder.mkdir()
+    journal = os.open(root / "journal", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    directory = os.open(folder, os.O_RDONLY)
+    record, payload = b"r" * 400 + b"\n", os.urandom(SIZE)
+    times = []
+    try:
+        for i in range(files):
+            started = time.perf_counter()
+            temp = folder / f".f{i:05d}.part"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, payload)
+            data = threading.Thread(target=os.fsync, args=(fd,))
+            data.start()  # the data flush beside the intent's, as the commit does
+            os.write(journal, record)
+            os.fdatasync(journal)
+            data.join()
+            os.close(fd)
+            os.rename(temp, folder / f"f{i:05d}.dat")
+            os.fsync(directory)
+            os.write(journal, record)  # the outcome rides the next flush
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(directory)
+        os.close(journal)
+    return statistics.median(times) * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=500)
@@ -107,11 +142,12 @@ def main() -> int:
         flushplace.INLINE_SYNC_MAX = float("inf")
     elif args.place == "thread":
         flushplace.INLINE_SYNC_MAX = 0.0
-    walls, commits, cpus, loops = [], [], [], []
+    walls, commits, cpus, loops, floors = [], [], [], [], []
     for _ in range(args.rounds):
         root = Path(tempfile.mkdtemp(prefix="conduit-commit-", dir=args.tmp))
         try:
             wall, commit, cpu, loop = asyncio.run(one(args.files, root))
+            floors.append(floor(args.files, root))
         finally:
             shutil.rmtree(root, ignore_errors=True)
         walls.append(wall)
@@ -124,7 +160,9 @@ def main() -> int:
         f"commit {statistics.median(commits):.0f} µs ({' '.join(f'{c:.0f}' for c in commits)}), "
         f"process CPU {statistics.median(cpus):.0f} µs/file "
         f"({' '.join(f'{c:.0f}' for c in cpus)}), "
-        f"intent appends on the loop {statistics.median(loops):.2f}/file",
+        f"intent appends on the loop {statistics.median(loops):.2f}/file; "
+        f"the disk's floor {statistics.median(floors):.0f} µs/file "
+        f"({' '.join(f'{f:.0f}' for f in floors)})",
         flush=True,
     )
     return 0
