@@ -231,3 +231,26 @@ async def test_a_journal_line_is_the_message_the_sink_would_encode(make_auditor,
     assert len(pairs) == 6  # the start checkpoint, four events and the closing checkpoint
     for record, line in pairs:
         assert rfc5424(record, line=line) == rfc5424(record)
+
+
+@pytest.mark.parametrize("fmt", ["rfc5424", "cef"])
+def test_a_batch_is_sent_as_each_message_octet_counted_in_order(tmp_path, fmt):
+    """The stream a TCP/TLS sink writes for a batch is, byte for byte, each record's
+    message octet-counted, in order (the way it was built before it was one join)."""
+    from conduit.audit.checkpoint import load_or_create_key
+    from conduit.audit.formats import octet_counted
+    from conduit.audit.journal import Journal
+    from conduit.audit.reader import JournalReader
+    from conduit.audit.sinks import format_record, framed
+
+    journal = Journal(tmp_path / "audit", "gw-1", load_or_create_key(tmp_path / "keys"))
+    journal.open()
+    for value in (HOSTILE, "plain", "é\u202e\x1b[31m", 'a\\b]c"d', "x" * 3000):
+        journal.append([("file.upload", "success", {"principal": value, "path": "/x"}, None)])
+    journal.append([("audit.alert", "failed", {"reason": HOSTILE, "severity": "alert"}, None)])
+    pairs = JournalReader(journal.directory, journal.recall).read_lines_after(0, 100)
+    assert len(pairs) == 6
+    expected = b"".join(octet_counted(format_record(r, fmt, line)) for r, line in pairs)
+    assert framed(pairs, fmt) == expected
+    assert framed([], fmt) == b""
+    journal.close()

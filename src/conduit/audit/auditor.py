@@ -81,8 +81,11 @@ class Auditor:
         # records from it may follow in place, other tasks' join the queue
         self._hot: asyncio.Task[object] | None = None
         self._settle: Settle | None = None
+        # the loop it runs on, once: the record path asked for it once per record,
+        # and asyncio.get_running_loop() makes a getpid() system call (CPython 3.11)
+        self._loop = asyncio.get_running_loop()
         self._flusher = Flusher(
-            asyncio.get_running_loop(),
+            self._loop,
             self._place.append_in_thread,
             self._flush_failed,
             self._flushed,
@@ -192,7 +195,7 @@ class Auditor:
             and self._outage.reason is None
             and not self.journal.needs_rotation
         ):
-            task = asyncio.current_task()
+            task = asyncio.current_task(self._loop)
             here = (self._hot is None or self._hot is task) and not self._flusher.busy
             if durable and self._place.in_thread and not (here and self._place.probe_due()):
                 return await self._flush_now(item, hold)
@@ -202,7 +205,7 @@ class Auditor:
 
     async def _queued(self, item: Item, durable: bool, hold: bool) -> int:
         """Hand the record to the committer and wait for its batch."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = self._loop.create_future()
         self._queue.append(_Pending(item, future, durable, hold))
         self._wake.set()
         return await future
@@ -232,7 +235,7 @@ class Auditor:
             self._wake.set()  # the committer probes the journal from now on
             return self._refuse_or_hold(item, hold)
         if self._hot is None:
-            asyncio.get_running_loop().call_soon(self._cool)
+            self._loop.call_soon(self._cool)
         self._hot = task
         if self.journal.needs_rotation or self._checkpoint_due:
             self._wake.set()  # the committer rotates or seals (fsync: off the loop)

@@ -23,7 +23,7 @@ import sys
 class FileOps:
     """The calls the journal makes to put bytes on disk (``os`` looked up per call)."""
 
-    def write(self, fd: int, data: memoryview) -> int:
+    def write(self, fd: int, data: bytes | memoryview) -> int:
         return os.write(fd, data)
 
     def fdatasync(self, fd: int) -> None:

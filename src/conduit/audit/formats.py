@@ -56,15 +56,12 @@ def rfc5424(record: Record, app: str = "conduit", line: bytes | None = None) -> 
     ``line``: the record's canonical journal line, when at hand (saves encoding it again).
     """
     body = encode(record) if line is None else line
-    key = (
-        record["type"],
-        record["outcome"],
-        record["node"],
-        app,
-        record.get("severity") == "alert",
-    )
-    if not all(type(k) is str for k in key[:4]):  # not from this gateway's journal: the long way
+    type_, outcome, node = record["type"], record["outcome"], record["node"]
+    if type(type_) is not str or type(outcome) is not str or type(node) is not str:
+        return _header(record, app, record["seq"]).encode("ascii") + BOM + body  # the long way
+    if type(app) is not str:  # (not from this gateway's journal, or not its app name)
         return _header(record, app, record["seq"]).encode("ascii") + BOM + body
+    key = (type_, outcome, node, app, record.get("severity") == "alert")
     parts = _HEADS.get(key)
     if parts is None:
         # Everything but the time stamp and seq is the same for every record of
@@ -77,9 +74,13 @@ def rfc5424(record: Record, app: str = "conduit", line: bytes | None = None) -> 
         pri_version, rest = head[: head.index(" ") + 1], head[at:]
         before_seq, after_seq = rest.split(_SEQ)
         parts = _HEADS[key] = (pri_version, before_seq, after_seq)
-    ts = _printusascii(str(record["ts"]), 64)
-    head = f"{parts[0]}{ts}{parts[1]}{record['seq']}{parts[2]}"
-    return head.encode("ascii") + BOM + body
+    ts = record["ts"]
+    # _printusascii's own test, without its call: a stamp this journal wrote passes
+    if type(ts) is not str or not 0 < len(ts) <= 64 or " " in ts or not ts.isascii():
+        ts = _printusascii(str(ts), 64)
+    elif not ts.isprintable():
+        ts = _printusascii(ts, 64)
+    return f"{parts[0]}{ts}{parts[1]}{record['seq']}{parts[2]}".encode("ascii") + BOM + body
 
 
 #: (type, outcome, node, app, severity) -> the header around its time stamp and seq.

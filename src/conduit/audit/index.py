@@ -228,16 +228,30 @@ class Index:
 
 def _row(record: Record, number: int, offset: int, length: int) -> tuple[object, ...]:
     get = record.get
-    sha256 = _column(get("sha256"))
+    # _column's own test, without its call: nearly every value passes (or is None)
+    principal, user_given = get("principal"), get("user_given")
+    path, sha256 = get("path"), get("sha256")
+    if principal is not None and not (type(principal) is str and principal.isascii()):
+        principal = _column(principal)
+    if user_given is not None and not (type(user_given) is str and user_given.isascii()):
+        user_given = _column(user_given)
+    if path is not None and not (type(path) is str and path.isascii()):
+        path = _column(path)
+    if not path:
+        path = _column(get("new_path"))
+    if sha256 is not None:
+        if not (type(sha256) is str and sha256.isascii()):
+            sha256 = _column(sha256)
+        sha256 = sha256.lower() or None if sha256 else None
     return (
         record["seq"],
         record["ts"],
         record["type"],
         record["outcome"],
-        _column(get("principal")),
-        _column(get("user_given")),
-        _column(get("path")) or _column(get("new_path")),
-        sha256.lower() or None if sha256 else None,
+        principal,
+        user_given,
+        path,
+        sha256,
         number,
         offset,
         length,

@@ -72,16 +72,17 @@ class JournalReader:
                 for raw in f:
                     if not raw.endswith(b"\n"):
                         break
+                    line = raw[:-1]
                     record = None
                     if number >= 0:
-                        record = self._recall(number, self._offset, raw[:-1])  # type: ignore[misc]
+                        record = self._recall(number, self._offset, line)  # type: ignore[misc]
                     try:
-                        record = record or decode(raw[:-1])
+                        record = record or decode(line)
                     except ValueError:
                         break  # damaged: wait here (recovery moves a torn line aside)
                     self._offset += len(raw)
                     if record["seq"] > after:
-                        out.append((record, raw[:-1]))
+                        out.append((record, line))
                         after = record["seq"]
                         if len(out) >= limit:
                             break

@@ -76,6 +76,18 @@ def format_record(record: Record, fmt: str, line: bytes | None = None) -> bytes:
     return rfc5424(record, line=line)
 
 
+def framed(records: list[tuple[Record, bytes]], fmt: str) -> bytes:
+    """``(record, line)`` pairs as one TCP/TLS stream: :func:`octet_counted` of each
+    :func:`format_record`, in order, with each message copied once (into the stream)."""
+    if fmt == "cef":
+        return b"".join(octet_counted(format_record(r, fmt, line)) for r, line in records)
+    parts: list[bytes] = []
+    for record, line in records:
+        message = rfc5424(record, line=line)
+        parts += (b"%d " % len(message), message)
+    return b"".join(parts)
+
+
 def unacked_bytes(sock: socket.socket) -> int | None:
     """Bytes the kernel holds not yet acknowledged by the peer (Linux SIOCOUTQ)."""
     buf = array.array("i", [0])
@@ -208,7 +220,7 @@ class Sink:
                 self._wake.clear()  # before reading: a record written meanwhile wakes _idle
                 records = await asyncio.to_thread(self.reader.read_lines_after, sent, BATCH)
                 if records:
-                    writer.write(b"".join(octet_counted(self._frame(*r)) for r in records))
+                    writer.write(framed(records, self.conf.format))
                     async with asyncio.timeout(SEND_TIMEOUT):
                         await writer.drain()
                     sent = records[-1][0]["seq"]

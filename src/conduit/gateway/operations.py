@@ -28,6 +28,7 @@ from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Fault, JournalUnavailable, StorageError
 from conduit.gateway.context import SessionInfo, Site, Traffic
+from conduit.gateway.eventlog import EventLog
 from conduit.gateway.guard import moment
 from conduit.gateway.inbound import clear_for_read, open_quarantined
 from conduit.gateway.vfs import ROOT, BadPath, VirtualPath, resolve
@@ -106,10 +107,13 @@ class Operations(WriteAhead):
         dying, not a power loss: an upload's ``started`` and every outcome
         whose durable intent is already written. ``hold``: see :meth:`settled`.
         """
+        recorder = self.site.recorder
+        fields = {**self._session_fields, **fields}
         try:
-            await self.site.recorder.record(
-                type, outcome, durable=durable, hold=hold, **{**self._session_fields, **fields}
-            )
+            if isinstance(recorder, EventLog):  # the gateway's: the dict as it is, no copy
+                await recorder.record_fields(type, outcome, fields, durable=durable, hold=hold)
+            else:
+                await recorder.record(type, outcome, durable=durable, hold=hold, **fields)
         except StorageError:
             raise
         except Exception as exc:
