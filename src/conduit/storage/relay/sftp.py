@@ -34,6 +34,7 @@ from conduit.storage.relay.blocks import (
     block_fetcher,
     depth,
     in_slot,
+    open_block_size,
 )
 from conduit.storage.relay.connection import DeviceLink, DeviceOps
 from conduit.storage.relay.sftpread import SftpReadHandle
@@ -88,6 +89,7 @@ class SftpWriteHandle(DeviceOps):
         self._hasher: custody.OrderedHasher | None = custody.OrderedHasher()
         self._stream_sha256: Callable[[], str] | None = None
         self._gather = WriteGather()
+        self._written = 0  # where the bytes sent end: where the read-back expects the end
         self._in_flight: set[asyncio.Future[None]] = set()
         self._done = False
         self.atomic = True
@@ -137,6 +139,7 @@ class SftpWriteHandle(DeviceOps):
         if len(self._in_flight) >= depth(self.link, MAX_WRITES_IN_FLIGHT):
             await self._settle(all_of_them=False)
         self._in_flight.add(asyncio.ensure_future(self._send(file, offset, data)))
+        self._written = max(self._written, offset + len(data))
 
     async def _send(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
         await in_slot(self.link, lambda: file.write(data, offset))
@@ -153,8 +156,10 @@ class SftpWriteHandle(DeviceOps):
             task.result()
 
     async def _read_back(self) -> AsyncIterator[bytes]:
-        async with self._sftp.open(self._temp, "rb", encoding=None) as file:
-            reader = BlockReader(block_fetcher(self.link, file), depth=depth(self.link, READ_DEPTH))
+        block_size = open_block_size(self._sftp)
+        async with self._sftp.open(self._temp, "rb", encoding=None, block_size=block_size) as file:
+            fetch = block_fetcher(self.link, file, self._written)
+            reader = BlockReader(fetch, depth=depth(self.link, READ_DEPTH))
             try:
                 while block := await reader.next():
                     yield block
@@ -269,7 +274,9 @@ class SftpDevice(DeviceOps):
         sftp = await self.link.sftp()
         try:
             async with self.link.slot():
-                file = await sftp.open(self.path(path), "rb", encoding=None)
+                file = await sftp.open(
+                    self.path(path), "rb", encoding=None, block_size=open_block_size(sftp)
+                )
                 attrs = await file.stat()
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open") from None
@@ -288,7 +295,11 @@ class SftpDevice(DeviceOps):
         try:
             async with self.link.slot():
                 file = await sftp.open(
-                    temp, flags, asyncssh.SFTPAttrs(permissions=mode & 0o7777), encoding=None
+                    temp,
+                    flags,
+                    asyncssh.SFTPAttrs(permissions=mode & 0o7777),
+                    encoding=None,
+                    block_size=open_block_size(sftp),
                 )
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open for upload") from None
