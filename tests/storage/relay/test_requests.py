@@ -14,6 +14,7 @@ import pytest
 
 from conduit.errors import Fault, StorageError
 from conduit.storage.relay import open_device
+from conduit.storage.relay import sftp as relay_sftp
 from conduit.storage.relay.blocks import BLOCK, BlockReader, block_fetcher, open_block_size
 from conduit.storage.relay.sftpread import SftpReadHandle
 from conduit.transfer.pipeline import Download, Outcome, TransferRecord
@@ -180,5 +181,61 @@ async def test_file_cut_on_the_device_mid_download(devices: Devices, tmp_path: P
         assert [(r.outcome, r.sha256, r.error) for r in records] == [
             (Outcome.SUCCESS, None, "partial read")
         ]
+    finally:
+        await backend.close()
+
+
+async def test_read_back_runs_beside_the_upload(
+    devices: Devices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "root"
+    config = device_config(devices.sftp, devices.identity, root, protocol="sftp")
+    backend = open_device("beside", config, tmp_path / "state")
+    read_back: list[tuple[int, int | None]] = []
+    original = relay_sftp.read_exactly
+
+    async def counted(file: Any, offset: int, length: int, end: int | None) -> bytes:
+        read_back.append((offset, end))
+        return await original(file, offset, length, end)
+
+    monkeypatch.setattr(relay_sftp, "read_exactly", counted)
+    data = os.urandom(20 * BLOCK + 3)
+    try:
+        handle = await backend.open_write(("fw.bin",))
+        for offset in range(0, 16 * BLOCK, 65536):
+            await handle.write(offset, data[offset : min(offset + 65536, 16 * BLOCK)])
+        async with asyncio.timeout(30):  # a hang guard, not a timing
+            while not read_back:
+                await asyncio.sleep(0.01)
+        # Read back before the commit: only whole blocks the device has answered,
+        # with no end known yet.
+        assert all(end is None and offset + BLOCK <= 16 * BLOCK for offset, end in read_back)
+        for offset in range(16 * BLOCK, len(data), 65536):
+            await handle.write(offset, data[offset : offset + 65536])
+        await handle.commit()
+        assert handle.custody is not None and handle.custody.method == "read-back"
+        assert handle.device_sha256 == sha(data) == sha((root / "fw.bin").read_bytes())
+        assert read_back[-1][1] == len(data)  # the tail: read once the end was known
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("size", [0, 5, 3 * BLOCK])
+async def test_read_back_of_writes_out_of_order(
+    devices: Devices, tmp_path: Path, size: int
+) -> None:
+    """Writes not front to back (a raw SFTP client's) get their read-back at the end."""
+    root = tmp_path / "root"
+    config = device_config(devices.sftp, devices.identity, root, protocol="sftp")
+    backend = open_device("ooo", config, tmp_path / "state")
+    data = os.urandom(size)
+    half = size // 2
+    try:
+        handle = await backend.open_write(("fw.bin",))
+        if size:
+            await handle.write(half, data[half:])
+            await handle.write(0, data[:half])
+        await handle.commit()
+        assert handle.device_sha256 == sha(data) == sha((root / "fw.bin").read_bytes())
     finally:
         await backend.close()
