@@ -239,3 +239,36 @@ async def test_read_back_of_writes_out_of_order(
         assert handle.device_sha256 == sha(data) == sha((root / "fw.bin").read_bytes())
     finally:
         await backend.close()
+
+
+@pytest.mark.parametrize("stop", ["abort", "cancel-commit"])
+async def test_upload_given_up_during_read_back(
+    devices: Devices, tmp_path: Path, stop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload aborted (or its commit cancelled) while its read-back runs leaves no
+    file, no temp file, no task and no slot behind: the next upload gets every slot."""
+    root = tmp_path / "root"
+    config = device_config(devices.sftp, devices.identity, root, protocol="sftp", max_concurrency=2)
+    backend = open_device("stop", config, tmp_path / "state")
+    data = os.urandom(12 * BLOCK)
+    try:
+        handle = await backend.open_write(("fw.bin",))
+        for offset in range(0, len(data), 65536):
+            await handle.write(offset, data[offset : offset + 65536])
+        if stop == "cancel-commit":
+            commit = asyncio.ensure_future(handle.commit())
+            await asyncio.sleep(0)
+            commit.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await commit
+        await handle.abort()
+        assert list(root.iterdir()) == []
+        assert backend.link._slots._value == 2  # every slot given back
+        async with asyncio.timeout(30):  # a hang guard: a lost slot would stall here
+            again = await backend.open_write(("fw.bin",))
+            await again.write(0, data)
+            await again.commit()
+        assert again.device_sha256 == sha(data)
+        assert "never retrieved" not in caplog.text
+    finally:
+        await backend.close()
