@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from conduit.errors import Fault, StorageError
 from conduit.storage.relay import open_device, sftp
 from conduit.storage.relay.blocks import BlockReader, Fetch, WriteGather
+from conduit.storage.relay.readback import WrittenPrefix
 from conduit.transfer.pipeline import Outcome, TransferRecord, Upload
 
 from .conftest import Devices, device_config
@@ -46,10 +48,9 @@ def test_gathered_blocks_are_exactly_the_writes(sizes: list[int], gap: bool) -> 
             assert block_offset + i not in landed
             landed[block_offset + i] = byte
     assert landed == expected
-    # Small writes are joined up to the block size; only a write already
-    # that big goes out larger.
-    big = {len(d) for _, d in stream if len(d) >= 255}
-    assert all(len(block) <= 255 or len(block) in big for _, block in sent)
+    # Small writes are joined up to the block size, larger ones cut to it:
+    # no request is over the device's limit.
+    assert all(len(block) <= 255 for _, block in sent)
 
 
 def fake_file(data: bytes, calls: list[int], fail_at: int | None = None) -> Fetch:
@@ -127,7 +128,7 @@ async def test_reads_in_any_order_come_from_the_device(devices: Devices, tmp_pat
         await backend.close()
 
 
-async def tamper_before_read_back(root: Path, offset: int) -> None:
+def tamper_now(root: Path, offset: int) -> None:
     """Flip one byte of the device's temp file, as a faulty flash or an intruder might."""
     (temp,) = root.glob(".conduit-*.part")
     with temp.open("r+b") as f:
@@ -137,21 +138,35 @@ async def tamper_before_read_back(root: Path, offset: int) -> None:
         f.write(bytes([byte[0] ^ 0x01]))
 
 
+@pytest.mark.parametrize("where", ["tail", "sent"])
 async def test_read_back_detects_one_changed_byte(
-    devices: Devices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    devices: Devices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
+    """A changed byte fails the upload, whether the device's copy changed before the
+    tail was read back (at the commit, after the last write) or a block reached the
+    device altered (read back while the upload still runs)."""
     root = tmp_path / "root"
     config = device_config(devices.sftp, devices.identity, root, protocol="sftp")
     backend = open_device("rb", config, tmp_path / "state")
     data = os.urandom(8 * 255 * 1024 + 77)  # more blocks than are read at once
-    original = sftp.SftpWriteHandle._read_back
+    original_finish = WrittenPrefix.finish
+    original_send = sftp.SftpWriteHandle._send
+    sent: list[int] = []
 
-    async def read_back(self: sftp.SftpWriteHandle) -> AsyncIterator[bytes]:
-        await tamper_before_read_back(root, len(data) - 1000)  # in the last block read ahead
-        async for chunk in original(self):
-            yield chunk
+    def finish(self: WrittenPrefix, end: int) -> None:
+        tamper_now(root, len(data) - 50)  # the last, partial block: read only from here on
+        original_finish(self, end)
 
-    monkeypatch.setattr(sftp.SftpWriteHandle, "_read_back", read_back)
+    async def send(self: sftp.SftpWriteHandle, file: Any, offset: int, block: bytes) -> None:
+        sent.append(offset)
+        if len(sent) == 3:
+            block = bytes([block[0] ^ 0x01]) + block[1:]  # the hash saw the original
+        await original_send(self, file, offset, block)
+
+    if where == "tail":
+        monkeypatch.setattr(WrittenPrefix, "finish", finish)
+    else:
+        monkeypatch.setattr(sftp.SftpWriteHandle, "_send", send)
     records: list[TransferRecord] = []
 
     async def report(record: TransferRecord) -> None:
@@ -170,7 +185,8 @@ async def test_read_back_detects_one_changed_byte(
         assert [r.outcome for r in records] == [Outcome.FAILED]
         assert list(root.iterdir()) == []  # nothing under the final name, temp removed
         # Untampered, the same path passes and the custody hash is the pipeline's.
-        monkeypatch.setattr(sftp.SftpWriteHandle, "_read_back", original)
+        monkeypatch.setattr(WrittenPrefix, "finish", original_finish)
+        monkeypatch.setattr(sftp.SftpWriteHandle, "_send", original_send)
         handle = await backend.open_write(("fw.bin",))
         upload = Upload(handle, transfer="t2", path="p", report=report)
         for offset in range(0, len(data), 32768):
@@ -217,9 +233,10 @@ async def test_device_killed_during_read_back(
     data = os.urandom(12 * 255 * 1024)
     try:
         handle = await backend.open_write(("fw.bin",))
-        for offset in range(0, len(data), 65536):
-            await handle.write(offset, data[offset : offset + 65536])
         with pytest.raises(StorageError) as info:
+            # The read-back runs beside the upload: the device dies mid-upload.
+            for offset in range(0, len(data), 65536):
+                await handle.write(offset, data[offset : offset + 65536])
             await handle.commit()
         assert info.value.fault is Fault.UNAVAILABLE
         assert not (root / "fw.bin").exists()

@@ -76,12 +76,58 @@ async def in_slot(link: DeviceLink, request: Callable[[], Awaitable[T]]) -> T:
     return await asyncio.shield(task)
 
 
-def block_fetcher(link: DeviceLink, file: asyncssh.SFTPClientFile) -> Fetch:
-    """``fetch(offset, length)`` for a :class:`BlockReader`: one request in one slot."""
+def open_block_size(sftp: asyncssh.SFTPClient) -> int:
+    """The ``block_size`` to open a device file with: 0 (one request per call) if it can.
+
+    asyncssh's ``SFTPClientFile.read`` and ``write`` run every call through
+    a parallel reader or writer that splits it at the server's limits: for a
+    255 KiB block that is one request anyway, plus a task, an
+    ``asyncio.wait`` and (reading) two more copies of the block, ~13 % of a
+    relay download's event loop. Opened with ``block_size=0`` a call is the
+    one SFTP request. That needs a device whose ``limits@openssh.com``
+    takes a whole block each way (OpenSSH 8.7 and later); any other keeps
+    asyncssh's splitting (-1) and its small requests.
+    """
+    limits = sftp.limits
+    whole = limits.max_read_len >= BLOCK and limits.max_write_len >= BLOCK
+    return 0 if whole else -1
+
+
+async def read_exactly(
+    file: asyncssh.SFTPClientFile, offset: int, length: int, end: int | None
+) -> bytes:
+    """``length`` bytes at ``offset``, fewer only where the file ends.
+
+    A server may answer a read with fewer bytes than asked (SFTP allows it,
+    and a file opened with ``block_size=0`` passes the answer on as is): the
+    rest is asked for again, as asyncssh's own reader does. A short answer
+    reaching ``end`` (the size the file had when opened, or the bytes
+    written to it) is taken as the end without asking again: the common
+    case, the file's last block, then costs no extra round trip.
+    """
+    data = await file.read(length, offset)
+    if not isinstance(data, bytes):
+        return b""
+    parts = [data]
+    got = len(data)
+    while data and got < length and (end is None or offset + got < end):
+        data = await file.read(length - got, offset + got)
+        if not isinstance(data, bytes) or not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def block_fetcher(link: DeviceLink, file: asyncssh.SFTPClientFile, end: int | None = None) -> Fetch:
+    """``fetch(offset, length)`` for a :class:`BlockReader`: one request in one slot.
+
+    ``end``: where the file is expected to end (see :func:`read_exactly`);
+    None when unknown: a short answer is then always asked again.
+    """
 
     async def fetch(offset: int, length: int) -> bytes:
-        data = await in_slot(link, lambda: file.read(length, offset))
-        return data if isinstance(data, bytes) else b""
+        return await in_slot(link, lambda: read_exactly(file, offset, length, end))
 
     return fetch
 
@@ -141,7 +187,7 @@ class BlockReader:
 
 
 class WriteGather:
-    """Consecutive writes joined into blocks of up to ``block`` bytes.
+    """Consecutive writes joined into blocks of up to ``block`` bytes (larger ones cut).
 
     :meth:`add` returns the blocks that are ready to send as
     ``(offset, data)``; :meth:`flush` returns what is left. A write that
@@ -165,8 +211,13 @@ class WriteGather:
             # would then split it into a full request and a tiny one).
             ready.extend(self.flush())
         if not self._size:
-            if len(data) >= self._block:
-                return [*ready, (offset, data)]  # already big enough: no copy
+            if len(data) == self._block:
+                return [*ready, (offset, data)]  # already a block: no copy
+            while len(data) > self._block:
+                # No request over the block: a device file opened for whole
+                # requests (open_block_size) is not split by asyncssh.
+                ready.append((offset, data[: self._block]))
+                offset, data = offset + self._block, data[self._block :]
             self._start = offset
         self._parts.append(data)
         self._size += len(data)

@@ -8,7 +8,8 @@ gets its final name where the protocol allows, the device's copy is hashed
 *on the device side*: by the device's configured ``sha256`` command if it has
 one (``sha256sum -- {path}``; only the first 64 hex digits of its output are
 read), otherwise by reading the file back over the same protocol (hashed on a
-worker thread, :mod:`~conduit.storage.relay.hashing`). Both hashes
+worker thread, :mod:`~conduit.storage.relay.hashing`; over SFTP the read-back
+runs beside the upload, :mod:`~conduit.storage.relay.readback`). Both hashes
 go into a :class:`CustodyReceipt`; a mismatch is a
 ``StorageError(Fault.FAILURE, "device copy does not match")``.
 """
@@ -24,7 +25,7 @@ from typing import Literal
 from conduit.errors import Fault, StorageError
 from conduit.storage.relay import commands
 from conduit.storage.relay.connection import DeviceLink
-from conduit.storage.relay.hashing import ThreadHasher
+from conduit.storage.relay.readback import read_back_sha256
 
 REORDER_WINDOW = 16 * 1024 * 1024
 """Bytes of out-of-order writes held for hashing before an upload is refused."""
@@ -131,11 +132,5 @@ async def verify(
         output = await commands.run(link, "sha256", path=remote_path)
         device_sha256, method = parse_sha256_output(output), "command"
     else:
-        # Hashed beside the event loop while the next blocks are read (the
-        # thread holds only bytes it owns: a cancelled read-back closes nothing under it).
-        digest = ThreadHasher()
-        async for chunk in read_back():
-            digest.feed(chunk)
-            await digest.room()
-        device_sha256, method = await digest.hexdigest(), "read-back"
+        device_sha256, method = await read_back_sha256(read_back), "read-back"
     return compare(local_sha256, device_sha256, method)

@@ -31,11 +31,13 @@ from conduit.storage.relay.blocks import (
     READ_DEPTH,
     BlockReader,
     WriteGather,
-    block_fetcher,
     depth,
     in_slot,
+    open_block_size,
+    read_exactly,
 )
 from conduit.storage.relay.connection import DeviceLink, DeviceOps
+from conduit.storage.relay.readback import WrittenPrefix, read_back_sha256
 from conduit.storage.relay.sftpread import SftpReadHandle
 
 
@@ -88,6 +90,11 @@ class SftpWriteHandle(DeviceOps):
         self._hasher: custody.OrderedHasher | None = custody.OrderedHasher()
         self._stream_sha256: Callable[[], str] | None = None
         self._gather = WriteGather()
+        self._written = 0  # where the bytes sent end: where the read-back expects the end
+        # Read-back custody (no device sha256 command) runs beside the upload
+        # from the first write on (readback.py); None: not (yet) started.
+        self._prefix = WrittenPrefix()
+        self._read_back_digest: asyncio.Task[str] | None = None
         self._in_flight: set[asyncio.Future[None]] = set()
         self._done = False
         self.atomic = True
@@ -136,7 +143,12 @@ class SftpWriteHandle(DeviceOps):
     async def _start_write(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
         if len(self._in_flight) >= depth(self.link, MAX_WRITES_IN_FLIGHT):
             await self._settle(all_of_them=False)
-        self._in_flight.add(asyncio.ensure_future(self._send(file, offset, data)))
+        write = asyncio.ensure_future(self._send(file, offset, data))
+        self._in_flight.add(write)
+        self._prefix.issued(write, offset, offset + len(data))
+        self._written = max(self._written, offset + len(data))
+        if self._read_back_digest is None and "sha256" not in self.link.device.commands:
+            self._read_back_digest = asyncio.ensure_future(read_back_sha256(self._read_back))
 
     async def _send(self, file: asyncssh.SFTPClientFile, offset: int, data: bytes) -> None:
         await in_slot(self.link, lambda: file.write(data, offset))
@@ -153,8 +165,18 @@ class SftpWriteHandle(DeviceOps):
             task.result()
 
     async def _read_back(self) -> AsyncIterator[bytes]:
-        async with self._sftp.open(self._temp, "rb", encoding=None) as file:
-            reader = BlockReader(block_fetcher(self.link, file), depth=depth(self.link, READ_DEPTH))
+        """The device's copy, block by block, each once the device answered its writes."""
+        block_size = open_block_size(self._sftp)
+        async with self.link.slot():
+            file = await self._sftp.open(self._temp, "rb", encoding=None, block_size=block_size)
+        prefix, link = self._prefix, self.link
+
+        async def fetch(offset: int, length: int) -> bytes:
+            end = await prefix.reached(offset + length)
+            return await in_slot(link, lambda: read_exactly(file, offset, length, end))
+
+        async with file:
+            reader = BlockReader(fetch, depth=depth(self.link, READ_DEPTH))
             try:
                 while block := await reader.next():
                     yield block
@@ -171,7 +193,12 @@ class SftpWriteHandle(DeviceOps):
             local = self._local_sha256()
             file, self._file = self._file, None
             await file.close()
-            receipt = await custody.verify(self.link, self._temp, local, self._read_back)
+            self._prefix.finish(self._written)
+            if self._read_back_digest is not None:
+                device = await self._read_back_digest
+                receipt = custody.compare(local, device, "read-back")
+            else:
+                receipt = await custody.verify(self.link, self._temp, local, self._read_back)
             await self._rename_into_place()
         except StorageError:
             await self.abort()
@@ -213,6 +240,11 @@ class SftpWriteHandle(DeviceOps):
         with contextlib.suppress(BaseException):
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         self._in_flight = set()
+        reading, self._read_back_digest = self._read_back_digest, None
+        if reading is not None:
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading  # its read handle is closed before the temp file goes
         file, self._file = self._file, None
         if file is not None:
             with contextlib.suppress(OSError, asyncssh.Error):
@@ -269,7 +301,9 @@ class SftpDevice(DeviceOps):
         sftp = await self.link.sftp()
         try:
             async with self.link.slot():
-                file = await sftp.open(self.path(path), "rb", encoding=None)
+                file = await sftp.open(
+                    self.path(path), "rb", encoding=None, block_size=open_block_size(sftp)
+                )
                 attrs = await file.stat()
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open") from None
@@ -288,7 +322,11 @@ class SftpDevice(DeviceOps):
         try:
             async with self.link.slot():
                 file = await sftp.open(
-                    temp, flags, asyncssh.SFTPAttrs(permissions=mode & 0o7777), encoding=None
+                    temp,
+                    flags,
+                    asyncssh.SFTPAttrs(permissions=mode & 0o7777),
+                    encoding=None,
+                    block_size=open_block_size(sftp),
                 )
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open for upload") from None

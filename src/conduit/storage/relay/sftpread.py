@@ -86,7 +86,7 @@ class SftpReadHandle(DeviceOps):
             if reader is not None and reader.ended and offset >= end:
                 return b""  # past the end (clients read ahead): nothing to restart
             await self._stop()
-            fetch = block_fetcher(self.link, self._file)
+            fetch = block_fetcher(self.link, self._file, self.size)
             reader = self._reader = BlockReader(fetch, offset, depth=depth(self.link, READ_DEPTH))
             self._buffer_offset = offset
         parts: list[bytes] = []
