@@ -374,10 +374,20 @@ async def test_a_manifest_signature_alone_is_still_pending(world: World, tmp_pat
 # -- the verifiers themselves failing ------------------------------------------
 
 
-async def test_a_hung_verifier_fails_closed(world: World, tmp_path: Path) -> None:
+async def test_a_hung_verifier_fails_closed(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fw = firmware(tmp_path)
     s = subject(fw, signature=[ssh_sign(world.vendor_ssh, fw, NAMESPACE)])
-    check_ = SignatureCheck([Anchors("vendor", world.trust, None)], 1 << 20, 0.001)
+    # A verifier that never answers (a real process, first on PATH). A fast real
+    # ssh-keygen with a tiny timeout was not enough: on a busy machine it could
+    # finish while the loop was still spawning it, and pass.
+    hung = tmp_path / "bin"
+    hung.mkdir()
+    (hung / "ssh-keygen").write_text("#!/bin/sh\nexec sleep 60\n")
+    (hung / "ssh-keygen").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{hung}:{os.environ['PATH']}")
+    check_ = SignatureCheck([Anchors("vendor", world.trust, None)], 1 << 20, 0.3)
     verdict = await check_.verify(s)
     assert (verdict.state, verdict.reason) == (State.FAILED, R.UNAVAILABLE)
     assert "no answer within" in verdict.detail
