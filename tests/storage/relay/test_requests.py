@@ -15,7 +15,7 @@ import pytest
 from conduit.errors import Fault, StorageError
 from conduit.storage.relay import open_device
 from conduit.storage.relay import sftp as relay_sftp
-from conduit.storage.relay.blocks import BLOCK, BlockReader, block_fetcher, open_block_size
+from conduit.storage.relay.blocks import BLOCK, BlockReader, block_fetcher, open_args
 from conduit.storage.relay.sftpread import SftpReadHandle
 from conduit.transfer.pipeline import Download, Outcome, TransferRecord
 
@@ -86,11 +86,58 @@ def test_whole_requests_only_where_the_device_takes_a_block() -> None:
     def sftp(read: int, write: int) -> Any:
         return SimpleNamespace(limits=asyncssh.SFTPLimits(0, read, write, 0))
 
-    assert open_block_size(sftp(BLOCK, BLOCK)) == 0
-    assert open_block_size(sftp(4 << 20, 4 << 20)) == 0
-    # No limits@openssh.com: asyncssh's 16 KiB and its splitting, as before.
-    assert open_block_size(sftp(16384, 16384)) == -1
-    assert open_block_size(sftp(BLOCK, 16384)) == -1
+    whole = {"block_size": 0}
+    assert open_args(sftp(BLOCK, BLOCK)) == whole
+    assert open_args(sftp(4 << 20, 4 << 20)) == whole
+    # No limits@openssh.com: asyncssh's 16 KiB requests, one at a time per slot.
+    single = {"block_size": -1, "max_requests": 1}
+    assert open_args(sftp(16384, 16384)) == single
+    assert open_args(sftp(BLOCK, 16384)) == single
+
+
+async def test_a_device_without_limits_gets_max_concurrency_requests(
+    devices: Devices, tmp_path: Path
+) -> None:
+    """A device that advertised no ``limits@openssh.com`` (asyncssh then uses its
+    safe 16 KiB) never has more SFTP requests in flight than its
+    ``max_concurrency``: a 255 KiB block split into 16 requests must not send
+    them at once, nor a close go out beside the reads given up on. Counted at
+    the client's request call, on a real sshd."""
+    root = tmp_path / "root"
+    config = device_config(devices.sftp, devices.identity, root, protocol="sftp", max_concurrency=2)
+    backend = open_device("old", config, tmp_path / "state")
+    data = os.urandom(3 * BLOCK + 999)
+    (root / "f.bin").write_bytes(data)
+    try:
+        sftp = await backend.link.sftp()
+        handler = sftp._handler
+        handler.limits = asyncssh.SFTPLimits(0, 16384, 16384, 0)  # as if never advertised
+        request = handler._make_request
+        in_flight = most = 0
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await request(*args, **kwargs)
+            finally:
+                in_flight -= 1
+
+        handler._make_request = counted
+        handle = await backend.open_read(("f.bin",))
+        got = b""
+        while chunk := await handle.read(len(got), 32768):
+            got += chunk
+        await handle.close()
+        assert got == data
+        writer = await backend.open_write(("g.bin",))
+        await writer.write(0, data)
+        await writer.commit()
+        assert (root / "g.bin").read_bytes() == data
+        assert 1 <= most <= 2, f"{most} requests in flight with max_concurrency = 2"
+    finally:
+        await backend.close()
 
 
 async def test_openssh_device_gets_whole_requests(devices: Devices, tmp_path: Path) -> None:

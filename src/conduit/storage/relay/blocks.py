@@ -76,8 +76,8 @@ async def in_slot(link: DeviceLink, request: Callable[[], Awaitable[T]]) -> T:
     return await asyncio.shield(task)
 
 
-def open_block_size(sftp: asyncssh.SFTPClient) -> int:
-    """The ``block_size`` to open a device file with: 0 (one request per call) if it can.
+def open_args(sftp: asyncssh.SFTPClient) -> dict[str, int]:
+    """How to open a device file so that a slot is one SFTP request at a time.
 
     asyncssh's ``SFTPClientFile.read`` and ``write`` run every call through
     a parallel reader or writer that splits it at the server's limits: for a
@@ -85,12 +85,19 @@ def open_block_size(sftp: asyncssh.SFTPClient) -> int:
     ``asyncio.wait`` and (reading) two more copies of the block, ~13 % of a
     relay download's event loop. Opened with ``block_size=0`` a call is the
     one SFTP request. That needs a device whose ``limits@openssh.com``
-    takes a whole block each way (OpenSSH 8.7 and later); any other keeps
-    asyncssh's splitting (-1) and its small requests.
+    takes a whole block each way (OpenSSH 8.7 and later).
+
+    Any other device keeps asyncssh's splitting into its safe 16 KiB
+    requests, but one at a time (``max_requests=1``): a block would
+    otherwise be sixteen requests in flight on one slot, and
+    ``max_concurrency`` promises the device at most that many requests at
+    once. Such a device is slower through the relay; raise its
+    ``max_concurrency`` if it can take more.
     """
     limits = sftp.limits
-    whole = limits.max_read_len >= BLOCK and limits.max_write_len >= BLOCK
-    return 0 if whole else -1
+    if limits.max_read_len >= BLOCK and limits.max_write_len >= BLOCK:
+        return {"block_size": 0}
+    return {"block_size": -1, "max_requests": 1}
 
 
 async def read_exactly(
@@ -215,7 +222,7 @@ class WriteGather:
                 return [*ready, (offset, data)]  # already a block: no copy
             while len(data) > self._block:
                 # No request over the block: a device file opened for whole
-                # requests (open_block_size) is not split by asyncssh.
+                # requests (open_args) is not split by asyncssh.
                 ready.append((offset, data[: self._block]))
                 offset, data = offset + self._block, data[self._block :]
             self._start = offset

@@ -33,7 +33,7 @@ from conduit.storage.relay.blocks import (
     WriteGather,
     depth,
     in_slot,
-    open_block_size,
+    open_args,
     read_exactly,
 )
 from conduit.storage.relay.connection import DeviceLink, DeviceOps
@@ -166,22 +166,24 @@ class SftpWriteHandle(DeviceOps):
 
     async def _read_back(self) -> AsyncIterator[bytes]:
         """The device's copy, block by block, each once the device answered its writes."""
-        block_size = open_block_size(self._sftp)
         async with self.link.slot():
-            file = await self._sftp.open(self._temp, "rb", encoding=None, block_size=block_size)
+            file = await self._sftp.open(self._temp, "rb", encoding=None, **open_args(self._sftp))
         prefix, link = self._prefix, self.link
 
         async def fetch(offset: int, length: int) -> bytes:
             end = await prefix.reached(offset + length)
             return await in_slot(link, lambda: read_exactly(file, offset, length, end))
 
-        async with file:
+        try:
             reader = BlockReader(fetch, depth=depth(self.link, READ_DEPTH))
             try:
                 while block := await reader.next():
                     yield block
             finally:
                 await reader.close()
+        finally:
+            # in a slot: reads given up on may still be in flight on the device
+            await in_slot(link, file.close)
 
     async def commit(self) -> None:
         if self._file is None or self._done:
@@ -192,7 +194,7 @@ class SftpWriteHandle(DeviceOps):
             await self._settle(all_of_them=True)
             local = self._local_sha256()
             file, self._file = self._file, None
-            await file.close()
+            await in_slot(self.link, file.close)  # the read-back's reads may be in flight
             self._prefix.finish(self._written)
             if self._read_back_digest is not None:
                 device = await self._read_back_digest
@@ -248,7 +250,7 @@ class SftpWriteHandle(DeviceOps):
         file, self._file = self._file, None
         if file is not None:
             with contextlib.suppress(OSError, asyncssh.Error):
-                await file.close()
+                await in_slot(self.link, file.close)
         try:
             await self._sftp.remove(self._temp)
             return
@@ -301,9 +303,7 @@ class SftpDevice(DeviceOps):
         sftp = await self.link.sftp()
         try:
             async with self.link.slot():
-                file = await sftp.open(
-                    self.path(path), "rb", encoding=None, block_size=open_block_size(sftp)
-                )
+                file = await sftp.open(self.path(path), "rb", encoding=None, **open_args(sftp))
                 attrs = await file.stat()
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open") from None
@@ -326,7 +326,7 @@ class SftpDevice(DeviceOps):
                     flags,
                     asyncssh.SFTPAttrs(permissions=mode & 0o7777),
                     encoding=None,
-                    block_size=open_block_size(sftp),
+                    **open_args(sftp),
                 )
         except (OSError, asyncssh.Error) as exc:
             raise self.fail(exc, "open for upload") from None

@@ -14,7 +14,7 @@ import contextlib
 
 import asyncssh
 
-from conduit.storage.relay.blocks import READ_DEPTH, BlockReader, block_fetcher, depth
+from conduit.storage.relay.blocks import READ_DEPTH, BlockReader, block_fetcher, depth, in_slot
 from conduit.storage.relay.connection import DeviceLink, DeviceOps
 from conduit.storage.relay.hashing import ThreadHasher
 
@@ -132,4 +132,5 @@ class SftpReadHandle(DeviceOps):
                 await self._hasher.room(0)  # no hashing of this download goes on after close
         finally:
             with contextlib.suppress(OSError, asyncssh.Error):
-                await self._file.close()
+                # in a slot: read-ahead given up on may still be in flight
+                await in_slot(self.link, self._file.close)
