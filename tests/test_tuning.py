@@ -44,6 +44,7 @@ SOURCE_SHA256 = {
     "SFTPServerHandler.__init__": "c6d824a26f61232e8ffe78546deb2d9910298b4221a8f979ada55692ba231128",  # noqa: E501
     "SFTPServerHandler._cleanup": "620706aba4753e8200ede56f460674a3b168539ff3944e8807a8e5d2df14baae",  # noqa: E501
     "SFTPServerHandler._extensions": "83fb7e3e2fac7c8d85d630d246881a14f83a6226ef99ee9fbb23f287e076e578",  # noqa: E501
+    "SFTPServerHandler._process_fsetstat": "2a53c2542dcfdf0aba2d95d7a2b83567eacc9398e3f9dcbedbc1a73cbea2df0d",  # noqa: E501
     "SFTPServerHandler._get_next_handle": "0ca44c9cb2fe52b1de195f922f3ae5e92ac6dc39149ab4e030053f1a29810e36",  # noqa: E501
     "SFTPServerHandler._packet_handlers": "8751075af77a5af68fd605e38292dbd5b8bac4006d621de323bea3a8274466f7",  # noqa: E501
     "SFTPServerHandler._process_close": "51ec1a5405ff2e30a2e98f1db90b7437e8a9b49c579c33de126c64f758ed0a00",  # noqa: E501

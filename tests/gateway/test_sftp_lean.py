@@ -26,7 +26,7 @@ from conduit._asyncssh.channel import binary_channel
 from conduit._asyncssh.sftplean import LeanSFTPHandler
 from conduit._asyncssh.sftpserver import NarrowSFTPHandler
 
-FXP_INIT, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE = 1, 3, 4, 5, 6
+FXP_INIT, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE, FXP_FSETSTAT = 1, 3, 4, 5, 6, 10
 FXF_READ, FXF_WRITE, FXF_CREAT = 1, 2, 8
 CONTENT = bytes(range(256)) * 20  # 5,120 bytes
 
@@ -66,6 +66,11 @@ class Files(asyncssh.SFTPServer):
         if file_obj[0] == b"full":
             raise OSError(errno.ENOSPC, "No space left on device")
         return len(data)
+
+    async def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        assert isinstance(file_obj, list)
+        if file_obj[0] == b"full":
+            raise OSError(errno.EROFS, "Read-only file system")
 
     async def close(self, file_obj: object) -> None:
         assert isinstance(file_obj, list)
@@ -117,6 +122,10 @@ def _requests() -> list[bytes]:
         bytes([FXP_WRITE]) + string(b"nope") + u64(0) + string(b"x"),
         bytes([FXP_OPEN]) + string(b"full") + u32(FXF_WRITE | FXF_CREAT) + u32(0),
         bytes([FXP_WRITE]) + string(h2) + u64(0) + string(b"x"),  # ENOSPC
+        bytes([FXP_FSETSTAT]) + string(h1) + perms,
+        bytes([FXP_FSETSTAT]) + string(h2) + u32(0),  # EROFS
+        bytes([FXP_FSETSTAT]) + string(b"nope") + perms,
+        bytes([FXP_FSETSTAT]) + string(h1) + u32(4),  # truncated attributes
         bytes([FXP_OPEN]) + string(b"missing") + u32(FXF_READ) + u32(0),
         bytes([FXP_OPEN]) + string(b"denied") + u32(FXF_READ) + u32(0),
         bytes([FXP_OPEN]) + string(b"bug") + u32(FXF_READ) + u32(0),

@@ -1,4 +1,4 @@
-"""The SFTP server's four per-file requests without the work nobody sees.
+"""The SFTP server's per-file requests without the work nobody sees.
 
 asyncssh's ``SFTPServerHandler`` builds a debug message for every request
 (open's formats every field of the client's attributes, read's and write's
@@ -10,10 +10,11 @@ was a sixth of the Python calls the server makes per file (about 200 of
 also copied once more than needed (``String(data)`` joins length and data
 before the send path joins them again).
 
-:class:`LeanSFTPHandler` answers ``OPEN``, ``READ``, ``WRITE`` and ``CLOSE`` of
-file handles as asyncssh does, for SFTP versions 3 and 4 (what OpenSSH and
-every common client speak), with the same checks in the same order, the same
-handles and the same replies byte for byte, minus the messages nobody reads.
+:class:`LeanSFTPHandler` answers ``OPEN``, ``READ``, ``WRITE``, ``CLOSE`` and
+``FSETSTAT`` (scp sets each upload's mode with it) as asyncssh does, for SFTP
+versions 3 and 4 (what OpenSSH and every common client speak), with the same
+checks in the same order, the same handles and the same replies byte for
+byte, minus the messages nobody reads.
 Whenever asyncssh's debug logging is on, or the session speaks version 5 or
 6, asyncssh's own methods run instead, messages and all. A request refused
 with an SFTP error (the end of file every download ends with, a refusal) is
@@ -44,6 +45,7 @@ from asyncssh.constants import (
     FX_OK,
     FXP_CLOSE,
     FXP_DATA,
+    FXP_FSETSTAT,
     FXP_HANDLE,
     FXP_OPEN,
     FXP_READ,
@@ -64,6 +66,7 @@ USES: dict[str, Any] = {
     "SFTPServerHandler._process_read": SFTPServerHandler._process_read,
     "SFTPServerHandler._process_write": SFTPServerHandler._process_write,
     "SFTPServerHandler._process_close": SFTPServerHandler._process_close,
+    "SFTPServerHandler._process_fsetstat": SFTPServerHandler._process_fsetstat,
     "SFTPServerHandler._get_next_handle": SFTPServerHandler._get_next_handle,
     "SFTPHandler.logger": _sftp.SFTPHandler.logger.fget,  # type: ignore[attr-defined]
     "SSHReader.__init__": _stream.SSHReader.__init__,
@@ -239,12 +242,27 @@ class LeanSFTPHandler(SFTPServerHandler):
             return
         raise asyncssh.SFTPInvalidHandle("Invalid file handle")
 
+    async def _process_fsetstat(self, packet: SSHPacket) -> None:
+        self._replay()
+        if not self._plain():
+            return await SFTPServerHandler._process_fsetstat(self, packet)
+        handle = packet.get_string()
+        attrs = asyncssh.SFTPAttrs.decode(packet, self._version)
+        packet.check_end()
+        file_obj = self._file_handles.get(handle)
+        if not file_obj:
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        result = self._server.fsetstat(file_obj, attrs)
+        if inspect.isawaitable(result):
+            await result
+
     _packet_handlers = {
         **SFTPServerHandler._packet_handlers,
         FXP_OPEN: _process_open,  # type: ignore[dict-item]
         FXP_READ: _process_read,  # type: ignore[dict-item]
         FXP_WRITE: _process_write,  # type: ignore[dict-item]
         FXP_CLOSE: _process_close,  # type: ignore[dict-item]
+        FXP_FSETSTAT: _process_fsetstat,  # type: ignore[dict-item]
     }
 
 
@@ -255,4 +273,5 @@ _REPLIES: dict[int, int] = {
     FXP_READ: FXP_DATA,
     FXP_WRITE: FXP_STATUS,
     FXP_CLOSE: FXP_STATUS,
+    FXP_FSETSTAT: FXP_STATUS,  # scp (SFTP mode) sets each upload's mode
 }
