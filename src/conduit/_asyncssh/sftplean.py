@@ -24,9 +24,9 @@ failure (a malformed packet, an OS error, a bug) is handed back to
 status code and message stays asyncssh's. tests/gateway/test_sftp_lean.py
 compares the replies byte for byte.
 
-Measured (bench/bench_gateway.py's tree, 1,000 x 4 KiB, ``--no-fsync``, the
-server's CPU per file, medians of 6 alternating with the code before, load
-1.1-2.0): downloads over sftp 805 -> 695 us, -14 %.
+Measured (bench/bench_treecpu.py, 4 KiB files, like-for-like): 11-17 % fewer
+Python calls per file over sftp and scp; a download's server CPU -8 to -15 %
+(docs/performance.md has the rounds).
 
 Every asyncssh member copied or relied on is in :data:`USES`, pinned by
 tests/test_tuning.py.
