@@ -38,18 +38,23 @@ SOURCE_SHA256 = {
     "SFTPClientHandler._return_types": "49b145406c237dc981f73e0633feaa1e85eeda1551cd477674c3daff2494257c",  # noqa: E501
     "SFTPHandler.__init__": "f4067a8a90addc41f935ec8f67c3bf0a2f9a75240ef1c35c5c1309cd4940be31",
     "SFTPHandler._return_types": "49b145406c237dc981f73e0633feaa1e85eeda1551cd477674c3daff2494257c",
+    "SFTPHandler.logger": "24841e0ae08f17a495194761aa77293405a92345167414adcbbb2d14dd40a5a1",
     "SFTPHandler.recv_packet": "d811faaea31cc51cc19250912d423bdcefe78cc211a7a7ca20f1bc6dc8209ad3",
     "SFTPHandler.send_packet": "0c22ab5cc5f282e978663b58f0a1ce6405b95b8cd12479d3df54df0e90f5e326",
     "SFTPServerHandler.__init__": "c6d824a26f61232e8ffe78546deb2d9910298b4221a8f979ada55692ba231128",  # noqa: E501
     "SFTPServerHandler._cleanup": "620706aba4753e8200ede56f460674a3b168539ff3944e8807a8e5d2df14baae",  # noqa: E501
     "SFTPServerHandler._extensions": "83fb7e3e2fac7c8d85d630d246881a14f83a6226ef99ee9fbb23f287e076e578",  # noqa: E501
+    "SFTPServerHandler._process_fsetstat": "2a53c2542dcfdf0aba2d95d7a2b83567eacc9398e3f9dcbedbc1a73cbea2df0d",  # noqa: E501
     "SFTPServerHandler._get_next_handle": "0ca44c9cb2fe52b1de195f922f3ae5e92ac6dc39149ab4e030053f1a29810e36",  # noqa: E501
     "SFTPServerHandler._packet_handlers": "8751075af77a5af68fd605e38292dbd5b8bac4006d621de323bea3a8274466f7",  # noqa: E501
     "SFTPServerHandler._process_close": "51ec1a5405ff2e30a2e98f1db90b7437e8a9b49c579c33de126c64f758ed0a00",  # noqa: E501
     "SFTPServerHandler._process_limits": "62a6a3cb0ec8ec7ce6dc44f301d60b240cac251c2168d82cef3a985350f1b12d",  # noqa: E501
+    "SFTPServerHandler._process_open": "de593bd0384f9f49fba082173a550dfbea413851fb919609e3a338a5e14a47ac",  # noqa: E501
     "SFTPServerHandler._process_opendir": "edbe8f8a79909dda00f6b6a46c5e1a3389ed4f737da921b1c0f77ba2c9fd0fda",  # noqa: E501
     "SFTPServerHandler._process_packet": "4e7c6b60e5c9dd265a293c13b5262b519018d4994f09645a431540508d04d60b",  # noqa: E501
+    "SFTPServerHandler._process_read": "bb3d2d0ec3f55fede0abe3b36f2062a7dc0b7552b35aaa2f227c90e4fa2a159e",  # noqa: E501
     "SFTPServerHandler._process_readdir": "c062f26f6487cd47f2b3e20ee0763d52174b93ce972b688b64eaef3c4e9c956a",  # noqa: E501
+    "SFTPServerHandler._process_write": "8057f08f13ae0d0642a7b4fbf9f448ae31db982f5d1ddca9423848f81e8296f8",  # noqa: E501
     "SSHChannel.__init__": "c9834d9302839e7129e814f1276ecc262bd424f0f1c22ccb3740983d181c3ae4",
     "SSHChannel._close_send": "5dcbc60194d9a29b69cd8e767f5ac5e53b95b1a59996bb893351599f2acd8942",
     "SSHChannel._flush_send_buf": "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",  # noqa: E501
@@ -72,15 +77,22 @@ SOURCE_SHA256 = {
     "SSHConnection.send_packet": "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
     "SSHConnection.send_userauth_failure": "30f1eb63d0cb74c9197c86e7bcd8d923ece10d84ad2a89a993483f7010025126",  # noqa: E501
     "SSHConnection.send_userauth_success": "812e749ee2432e4b667cf83a1d7fa6b25a2ad79da298d05fa36c8e69d6002fb8",  # noqa: E501
-    "SSHServerConnection._validate_client_public_key": "6a630986a379808403b67a83cf8d9720b596c12f69a11c63437e17004bcf2bff",  # noqa: E501
-    "SSHServerConnection.validate_public_key": "eb5e224339282892cd579de8cad03ac72612f9a82dc67ff2401d67e5e32e792f",  # noqa: E501
     "SSHLogger.log": "508a0a50623f9179a151a2c06c5ba562ae19e97d3372b1ba46e964dead193631",
     "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
+    "SSHReader.__init__": "352cd93599e317b2f1556bd23c30cffd703f9228a9c379d177853711e2246867",
+    "SSHServerConnection._validate_client_public_key": "6a630986a379808403b67a83cf8d9720b596c12f69a11c63437e17004bcf2bff",  # noqa: E501
     "SSHServerConnection.kbdint_auth_supported": "7e661408a3fb50f2bedc1850df1fe5e4f653335ad3a1c808b89a70c6f4befaf3",  # noqa: E501
     "SSHServerConnection.public_key_auth_supported": "15574dcfbd63ad3cd5f2384dbb7ae4ef1dc20333fa8d9809497b04e8662786e2",  # noqa: E501
+    "SSHServerConnection.validate_public_key": "eb5e224339282892cd579de8cad03ac72612f9a82dc67ff2401d67e5e32e792f",  # noqa: E501
     "SSHServerStreamSession._init_sftp_server": "f1ed39d6ce159b2e2bed4d1a17835cc0586c7a00846a7e6d540c426b899c3aed",  # noqa: E501
     "SSHStreamSession.__init__": "a7102adfac6977033939d2f93985787c529933026c1ecfae584fc434b538f8ac",
+    "SSHStreamSession._block_read": "1430e3d5f3b1a376cd9c7e26cd83299f879cfb0329e294e92966d40f56d7c0d8",  # noqa: E501
+    "SSHStreamSession._maybe_resume_reading": "eb4ce0e4ccc96fb5b9d2e5f1bf29f4945596e13e5bba351d2a28f1b726679cd6",  # noqa: E501
+    "SSHStreamSession._unblock_read": "77be3cbcbaff6d20af5c5a1b0f5c4af8812388df3631d3cc624a23a600629672",  # noqa: E501
+    "SSHStreamSession.connection_lost": "c015e4ebb89ef4016eb3c34c0b3d38893a72fca005bf7d364b8ada222ea45ef2",  # noqa: E501
     "SSHStreamSession.connection_made": "4fa7ec0d65048081d7d657b8d087ac0aaed0e9a4b1b26abe63189503aa5b329e",  # noqa: E501
+    "SSHStreamSession.data_received": "7a6181d076246336982b2f37842a7ac84e7989ef4e9e9834b9e5286bbce3883c",  # noqa: E501
+    "SSHStreamSession.read": "595142239a785afb2bb63313aacd6903ec11896ba6167b4869b2b8bd457d5e0c",
     "ServerAuth.__init__": "ff793e0163031a9d9f3b764ee66412581b14b3c4dd053744d9a694dc7d1160f6",
     "ServerAuth.send_success": "a425bc98b9ecc35e58684c994e5a177ae21e8ba44557fbf06551f6865c57fb2e",
     "_ServerKbdIntAuth._send_challenge": "09fcc821acb2a403897726b36d5814fe228ef63cc5a58e3562200fbcabc2f1e5",  # noqa: E501

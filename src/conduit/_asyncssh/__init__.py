@@ -7,7 +7,8 @@ run-time changes for throughput (:mod:`.tuning`, its AES-GCM part in
 (:mod:`.kexinit`), authentication attempts asyncssh answers itself
 (:mod:`.authwatch`), logins that take two methods (:mod:`.multifactor`),
 user certificates judged by Conduit, not asyncssh (:mod:`.certwatch`), the
-SFTP server handler's private tables and methods (:mod:`.sftpserver`) and a
+SFTP server handler's private tables and methods (:mod:`.sftpserver`), its
+per-file requests without unread debug messages (:mod:`.sftplean`) and a
 stream session's channel (:mod:`.channel`).
 :mod:`.pins` lists every private member used; tests/test_tuning.py pins each
 one's source to asyncssh 2.24.1. ``patches/`` holds the throughput changes

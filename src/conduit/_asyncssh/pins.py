@@ -21,6 +21,7 @@ from conduit._asyncssh import (
     kexinit,
     multifactor,
     sftpclient,
+    sftplean,
     sftpserver,
     tuning,
 )
@@ -33,6 +34,7 @@ MEMBERS: dict[str, Any] = {
     **certwatch.USES,
     **multifactor.USES,
     **sftpserver.USES,
+    **sftplean.USES,
     **sftpclient.USES,
     **channel.USES,
 }

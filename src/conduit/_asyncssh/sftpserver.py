@@ -36,6 +36,8 @@ from asyncssh import SFTPBadMessage
 from asyncssh import sftp as _sftp
 from asyncssh.packet import SSHPacket, String
 
+from conduit._asyncssh.sftplean import LeanSFTPHandler
+
 SFTPServerHandler = _sftp.SFTPServerHandler
 _SFTPHandler = _sftp.SFTPHandler
 
@@ -82,7 +84,7 @@ class _ExtendedReply:
         return self.payload
 
 
-class NarrowSFTPHandler(SFTPServerHandler):
+class NarrowSFTPHandler(LeanSFTPHandler):
     """asyncssh's SFTP server handler with a narrower contract; see the module."""
 
     #: The largest SFTP message accepted (OpenSSH's SFTP_MAX_MSG_LENGTH).
@@ -140,6 +142,9 @@ class NarrowSFTPHandler(SFTPServerHandler):
     # -- asyncssh's private side ---------------------------------------------------------
 
     async def recv_packet(self) -> SSHPacket:
+        message = await self.next_message(self.max_message)  # the usual case, see sftplean
+        if message is not None:
+            return SSHPacket(message)
         assert self._reader is not None
         length = int.from_bytes(await self._reader.readexactly(4), "big")
         if length > self.max_message:
@@ -163,6 +168,7 @@ class NarrowSFTPHandler(SFTPServerHandler):
         return handle
 
     async def _process_close(self, packet: SSHPacket) -> None:
+        self._replay()  # a failed lean close answered by asyncssh (see sftplean)
         peek = SSHPacket(packet.get_remaining_payload())
         listing = self._dir_handles.pop(peek.get_string(), None)
         if listing is None:
@@ -199,9 +205,7 @@ class NarrowSFTPHandler(SFTPServerHandler):
         return _ExtendedReply(String(b"check-file") + String(used) + hashes)
 
     _packet_handlers = {
-        key: value
-        for key, value in SFTPServerHandler._packet_handlers.items()
-        if key not in REMOVED
+        key: value for key, value in LeanSFTPHandler._packet_handlers.items() if key not in REMOVED
     }
     _packet_handlers.update(
         {
