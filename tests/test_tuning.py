@@ -61,7 +61,9 @@ SOURCE_SHA256 = {
     "SSHChannel._pause_resume_writing": "b05e507ca9fdeec97aae06c9f21b1fa39318d127d5b876c709232571641f3aed",  # noqa: E501
     "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
     "SSHConnection.__init__": "41da2e469f2a39643016d7d1ae7e1b262cf1a7b68a3a9672eb80e21195b0053a",
+    "SSHConnection._cleanup": "ea4cd2aed57194e571addabce7dd2136182ff7816bb0558622987a1057fc2d30",
     "SSHConnection._finish_userauth": "bd2146536318273dba76844090e3c8d6ab1556dcb87e355471ea8795457403b0",  # noqa: E501
+    "SSHConnection._force_close": "264b4367525f4f864cf63d560aab5e027527a95d5225ede1dba01161010e07dc",  # noqa: E501
     "SSHConnection._packet_handlers": "73f32c0879872e6fc443ee3cb791a807cdcb221dde0b078c19053593e149da3f",  # noqa: E501
     "SSHConnection._process_kexinit": "439bdf2fc55e67370a3e0c1c5e1276fc2c7e95a5fcfb5979914bac461f072666",  # noqa: E501
     "SSHConnection._process_newkeys": "a0331fe3cfd09d0b414800a9c59ffef089fa0ee67883957f597d3ccda58160b3",  # noqa: E501
@@ -70,9 +72,11 @@ SOURCE_SHA256 = {
     "SSHConnection._recv_packet": "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",  # noqa: E501
     "SSHConnection._recv_pkthdr": "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",  # noqa: E501
     "SSHConnection._send": "c6698a37eb80f574e53595c650f493b6ef52576a411dabc1b2977ba2e3e7b5b3",
+    "SSHConnection._send_disconnect": "225d909cfce74f89b5a3f7756198729c35163f079ad4ec8fed54162353bfd7fc",  # noqa: E501
     "SSHConnection._send_deferred_packets": "c5ef8240853eb331be28da0b38f68354ea5f7168d63f06550e94d5b297aca75f",  # noqa: E501
     "SSHConnection._send_kexinit": "275ddc818b59f44b24a3b9d0ccc8cdd1d283a449f75c5d36e5a57cb70d9d90e3",  # noqa: E501
     "SSHConnection.data_received": "b2d14a83b2604db65c8775264dfbe38e5920ba749ec627134ddbe708cb43974a",  # noqa: E501
+    "SSHConnection.disconnect": "3d29c54a26ec5242b259e6a5ee7464a4f6b7194ab544d70de2af97588c927fcb",
     "SSHConnection.send_newkeys": "0b41234420373618bb7bae4fd482422dd71740c756c6d2103f02e265c39794a7",  # noqa: E501
     "SSHConnection.send_packet": "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
     "SSHConnection.send_userauth_failure": "30f1eb63d0cb74c9197c86e7bcd8d923ece10d84ad2a89a993483f7010025126",  # noqa: E501

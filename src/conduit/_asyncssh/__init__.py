@@ -8,8 +8,9 @@ run-time changes for throughput (:mod:`.tuning`, its AES-GCM part in
 (:mod:`.authwatch`), logins that take two methods (:mod:`.multifactor`),
 user certificates judged by Conduit, not asyncssh (:mod:`.certwatch`), the
 SFTP server handler's private tables and methods (:mod:`.sftpserver`), its
-per-file requests without unread debug messages (:mod:`.sftplean`) and a
-stream session's channel (:mod:`.channel`).
+per-file requests without unread debug messages (:mod:`.sftplean`), a
+stream session's channel (:mod:`.channel`) and a disconnect the client
+reads to the end (:mod:`.goodbye`).
 :mod:`.pins` lists every private member used; tests/test_tuning.py pins each
 one's source to asyncssh 2.24.1. ``patches/`` holds the throughput changes
 as diffs against asyncssh's own source, ready to propose upstream.

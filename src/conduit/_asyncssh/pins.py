@@ -18,6 +18,7 @@ from conduit._asyncssh import (
     authwatch,
     certwatch,
     channel,
+    goodbye,
     kexinit,
     multifactor,
     sftpclient,
@@ -37,6 +38,7 @@ MEMBERS: dict[str, Any] = {
     **sftplean.USES,
     **sftpclient.USES,
     **channel.USES,
+    **goodbye.USES,
 }
 
 

@@ -21,9 +21,10 @@ next login:
   before each read and before it commits).
 
 Revoking marks the session (so nothing it has open can commit and no request
-of it is served from then on), journals ``session.revoke`` with the reason,
-and closes the SSH connection; its open uploads are aborted (nothing appears
-under their final names) and recorded as failed.
+of it is served from then on), closes the SSH connection in the same step
+with the reason the client reads (:mod:`conduit._asyncssh.goodbye`), and
+journals ``session.revoke`` with it; its open uploads are aborted (nothing
+appears under their final names) and recorded as failed.
 
 Devices that the new policy removes or changes lose their relay connection
 (``device.close``); the next use of a changed device connects afresh with its
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from conduit._asyncssh import goodbye
 from conduit.audit.events import EventType
 from conduit.names import escape
 from conduit.policy import Request
@@ -123,11 +125,16 @@ async def revoke_sessions(gateway: Gateway) -> list[dict[str, str]]:
             # Marked before any await: from here on nothing of it commits.
             connection.traffic.revoked = reason
             doomed.append((connection, reason))
-    revoked = []
+    # Each connection is closed in this same step, before any request of it
+    # can be answered "revoked": the client reads the reason (the disconnect
+    # message) instead of leaving on its first refused request. The records
+    # are started first, so each session.revoke is queued ahead of the
+    # session.end its closing writes.
+    records = [
+        asyncio.ensure_future(_record_revocation(gateway, connection, reason))
+        for connection, reason in doomed
+    ]
     for connection, reason in doomed:
-        revoked.append(
-            {"session": connection.id, "principal": connection.user or "", "reason": reason}
-        )
         log.warning(
             "session %s (%s from %s) revoked: %s",
             connection.id,
@@ -135,22 +142,29 @@ async def revoke_sessions(gateway: Gateway) -> list[dict[str, str]]:
             connection.source,
             reason,
         )
-        try:
-            await gateway.recorder.record(
-                EventType.SESSION_REVOKE,
-                "success",
-                principal=connection.user,
-                source=str(connection.source),
-                zone=connection.zone,
-                session=connection.id,
-                reason=reason,
-                open_transfers=connection.traffic.transfers_open,
-            )
-        except Exception as exc:  # the journal failing must not keep the session alive
-            log.error("could not record session.revoke for %s: %s", connection.id, exc)
         if connection.conn is not None:
-            connection.conn.disconnect(asyncssh.DISC_BY_APPLICATION, REVOKED_TEXT)
-    return revoked
+            goodbye.disconnect(connection.conn, asyncssh.DISC_BY_APPLICATION, REVOKED_TEXT)
+    await asyncio.gather(*records)
+    return [
+        {"session": connection.id, "principal": connection.user or "", "reason": reason}
+        for connection, reason in doomed
+    ]
+
+
+async def _record_revocation(gateway: Gateway, connection: Connection, reason: str) -> None:
+    try:
+        await gateway.recorder.record(
+            EventType.SESSION_REVOKE,
+            "success",
+            principal=connection.user,
+            source=str(connection.source),
+            zone=connection.zone,
+            session=connection.id,
+            reason=reason,
+            open_transfers=connection.traffic.transfers_open,
+        )
+    except Exception as exc:  # the journal failing must not keep the session alive
+        log.error("could not record session.revoke for %s: %s", connection.id, exc)
 
 
 async def close_devices(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import asyncssh
 
-from conduit._asyncssh import authwatch, certwatch, multifactor
+from conduit._asyncssh import authwatch, certwatch, goodbye, multifactor
 from conduit.auth import certs
 from conduit.auth.identity import Verdict
 from conduit.config.crypto import negotiated
@@ -331,7 +331,9 @@ class Connection(asyncssh.SSHServer):
             return False
         self._failed("publickey", self.user or "", f"refused after a policy reload: {why}")
         if self.conn is not None:
-            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "access revoked by a policy reload")
+            goodbye.disconnect(
+                self.conn, asyncssh.DISC_BY_APPLICATION, "access revoked by a policy reload"
+            )
         return True
 
     async def _watch_idle(self, idle: float) -> None:
@@ -340,7 +342,7 @@ class Connection(asyncssh.SSHServer):
             quiet = time.monotonic() - self.last_activity
             if quiet >= idle and not self.traffic.transfers_open and self.conn:
                 log.info("closing idle connection %s (%s)", self.id, self.user)
-                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "idle timeout")
+                goodbye.disconnect(self.conn, asyncssh.DISC_BY_APPLICATION, "idle timeout")
                 return
 
     # -- sessions ---------------------------------------------------------------------------
