@@ -165,6 +165,19 @@ async def test_openssh_device_gets_whole_requests(devices: Devices, tmp_path: Pa
         await backend.close()
 
 
+async def _recorded_download(
+    backend: Any, path: tuple[str, ...]
+) -> tuple[Download, list[TransferRecord]]:
+    """A download of ``path`` through the pipeline, and the records it reports."""
+    records: list[TransferRecord] = []
+
+    async def report(record: TransferRecord) -> None:
+        records.append(record)
+
+    handle = await backend.open_read(path)
+    return Download(handle, transfer="t", path="p", report=report), records
+
+
 async def test_device_killed_mid_download(devices: Devices, tmp_path: Path) -> None:
     client_pub = devices.identity.with_suffix(".pub").read_text().strip()
     victim = start_sshd(tmp_path / "victim", client_keys=[client_pub], sftp=True)
@@ -173,15 +186,8 @@ async def test_device_killed_mid_download(devices: Devices, tmp_path: Path) -> N
     backend = open_device("victim", config, tmp_path / "state")
     data = os.urandom(40 * BLOCK)
     (root / "f.bin").write_bytes(data)
-    records: list[TransferRecord] = []
-
-    async def report(record: TransferRecord) -> None:
-        records.append(record)
-
     try:
-        download = Download(
-            await backend.open_read(("f.bin",)), transfer="t", path="p", report=report
-        )
+        download, records = await _recorded_download(backend, ("f.bin",))
         offset = 0
         for _ in range(8):
             offset += len(await download.read(offset, 32768))
@@ -207,15 +213,8 @@ async def test_file_cut_on_the_device_mid_download(devices: Devices, tmp_path: P
     backend = open_device("cut", config, tmp_path / "state")
     data = os.urandom(30 * BLOCK)
     (root / "f.bin").write_bytes(data)
-    records: list[TransferRecord] = []
-
-    async def report(record: TransferRecord) -> None:
-        records.append(record)
-
     try:
-        download = Download(
-            await backend.open_read(("f.bin",)), transfer="t", path="p", report=report
-        )
+        download, records = await _recorded_download(backend, ("f.bin",))
         served = await download.read(0, 32768)
         os.truncate(root / "f.bin", 12 * BLOCK + 5)  # past what is read ahead by now
         while chunk := await download.read(len(served), 32768):
