@@ -78,6 +78,39 @@ class Sshd:
             self.kill()
 
 
+BIND_TRIES = 5
+"""Ports tried: the port :func:`free_port` found can be taken before sshd binds it
+(an outgoing connection's ephemeral port, another test's server)."""
+
+
+def _listening(workdir: Path, config: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """sshd started with ``config`` once it listens on ``port``; None if another
+    process took the port first (then try another)."""
+    pidfile = workdir / "sshd.pid"
+    pidfile.unlink(missing_ok=True)
+    log = (workdir / "sshd.log").open("wb")
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log, stdout=log)
+    deadline = time.monotonic() + 10
+    while True:
+        if process.poll() is not None:
+            said = (workdir / "sshd.log").read_text()
+            if "Address already in use" in said:
+                return None
+            raise RuntimeError(f"sshd exited: {said}")
+        try:
+            # sshd writes its pid file once it listens: whatever answers the
+            # port before that may be another process that took it
+            if pidfile.read_text().strip() != str(process.pid):
+                raise OSError("not listening yet")
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("sshd did not start listening") from None
+            time.sleep(0.02)
+
+
 def start_sshd(
     workdir: Path, *, client_keys: list[str], sftp: bool, extra: tuple[str, ...] = ()
 ) -> Sshd:
@@ -88,44 +121,36 @@ def start_sshd(
     host_pub = keygen(host_key, "device-host")
     authorized = workdir / "authorized_keys"
     authorized.write_text("".join(f"{key}\n" for key in client_keys))
-    port = free_port()
-    lines = [
-        f"Port {port}",
-        "ListenAddress 127.0.0.1",
-        f"HostKey {host_key}",
-        f"PidFile {workdir / 'sshd.pid'}",
-        f"AuthorizedKeysFile {authorized}",
-        "PermitRootLogin prohibit-password",
-        "StrictModes no",
-        "UsePAM no",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "MaxSessions 30",
-        "MaxStartups 100",
-        "LogLevel ERROR",
-    ]
-    if sftp:
-        lines.append("Subsystem sftp internal-sftp")
-    lines.extend(extra)
-    config = workdir / "sshd_config"
-    config.write_text("\n".join(lines) + "\n")
     if os.geteuid() == 0:
         # sshd run as root insists on its privilege separation folder, which
         # only the package's service unit creates; a fresh container has none.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    log = (workdir / "sshd.log").open("wb")
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log, stdout=log)
-    deadline = time.monotonic() + 10
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"sshd exited: {(workdir / 'sshd.log').read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("sshd did not start listening") from None
-            time.sleep(0.02)
+    for _ in range(BIND_TRIES):
+        port = free_port()
+        lines = [
+            f"Port {port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {host_key}",
+            f"PidFile {workdir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {authorized}",
+            "PermitRootLogin prohibit-password",
+            "StrictModes no",
+            "UsePAM no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "MaxSessions 30",
+            "MaxStartups 100",
+            "LogLevel ERROR",
+        ]
+        if sftp:
+            lines.append("Subsystem sftp internal-sftp")
+        lines.extend(extra)
+        config = workdir / "sshd_config"
+        config.write_text("\n".join(lines) + "\n")
+        process = _listening(workdir, config, port)
+        if process is not None:
+            break
+    else:
+        raise RuntimeError(f"sshd found no free port in {BIND_TRIES} tries")
     pinned = " ".join(host_pub.split()[:2])
     return Sshd(process, port, pinned, workdir)
