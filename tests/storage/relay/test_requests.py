@@ -70,6 +70,23 @@ async def test_short_answers_are_asked_again(end_known: bool) -> None:
     assert (past_end == []) if end_known else past_end
 
 
+@pytest.mark.parametrize("extra_at", [0, 2])
+async def test_an_answer_longer_than_asked_is_refused(extra_at: int) -> None:
+    """A device that answers more bytes than a read asked for (first answer, or the
+    re-ask after a short one) is refused: its bytes would land at the wrong offsets."""
+    data = os.urandom(5000)
+
+    class Greedy(StingyFile):
+        async def read(self, size: int, offset: int) -> bytes:
+            answer = await super().read(size, offset)
+            return answer + b"X" * 10 if len(self.reads) > extra_at else answer
+
+    file = Greedy(data, most=300 if extra_at else 5000)
+    fetch = block_fetcher(SlotLink(), file, len(data))  # type: ignore[arg-type]
+    with pytest.raises(asyncssh.SFTPBadMessage, match="to a read of"):
+        await fetch(0, 1000)
+
+
 async def test_a_file_that_shrank_ends_the_blocks() -> None:
     data = os.urandom(4000)
     file = StingyFile(data[:2500], most=300)  # cut after the size was taken

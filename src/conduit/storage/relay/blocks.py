@@ -107,23 +107,33 @@ async def read_exactly(
 
     A server may answer a read with fewer bytes than asked (SFTP allows it,
     and a file opened with ``block_size=0`` passes the answer on as is): the
-    rest is asked for again, as asyncssh's own reader does. A short answer
-    reaching ``end`` (the size the file had when opened, or the bytes
-    written to it) is taken as the end without asking again: the common
-    case, the file's last block, then costs no extra round trip.
+    rest is asked for again, as asyncssh's own reader does; a longer answer
+    than asked is a bad message. A short answer reaching ``end`` (the size
+    the file had when opened, or the bytes written to it) is taken as the
+    end without asking again: the common case, the file's last block, then
+    costs no extra round trip.
     """
-    data = await file.read(length, offset)
-    if not isinstance(data, bytes):
-        return b""
+    data = _checked(await file.read(length, offset), length)
     parts = [data]
     got = len(data)
     while data and got < length and (end is None or offset + got < end):
-        data = await file.read(length - got, offset + got)
-        if not isinstance(data, bytes) or not data:
+        data = _checked(await file.read(length - got, offset + got), length - got)
+        if not data:
             break
         parts.append(data)
         got += len(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _checked(data: object, asked: int) -> bytes:
+    """A read's answer, refused if longer than asked: a device (hostile or broken)
+    must not shift every byte after it, and asyncssh passes a one-request
+    answer on as it came."""
+    if not isinstance(data, bytes):
+        return b""
+    if len(data) > asked:
+        raise asyncssh.SFTPBadMessage(f"device answered {len(data)} bytes to a read of {asked}")
+    return data
 
 
 def block_fetcher(link: DeviceLink, file: asyncssh.SFTPClientFile, end: int | None = None) -> Fetch:
