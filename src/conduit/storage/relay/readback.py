@@ -35,7 +35,8 @@ class WrittenPrefix:
 
     def __init__(self) -> None:
         self._issued: deque[tuple[asyncio.Future[None], int]] = deque()
-        self._next = 0
+        self.sent = 0
+        """Where the bytes sent so far end: where the file ends once they all land."""
         self.acked = 0
         """Bytes from offset 0 whose writes all succeeded."""
         self.final: int | None = None
@@ -46,9 +47,9 @@ class WrittenPrefix:
 
     def issued(self, write: asyncio.Future[None], offset: int, end: int) -> None:
         """A write of ``[offset, end)`` went out as ``write``."""
-        if offset != self._next:
+        if offset != self.sent:
             self.in_order = False
-        self._next = max(self._next, end)
+        self.sent = max(self.sent, end)
         self._issued.append((write, end))
         write.add_done_callback(self._landed)
 

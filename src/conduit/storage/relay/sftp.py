@@ -90,7 +90,6 @@ class SftpWriteHandle(DeviceOps):
         self._hasher: custody.OrderedHasher | None = custody.OrderedHasher()
         self._stream_sha256: Callable[[], str] | None = None
         self._gather = WriteGather()
-        self._written = 0  # where the bytes sent end: where the read-back expects the end
         # Read-back custody (no device sha256 command) runs beside the upload
         # from the first write on (readback.py); None: not (yet) started.
         self._prefix = WrittenPrefix()
@@ -146,7 +145,6 @@ class SftpWriteHandle(DeviceOps):
         write = asyncio.ensure_future(self._send(file, offset, data))
         self._in_flight.add(write)
         self._prefix.issued(write, offset, offset + len(data))
-        self._written = max(self._written, offset + len(data))
         if self._read_back_digest is None and "sha256" not in self.link.device.commands:
             self._read_back_digest = asyncio.ensure_future(read_back_sha256(self._read_back))
 
@@ -195,7 +193,7 @@ class SftpWriteHandle(DeviceOps):
             local = self._local_sha256()
             file, self._file = self._file, None
             await in_slot(self.link, file.close)  # the read-back's reads may be in flight
-            self._prefix.finish(self._written)
+            self._prefix.finish(self._prefix.sent)
             if self._read_back_digest is not None:
                 device = await self._read_back_digest
                 receipt = custody.compare(local, device, "read-back")
