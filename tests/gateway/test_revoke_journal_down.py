@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from tests.support.gateway import MemoryRecorder, RunningGateway, policy_text
+from tests.support.gateway import MemoryRecorder, RunningGateway, policy_text, wait_for
 
 
 class RevokeRefused(MemoryRecorder):
@@ -46,8 +46,12 @@ def test_a_revocation_cuts_the_session_though_its_record_fails(
     revoked = gw.call(scenario())
     assert [r["principal"] for r in revoked] == ["alice"]
     assert not gw.recorder.of("session.revoke")  # the journal refused it
+
+    def outcomes() -> list[str]:
+        uploads = gw.recorder.of("file.upload")
+        return [e["outcome"] for e in uploads if e.get("path") == "/inbox/cut.bin"]
+
+    # The session's clean-up aborts the upload after the socket is cut: wait for it.
+    assert wait_for(lambda: outcomes() == ["started", "failed"] and gw.recorder.of("session.end"))
     inbox = gw.area("inbox")
     assert sorted(p.name for p in inbox.iterdir()) == []  # no file, no temp name
-    uploads = [e for e in gw.recorder.of("file.upload") if e.get("path") == "/inbox/cut.bin"]
-    assert [e["outcome"] for e in uploads] == ["started", "failed"]
-    assert gw.recorder.of("session.end")
