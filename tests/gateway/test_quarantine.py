@@ -197,6 +197,11 @@ def upload(site: RunningGateway, client: str, src: Path, dest: str, user: str = 
 CLIENTS = ["scp", "scp-O", "sftp"]
 
 
+def trail_of(site: RunningGateway, item_id: str) -> list[tuple[str, str]]:
+    """The (type, outcome) of every record of a quarantined item, in journal order."""
+    return [(r["type"], r["outcome"]) for r in records(site, item_id)]
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_file_needing_approval_waits_and_only_a_second_person_releases_it(
     site: RunningGateway, keys: dict[str, Path], tmp_path: Path, client: str
@@ -228,7 +233,9 @@ def test_a_file_needing_approval_waits_and_only_a_second_person_releases_it(
     umask = os.umask(0)
     os.umask(umask)
     assert final.stat().st_mode & 0o777 == 0o644 & ~umask
-    trail = [(r["type"], r["outcome"]) for r in records(site, item.id)]
+    # The item shows COMMITTED a moment before its file.commit success is written.
+    wait_for(lambda: ("file.commit", "success") in trail_of(site, item.id))
+    trail = trail_of(site, item.id)
     assert trail == [
         ("file.upload", "started"),
         ("file.upload", "intent"),
