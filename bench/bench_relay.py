@@ -192,6 +192,12 @@ def main() -> int:
         action="store_true",
         help="verify custody with the device's sha256sum instead of reading back",
     )
+    parser.add_argument(
+        "--hash-command",
+        default="sha256sum -- {path}",
+        help="with --device-hash: the device's sha256 template (e.g. 'openssl dgst -sha256 -r "
+        "-- {path}', to see what a faster hash on the device gives)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.size, args.runs = 256 << 20, 1
@@ -227,7 +233,7 @@ def start_gateway(
             if args.max_concurrency and src.resolve() == (ROOT / "src").resolve()
             else ""
         )
-        + ('commands = { sha256 = "sha256sum -- {path}" }\n' if args.device_hash else "")
+        + (f'commands = {{ sha256 = "{args.hash_command}" }}\n' if args.device_hash else "")
         + '[roles.r]\ngrants = [{ target = "devices/plc", ops = ["list", "read", "write"] }]\n'
         f'[users.{user}]\nkeys = ["{client_pub}"]\nroles = ["r"]\n'
     )
@@ -382,7 +388,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"{args.size >> 20} MiB, {args.runs} run(s), median; {CIPHER}; loopback; "
         f"{os.cpu_count()} cores",
         "",
-        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}; "
+        f"custody: {'device `' + args.hash_command + '`' if args.device_hash else 'read-back'}; "
         f"load average {os.getloadavg()[0]:.1f}",
         "",
         "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s (loop) |"
