@@ -18,6 +18,11 @@ each direction (``PREFIX-up.svg``, ``PREFIX-down.svg``; the baseline's as
 ``PREFIX-baseline-up.svg`` ...) in the first round, which is then left out of
 the CPU column (``--raw``: py-spy's raw stacks, ``.txt``, to count self time).
 ``--direction down`` (or ``up``) measures one direction only.
+``--phases`` runs this tree's gateway under ``bench/relay_phases.py`` and
+prints, per upload, when each step after the client's last byte ended (the
+journal's intent, the device's last write answers, the close, custody, the
+rename, the client's exit) and the CPU seconds of the gateway, the device's
+``sshd`` (its sessions, ``sftp-server`` and commands) and the client.
 
 The CPU column is the gateway process's CPU seconds per transfer, its main
 thread's (the event loop's) in brackets: with work on helper threads (hashing)
@@ -28,7 +33,9 @@ process total what it costs on a busy one.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -41,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.storage.relay.sshd import Sshd, keygen, start_sshd  # noqa: E402
+from tests.storage.relay.sshd import Sshd, _descendants, keygen, start_sshd  # noqa: E402
 
 from bench.bench_gateway import CIPHER, free_port, wait_port  # noqa: E402
 from bench.bench_gateway import sha256_file as sha256  # noqa: E402
@@ -99,6 +106,48 @@ def cpu_seconds(pid: int, *, loop_only: bool = False) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and everything below it, with the children it reaped."""
+    total = 0.0
+    for one in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def client_cpu() -> float:
+    """CPU seconds of the children this process reaped (the scp and its ssh)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+PHASES = (
+    ("intent_done", "intent"),
+    ("writes_answered", "writes answered"),
+    ("closed", "closed"),
+    ("custody_done", "device hash"),
+    ("read_back_done", "read-back"),
+    ("renamed", "renamed"),
+    ("done", "committed"),
+)
+
+
+def phase_line(stamps: dict[str, float], started: float, ended: float) -> str:
+    """When each step after the client's last byte ended, in seconds after that byte."""
+    last = stamps["last_byte"]
+    parts = [f"last byte at {last - started:.2f} s"]
+    for key, label in PHASES:
+        if key in stamps:
+            parts.append(f"{label} +{stamps[key] - last:.2f}")
+    parts.append(f"client exit +{ended - last:.2f}")
+    if "read_back_at_last_byte" in stamps:
+        parts.append(f"read back at last byte {stamps['read_back_at_last_byte'] / 2**20:.0f} MiB")
+    return ", ".join(parts)
+
+
 def size_arg(text: str) -> int:
     """``1073741824``, ``256MiB`` or ``1GiB``."""
     units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
@@ -127,6 +176,9 @@ def main() -> int:
     parser.add_argument(
         "--raw", action="store_true", help="with --profile: py-spy's raw stacks (.txt), not SVG"
     )
+    parser.add_argument(
+        "--phases", action="store_true", help="time each upload's steps and CPU (see above)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
@@ -139,6 +191,12 @@ def main() -> int:
         "--device-hash",
         action="store_true",
         help="verify custody with the device's sha256sum instead of reading back",
+    )
+    parser.add_argument(
+        "--hash-command",
+        default="sha256sum -- {path}",
+        help="with --device-hash: the device's sha256 template (e.g. 'openssl dgst -sha256 -r "
+        "-- {path}', to see what a faster hash on the device gives)",
     )
     args = parser.parse_args()
     if args.quick:
@@ -175,15 +233,21 @@ def start_gateway(
             if args.max_concurrency and src.resolve() == (ROOT / "src").resolve()
             else ""
         )
-        + ('commands = { sha256 = "sha256sum -- {path}" }\n' if args.device_hash else "")
+        + (f'commands = {{ sha256 = "{args.hash_command}" }}\n' if args.device_hash else "")
         + '[roles.r]\ngrants = [{ target = "devices/plc", ops = ["list", "read", "write"] }]\n'
         f'[users.{user}]\nkeys = ["{client_pub}"]\nroles = ["r"]\n'
     )
+    phases = args.phases and src.resolve() == (ROOT / "src").resolve()
+    launcher = [str(ROOT / "bench" / "relay_phases.py")] if phases else ["-m", "conduit"]
     conduit = subprocess.Popen(
-        [sys.executable, "-m", "conduit", "serve", "--config", str(site / "conduit.toml")],
+        [sys.executable, *launcher, "serve", "--config", str(site / "conduit.toml")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(src)},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(src),
+            **({"CONDUIT_PHASES": str(site / "phases.jsonl")} if phases else {}),
+        },
         cwd=site,
     )
     wait_port(port, conduit)
@@ -283,7 +347,25 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     )
                     before = cpu_seconds(pid) if pid else 0.0
                     loop_before = cpu_seconds(pid, loop_only=True) if pid else 0.0
+                    others = (tree_cpu(device.process.pid), tree_cpu(jump.process.pid))
+                    mine = client_cpu()
+                    started = time.time()
                     times[(name, direction)].append(timed(argv, spy))
+                    ended = time.time()
+                    if args.phases:
+                        print(
+                            f"{name} {direction} run {run_number + 1}: "
+                            f"{ended - started:.2f} s; CPU s: gateway "
+                            f"{cpu_seconds(pid) - before if pid else 0.0:.2f}, device sshd "
+                            f"{tree_cpu(device.process.pid) - others[0]:.2f}, jump sshd "
+                            f"{tree_cpu(jump.process.pid) - others[1]:.2f}, client "
+                            f"{client_cpu() - mine:.2f}; load {os.getloadavg()[0]:.1f}",
+                            flush=True,
+                        )
+                        log = work / name.replace(" ", "-") / "phases.jsonl"
+                        if direction == "up" and log.exists():
+                            stamps = json.loads(log.read_text().splitlines()[-1])
+                            print("    " + phase_line(stamps, started, ended), flush=True)
                     if pid and not spy:
                         cpu[(name, direction)].append(cpu_seconds(pid) - before)
                         loop_cpu[(name, direction)].append(
@@ -306,7 +388,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"{args.size >> 20} MiB, {args.runs} run(s), median; {CIPHER}; loopback; "
         f"{os.cpu_count()} cores",
         "",
-        f"custody: {'device sha256sum' if args.device_hash else 'read-back'}; "
+        f"custody: {'device `' + args.hash_command + '`' if args.device_hash else 'read-back'}; "
         f"load average {os.getloadavg()[0]:.1f}",
         "",
         "| direction | jump host MB/s | Conduit MB/s | Conduit/jump | Conduit CPU s (loop) |"

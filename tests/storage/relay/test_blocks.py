@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from conduit.errors import Fault, StorageError
 from conduit.storage.relay import open_device, sftp
-from conduit.storage.relay.blocks import BlockReader, Fetch, WriteGather
+from conduit.storage.relay.blocks import BLOCK, BlockReader, Fetch, WriteGather
 from conduit.storage.relay.readback import WrittenPrefix
 from conduit.transfer.pipeline import Outcome, TransferRecord, Upload
 
@@ -51,6 +52,22 @@ def test_gathered_blocks_are_exactly_the_writes(sizes: list[int], gap: bool) -> 
     # Small writes are joined up to the block size, larger ones cut to it:
     # no request is over the device's limit.
     assert all(len(block) <= 255 for _, block in sent)
+    # And filled to it: a block followed by the next bytes of the file is a
+    # whole one (a write that does not fit is cut, not left to the next block),
+    # so a file takes as few device requests as the limit allows.
+    for (block_offset, block), (next_offset, _) in itertools.pairwise(sent):
+        if next_offset == block_offset + len(block):
+            assert len(block) == 255, f"a {len(block)} byte block before more of the file"
+
+
+def test_gathered_pieces_make_whole_device_blocks() -> None:
+    """OpenSSH's 32 KiB pieces make 255 KiB requests (they made 224 KiB ones)."""
+    gather = WriteGather()
+    piece = os.urandom(32 * 1024)
+    sent = [block for i in range(64) for block in gather.add(i * len(piece), piece)]
+    sent.extend(gather.flush())
+    assert [len(block) for _, block in sent] == [BLOCK] * 8 + [64 * len(piece) - 8 * BLOCK]
+    assert b"".join(block for _, block in sent) == piece * 64
 
 
 def fake_file(data: bytes, calls: list[int], fail_at: int | None = None) -> Fetch:

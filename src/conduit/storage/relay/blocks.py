@@ -204,42 +204,51 @@ class BlockReader:
 
 
 class WriteGather:
-    """Consecutive writes joined into blocks of up to ``block`` bytes (larger ones cut).
+    """Consecutive writes joined into blocks of exactly ``block`` bytes (the last one shorter).
 
     :meth:`add` returns the blocks that are ready to send as
     ``(offset, data)``; :meth:`flush` returns what is left. A write that
     does not continue the gathered bytes (an out-of-order SFTP write) ends
     the current block, so the bytes and offsets sent are always exactly the
     ones written.
+
+    A write that does not fit in the block's room is cut at the block's end
+    and its rest starts the next block: OpenSSH's 32 KiB pieces made 224 KiB
+    blocks before (seven pieces, an eighth would overflow), 14 % more device
+    requests than 255 KiB ones, each a round trip that holds a
+    ``max_concurrency`` slot. The cut is a memoryview: the one copy is the
+    block's join, as before.
     """
 
     def __init__(self, block: int = BLOCK) -> None:
         self._block = block
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._start = 0
         self._size = 0
 
     def add(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
         ready: list[tuple[int, bytes]] = []
-        if self._size and (
-            offset != self._start + self._size or self._size + len(data) > self._block
-        ):
-            # Not a continuation, or it would overflow the block (asyncssh
-            # would then split it into a full request and a tiny one).
-            ready.extend(self.flush())
-        if not self._size:
-            if len(data) == self._block:
-                return [*ready, (offset, data)]  # already a block: no copy
-            while len(data) > self._block:
-                # No request over the block: a device file opened for whole
-                # requests (open_args) is not split by asyncssh.
-                ready.append((offset, data[: self._block]))
-                offset, data = offset + self._block, data[self._block :]
-            self._start = offset
-        self._parts.append(data)
-        self._size += len(data)
-        if self._size == self._block:
-            ready.extend(self.flush())
+        if self._size and offset != self._start + self._size:
+            ready.extend(self.flush())  # not a continuation: never bridged
+        piece: bytes | memoryview = data
+        while len(piece):
+            if not self._size:
+                self._start = offset
+                if len(piece) == self._block:
+                    ready.append((offset, bytes(piece)))  # already a block: bytes, no copy
+                    break
+            room = self._block - self._size
+            head: bytes | memoryview = piece
+            if len(piece) > room:
+                view = memoryview(piece)
+                head, piece = view[:room], view[room:]
+            else:
+                piece = b""
+            self._parts.append(head)
+            self._size += len(head)
+            offset += len(head)
+            if self._size == self._block:
+                ready.extend(self.flush())
         return ready
 
     @property
@@ -251,6 +260,7 @@ class WriteGather:
         if not self._size:
             return []
         parts, self._parts = self._parts, []
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        only = parts[0]
+        data = only if len(parts) == 1 and isinstance(only, bytes) else b"".join(parts)
         self._size = 0
         return [(self._start, data)]
