@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -55,6 +57,21 @@ def test_sha256_output() -> None:
     for bad in (b"", b"sha256sum: /x: No such file\n", b"abc  x\n", (digest + "0").encode()):
         with pytest.raises(StorageError):
             parse_sha256_output(bad)
+
+
+@pytest.mark.parametrize("template", ["sha256sum -- {path}", "openssl dgst -sha256 -r -- {path}"])
+@pytest.mark.parametrize("name", ["plain.bin", "new\nline.bin", "back\\slash.bin", "-x $(id).bin"])
+def test_the_documented_hash_commands_are_read_right(
+    tmp_path: Path, template: str, name: str
+) -> None:
+    """Both commands docs/relay.md names, run for real on awkward names: the
+    digest read from their output is the file's (GNU tools escape a name with
+    a newline or a backslash and put a backslash before the digest)."""
+    target = tmp_path / name
+    target.write_bytes(b"firmware \x00\xff" * 1000)
+    command = render("sha256", template, path=str(target))
+    out = subprocess.run(command, shell=True, capture_output=True, check=True).stdout
+    assert parse_sha256_output(out) == hashlib.sha256(target.read_bytes()).hexdigest()
 
 
 def test_compare() -> None:
