@@ -19,7 +19,7 @@ import asyncssh
 from conduit.config.model import Op
 from conduit.errors import StorageError
 from conduit.gateway.operations import Operations
-from conduit.gateway.vfs import BadPath, VirtualPath
+from conduit.gateway.vfs import VirtualPath
 from conduit.names import DEVICES
 from conduit.storage.base import Entry, Stat
 from conduit.storage.local import LocalBackend
@@ -77,18 +77,11 @@ class Listing:
             if not page:
                 self.close()
                 raise StopAsyncIteration
-            self._ready.extend(_name(e) for e in page if self._shown(e))
+            # the policy as it stands now, asked once for the page when it can
+            # answer for every name, else about each name
+            shown = self._ops._listed(self._path, [e.name for e in page])
+            self._ready.extend(_name(e) for e, yes in zip(page, shown, strict=True) if yes)
         return self._ready.popleft()
-
-    def _shown(self, entry: Entry) -> bool:
-        # A name the rule refuses (made outside the gateway) or a path too long
-        # cannot be reached by any operation, so it is not shown; nor is what
-        # the policy (as it stands now) does not let this user list.
-        try:
-            child = self._path.child(entry.name)
-        except BadPath:
-            return False
-        return self._ops._ask(Op.LIST, child).allowed
 
     def close(self) -> None:
         self._ready.clear()
