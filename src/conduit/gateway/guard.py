@@ -45,7 +45,7 @@ async def _occupied(backend: Backend, rel: RelPath) -> bool:
 def moment(policy: Policy) -> tuple[Policy, datetime]:
     """Which policy, which minute: a decision can only change when either does
     (the policy itself is kept, not its id, which a later one could reuse)."""
-    return policy, policy.now().replace(second=0, microsecond=0)
+    return policy, policy.minute()
 
 
 def same_moment(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:

@@ -62,6 +62,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from conduit.config.model import Config, Obligation, Op
 from conduit.names import DEVICES
 from conduit.policy.approve import Approvals
+from conduit.policy.clock import LocalMinute
 from conduit.policy.compile import PolicyError, plain, shown
 from conduit.policy.conduits import CompiledConduit, Miss, first_open
 from conduit.policy.decision import (
@@ -103,6 +104,7 @@ class Policy(Approvals, FolderRenames):
             raise PolicyError(
                 f"gateway.timezone: unknown time zone {config.gateway.timezone!r}"
             ) from None
+        self._minute = LocalMinute(self.timezone)
         super().__init__(config)
 
     # -- lookups -------------------------------------------------------------
@@ -136,6 +138,10 @@ class Policy(Approvals, FolderRenames):
         """The clock's time in the gateway's time zone."""
         return self.clock().astimezone(self.timezone)
 
+    def minute(self) -> datetime:
+        """:meth:`now` to the minute, all a decision depends on (kept per minute)."""
+        return self._minute(self.clock())
+
     # -- decisions -----------------------------------------------------------
 
     def decide(self, request: Request) -> Decision:
@@ -162,7 +168,7 @@ class Policy(Approvals, FolderRenames):
         flow = (t.target.zone, t.client_zone)  # listing flows from the target
         open_to_all = [c for c in self._conduits.get(flow, []) if not c.patterns]
         tz = self.config.gateway.timezone
-        chosen = open_to_all and first_open(open_to_all, t.parts, True, None, self.now, tz, "")
+        chosen = open_to_all and first_open(open_to_all, t.parts, True, None, self.minute, tz, "")
         return isinstance(chosen, CompiledConduit)
 
     def explain(self, request: Request) -> Explanation:
@@ -397,7 +403,7 @@ class Policy(Approvals, FolderRenames):
             t.parts,
             directory,
             t.request.size,
-            self.now,
+            self.minute,
             self.config.gateway.timezone,
             flow,
         )
