@@ -4,8 +4,10 @@ An OPENDIR used to list, stat and filter the whole folder at once and keep
 the result until the client closed the handle: 30 open listings of a
 20,000-entry folder held ~11.5 MiB each. A :class:`Listing` is asked for
 entries by asyncssh's READDIR (up to 128 per reply) and reads that many from
-the area's folder (:mod:`conduit.storage.localdir`), asking the policy about
-each one as it goes; an open listing holds one descriptor and one page.
+the area's folder (:mod:`conduit.storage.localdir`), asking the policy as it
+goes: once for the page where one answer holds for every name (no pattern can
+tell them apart), else about each entry; an open listing holds one descriptor
+and one page.
 The virtual root, ``/devices`` and device folders (whose relays return whole
 listings) are listed at once, as before.
 """
