@@ -18,6 +18,7 @@ from collections import deque
 
 import asyncssh
 
+from conduit._asyncssh.records import listed_attrs, listed_name
 from conduit.config.model import Op
 from conduit.errors import StorageError
 from conduit.gateway.operations import Operations
@@ -33,19 +34,14 @@ PAGE = 128
 
 def attrs(st: Stat) -> asyncssh.SFTPAttrs:
     """SFTP attributes of a file or folder: no real owner, one link."""
-    return asyncssh.SFTPAttrs(
-        size=st.size,
-        permissions=st.mode,
-        atime=int(st.atime),
-        mtime=int(st.mtime),
-        uid=0,
-        gid=0,
-        nlink=1,
-    )
+    return listed_attrs(st.size, st.mode, int(st.atime), int(st.mtime))
 
 
 def _name(entry: Entry) -> asyncssh.SFTPName:
-    return asyncssh.SFTPName(entry.name.encode("utf-8"), attrs=attrs(entry.stat))
+    st = entry.stat
+    return listed_name(
+        entry.name.encode("utf-8"), listed_attrs(st.size, st.mode, int(st.atime), int(st.mtime))
+    )
 
 
 class Listing:
