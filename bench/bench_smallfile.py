@@ -1,12 +1,14 @@
 """The gateway's own CPU per small file, in one process, without SSH or the journal.
 
-    python bench/bench_smallfile.py [--files 2000] [--rounds 3] [--kind down|up]
+    python bench/bench_smallfile.py [--files 2000] [--rounds 3] [--kind down|up] [--listed]
 
 Runs what a session does for each file of a 4 KiB tree through the real
 objects: :class:`~conduit.gateway.operations.Operations` with a compiled
 policy and a :class:`~conduit.storage.local.LocalBackend`, then the transfer
 pipeline (read-ahead, write-behind), in the order an OpenSSH SFTP client asks
 (download: open, read, read to the end, close; upload: open, write, close).
+``--listed``: a download first lists the tree's folder, as ``sftp get -r`` and
+``scp -r`` do (the listing's cost is spread over its files).
 Records go to a recorder that keeps nothing: the journal has its own bench
 (``bench_audit_cpu.py``) and the SSH packet path is asyncssh's. What is left is
 the per-file cost of the policy, storage, pipeline and worker threads, printed
@@ -82,7 +84,9 @@ def thread_cpu() -> float:
     return time.clock_gettime(time.CLOCK_THREAD_CPUTIME_ID)
 
 
-async def downloads(ops: Operations, names: list[str]) -> None:
+async def downloads(ops: Operations, names: list[str], listed: bool = False) -> None:
+    if listed:
+        assert len(await ops.listdir(resolve(names[0]).parent)) >= len(names)
     for name in names:
         download = await ops.open_read(resolve(name))
         data = await download.read(0, READ)
@@ -91,7 +95,7 @@ async def downloads(ops: Operations, names: list[str]) -> None:
         await download.close()
 
 
-async def uploads(ops: Operations, names: list[str]) -> None:
+async def uploads(ops: Operations, names: list[str], listed: bool = False) -> None:
     payload = os.urandom(SIZE)
     for name in names:
         upload = await ops.open_write(resolve(name))
@@ -99,7 +103,7 @@ async def uploads(ops: Operations, names: list[str]) -> None:
         await upload.commit()
 
 
-async def one(kind: str, files: int, root: Path) -> tuple[float, float]:
+async def one(kind: str, files: int, root: Path, listed: bool = False) -> tuple[float, float]:
     config = parse(SITE.format(root=root), source=root / "conduit.toml")
     areas = {name: LocalBackend(name, a.path, durable=False) for name, a in config.areas.items()}
     site = Site(Policy(config), areas)
@@ -114,7 +118,7 @@ async def one(kind: str, files: int, root: Path) -> tuple[float, float]:
     work = downloads if kind == "down" else uploads
     await work(ops, names[: min(200, files)])  # warm: first imports, the pool's threads
     p0, t0 = time.process_time(), thread_cpu()
-    await work(ops, names)
+    await work(ops, names, listed)
     p1, t1 = time.process_time(), thread_cpu()
     return (p1 - p0) / files * 1e6, (t1 - t0) / files * 1e6
 
@@ -124,19 +128,21 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--kind", choices=("down", "up"), action="append")
+    ap.add_argument("--listed", action="store_true", help="list the folder before downloading")
     args = ap.parse_args()
     for kind in args.kind or ["down", "up"]:
         procs, loops = [], []
+        label = "down listed" if kind == "down" and args.listed else kind
         for _ in range(args.rounds):
             root = Path(tempfile.mkdtemp(prefix="conduit-smallfile-"))
             try:
-                proc, loop = asyncio.run(one(kind, args.files, root))
+                proc, loop = asyncio.run(one(kind, args.files, root, args.listed))
             finally:
                 shutil.rmtree(root, ignore_errors=True)
             procs.append(proc)
             loops.append(loop)
         print(
-            f"{kind:4} {args.files} x 4 KiB: process {statistics.median(procs):.0f} µs/file "
+            f"{label:4} {args.files} x 4 KiB: process {statistics.median(procs):.0f} µs/file "
             f"({' '.join(f'{p:.0f}' for p in procs)}), event loop "
             f"{statistics.median(loops):.0f} µs/file ({' '.join(f'{p:.0f}' for p in loops)})",
             flush=True,

@@ -193,3 +193,57 @@ def test_hidden_answers_are_the_missing_answer(data: dict[str, Any], request: Re
     parts = normalise(request.path)
     if parts and parts[0] not in (*AREAS, "devices"):
         assert decision.hidden or decision.rule in ("deny:no-zone", "deny:unknown-user")
+
+
+CLOCKS = [
+    FIXED,
+    datetime(2026, 11, 30, 23, 10, tzinfo=UTC),
+    datetime(2026, 12, 2, 12, 30, tzinfo=UTC),
+]
+SOURCES = [ip_address(NETS[z].split("/")[0]) for z in ZONES]
+FOLDERS = [
+    "/",
+    "/devices",
+    "/nowhere",
+    *(f"/{t}{sub}" for t in [*AREAS, *(f"devices/{d}" for d in DEVICES)] for sub in ("", "/sub")),
+]
+
+
+@st.composite
+def listing_sites(draw: st.DrawFn) -> dict[str, Any]:
+    """:func:`configs` whose user has every role, often with a ``list`` grant and
+    a conduit without paths (what makes every name of a folder listable), so
+    that both answers are common, or with paths that tell a folder's names apart."""
+    data = draw(configs())
+    data["users"]["u"]["roles"] = list(data["roles"])
+    if draw(st.booleans()):
+        grant = {"target": draw(targets), "ops": ["list"], "paths": []}
+        data["roles"]["r0"]["grants"].insert(draw(st.integers(0, 4)), grant)
+    if draw(st.booleans()):
+        pair = draw(st.permutations(ZONES))
+        window = draw(st.sampled_from(WINDOWS))
+        paths = draw(st.sampled_from([[], [], ["inbox/sub/*"], ["fw/*.bin", "logs/**"]]))
+        conduit = {"name": "open", "from": pair[0], "to": pair[1], "paths": paths, "window": window}
+        data["conduits"].insert(draw(st.integers(0, 4)), conduit)
+    return data
+
+
+@settings(max_examples=150, deadline=None)
+@given(listing_sites())
+def test_a_folder_listable_by_every_name_lists_each_name(data: dict[str, Any]) -> None:
+    """``lists_every_name`` (one answer per listing page) never lets a listing
+    show a name that asking about that name would hide; and it is never said of
+    a folder the user may not list, nor of ``/`` or ``/devices`` (whose names
+    are targets of their own). Every folder, source zone and clock is tried."""
+    for now in CLOCKS:
+        policy = Policy(Config.model_validate(data), clock=lambda now=now: now)
+        for source in SOURCES:
+            for folder in FOLDERS:
+                if not policy.lists_every_name("u", source, folder):
+                    continue
+                assert folder not in ("/", "/devices", "/nowhere")
+                listed = policy.decide(Request("u", source, Op.LIST, folder, folder=True))
+                assert listed.allowed, listed.detail
+                for name in [*NAMES, *AREAS, *DEVICES, "devices"]:
+                    child = policy.decide(Request("u", source, Op.LIST, f"{folder}/{name}"))
+                    assert child.allowed, child.detail

@@ -9,6 +9,7 @@ run-time changes for throughput (:mod:`.tuning`, its AES-GCM part in
 user certificates judged by Conduit, not asyncssh (:mod:`.certwatch`), the
 SFTP server handler's private tables and methods (:mod:`.sftpserver`), its
 per-file requests without unread debug messages (:mod:`.sftplean`), a
+listing's records built without their ``__init__``'s loop (:mod:`.records`), a
 stream session's channel (:mod:`.channel`) and a disconnect the client
 reads to the end (:mod:`.goodbye`).
 :mod:`.pins` lists every private member used; tests/test_tuning.py pins each

@@ -21,6 +21,7 @@ from conduit._asyncssh import (
     goodbye,
     kexinit,
     multifactor,
+    records,
     sftpclient,
     sftplean,
     sftpserver,
@@ -39,6 +40,7 @@ MEMBERS: dict[str, Any] = {
     **sftpclient.USES,
     **channel.USES,
     **goodbye.USES,
+    **records.USES,
 }
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from conduit.audit.events import EventOutcome, EventType
 from conduit.config.model import Op
 from conduit.errors import Concealed, Denied, Fault, StorageError
-from conduit.gateway.vfs import VirtualPath
+from conduit.gateway.vfs import BadPath, VirtualPath
 from conduit.policy import Decision, Policy, Rename, Request
 from conduit.storage.base import Backend, ReadHandle, RelPath
 
@@ -45,7 +45,7 @@ async def _occupied(backend: Backend, rel: RelPath) -> bool:
 def moment(policy: Policy) -> tuple[Policy, datetime]:
     """Which policy, which minute: a decision can only change when either does
     (the policy itself is kept, not its id, which a later one could reuse)."""
-    return policy, policy.now().replace(second=0, microsecond=0)
+    return policy, policy.minute()
 
 
 def same_moment(a: tuple[Policy, datetime], b: tuple[Policy, datetime]) -> bool:
@@ -83,6 +83,30 @@ class Guard:
         self._not_revoked()
         request = Request(self.session.user, self.session.source, op, path.text, size)
         return self.site.policy.decide(request)
+
+    def _lists_every_name(self, folder: VirtualPath) -> bool:
+        """May every name in ``folder`` be listed (the policy's one answer for a
+        listing page, asked when the page is read)? False: ask about each name."""
+        self._not_revoked()
+        session = self.session
+        return self.site.policy.lists_every_name(session.user, session.source, folder.text)
+
+    def _listed(self, folder: VirtualPath, names: list[str]) -> list[bool]:
+        """Which of ``names`` (in ``folder``) a listing shows: the policy's
+        answer about each, or one answer for all when it has one. A name the
+        rule refuses (made outside the gateway) or a path too long cannot be
+        reached by any operation, so it is not shown: its raw bytes would reach
+        other users' terminals."""
+        every = self._lists_every_name(folder)
+        shown = []
+        for name in names:
+            try:
+                child = folder.child(name)
+            except BadPath:
+                shown.append(False)
+                continue
+            shown.append(every or self._ask(Op.LIST, child).allowed)
+        return shown
 
     async def authorize(self, op: Op, path: VirtualPath, size: int | None = None) -> Decision:
         """The policy's yes, or :class:`Denied` after recording why not."""

@@ -4,8 +4,10 @@ An OPENDIR used to list, stat and filter the whole folder at once and keep
 the result until the client closed the handle: 30 open listings of a
 20,000-entry folder held ~11.5 MiB each. A :class:`Listing` is asked for
 entries by asyncssh's READDIR (up to 128 per reply) and reads that many from
-the area's folder (:mod:`conduit.storage.localdir`), asking the policy about
-each one as it goes; an open listing holds one descriptor and one page.
+the area's folder (:mod:`conduit.storage.localdir`), asking the policy as it
+goes: once for the page where one answer holds for every name (no pattern can
+tell them apart), else about each entry; an open listing holds one descriptor
+and one page.
 The virtual root, ``/devices`` and device folders (whose relays return whole
 listings) are listed at once, as before.
 """
@@ -16,10 +18,11 @@ from collections import deque
 
 import asyncssh
 
+from conduit._asyncssh.records import listed_attrs, listed_name
 from conduit.config.model import Op
 from conduit.errors import StorageError
 from conduit.gateway.operations import Operations
-from conduit.gateway.vfs import BadPath, VirtualPath
+from conduit.gateway.vfs import VirtualPath
 from conduit.names import DEVICES
 from conduit.storage.base import Entry, Stat
 from conduit.storage.local import LocalBackend
@@ -31,19 +34,14 @@ PAGE = 128
 
 def attrs(st: Stat) -> asyncssh.SFTPAttrs:
     """SFTP attributes of a file or folder: no real owner, one link."""
-    return asyncssh.SFTPAttrs(
-        size=st.size,
-        permissions=st.mode,
-        atime=int(st.atime),
-        mtime=int(st.mtime),
-        uid=0,
-        gid=0,
-        nlink=1,
-    )
+    return listed_attrs(st.size, st.mode, int(st.atime), int(st.mtime))
 
 
 def _name(entry: Entry) -> asyncssh.SFTPName:
-    return asyncssh.SFTPName(entry.name.encode("utf-8"), attrs=attrs(entry.stat))
+    st = entry.stat
+    return listed_name(
+        entry.name.encode("utf-8"), listed_attrs(st.size, st.mode, int(st.atime), int(st.mtime))
+    )
 
 
 class Listing:
@@ -77,18 +75,11 @@ class Listing:
             if not page:
                 self.close()
                 raise StopAsyncIteration
-            self._ready.extend(_name(e) for e in page if self._shown(e))
+            # the policy as it stands now, asked once for the page when it can
+            # answer for every name, else about each name
+            shown = self._ops._listed(self._path, [e.name for e in page])
+            self._ready.extend(_name(e) for e, yes in zip(page, shown, strict=True) if yes)
         return self._ready.popleft()
-
-    def _shown(self, entry: Entry) -> bool:
-        # A name the rule refuses (made outside the gateway) or a path too long
-        # cannot be reached by any operation, so it is not shown; nor is what
-        # the policy (as it stands now) does not let this user list.
-        try:
-            child = self._path.child(entry.name)
-        except BadPath:
-            return False
-        return self._ops._ask(Op.LIST, child).allowed
 
     def close(self) -> None:
         self._ready.clear()

@@ -184,18 +184,8 @@ class Operations(WriteAhead):
         else:
             backend, rel, _ = self.locate(path)
             entries = await backend.listdir(rel)
-        # A name the rule refuses (made outside the gateway) or a path too long
-        # cannot be reached by any operation, so it is not shown: its raw
-        # bytes would reach other users' terminals.
-        visible = []
-        for entry in entries:
-            try:
-                child = path.child(entry.name)
-            except BadPath:
-                continue
-            if self._ask(Op.LIST, child).allowed:
-                visible.append(entry)
-        return visible
+        shown = self._listed(path, [entry.name for entry in entries])
+        return [entry for entry, yes in zip(entries, shown, strict=True) if yes]
 
     def _serves(self, name: str) -> bool:
         return name in self.site.areas or (name == DEVICES and bool(self.site.devices))

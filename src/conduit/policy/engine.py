@@ -62,8 +62,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from conduit.config.model import Config, Obligation, Op
 from conduit.names import DEVICES
 from conduit.policy.approve import Approvals
+from conduit.policy.clock import LocalMinute
 from conduit.policy.compile import PolicyError, plain, shown
-from conduit.policy.conduits import Miss, first_open
+from conduit.policy.conduits import CompiledConduit, Miss, first_open
 from conduit.policy.decision import (
     Decision,
     Explanation,
@@ -103,6 +104,7 @@ class Policy(Approvals, FolderRenames):
             raise PolicyError(
                 f"gateway.timezone: unknown time zone {config.gateway.timezone!r}"
             ) from None
+        self._minute = LocalMinute(self.timezone)
         super().__init__(config)
 
     # -- lookups -------------------------------------------------------------
@@ -136,11 +138,38 @@ class Policy(Approvals, FolderRenames):
         """The clock's time in the gateway's time zone."""
         return self.clock().astimezone(self.timezone)
 
+    def minute(self) -> datetime:
+        """:meth:`now` to the minute, all a decision depends on (kept per minute)."""
+        return self._minute(self.clock())
+
     # -- decisions -----------------------------------------------------------
 
     def decide(self, request: Request) -> Decision:
         """Allow or deny ``request``; deny by default (see the module docstring)."""
         return self._evaluate(request, None)
+
+    def lists_every_name(self, user: str, source: IPAddress, folder: str) -> bool:
+        """Whether ``list`` is allowed now on every name directly in ``folder``,
+        known without the names: one question per listing page instead of one
+        per entry. True only when no pattern can tell the names apart (a grant
+        of ``list`` without ``paths``; same zone, or a conduit without ``paths``
+        open now); False means "ask per name", not "refused". The areas in
+        ``/`` and the devices in ``/devices`` are targets of their own: False."""
+        t = Trace(Request(user, source, Op.LIST, folder, folder=True), None)
+        if self._who(t) is not None or not t.parts or t.parts == (DEVICES,):
+            return False
+        if self._where(t) is not None or not any(
+            Op.LIST in g.ops and not g.patterns for g in t.grants
+        ):
+            return False
+        assert t.target is not None and t.client_zone is not None
+        if t.client_zone == t.target.zone:
+            return True
+        flow = (t.target.zone, t.client_zone)  # listing flows from the target
+        open_to_all = [c for c in self._conduits.get(flow, []) if not c.patterns]
+        tz = self.config.gateway.timezone
+        chosen = open_to_all and first_open(open_to_all, t.parts, True, None, self.minute, tz, "")
+        return isinstance(chosen, CompiledConduit)
 
     def explain(self, request: Request) -> Explanation:
         """Like :meth:`decide`, with every step that led to the answer."""
@@ -374,7 +403,7 @@ class Policy(Approvals, FolderRenames):
             t.parts,
             directory,
             t.request.size,
-            self.now,
+            self.minute,
             self.config.gateway.timezone,
             flow,
         )
