@@ -1,6 +1,7 @@
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conduit.audit import AuditUnavailable, flushplace, verify
+from conduit.audit.auditor import BATCH_SYNC_INTERVAL, PROBE_INTERVAL
 from conduit.audit.checkpoint import load_public_key
 from conduit.audit.journal import JournalBusy, journal_files
 
@@ -266,6 +268,43 @@ async def test_closed_mode_refuses_with_reason_until_writable(make_auditor, tmp_
     )
     assert seq == alert[0]["seq"] + 1
     assert verify(directory, pub(tmp_path)).ok
+
+
+@pytest.mark.parametrize("on_failure", ["closed", "alert"])
+@pytest.mark.parametrize("how", ["folder removed", "folder replaced by a file"])
+async def test_a_journal_that_stays_down_is_probed_not_spun_on(
+    make_auditor, tmp_path, on_failure, how
+):
+    """While the journal cannot be written the committer looks again every
+    PROBE_INTERVAL, nothing more: its sync and checkpoint times pass during the
+    outage and must not turn the probe into a loop that burns a core (a gateway
+    whose data folder vanished did, for every session it still served)."""
+    directory = tmp_path / "audit"
+    auditor = await make_auditor(on_failure=on_failure)
+    await auditor.record("gateway.start", "success")
+    if how == "folder removed":
+        shutil.rmtree(directory)
+    else:
+        break_folder(directory)
+    looks = 0
+    ensure = auditor.journal._ensure_writable
+
+    def counted():  # type: ignore[no-untyped-def]
+        nonlocal looks
+        looks += 1
+        return ensure()
+
+    auditor.journal._ensure_writable = counted  # type: ignore[method-assign]
+    try:
+        await auditor.record("session.start", "success", principal="alice")
+    except AuditUnavailable:
+        assert on_failure == "closed"
+    assert auditor._outage.reason is not None
+    window = 3 * BATCH_SYNC_INTERVAL  # the sync time (and its retry) passes inside it
+    await asyncio.sleep(window)
+    assert looks <= window / PROBE_INTERVAL + 3, f"{looks} looks at the journal in {window} s"
+    assert looks >= 2  # it does keep probing
+    await auditor.close()
 
 
 async def test_alert_mode_goes_on_and_alerts_later(make_auditor, tmp_path):

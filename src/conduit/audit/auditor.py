@@ -232,7 +232,6 @@ class Auditor:
                 (seq,) = self.journal.append([item], rotate=False, durable=False)
         except Exception as exc:
             self._write_failed(exc)
-            self._wake.set()  # the committer probes the journal from now on
             return self._refuse_or_hold(item, hold)
         if self._hot is None:
             self._loop.call_soon(self._cool)
@@ -264,7 +263,6 @@ class Auditor:
             self._went_down(exc)  # logged by the thread
         else:
             self._write_failed(exc)
-        self._wake.set()  # the committer probes the journal from now on
         for job in jobs:
             if job.hold is None or job.future.done():
                 continue
@@ -297,11 +295,15 @@ class Auditor:
         next_sync = time.monotonic() + BATCH_SYNC_INTERVAL
         while True:
             now = time.monotonic()
-            # next_sync always counts: records written in the callers while
-            # the committer is parked can leave the journal dirty
-            due = min(next_checkpoint, next_sync)
             if self._outage.reason is not None:
-                due = min(due, now + PROBE_INTERVAL)
+                # down: the only thing to do is look again, every PROBE_INTERVAL
+                # (a sync or checkpoint time that passed meanwhile is not a
+                # reason to look sooner: it made this loop spin a core)
+                due = now + PROBE_INTERVAL
+            else:
+                # next_sync always counts: records written in the callers while
+                # the committer is parked can leave the journal dirty
+                due = min(next_checkpoint, next_sync)
             if not self._queue and not self._closing:
                 # a timer, not wait_for: this loop runs once per commit and must be cheap
                 timer = loop.call_later(max(0.0, due - now), self._wake.set)
@@ -384,7 +386,12 @@ class Auditor:
         self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
+        newly = self._outage.reason is None
         self._outage.went_down(exc, self.journal.directory)
+        if newly:
+            # the committer probes the journal from now on, on its own timer: a
+            # failed probe waking it again would be a loop that burns a core
+            self._wake.set()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush, seal with a checkpoint, stop the sinks (waiting at most ``timeout``)."""
