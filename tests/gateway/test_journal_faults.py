@@ -182,6 +182,43 @@ def test_login_refused_while_journal_is_down_says_why(
     assert "audit journal unavailable" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("client", ["sftp", "scp"])
+def test_a_login_whose_session_start_the_journal_refuses_is_cut(
+    make_gateway, keys: dict[str, Path], tmp_path: Path, failing: Failing, client: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The journal fails between two logins (disk full, folder removed): the
+    next login is admitted while it still looks writable, and its own
+    ``session.start`` is what finds the journal down. That session is cut with
+    the reason, not kept unrecorded (it used to list and browse)."""
+    gw, root = _setup(make_gateway, keys, tmp_path)
+    assert gw.gateway.auditor_available()
+    failing.match = b'"session.start"'
+    if client == "sftp":
+        argv = ["sftp", "-b", "-", "-P", str(gw.port), *gw.ssh_options(), "alice@127.0.0.1"]
+        stdin = "ls /inbox\n"
+    else:
+        argv = ["scp", "-P", str(gw.port), *gw.ssh_options(), "alice@127.0.0.1:/inbox/keep.bin"]
+        argv += [str(tmp_path / "copy.bin")]
+        stdin = ""
+    argv[argv.index("LogLevel=ERROR")] = "LogLevel=INFO"
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    assert failing.failed >= 1
+    failing.match = None
+    assert result.returncode != 0
+    assert "audit journal unavailable" in result.stderr, result.stderr
+    assert "keep.bin" not in result.stdout
+    assert not (tmp_path / "copy.bin").exists()
+    # the journal comes back; what it could not take is counted, and nothing
+    # says the refused session read anything
+    gw.call(gw.gateway.recorder.record("policy.reload", "success"))
+    records = journal_records(root / "audit")
+    alert = [r for r in records if r["type"] == "audit.alert"]
+    assert alert and "event(s) were refused" in alert[-1]["reason"]
+    assert not [r for r in records if r["type"] == "file.download"]
+    (root / "conduit.toml").write_text(audited_policy(root, keys, 'on_failure = "closed"'))
+    assert main(["audit", "verify", "--config", str(root / "conduit.toml")]) == 0
+
+
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
 @pytest.mark.parametrize("client", ["scp", "scp-O", "sftp"])
 def test_openssh_upload_refused_when_its_intent_fails(

@@ -23,6 +23,7 @@ from conduit._asyncssh import authwatch, certwatch, goodbye, multifactor
 from conduit.auth import certs
 from conduit.auth.identity import Verdict
 from conduit.config.crypto import negotiated
+from conduit.errors import AuditUnavailable
 from conduit.gateway.admission import Admission
 from conduit.gateway.context import Traffic
 from conduit.gateway.gate import Ticket
@@ -161,13 +162,29 @@ class Connection(asyncssh.SSHServer):
     def record(self, type: str, outcome: str, **fields: Any) -> None:
         """Record an event about this connection (in the background: the SSH
         callbacks that call this cannot wait)."""
+        self.gateway.spawn(self._record(type, outcome, **fields))
+
+    async def _record(self, type: str, outcome: str, **fields: Any) -> None:
         identity: dict[str, Any] = {
             "principal": self.user if self.authenticated else None,
             "source": str(self.source),
             "zone": self.zone,
             "session": self.id,
         }
-        self.gateway.spawn(self.gateway.recorder.record(type, outcome, **identity, **fields))
+        await self.gateway.recorder.record(type, outcome, **identity, **fields)
+
+    async def _record_start(self, **fields: Any) -> None:
+        """``session.start``, and fail closed if the journal refuses it: the
+        login that finds the journal gone (folder removed, disk full) was
+        admitted while it still looked writable, and a session the journal
+        does not show is not kept. Its requests wait for records of their own,
+        so it cannot have moved a file; it is cut with the reason."""
+        try:
+            await self._record("session.start", "success", **fields)
+        except AuditUnavailable:
+            if self.conn is not None:
+                goodbye.disconnect(self.conn, asyncssh.DISC_BY_APPLICATION, JOURNAL_DOWN)
+            raise  # and logged as a background record that failed
 
     def _leave_unauthenticated(self) -> None:
         if self.ticket is not None:
@@ -308,15 +325,15 @@ class Connection(asyncssh.SSHServer):
         self.gateway.connections.add(self)
         assert self.conn is not None and self.user is not None
         key = self.key
-        self.record(
-            "session.start",
-            "success",
-            auth_method="publickey",
-            factors=self.factors,
-            client_version=self.conn.get_extra_info("client_version"),
-            key_fingerprint=key.get_fingerprint() if key else None,
-            **self.login_fields,
-            **negotiated(self.conn),
+        self.gateway.spawn(
+            self._record_start(
+                auth_method="publickey",
+                factors=self.factors,
+                client_version=self.conn.get_extra_info("client_version"),
+                key_fingerprint=key.get_fingerprint() if key else None,
+                **self.login_fields,
+                **negotiated(self.conn),
+            )
         )
         idle = self.gateway.config.gateway.limits.idle_timeout
         if idle:
