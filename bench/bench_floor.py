@@ -104,13 +104,12 @@ class Floor(bg.Bench):
 
     def setup(self) -> None:
         super().setup()
-        conduit = self.servers.pop("Conduit")
         for name, tuned in (("asyncssh", False), ("asyncssh+tuning", True)):
             server = self.start_bare(name, tuned)
+            self.servers[name] = server  # stopped by stop() from here on
             os.link(self.local / "big.bin", server.disk / "big.bin")
             shutil.copytree(self.local / "tree", server.disk / "tree")
-            self.servers[name] = server
-        self.servers["Conduit"] = conduit
+        self.servers["Conduit"] = self.servers.pop("Conduit")  # last column
         os.sync()
 
     def line(self, result: bg.Result) -> str:
