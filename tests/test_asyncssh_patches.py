@@ -58,8 +58,8 @@ def patched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_series_is_complete() -> None:
     names = [d.name for d in DIFFS]
-    assert len(names) == 8
-    assert [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, 9)]
+    assert len(names) == 10
+    assert [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, 11)]
     readme = (PATCHES / "README.md").read_text()
     for name in names:
         assert name in readme, f"{name} is not listed in README.md"
@@ -139,7 +139,7 @@ async def run(name, enc, mac):
     opts = dict(encryption_algs=enc, mac_algs=mac, rekey_bytes=96 * 1024)
     server = await asyncssh.listen(
         "127.0.0.1", 0, server_host_keys=[key], server_factory=Server,
-        sftp_factory=True, **opts)
+        sftp_factory=True, line_editor=False, **opts)
     port = server.sockets[0].getsockname()[1]
     data = os.urandom(384 * 1024 + 123)
     src, dst, back = (os.path.join(work, name + n) for n in (".src", ".dst", ".back"))

@@ -62,6 +62,7 @@ SOURCE_SHA256 = {
     "SSHChannel._flush_send_buf": "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",  # noqa: E501
     "SSHChannel._pause_resume_writing": "b05e507ca9fdeec97aae06c9f21b1fa39318d127d5b876c709232571641f3aed",  # noqa: E501
     "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
+    "SSHChannel.write": "1045e200084699330b3c75abe2e63e760dc8a12eb008c85ec5cefcafab372e38",
     "SSHConnection.__init__": "41da2e469f2a39643016d7d1ae7e1b262cf1a7b68a3a9672eb80e21195b0053a",
     "SSHConnection._cleanup": "ea4cd2aed57194e571addabce7dd2136182ff7816bb0558622987a1057fc2d30",
     "SSHConnection._finish_userauth": "bd2146536318273dba76844090e3c8d6ab1556dcb87e355471ea8795457403b0",  # noqa: E501
@@ -99,6 +100,7 @@ SOURCE_SHA256 = {
     "SSHStreamSession.connection_made": "4fa7ec0d65048081d7d657b8d087ac0aaed0e9a4b1b26abe63189503aa5b329e",  # noqa: E501
     "SSHStreamSession.data_received": "7a6181d076246336982b2f37842a7ac84e7989ef4e9e9834b9e5286bbce3883c",  # noqa: E501
     "SSHStreamSession.read": "595142239a785afb2bb63313aacd6903ec11896ba6167b4869b2b8bd457d5e0c",
+    "SSHWriter.__init__": "352cd93599e317b2f1556bd23c30cffd703f9228a9c379d177853711e2246867",
     "ServerAuth.__init__": "ff793e0163031a9d9f3b764ee66412581b14b3c4dd053744d9a694dc7d1160f6",
     "ServerAuth.send_success": "a425bc98b9ecc35e58684c994e5a177ae21e8ba44557fbf06551f6865c57fb2e",
     "_ServerKbdIntAuth._send_challenge": "09fcc821acb2a403897726b36d5814fe228ef63cc5a58e3562200fbcabc2f1e5",  # noqa: E501

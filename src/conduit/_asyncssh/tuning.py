@@ -26,6 +26,10 @@ The changes here, each explained where it is made:
       instead of six copies per GCM packet; padding from a pooled urandom
   3b  channel data passed as length + data (one copy less per packet)
   3c  SFTP replies built with one join
+  3d  a channel buffer longer than a packet sent through a memoryview, not
+      copied out and shifted packet by packet
+  3e  a big SFTP reply (a read's data) joined straight into the channel's
+      buffer, not joined and then copied into it by SSHChannel.write
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
       in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
@@ -48,6 +52,7 @@ from asyncssh import connection as _connection
 from asyncssh import encryption as _encryption
 from asyncssh import packet as _packet
 from asyncssh import sftp as _sftp
+from asyncssh import stream as _stream
 from asyncssh.constants import (
     MSG_CHANNEL_DATA,
     MSG_CHANNEL_EOF,
@@ -103,9 +108,15 @@ USES: dict[str, Any] = {
     "SSHChannel._pause_resume_writing": _channel.SSHChannel._pause_resume_writing,
     "SSHChannel._close_send": _channel.SSHChannel._close_send,
     "SFTPHandler.__init__": _sftp.SFTPHandler.__init__,
+    # 3e appends to the channel's buffer as write() does, with the writer's datatype.
+    "SSHChannel.write": _channel.SSHChannel.write,
+    "SSHWriter.__init__": _stream.SSHWriter.__init__,
     **gcm.USES,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
+_chan_write = _channel.SSHChannel.write
+#: SFTP replies from this size on are built in the channel's buffer (3e).
+_DIRECT_REPLY = 16 * 1024
 _orig_log = SSHLogger.log
 
 
@@ -205,7 +216,9 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
         or (pkttype == MSG_USERAUTH_BANNER and not (self._auth_in_progress or self._auth_complete))
         or (pkttype > MSG_USERAUTH_LAST and not self._auth_complete)
     ):
-        self._deferred_packets.append((pkttype, args))
+        # Conduit: a deferred packet keeps its own bytes (channel data may be a
+        # view of the channel's buffer, 3d, which is not to outlive the flush).
+        self._deferred_packets.append((pkttype, tuple(map(bytes, args))))
         return
 
     enc = self._send_encryption
@@ -289,29 +302,42 @@ def _channel_send_packet(self: Any, pkttype: int, *args: bytes) -> None:
 
 
 def _flush_send_buf(self: Any) -> None:
-    # A copy of SSHChannel._flush_send_buf (asyncssh 2.24.1); the only change:
-    # the data goes to send_packet as length + data rather than String(data),
-    # which copied every data packet once more.
+    # A copy of SSHChannel._flush_send_buf (asyncssh 2.24.1); the changes: the
+    # data goes to send_packet as length + data rather than String(data), which
+    # copied every data packet once more, and (3d) a buffer longer than one
+    # packet is read through a memoryview and cut once at the end, not copied
+    # out and shifted packet by packet (a 255 KiB SFTP read reply is eight
+    # packets). When the send window ends mid-buffer the rest is copied into a
+    # new one (a bytearray cannot be resized while a view of it lives, and a
+    # deferred packet may hold one); a nested flush (none is known: sending calls
+    # back into no channel) leaves the buffer to this one.
+    if self._send_buf and getattr(self, "_conduit_flushing", False):
+        return
     while self._send_buf and self._send_window:
-        pktsize = min(self._send_window, self._send_pktsize)
         buf, datatype = self._send_buf[0]
-
-        if len(buf) > pktsize:
-            data = buf[:pktsize]
-            del buf[:pktsize]
-        else:
-            data = buf
+        size = len(buf)
+        if size <= min(self._send_window, self._send_pktsize):
             del self._send_buf[0]
-
-        self._send_buf_len -= len(data)
-        self._send_window -= len(data)
-
-        if datatype is None:
-            self.send_packet(MSG_CHANNEL_DATA, _packet.UInt32(len(data)), data)
-        else:
-            self.send_packet(
-                MSG_CHANNEL_EXTENDED_DATA, _packet.UInt32(datatype), _packet.UInt32(len(data)), data
-            )
+            self._send_buf_len -= size
+            self._send_window -= size
+            _send_data(self, datatype, buf)
+            continue
+        sent = 0
+        self._conduit_flushing = True
+        try:
+            with memoryview(buf) as view:
+                while sent < size and self._send_window:
+                    pktsize = min(self._send_window, self._send_pktsize, size - sent)
+                    self._send_buf_len -= pktsize
+                    self._send_window -= pktsize
+                    _send_data(self, datatype, view[sent : sent + pktsize])
+                    sent += pktsize
+        finally:
+            self._conduit_flushing = False
+        if sent == size:
+            del self._send_buf[0]
+        else:  # the window ran out: the rest in a buffer of its own (views may live on)
+            self._send_buf[0] = (buf[sent:], datatype)
 
     self._pause_resume_writing()
 
@@ -323,6 +349,15 @@ def _flush_send_buf(self: Any) -> None:
             self._close_send()
 
 
+def _send_data(chan: Any, datatype: int | None, data: Any) -> None:
+    if datatype is None:
+        chan.send_packet(MSG_CHANNEL_DATA, _packet.UInt32(len(data)), data)
+    else:
+        chan.send_packet(
+            MSG_CHANNEL_EXTENDED_DATA, _packet.UInt32(datatype), _packet.UInt32(len(data)), data
+        )
+
+
 # -- 3c. SFTP replies built with one join ---------------------------------------------
 
 
@@ -331,11 +366,24 @@ def _sftp_send_packet(self: Any, pkttype: int, pktid: int | None, *args: bytes) 
     # (a 255 KiB read reply was copied twice here).
     if not self._writer:
         raise SFTPNoConnection("Connection not open")
-    elif self._writer.channel.is_closing():
+    chan = self._writer.channel
+    if chan.is_closing():
         return
 
     length = 1 + sum(map(len, args))
-    self._writer.write(b"".join((_packet.UInt32(length), _packet.Byte(pkttype), *args)))
+    parts = (_packet.UInt32(length), _packet.Byte(pkttype), *args)
+    if length < _DIRECT_REPLY or SSHLogger._debug_level >= 2 or type(chan).write is not _chan_write:
+        self._writer.write(b"".join(parts))
+    else:
+        # 3e: a big reply (a read's data) joined straight into the channel's
+        # buffer, as SSHChannel.write (asyncssh 2.24.1) would append it after
+        # copying it once more into a bytearray of its own; its debug line is
+        # only logged at debug level 2.
+        if chan._send_state != "open":
+            raise BrokenPipeError("Channel not open for sending")
+        chan._send_buf.append((bytearray().join(parts), self._writer._datatype))
+        chan._send_buf_len += 4 + length
+        chan._flush_send_buf()
 
     if SSHLogger._debug_level >= 3:
         payload = _packet.Byte(pkttype) + b"".join(args)
