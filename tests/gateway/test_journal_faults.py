@@ -8,6 +8,7 @@ OpenSSH for the login message).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import subprocess
@@ -75,6 +76,15 @@ def _setup(make_gateway, keys: dict[str, Path], tmp_path: Path) -> tuple[Any, Pa
     return gw, root
 
 
+async def _recorded(folder: Path, type_: str) -> None:
+    """Wait (at most 10 s) until the journal in ``folder`` holds a ``type_`` record."""
+    for _ in range(200):
+        if any(r["type"] == type_ for r in journal_records(folder)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {type_} record in {folder}")
+
+
 def _state(inbox: Path) -> list[tuple[str, float]]:
     return sorted((p.name, p.stat().st_mtime) for p in inbox.iterdir())
 
@@ -103,10 +113,13 @@ def test_intent_not_written_no_effect(
     before = _state(inbox)
     type_ = OPS[op][0]
     failing.on = on
-    failing.match = b'"outcome":"intent"'
 
     async def scenario() -> str:
         async with gw.connect() as conn, conn.start_sftp_client() as sftp:
+            # armed once the session is on record: a session.start the journal
+            # refuses cuts the session (test_a_login_whose_session_start_...)
+            await _recorded(root / "audit", "session.start")
+            failing.match = b'"outcome":"intent"'
             return await _run(sftp, op)
 
     reason = gw.call(scenario())
