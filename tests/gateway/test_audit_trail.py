@@ -33,6 +33,20 @@ def journal_records(folder: Path) -> list[dict]:  # type: ignore[type-arg]
     return records
 
 
+async def recorded(folder: Path, type_: str) -> None:
+    """Wait (at most 10 s) until the journal in ``folder`` holds a ``type_`` record.
+
+    A fault armed under an open session waits for its ``session.start``: the
+    gateway's records are not written strictly in issue order (a durable
+    intent goes to the flusher past a queued ``session.start``), and a start
+    the journal refuses cuts the session instead of the operation under test."""
+    for _ in range(200):
+        if any(r["type"] == type_ for r in journal_records(folder)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {type_} record in {folder}")
+
+
 @pytest.fixture
 def siem() -> Iterator[tuple[Listener, asyncio.AbstractEventLoop]]:
     """A real TCP syslog receiver on loopback, on its own event loop."""

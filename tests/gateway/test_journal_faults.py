@@ -8,7 +8,6 @@ OpenSSH for the login message).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 
 from conduit.audit import faults
 from conduit.cli.main import main
-from tests.gateway.test_audit_trail import audited_policy, journal_records
+from tests.gateway.test_audit_trail import audited_policy, journal_records, recorded
 
 
 class Failing(faults.FileOps):
@@ -76,15 +75,6 @@ def _setup(make_gateway, keys: dict[str, Path], tmp_path: Path) -> tuple[Any, Pa
     return gw, root
 
 
-async def _recorded(folder: Path, type_: str) -> None:
-    """Wait (at most 10 s) until the journal in ``folder`` holds a ``type_`` record."""
-    for _ in range(200):
-        if any(r["type"] == type_ for r in journal_records(folder)):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no {type_} record in {folder}")
-
-
 def _state(inbox: Path) -> list[tuple[str, float]]:
     return sorted((p.name, p.stat().st_mtime) for p in inbox.iterdir())
 
@@ -116,9 +106,8 @@ def test_intent_not_written_no_effect(
 
     async def scenario() -> str:
         async with gw.connect() as conn, conn.start_sftp_client() as sftp:
-            # armed once the session is on record: a session.start the journal
-            # refuses cuts the session (test_a_login_whose_session_start_...)
-            await _recorded(root / "audit", "session.start")
+            # armed once the session is on record (see recorded())
+            await recorded(root / "audit", "session.start")
             failing.match = b'"outcome":"intent"'
             return await _run(sftp, op)
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conduit.cli.main import main
-from tests.gateway.test_audit_trail import audited_policy, journal_records
+from tests.gateway.test_audit_trail import audited_policy, journal_records, recorded
 from tests.support.gateway import (
     random_file,
     scp_argv,
@@ -133,6 +133,7 @@ def test_no_effect_when_the_intent_cannot_be_written(
 
     async def scenario() -> str:
         async with gw.connect() as conn, conn.start_sftp_client() as sftp:
+            await recorded(root / "audit", "session.start")  # see recorded()
             shutil.move(root / "audit", root / "audit-gone")
             (root / "audit").write_text("not a folder")
             try:
