@@ -13,7 +13,6 @@ conduit's window closing between two pages, a session revoked between pages.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
@@ -28,39 +27,18 @@ from conduit.gateway.operations import Operations
 from conduit.gateway.vfs import resolve
 from conduit.policy import Decision, Policy, Request
 from conduit.storage.local import LocalBackend
-from tests.support.gateway import MemoryRecorder
+from tests.gateway.test_read_decisions import KEY, PLANT_OFFICE, Site
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-
-SITE = """
-[gateway]
-data_dir = "{root}/data"
-
-[zones.office]
-level = 4
-networks = ["10.0.0.0/8"]
-
-[zones.plant]
-level = 3
-networks = ["192.168.0.0/16"]
-
-[areas.out]
-zone = "plant"
-path = "{root}/out"
-
-[roles.engineer]
-grants = [{{ target = "out", ops = ["list", "read"] }}]
-
-[users.alice]
-keys = ["{key}"]
-roles = ["engineer"]
-
+SITE = (
+    PLANT_OFFICE
+    + """
 [[conduits]]
 name = "day"
 from = "plant"
 to = "office"
 window = "daily 06:00-18:00"
 """
+)
 
 #: The same site where only ``tree/*.bin`` may be listed: what a reload might
 #: bring. (A pattern without ``/`` such as ``*.bin`` hides no name from a
@@ -93,14 +71,6 @@ class Counting(Policy):
     def decide(self, request: Request) -> Decision:
         Counting.decisions += 1
         return super().decide(request)
-
-
-@dataclass
-class Site:
-    policy: Policy
-    areas: dict[str, LocalBackend]
-    recorder: MemoryRecorder = field(default_factory=MemoryRecorder)
-    devices: dict[str, LocalBackend] = field(default_factory=dict)
 
 
 def policy(text: str, root: Path, clock: Clock) -> Counting:

@@ -31,7 +31,8 @@ from tests.support.gateway import MemoryRecorder
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
-SITE = """
+#: A plant area an office user may list and read (templates: root, key), no conduit yet.
+PLANT_OFFICE = """
 [gateway]
 data_dir = "{root}/data"
 
@@ -53,7 +54,11 @@ grants = [{{ target = "out", ops = ["list", "read"] }}]
 [users.alice]
 keys = ["{key}"]
 roles = ["engineer"]
+"""
 
+SITE = (
+    PLANT_OFFICE
+    + """
 [[conduits]]
 name = "small-logs"
 from = "plant"
@@ -81,6 +86,7 @@ to = "office"
 paths = ["*.dat"]
 window = "daily 10:00-10:02"
 """
+)
 
 #: The same site with no read of anything: what a reload might bring.
 NO_READS = SITE.replace('ops = ["list", "read"]', 'ops = ["list"]')
