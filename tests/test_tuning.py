@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import asyncssh
 import pytest
@@ -240,10 +241,40 @@ def test_log_arguments_formatted_only_when_logged(
 
 
 async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    while data := await process.stdin.read(65536):
+    while data := await process.stdin.read(255 * 1024):
         process.stdout.write(data)
         await process.stdout.drain()
     process.exit(0)
+
+
+async def echo_over_ssh(payload: bytes, both: dict[str, Any], **run: Any) -> bytes:
+    """``payload`` through an asyncssh echo server and back over loopback;
+    ``both``: options for server and client alike (algorithms, rekey_bytes),
+    ``run``: the client's ``run()`` options (window, max_pktsize)."""
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        process_factory=_echo,
+        authorized_client_keys=asyncssh.import_authorized_keys(
+            client_key.export_public_key().decode()
+        ),
+        encoding=None,
+        **both,
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        async with asyncssh.connect(
+            "127.0.0.1", port, known_hosts=None, client_keys=[client_key], username="u", **both
+        ) as conn:
+            result = await conn.run(input=payload, encoding=None, **run)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(result.stdout, bytes)
+    return result.stdout
 
 
 async def _round_trip(cipher: str, mac: str, payload: bytes) -> tuple[bytes, list[int]]:
@@ -257,41 +288,13 @@ async def _round_trip(cipher: str, mac: str, payload: bytes) -> tuple[bytes, lis
             sent.append(pkttype)
         tuned_send(self, pkttype, *args, **kw)  # type: ignore[arg-type]
 
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
     asyncssh.connection.SSHConnection.send_packet = spy  # type: ignore[method-assign]
     try:
-        server = await asyncssh.listen(
-            "127.0.0.1",
-            0,
-            server_host_keys=[host_key],
-            process_factory=_echo,
-            authorized_client_keys=asyncssh.import_authorized_keys(
-                client_key.export_public_key().decode()
-            ),
-            encryption_algs=[cipher],
-            mac_algs=[mac],
-            compression_algs=["none"],
-            encoding=None,
-        )
-        port = server.sockets[0].getsockname()[1]
-        async with asyncssh.connect(
-            "127.0.0.1",
-            port,
-            known_hosts=None,
-            client_keys=[client_key],
-            username="u",
-            encryption_algs=[cipher],
-            mac_algs=[mac],
-            compression_algs=["none"],
-        ) as conn:
-            result = await conn.run(input=payload, encoding=None)
-        server.close()
-        await server.wait_closed()
+        algorithms = {"encryption_algs": [cipher], "mac_algs": [mac], "compression_algs": ["none"]}
+        echoed = await echo_over_ssh(payload, algorithms)
     finally:
         asyncssh.connection.SSHConnection.send_packet = tuned_send  # type: ignore[method-assign]
-    assert isinstance(result.stdout, bytes)
-    return result.stdout, sent
+    return echoed, sent
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from asyncssh.channel import SSHChannel
 from asyncssh.constants import MSG_CHANNEL_DATA
 
 from conduit._asyncssh import tuning
+from tests.test_tuning import echo_over_ssh
 
 
 @pytest.fixture
@@ -97,13 +98,6 @@ async def test_sftp_read_reply_built_in_the_channel_buffer(
 # -- end to end helpers ------------------------------------------------------------------
 
 
-async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    while data := await process.stdin.read(255 * 1024):
-        process.stdout.write(data)
-        await process.stdout.drain()
-    process.exit(0)
-
-
 def _keys() -> tuple[asyncssh.SSHKey, asyncssh.SSHKey, Any]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -112,37 +106,9 @@ def _keys() -> tuple[asyncssh.SSHKey, asyncssh.SSHKey, Any]:
 
 
 async def _round_trip(payload: bytes, window: int = 2 * 1024 * 1024, pktsize: int = 32768) -> bytes:
-    host_key, client_key, auth = _keys()
-    server = await asyncssh.listen(
-        "127.0.0.1",
-        0,
-        server_host_keys=[host_key],
-        process_factory=_echo,
-        authorized_client_keys=auth,
-        encryption_algs=["aes128-gcm@openssh.com"],
-        encoding=None,
-        # A rekey every 1 MiB: packets deferred while it runs hold channel data.
-        rekey_bytes=1024 * 1024,
-    )
-    try:
-        port = server.sockets[0].getsockname()[1]
-        async with asyncssh.connect(
-            "127.0.0.1",
-            port,
-            known_hosts=None,
-            client_keys=[client_key],
-            username="u",
-            encryption_algs=["aes128-gcm@openssh.com"],
-            rekey_bytes=1024 * 1024,
-        ) as conn:
-            result = await conn.run(
-                input=payload, encoding=None, window=window, max_pktsize=pktsize
-            )
-    finally:
-        server.close()
-        await server.wait_closed()
-    assert isinstance(result.stdout, bytes)
-    return result.stdout
+    # A rekey every 1 MiB: packets deferred while it runs hold channel data.
+    both = {"encryption_algs": ["aes128-gcm@openssh.com"], "rekey_bytes": 1024 * 1024}
+    return await echo_over_ssh(payload, both, window=window, max_pktsize=pktsize)
 
 
 async def _sftp_get(root: Any) -> bytes:
