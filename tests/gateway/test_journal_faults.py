@@ -8,9 +8,11 @@ OpenSSH for the login message).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,8 +219,55 @@ def test_a_login_whose_session_start_the_journal_refuses_is_cut(
     alert = [r for r in records if r["type"] == "audit.alert"]
     assert alert and "event(s) were refused" in alert[-1]["reason"]
     assert not [r for r in records if r["type"] == "file.download"]
+    # nor that it ended: an end whose start is not on record is a session
+    # the journal never showed
+    started = {r["session"] for r in records if r["type"] == "session.start"}
+    ended = {r["session"] for r in records if r["type"] == "session.end"}
+    assert ended <= started, ended - started
     (root / "conduit.toml").write_text(audited_policy(root, keys, 'on_failure = "closed"'))
     assert main(["audit", "verify", "--config", str(root / "conduit.toml")]) == 0
+
+
+def test_a_session_that_ends_before_its_start_is_written_ends_after_it(
+    make_gateway, keys: dict[str, Path], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Records are written in the background: a slow journal can still hold a
+    login's ``session.start`` when the client has already left. Its
+    ``session.end`` waits for it and follows it, never ahead of it."""
+    gw, root = _setup(make_gateway, keys, tmp_path)
+    recorder = gw.gateway.recorder
+    own = recorder.record
+    release = gw.call(_new_event())
+    held: list[str] = []
+
+    async def slow_start(type: str, outcome: str, **fields: Any) -> int:
+        if type == "session.start":
+            held.append(fields["session"])
+            await release.wait()
+        return int(await own(type, outcome, **fields))
+
+    def of_held() -> list[dict[str, Any]]:
+        return [r for r in journal_records(root / "audit") if held and r.get("session") == held[0]]
+
+    recorder.record = slow_start
+    try:
+        result = gw.sftp("ls /inbox\n")
+        assert result.returncode == 0, result.stderr
+        assert held and not of_held()  # the client is gone, its start still held
+    finally:
+        gw.loop.call_soon_threadsafe(release.set)
+    for _ in range(200):
+        if len(of_held()) == 2:
+            break
+        time.sleep(0.05)
+    recorder.record = own
+    assert [r["type"] for r in of_held()] == ["session.start", "session.end"]
+    (root / "conduit.toml").write_text(audited_policy(root, keys, 'on_failure = "closed"'))
+    assert main(["audit", "verify", "--config", str(root / "conduit.toml")]) == 0
+
+
+async def _new_event() -> asyncio.Event:
+    return asyncio.Event()
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])

@@ -98,6 +98,11 @@ class Connection(asyncssh.SSHServer):
         self.traffic = Traffic()
         self.last_activity = time.monotonic()
         self.idle_task: asyncio.Task[None] | None = None
+        # session.start's fate: its session.end is recorded only after it, and
+        # only if it is on record (a refused start is a session the journal
+        # never showed, so it does not end there either)
+        self.start_settled = asyncio.Event()
+        self.start_recorded = False
 
     # -- connection lifecycle -----------------------------------------------------------
 
@@ -151,13 +156,15 @@ class Connection(asyncssh.SSHServer):
             self.idle_task.cancel()
         self.gateway.connections.discard(self)  # a reload has nothing left to revoke
         if self.authenticated and self.user:
-            self.record(
-                "session.end",
-                "success",
-                bytes_in=self.traffic.bytes_in,
-                bytes_out=self.traffic.bytes_out,
-                error=str(exc) if exc else None,
-            )
+            end = {
+                "bytes_in": self.traffic.bytes_in,
+                "bytes_out": self.traffic.bytes_out,
+                "error": str(exc) if exc else None,
+            }
+            if self.start_settled.is_set():
+                self._record_end(end)
+            else:  # a client that left at once: its end waits for its start
+                self.gateway.spawn(self._end_after_start(end))
 
     def record(self, type: str, outcome: str, **fields: Any) -> None:
         """Record an event about this connection (in the background: the SSH
@@ -181,10 +188,23 @@ class Connection(asyncssh.SSHServer):
         so it cannot have moved a file; it is cut with the reason."""
         try:
             await self._record("session.start", "success", **fields)
+            self.start_recorded = True
         except AuditUnavailable:
             if self.conn is not None:
                 goodbye.disconnect(self.conn, asyncssh.DISC_BY_APPLICATION, JOURNAL_DOWN)
             raise  # and logged as a background record that failed
+        finally:
+            self.start_settled.set()
+
+    def _record_end(self, fields: dict[str, Any]) -> None:
+        """``session.end``, only if its ``session.start`` is on record: a
+        refused start is a session the journal never showed."""
+        if self.start_recorded:
+            self.record("session.end", "success", **fields)
+
+    async def _end_after_start(self, fields: dict[str, Any]) -> None:
+        await self.start_settled.wait()
+        self._record_end(fields)
 
     def _leave_unauthenticated(self) -> None:
         if self.ticket is not None:
