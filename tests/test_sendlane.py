@@ -49,18 +49,20 @@ def lane(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 class Download:
     """One download over loopback: the server writes ``payload`` to stdout."""
 
-    def __init__(self, payload: bytes, chunk: int = 255 * 1024) -> None:
+    def __init__(self, payload: bytes, chunk: int = 255 * 1024, handover: bool = False) -> None:
         self.payload = payload
         self.chunk = chunk
+        self.handover = handover
         self.server_conns: list[SSHConnection] = []
         self.finished = asyncio.Event()
         self.server_error: BaseException | None = None
 
     async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        out: Any = sendlane.HandOverWriter(process.stdout) if self.handover else process.stdout
         try:
             for at in range(0, len(self.payload), self.chunk):
-                process.stdout.write(self.payload[at : at + self.chunk])
-                await process.stdout.drain()
+                out.write(self.payload[at : at + self.chunk])
+                await out.drain()
             process.exit(0)
         except (BrokenPipeError, ConnectionError, asyncssh.Error) as exc:
             self.server_error = exc
@@ -80,6 +82,7 @@ class Download:
             ),
             acceptor=self.server_conns.append,
             encoding=None,
+            line_editor=False,  # as Conduit listens (the editor's channel wrapper takes write())
             **server,
         )
         try:
@@ -234,3 +237,53 @@ async def test_peer_gone_mid_write(lane: list[int]) -> None:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+# -- scp's download chunks handed over to the channel, not copied by write() -------------
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every SSHChannel.write (the spy stands for asyncssh's write)."""
+    seen: list[int] = []
+    write = SSHChannel.write
+
+    def spy(self: Any, data: Any, datatype: Any = None) -> None:
+        seen.append(len(data))
+        write(self, data, datatype)
+
+    monkeypatch.setattr(SSHChannel, "write", spy)
+    monkeypatch.setattr(sendlane, "_chan_write", spy)
+    return seen
+
+
+@pytest.mark.parametrize(("window", "pktsize"), [(2 * MIB, 32768), (50_000, 7_000)])
+async def test_handed_over_chunks_skip_write(
+    lane: list[int], writes: list[int], window: int, pktsize: int
+) -> None:
+    payload = os.urandom(3 * MIB + 11)
+    down = Download(payload, handover=True)
+    got = await asyncio.wait_for(
+        down.run(_algs(rekey_bytes=MIB), _algs(), window=window, max_pktsize=pktsize), 120
+    )
+    assert got == payload
+    assert writes == []  # every chunk queued as it was, no copy
+
+
+@pytest.mark.parametrize("case", ["debug2", "reverted"])
+async def test_handed_over_chunks_written_when_unusual(
+    lane: list[int], writes: list[int], monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    # asyncssh's debug log at level 2 logs each write; asyncssh's own flush
+    # changes a queued buffer in place, so it gets a copy of its own.
+    payload = os.urandom(MIB + 5)
+    if case == "debug2":
+        monkeypatch.setattr(SSHLogger, "_debug_level", 2)
+    try:
+        if case == "reverted":
+            tuning.revert()
+        got = await asyncio.wait_for(Download(payload, handover=True).run(_algs(), _algs()), 120)
+    finally:
+        tuning.apply()
+    assert got == payload
+    assert sum(writes) >= len(payload)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncssh.channel import SSHChannel
 
 from conduit._asyncssh import sendlane
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
@@ -133,3 +134,25 @@ def test_rekey_mid_transfer_byte_exact(
     assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2
     assert sha256(down) == sha256(up)
     assert len(lane) > 32  # most of 6 MiB in 32 KiB packets: the lane sealed them
+
+
+def test_scp_download_chunks_not_copied(
+    gw: RunningGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Legacy scp's 255 KiB chunks go to the channel's queue as they are
+    # (sendlane.HandOverWriter), not through SSHChannel.write's copy.
+    appended: list[int] = []
+    write = SSHChannel.write
+
+    def spy(self: Any, data: Any, datatype: Any = None) -> None:
+        appended.append(len(data))
+        write(self, data, datatype)
+
+    monkeypatch.setattr(SSHChannel, "write", spy)
+    monkeypatch.setattr(sendlane, "_chan_write", spy)  # the spy stands for asyncssh's write
+    src = random_file(gw.area("inbox") / "f.bin", 3 * 1024 * 1024 + 5)
+    dst = tmp_path / "f.bin"
+    result = gw.scp(":/inbox/f.bin", str(dst), legacy=True, extra=("-c", "aes128-gcm@openssh.com"))
+    assert result.returncode == 0, result.stderr
+    assert sha256(dst) == sha256(src)
+    assert not [n for n in appended if n > 16 * 1024]

@@ -46,12 +46,14 @@ from asyncssh import connection as _connection
 from asyncssh import packet as _packet
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA
 from asyncssh.logging import SSHLogger
+from asyncssh.stream import SSHWriter
 
 from conduit._asyncssh import gcm
 
 _SSHChannel = _channel.SSHChannel
 _SSHConnection = _connection.SSHConnection
 _GCMEncryption = gcm.GCMEncryption
+_chan_write = _SSHChannel.write
 
 ORIGINALS: dict[str, Any] = {
     "SSHChannel._flush_send_buf": _SSHChannel._flush_send_buf,
@@ -75,6 +77,9 @@ USES: dict[str, Any] = {
     "SSHChannel.send_packet": _SSHChannel.send_packet,
     "SSHChannel._pause_resume_writing": _SSHChannel._pause_resume_writing,
     "SSHChannel._close_send": _SSHChannel._close_send,
+    # HandOverWriter queues as write() does, with the writer's datatype.
+    "SSHChannel.write": _SSHChannel.write,
+    "SSHWriter.__init__": SSHWriter.__init__,
     **gcm.USES,
 }
 
@@ -200,6 +205,47 @@ def _padding(length: int) -> bytes:
         _pad_pool, _pad_used = os.urandom(_PAD_POOL_SIZE), 0
     _pad_used += length
     return _pad_pool[_pad_used - length : _pad_used]
+
+
+# -- SCP's download chunks handed over, not copied -----------------------------------------
+# SSHChannel.write copies every write into a bytearray of its own before
+# queueing it: for an scp download, every byte once more (255 KiB chunks).
+# Immutable bytes need no copy while this module's flush is the one that reads
+# the queue (it never changes an entry in place; asyncssh's own flush does).
+# The same is done for SFTP's big replies by tuning 3e.
+
+
+class HandOverWriter:
+    """An ``SSHWriter[bytes]`` on stdout whose ``bytes`` writes are queued on the
+    channel as they are, as ``SSHChannel.write`` would queue its copy of them;
+    anything else (another type, the debug log at level 2 and up, asyncssh's
+    own write or flush installed, a closed channel) goes through ``write``."""
+
+    def __init__(self, writer: SSHWriter[bytes]) -> None:
+        self._writer = writer
+        self._chan: Any = writer.channel
+        self._stdout = writer._datatype is None
+
+    def write(self, data: bytes) -> None:
+        chan = self._chan
+        if (
+            type(data) is bytes
+            and self._stdout
+            and chan._send_state == "open"
+            and chan._encoding is None
+            and type(chan).write is _chan_write
+            and type(chan)._flush_send_buf is _flush_send_buf
+            and SSHLogger._debug_level < 2
+        ):
+            if data:
+                chan._send_buf.append((data, None))
+                chan._send_buf_len += len(data)
+                chan._flush_send_buf()
+        else:
+            self._writer.write(data)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
 
 
 PATCHES: dict[str, tuple[Any, str, Any]] = {
