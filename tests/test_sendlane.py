@@ -22,8 +22,9 @@ import asyncssh
 import pytest
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_DATA
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE, MSG_KEXINIT, MSG_NEWKEYS
 from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacketLogger, String
 
 from conduit._asyncssh import sendlane, tuning
 
@@ -53,6 +54,11 @@ class Download:
         self.payload = payload
         self.chunk = chunk
         self.handover = handover
+        #: called with the server's connection before each chunk is written
+        self.before_chunk: Any = None
+        self.client_conn: Any = None
+        #: also written to stderr (extended data), chunk by chunk with stdout
+        self.errors = b""
         self.server_conns: list[SSHConnection] = []
         self.finished = asyncio.Event()
         self.server_error: BaseException | None = None
@@ -61,8 +67,13 @@ class Download:
         out: Any = sendlane.HandOverWriter(process.stdout) if self.handover else process.stdout
         try:
             for at in range(0, len(self.payload), self.chunk):
+                if self.before_chunk:
+                    self.before_chunk(process.channel.get_connection())
                 out.write(self.payload[at : at + self.chunk])
+                if self.errors:
+                    process.stderr.write(self.errors[at : at + self.chunk])
                 await out.drain()
+                await asyncio.sleep(0)  # the peer's packets are read between chunks
             process.exit(0)
         except (BrokenPipeError, ConnectionError, asyncssh.Error) as exc:
             self.server_error = exc
@@ -95,15 +106,22 @@ class Download:
                 username="u",
                 **client,
             ) as conn:
+                self.client_conn = conn
                 result = await conn.run(encoding=None, **run)
                 (srv,) = self.server_conns
                 # Every packet the server sealed reached the client with the
-                # number the server counted for it.
+                # number the server counted for it (once the last ones, of a
+                # key exchange still running, are read: up to 5 s).
+                for _ in range(500):
+                    if srv._send_seq == conn._recv_seq:
+                        break
+                    await asyncio.sleep(0.01)
                 assert srv._send_seq == conn._recv_seq
         finally:
             listener.close()
             await listener.wait_closed()
         assert isinstance(result.stdout, bytes)
+        assert result.stderr == self.errors
         return result.stdout
 
 
@@ -126,6 +144,7 @@ async def test_download_through_the_lane_byte_exact(
         send_kexinit(self)
 
     monkeypatch.setattr(SSHConnection, "_send_kexinit", counted)
+    received = _client_receives(monkeypatch)
     payload = os.urandom(4 * MIB + 4321)
     server = _algs() if rekey is None else _algs(rekey_bytes=rekey)
     down = Download(payload)
@@ -139,6 +158,106 @@ async def test_download_through_the_lane_byte_exact(
         # The lane counted its bytes towards the server's key exchanges: one
         # at the start, then about one per MiB sent.
         assert kexinits.count(True) >= 1 + 3
+        _no_data_inside_a_key_exchange(received)
+
+
+def _client_receives(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The type of every packet the client side receives, in order."""
+    received: list[int] = []
+    log = SSHPacketLogger.log_received_packet
+
+    def spy(self: Any, pkttype: int, pktid: Any, packet: Any, note: str = "") -> None:
+        conn = self if isinstance(self, SSHConnection) else getattr(self, "_conn", None)
+        if conn is not None and conn.is_client():
+            received.append(pkttype)
+        log(self, pkttype, pktid, packet, note)
+
+    monkeypatch.setattr(SSHPacketLogger, "log_received_packet", spy)
+    return received
+
+
+def _no_data_inside_a_key_exchange(received: list[int]) -> None:
+    # RFC 4253 7.1: once a side has sent KEXINIT it sends nothing but key
+    # exchange messages until its NEWKEYS; the server's data waits (deferred).
+    assert received.count(MSG_KEXINIT) >= 2
+    inside = False
+    for pkttype in received:
+        if pkttype == MSG_KEXINIT:
+            inside = True
+        elif pkttype == MSG_NEWKEYS:
+            inside = False
+        elif inside:
+            assert pkttype < 50, f"message {pkttype} between KEXINIT and NEWKEYS"
+
+
+async def test_stderr_beside_the_lane(lane: list[int]) -> None:
+    # Extended data (stderr) goes the old way, stdout through the lane: both
+    # arrive whole, each in its own stream.
+    payload, errors = os.urandom(2 * MIB + 5), os.urandom(MIB + 3)
+    down = Download(payload)
+    down.errors = errors
+    got = await asyncio.wait_for(down.run(_algs(rekey_bytes=MIB), _algs(), window=300_000), 120)
+    assert got == payload  # and stderr == errors, checked by run()
+    assert lane
+
+
+async def test_rekey_by_time_starts_from_the_lane(
+    lane: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rekey time is checked before every packet, as send_packet does: a
+    # time found passed mid-download starts a key exchange from the next packet.
+    kexinits: list[bool] = []
+    send_kexinit = SSHConnection._send_kexinit
+
+    def counted(self: SSHConnection) -> None:
+        kexinits.append(self.is_server())
+        send_kexinit(self)
+
+    monkeypatch.setattr(SSHConnection, "_send_kexinit", counted)
+    payload = os.urandom(4 * MIB + 1)
+    down = Download(payload)
+    chunks = 0
+
+    def expire(conn: Any) -> None:
+        nonlocal chunks
+        chunks += 1
+        if chunks in (4, 9):
+            conn._rekey_time = 0.0  # "now" is past it
+
+    down.before_chunk = expire
+    server = _algs(rekey_seconds=3600)
+    assert await asyncio.wait_for(down.run(server, _algs()), 120) == payload
+    assert kexinits.count(True) == 1 + 2  # the first, then one per expiry
+    assert len(lane) >= len(payload) // 32768 // 2
+
+
+async def test_rekey_started_by_the_peer_mid_download(
+    lane: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client starts key exchanges while the server is sending (a window
+    # larger than the download: the server never waits for it): from the
+    # server's KEXINIT in reply to its NEWKEYS no data may leave (the lane sees
+    # the key exchange running, with nothing deferred yet), and all follows after.
+    received = _client_receives(monkeypatch)
+    payload = os.urandom(6 * MIB + 9)
+    down = Download(payload)
+    chunks = 0
+
+    def client_rekeys(conn: Any) -> None:
+        nonlocal chunks
+        chunks += 1
+        if chunks in (3, 9, 15):
+            client = down.client_conn
+            client._rekey_time = 0.0  # due: its next packet starts a key exchange
+            client.send_packet(MSG_IGNORE, String(b""))
+
+    down.before_chunk = client_rekeys
+    client = _algs(rekey_seconds=3600)
+    got = await asyncio.wait_for(down.run(_algs(), client, window=16 * MIB), 120)
+    assert got == payload
+    assert received.count(MSG_KEXINIT) >= 1 + 2  # one may fall inside another
+    _no_data_inside_a_key_exchange(received)
+    assert len(lane) >= len(payload) // 32768 // 2
 
 
 @pytest.mark.parametrize(

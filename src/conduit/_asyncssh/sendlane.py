@@ -261,7 +261,9 @@ def apply() -> None:
 
 
 def revert() -> None:
-    """asyncssh's flush back; the lane is off."""
+    """asyncssh's flush back; the lane is off. (For tests and embedders, between
+    transfers: asyncssh's flush cuts a queued buffer in place, which a
+    :class:`HandOverWriter`'s queued ``bytes`` do not allow.)"""
     for key, (owner, name, _) in PATCHES.items():
         setattr(owner, name, ORIGINALS[key])
     _behind[:] = [None, None]
