@@ -24,17 +24,18 @@ The changes here, each explained where it is made:
   2   one AESGCM object per key instead of one per packet (in :mod:`.gcm`)
   3   no empty MSG_IGNORE before each packet under AEAD ciphers; one join
       instead of six copies per GCM packet; padding from a pooled urandom
-  3b  channel data passed as length + data (one copy less per packet; with
-      3d in :mod:`.sendlane`, which also seals data packets under AES-GCM
-      without the generic send_packet: the send lane, 12)
+  3b  channel data passed as length + data (one copy less per packet)
   3c  SFTP replies built with one join
   3d  a channel buffer longer than a packet sent through a memoryview, not
-      copied out and shifted packet by packet
+      copied out and shifted packet by packet (3b and 3d in :mod:`.sendlane`)
   3e  a big SFTP reply (a read's data) joined straight into the channel's
       buffer, not joined and then copied into it by SSHChannel.write
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
       in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
+  12  the send lane: channel data sealed and written in one step under
+      AES-GCM, and scp's download chunks queued without SSHChannel.write's
+      copy (in :mod:`.sendlane`, applied and reverted with the rest)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
