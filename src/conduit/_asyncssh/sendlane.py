@@ -27,8 +27,10 @@ for byte.
 
 The lane lives in the channel's flush, the one place channel data is cut into
 packets (tuning 3b/3d, moved here with it): a buffer longer than a packet is
-sent through a memoryview of it and cut once at the end. The members it
-replaces are in :data:`ORIGINALS`, the private ones it relies on in
+sent through a memoryview of it and cut once at the end. Because that flush
+never changes a queued buffer in place, :class:`HandOverWriter` queues scp's
+download chunks (immutable ``bytes``) without SSHChannel.write's copy. The
+members replaced are in :data:`ORIGINALS`, the private ones relied on in
 :data:`USES` (both pinned by tests/test_tuning.py); :func:`apply` and
 :func:`revert` are called by :func:`conduit._asyncssh.tuning.apply` and
 :func:`~conduit._asyncssh.tuning.revert`.
