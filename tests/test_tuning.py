@@ -86,6 +86,7 @@ SOURCE_SHA256 = {
     "SSHConnection.send_userauth_failure": "30f1eb63d0cb74c9197c86e7bcd8d923ece10d84ad2a89a993483f7010025126",  # noqa: E501
     "SSHConnection.send_userauth_success": "812e749ee2432e4b667cf83a1d7fa6b25a2ad79da298d05fa36c8e69d6002fb8",  # noqa: E501
     "SSHLogger.log": "508a0a50623f9179a151a2c06c5ba562ae19e97d3372b1ba46e964dead193631",
+    "SSHPacketLogger.log_sent_packet": "d21306e3c6b2b2f50005e2a2b5bdab0475a82f02c14507fd25425a967c7eda80",  # noqa: E501
     "SSHPacketLogger._log_packet": "f3263d7da93663f1a3825d53a0ef71122da1168957e28d0b84dc20a3bba0c45c",  # noqa: E501
     "SSHReader.__init__": "352cd93599e317b2f1556bd23c30cffd703f9228a9c379d177853711e2246867",
     "SSHServerConnection._validate_client_public_key": "6a630986a379808403b67a83cf8d9720b596c12f69a11c63437e17004bcf2bff",  # noqa: E501

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import asyncssh
@@ -19,7 +20,7 @@ import pytest
 from asyncssh.channel import SSHChannel
 from asyncssh.constants import MSG_CHANNEL_DATA
 
-from conduit._asyncssh import tuning
+from conduit._asyncssh import sendlane, tuning
 from tests.test_tuning import echo_over_ssh
 
 
@@ -37,7 +38,7 @@ def test_flush_sends_views_of_the_buffer(tuned: None) -> None:
     data = os.urandom(255 * 1024)
     chan._send_buf.append((bytearray(data), None))
     chan._send_buf_len = len(data)
-    tuning._flush_send_buf(chan)
+    sendlane._flush_send_buf(chan)
     # The window allows 100,000 bytes: three full packets and one cut short.
     assert [len(p) for p in chan.packets] == [32768, 32768, 32768, 1696]
     assert all(type(p) is memoryview for p in chan.packets[:-1])
@@ -45,7 +46,7 @@ def test_flush_sends_views_of_the_buffer(tuned: None) -> None:
     assert bytes(chan._send_buf[0][0]) == data[100_000:]  # the rest, cut once
     assert chan._send_buf_len == len(data) - 100_000
     chan._send_window = 1 << 20
-    tuning._flush_send_buf(chan)
+    sendlane._flush_send_buf(chan)
     assert b"".join(chan.sent) == data and not chan._send_buf and chan._send_buf_len == 0
 
 
@@ -58,6 +59,8 @@ class _Channel:
         self._send_window = window
         self._send_pktsize = pktsize
         self._send_state = "open"
+        self._send_chan = 1
+        self._conn = SimpleNamespace(_send_encryption=None, _transport=None)  # not the lane's
         self.packets: list[Any] = []
         self.sent: list[bytes] = []
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncssh.channel import SSHChannel
 
+from conduit._asyncssh import sendlane
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
 
 
@@ -63,7 +65,8 @@ def test_stalled_reader_bounded_then_byte_exact(gw: RunningGateway, tmp_path: Pa
     src = random_file(gw.area("inbox") / "big.bin", 24 * 1024 * 1024)
     dst = tmp_path / "big.bin"
     # throttled (10 MB/s): unthrottled, the whole file could arrive before the stop
-    argv = _argv(gw, "scp", "-q", "-l", "80000", "alice@127.0.0.1:/inbox/big.bin", str(dst))
+    argv = _argv(gw, "scp", "-q", "-l", "80000", "-c", "aes128-gcm@openssh.com")  # the lane's
+    argv += ["alice@127.0.0.1:/inbox/big.bin", str(dst)]
     client = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE)
     try:
         (conn,) = wait_for(lambda: _server_connections(gw), timeout=20)
@@ -108,9 +111,15 @@ def test_stalled_reader_bounded_then_byte_exact(gw: RunningGateway, tmp_path: Pa
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-scp"])
-def test_rekey_mid_transfer_byte_exact(gw: RunningGateway, tmp_path: Path, legacy: bool) -> None:
+def test_rekey_mid_transfer_byte_exact(
+    gw: RunningGateway, tmp_path: Path, legacy: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # OpenSSH rekeys every MiB: NEWKEYS and the first packets under the new
     # keys must leave in that order, with the sequence numbers they were sealed with.
+    # The download's data goes through the send lane (sendlane), between rekeys.
+    lane: list[int] = []
+    padding = sendlane._padding
+    monkeypatch.setattr(sendlane, "_padding", lambda n: lane.append(n) or padding(n))
     up = random_file(tmp_path / "up.bin", 6 * 1024 * 1024 + 3)
     extra = ("-o", "RekeyLimit=1M", "-v")
     result = gw.scp(str(up), ":/inbox/up.bin", legacy=legacy, extra=extra)
@@ -118,7 +127,32 @@ def test_rekey_mid_transfer_byte_exact(gw: RunningGateway, tmp_path: Path, legac
     assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2  # it did rekey
     assert sha256(gw.area("inbox") / "up.bin") == sha256(up)
     down = tmp_path / "down.bin"
-    result = gw.scp(":/inbox/up.bin", str(down), legacy=legacy, extra=extra)
+    lane.clear()
+    aes = ("-c", "aes128-gcm@openssh.com")  # OpenSSH's own first choice is chacha20
+    result = gw.scp(":/inbox/up.bin", str(down), legacy=legacy, extra=(*extra, *aes))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2
     assert sha256(down) == sha256(up)
+    assert len(lane) > 32  # most of 6 MiB in 32 KiB packets: the lane sealed them
+
+
+def test_scp_download_chunks_not_copied(
+    gw: RunningGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Legacy scp's 255 KiB chunks go to the channel's queue as they are
+    # (sendlane.HandOverWriter), not through SSHChannel.write's copy.
+    appended: list[int] = []
+    write = SSHChannel.write
+
+    def spy(self: Any, data: Any, datatype: Any = None) -> None:
+        appended.append(len(data))
+        write(self, data, datatype)
+
+    monkeypatch.setattr(SSHChannel, "write", spy)
+    monkeypatch.setattr(sendlane, "_chan_write", spy)  # the spy stands for asyncssh's write
+    src = random_file(gw.area("inbox") / "f.bin", 3 * 1024 * 1024 + 5)
+    dst = tmp_path / "f.bin"
+    result = gw.scp(":/inbox/f.bin", str(dst), legacy=True, extra=("-c", "aes128-gcm@openssh.com"))
+    assert result.returncode == 0, result.stderr
+    assert sha256(dst) == sha256(src)
+    assert not [n for n in appended if n > 16 * 1024]

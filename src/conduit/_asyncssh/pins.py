@@ -22,6 +22,7 @@ from conduit._asyncssh import (
     kexinit,
     multifactor,
     records,
+    sendlane,
     sftpclient,
     sftplean,
     sftpserver,
@@ -31,6 +32,8 @@ from conduit._asyncssh import (
 MEMBERS: dict[str, Any] = {
     **tuning.ORIGINALS,
     **tuning.USES,
+    **sendlane.ORIGINALS,
+    **sendlane.USES,
     **kexinit.USES,
     **authwatch.USES,
     **certwatch.USES,

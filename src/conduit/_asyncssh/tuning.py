@@ -27,12 +27,15 @@ The changes here, each explained where it is made:
   3b  channel data passed as length + data (one copy less per packet)
   3c  SFTP replies built with one join
   3d  a channel buffer longer than a packet sent through a memoryview, not
-      copied out and shifted packet by packet
+      copied out and shifted packet by packet (3b and 3d in :mod:`.sendlane`)
   3e  a big SFTP reply (a read's data) joined straight into the channel's
       buffer, not joined and then copied into it by SSHChannel.write
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
       in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
+  12  the send lane: channel data sealed and written in one step under
+      AES-GCM, and scp's download chunks queued without SSHChannel.write's
+      copy (in :mod:`.sendlane`, applied and reverted with the rest)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
@@ -54,9 +57,6 @@ from asyncssh import packet as _packet
 from asyncssh import sftp as _sftp
 from asyncssh import stream as _stream
 from asyncssh.constants import (
-    MSG_CHANNEL_DATA,
-    MSG_CHANNEL_EOF,
-    MSG_CHANNEL_EXTENDED_DATA,
     MSG_DEBUG,
     MSG_IGNORE,
     MSG_KEX_LAST,
@@ -70,7 +70,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
 
-from conduit._asyncssh import gcm, kexinit
+from conduit._asyncssh import gcm, kexinit, sendlane
 
 PINNED = "2.24.1"
 
@@ -86,7 +86,6 @@ ORIGINALS: dict[str, Any] = {
     "SSHConnection.send_packet": _SSHConnection.send_packet,
     "SSHPacketLogger._log_packet": _packet.SSHPacketLogger._log_packet,
     "SSHChannel.send_packet": _channel.SSHChannel.send_packet,
-    "SSHChannel._flush_send_buf": _channel.SSHChannel._flush_send_buf,
     "SFTPHandler.send_packet": _sftp.SFTPHandler.send_packet,
     "SSHLogger.log": SSHLogger.log,
     **gcm.ORIGINALS,
@@ -181,7 +180,9 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
        ``test_original_unchanged[<member>]`` case fails, and
        ``test_pinned_version`` fails on the version alone).
     2. Re-derive each copy in this package from the new original (this
-       function, ``_flush_send_buf``, ``_sftp_send_packet``, the GCM ones in :mod:`.gcm`),
+       function, ``_sftp_send_packet``, the GCM ones in :mod:`.gcm`, the flush
+       and the send lane in :mod:`.sendlane`, which repeats this function's
+       books for channel data),
        keeping only the changes marked "Conduit"; re-check the wrappers
        (kexinit, authwatch, sftpserver, channel) against what they rely on.
     3. Refresh ``src/conduit/_asyncssh/patches/*.diff`` against the new
@@ -298,64 +299,8 @@ def _channel_send_packet(self: Any, pkttype: int, *args: bytes) -> None:
     self._conn.send_packet(pkttype, _packet.UInt32(self._send_chan), *args, handler=self)
 
 
-# -- 3b. channel data: length + data, not String(data) ---------------------------------
-
-
-def _flush_send_buf(self: Any) -> None:
-    # A copy of SSHChannel._flush_send_buf (asyncssh 2.24.1); the changes: the
-    # data goes to send_packet as length + data rather than String(data), which
-    # copied every data packet once more, and (3d) a buffer longer than one
-    # packet is read through a memoryview and cut once at the end, not copied
-    # out and shifted packet by packet (a 255 KiB SFTP read reply is eight
-    # packets). When the send window ends mid-buffer the rest is copied into a
-    # new one (a bytearray cannot be resized while a view of it lives, and a
-    # deferred packet may hold one); a nested flush (none is known: sending calls
-    # back into no channel) leaves the buffer to this one.
-    if self._send_buf and getattr(self, "_conduit_flushing", False):
-        return
-    while self._send_buf and self._send_window:
-        buf, datatype = self._send_buf[0]
-        size = len(buf)
-        if size <= min(self._send_window, self._send_pktsize):
-            del self._send_buf[0]
-            self._send_buf_len -= size
-            self._send_window -= size
-            _send_data(self, datatype, buf)
-            continue
-        sent = 0
-        self._conduit_flushing = True
-        try:
-            with memoryview(buf) as view:
-                while sent < size and self._send_window:
-                    pktsize = min(self._send_window, self._send_pktsize, size - sent)
-                    self._send_buf_len -= pktsize
-                    self._send_window -= pktsize
-                    _send_data(self, datatype, view[sent : sent + pktsize])
-                    sent += pktsize
-        finally:
-            self._conduit_flushing = False
-        if sent == size:
-            del self._send_buf[0]
-        else:  # the window ran out: the rest in a buffer of its own (views may live on)
-            self._send_buf[0] = (buf[sent:], datatype)
-
-    self._pause_resume_writing()
-
-    if not self._send_buf:
-        if self._send_state == "eof_pending":
-            self.send_packet(MSG_CHANNEL_EOF)
-            self._send_state = "eof"
-        elif self._send_state == "close_pending":
-            self._close_send()
-
-
-def _send_data(chan: Any, datatype: int | None, data: Any) -> None:
-    if datatype is None:
-        chan.send_packet(MSG_CHANNEL_DATA, _packet.UInt32(len(data)), data)
-    else:
-        chan.send_packet(
-            MSG_CHANNEL_EXTENDED_DATA, _packet.UInt32(datatype), _packet.UInt32(len(data)), data
-        )
+# -- 3b, 3d: channel data cut into packets in the channel's flush: in :mod:`.sendlane`,
+# with the send lane that seals and writes them under AES-GCM.
 
 
 # -- 3c. SFTP replies built with one join ---------------------------------------------
@@ -409,7 +354,6 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
     "SSHPacketLogger._log_packet": (_packet.SSHPacketLogger, "_log_packet", _log_packet),
     "SSHConnection.send_packet": (_SSHConnection, "send_packet", _send_packet),
     "SSHChannel.send_packet": (_channel.SSHChannel, "send_packet", _channel_send_packet),
-    "SSHChannel._flush_send_buf": (_channel.SSHChannel, "_flush_send_buf", _flush_send_buf),
     "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
     "SSHLogger.log": (SSHLogger, "log", _log),
     **gcm.PATCHES,
@@ -431,6 +375,7 @@ def apply() -> None:
     for owner, name, replacement in PATCHES.values():
         setattr(owner, name, replacement)
     kexinit.install()  # also asyncssh's dispatch table, which holds the function itself
+    sendlane.apply()  # after send_packet: the lane stands in for the one installed
 
 
 def revert() -> None:
@@ -438,3 +383,4 @@ def revert() -> None:
     for key, (owner, name, _) in PATCHES.items():
         setattr(owner, name, ORIGINALS[key])
     kexinit.uninstall()
+    sendlane.revert()

@@ -17,6 +17,7 @@ import asyncssh
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from conduit._asyncssh.channel import binary_channel, channel
+from conduit._asyncssh.sendlane import HandOverWriter
 from conduit.gateway.context import SessionInfo
 from conduit.gateway.operations import Operations
 from conduit.gateway.resources import HandleQuota
@@ -121,7 +122,8 @@ class Session(SSHServerStreamSession[bytes]):
             except ScpProtocolError as exc:
                 gateway.spawn(self._refuse(chan, command, str(exc)))
                 return
-            scp = ScpServer(self._operations("scp"), parsed, reader, writer)
+            # A download's chunks are queued on the channel without a copy.
+            scp = ScpServer(self._operations("scp"), parsed, reader, HandOverWriter(writer))
             gateway.spawn(self._run_scp(scp, chan))
 
     async def _drain_replies(self) -> None:
