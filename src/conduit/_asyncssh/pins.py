@@ -22,6 +22,7 @@ from conduit._asyncssh import (
     kexinit,
     multifactor,
     records,
+    recvlane,
     sftpclient,
     sftplean,
     sftpserver,
@@ -41,6 +42,8 @@ MEMBERS: dict[str, Any] = {
     **channel.USES,
     **goodbye.USES,
     **records.USES,
+    **recvlane.ORIGINALS,
+    **recvlane.USES,
 }
 
 

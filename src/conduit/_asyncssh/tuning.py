@@ -70,7 +70,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
 
-from conduit._asyncssh import gcm, kexinit
+from conduit._asyncssh import gcm, kexinit, recvlane
 
 PINNED = "2.24.1"
 
@@ -431,6 +431,7 @@ def apply() -> None:
     for owner, name, replacement in PATCHES.values():
         setattr(owner, name, replacement)
     kexinit.install()  # also asyncssh's dispatch table, which holds the function itself
+    recvlane.install()  # 11: the receive lane (its own module)
 
 
 def revert() -> None:
@@ -438,3 +439,4 @@ def revert() -> None:
     for key, (owner, name, _) in PATCHES.items():
         setattr(owner, name, ORIGINALS[key])
     kexinit.uninstall()
+    recvlane.uninstall()
