@@ -3,7 +3,7 @@
 Everything Conduit does with asyncssh beyond its documented API lives in this
 package and imports nothing else of Conduit's (tests/test_imports.py): the
 run-time changes for throughput (:mod:`.tuning`, its AES-GCM part in
-:mod:`.gcm`), the key-exchange fix
+:mod:`.gcm`, the receive lane in :mod:`.recvlane`), the key-exchange fix
 (:mod:`.kexinit`), authentication attempts asyncssh answers itself
 (:mod:`.authwatch`), logins that take two methods (:mod:`.multifactor`),
 user certificates judged by Conduit, not asyncssh (:mod:`.certwatch`), the

@@ -33,6 +33,8 @@ The changes here, each explained where it is made:
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
       in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
+  11  channel data and window adjusts received under AES-GCM without asyncssh's
+      generic packet path (in :mod:`.recvlane`)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
