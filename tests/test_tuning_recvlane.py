@@ -269,11 +269,18 @@ MISDEEDS: dict[str, Misdeed] = {
 }
 
 
-@pytest.mark.parametrize("paused", [False, True], ids=["reading", "paused"])
-@pytest.mark.parametrize("name", sorted(MISDEEDS))
+# A session that reads adjusts the window before the overrun's second packet:
+# that one is run against a paused session only.
+CASES = [
+    pytest.param(name, paused, id=f"{name}-{'paused' if paused else 'reading'}")
+    for name in sorted(MISDEEDS)
+    for paused in (False, True)
+    if paused or name != "window-overrun"
+]
+
+
+@pytest.mark.parametrize(("name", "paused"), CASES)
 async def test_hostile_peer_refused_as_asyncssh_does(name: str, paused: bool) -> None:
-    if name == "window-overrun" and not paused:
-        pytest.skip("a reading session adjusts the window before the second packet")
     tuning.apply()
     with_lane = await asyncio.wait_for(_refusal(MISDEEDS[name], paused), 30)
     recvlane.uninstall()
