@@ -27,7 +27,8 @@ same bytes, which then refuse them with asyncssh's own error. So:
   packet and debug logging off (asyncssh logs nothing then either);
 - an unknown channel number, a channel not ``open`` for receiving (after EOF
   or close), data beyond the receive window, a malformed packet (trailing or
-  missing bytes), extended data and every other type go the generic way;
+  missing bytes, a padding length of zero), extended data and every other
+  type go the generic way;
 - the sequence number advances as ``_finish_recv_packet`` does (only while
   the transport lives); the strict-kex reset at ``MSG_NEWKEYS`` is on the
   generic path, which every key exchange packet takes;
@@ -171,9 +172,10 @@ def _take(self: Any) -> bool | None:
     except InvalidTag:
         return None  # asyncssh decrypts it again, fails and disconnects (MACError)
 
-    # plain: padding length, payload (type, channel, ...), padding.
+    # plain: padding length, payload (type, channel, ...), padding. asyncssh
+    # cuts the payload as plain[1:-padding]: no padding at all leaves it empty.
     size = len(plain) - plain[0]
-    if size < 10:
+    if size < 10 or not plain[0]:
         return None
     pkttype = plain[1]
     if pkttype == MSG_CHANNEL_DATA:
