@@ -58,11 +58,8 @@ def patched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_series_is_complete() -> None:
     names = [d.name for d in DIFFS]
-    # 11 is another branch's (the receive path), merged separately: until it
-    # is, the series may skip it. After the merge this is 1-12 without a gap.
-    numbers = [int(n[:2]) for n in names]
-    assert numbers == sorted(set(numbers)) and numbers[0] == 1 and numbers[-1] == 12
-    assert set(range(1, 13)) - set(numbers) <= {11}
+    assert len(names) == 12
+    assert [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, 13)]
     readme = (PATCHES / "README.md").read_text()
     for name in names:
         assert name in readme, f"{name} is not listed in README.md"
@@ -100,6 +97,7 @@ def test_patches_are_in_the_copy(patched: Path) -> None:
     assert "self._send_encryption.needs_mac()" in connection
     assert "def _get_padding(" in connection
     assert "accepts_memoryview()" in connection
+    assert "def _recv_channel_packet(" in connection
     # ... and the installed package is untouched.
     installed = (Path(asyncssh.__file__).parent / "connection.py").read_text()
     assert "accepts_memoryview" not in installed
@@ -129,15 +127,21 @@ class Server(asyncssh.SSHServer):
 async def run(name, enc, mac):
     # Watch, without changing them: packet types sent, buffer types parsed.
     conn_cls = asyncssh.connection.SSHConnection
-    sent_types, buffers = [], set()
+    sent_types, buffers, lane = [], set(), [0]
     orig_send, orig_recv = conn_cls.send_packet, conn_cls._recv_data
+    orig_lane = conn_cls._recv_channel_packet
     def counting(self, pkttype, *args, **kw):
         sent_types.append(pkttype)
         return orig_send(self, pkttype, *args, **kw)
     def watching(self):
         buffers.add(type(self._inpbuf).__name__)
         return orig_recv(self)
+    def laned(self):
+        result = orig_lane(self)
+        lane[0] += bool(result)
+        return result
     conn_cls.send_packet, conn_cls._recv_data = counting, watching
+    conn_cls._recv_channel_packet = laned
     key = asyncssh.generate_private_key("ssh-ed25519")
     opts = dict(encryption_algs=enc, mac_algs=mac, rekey_bytes=96 * 1024)
     server = await asyncssh.listen(
@@ -161,12 +165,16 @@ async def run(name, enc, mac):
         server.close()
         await server.wait_closed()
         conn_cls.send_packet, conn_cls._recv_data = orig_send, orig_recv
+        conn_cls._recv_channel_packet = orig_lane
     for path in (dst, back):
         with open(path, "rb") as f:
             assert f.read() == data, (name, path)
     ignores = sent_types.count(MSG_IGNORE)
     assert sent_types.count(MSG_KEXINIT) > 4, "rekeys mid-transfer, both sides"
-    print(name, "ok", len(data), "ignores", ignores, "buffers", sorted(buffers), flush=True)
+    print(name, "ok", len(data), "ignores", ignores, "buffers", sorted(buffers),
+          "lane", lane[0], flush=True)
+    # The receive lane (11) takes the data packets under GCM, none otherwise.
+    assert (lane[0] > 20) if name == "gcm" else (lane[0] == 0), (name, lane)
     return ignores, buffers
 
 async def main():

@@ -75,6 +75,14 @@ SOURCE_SHA256 = {
     "SSHConnection._recv_data": "fc4e0735191bb0fdd7fa8f91761067015989bfa47246ac1843c9abaeef7d243f",
     "SSHConnection._recv_packet": "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",  # noqa: E501
     "SSHConnection._recv_pkthdr": "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",  # noqa: E501
+    "SSHConnection._finish_recv_packet": "e12d96db58b3524e90032440bfd6f2705a53a3b74caaa121e14b7d164ad2e6de",  # noqa: E501
+    "SSHConnection._reset_keepalive_timer": "7a9157707c514524758ca0bfdf3608490598acd19a9b9fc10626f3236542117e",  # noqa: E501
+    "SSHPacketHandler.process_packet": "490a59d971d0ce03dbdc81e9e9a582830041e9a69f3af76dd4323886e493f4ae",  # noqa: E501
+    "SSHChannel._packet_handlers": "a5e75ccfd600e5857d3c20112f6ca3fa9542f98d1e3fc3d1214e060b48ebd378",  # noqa: E501
+    "SSHChannel._process_data": "342490795c4b893cbff8868df9c32b79230f0fd881b7fa435afd267e3ce22586",
+    "SSHChannel._process_window_adjust": "7a2e4c4998e0b496a3006855fb24693092ee4950dce3bc0969ca42092913dff2",  # noqa: E501
+    "SSHChannel._accept_data": "33121e9e185c98506d75d35b326b5e849ac6e76a92af56299be96e5cb5017ede",
+    "SSHChannel._deliver_data": "bd94ccbaa59ab51048f695e4830ba02d0bb9af4cc44dfeb19a63a7afde35e74b",
     "SSHConnection._send": "c6698a37eb80f574e53595c650f493b6ef52576a411dabc1b2977ba2e3e7b5b3",
     "SSHConnection._send_disconnect": "225d909cfce74f89b5a3f7756198729c35163f079ad4ec8fed54162353bfd7fc",  # noqa: E501
     "SSHConnection._send_deferred_packets": "c5ef8240853eb331be28da0b38f68354ea5f7168d63f06550e94d5b297aca75f",  # noqa: E501

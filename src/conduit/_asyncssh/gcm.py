@@ -5,7 +5,9 @@ asyncssh's AES-GCM transport alone, and live here: 2 keeps one ``AESGCM`` per
 key instead of building one per packet, and 4 holds the receive buffer as a
 memoryview while AES-GCM is in use. The sending side's GCM packet building (3)
 stays in :func:`conduit._asyncssh.tuning._send_packet`, the copy of
-``SSHConnection.send_packet`` it belongs to; it relies on the ``_aesgcm``
+``SSHConnection.send_packet`` it belongs to, and in the send lane
+(:mod:`.sendlane`, channel data); the receive lane (:mod:`.recvlane`) opens
+channel data where it lies in the buffer. All three rely on the ``_aesgcm``
 attribute set here.
 
 Like every change in this package, each is tied to the pinned asyncssh

@@ -22,6 +22,7 @@ from conduit._asyncssh import (
     kexinit,
     multifactor,
     records,
+    recvlane,
     sendlane,
     sftpclient,
     sftplean,
@@ -44,6 +45,8 @@ MEMBERS: dict[str, Any] = {
     **channel.USES,
     **goodbye.USES,
     **records.USES,
+    **recvlane.ORIGINALS,
+    **recvlane.USES,
 }
 
 

@@ -33,6 +33,8 @@ The changes here, each explained where it is made:
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
       in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
+  11  channel data and window adjusts received under AES-GCM without asyncssh's
+      generic packet path (in :mod:`.recvlane`)
   12  the send lane: channel data sealed and written in one step under
       AES-GCM, and scp's download chunks queued without SSHChannel.write's
       copy (in :mod:`.sendlane`, applied and reverted with the rest)
@@ -70,7 +72,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
 
-from conduit._asyncssh import gcm, kexinit, sendlane
+from conduit._asyncssh import gcm, kexinit, recvlane, sendlane
 
 PINNED = "2.24.1"
 
@@ -375,6 +377,7 @@ def apply() -> None:
     for owner, name, replacement in PATCHES.values():
         setattr(owner, name, replacement)
     kexinit.install()  # also asyncssh's dispatch table, which holds the function itself
+    recvlane.install()  # 11: the receive lane (its own module)
     sendlane.apply()  # after send_packet: the lane stands in for the one installed
 
 
@@ -383,4 +386,5 @@ def revert() -> None:
     for key, (owner, name, _) in PATCHES.items():
         setattr(owner, name, ORIGINALS[key])
     kexinit.uninstall()
+    recvlane.uninstall()
     sendlane.revert()

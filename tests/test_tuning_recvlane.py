@@ -1,0 +1,477 @@
+"""conduit._asyncssh.recvlane: channel data received without asyncssh's generic path.
+
+The lane is checked to be in effect (the packet count through asyncssh's
+generic ``_recv_packet`` drops from one per packet to the handful of control
+packets: fails on the code before it), to keep the bytes and the sequence
+numbers exact both ways (small windows and packets, a rekey every MiB, asyncssh
+and OpenSSH peers), and to refuse whatever asyncssh refuses, with asyncssh's
+own disconnect: each hostile peer below is run against the lane and against
+asyncssh's own receive loop, and both must end the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+from asyncssh.channel import SSHClientChannel, SSHServerChannel, SSHTunTapChannel
+from asyncssh.connection import SSHConnection
+from asyncssh.constants import (
+    MSG_CHANNEL_CLOSE,
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
+    MSG_CHANNEL_EXTENDED_DATA,
+)
+from asyncssh.packet import String, UInt32
+
+from conduit._asyncssh import recvlane, tuning
+from tests.test_tuning import _echo, echo_over_ssh
+
+GCM = ["aes128-gcm@openssh.com"]
+
+
+@pytest.fixture
+def tuned() -> Iterator[None]:
+    tuning.apply()
+    yield
+    tuning.apply()  # the rest of the session runs tuned, as the gateway does
+
+
+@pytest.fixture
+def generic_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many packets asyncssh's generic _recv_packet handled."""
+    count = [0]
+    original = SSHConnection._recv_packet
+
+    def spy(self: SSHConnection) -> bool:
+        count[0] += 1
+        return original(self)
+
+    monkeypatch.setattr(SSHConnection, "_recv_packet", spy)
+    return count
+
+
+def test_installed_and_reverted() -> None:
+    tuning.apply()
+    assert SSHConnection.__dict__["_recv_data"] is recvlane._recv_data
+    try:
+        tuning.revert()
+        assert (
+            SSHConnection.__dict__["_recv_data"] is recvlane.ORIGINALS["SSHConnection._recv_data"]
+        )
+        tuning.revert()  # idempotent
+        assert (
+            SSHConnection.__dict__["_recv_data"] is recvlane.ORIGINALS["SSHConnection._recv_data"]
+        )
+    finally:
+        tuning.apply()
+    assert SSHConnection.__dict__["_recv_data"] is recvlane._recv_data
+
+
+def test_channels_that_override_go_the_generic_way() -> None:
+    assert recvlane._lane_channel(SSHServerChannel)
+    assert recvlane._lane_channel(SSHClientChannel)
+    assert not recvlane._lane_channel(SSHTunTapChannel)  # its own _accept_data
+
+    class Own(SSHServerChannel[bytes]):
+        def _deliver_data(self, data: bytes, datatype: Any) -> None:
+            pass
+
+    assert not recvlane._lane_channel(Own)
+
+
+# -- byte exact, both ways, with the lane counted ---------------------------------------
+
+
+@pytest.mark.parametrize(("window", "pktsize"), [(50_000, 7_000), (2_000_000, 32_768)])
+async def test_round_trip_through_the_lane(
+    tuned: None, generic_count: list[int], window: int, pktsize: int
+) -> None:
+    # Both ends are this process: the server receives the upload and the
+    # client the echo (and the window adjusts, each way) through the lane.
+    payload = os.urandom(3 * 1024 * 1024 + 333)
+    kexinits = _count_calls("_send_kexinit")
+    both = {"encryption_algs": GCM, "rekey_bytes": 1024 * 1024}
+    echoed = await asyncio.wait_for(
+        echo_over_ssh(payload, both, window=window, max_pktsize=pktsize), 60
+    )
+    assert echoed == payload
+    assert kexinits[0] >= 6  # rekeyed every MiB, each way
+    data_packets = 2 * len(payload) // pktsize
+    # Left to the generic path: key exchanges (~4 packets each), auth, channel
+    # open/requests/EOF/close; asyncssh's own path takes every data packet too.
+    assert generic_count[0] < 100 < data_packets, (generic_count[0], data_packets)
+
+
+async def test_lane_off_takes_the_generic_path(generic_count: list[int]) -> None:
+    recvlane.uninstall()
+    try:
+        payload = os.urandom(512 * 1024)
+        both = {"encryption_algs": GCM}
+        assert await echo_over_ssh(payload, both, max_pktsize=32768) == payload
+        assert generic_count[0] > 2 * len(payload) // 32768
+    finally:
+        tuning.apply()
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "asyncssh"])
+async def test_sequence_numbers_agree(lane: bool) -> None:
+    # What the server counted received equals what the client counted sent,
+    # across rekeys (strict kex resets them at NEWKEYS), with and without the lane.
+    tuning.apply()
+    if not lane:
+        recvlane.uninstall()
+    try:
+        async with _pair(rekey_bytes=256 * 1024) as (client, server, chan):
+            for _ in range(40):
+                chan.write(os.urandom(40_000))
+            await _settle(server, 40 * 40_000)
+            assert server._recv_seq == client._send_seq
+            assert client._recv_seq == server._send_seq
+            assert client._strict_kex and server._strict_kex
+    finally:
+        tuning.apply()
+
+
+# -- OpenSSH's client up and down through the lane ----------------------------------------
+
+
+@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"])
+async def test_openssh_round_trip_rekeying(
+    tuned: None, generic_count: list[int], tmp_path: Path, cipher: str
+) -> None:
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = tmp_path / "id"
+    client_key.write_private_key(str(key_file))
+    key_file.chmod(0o600)
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        process_factory=_echo,
+        authorized_client_keys=asyncssh.import_authorized_keys(
+            client_key.export_public_key().decode()
+        ),
+        encoding=None,
+        encryption_algs=[cipher],
+        line_editor=False,
+    )
+    payload = os.urandom(6 * 1024 * 1024 + 7)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            *("ssh", "-T", "-p", str(port), "-i", str(key_file), "-c", cipher),
+            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+            *("-o", "RekeyLimit=1M", "-o", "BatchMode=yes", "-v", "u@127.0.0.1", "cat"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(payload), 120)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert proc.returncode == 0, err[-2000:]
+    assert err.count(b"SSH2_MSG_NEWKEYS received") >= 6  # it did rekey, many times
+    assert out == payload
+    assert generic_count[0] < 100 < len(payload) // 32768  # its 32 KiB packets: the lane
+
+
+# -- hostile peers: refused as asyncssh refuses them -------------------------------------
+
+Misdeed = Callable[[SSHConnection, Any], Awaitable[None]]
+
+
+async def _overrun(conn: SSHConnection, chan: Any) -> None:
+    # Two packets inside the window each, the second beyond what is left of it
+    # (the session has not read the first: the window was not adjusted).
+    for _ in range(2):
+        conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), String(b"x" * 3000))
+
+
+async def _one_overrun(conn: SSHConnection, chan: Any) -> None:
+    conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), String(b"x" * 5000))
+
+
+async def _unknown_channel(conn: SSHConnection, chan: Any) -> None:
+    conn.send_packet(MSG_CHANNEL_DATA, UInt32(77), String(b"x"))
+
+
+async def _after_eof(conn: SSHConnection, chan: Any) -> None:
+    conn.send_packet(MSG_CHANNEL_EOF, UInt32(chan._send_chan))
+    conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), String(b"x"))
+
+
+async def _after_close(conn: SSHConnection, chan: Any) -> None:
+    conn.send_packet(MSG_CHANNEL_CLOSE, UInt32(chan._send_chan))
+    conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), String(b"x"))
+
+
+async def _trailing(conn: SSHConnection, chan: Any) -> None:
+    conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), String(b"x"), b"junk")
+
+
+async def _short(conn: SSHConnection, chan: Any) -> None:
+    conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), UInt32(10), b"x")
+
+
+async def _extended(conn: SSHConnection, chan: Any) -> None:
+    conn.send_packet(MSG_CHANNEL_EXTENDED_DATA, UInt32(chan._send_chan), UInt32(1), String(b"x"))
+
+
+def _tamper(edit: Callable[[bytearray], None]) -> Misdeed:
+    async def misdeed(conn: SSHConnection, chan: Any) -> None:
+        send = conn._send
+
+        def tampered(data: bytes) -> None:
+            packet = bytearray(data)
+            edit(packet)
+            conn._send = send  # type: ignore[method-assign]
+            send(bytes(packet))
+
+        conn._send = tampered  # type: ignore[method-assign]
+        conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), String(b"x" * 100))
+
+    return misdeed
+
+
+def _sealed(payload: bytes, padbyte: int, padding: int) -> Misdeed:
+    """A packet sealed correctly under the client's keys, its padding length
+    byte ``padbyte`` and ``padding`` bytes of padding (which the client would
+    never choose)."""
+
+    async def misdeed(conn: SSHConnection, chan: Any) -> None:
+        cipher = conn._send_encryption._cipher  # type: ignore[attr-defined]
+        payload_ = payload.replace(b"CHAN", UInt32(chan._send_chan))
+        body = bytes([padbyte]) + payload_ + bytes(padding)
+        header = UInt32(len(body))
+        conn._send(header + cipher._aesgcm.encrypt(cipher._iv, body, header))
+        cipher._update_iv()
+        conn._send_seq += 1
+
+    return misdeed
+
+
+_DATA = bytes([MSG_CHANNEL_DATA]) + b"CHAN" + String(b"x" * 7)
+
+
+def _flip_body(packet: bytearray) -> None:
+    packet[20] ^= 1
+
+
+def _flip_tag(packet: bytearray) -> None:
+    packet[-1] ^= 1
+
+
+def _huge_length(packet: bytearray) -> None:
+    packet[0:4] = (0x7FFFFFF0).to_bytes(4, "big")
+
+
+MISDEEDS: dict[str, Misdeed] = {
+    "window-overrun": _overrun,
+    "one-packet-over-window": _one_overrun,
+    "unknown-channel": _unknown_channel,
+    "data-after-eof": _after_eof,
+    "data-after-close": _after_close,
+    "trailing-bytes": _trailing,
+    "short-data": _short,
+    "extended-data": _extended,
+    "tampered-body": _tamper(_flip_body),
+    "tampered-tag": _tamper(_flip_tag),
+    "length-over-limit": _tamper(_huge_length),
+    "no-padding": _sealed(_DATA, 0, 0),
+    "padding-byte-over-padding": _sealed(_DATA, 8, 4),
+    "short-padding": _sealed(_DATA, 1, 1),  # under 4: asyncssh accepts it, so must the lane
+}
+#: Misdeeds asyncssh lets pass: the connection stays up.
+TOLERATED = {"short-padding"}
+
+
+# A session that reads adjusts the window before the overrun's second packet:
+# that one is run against a paused session only.
+CASES = [
+    pytest.param(name, paused, id=f"{name}-{'paused' if paused else 'reading'}")
+    for name in sorted(MISDEEDS)
+    for paused in (False, True)
+    if paused or name != "window-overrun"
+]
+
+
+@pytest.mark.parametrize(("name", "paused"), CASES)
+async def test_hostile_peer_refused_as_asyncssh_does(name: str, paused: bool) -> None:
+    tuning.apply()
+    with_lane = await asyncio.wait_for(_refusal(MISDEEDS[name], paused), 30)
+    recvlane.uninstall()
+    try:
+        without = await asyncio.wait_for(_refusal(MISDEEDS[name], paused), 30)
+    finally:
+        tuning.apply()
+    assert with_lane == without
+    code, reason, accepted = with_lane
+    if name in TOLERATED:
+        assert code is None and accepted == 7, with_lane
+    else:
+        assert code is not None, reason  # the server disconnected
+    assert accepted <= 4096  # never more than the window
+
+
+async def _refusal(misdeed: Misdeed, paused: bool) -> tuple[int | None, str, int]:
+    """What the client is told when it does ``misdeed`` (disconnect code and
+    reason), and how many bytes the server's channel accepted."""
+    async with _pair(window=4096, paused=paused) as (client, server, chan):
+        await asyncio.sleep(0)
+        await misdeed(client, chan)
+        try:
+            await asyncio.wait_for(client.wait_closed(), 2)
+        except TimeoutError:
+            await asyncio.sleep(0.1)  # still up: what the session was given counts
+        exc = client.lost
+    accepted = sum(len(d) for d in server.received) + sum(
+        len(d) for c in server.channels for d, _ in c._recv_buf
+    )
+    if isinstance(exc, asyncssh.DisconnectError):
+        return exc.code, exc.reason, accepted
+    return None, repr(exc), accepted  # None: the connection stayed up
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _count_calls(name: str) -> list[int]:
+    count = [0]
+    original = getattr(SSHConnection, name)
+
+    def spy(self: Any, *args: Any) -> Any:
+        count[0] += 1
+        return original(self, *args)
+
+    setattr(SSHConnection, name, spy)
+    _restore.append((name, original))
+    return count
+
+
+_restore: list[tuple[str, Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def _restore_spies() -> Iterator[None]:
+    yield
+    while _restore:
+        name, original = _restore.pop()
+        setattr(SSHConnection, name, original)
+
+
+class _Sink(asyncssh.SSHServerSession[bytes]):
+    """Keeps the channel open whatever arrives; records what it is given
+    (paused by the test: reads nothing, so the window is never adjusted)."""
+
+    def __init__(self, received: list[bytes], channels: list[Any]) -> None:
+        self._received = received
+        self._channels = channels
+
+    def connection_made(self, chan: Any) -> None:
+        self._channels.append(chan)
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self._received.append(data)
+
+    def eof_received(self) -> bool:
+        return True
+
+
+class _Server(asyncssh.SSHServer):
+    conn: Any = None
+
+    def connection_made(self, conn: Any) -> None:
+        type(self).conn = conn
+        conn.received = []
+        conn.channels = []
+
+    def session_requested(self) -> _Sink:
+        conn = type(self).conn
+        return _Sink(conn.received, conn.channels)
+
+
+class _Client(asyncssh.SSHClient):
+    def connection_made(self, conn: Any) -> None:
+        self._conn = conn
+        conn.lost = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn.lost = exc
+
+
+class _pair:
+    """An asyncssh server (its sessions sink data) and a connected client with
+    one open session channel: (client conn, server conn, client channel)."""
+
+    def __init__(
+        self, window: int = 2 * 1024 * 1024, rekey_bytes: int = 1 << 30, paused: bool = False
+    ) -> None:
+        self.window = window
+        self.rekey_bytes = rekey_bytes
+        self.paused = paused
+
+    async def __aenter__(self) -> tuple[Any, Any, Any]:
+        host_key = asyncssh.generate_private_key("ssh-ed25519")
+        client_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=[host_key],
+            server_factory=_Server,
+            authorized_client_keys=asyncssh.import_authorized_keys(
+                client_key.export_public_key().decode()
+            ),
+            encoding=None,
+            window=self.window,
+            encryption_algs=GCM,
+            rekey_bytes=self.rekey_bytes,
+            line_editor=False,
+        )
+        port = self.server.sockets[0].getsockname()[1]
+        self.client, _ = await asyncssh.create_connection(
+            _Client,
+            "127.0.0.1",
+            port,
+            known_hosts=None,
+            client_keys=[client_key],
+            username="u",
+            encryption_algs=GCM,
+            rekey_bytes=self.rekey_bytes,
+        )
+        chan, _ = await self.client.create_session(asyncssh.SSHClientSession, encoding=None)
+        server_conn = _Server.conn
+        assert server_conn is not None
+        for _ in range(100):  # the server's session started (and reading)
+            if server_conn.channels and server_conn.channels[0]._session is not None:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        if self.paused:
+            server_conn.channels[0].pause_reading()
+        return self.client, server_conn, chan
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.client.close()
+        await self.client.wait_closed()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def _settle(server: Any, total: int) -> None:
+    for _ in range(500):
+        if sum(len(d) for d in server.received) >= total:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # the window adjusts back, too
