@@ -262,6 +262,16 @@ def _sealed(payload: bytes, padbyte: int, padding: int) -> Misdeed:
 _DATA = bytes([MSG_CHANNEL_DATA]) + b"CHAN" + String(b"x" * 7)
 
 
+async def _empty(conn: SSHConnection, chan: Any) -> None:
+    """A packet of length 0, sealed correctly: nothing at all to decrypt (not
+    even the padding length byte)."""
+    cipher = conn._send_encryption._cipher  # type: ignore[attr-defined]
+    header = UInt32(0)
+    conn._send(header + cipher._aesgcm.encrypt(cipher._iv, b"", header))
+    cipher._update_iv()
+    conn._send_seq += 1
+
+
 def _flip_body(packet: bytearray) -> None:
     packet[20] ^= 1
 
@@ -289,6 +299,7 @@ MISDEEDS: dict[str, Misdeed] = {
     "no-padding": _sealed(_DATA, 0, 0),
     "padding-byte-over-padding": _sealed(_DATA, 8, 4),
     "short-padding": _sealed(_DATA, 1, 1),  # under 4: asyncssh accepts it, so must the lane
+    "empty-packet": _empty,
 }
 #: Misdeeds asyncssh lets pass: the connection stays up.
 TOLERATED = {"short-padding"}

@@ -174,6 +174,9 @@ def _take(self: Any) -> bool | None:
 
     # plain: padding length, payload (type, channel, ...), padding. asyncssh
     # cuts the payload as plain[1:-padding]: no padding at all leaves it empty.
+    # An empty packet (length 0, sealed) has no padding length byte either.
+    if not plain:
+        return None
     size = len(plain) - plain[0]
     if size < 10 or not plain[0]:
         return None
