@@ -65,6 +65,11 @@ SOURCE_SHA256 = {
     "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
     "SSHChannel.write": "1045e200084699330b3c75abe2e63e760dc8a12eb008c85ec5cefcafab372e38",
     "SSHConnection.__init__": "41da2e469f2a39643016d7d1ae7e1b262cf1a7b68a3a9672eb80e21195b0053a",
+    "SSHConnection._cancel_keepalive_timer": "d812058ddd18253cbd1ff72de7b4839c6dd8a8cc923e74505470c95cc1984e2a",  # noqa: E501
+    "SSHConnection._keepalive_timer_callback": "6d8aa6656cfc6003eb94ae85b783b1248335b441d869b05ef8a893807a7b4bed",  # noqa: E501
+    "SSHConnection._reset_keepalive_timer": "7a9157707c514524758ca0bfdf3608490598acd19a9b9fc10626f3236542117e",  # noqa: E501
+    "SSHConnection._set_keepalive_timer": "23a054202a1cb32b532c5739de8c3bd1fd7b8c762f52dd104c267e60ffd99d7c",  # noqa: E501
+    "SSHConnection.set_keepalive": "3208fb416939c4e03dd1230ca23ed8baf3bc79dc7199b78cdea663caab2d7e12",  # noqa: E501
     "SSHConnection._cleanup": "ea4cd2aed57194e571addabce7dd2136182ff7816bb0558622987a1057fc2d30",
     "SSHConnection._finish_userauth": "bd2146536318273dba76844090e3c8d6ab1556dcb87e355471ea8795457403b0",  # noqa: E501
     "SSHConnection._force_close": "264b4367525f4f864cf63d560aab5e027527a95d5225ede1dba01161010e07dc",  # noqa: E501

@@ -36,6 +36,8 @@ The changes here, each explained where it is made:
   12  the send lane: channel data sealed and written in one step under
       AES-GCM, and scp's download chunks queued without SSHChannel.write's
       copy (in :mod:`.sendlane`, applied and reverted with the rest)
+  13  the keepalive timer re-armed when it fires, not on every read (its
+      deadline moved instead; in :mod:`.keepalive`)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
@@ -70,7 +72,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
 
-from conduit._asyncssh import gcm, kexinit, sendlane
+from conduit._asyncssh import gcm, keepalive, kexinit, sendlane
 
 PINNED = "2.24.1"
 
@@ -89,6 +91,7 @@ ORIGINALS: dict[str, Any] = {
     "SFTPHandler.send_packet": _sftp.SFTPHandler.send_packet,
     "SSHLogger.log": SSHLogger.log,
     **gcm.ORIGINALS,
+    **keepalive.ORIGINALS,
     # Wrapped by kexinit.py (first_kex_packet_follows, negotiated algorithms).
     "SSHConnection._process_kexinit": kexinit.ORIGINAL,
 }
@@ -111,6 +114,7 @@ USES: dict[str, Any] = {
     "SSHChannel.write": _channel.SSHChannel.write,
     "SSHWriter.__init__": _stream.SSHWriter.__init__,
     **gcm.USES,
+    **keepalive.USES,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
 _chan_write = _channel.SSHChannel.write
@@ -357,6 +361,7 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
     "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
     "SSHLogger.log": (SSHLogger, "log", _log),
     **gcm.PATCHES,
+    **keepalive.PATCHES,
     "SSHConnection._process_kexinit": (
         _SSHConnection,
         "_process_kexinit",
