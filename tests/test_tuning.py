@@ -36,6 +36,7 @@ SOURCE_SHA256 = {
     "GCMEncryption.decrypt_packet": "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",  # noqa: E501
     "Record.__init__": "4a4e55b9b9937676510e1f7649f51fabc7b26d073b20b605ebd16cb398095b0d",
     "_RecordMeta.__new__": "45371bc47269822883f9557939c2a759eb7070db9828a8302da878b795563ea8",
+    "SFTPAttrs.decode": "876251f6bf71e1a456fb74e99b5a0d7fb46dc24022279cd4a3db7fe6df4b46d4",
     "SFTPClient.__init__": "52af55f917c173b51392717ef2064cf0d9a614518d408346ac418d07096dfadf",
     "SFTPClientHandler._make_request": "89d230f05bd86d7628a8485305744da4a00953fe00d521a6eb500401e888539a",  # noqa: E501
     "SFTPClientHandler._return_types": "49b145406c237dc981f73e0633feaa1e85eeda1551cd477674c3daff2494257c",  # noqa: E501
