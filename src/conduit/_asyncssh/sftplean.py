@@ -14,7 +14,10 @@ before the send path joins them again).
 ``FSETSTAT`` (scp sets each upload's mode with it) as asyncssh does, for SFTP
 versions 3 and 4 (what OpenSSH and every common client speak), with the same
 checks in the same order, the same handles and the same replies byte for
-byte, minus the messages nobody reads.
+byte, minus the messages nobody reads. An OPEN's attributes with no flags
+set (SFTP v3: every download's) are made as :mod:`.records` makes a
+listing's, not by ``SFTPAttrs.decode`` (~35 calls); anything else is decoded
+by asyncssh.
 Whenever asyncssh's debug logging is on, or the session speaks version 5 or
 6, asyncssh's own methods run instead, messages and all. A request refused
 with an SFTP error (the end of file every download ends with, a refusal) is
