@@ -58,8 +58,8 @@ def patched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_series_is_complete() -> None:
     names = [d.name for d in DIFFS]
-    assert len(names) == 12
-    assert [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, 13)]
+    assert len(names) == 13
+    assert [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, 14)]
     readme = (PATCHES / "README.md").read_text()
     for name in names:
         assert name in readme, f"{name} is not listed in README.md"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from conduit.names import (
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
     BadName,
+    _check_each,
     check_name,
     check_path,
     escape,
@@ -177,3 +180,48 @@ def test_config_names_obey_the_same_rule() -> None:
     assert len(refused) == 3, problems
     for problem in refused:
         assert not has_controls(problem.message)
+
+
+def _outcome(check: Callable[[tuple[str, ...]], tuple[str, ...]], parts: tuple[str, ...]) -> str:
+    try:
+        return repr(check(parts))
+    except BadName as exc:
+        return f"refused: {exc}"
+
+
+_HOSTILE = [
+    "ok",
+    "",
+    ".",
+    "..",
+    "a/b",
+    "/",
+    "nul\x00",
+    "esc\x1b[31m",
+    "rlo\u202ex",
+    "rlm\u200f.pdf",
+    "zwsp\u200b",
+    "lone\udcff",
+    "line\u2028",
+    "é" * 127,  # 254 bytes
+    "é" * 128,  # 256 bytes
+    "\U0001f600" * 63,  # 252 bytes, 63 characters
+    "\U0001f600" * 64,  # 256 bytes, 64 characters
+    "x" * 255,
+    "x" * 256,
+    "n" * 254,
+]
+
+
+@given(st.lists(st.sampled_from(_HOSTILE) | st.text(max_size=8), max_size=20))
+def test_path_check_at_once_is_the_check_of_each_name(parts: list[str]) -> None:
+    # check_path's quick look at the joined path answers as the check of each
+    # component in order would: the same path back, or the same first reason.
+    assert _outcome(check_path, tuple(parts)) == _outcome(_check_each, tuple(parts))
+
+
+@pytest.mark.parametrize("count", [15, 16, 17])
+@pytest.mark.parametrize("tail", ["x" * 15, "x" * 16, "é" * 8, "\U0001f600" * 4, "a\x00"])
+def test_path_check_at_once_at_the_limits(count: int, tail: str) -> None:
+    parts = (*["n" * 254] * count, tail)
+    assert _outcome(check_path, parts) == _outcome(_check_each, parts)

@@ -36,6 +36,7 @@ SOURCE_SHA256 = {
     "GCMEncryption.decrypt_packet": "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",  # noqa: E501
     "Record.__init__": "4a4e55b9b9937676510e1f7649f51fabc7b26d073b20b605ebd16cb398095b0d",
     "_RecordMeta.__new__": "45371bc47269822883f9557939c2a759eb7070db9828a8302da878b795563ea8",
+    "SFTPAttrs.decode": "876251f6bf71e1a456fb74e99b5a0d7fb46dc24022279cd4a3db7fe6df4b46d4",
     "SFTPClient.__init__": "52af55f917c173b51392717ef2064cf0d9a614518d408346ac418d07096dfadf",
     "SFTPClientHandler._make_request": "89d230f05bd86d7628a8485305744da4a00953fe00d521a6eb500401e888539a",  # noqa: E501
     "SFTPClientHandler._return_types": "49b145406c237dc981f73e0633feaa1e85eeda1551cd477674c3daff2494257c",  # noqa: E501
@@ -65,6 +66,11 @@ SOURCE_SHA256 = {
     "SSHChannel.send_packet": "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
     "SSHChannel.write": "1045e200084699330b3c75abe2e63e760dc8a12eb008c85ec5cefcafab372e38",
     "SSHConnection.__init__": "41da2e469f2a39643016d7d1ae7e1b262cf1a7b68a3a9672eb80e21195b0053a",
+    "SSHConnection._cancel_keepalive_timer": "d812058ddd18253cbd1ff72de7b4839c6dd8a8cc923e74505470c95cc1984e2a",  # noqa: E501
+    "SSHConnection._keepalive_timer_callback": "6d8aa6656cfc6003eb94ae85b783b1248335b441d869b05ef8a893807a7b4bed",  # noqa: E501
+    "SSHConnection._reset_keepalive_timer": "7a9157707c514524758ca0bfdf3608490598acd19a9b9fc10626f3236542117e",  # noqa: E501
+    "SSHConnection._set_keepalive_timer": "23a054202a1cb32b532c5739de8c3bd1fd7b8c762f52dd104c267e60ffd99d7c",  # noqa: E501
+    "SSHConnection.set_keepalive": "3208fb416939c4e03dd1230ca23ed8baf3bc79dc7199b78cdea663caab2d7e12",  # noqa: E501
     "SSHConnection._cleanup": "ea4cd2aed57194e571addabce7dd2136182ff7816bb0558622987a1057fc2d30",
     "SSHConnection._finish_userauth": "bd2146536318273dba76844090e3c8d6ab1556dcb87e355471ea8795457403b0",  # noqa: E501
     "SSHConnection._force_close": "264b4367525f4f864cf63d560aab5e027527a95d5225ede1dba01161010e07dc",  # noqa: E501

@@ -93,7 +93,34 @@ def has_controls(text: str) -> bool:
 
 
 def check_path(parts: tuple[str, ...]) -> tuple[str, ...]:
-    """Every component passes :func:`check_name` and ``/a/b`` fits in 4,096 bytes."""
+    """Every component passes :func:`check_name` and ``/a/b`` fits in 4,096 bytes.
+
+    Every SFTP request checks its whole path (a folder's child too): the
+    common case, a path with nothing to refuse, is told by looking at the
+    path joined once (~10 Python calls, not ~7 per component); anything
+    else, or a name that might be over 255 bytes, goes component by
+    component (:func:`_check_each`), so a refusal gives the same reason.
+    """
+    if not parts:
+        return parts
+    joined = "/".join(parts)
+    if (
+        _CONTROL.search(joined) is None  # refused characters (surrogates too)
+        and "" not in parts
+        and "." not in parts
+        and ".." not in parts
+        and joined.count("/") == len(parts) - 1  # no "/" inside a name
+        # UTF-8 is at most 4 bytes a character: 63 characters fit in 255 bytes
+        and max(map(len, parts)) * 4 <= MAX_NAME_BYTES
+        and len(joined.encode("utf-8")) + 1 <= MAX_PATH_BYTES  # "/" + joined
+    ):
+        return parts
+    return _check_each(parts)
+
+
+def _check_each(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`check_path` component by component, in order: the reason given
+    is the first component's first problem."""
     total = 0
     for part in parts:
         check_name(part)

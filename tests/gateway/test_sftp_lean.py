@@ -29,6 +29,8 @@ from conduit._asyncssh.sftpserver import NarrowSFTPHandler
 FXP_INIT, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE, FXP_FSETSTAT = 1, 3, 4, 5, 6, 10
 FXF_READ, FXF_WRITE, FXF_CREAT = 1, 2, 8
 CONTENT = bytes(range(256)) * 20  # 5,120 bytes
+#: (type, fields in order) of the attributes each OPEN handed the server.
+OPENED: list[tuple[type, list[tuple[str, object]]]] = []
 
 
 def u32(value: int) -> bytes:
@@ -47,6 +49,7 @@ class Files(asyncssh.SFTPServer):
     """Files in memory; some names fail the way a real server can."""
 
     async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        OPENED.append((type(attrs), list(vars(attrs).items())))
         if path == b"missing":
             raise asyncssh.SFTPNoSuchFile("no such file")
         if path == b"denied":
@@ -138,6 +141,14 @@ def _requests() -> list[bytes]:
         bytes([FXP_CLOSE]) + string(h0),  # closed already: invalid handle
         bytes([FXP_CLOSE]) + string(h1),
         bytes([FXP_CLOSE]),  # truncated
+        # v3 attributes with no flags (a download's open, decoded the quick way), and
+        # what only looks like them: trailing bytes, flags cut short, flags set
+        bytes([FXP_OPEN]) + string(b"a") + u32(FXF_READ) + u32(0) + b"junk",
+        bytes([FXP_OPEN]) + string(b"a") + u32(FXF_READ) + u32(0)[:2],
+        bytes([FXP_OPEN]) + string(b"a") + u32(FXF_READ) + u32(1) + u64(7),  # a size
+        bytes([FXP_OPEN]) + string(b"a") + u32(FXF_READ) + u32(0),
+        bytes([FXP_CLOSE]) + string(u32(5)),
+        bytes([FXP_CLOSE]) + string(u32(5)),  # closed already
     ]
 
 
@@ -223,6 +234,43 @@ async def test_replies_are_asyncssh_replies(
     assert {u32(c) for c in (0, 1, 2, 3, 4, 5, 8)} == statuses  # 4: ENOSPC in v3
     for request, want, have in zip(_requests(), expected, got, strict=True):
         assert have == want, request
+
+
+async def test_open_attributes_are_asyncssh_attributes(host_key: asyncssh.SSHKey) -> None:
+    # An OPEN's empty v3 attributes are made without SFTPAttrs.decode (sftplean):
+    # the server must get the same record, field for field, as asyncssh decodes.
+    tuning.apply()
+    try:
+        OPENED.clear()
+        expected = await _replies(asyncssh.sftp.SFTPServerHandler, host_key)
+        theirs = list(OPENED)
+        OPENED.clear()
+        got = await _replies(NarrowSFTPHandler, host_key)
+        ours = list(OPENED)
+    finally:
+        tuning.revert()
+    assert got == expected
+    assert ours == theirs
+    empty = (asyncssh.SFTPAttrs, list(vars(asyncssh.SFTPAttrs()).items()))
+    assert ours.count(empty) >= 8 and len(ours) > ours.count(empty)
+
+
+async def test_empty_attributes_skip_decode(
+    host_key: asyncssh.SSHKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[bytes] = []
+    decode = asyncssh.SFTPAttrs.decode.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, packet: Any, version: int) -> asyncssh.SFTPAttrs:
+        decoded.append(packet.get_remaining_payload())
+        return decode(cls, packet, version)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(asyncssh.SFTPAttrs, "decode", classmethod(counting))
+    await _replies(NarrowSFTPHandler, host_key)
+    assert u32(4) + u32(0o640) in decoded  # attributes with flags: asyncssh's decode
+    assert u32(0) + b"junk" in decoded and u32(0)[:2] in decoded  # look-alikes too
+    # one FSETSTAT's (decoded as asyncssh does), never an OPEN's: made the quick way
+    assert decoded.count(u32(0)) == 1
 
 
 @pytest.mark.parametrize("sending", ["pipelined", "split"])

@@ -14,7 +14,10 @@ before the send path joins them again).
 ``FSETSTAT`` (scp sets each upload's mode with it) as asyncssh does, for SFTP
 versions 3 and 4 (what OpenSSH and every common client speak), with the same
 checks in the same order, the same handles and the same replies byte for
-byte, minus the messages nobody reads.
+byte, minus the messages nobody reads. An OPEN's attributes with no flags
+set (SFTP v3: every download's) are made as :mod:`.records` makes a
+listing's, not by ``SFTPAttrs.decode`` (~35 calls); anything else is decoded
+by asyncssh.
 Whenever asyncssh's debug logging is on, or the session speaks version 5 or
 6, asyncssh's own methods run instead, messages and all. A request refused
 with an SFTP error (the end of file every download ends with, a refusal) is
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import types
 from typing import Any
 
 import asyncssh
@@ -54,7 +58,15 @@ from asyncssh.constants import (
 )
 from asyncssh.packet import SSHPacket, String, UInt32
 
+from conduit._asyncssh import records
+
 SFTPServerHandler = _sftp.SFTPServerHandler
+_DEBUG = logging.DEBUG
+#: What a coroutine is: the server's methods are ``async def``, so their result is
+#: awaited without ``inspect.isawaitable``'s three calls (anything else still asks it).
+_Coroutine = types.CoroutineType
+#: SFTP v3 attributes with no flags set: what every download's OPEN carries.
+_NO_ATTRS = UInt32(0)
 
 #: FX_OK with empty message and language tag: the reply to a write or a close.
 _OK = UInt32(FX_OK) + String("") + String("")
@@ -69,6 +81,7 @@ USES: dict[str, Any] = {
     "SFTPServerHandler._process_fsetstat": SFTPServerHandler._process_fsetstat,
     "SFTPServerHandler._get_next_handle": SFTPServerHandler._get_next_handle,
     "SFTPHandler.logger": _sftp.SFTPHandler.logger.fget,  # type: ignore[attr-defined]
+    "SFTPAttrs.decode": asyncssh.SFTPAttrs.decode,
     "SSHReader.__init__": _stream.SSHReader.__init__,
     "SSHStreamSession.read": _stream.SSHStreamSession.read,
     "SSHStreamSession._block_read": _stream.SSHStreamSession._block_read,
@@ -133,12 +146,13 @@ class LeanSFTPHandler(SFTPServerHandler):
         return first[4:end]
 
     def _plain(self) -> bool:
-        """Serve this request the lean way: v3/v4 and asyncssh's debug log off."""
-        return self._version < 5 and not self.logger.isEnabledFor(logging.DEBUG)
+        """Serve this request the lean way: v3/v4 and asyncssh's debug log off
+        (``_logger``: what the ``logger`` property returns, one call less)."""
+        return self._version < 5 and not self._logger.isEnabledFor(_DEBUG)
 
     async def _process_packet(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
         reply = _REPLIES.get(pkttype)
-        if reply is None or not self._plain():
+        if reply is None or self._version >= 5 or self._logger.isEnabledFor(_DEBUG):  # _plain()
             return await super()._process_packet(pkttype, pktid, packet)
         handler: Any = self._packet_handlers[pkttype]
         try:
@@ -183,10 +197,14 @@ class LeanSFTPHandler(SFTPServerHandler):
             return await SFTPServerHandler._process_open(self, packet)
         path = packet.get_string()
         pflags = packet.get_uint32()
-        attrs = asyncssh.SFTPAttrs.decode(packet, self._version)
+        if self._version == 3 and packet.get_remaining_payload() == _NO_ATTRS:
+            packet.get_uint32()  # decode()'s answer without its ~35 calls (see records)
+            attrs = records.empty_attrs()
+        else:
+            attrs = asyncssh.SFTPAttrs.decode(packet, self._version)
         packet.check_end()
         result = self._server.open(path, pflags, attrs)
-        if inspect.isawaitable(result):
+        if type(result) is _Coroutine or inspect.isawaitable(result):
             result = await result
         handle: bytes = self._get_next_handle()
         self._file_handles[handle] = result
@@ -204,7 +222,7 @@ class LeanSFTPHandler(SFTPServerHandler):
         if not file_obj:
             raise asyncssh.SFTPInvalidHandle("Invalid file handle")
         result = self._server.read(file_obj, offset, length)
-        if inspect.isawaitable(result):
+        if type(result) is _Coroutine or inspect.isawaitable(result):
             result = await result
         if not result:
             raise asyncssh.SFTPEOFError
@@ -222,7 +240,7 @@ class LeanSFTPHandler(SFTPServerHandler):
         if not file_obj:
             raise asyncssh.SFTPInvalidHandle("Invalid file handle")
         result = self._server.write(file_obj, offset, data)
-        if inspect.isawaitable(result):
+        if type(result) is _Coroutine or inspect.isawaitable(result):
             result = await result
         return result
 
@@ -235,7 +253,7 @@ class LeanSFTPHandler(SFTPServerHandler):
         file_obj = self._file_handles.pop(handle, None)
         if file_obj:
             result = self._server.close(file_obj)
-            if inspect.isawaitable(result):
+            if type(result) is _Coroutine or inspect.isawaitable(result):
                 await result
             return
         if self._dir_handles.pop(handle, None) is not None:
@@ -253,7 +271,7 @@ class LeanSFTPHandler(SFTPServerHandler):
         if not file_obj:
             raise asyncssh.SFTPInvalidHandle("Invalid file handle")
         result = self._server.fsetstat(file_obj, attrs)
-        if inspect.isawaitable(result):
+        if type(result) is _Coroutine or inspect.isawaitable(result):
             await result
 
     _packet_handlers = {

@@ -28,8 +28,9 @@ The changes here, each explained where it is made:
   3c  SFTP replies built with one join
   3d  a channel buffer longer than a packet sent through a memoryview, not
       copied out and shifted packet by packet (3b and 3d in :mod:`.sendlane`)
-  3e  a big SFTP reply (a read's data) joined straight into the channel's
-      buffer, not joined and then copied into it by SSHChannel.write
+  3e  an SFTP reply joined straight into the channel's buffer, not joined
+      and then copied into it by SSHChannel.write (a read's data: one copy
+      less; a small reply: write()'s calls less)
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
       in :mod:`.gcm`)
   8   log messages built only when their level is on (two per SFTP request)
@@ -38,6 +39,8 @@ The changes here, each explained where it is made:
   12  the send lane: channel data sealed and written in one step under
       AES-GCM, and scp's download chunks queued without SSHChannel.write's
       copy (in :mod:`.sendlane`, applied and reverted with the rest)
+  13  the keepalive timer re-armed when it fires, not on every read (its
+      deadline moved instead; in :mod:`.keepalive`)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
@@ -72,7 +75,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
 
-from conduit._asyncssh import gcm, kexinit, recvlane, sendlane
+from conduit._asyncssh import gcm, keepalive, kexinit, recvlane, sendlane
 
 PINNED = "2.24.1"
 
@@ -91,6 +94,7 @@ ORIGINALS: dict[str, Any] = {
     "SFTPHandler.send_packet": _sftp.SFTPHandler.send_packet,
     "SSHLogger.log": SSHLogger.log,
     **gcm.ORIGINALS,
+    **keepalive.ORIGINALS,
     # Wrapped by kexinit.py (first_kex_packet_follows, negotiated algorithms).
     "SSHConnection._process_kexinit": kexinit.ORIGINAL,
 }
@@ -113,11 +117,10 @@ USES: dict[str, Any] = {
     "SSHChannel.write": _channel.SSHChannel.write,
     "SSHWriter.__init__": _stream.SSHWriter.__init__,
     **gcm.USES,
+    **keepalive.USES,
 }
 _orig_log_packet = _packet.SSHPacketLogger._log_packet
 _chan_write = _channel.SSHChannel.write
-#: SFTP replies from this size on are built in the channel's buffer (3e).
-_DIRECT_REPLY = 16 * 1024
 _orig_log = SSHLogger.log
 
 
@@ -319,13 +322,14 @@ def _sftp_send_packet(self: Any, pkttype: int, pktid: int | None, *args: bytes) 
 
     length = 1 + sum(map(len, args))
     parts = (_packet.UInt32(length), _packet.Byte(pkttype), *args)
-    if length < _DIRECT_REPLY or SSHLogger._debug_level >= 2 or type(chan).write is not _chan_write:
+    if SSHLogger._debug_level >= 2 or type(chan).write is not _chan_write:
         self._writer.write(b"".join(parts))
     else:
-        # 3e: a big reply (a read's data) joined straight into the channel's
-        # buffer, as SSHChannel.write (asyncssh 2.24.1) would append it after
-        # copying it once more into a bytearray of its own; its debug line is
-        # only logged at debug level 2.
+        # 3e: the reply joined straight into the channel's buffer, as
+        # SSHChannel.write (asyncssh 2.24.1) would append it after copying it
+        # once more into a bytearray of its own (a read's data: one copy less);
+        # its debug line is only logged at debug level 2. A small reply (a
+        # handle, a status, a 4 KiB read) skips write()'s five calls.
         if chan._send_state != "open":
             raise BrokenPipeError("Channel not open for sending")
         chan._send_buf.append((bytearray().join(parts), self._writer._datatype))
@@ -359,6 +363,7 @@ PATCHES: dict[str, tuple[Any, str, Any]] = {
     "SFTPHandler.send_packet": (_sftp.SFTPHandler, "send_packet", _sftp_send_packet),
     "SSHLogger.log": (SSHLogger, "log", _log),
     **gcm.PATCHES,
+    **keepalive.PATCHES,
     "SSHConnection._process_kexinit": (
         _SSHConnection,
         "_process_kexinit",
