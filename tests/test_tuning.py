@@ -82,7 +82,6 @@ SOURCE_SHA256 = {
     "SSHConnection._recv_packet": "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",  # noqa: E501
     "SSHConnection._recv_pkthdr": "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",  # noqa: E501
     "SSHConnection._finish_recv_packet": "e12d96db58b3524e90032440bfd6f2705a53a3b74caaa121e14b7d164ad2e6de",  # noqa: E501
-    "SSHConnection._reset_keepalive_timer": "7a9157707c514524758ca0bfdf3608490598acd19a9b9fc10626f3236542117e",  # noqa: E501
     "SSHPacketHandler.process_packet": "490a59d971d0ce03dbdc81e9e9a582830041e9a69f3af76dd4323886e493f4ae",  # noqa: E501
     "SSHChannel._packet_handlers": "a5e75ccfd600e5857d3c20112f6ca3fa9542f98d1e3fc3d1214e060b48ebd378",  # noqa: E501
     "SSHChannel._process_data": "342490795c4b893cbff8868df9c32b79230f0fd881b7fa435afd267e3ce22586",
