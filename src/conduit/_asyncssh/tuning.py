@@ -50,7 +50,6 @@ has the whole list for readers of the documentation.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -152,20 +151,7 @@ def _log_packet(
 #: half the packets, encryptions and send() calls.
 # The same function builds a GCM packet with one join and one concatenation
 # instead of six copies, and takes padding from a pool of os.urandom bytes
-# refilled 4 KiB at a time rather than one getrandom() system call per packet
-# (3.6 % of a download); the bytes are as random as before and each is used once.
-
-_PAD_POOL_SIZE = 4096
-_pad_pool = b""
-_pad_used = 0
-
-
-def _padding(length: int) -> bytes:
-    global _pad_pool, _pad_used
-    if _pad_used + length > len(_pad_pool):
-        _pad_pool, _pad_used = os.urandom(_PAD_POOL_SIZE), 0
-    _pad_used += length
-    return _pad_pool[_pad_used - length : _pad_used]
+# (:func:`.gcm.padding`, shared with the send lane).
 
 
 def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> None:
@@ -262,16 +248,16 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
         # GCMCipher.encrypt_and_sign produces, with three copies instead of eight.
         cipher: Any = enc._cipher
         sealed = cipher._aesgcm.encrypt(
-            cipher._iv, b"".join((_packet.Byte(padlen), *parts, _padding(padlen))), hdr
+            cipher._iv, b"".join((_packet.Byte(padlen), *parts, gcm.padding(padlen))), hdr
         )
         cipher._update_iv()
         self._send(hdr + sealed)
     elif enc:
-        packet = _packet.Byte(padlen) + payload + _padding(padlen)
+        packet = _packet.Byte(padlen) + payload + gcm.padding(padlen)
         packet, mac = enc.encrypt_packet(seq, hdr, packet)
         self._send(packet + mac)
     else:
-        self._send(hdr + _packet.Byte(padlen) + payload + _padding(padlen))
+        self._send(hdr + _packet.Byte(padlen) + payload + gcm.padding(padlen))
 
     if self._send_seq == 0xFFFFFFFF and not enc:
         self._send_seq = 0
