@@ -14,8 +14,9 @@ Real OpenSSH clients read the lane's packets in tests/gateway/test_send_path.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncssh
@@ -80,7 +81,9 @@ class Download:
         finally:
             self.finished.set()
 
-    async def run(self, server: dict[str, Any], client: dict[str, Any], **run: Any) -> bytes:
+    @contextlib.asynccontextmanager
+    async def listening(self, server: dict[str, Any]) -> AsyncIterator[tuple[int, Any]]:
+        """A loopback server that serves this download: its port and the client's key."""
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         client_key = asyncssh.generate_private_key("ssh-ed25519")
         listener = await asyncssh.listen(
@@ -97,7 +100,13 @@ class Download:
             **server,
         )
         try:
-            port = listener.sockets[0].getsockname()[1]
+            yield listener.sockets[0].getsockname()[1], client_key
+        finally:
+            listener.close()
+            await listener.wait_closed()
+
+    async def run(self, server: dict[str, Any], client: dict[str, Any], **run: Any) -> bytes:
+        async with self.listening(server) as (port, client_key):
             async with asyncssh.connect(
                 "127.0.0.1",
                 port,
@@ -117,9 +126,6 @@ class Download:
                         break
                     await asyncio.sleep(0.01)
                 assert srv._send_seq == conn._recv_seq
-        finally:
-            listener.close()
-            await listener.wait_closed()
         assert isinstance(result.stdout, bytes)
         assert result.stderr == self.errors
         return result.stdout
@@ -323,22 +329,7 @@ async def test_peer_gone_mid_write(lane: list[int]) -> None:
     # server's writer fails or finishes, nothing hangs, the connection closes.
     payload = os.urandom(64 * MIB)
     down = Download(payload)
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    listener = await asyncssh.listen(
-        "127.0.0.1",
-        0,
-        server_host_keys=[host_key],
-        process_factory=down._serve,
-        authorized_client_keys=asyncssh.import_authorized_keys(
-            client_key.export_public_key().decode()
-        ),
-        acceptor=down.server_conns.append,
-        encoding=None,
-        **_algs(),
-    )
-    try:
-        port = listener.sockets[0].getsockname()[1]
+    async with down.listening(_algs()) as (port, client_key):
         conn = await asyncssh.connect(
             "127.0.0.1", port, known_hosts=None, client_keys=[client_key], username="u", **_algs()
         )
@@ -353,9 +344,6 @@ async def test_peer_gone_mid_write(lane: list[int]) -> None:
         assert payload.startswith(got)
         assert lane  # it was sending through the lane when the peer went
         assert srv._transport is None
-    finally:
-        listener.close()
-        await listener.wait_closed()
 
 
 # -- scp's download chunks handed over to the channel, not copied by write() -------------
