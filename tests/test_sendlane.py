@@ -135,21 +135,32 @@ def _algs(cipher: str = GCM, compression: str = "none", **more: Any) -> dict[str
     return {"encryption_algs": [cipher], "compression_algs": [compression], **more}
 
 
+@pytest.fixture
+def kexinits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every key exchange a connection starts: True where the server started it."""
+    started: list[bool] = []
+    send_kexinit = SSHConnection._send_kexinit
+
+    def counted(self: SSHConnection) -> None:
+        started.append(self.is_server())
+        send_kexinit(self)
+
+    monkeypatch.setattr(SSHConnection, "_send_kexinit", counted)
+    return started
+
+
 @pytest.mark.parametrize(
     ("window", "pktsize", "rekey"),
     [(2 * MIB, 32768, None), (50_000, 7_000, MIB), (2 * MIB, 32768, MIB), (300_000, 32768, MIB)],
 )
 async def test_download_through_the_lane_byte_exact(
-    lane: list[int], monkeypatch: pytest.MonkeyPatch, window: int, pktsize: int, rekey: int | None
+    lane: list[int],
+    kexinits: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+    window: int,
+    pktsize: int,
+    rekey: int | None,
 ) -> None:
-    kexinits: list[bool] = []
-    send_kexinit = SSHConnection._send_kexinit
-
-    def counted(self: SSHConnection) -> None:
-        kexinits.append(self.is_server())
-        send_kexinit(self)
-
-    monkeypatch.setattr(SSHConnection, "_send_kexinit", counted)
     received = _client_receives(monkeypatch)
     payload = os.urandom(4 * MIB + 4321)
     server = _algs() if rekey is None else _algs(rekey_bytes=rekey)
@@ -207,19 +218,9 @@ async def test_stderr_beside_the_lane(lane: list[int]) -> None:
     assert lane
 
 
-async def test_rekey_by_time_starts_from_the_lane(
-    lane: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_rekey_by_time_starts_from_the_lane(lane: list[int], kexinits: list[bool]) -> None:
     # The rekey time is checked before every packet, as send_packet does: a
     # time found passed mid-download starts a key exchange from the next packet.
-    kexinits: list[bool] = []
-    send_kexinit = SSHConnection._send_kexinit
-
-    def counted(self: SSHConnection) -> None:
-        kexinits.append(self.is_server())
-        send_kexinit(self)
-
-    monkeypatch.setattr(SSHConnection, "_send_kexinit", counted)
     payload = os.urandom(4 * MIB + 1)
     down = Download(payload)
     chunks = 0
