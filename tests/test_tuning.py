@@ -11,10 +11,11 @@ keep the wire format: what a tuned side sends, an untouched peer reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncssh
@@ -261,10 +262,10 @@ async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
     process.exit(0)
 
 
-async def echo_over_ssh(payload: bytes, both: dict[str, Any], **run: Any) -> bytes:
-    """``payload`` through an asyncssh echo server and back over loopback;
-    ``both``: options for server and client alike (algorithms, rekey_bytes),
-    ``run``: the client's ``run()`` options (window, max_pktsize)."""
+@contextlib.asynccontextmanager
+async def echo_server(**options: Any) -> AsyncIterator[tuple[int, asyncssh.SSHKey]]:
+    """An asyncssh echo server on a free loopback port (``options``: the
+    server's, e.g. algorithms): its port and a client key it accepts."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     server = await asyncssh.listen(
@@ -276,17 +277,24 @@ async def echo_over_ssh(payload: bytes, both: dict[str, Any], **run: Any) -> byt
             client_key.export_public_key().decode()
         ),
         encoding=None,
-        **both,
+        **options,
     )
     try:
-        port = server.sockets[0].getsockname()[1]
+        yield server.sockets[0].getsockname()[1], client_key
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def echo_over_ssh(payload: bytes, both: dict[str, Any], **run: Any) -> bytes:
+    """``payload`` through an asyncssh echo server and back over loopback;
+    ``both``: options for server and client alike (algorithms, rekey_bytes),
+    ``run``: the client's ``run()`` options (window, max_pktsize)."""
+    async with echo_server(**both) as (port, client_key):
         async with asyncssh.connect(
             "127.0.0.1", port, known_hosts=None, client_keys=[client_key], username="u", **both
         ) as conn:
             result = await conn.run(input=payload, encoding=None, **run)
-    finally:
-        server.close()
-        await server.wait_closed()
     assert isinstance(result.stdout, bytes)
     return result.stdout
 

@@ -31,7 +31,7 @@ from asyncssh.constants import (
 from asyncssh.packet import String, UInt32
 
 from conduit._asyncssh import recvlane, tuning
-from tests.test_tuning import _echo, echo_over_ssh
+from tests.test_tuning import echo_over_ssh, echo_server
 
 GCM = ["aes128-gcm@openssh.com"]
 
@@ -146,26 +146,11 @@ async def test_sequence_numbers_agree(lane: bool) -> None:
 async def test_openssh_round_trip_rekeying(
     tuned: None, generic_count: list[int], tmp_path: Path, cipher: str
 ) -> None:
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    key_file = tmp_path / "id"
-    client_key.write_private_key(str(key_file))
-    key_file.chmod(0o600)
-    server = await asyncssh.listen(
-        "127.0.0.1",
-        0,
-        server_host_keys=[host_key],
-        process_factory=_echo,
-        authorized_client_keys=asyncssh.import_authorized_keys(
-            client_key.export_public_key().decode()
-        ),
-        encoding=None,
-        encryption_algs=[cipher],
-        line_editor=False,
-    )
     payload = os.urandom(6 * 1024 * 1024 + 7)
-    try:
-        port = server.sockets[0].getsockname()[1]
+    async with echo_server(encryption_algs=[cipher], line_editor=False) as (port, client_key):
+        key_file = tmp_path / "id"
+        client_key.write_private_key(str(key_file))
+        key_file.chmod(0o600)
         proc = await asyncio.create_subprocess_exec(
             *("ssh", "-T", "-p", str(port), "-i", str(key_file), "-c", cipher),
             *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
@@ -175,9 +160,6 @@ async def test_openssh_round_trip_rekeying(
             stderr=subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(payload), 120)
-    finally:
-        server.close()
-        await server.wait_closed()
     assert proc.returncode == 0, err[-2000:]
     assert err.count(b"SSH2_MSG_NEWKEYS received") >= 6  # it did rekey, many times
     assert out == payload

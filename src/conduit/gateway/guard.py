@@ -84,20 +84,15 @@ class Guard:
         request = Request(self.session.user, self.session.source, op, path.text, size)
         return self.site.policy.decide(request)
 
-    def _lists_every_name(self, folder: VirtualPath) -> bool:
-        """May every name in ``folder`` be listed (the policy's one answer for a
-        listing page, asked when the page is read)? False: ask about each name."""
-        self._not_revoked()
-        session = self.session
-        return self.site.policy.lists_every_name(session.user, session.source, folder.text)
-
     def _listed(self, folder: VirtualPath, names: list[str]) -> list[bool]:
         """Which of ``names`` (in ``folder``) a listing shows: the policy's
-        answer about each, or one answer for all when it has one. A name the
-        rule refuses (made outside the gateway) or a path too long cannot be
-        reached by any operation, so it is not shown: its raw bytes would reach
-        other users' terminals."""
-        every = self._lists_every_name(folder)
+        answer about each, or one answer for all when it has one (asked as
+        each page is read). A name the rule refuses (made outside the gateway)
+        or a path too long cannot be reached by any operation, so it is not
+        shown: its raw bytes would reach other users' terminals."""
+        self._not_revoked()
+        session = self.session
+        every = self.site.policy.lists_every_name(session.user, session.source, folder.text)
         shown = []
         for name in names:
             try:

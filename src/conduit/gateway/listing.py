@@ -38,10 +38,7 @@ def attrs(st: Stat) -> asyncssh.SFTPAttrs:
 
 
 def _name(entry: Entry) -> asyncssh.SFTPName:
-    st = entry.stat
-    return listed_name(
-        entry.name.encode("utf-8"), listed_attrs(st.size, st.mode, int(st.atime), int(st.mtime))
-    )
+    return listed_name(entry.name.encode("utf-8"), attrs(entry.stat))
 
 
 class Listing:
