@@ -7,11 +7,14 @@ same big file and the same tree of small files up and down with ``scp``,
 of MB/s (big file, MB = 10^6 bytes) and files/s (tree) with the ratio
 Conduit/OpenSSH per row. The table also goes to ``bench/results/latest.md``.
 
-Both servers use aes128-gcm@openssh.com, no compression, the same client key and
-a pinned known_hosts. All files live in one temporary folder on the same disk;
-the download sources are hard links to one file, so both servers read the same
-cached pages. After every transfer one result is SHA-256 checked against the
-source, so a broken server cannot look fast.
+Both servers use aes128-gcm@openssh.com (another cipher with
+``CONDUIT_BENCH_CIPHER=chacha20-poly1305@openssh.com``, the one stock OpenSSH
+clients negotiate; every benchmark that imports this module follows it), no
+compression, the same client key and a pinned known_hosts. All files live in
+one temporary folder on the same disk; the download sources are hard links to
+one file, so both servers read the same cached pages. After every transfer one
+result is SHA-256 checked against the source, so a broken server cannot look
+fast.
 
 Usage::
 
@@ -42,7 +45,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "latest.md"
-CIPHER = "aes128-gcm@openssh.com"
+#: The one cipher of every server and client in the benchmarks built on this module.
+CIPHER = os.environ.get("CONDUIT_BENCH_CIPHER", "aes128-gcm@openssh.com")
 USER = "bench"
 GIB = 1024**3
 MIB = 1024**2
