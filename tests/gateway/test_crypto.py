@@ -96,6 +96,24 @@ def test_a_narrowed_site_list_refuses_what_it_removed(
     assert running.recorder.of("session.start")[0]["cipher"] == "chacha20-poly1305@openssh.com"
 
 
+@pytest.mark.parametrize(
+    ("ciphers", "agreed"),
+    [
+        # What configuration.md tells a site that wants AES-GCM from stock clients ...
+        ('"aes128-gcm@openssh.com,aes256-gcm@openssh.com"', "aes128-gcm@openssh.com"),
+        # ... and why taking ChaCha20 out alone is not enough: OpenSSH's next choice.
+        ('"-chacha20-poly1305@openssh.com"', "aes128-ctr"),
+    ],
+)
+def test_the_client_order_decides_the_cipher(
+    make_gateway: Callable[..., RunningGateway], ciphers: str, agreed: str
+) -> None:
+    running = widened(make_gateway, f"ciphers = {ciphers}")
+    result = running.sftp("ls /inbox\n")
+    assert result.returncode == 0, result.stderr
+    assert running.recorder.of("session.start")[0]["cipher"] == agreed
+
+
 def test_defaults_hold_nothing_weak() -> None:
     algs = effective(None)
     assert [n for _, names in algs.items() for n in names if weakness(n)] == []
