@@ -32,6 +32,7 @@ SOURCE_SHA256 = {
     "ChachaCipher.decrypt_header": "44feda66527a87d0d0625494183bd8c00428a4f253721a58f847ce0c3d41801c",  # noqa: E501
     "ChachaCipher.encrypt_and_sign": "f9b87e5614981c32190223455e784f7bed0f87d8a1461e9723df0c5719f26f47",  # noqa: E501
     "ChachaCipher.verify_and_decrypt": "0ab7b7420976f2f68e01144c30453a0a6c1a11ce04d35f54d30ddb53e41c9e21",  # noqa: E501
+    "ChachaEncryption.__init__": "8166e7b4121098f6053b757247a417be5576cffb286423aebc83bf333034f677",
     "ChachaEncryption.decrypt_header": "a379b497e3d8617bdb87b0b17f2f485f3eb87f069cb4a279e5f351902b340a82",  # noqa: E501
     "ChachaEncryption.decrypt_packet": "6b65743ce728dfd4d3d6f00033c83a618d65a25641a4c712e668edd64efcab9b",  # noqa: E501
     "ChachaEncryption.encrypt_packet": "e9faafa35d664508ace1c9415164202f36e64da236f6fbd9defe10fb62830e24",  # noqa: E501

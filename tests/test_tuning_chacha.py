@@ -23,6 +23,7 @@ import pytest
 from asyncssh.constants import MSG_CHANNEL_DATA
 from asyncssh.crypto import chacha as asyncssh_chacha
 from asyncssh.crypto.chacha import ChachaCipher
+from asyncssh.encryption import ChachaEncryption
 from asyncssh.packet import String, UInt32
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -35,6 +36,7 @@ CHACHA = ["chacha20-poly1305@openssh.com"]
 _seal = chacha.ORIGINALS["ChachaCipher.encrypt_and_sign"]
 _open_header = chacha.ORIGINALS["ChachaCipher.decrypt_header"]
 _open = chacha.ORIGINALS["ChachaCipher.verify_and_decrypt"]
+_decrypt_packet = chacha.ORIGINALS["ChachaEncryption.decrypt_packet"]
 
 keys = st.binary(min_size=64, max_size=64)
 nonces = st.binary(min_size=8, max_size=8)
@@ -140,6 +142,22 @@ def test_a_tag_that_is_not_bytes_like_raises_as_before() -> None:
         chacha._verify_and_decrypt(cipher, b"abcd", b"efgh", bytes(8), "tag")
 
 
+@settings(max_examples=100, deadline=None)
+@given(key=keys, body=bodies, seq=st.integers(0, 0xFFFFFFFF), good=st.booleans())
+def test_decrypt_packet_takes_views(key: bytes, body: bytes, seq: int, good: bool) -> None:
+    # ChachaEncryption.decrypt_packet with the receive buffer's slices as
+    # memoryviews (asyncssh's own concatenates them: bytes only), as asyncssh's.
+    tuning.apply()  # (it calls the cipher's methods: those installed)
+    enc = ChachaEncryption(ChachaCipher(key))
+    header = len(body).to_bytes(4, "big")
+    sealed, tag = enc.encrypt_packet(seq, header, body)
+    tag = tag if good else bytes(16)
+    first, rest = sealed[:8], sealed[8:]
+    ours = chacha._decrypt_packet(enc, seq, memoryview(first), memoryview(rest), 4, tag)
+    theirs = _decrypt_packet(enc, seq, first, rest, 4, tag)
+    assert ours == theirs == (body if good else None)
+
+
 # -- two ChaCha20 contexts per packet, not three -------------------------------------------
 
 
@@ -208,10 +226,21 @@ async def test_round_trip_rekeying(
             return _installed(self, *args)
 
         monkeypatch.setattr(ChachaCipher, name, spy)
+    pieces: set[type] = set()
+    decrypt_packet = ChachaEncryption.decrypt_packet
+
+    def watching(self: Any, seq: int, first: Any, rest: Any, *args: Any) -> Any:
+        pieces.update((type(first), type(rest)))
+        return decrypt_packet(self, seq, first, rest, *args)
+
+    monkeypatch.setattr(ChachaEncryption, "decrypt_packet", watching)
     payload = os.urandom(3 * 1024 * 1024 + 333)
     both = {"encryption_algs": CHACHA, "rekey_bytes": 1024 * 1024}
     echoed = await asyncio.wait_for(echo_over_ssh(payload, both, max_pktsize=pktsize), 60)
     assert echoed == payload
+    # The receive buffer was a memoryview: packets were cut off it as views
+    # (bytes too: those that came in with the last key exchange's NEWKEYS).
+    assert memoryview in pieces
     # Every packet after the first key exchange: sealed with two contexts (the
     # length's; the Poly1305 key's and the body's), its length opened with one,
     # its tag and body with one; asyncssh's own methods build 3, 1 and 2.
