@@ -28,7 +28,7 @@ from asyncssh.packet import String, UInt32
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conduit._asyncssh import chacha, tuning
+from conduit._asyncssh import chacha, gcm, tuning
 from tests.test_tuning import echo_over_ssh, echo_server
 
 CHACHA = ["chacha20-poly1305@openssh.com"]
@@ -201,13 +201,14 @@ def test_installed_and_reverted() -> None:
         tuning.revert()
         for key, (owner, name, _) in chacha.PATCHES.items():
             assert owner.__dict__[name] is chacha.ORIGINALS[key], key
+        assert ChachaEncryption not in gcm.VIEWS  # the receive buffer: bytes again
         tuning.revert()  # idempotent
         assert not any(installed())
     finally:
         tuning.apply()
-    assert all(installed())
+    assert all(installed()) and ChachaEncryption in gcm.VIEWS
     tuning.apply()  # idempotent
-    assert all(installed())
+    assert all(installed()) and ChachaEncryption in gcm.VIEWS
 
 
 # -- end to end: asyncssh both ends, rekeying every MiB ---------------------------------
