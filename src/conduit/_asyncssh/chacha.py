@@ -12,8 +12,8 @@ Poly1305, and reaches each step through a module function of its own. A
 11.5 us; the crypto itself is ~10 us of the 32 KiB.
 
 The methods here are byte-identical replacements with the same names and
-signatures, which the lanes (:mod:`.recvlane`, :mod:`.sendlane`) and asyncssh's
-``ChachaEncryption`` call:
+signatures, which asyncssh's ``ChachaEncryption`` calls (and the lanes,
+:mod:`.recvlane` and :mod:`.sendlane`, where they take ChaCha20 packets):
 
 - the body's context also gives the Poly1305 key: OpenSSH's construction
   (PROTOCOL.chacha20poly1305) takes the key from the first 32 bytes of block 0
@@ -23,15 +23,15 @@ signatures, which the lanes (:mod:`.recvlane`, :mod:`.sendlane`) and asyncssh's
 - Poly1305 is fed the encrypted length and the body one after the other
   instead of their concatenation (even sealing, where the caller gets them
   joined: one pass over the joined packet measured 0.5 us slower per 32 KiB
-  packet), and checks a received tag with
-  cryptography's ``verify`` (constant time, as ``verify_tag`` was); the body is
-  decrypted only after the tag is verified, as before;
+  packet), and checks a received tag with cryptography's ``verify`` (constant
+  time, as ``verify_tag`` was); the body is decrypted only after the tag is
+  verified, as before;
 - every argument may be a memoryview (a lane's slice of the receive buffer)
   as well as bytes; the results are ``bytes``, as before.
 
 With them, the receive buffer is held as a memoryview under ChaCha20-Poly1305
 as under AES-GCM (tuning 4, in :mod:`.gcm`): ``ChachaEncryption.decrypt_packet``
-joins the pieces once where asyncssh concatenated them (see :func:`_decrypt_packet`).
+joins the pieces once where asyncssh concatenated them (:func:`_decrypt_packet`).
 
 A wrong or truncated tag is refused as before (``None``, which asyncssh
 turns into ``MACError``). Only cryptography's public API is used. The
@@ -80,9 +80,11 @@ USES: dict[str, Any] = {
     "ChachaEncryption.decrypt_header": ChachaEncryption.decrypt_header,
 }
 
-# ChaCha20's 16-byte nonce in cryptography: a 64-bit little-endian block
-# counter, then OpenSSH's 64-bit nonce. Block 0 is the Poly1305 key's, the body
-# starts at block 1: reached by running through block 0, not by a second context.
+# cryptography's 16-byte ChaCha20 "nonce" is the state's last four words, the
+# block counter first (little-endian): 8 zero bytes and OpenSSH's 8-byte nonce
+# are OpenSSH's 64-bit counter at block 0 and its nonce (asyncssh's _CTR_0). Block
+# 0 is the Poly1305 key's, the body starts at block 1: reached by running through
+# block 0, not by a second context.
 _CTR_0 = bytes(8)
 _BLOCK_0 = bytes(64)
 _POLY1305_KEYBYTES = 32
@@ -118,7 +120,7 @@ def _verify_and_decrypt(self: Any, header: Any, data: Any, nonce: Any, tag: Any)
     mac.update(header)
     mac.update(data)
     try:
-        # cryptography wants the tag as bytes (asyncssh's path hands it bytes).
+        # cryptography wants the tag as bytes; cut off the receive buffer it is a view.
         mac.verify(tag if type(tag) is bytes else bytes(tag))
     except InvalidSignature:
         return None
