@@ -120,15 +120,21 @@ def _gcm_decrypt_packet(
 # asyncssh keeps received bytes in one immutable ``bytes`` and cuts the packet
 # off its front twice per packet (header, then body): with the 256 KiB reads
 # asyncio does, every packet copies everything behind it, ~12 % of an upload's
-# CPU in memmove. Under AES-GCM the buffer is held as a
-# memoryview instead, so those cuts are free; the GCM decrypt above (2) accepts the
-# pieces as they are. Any other cipher (and the clear-text version exchange and
-# first key exchange) gets plain bytes, exactly as before.
+# CPU in memmove. Under AES-GCM (and ChaCha20-Poly1305, see :data:`VIEWS`) the
+# buffer is held as a memoryview instead, so those cuts are free; the GCM decrypt
+# above (2) accepts the pieces as they are. Any other cipher (and the clear-text
+# version exchange and first key exchange) gets plain bytes, exactly as before.
+
+
+#: The encryptions whose packets may be cut off the buffer as views: AES-GCM's
+#: (2 above joins the pieces), and ChaCha20-Poly1305's while :mod:`.chacha` is
+#: applied (it adds its own and takes it out again).
+VIEWS: set[type] = {GCMEncryption}
 
 
 def _data_received(self: Any, data: bytes, datatype: Any = None) -> None:
     buf = self._inpbuf
-    if type(self._recv_encryption) is GCMEncryption:
+    if type(self._recv_encryption) in VIEWS:
         self._inpbuf = memoryview(b"".join((buf, data)) if buf else data)
     else:
         self._inpbuf = (bytes(buf) if type(buf) is memoryview else buf) + data
@@ -136,8 +142,8 @@ def _data_received(self: Any, data: bytes, datatype: Any = None) -> None:
 
 
 def _recv_pkthdr(self: Any) -> bool:
-    if type(self._inpbuf) is memoryview and type(self._recv_encryption) is not GCMEncryption:
-        # A rekey switched away from GCM with bytes pending: back to bytes.
+    if type(self._inpbuf) is memoryview and type(self._recv_encryption) not in VIEWS:
+        # A rekey switched to a cipher that needs bytes with bytes pending: back to bytes.
         self._inpbuf = bytes(self._inpbuf)
     return bool(_orig_recv_pkthdr(self))
 

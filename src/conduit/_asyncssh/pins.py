@@ -17,6 +17,7 @@ from typing import Any
 from conduit._asyncssh import (
     authwatch,
     certwatch,
+    chacha,
     channel,
     goodbye,
     kexinit,
@@ -47,6 +48,8 @@ MEMBERS: dict[str, Any] = {
     **records.USES,
     **recvlane.ORIGINALS,
     **recvlane.USES,
+    **chacha.ORIGINALS,
+    **chacha.USES,
 }
 
 

@@ -41,6 +41,8 @@ The changes here, each explained where it is made:
       copy (in :mod:`.sendlane`, applied and reverted with the rest)
   13  the keepalive timer re-armed when it fires, not on every read (its
       deadline moved instead; in :mod:`.keepalive`)
+  14  ChaCha20-Poly1305 sealed and opened with one keystream per packet for
+      the Poly1305 key and the body (in :mod:`.chacha`)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
@@ -74,7 +76,7 @@ from asyncssh.logging import SSHLogger
 from asyncssh.misc import CompressionError, ProtocolError
 from asyncssh.sftp import SFTPNoConnection
 
-from conduit._asyncssh import gcm, keepalive, kexinit, recvlane, sendlane
+from conduit._asyncssh import chacha, gcm, keepalive, kexinit, recvlane, sendlane
 
 PINNED = "2.24.1"
 
@@ -369,6 +371,7 @@ def apply() -> None:
         setattr(owner, name, replacement)
     kexinit.install()  # also asyncssh's dispatch table, which holds the function itself
     recvlane.install()  # 11: the receive lane (its own module)
+    chacha.apply()  # 14: ChaCha20-Poly1305, one keystream per packet (its own module)
     sendlane.apply()  # after send_packet: the lane stands in for the one installed
 
 
@@ -378,4 +381,5 @@ def revert() -> None:
         setattr(owner, name, ORIGINALS[key])
     kexinit.uninstall()
     recvlane.uninstall()
+    chacha.revert()
     sendlane.revert()
