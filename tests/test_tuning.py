@@ -28,6 +28,15 @@ from conduit._asyncssh import kexinit, pins, tuning
 
 # sha256 of pins.source() of each member, asyncssh 2.24.1.
 SOURCE_SHA256 = {
+    "ChachaEncryption.__init__": "8166e7b4121098f6053b757247a417be5576cffb286423aebc83bf333034f677",
+    "ChachaEncryption.get_mac_params": "27530c5451da2e6badbd48b10e8d69829461c3322ddcb629ab4be26530612d15",  # noqa: E501
+    "ChachaEncryption.encrypt_packet": "e9faafa35d664508ace1c9415164202f36e64da236f6fbd9defe10fb62830e24",  # noqa: E501
+    "ChachaEncryption.decrypt_header": "a379b497e3d8617bdb87b0b17f2f485f3eb87f069cb4a279e5f351902b340a82",  # noqa: E501
+    "ChachaEncryption.decrypt_packet": "6b65743ce728dfd4d3d6f00033c83a618d65a25641a4c712e668edd64efcab9b",  # noqa: E501
+    "ChachaCipher.__init__": "b9689bf565276ccb0f9ffc1f7904b19298e275a21e670549848b0ea4f24cbe37",
+    "ChachaCipher.encrypt_and_sign": "f9b87e5614981c32190223455e784f7bed0f87d8a1461e9723df0c5719f26f47",  # noqa: E501
+    "ChachaCipher.decrypt_header": "44feda66527a87d0d0625494183bd8c00428a4f253721a58f847ce0c3d41801c",  # noqa: E501
+    "ChachaCipher.verify_and_decrypt": "0ab7b7420976f2f68e01144c30453a0a6c1a11ce04d35f54d30ddb53e41c9e21",  # noqa: E501
     "GCMCipher.__init__": "8dbe9e768f4ecf7a4bac1641c2e574c2914e72c8c06d47eeb81f1355bc44c6a3",
     "GCMCipher._update_iv": "bce250a8d9dc82b6aa456657118d8773477e693b34cdb7f5d34da34e76ccba6d",
     "GCMCipher.encrypt_and_sign": "adb87dbdb4f9039ab1f0029bd845b032bd6571d2ae894c7b067ea1f62bb0726e",  # noqa: E501

@@ -4,7 +4,8 @@ Everything Conduit does with asyncssh beyond its documented API lives in this
 package and imports nothing else of Conduit's (tests/test_imports.py): the
 run-time changes for throughput (:mod:`.tuning`, its AES-GCM part in
 :mod:`.gcm`, the receive lane in :mod:`.recvlane`, channel data sealed
-without the generic send path in :mod:`.sendlane`, the keepalive timer
+without the generic send path in :mod:`.sendlane`, the two lanes' per-cipher
+step, AES-GCM or ChaCha20-Poly1305, in :mod:`.aead`, the keepalive timer
 kept armed in :mod:`.keepalive`), the key-exchange fix
 (:mod:`.kexinit`), authentication attempts asyncssh answers itself
 (:mod:`.authwatch`), logins that take two methods (:mod:`.multifactor`),

@@ -15,6 +15,7 @@ import inspect
 from typing import Any
 
 from conduit._asyncssh import (
+    aead,
     authwatch,
     certwatch,
     channel,
@@ -47,6 +48,7 @@ MEMBERS: dict[str, Any] = {
     **records.USES,
     **recvlane.ORIGINALS,
     **recvlane.USES,
+    **aead.USES,
 }
 
 

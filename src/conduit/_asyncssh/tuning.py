@@ -39,6 +39,8 @@ The changes here, each explained where it is made:
   12  the send lane: channel data sealed and written in one step under
       AES-GCM, and scp's download chunks queued without SSHChannel.write's
       copy (in :mod:`.sendlane`, applied and reverted with the rest)
+  15  both lanes under ChaCha20-Poly1305 too, the cipher stock OpenSSH
+      clients negotiate (the per-cipher step in :mod:`.aead`)
   13  the keepalive timer re-armed when it fires, not on every read (its
       deadline moved instead; in :mod:`.keepalive`)
 
