@@ -10,8 +10,8 @@ here is only what the two ciphers do differently with one packet:
 
 - AES-GCM: the 4-byte length is in clear (authenticated as associated data),
   the nonce is the cipher's IV, which moves on by one per packet (the
-  receive lane moves it when it takes the packet; the IV is the one piece of
-  state opening a packet consumes);
+  opener returns the next IV and the receive lane sets it when it takes the
+  packet; the IV is the one piece of state opening a packet consumes);
 - ChaCha20-Poly1305: the length is *encrypted* under a key of its own, with
   the packet's sequence number (8 bytes, big-endian) as nonce; the tag is
   Poly1305 over the encrypted length and body; there is no IV (the nonce is
@@ -26,7 +26,8 @@ memoryview for the body, but only ``bytes`` for the length and the tag: those
 are passed as ``bytes`` (4 and 16 bytes).
 
 The openers return the packet's decrypted body (padding length, payload,
-padding) and where it ends in the buffer; ``False`` when it is not all
+padding), where it ends in the buffer and the cipher's next IV (None for
+ChaCha20), for the lane to set if it takes the packet; ``False`` when it is not all
 received yet; ``None`` to leave it, untouched, to asyncssh's own path, which
 then refuses it (or handles it) with asyncssh's own error: a bad tag, a
 length over the limit, a length too short for any packet the lane takes.
@@ -72,11 +73,12 @@ USES: dict[str, Any] = {
     "ChachaCipher.verify_and_decrypt": _ChachaCipher.verify_and_decrypt,
 }
 
-Opened = tuple[bytes, int] | bool | None
+Opened = tuple[bytes, int, bytes | None] | bool | None
 
 
 def open_gcm(conn: Any, enc: Any, buf: Any) -> Opened:
-    """The AES-GCM packet at the front of ``buf``, opened (the IV not moved)."""
+    """The AES-GCM packet at the front of ``buf``, opened, and the IV after it
+    (not set: the lane sets it if it takes the packet)."""
     if len(buf) < 4:
         return None
     pktlen = int.from_bytes(buf[:4], "big")
@@ -89,16 +91,13 @@ def open_gcm(conn: Any, enc: Any, buf: Any) -> Opened:
     aesgcm = getattr(cipher, "_aesgcm", None)
     if aesgcm is None:
         return None
+    iv = cipher._iv
     try:
-        plain: bytes = aesgcm.decrypt(cipher._iv, buf[4:end], bytes(buf[:4]))
+        plain: bytes = aesgcm.decrypt(iv, buf[4:end], bytes(buf[:4]))
     except InvalidTag:
         return None  # asyncssh decrypts it again, fails and disconnects (MACError)
-    return plain, end
-
-
-def next_gcm_iv(iv: bytes) -> bytes:
-    """GCMCipher._update_iv's result: the invocation counter (last 8 bytes) plus one."""
-    return iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & _IV_MASK).to_bytes(8, "big")
+    # GCMCipher._update_iv's result: the invocation counter (last 8 bytes) plus one.
+    return plain, end, iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & _IV_MASK).to_bytes(8, "big")
 
 
 def open_chacha(conn: Any, enc: Any, buf: Any) -> Opened:
@@ -131,7 +130,7 @@ def open_chacha(conn: Any, enc: Any, buf: Any) -> Opened:
     )
     if plain is None:
         return None  # asyncssh verifies it again, fails and disconnects (MACError)
-    return plain, end
+    return plain, end, None
 
 
 #: The receive lane's opener for each encryption it takes.
@@ -147,7 +146,7 @@ def seal_gcm(enc: Any, header: bytes, plain: bytes, seq: int) -> bytes:
     cipher = enc._cipher
     iv = cipher._iv
     sealed: bytes = cipher._aesgcm.encrypt(iv, plain, header)
-    cipher._iv = next_gcm_iv(iv)
+    cipher._iv = iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & _IV_MASK).to_bytes(8, "big")
     return header + sealed
 
 

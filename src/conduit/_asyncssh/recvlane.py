@@ -66,7 +66,6 @@ from conduit._asyncssh import aead
 _SSHConnection = _connection.SSHConnection
 _SSHChannel = _channel.SSHChannel
 _openers = aead.OPENERS
-_open_gcm = aead.open_gcm
 
 ORIGINALS: dict[str, Any] = {
     "SSHConnection._recv_data": _SSHConnection._recv_data,
@@ -133,9 +132,8 @@ def _recv_data(self: Any) -> None:
             # Conduit: a whole channel data packet under an AEAD cipher, when
             # nothing is unusual.
             handler = self._recv_handler
-            opener = _openers.get(type(self._recv_encryption))
             if (
-                opener is not None
+                type(self._recv_encryption) in _openers
                 and self._auth_complete
                 and not self._decompressor
                 and self._transport
@@ -143,7 +141,7 @@ def _recv_data(self: Any) -> None:
                 and getattr(handler, "__func__", None) is type(self)._recv_pkthdr
                 and (_conn_ok.get(type(self)) or _lane_conn(type(self)))
             ):
-                taken = _take(self, opener)
+                taken = _take(self)
                 if taken:
                     continue
                 if taken is not None:
@@ -157,15 +155,15 @@ def _recv_data(self: Any) -> None:
         self.internal_error()
 
 
-def _take(self: Any, opener: Any) -> bool | None:
+def _take(self: Any) -> bool | None:
     """Handle the packet at the front of the buffer: True when done, False when
     it is not all here yet, None to leave it (untouched) to asyncssh's path."""
     buf = self._inpbuf
     enc = self._recv_encryption
-    opened = opener(self, enc, buf)
+    opened = _openers[type(enc)](self, enc, buf)
     if opened.__class__ is not tuple:
-        return opened  # type: ignore[no-any-return]
-    plain, end = opened
+        return opened  # type: ignore[return-value]  # (a tuple is not returned)
+    plain, end, next_iv = opened
 
     # plain: padding length, payload (type, channel, ...), padding. asyncssh
     # cuts the payload as plain[1:-padding]: no padding at all leaves it empty.
@@ -196,9 +194,8 @@ def _take(self: Any, opener: Any) -> bool | None:
     # Taken: as _recv_packet does after decrypting (under AES-GCM the IV moves
     # on; ChaCha20's nonce is the sequence number, moved on below; the packet
     # leaves the buffer), then what the handler does.
-    if opener is _open_gcm:
-        cipher = enc._cipher
-        cipher._iv = aead.next_gcm_iv(cipher._iv)
+    if next_iv is not None:
+        enc._cipher._iv = next_iv
     self._inpbuf = buf[end:]
     seq = self._recv_seq
 

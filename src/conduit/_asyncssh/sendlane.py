@@ -153,10 +153,9 @@ def _send_data(chan: Any, datatype: int | None, data: Any) -> None:
     enc = conn._send_encryption
     recipient = chan._send_chan
     transport = conn._transport
-    seal = _sealers.get(type(enc))
     if (
         datatype is None
-        and seal is not None
+        and type(enc) in _sealers
         and recipient is not None
         and transport is not None
         and conn._kex_complete
@@ -181,7 +180,7 @@ def _send_data(chan: Any, datatype: int | None, data: Any) -> None:
         plain = b"".join(
             (_PREFIX.pack(padlen, MSG_CHANNEL_DATA, recipient, datalen), data, _padding(padlen))
         )
-        packet = seal(enc, _UINT32.pack(pktlen), plain, conn._send_seq)
+        packet = _sealers[type(enc)](enc, _UINT32.pack(pktlen), plain, conn._send_seq)
         try:  # noqa: SIM105 (a with block per packet costs more)
             transport.write(packet)
         except ConnectionError:  # pragma: no cover (as SSHConnection._send)
