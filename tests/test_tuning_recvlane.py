@@ -116,8 +116,14 @@ async def test_round_trip_through_the_lane(
 
 
 @CIPHERS
-async def test_lane_off_takes_the_generic_path(generic_count: list[int], cipher: str) -> None:
-    recvlane.uninstall()
+@pytest.mark.parametrize("off", ["uninstall", "revert"])
+async def test_lane_off_takes_the_generic_path(
+    generic_count: list[int], cipher: str, off: str
+) -> None:
+    if off == "revert":
+        tuning.revert()  # asyncssh's own path, every change off
+    else:
+        recvlane.uninstall()
     try:
         payload = os.urandom(512 * 1024)
         both = {"encryption_algs": [cipher]}
