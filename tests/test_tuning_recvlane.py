@@ -160,6 +160,11 @@ async def test_chacha_length_decrypted_once_per_packet(
     # The server's socket hands it 32 KiB packets in pieces of 1000 bytes: the
     # lane waits for each whole packet and decrypts its length once, as asyncssh
     # does (not once per piece).
+    tuning.apply()
+    if not lane:
+        recvlane.uninstall()
+    # Whichever decrypt_header is installed (asyncssh's, or a faster one applied
+    # with the rest), counted.
     calls: list[Any] = []
     decrypt_header = ChachaCipher.decrypt_header
 
@@ -168,9 +173,6 @@ async def test_chacha_length_decrypted_once_per_packet(
         return decrypt_header(self, header, nonce)
 
     monkeypatch.setattr(ChachaCipher, "decrypt_header", counted)
-    tuning.apply()
-    if not lane:
-        recvlane.uninstall()
     try:
         async with _pair(CHACHA) as (_, server, chan):
             received = server.data_received
