@@ -59,8 +59,8 @@ def patched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_series_is_complete() -> None:
     names = [d.name for d in DIFFS]
-    assert len(names) == 14
-    assert [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, 15)]
+    assert len(names) == 15
+    assert [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, 16)]
     readme = (PATCHES / "README.md").read_text()
     for name in names:
         assert name in readme, f"{name} is not listed in README.md"
@@ -99,6 +99,9 @@ def test_patches_are_in_the_copy(patched: Path) -> None:
     assert "def _get_padding(" in connection
     assert "accepts_memoryview()" in connection
     assert "def _recv_channel_packet(" in connection
+    assert "isinstance(enc, (GCMEncryption, ChachaEncryption))" in connection
+    encryption = (patched / "asyncssh" / "encryption.py").read_text()
+    assert "def peek_length(" in encryption
     chacha = (patched / "asyncssh" / "crypto" / "chacha.py").read_text()
     assert "def _body_cipher(" in chacha
     # ... and the installed package is untouched.
@@ -176,8 +179,9 @@ async def run(name, enc, mac):
     assert sent_types.count(MSG_KEXINIT) > 4, "rekeys mid-transfer, both sides"
     print(name, "ok", len(data), "ignores", ignores, "buffers", sorted(buffers),
           "lane", lane[0], flush=True)
-    # The receive lane (11) takes the data packets under GCM, none otherwise.
-    assert (lane[0] > 20) if name == "gcm" else (lane[0] == 0), (name, lane)
+    # The receive lane takes the data packets under GCM (11) and ChaCha20 (15),
+    # none otherwise.
+    assert (lane[0] > 20) if name != "ctr" else (lane[0] == 0), (name, lane)
     return ignores, buffers
 
 async def main():

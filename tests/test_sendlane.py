@@ -1,4 +1,4 @@
-"""conduit._asyncssh.sendlane: channel data sealed and written in one step under AES-GCM.
+"""conduit._asyncssh.sendlane: channel data sealed and written in one step (AES-GCM, ChaCha20).
 
 Downloads between an asyncssh server and client in this process: each must
 arrive byte for byte, through the lane where the lane applies (counted by its
@@ -30,7 +30,10 @@ from asyncssh.packet import SSHPacketLogger, String
 from conduit._asyncssh import sendlane, tuning
 
 GCM = "aes128-gcm@openssh.com"
+CHACHA = "chacha20-poly1305@openssh.com"
 MIB = 1024 * 1024
+#: The lane's two ciphers (AES-GCM: run-time change 12; ChaCha20-Poly1305: 15).
+CIPHERS = pytest.mark.parametrize("cipher", [GCM, CHACHA], ids=["gcm", "chacha20"])
 
 
 @pytest.fixture
@@ -149,6 +152,7 @@ def kexinits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return started
 
 
+@CIPHERS
 @pytest.mark.parametrize(
     ("window", "pktsize", "rekey"),
     [(2 * MIB, 32768, None), (50_000, 7_000, MIB), (2 * MIB, 32768, MIB), (300_000, 32768, MIB)],
@@ -160,12 +164,15 @@ async def test_download_through_the_lane_byte_exact(
     window: int,
     pktsize: int,
     rekey: int | None,
+    cipher: str,
 ) -> None:
     received = _client_receives(monkeypatch)
     payload = os.urandom(4 * MIB + 4321)
-    server = _algs() if rekey is None else _algs(rekey_bytes=rekey)
+    server = _algs(cipher) if rekey is None else _algs(cipher, rekey_bytes=rekey)
     down = Download(payload)
-    got = await asyncio.wait_for(down.run(server, _algs(), window=window, max_pktsize=pktsize), 120)
+    got = await asyncio.wait_for(
+        down.run(server, _algs(cipher), window=window, max_pktsize=pktsize), 120
+    )
     assert got == payload
     if not rekey:
         assert len(lane) >= len(payload) // pktsize  # the data went through the lane
@@ -207,18 +214,23 @@ def _no_data_inside_a_key_exchange(received: list[int]) -> None:
             assert pkttype < 50, f"message {pkttype} between KEXINIT and NEWKEYS"
 
 
-async def test_stderr_beside_the_lane(lane: list[int]) -> None:
+@CIPHERS
+async def test_stderr_beside_the_lane(lane: list[int], cipher: str) -> None:
     # Extended data (stderr) goes the old way, stdout through the lane: both
     # arrive whole, each in its own stream.
     payload, errors = os.urandom(2 * MIB + 5), os.urandom(MIB + 3)
     down = Download(payload)
     down.errors = errors
-    got = await asyncio.wait_for(down.run(_algs(rekey_bytes=MIB), _algs(), window=300_000), 120)
+    algs = _algs(cipher, rekey_bytes=MIB)
+    got = await asyncio.wait_for(down.run(algs, _algs(cipher), window=300_000), 120)
     assert got == payload  # and stderr == errors, checked by run()
     assert lane
 
 
-async def test_rekey_by_time_starts_from_the_lane(lane: list[int], kexinits: list[bool]) -> None:
+@CIPHERS
+async def test_rekey_by_time_starts_from_the_lane(
+    lane: list[int], kexinits: list[bool], cipher: str
+) -> None:
     # The rekey time is checked before every packet, as send_packet does: a
     # time found passed mid-download starts a key exchange from the next packet.
     payload = os.urandom(4 * MIB + 1)
@@ -232,14 +244,15 @@ async def test_rekey_by_time_starts_from_the_lane(lane: list[int], kexinits: lis
             conn._rekey_time = 0.0  # "now" is past it
 
     down.before_chunk = expire
-    server = _algs(rekey_seconds=3600)
-    assert await asyncio.wait_for(down.run(server, _algs()), 120) == payload
+    server = _algs(cipher, rekey_seconds=3600)
+    assert await asyncio.wait_for(down.run(server, _algs(cipher)), 120) == payload
     assert kexinits.count(True) == 1 + 2  # the first, then one per expiry
     assert len(lane) >= len(payload) // 32768 // 2
 
 
+@CIPHERS
 async def test_rekey_started_by_the_peer_mid_download(
-    lane: list[int], monkeypatch: pytest.MonkeyPatch
+    lane: list[int], monkeypatch: pytest.MonkeyPatch, cipher: str
 ) -> None:
     # The client starts key exchanges while the server is sending (a window
     # larger than the download: the server never waits for it): from the
@@ -259,8 +272,8 @@ async def test_rekey_started_by_the_peer_mid_download(
             client.send_packet(MSG_IGNORE, String(b""))
 
     down.before_chunk = client_rekeys
-    client = _algs(rekey_seconds=3600)
-    got = await asyncio.wait_for(down.run(_algs(), client, window=16 * MIB), 120)
+    client = _algs(cipher, rekey_seconds=3600)
+    got = await asyncio.wait_for(down.run(_algs(cipher), client, window=16 * MIB), 120)
     assert got == payload
     assert received.count(MSG_KEXINIT) >= 1 + 2  # one may fall inside another
     _no_data_inside_a_key_exchange(received)
@@ -270,12 +283,11 @@ async def test_rekey_started_by_the_peer_mid_download(
 @pytest.mark.parametrize(
     "algs",
     [
-        _algs("chacha20-poly1305@openssh.com"),
         _algs("aes128-ctr", mac_algs=["hmac-sha2-256-etm@openssh.com"]),
         _algs(compression="zlib"),
-        _algs(compression="zlib@openssh.com", rekey_bytes=MIB),
+        _algs(CHACHA, compression="zlib@openssh.com", rekey_bytes=MIB),
     ],
-    ids=["chacha20", "aes-ctr", "zlib", "zlib-delayed-rekey"],
+    ids=["aes-ctr", "zlib", "chacha20-zlib-delayed-rekey"],
 )
 async def test_other_transports_go_around_the_lane(lane: list[int], algs: dict[str, Any]) -> None:
     payload = os.urandom(3 * MIB + 7)
@@ -283,12 +295,14 @@ async def test_other_transports_go_around_the_lane(lane: list[int], algs: dict[s
     assert lane == []
 
 
+@CIPHERS
 async def test_packet_logging_goes_around_the_lane(
-    lane: list[int], monkeypatch: pytest.MonkeyPatch
+    lane: list[int], monkeypatch: pytest.MonkeyPatch, cipher: str
 ) -> None:
     monkeypatch.setattr(SSHLogger, "_debug_level", 3)
     payload = os.urandom(200 * 1024)
-    assert await asyncio.wait_for(Download(payload).run(_algs(), _algs()), 120) == payload
+    algs = _algs(cipher)
+    assert await asyncio.wait_for(Download(payload).run(algs, algs), 120) == payload
     assert lane == []
 
 
@@ -308,31 +322,39 @@ async def test_send_packet_wrapped_after_apply_sees_every_packet(
     assert lane == [] and seen.count(MSG_CHANNEL_DATA) >= MIB // 32768
 
 
-async def test_revert_takes_the_lane_off(lane: list[int]) -> None:
+@CIPHERS
+async def test_revert_takes_the_lane_off(lane: list[int], cipher: str) -> None:
     payload = os.urandom(MIB + 3)
+    algs = _algs(cipher)
     try:
         tuning.revert()
         assert (
             SSHChannel.__dict__["_flush_send_buf"]
             is sendlane.ORIGINALS["SSHChannel._flush_send_buf"]
         )
-        assert await asyncio.wait_for(Download(payload).run(_algs(), _algs()), 120) == payload
+        assert await asyncio.wait_for(Download(payload).run(algs, algs), 120) == payload
         assert lane == []
     finally:
         tuning.apply()
     assert SSHChannel.__dict__["_flush_send_buf"] is sendlane._flush_send_buf
-    assert await asyncio.wait_for(Download(payload).run(_algs(), _algs()), 120) == payload
+    assert await asyncio.wait_for(Download(payload).run(algs, algs), 120) == payload
     assert lane
 
 
-async def test_peer_gone_mid_write(lane: list[int]) -> None:
+@CIPHERS
+async def test_peer_gone_mid_write(lane: list[int], cipher: str) -> None:
     # The client drops the connection after 1 MiB of a 64 MiB download: the
     # server's writer fails or finishes, nothing hangs, the connection closes.
     payload = os.urandom(64 * MIB)
     down = Download(payload)
-    async with down.listening(_algs()) as (port, client_key):
+    async with down.listening(_algs(cipher)) as (port, client_key):
         conn = await asyncssh.connect(
-            "127.0.0.1", port, known_hosts=None, client_keys=[client_key], username="u", **_algs()
+            "127.0.0.1",
+            port,
+            known_hosts=None,
+            client_keys=[client_key],
+            username="u",
+            **_algs(cipher),
         )
         process = await conn.create_process(encoding=None)
         got = b""
@@ -365,14 +387,16 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
+@CIPHERS
 @pytest.mark.parametrize(("window", "pktsize"), [(2 * MIB, 32768), (50_000, 7_000)])
 async def test_handed_over_chunks_skip_write(
-    lane: list[int], writes: list[int], window: int, pktsize: int
+    lane: list[int], writes: list[int], window: int, pktsize: int, cipher: str
 ) -> None:
     payload = os.urandom(3 * MIB + 11)
     down = Download(payload, handover=True)
+    server = _algs(cipher, rekey_bytes=MIB)
     got = await asyncio.wait_for(
-        down.run(_algs(rekey_bytes=MIB), _algs(), window=window, max_pktsize=pktsize), 120
+        down.run(server, _algs(cipher), window=window, max_pktsize=pktsize), 120
     )
     assert got == payload
     assert writes == []  # every chunk queued as it was, no copy

@@ -36,6 +36,7 @@ SOURCE_SHA256 = {
     "ChachaEncryption.decrypt_header": "a379b497e3d8617bdb87b0b17f2f485f3eb87f069cb4a279e5f351902b340a82",  # noqa: E501
     "ChachaEncryption.decrypt_packet": "6b65743ce728dfd4d3d6f00033c83a618d65a25641a4c712e668edd64efcab9b",  # noqa: E501
     "ChachaEncryption.encrypt_packet": "e9faafa35d664508ace1c9415164202f36e64da236f6fbd9defe10fb62830e24",  # noqa: E501
+    "ChachaEncryption.get_mac_params": "27530c5451da2e6badbd48b10e8d69829461c3322ddcb629ab4be26530612d15",  # noqa: E501
     "chacha.chacha20": "8fd99dfce8c7c8855af6f9d1949c2758d47756685d918aad4d0e970eaffa49ce",
     "chacha.poly1305": "960a0124ac4308c095d91735ba9deeadcda9819ec0c34c847ff0a9d7ed02045b",
     "chacha.poly1305_key": "c8627dfb53b0c7025dd827884274fcafd832387b0fd0fdcebbdf83897b78ad43",

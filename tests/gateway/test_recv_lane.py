@@ -17,23 +17,14 @@ from asyncssh.packet import String, UInt32
 
 from tests.gateway.test_hostile_scp import every_name, records, site, verified
 from tests.support.gateway import RunningGateway, wait_for
-from tests.test_tuning_recvlane import _Client, _flip_tag, generic_count
+from tests.test_tuning_recvlane import _Client, _flip_tag, _tamper, generic_count
 
 __all__ = ["generic_count", "site"]  # the fixtures, reused
 GCM = "aes256-gcm@openssh.com"
+CHACHA = "chacha20-poly1305@openssh.com"  # what a stock OpenSSH client negotiates
+CIPHERS = pytest.mark.parametrize("cipher", [GCM, CHACHA], ids=["gcm", "chacha20"])
 
-
-async def _tampered(conn: Any, chan: Any) -> None:
-    send = conn._send
-
-    def tampered(data: bytes) -> None:
-        packet = bytearray(data)
-        _flip_tag(packet)
-        conn._send = send
-        send(bytes(packet))
-
-    conn._send = tampered
-    conn.send_packet(MSG_CHANNEL_DATA, UInt32(chan._send_chan), String(b"x" * 100))
+_tampered = _tamper(_flip_tag)
 
 
 async def _after_eof(conn: Any, chan: Any) -> None:
@@ -52,12 +43,13 @@ CASES = {
 }
 
 
+@CIPHERS
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_misbehaving_peer_mid_upload(site: RunningGateway, case: str) -> None:
+def test_misbehaving_peer_mid_upload(site: RunningGateway, case: str, cipher: str) -> None:
     misdeed, reason = CASES[case]
 
     async def scenario() -> Any:
-        async with site.connect(client_factory=_Client, encryption_algs=[GCM]) as conn:
+        async with site.connect(client_factory=_Client, encryption_algs=[cipher]) as conn:
             process = await conn.create_process("scp -t /inbox", encoding=None)
             assert await process.stdout.readexactly(1) == b"\0"
             process.stdin.write(b"C0644 200000 half.bin\n")
@@ -83,16 +75,17 @@ def test_misbehaving_peer_mid_upload(site: RunningGateway, case: str) -> None:
     assert verified(site)
 
 
+@CIPHERS
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-scp"])
 def test_upload_through_the_lane_byte_exact(
-    site: RunningGateway, tmp_path: Path, generic_count: list[int], legacy: bool
+    site: RunningGateway, tmp_path: Path, generic_count: list[int], legacy: bool, cipher: str
 ) -> None:
     # A real scp upload in 32 KiB packets, rekeying every MiB: the lane's bytes
     # are the file's, and the journal's record agrees.
     data = bytes(range(256)) * 24_577  # 6 MiB and a bit: 193 packets of 32 KiB
     src = tmp_path / "up.bin"
     src.write_bytes(data)
-    extra = ("-c", GCM, "-o", "RekeyLimit=1M")
+    extra = ("-c", cipher, "-o", "RekeyLimit=1M")
     result = site.scp(str(src), ":/inbox/up.bin", legacy=legacy, extra=extra)
     assert result.returncode == 0, result.stderr[-2000:]
     # The data packets took the lane; key exchanges, auth and requests did not.

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from asyncssh.channel import SSHChannel
+from asyncssh.connection import SSHConnection
 
 from conduit._asyncssh import sendlane
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
@@ -110,30 +111,70 @@ def test_stalled_reader_bounded_then_byte_exact(gw: RunningGateway, tmp_path: Pa
     assert sha256(dst) == sha256(src)
 
 
+@pytest.fixture
+def lanes(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Packets sealed by the send lane, and packets the receive lane left to
+    asyncssh's generic ``_recv_packet`` (one entry each)."""
+    sealed: list[int] = []
+    generic: list[int] = []
+    padding = sendlane._padding
+    monkeypatch.setattr(sendlane, "_padding", lambda n: sealed.append(n) or padding(n))
+    recv_packet = SSHConnection._recv_packet
+
+    def counted(self: SSHConnection) -> bool:
+        generic.append(1)
+        return recv_packet(self)
+
+    monkeypatch.setattr(SSHConnection, "_recv_packet", counted)
+    return sealed, generic
+
+
+@pytest.mark.parametrize(
+    "cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"], ids=["gcm", "chacha20"]
+)
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-scp"])
 def test_rekey_mid_transfer_byte_exact(
-    gw: RunningGateway, tmp_path: Path, legacy: bool, monkeypatch: pytest.MonkeyPatch
+    gw: RunningGateway,
+    tmp_path: Path,
+    legacy: bool,
+    cipher: str,
+    lanes: tuple[list[int], list[int]],
 ) -> None:
     # OpenSSH rekeys every MiB: NEWKEYS and the first packets under the new
     # keys must leave in that order, with the sequence numbers they were sealed with.
-    # The download's data goes through the send lane (sendlane), between rekeys.
-    lane: list[int] = []
-    padding = sendlane._padding
-    monkeypatch.setattr(sendlane, "_padding", lambda n: lane.append(n) or padding(n))
+    # The upload's data comes through the receive lane (recvlane), the
+    # download's goes through the send lane (sendlane), between rekeys, under
+    # both AEAD ciphers (chacha20: OpenSSH's own first choice).
+    sealed, generic = lanes
     up = random_file(tmp_path / "up.bin", 6 * 1024 * 1024 + 3)
-    extra = ("-o", "RekeyLimit=1M", "-v")
+    extra = ("-o", "RekeyLimit=1M", "-v", "-c", cipher)
     result = gw.scp(str(up), ":/inbox/up.bin", legacy=legacy, extra=extra)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2  # it did rekey
     assert sha256(gw.area("inbox") / "up.bin") == sha256(up)
+    assert len(generic) < 150 < len(up.read_bytes()) // 32768  # the lane took the data
     down = tmp_path / "down.bin"
-    lane.clear()
-    aes = ("-c", "aes128-gcm@openssh.com")  # OpenSSH's own first choice is chacha20
-    result = gw.scp(":/inbox/up.bin", str(down), legacy=legacy, extra=(*extra, *aes))
+    sealed.clear()
+    result = gw.scp(":/inbox/up.bin", str(down), legacy=legacy, extra=extra)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2
     assert sha256(down) == sha256(up)
-    assert len(lane) > 32  # most of 6 MiB in 32 KiB packets: the lane sealed them
+    assert len(sealed) > 32  # most of 6 MiB in 32 KiB packets: the lane sealed them
+
+
+def test_sftp_under_chacha20_through_both_lanes(
+    gw: RunningGateway, tmp_path: Path, lanes: tuple[list[int], list[int]]
+) -> None:
+    # OpenSSH's sftp with its default cipher, up and down byte-exact, rekeying.
+    sealed, generic = lanes
+    up = random_file(tmp_path / "up.bin", 5 * 1024 * 1024 + 17)
+    down = tmp_path / "down.bin"
+    extra = ("-o", "RekeyLimit=1M", "-c", "chacha20-poly1305@openssh.com")
+    result = gw.sftp(f"put {up} /inbox/up.bin\nget /inbox/up.bin {down}\n", extra=extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sha256(gw.area("inbox") / "up.bin") == sha256(up) == sha256(down)
+    assert len(sealed) > 32
+    assert len(generic) < 150  # of ~160 write requests of 32 KiB and ~20 reads
 
 
 def test_scp_download_chunks_not_copied(

@@ -5,8 +5,9 @@ package and imports nothing else of Conduit's (tests/test_imports.py): the
 run-time changes for throughput (:mod:`.tuning`, its AES-GCM part in
 :mod:`.gcm`, its ChaCha20-Poly1305 part in :mod:`.chacha`, the receive
 lane in :mod:`.recvlane`, channel data sealed without the generic send path
-in :mod:`.sendlane`, the keepalive timer kept armed in :mod:`.keepalive`),
-the key-exchange fix
+in :mod:`.sendlane`, the two lanes' per-cipher step, AES-GCM or
+ChaCha20-Poly1305, in :mod:`.aead`, the keepalive timer kept armed in
+:mod:`.keepalive`), the key-exchange fix
 (:mod:`.kexinit`), authentication attempts asyncssh answers itself
 (:mod:`.authwatch`), logins that take two methods (:mod:`.multifactor`),
 user certificates judged by Conduit, not asyncssh (:mod:`.certwatch`), the

@@ -15,6 +15,7 @@ import inspect
 from typing import Any
 
 from conduit._asyncssh import (
+    aead,
     authwatch,
     certwatch,
     chacha,
@@ -48,6 +49,7 @@ MEMBERS: dict[str, Any] = {
     **records.USES,
     **recvlane.ORIGINALS,
     **recvlane.USES,
+    **aead.USES,
     **chacha.ORIGINALS,
     **chacha.USES,
 }

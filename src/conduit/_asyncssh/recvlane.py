@@ -1,7 +1,8 @@
-"""A lean receive lane for channel data under AES-GCM (run-time change 11).
+"""A lean receive lane for channel data under AES-GCM and ChaCha20-Poly1305 (run-time
+changes 11 and 15).
 
 asyncssh handles every received packet the same generic way: the header is
-cut and "decrypted" (under GCM it is the clear length), the body cut, joined
+cut and decrypted (under GCM it is the clear length), the body cut, joined
 and decrypted, an ``SSHPacket`` object built, the type looked up in four
 ranges, the channel number parsed, the packet logged (or not), dispatched
 through the channel's handler table, the data parsed out with a copy, its
@@ -13,16 +14,22 @@ of them Python functions); a GiB is 32,768 packets.
 Here :func:`_recv_data` (a copy of ``SSHConnection._recv_data``, asyncssh
 2.24.1) takes a whole packet off the receive buffer itself when it is a
 ``MSG_CHANNEL_DATA`` or ``MSG_CHANNEL_WINDOW_ADJUST`` for an open channel
-under AES-GCM, and hands the data to the channel's session directly. It keeps
-every check asyncssh's path makes on such a packet, in the same order, and
+under an AEAD cipher (AES-GCM, or ChaCha20-Poly1305: the cipher stock OpenSSH
+clients negotiate), and hands the data to the channel's session directly. It
+keeps every check asyncssh's path makes on such a packet, in the same order, and
 where one would refuse the packet (or anything is unusual) it *does not
 refuse it itself*: it leaves the buffer, the IV and the sequence number as
 they were and lets asyncssh's own ``_recv_pkthdr``/``_recv_packet`` take the
-same bytes, which then refuse them with asyncssh's own error. So:
+same bytes, which then refuse them with asyncssh's own error. What differs
+between the two ciphers (the length in clear or encrypted, the nonce an IV
+or the sequence number) is opening one packet, in :mod:`.aead`; the rest is
+the same for both. So:
 
 - the tag is verified first (a failure leaves the packet to asyncssh, which
   fails it again and disconnects with ``MACError``);
-- the length limit (``_max_recv_pktlen``) falls back before anything is read;
+- the length limit (``_max_recv_pktlen``) falls back before anything is read
+  (under ChaCha20 the length is decrypted first, as asyncssh does, and only
+  once per packet while the rest arrives);
 - only encrypted, authenticated, uncompressed connections use the lane, with
   packet and debug logging off (asyncssh logs nothing then either);
 - an unknown channel number, a channel not ``open`` for receiving (after EOF
@@ -53,14 +60,12 @@ from asyncssh import packet as _packet
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST
 from asyncssh.logging import SSHLogger
 from asyncssh.misc import DisconnectError
-from cryptography.exceptions import InvalidTag
 
-from conduit._asyncssh.gcm import GCMEncryption
+from conduit._asyncssh import aead
 
 _SSHConnection = _connection.SSHConnection
 _SSHChannel = _channel.SSHChannel
-_GCM_TAG = 16
-_IV_MASK = 0xFFFFFFFFFFFFFFFF
+_openers = aead.OPENERS
 
 ORIGINALS: dict[str, Any] = {
     "SSHConnection._recv_data": _SSHConnection._recv_data,
@@ -124,10 +129,11 @@ def _recv_data(self: Any) -> None:
     # pylint: disable=broad-except
     try:
         while self._inpbuf:
-            # Conduit: a whole channel data packet under GCM, when nothing is unusual.
+            # Conduit: a whole channel data packet under an AEAD cipher, when
+            # nothing is unusual.
             handler = self._recv_handler
             if (
-                type(self._recv_encryption) is GCMEncryption
+                type(self._recv_encryption) in _openers
                 and self._auth_complete
                 and not self._decompressor
                 and self._transport
@@ -153,24 +159,11 @@ def _take(self: Any) -> bool | None:
     """Handle the packet at the front of the buffer: True when done, False when
     it is not all here yet, None to leave it (untouched) to asyncssh's path."""
     buf = self._inpbuf
-    if len(buf) < 4:
-        return None
-    pktlen = int.from_bytes(buf[:4], "big")
-    if pktlen > self._max_recv_pktlen:
-        return None  # asyncssh refuses it
-    end = 4 + pktlen + _GCM_TAG
-    if len(buf) < end:
-        return False  # asyncssh would cut the header off and wait: the bytes wait here
-
-    cipher = self._recv_encryption._cipher
-    aesgcm = getattr(cipher, "_aesgcm", None)
-    if aesgcm is None:
-        return None
-    iv = cipher._iv
-    try:
-        plain: bytes = aesgcm.decrypt(iv, buf[4:end], bytes(buf[:4]))
-    except InvalidTag:
-        return None  # asyncssh decrypts it again, fails and disconnects (MACError)
+    enc = self._recv_encryption
+    opened = _openers[type(enc)](self, enc, buf)
+    if opened.__class__ is not tuple:
+        return opened  # type: ignore[return-value]  # (a tuple is not returned)
+    plain, end, next_iv = opened
 
     # plain: padding length, payload (type, channel, ...), padding. asyncssh
     # cuts the payload as plain[1:-padding]: no padding at all leaves it empty.
@@ -198,9 +191,11 @@ def _take(self: Any) -> bool | None:
     elif chan._recv_state not in {"open", "eof_pending", "eof"}:
         return None
 
-    # Taken: as _recv_packet does after decrypting (the IV moves on, the
-    # packet leaves the buffer), then what the handler does.
-    cipher._iv = iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & _IV_MASK).to_bytes(8, "big")
+    # Taken: as _recv_packet does after decrypting (under AES-GCM the IV moves
+    # on; ChaCha20's nonce is the sequence number, moved on below; the packet
+    # leaves the buffer), then what the handler does.
+    if next_iv is not None:
+        enc._cipher._iv = next_iv
     self._inpbuf = buf[end:]
     seq = self._recv_seq
 

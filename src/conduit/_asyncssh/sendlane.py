@@ -1,4 +1,4 @@
-"""The send lane: a channel's data packets sealed and written in one step under AES-GCM.
+"""The send lane: a channel's data packets sealed and written in one step (AES-GCM, ChaCha20).
 
 asyncssh sends each MSG_CHANNEL_DATA packet through four layers of Python
 (the channel's ``send_packet``, the connection's ``send_packet``, its
@@ -6,14 +6,15 @@ asyncssh sends each MSG_CHANNEL_DATA packet through four layers of Python
 calls: about a dozen Python calls per packet, for a 1 GiB download 32,768
 packets of 32 KiB, and a handful per small file. While a connection is in
 its ordinary state the outcome of most of those checks is known, so
-:func:`_send_data` builds the packet itself (header, padding, AES-GCM seal,
-one ``transport.write``) and keeps the same books as
+:func:`_send_data` builds the packet itself (header, padding, the seal of an
+AEAD cipher: AES-GCM, run-time change 12, or ChaCha20-Poly1305, 15, each
+as :mod:`.aead` does it; one ``transport.write``) and keeps the same books as
 :func:`conduit._asyncssh.tuning._send_packet`, the copy of
 ``SSHConnection.send_packet`` it stands in for: the send sequence number, the
 bytes counted towards the next key exchange.
 
 The lane is taken only when a packet would go through that copy exactly so
-(see :func:`_send_data`): AES-GCM, no compression, key exchange and
+(see :func:`_send_data`): AES-GCM or ChaCha20, no compression, key exchange and
 authentication complete, nothing deferred, no key exchange due (the byte
 count and the rekey time are checked before every packet, as send_packet does),
 packet logging off, the transport still there, and the connection's and the
@@ -21,9 +22,9 @@ channel's ``send_packet`` the ones installed with the lane. Anything else goes
 down the old path for that packet, which starts the key exchange, defers the
 packet, logs it or compresses it as before. Strict key exchange
 (CVE-2023-48795) touches the send sequence only at MSG_NEWKEYS and before the
-first key exchange, neither of which the lane ever sends. Under AES-GCM the
-old path sends no MSG_IGNORE either (tuning 3), so the wire is the same byte
-for byte.
+first key exchange, neither of which the lane ever sends. Under either AEAD
+cipher the old path sends no MSG_IGNORE either (tuning 3), so the wire is the
+same byte for byte.
 
 The lane lives in the channel's flush, the one place channel data is cut into
 packets (tuning 3b/3d, moved here with it): a buffer longer than a packet is
@@ -49,11 +50,11 @@ from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EX
 from asyncssh.logging import SSHLogger
 from asyncssh.stream import SSHWriter
 
-from conduit._asyncssh import gcm
+from conduit._asyncssh import aead, gcm
 
 _SSHChannel = _channel.SSHChannel
 _SSHConnection = _connection.SSHConnection
-_GCMEncryption = gcm.GCMEncryption
+_sealers = aead.SEALERS
 _chan_write = _SSHChannel.write
 
 ORIGINALS: dict[str, Any] = {
@@ -87,7 +88,6 @@ USES: dict[str, Any] = {
 #: padding length, message type, recipient channel, data length
 _PREFIX = struct.Struct(">BBII")
 _UINT32 = struct.Struct(">I")
-_IV_MASK = 0xFFFFFFFFFFFFFFFF
 #: The lane's padding (shared with tuning 3's pool); a name of its own, so a test
 #: can count the packets the lane builds.
 _padding = gcm.padding
@@ -155,7 +155,7 @@ def _send_data(chan: Any, datatype: int | None, data: Any) -> None:
     transport = conn._transport
     if (
         datatype is None
-        and type(enc) is _GCMEncryption
+        and type(enc) in _sealers
         and recipient is not None
         and transport is not None
         and conn._kex_complete
@@ -169,23 +169,20 @@ def _send_data(chan: Any, datatype: int | None, data: Any) -> None:
         and type(chan).send_packet is _behind[1]
     ):
         # What tuning's _send_packet does for this packet, in the same order:
-        # pad to the block size, seal (header in clear, authenticated), advance
-        # the IV, write, count the sequence number and the rekey bytes.
+        # pad to the block size, seal (the cipher's own way, see aead: GCM's IV
+        # moves on, ChaCha20's nonce is the sequence number), write, count the
+        # sequence number and the rekey bytes.
         datalen = len(data)
         padlen = -(conn._send_enchdrlen + 9 + datalen) % conn._send_blocksize
         if padlen < 4:
             padlen += conn._send_blocksize
         pktlen = 10 + datalen + padlen
-        hdr = _UINT32.pack(pktlen)
-        cipher: Any = enc._cipher
-        iv = cipher._iv
         plain = b"".join(
             (_PREFIX.pack(padlen, MSG_CHANNEL_DATA, recipient, datalen), data, _padding(padlen))
         )
-        sealed = cipher._aesgcm.encrypt(iv, plain, hdr)
-        cipher._iv = iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & _IV_MASK).to_bytes(8, "big")
+        packet = _sealers[type(enc)](enc, _UINT32.pack(pktlen), plain, conn._send_seq)
         try:  # noqa: SIM105 (a with block per packet costs more)
-            transport.write(hdr + sealed)
+            transport.write(packet)
         except ConnectionError:  # pragma: no cover (as SSHConnection._send)
             pass
         conn._send_seq = (conn._send_seq + 1) & 0xFFFFFFFF

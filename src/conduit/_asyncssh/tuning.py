@@ -32,7 +32,7 @@ The changes here, each explained where it is made:
       and then copied into it by SSHChannel.write (a read's data: one copy
       less; a small reply: write()'s calls less)
   4   the receive buffer held as a memoryview under AES-GCM (no re-slicing;
-      in :mod:`.gcm`)
+      in :mod:`.gcm`) and ChaCha20-Poly1305 (with 14)
   8   log messages built only when their level is on (two per SFTP request)
   11  channel data and window adjusts received under AES-GCM without asyncssh's
       generic packet path (in :mod:`.recvlane`)
@@ -43,6 +43,8 @@ The changes here, each explained where it is made:
       deadline moved instead; in :mod:`.keepalive`)
   14  ChaCha20-Poly1305 sealed and opened with one keystream per packet for
       the Poly1305 key and the body (in :mod:`.chacha`)
+  15  both lanes under ChaCha20-Poly1305 too, the cipher stock OpenSSH
+      clients negotiate (the per-cipher step in :mod:`.aead`)
 
 glibc's malloc thresholds (5 in earlier lists) are the process's, not
 asyncssh's: ``conduit serve`` fixes them, see :mod:`conduit.gateway.process`.
