@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
+from asyncssh.crypto.chacha import ChachaCipher
 
-from conduit._asyncssh import sendlane
+from conduit._asyncssh import chacha, sendlane
 from tests.support.gateway import RunningGateway, random_file, sha256, wait_for
 
 
@@ -129,9 +130,26 @@ def lanes(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
     return sealed, generic
 
 
-@pytest.mark.parametrize(
-    "cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"], ids=["gcm", "chacha20"]
-)
+@pytest.fixture
+def chacha_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Packets sealed and opened by run-time change 14's ChaCha20 methods."""
+    calls = {"encrypt_and_sign": 0, "verify_and_decrypt": 0}
+    for name in calls:
+        installed = ChachaCipher.__dict__[name]
+        assert installed is chacha.PATCHES[f"ChachaCipher.{name}"][2]
+
+        def spy(self: Any, *args: Any, _name: str = name, _installed: Any = installed) -> Any:
+            calls[_name] += 1
+            return _installed(self, *args)
+
+        monkeypatch.setattr(ChachaCipher, name, spy)
+    return calls
+
+
+CHACHA20 = "chacha20-poly1305@openssh.com"
+
+
+@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", CHACHA20], ids=["gcm", "chacha20"])
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-scp"])
 def test_rekey_mid_transfer_byte_exact(
     gw: RunningGateway,
@@ -139,6 +157,7 @@ def test_rekey_mid_transfer_byte_exact(
     legacy: bool,
     cipher: str,
     lanes: tuple[list[int], list[int]],
+    chacha_calls: dict[str, int],
 ) -> None:
     # OpenSSH rekeys every MiB: NEWKEYS and the first packets under the new
     # keys must leave in that order, with the sequence numbers they were sealed with.
@@ -153,6 +172,10 @@ def test_rekey_mid_transfer_byte_exact(
     assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2  # it did rekey
     assert sha256(gw.area("inbox") / "up.bin") == sha256(up)
     assert len(generic) < 150 < len(up.read_bytes()) // 32768  # the lane took the data
+    assert f"cipher: {cipher}" in result.stderr
+    # Under ChaCha20 its 32 KiB packets were opened by change 14's methods.
+    opened = chacha_calls["verify_and_decrypt"]
+    assert opened > 6 * 1024 // 32 if cipher == CHACHA20 else opened == 0
     down = tmp_path / "down.bin"
     sealed.clear()
     result = gw.scp(":/inbox/up.bin", str(down), legacy=legacy, extra=extra)
@@ -160,21 +183,27 @@ def test_rekey_mid_transfer_byte_exact(
     assert result.stderr.count("SSH2_MSG_NEWKEYS received") >= 2
     assert sha256(down) == sha256(up)
     assert len(sealed) > 32  # most of 6 MiB in 32 KiB packets: the lane sealed them
+    sealed_here = chacha_calls["encrypt_and_sign"]
+    assert sealed_here > 6 * 1024 // 32 if cipher == CHACHA20 else sealed_here == 0
 
 
 def test_sftp_under_chacha20_through_both_lanes(
-    gw: RunningGateway, tmp_path: Path, lanes: tuple[list[int], list[int]]
+    gw: RunningGateway,
+    tmp_path: Path,
+    lanes: tuple[list[int], list[int]],
+    chacha_calls: dict[str, int],
 ) -> None:
     # OpenSSH's sftp with its default cipher, up and down byte-exact, rekeying.
     sealed, generic = lanes
     up = random_file(tmp_path / "up.bin", 5 * 1024 * 1024 + 17)
     down = tmp_path / "down.bin"
-    extra = ("-o", "RekeyLimit=1M", "-c", "chacha20-poly1305@openssh.com")
+    extra = ("-o", "RekeyLimit=1M", "-c", CHACHA20)
     result = gw.sftp(f"put {up} /inbox/up.bin\nget /inbox/up.bin {down}\n", extra=extra)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sha256(gw.area("inbox") / "up.bin") == sha256(up) == sha256(down)
     assert len(sealed) > 32
     assert len(generic) < 150  # of ~160 write requests of 32 KiB and ~20 reads
+    assert min(chacha_calls.values()) > 5 * 1024 // 32  # change 14 sealed and opened them
 
 
 def test_scp_download_chunks_not_copied(
