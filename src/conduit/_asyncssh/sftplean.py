@@ -152,7 +152,7 @@ class LeanSFTPHandler(SFTPServerHandler):
 
     async def _process_packet(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
         reply = _REPLIES.get(pkttype)
-        if reply is None or self._version >= 5 or self._logger.isEnabledFor(_DEBUG):  # _plain()
+        if reply is None or not self._plain():
             return await super()._process_packet(pkttype, pktid, packet)
         handler: Any = self._packet_handlers[pkttype]
         try:
