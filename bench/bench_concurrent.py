@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -51,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_gateway import CIPHER, MIB, Bench, Row, Server, parse_size  # noqa: E402
+from bench.bench_gateway import CIPHER, MIB, Bench, Row, Server, parse_size, set_aside  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 #: The rows: big files with scp and sftp, trees with scp -O (the legacy protocol
@@ -192,10 +191,7 @@ class Concurrent(Bench):
             for log in logs:
                 log.close()
             for result in results:
-                if result.is_dir():
-                    shutil.rmtree(result)
-                else:
-                    result.unlink(missing_ok=True)
+                set_aside(result, self.tmp / "spent")  # deletes would slow the next creates
             os.sync()  # this wave's write-back must not land in the next one
         return elapsed
 
@@ -362,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         help="let each server negotiate its preferred key exchange (sshd: sntrup761)",
     )
     p.add_argument("--each", action="store_true", help="print every wave")
-    p.add_argument("--tmp", help="parent folder for the data (default: system temp)")
+    p.add_argument("--tmp", help="parent folder for the data (default: /var/tmp)")
     p.add_argument("--keep", action="store_true", help="keep the data folder")
     args = p.parse_args(argv)
     if args.quick:

@@ -16,6 +16,14 @@ one file, so both servers read the same cached pages. After every transfer one
 result is SHA-256 checked against the source, so a broken server cannot look
 fast.
 
+Received trees are set aside, not deleted, until the end (:func:`set_aside`):
+on an ext4 without a journal (this project's VM) every file created searches
+past the inodes deleted in its block group over the last one to five minutes,
+so each run's deletes made the next run's creates cost up to ~0.6 ms of kernel
+CPU per file, on both servers alike. The header prints what creating a file cost
+here before and after the rows (:func:`create_cost`): it says whether other work
+on the same disk (a test suite, an earlier benchmark) weighed on the tree rows.
+
 Usage::
 
     python bench/bench_gateway.py                 # 1 GiB, 2000 files, 3 runs
@@ -102,6 +110,34 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def create_cost(folder: Path, files: int = 200) -> float:
+    """Kernel + process CPU µs to create, write (4 KiB) and close one file in a new
+    sub-folder of ``folder`` (kept: deleting them would slow the next creates)."""
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=folder))
+    data = os.urandom(4096)
+    started = time.process_time()
+    for i in range(files):
+        (probe / f"p{i}").write_bytes(data)
+    return (time.process_time() - started) / files * 1e6
+
+
+def default_parent() -> str | None:
+    """Where the data goes unless ``--tmp`` says: ``/var/tmp``, not the system temp
+    folder that test suites fill and empty (their deletes slow every create in that
+    block group for minutes: see :func:`create_cost`)."""
+    return "/var/tmp" if os.access("/var/tmp", os.W_OK) else None
+
+
+def set_aside(result: Path, spent: Path) -> None:
+    """Take a transfer's result out of the way: a folder is moved under ``spent``
+    (deleted with all the data at the end), a file deleted at once (one inode)."""
+    if result.is_dir():
+        spent.mkdir(exist_ok=True)
+        result.rename(Path(tempfile.mkdtemp(dir=spent)) / result.name)
+    else:
+        result.unlink(missing_ok=True)
+
+
 @dataclass
 class Server:
     name: str
@@ -136,8 +172,7 @@ class Result:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        base = Path(args.tmp) if args.tmp else None
-        self.tmp = Path(tempfile.mkdtemp(prefix="conduit-bench-", dir=base))
+        self.tmp = Path(tempfile.mkdtemp(prefix="conduit-bench-", dir=args.tmp or default_parent()))
         self.local = self.tmp / "local"
         self.key = self.tmp / "id_ed25519"
         self.known_hosts = self.tmp / "known_hosts"
@@ -145,6 +180,7 @@ class Bench:
         self.starters: dict[str, Callable[[], Server]] = {}  # Conduit servers, for --respawn
         self.tree_hashes: dict[str, str] = {}
         self.big_hash = ""
+        self.creation: list[float] = []  # create_cost() before and after the rows
         # server CPU seconds, page faults and its event loop's CPU seconds, last transfer
         self.last_cost = (0.0, 0, 0.0)
         # Extra TOML lines for Conduit's [gateway] and [gateway.limits] (bench_concurrent's
@@ -201,6 +237,7 @@ class Bench:
             os.link(big, server.disk / "big.bin")
             shutil.copytree(tree, server.disk / "tree")
         os.sync()
+        self.creation.append(create_cost(self.tmp))
 
     def start_sshd(self) -> Server:
         folder = self.tmp / "sshd"
@@ -485,10 +522,7 @@ format = "rfc5424"
                 )
             self.check(row, server, result)
         finally:
-            if result.is_dir():
-                shutil.rmtree(result)
-            else:
-                result.unlink(missing_ok=True)
+            set_aside(result, self.tmp / "spent")
             # Write-back of this run's uploads must not land in the next run.
             os.sync()
             if self.args.audit_cost:
@@ -578,6 +612,7 @@ format = "rfc5424"
             f"{'pinned (servers / clients on separate CPUs), ' if a.pin else ''}"
             f"{'a fresh Conduit process per transfer, ' if a.respawn else ''}"
             f"{'no per-file fsync, ' if a.no_fsync else 'durable (fsync per file), '}"
+            f"creating a file {' -> '.join(f'{us:.0f}' for us in self.creation)} µs CPU, "
             f"{time.strftime('%Y-%m-%d %H:%M')}",
             "",
             "| row | unit | OpenSSH | Conduit | Conduit/OpenSSH |"
@@ -700,7 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--serve-without-audit", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
-    p.add_argument("--tmp", help="parent folder for the data (default: system temp)")
+    p.add_argument(
+        "--tmp", help="parent folder for the data (default: /var/tmp, away from test suites' churn)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the data folder")
     args = p.parse_args(argv)
     if args.serve_without_audit:
@@ -713,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.setup()
         spy = bench.attach_profiler()
         results = bench.run()
+        bench.creation.append(create_cost(bench.tmp))
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its flame graph and exits

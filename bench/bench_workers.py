@@ -42,7 +42,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_gateway import CIPHER, MIB, REPO, free_port, parse_size, wait_port
+from bench.bench_gateway import (
+    CIPHER,
+    MIB,
+    REPO,
+    default_parent,
+    free_port,
+    parse_size,
+    set_aside,
+    wait_port,
+)
 
 USER = "bench"
 ROWS = ("put", "get", "tree")
@@ -95,7 +104,7 @@ class Servers:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="conduit-workers-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix="conduit-workers-", dir=default_parent()))
         self.key = self.tmp / "id_ed25519"
         self.known = self.tmp / "known_hosts"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -271,7 +280,7 @@ class Servers:
         disk = self.roots[name][1]
         for leftover in disk.iterdir():
             if leftover.name != "big.bin":
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+                set_aside(leftover, self.tmp / "spent")  # deletes would slow the next creates
         (self.tmp / "down").mkdir(exist_ok=True)
         before = tree_cpu(self.procs[name].pid)
         switched = switches(self.procs[name].pid)
@@ -288,7 +297,7 @@ class Servers:
             spy.wait(60)
         if failed:
             raise SystemExit(f"{name} {row}: {len(failed)} client(s) failed: {failed[0]!r}")
-        shutil.rmtree(self.tmp / "down")
+        set_aside(self.tmp / "down", self.tmp / "spent")
         after = tree_cpu(self.procs[name].pid)
         self.cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
         self.switches = switches(self.procs[name].pid) - switched
