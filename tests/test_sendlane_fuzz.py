@@ -48,7 +48,7 @@ checks, for each scenario and cipher:
   extended data type, data length, packet length on the wire and the
   client's receive sequence number of each, key exchange messages included
   (so the lane's books, sequence numbers and bytes towards the next key
-  exchange, agree with asyncssh's);
+  exchange, agree with asyncssh's; both are also compared at the end);
 - ``lane`` and ``asyncssh`` deliver the same channel packets in the same
   order (asyncssh's MSG_IGNORE packets, dropped by change 3 under AEAD
   ciphers, shift sequence numbers and the rekey byte count, so those two
@@ -192,6 +192,9 @@ class Outcome:
     errors: list[str | None]
     violations: list[str]
     dropped: bool
+    #: the server's send sequence number and bytes towards its next key
+    #: exchange once all is sent (None when the client went)
+    books: tuple[int, int] | None
 
     def channel_events(self) -> list[tuple[int, int | None, int | None, int]]:
         return [e[:4] for e in self.events if 80 <= e[0] <= 100]
@@ -266,6 +269,7 @@ class _Run:
         self.server_conns: list[Any] = []
         self.reading = True
         self.sever_at: int | None = None
+        self.books: tuple[int, int] | None = None
         #: the client closed the channel (what was queued may be discarded)
         self.cut = False
         self.dropped = False
@@ -376,6 +380,7 @@ class _Run:
             self.errors,
             rec.violations,
             self.dropped,
+            self.books,
         )
 
     async def finish(self, process: Any, written: dict[int | None, bytearray]) -> None:
@@ -396,6 +401,7 @@ class _Run:
             for stream, data in written.items():
                 assert bytes(rec.streams.get(stream, b"")) == bytes(data), f"stream {stream}"
         assert srv._kex_complete and client._kex_complete
+        self.books = (srv._send_seq, srv._rekey_bytes_sent)
         client._send_kexinit()
         client._kexinit_sent = True
         await self.settle()
@@ -530,7 +536,7 @@ _adjusts = st.one_of(
     st.integers(0, UINT32_MAX),
 )
 _pktsizes = st.one_of(
-    st.sampled_from([1, 2, 3, 17, 255, 1000, 16383, 32768, 32769, 2**31, UINT32_MAX]),
+    st.sampled_from([1, 2, 3, 11, 17, 255, 1000, 16383, 32768, 32769, 2**31, UINT32_MAX]),
     st.integers(1, UINT32_MAX),
 )
 _named = st.sampled_from(["rekey", "pause", "resume", "eof", "close"]).map(Client)
@@ -547,6 +553,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     most = max(1, min(400_000, pktsize * 300))
     sizes = st.one_of(
         st.sampled_from([0, 1, 2, 16, 4096, 32768, 32769]).map(lambda n: min(n, most)),
+        st.integers(1, 64).map(lambda n: min(n, most)),  # every padding length
         st.integers(0, most),
         st.sampled_from([-1, 0, 1]).map(lambda d: max(0, min(most, pktsize + d))),
     )
@@ -607,6 +614,7 @@ def _compare(outcomes: dict[str, Outcome]) -> None:
         return  # what reached the client before it went depends on timing
     assert lane.streams == flush.streams == stock.streams
     assert lane.events == flush.events
+    assert lane.books == flush.books
     assert lane.channel_events() == stock.channel_events()
 
 
@@ -684,6 +692,23 @@ _MIB = 1024 * 1024
             Adjust(1),
             Server("rekey_due"),
             Write(None, 20, "bytearray", False, True),
+        ),
+    )
+)
+# A key exchange before every packet (rekey_bytes=1), the client's among them.
+@example(
+    scn=Scenario(
+        5000,
+        100,
+        1,
+        (
+            Write(None, 1000, "bytes", True, False),
+            Write(STDERR, 300, "bytes", False, False),
+            Client("pause"),
+            Adjust(500),
+            Client("rekey"),
+            Adjust(3000),
+            Write(None, 10, "bytearray", False, True),
         ),
     )
 )
