@@ -1,0 +1,743 @@
+"""conduit._asyncssh.recvlane, aead: a hostile peer's bytes, fuzzed, end as asyncssh ends them.
+
+The receive lane (run-time changes 11 and 15) opens channel data itself under
+AES-GCM and ChaCha20-Poly1305 and claims to leave everything unusual, untouched,
+to asyncssh's own receive path. Here Hypothesis plays an authenticated client
+that may do anything with its keys, and every scenario runs twice: against a
+tuned server (:func:`tuning.apply`, the lane and every other change on) and
+against asyncssh as shipped (:func:`tuning.revert`). Both must end the same way:
+the same bytes delivered to each channel's session in the same pieces and
+order, the same end-of-file and close events, the same packets sent back
+(window adjusts, replies; asyncssh's empty MSG_IGNOREs aside, change 3), the same
+sequence number reached, and either the connection still up or the same
+disconnect (exception, code, reason).
+
+The harness. A real asyncssh server and client connect over loopback and
+authenticate, and the client opens one or two session channels. Then the
+server's socket stops being read (``pause_reading``), and so does the
+client's; the client's ``_send`` is replaced by a queue. The hostile packets
+are sealed under the client's real send keys with its own encryption object
+(``encrypt_packet``, its sequence number and GCM IV moving on as they would),
+possibly mutated (padding, trailing or missing bytes, a length, a flipped bit,
+a ChaCha20 nonce off by one), joined into one stream and fed to the server's
+real ``SSHConnection.data_received`` in chunks of Hypothesis's choosing (a
+packet split anywhere, its length field too, several packets in one read),
+with the server's sessions pausing and resuming reading between chunks. What the
+server sends goes out on its real socket (recorded on the way), so window
+adjusts and disconnects are asyncssh's own. Feeding stops when the server
+drops its transport, as a real socket would stop being read.
+
+A scenario may rekey in the middle: the client's socket is read again and its
+queue pumped to the server until the client has sent MSG_NEWKEYS; the next
+phase's packets are sealed under the new keys and delivered in the same
+chunks as that NEWKEYS (which asyncssh's generic path must take first). A
+sequence number or IV the lane moved on wrongly shows up as a tag failure on
+the key exchange or after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncssh
+import pytest
+from asyncssh.constants import (
+    MSG_CHANNEL_CLOSE,
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
+    MSG_CHANNEL_EXTENDED_DATA,
+    MSG_CHANNEL_OPEN,
+    MSG_CHANNEL_REQUEST,
+    MSG_CHANNEL_WINDOW_ADJUST,
+    MSG_DISCONNECT,
+    MSG_GLOBAL_REQUEST,
+    MSG_IGNORE,
+    MSG_KEX_LAST,
+)
+from asyncssh.encryption import ChachaEncryption
+from asyncssh.packet import Boolean, Byte, String, UInt32, UInt64
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from conduit._asyncssh import recvlane, tuning
+from tests.test_tuning_recvlane import CHACHA, GCM
+
+_MASK = 0xFFFFFFFF
+_MAX_RECV_PKTLEN = 256 * 1024  # asyncssh's _DEFAULT_RECV_PKTLEN (the window is smaller)
+
+# -- what a hostile client does ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pkt:
+    """One packet as the client seals it, and how it spoils it."""
+
+    kind: str  # data, window, ext, eof, close, ignore, global, other, stub
+    chan: int  # index of an open channel, or (>= 2) a raw channel number
+    size: int = 0  # data bytes, or the window adjust's amount
+    padbyte: int | None = None  # the padding length byte, when not the right one
+    padding: int = 4  # bytes of padding
+    trailing: int = 0  # junk after the payload (inside the padded body)
+    short: int = 0  # a data string that claims this many bytes more than it has
+    length: int | None = None  # the packet length field, when not the right one
+    flip: int | None = None  # a bit flipped in the sealed packet (modulo its size)
+    nonce: int = 0  # ChaCha20: sealed under the sequence number this far off
+    #: Data sized to what is left of the channel's window (``half``: less half
+    #: its initial size, where asyncssh adjusts it), this much more (-1, 0, 1):
+    #: sealed only when everything before it has been delivered.
+    fit: int | None = None
+    half: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    window: int
+    channels: int
+    phases: tuple[tuple[Pkt, ...], ...]  # a rekey between two phases
+    chunks: tuple[int, ...]  # read sizes, used in turn
+    #: What the server's sessions do between chunks: (after chunk n, what, channel i).
+    actions: tuple[tuple[int, str, int], ...] = ()
+    client_window: int = 2 * 1024 * 1024  # the server's send window
+    #: What a session does when it is handed data the n-th time: (n, what).
+    inside: tuple[tuple[int, str], ...] = ()
+    rekey_bytes: int = 1 << 30  # the server's (small: it starts key exchanges itself)
+    tail: bytes = b""  # garbage after the last phase
+    cut: int = 0  # bytes the last phase's stream loses at its end
+    #: Both sides' sequence numbers set just short of the 32-bit wrap first (as
+    #: after 2**32 packets without a rekey; strict kex resets them at NEWKEYS).
+    seq_start: int | None = None
+
+
+#: Channel numbers no channel has (the open ones are indices 0 and 1).
+_UNKNOWN = st.sampled_from([2, 77, 0x7FFFFFFF, _MASK])
+#: Packet length fields: too short for anything, or around asyncssh's limit.
+_LENGTHS = st.one_of(
+    st.integers(0, 40),
+    st.sampled_from(
+        [_MAX_RECV_PKTLEN - 1, _MAX_RECV_PKTLEN, _MAX_RECV_PKTLEN + 1, 0x80000000, _MASK]
+    ),
+)
+
+
+@st.composite
+def good(draw: st.DrawFn, window: int, channels: int) -> Pkt:
+    """What the lane takes: data or a window adjust for an open channel
+    (the data mostly within the window: a session that reads adjusts it)."""
+    chan = draw(st.sampled_from([0, 0, 1][: channels + 1]))
+    padding = draw(st.integers(4, 20))
+    if draw(st.integers(0, 4)):
+        if not draw(st.integers(0, 5)):
+            fit = draw(st.sampled_from([-1, 0, 1]))
+            return Pkt("data", chan, padding=padding, fit=fit, half=draw(st.booleans()))
+        size = draw(st.one_of(st.integers(0, 40), st.integers(0, window // 2 + 100)))
+        return Pkt("data", chan, size, padding=padding)
+    amount = draw(st.sampled_from([0, 1, 1000, 0x7FFFFFFF, _MASK]))
+    return Pkt("window", chan, amount, padding=padding)
+
+
+@st.composite
+def bad(draw: st.DrawFn, window: int, channels: int, chacha: bool) -> Pkt:
+    """A lane packet spoilt, or one the lane leaves to asyncssh."""
+    pkt = draw(good(window, channels))
+    spoil = draw(
+        st.sampled_from(
+            ["unknown", "pad", "trailing", "short", "length", "flip", "other"] + ["nonce"] * chacha
+        )
+    )
+    if spoil == "unknown":
+        return replace(pkt, chan=draw(_UNKNOWN))
+    if spoil == "pad":
+        padding = draw(st.one_of(st.just(0), st.integers(0, 20)))
+        padbyte = draw(st.one_of(st.sampled_from([0, padding + 1]), st.integers(0, 255)))
+        return replace(pkt, padbyte=padbyte, padding=padding)
+    if spoil == "trailing":
+        return replace(pkt, trailing=draw(st.integers(1, 9)))
+    if spoil == "short":
+        return replace(pkt, short=draw(st.integers(1, 9)))
+    if spoil == "length":
+        return replace(pkt, length=draw(_LENGTHS))
+    if spoil == "flip":
+        return replace(pkt, flip=draw(st.integers(0, 1 << 20)))
+    if spoil == "nonce":
+        return replace(pkt, nonce=draw(st.sampled_from([-1, 1])))
+    kind = draw(
+        st.sampled_from(["ext", "eof", "close", "ignore", "global", "other", "open", "shell"])
+    )
+    if pkt.kind == "window":  # its size was an amount
+        pkt = replace(pkt, size=draw(st.integers(0, 100)))
+    if kind in {"open", "shell"}:
+        # A session channel opened mid-stream gets the next number (2 or 3):
+        # data for it is held while it is 'starting', until a shell request.
+        return replace(pkt, kind=kind, chan=draw(st.sampled_from([2, 3])))
+    return replace(pkt, kind=kind)
+
+
+@st.composite
+def phase(draw: st.DrawFn, window: int, channels: int, chacha: bool) -> tuple[Pkt, ...]:
+    """Mostly lane packets, with at most two others in among them."""
+    pkts = draw(st.lists(good(window, channels), min_size=1, max_size=10))
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
+        pkts.insert(draw(st.integers(0, len(pkts))), draw(bad(window, channels, chacha)))
+    if not draw(st.integers(0, 5)):
+        # A session channel opened: it gets the next number, and what comes for
+        # it is held (its session 'starting') until a shell request starts it.
+        new = channels
+        opening = [Pkt("open", new), Pkt("data", new, draw(st.integers(0, 300)))]
+        if draw(st.booleans()):
+            opening.append(Pkt("shell", new))
+        opening.append(Pkt("data", new, draw(st.integers(0, 300))))
+        at = draw(st.integers(0, len(pkts)))
+        pkts[at:at] = opening
+    return tuple(pkts)
+
+
+_ACTIONS = st.tuples(
+    st.one_of(st.integers(0, 2), st.integers(0, 12)),
+    st.sampled_from(["pause", "resume", "write", "close", "write+close"]),
+    st.integers(0, 1),
+)
+
+
+_INSIDE = st.tuples(
+    st.one_of(st.integers(1, 3), st.integers(1, 12)),
+    st.sampled_from(["pause", "write", "close", "drop"]),
+)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, chacha: bool) -> Scenario:
+    nphases = draw(st.sampled_from([1, 2, 2, 3]))
+    chunks = st.lists(
+        st.one_of(st.integers(1, 40), st.integers(1, 9000), st.just(1 << 20)),
+        min_size=1,
+        max_size=8,
+    )
+    window = draw(st.sampled_from([300, 4096, 65536]))
+    channels = draw(st.sampled_from([1, 2]))
+    return Scenario(
+        window=window,
+        channels=channels,
+        phases=tuple(draw(phase(window, channels, chacha)) for _ in range(nphases)),
+        chunks=tuple(draw(chunks)),
+        actions=tuple(draw(st.lists(_ACTIONS, max_size=4))),
+        client_window=draw(st.sampled_from([1000, 2 * 1024 * 1024])),
+        inside=tuple(draw(st.lists(_INSIDE, max_size=2))),
+        rekey_bytes=draw(st.sampled_from([1 << 30, 1 << 30, 3000])),
+        tail=draw(st.sampled_from([b"", b"", b"", b"\x00" * 3, b"\xff" * 40])),
+        cut=draw(st.sampled_from([0, 0, 0, 1, 5, 17])),
+        seq_start=draw(st.sampled_from([None, None, None, _MASK - 2, _MASK])),
+    )
+
+
+def _payload(pkt: Pkt, number: int, index: int) -> bytes:
+    """The packet's payload (type first); ``number``: the channel number to name,
+    ``index``: the packet's place in the scenario (its data says which it is)."""
+    # (A window adjust's size is its amount; other kinds made from one keep it.)
+    size = pkt.size if pkt.kind in {"data", "ext"} else min(pkt.size, 64)
+    data = (bytes([index & 0xFF, (index >> 8) & 0xFF]) * (size // 2 + 1))[:size]
+    chan = UInt32(number)
+    if pkt.kind in {"data", "ext"}:
+        string = UInt32(len(data) + pkt.short) + data
+        if pkt.kind == "data":
+            payload = Byte(MSG_CHANNEL_DATA) + chan + string
+        else:
+            payload = Byte(MSG_CHANNEL_EXTENDED_DATA) + chan + UInt32(1) + string
+    elif pkt.kind == "window":
+        payload = Byte(MSG_CHANNEL_WINDOW_ADJUST) + chan + UInt32(pkt.size)
+    elif pkt.kind == "eof":
+        payload = Byte(MSG_CHANNEL_EOF) + chan
+    elif pkt.kind == "close":
+        payload = Byte(MSG_CHANNEL_CLOSE) + chan
+    elif pkt.kind == "ignore":
+        payload = Byte(MSG_IGNORE) + String(data[:64])
+    elif pkt.kind == "global":
+        payload = Byte(MSG_GLOBAL_REQUEST) + String(b"fuzz@conduit") + Boolean(False)
+    elif pkt.kind == "open":  # the client's own number for it: 100 + its number here
+        payload = (
+            Byte(MSG_CHANNEL_OPEN) + String(b"session") + UInt32(100 + number) + UInt32(65536)
+        ) + UInt32(32768)
+    elif pkt.kind == "shell":
+        payload = Byte(MSG_CHANNEL_REQUEST) + chan + String(b"shell") + Boolean(True)
+    else:  # a message number asyncssh does not know: answered MSG_UNIMPLEMENTED
+        payload = Byte(192) + data[:20]
+    return payload + bytes(pkt.trailing)
+
+
+def _seal(client: Any, pkt: Pkt, payload: bytes) -> bytes:
+    """``payload`` in one packet sealed under the client's send keys, spoilt as
+    ``pkt`` says; the client's sequence number (and GCM IV) move on."""
+    padbyte = pkt.padding if pkt.padbyte is None else pkt.padbyte
+    body = Byte(padbyte) + payload + bytes(pkt.padding)
+    enc = client._send_encryption
+    seq = client._send_seq
+    header = UInt32(len(body))
+    sealed, tag = enc.encrypt_packet((seq + pkt.nonce) & _MASK, header, body)
+    packet = bytearray(sealed + tag)
+    chacha = isinstance(enc, ChachaEncryption)
+    length = len(body) if pkt.length is None else pkt.length
+    if pkt.nonce or pkt.length is not None:
+        # The length field as the server reads it: in clear (GCM), or encrypted
+        # under the right sequence number (ChaCha20: a stream cipher, so
+        # decrypting is encrypting).
+        want = UInt32(length)
+        packet[:4] = enc._cipher.decrypt_header(want, UInt64(seq)) if chacha else want
+    if pkt.flip is not None:
+        at = pkt.flip % (8 * len(packet))
+        packet[at // 8] ^= 1 << (at % 8)
+    client._send_seq = (seq + 1) & _MASK
+    return bytes(packet)
+
+
+# -- one run: a scenario against a server, lane on or off -----------------------------------
+
+
+class _Sink(asyncssh.SSHServerSession[bytes]):
+    """Keeps its channel open whatever arrives; logs what it is given."""
+
+    def __init__(self, log: list[Any], index: int, inside: dict[int, str]) -> None:
+        self._log = log
+        self._index = index
+        self._inside = inside  # what to do on the n-th data received (any session)
+
+    def connection_made(self, chan: Any) -> None:
+        self.chan = chan
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self._log.append(("data", self._index, datatype, bytes(data)))
+        what = self._inside.pop(sum(entry[0] == "data" for entry in self._log), None)
+        if what == "drop":  # the application ends the connection, mid-read
+            self.chan.get_extra_info("connection").close()
+        elif what is not None:
+            _act(self.chan, what)
+
+    def eof_received(self) -> bool:
+        self._log.append(("eof", self._index))
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._log.append(("closed", self._index, _describe(exc)))
+
+
+def _describe(exc: BaseException | None) -> Any:
+    if isinstance(exc, asyncssh.DisconnectError):
+        return (type(exc).__name__, exc.code, exc.reason)
+    return None if exc is None else (type(exc).__name__, str(exc))
+
+
+_SENT_DATA = {MSG_CHANNEL_DATA, MSG_CHANNEL_EXTENDED_DATA}
+
+
+class _Server(asyncssh.SSHServer):
+    last: _Server | None = None
+
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.sinks: list[_Sink] = []
+        self.conn: Any = None
+        self.inside: dict[int, str] = {}
+        type(self).last = self
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+        send_packet = conn.send_packet
+
+        def recorded(pkttype: int, *args: bytes, **kw: Any) -> None:
+            # asyncssh's own empty MSG_IGNOREs (tuning 3 drops them) and key
+            # exchange packets (a fresh cookie, fresh keys) aside.
+            # Channel data too: the send lane (change 12) writes it without
+            # send_packet; the channels' windows and buffers say what was sent.
+            if (pkttype > MSG_KEX_LAST and pkttype not in _SENT_DATA) or pkttype == MSG_DISCONNECT:
+                self.log.append(("sent", pkttype, b"".join(args)))
+            send_packet(pkttype, *args, **kw)
+
+        conn.send_packet = recorded
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.log.append(("lost", _describe(exc)))
+
+    def session_requested(self) -> _Sink:
+        sink = _Sink(self.log, len(self.sinks), self.inside)
+        self.sinks.append(sink)
+        return sink
+
+
+_KEYS: dict[str, Any] = {}
+
+
+def _keys() -> tuple[Any, Any]:
+    if not _KEYS:
+        _KEYS["host"] = asyncssh.generate_private_key("ssh-ed25519")
+        _KEYS["client"] = asyncssh.generate_private_key("ssh-ed25519")
+    return _KEYS["host"], _KEYS["client"]
+
+
+@dataclass
+class _Wire:
+    """What the client sends, held until the test delivers it."""
+
+    queue: bytearray = field(default_factory=bytearray)
+
+    def take(self) -> bytes:
+        data = bytes(self.queue)
+        del self.queue[:]
+        return data
+
+
+async def _run(scenario: Scenario, cipher: str) -> list[Any]:
+    """What the server did with ``scenario``'s bytes: its log (sessions' data,
+    EOFs and closes, packets sent, the connection's end) and where its
+    sequence number stands against the client's."""
+    host_key, client_key = _keys()
+    listener = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        server_factory=_Server,
+        authorized_client_keys=asyncssh.import_authorized_keys(
+            client_key.export_public_key().decode()
+        ),
+        encoding=None,
+        window=scenario.window,
+        encryption_algs=[cipher],
+        line_editor=False,
+        compression_algs=["none"],
+        rekey_bytes=scenario.rekey_bytes,
+    )
+    client = None
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        client = await asyncssh.connect(
+            "127.0.0.1",
+            port,
+            known_hosts=None,
+            client_keys=[client_key],
+            username="u",
+            encryption_algs=[cipher],
+            compression_algs=["none"],
+        )
+        chans = [
+            (
+                await client.create_session(
+                    asyncssh.SSHClientSession, encoding=None, window=scenario.client_window
+                )
+            )[0]
+            for _ in range(scenario.channels)
+        ]
+        _quiet(client)
+        for chan in chans:
+            # The client's own check of what the server sends against the window
+            # it offered: off (the scenario's packets, not its channels, are
+            # what the server is told), so it never disconnects in a rekey.
+            chan._recv_window = 1 << 40
+        server = _Server.last
+        assert server is not None and server.conn is not None
+        for _ in range(200):  # every session started: nothing more in flight
+            if len(server.sinks) == scenario.channels:
+                break
+            await asyncio.sleep(0.005)
+        assert len(server.sinks) == scenario.channels
+        conn = server.conn
+        del server.log[:]
+        server.inside.update(scenario.inside)
+        return await _play(scenario, client, conn, server, [c._send_chan for c in chans])
+    finally:
+        if client is not None:
+            client.abort()
+        if _Server.last is not None and _Server.last.conn is not None:
+            _Server.last.conn.abort()
+        listener.close()
+        await listener.wait_closed()
+        _Server.last = None
+
+
+async def _play(
+    scenario: Scenario, client: Any, conn: Any, server: _Server, numbers: list[int]
+) -> list[Any]:
+    conn._transport.pause_reading()
+    client._transport.pause_reading()
+    if scenario.seq_start is not None:
+        conn._recv_seq = client._send_seq = scenario.seq_start
+    wire = _Wire()
+    client._send = wire.queue.extend
+    chunks = _cycle(scenario.chunks)
+    delivered = 0
+    index = 0
+
+    async def deliver(stream: bytes) -> None:
+        nonlocal delivered
+        at = 0
+        # At most ~300 reads a phase: a stream of one-byte reads is quadratic
+        # in asyncssh's buffer (and in the lane's), not what is tested here.
+        least = len(stream) // 300
+        while at < len(stream) and conn._transport is not None:
+            size = max(next(chunks), least)
+            conn.data_received(stream[at : at + size])
+            at += size
+            for after, what, i in scenario.actions:
+                if after == delivered and i < scenario.channels:
+                    _act(server.sinks[i].chan, what)
+            delivered += 1
+            await asyncio.sleep(0)
+
+    for number, phase in enumerate(scenario.phases):
+        last = number == len(scenario.phases) - 1
+        if number:  # a rekey first
+            if conn._transport is None:
+                break
+            if conn._inpbuf or conn._recv_handler != conn._recv_pkthdr:
+                # Mid-packet (a length still waiting for its bytes): the key
+                # exchange's bytes would only be read as the rest of it.
+                server.log.append(("rekey", "mid-packet"))
+                break
+            outcome = await _rekey(client, conn, wire)
+            server.log.append(("rekey", outcome))
+            if outcome != "newkeys sent":
+                break
+        stream = b""
+        for pkt in phase:
+            chan = numbers[pkt.chan] if pkt.chan < len(numbers) else pkt.chan
+            if pkt.fit is not None:
+                # What is left of the window, as the client can tell it (what it
+                # sent less, the adjusts it got more): the server's count.
+                await deliver(stream + wire.take())
+                stream = b""
+                target = conn._channels.get(chan)
+                left = 0
+                if target is not None:
+                    left = target._recv_window
+                    if pkt.half:
+                        left -= target._init_recv_window // 2
+                pkt = replace(pkt, size=max(0, left + pkt.fit))
+            wire.queue.extend(_seal(client, pkt, _payload(pkt, chan, index)))
+            index += 1
+            if pkt.kind == "open":
+                # The client learns the server's number for the channel from
+                # its confirmation, which the server sends a few turns later.
+                await deliver(stream + wire.take())
+                stream = b""
+                for _ in range(5):
+                    await asyncio.sleep(0)
+        stream += wire.take()
+        if last:
+            stream = stream[: len(stream) - scenario.cut] + scenario.tail
+        await deliver(stream)
+    for _ in range(5):  # the connection's cleanup, when it closed
+        await asyncio.sleep(0)
+    server.log.append(("seq", (conn._recv_seq - client._send_seq) & _MASK))
+    for sink in server.sinks:
+        chan = sink.chan
+        server.log.append(
+            (
+                "channel",
+                (chan._recv_state, chan._send_state, chan._recv_paused),
+                (chan._recv_window, len(chan._recv_buf)),
+                (chan._send_window, chan._send_buf_len),
+            )
+        )
+    server.log.append(("up", conn._transport is not None))
+    return server.log
+
+
+async def _rekey(client: Any, conn: Any, wire: _Wire) -> str:
+    """The client's key exchange, its packets delivered as they come, until it
+    has sent MSG_NEWKEYS (which stays queued, for the next phase's chunks)."""
+    old = client._send_encryption
+    client._transport.resume_reading()
+    # From here on the client holds back whatever it answers to what the
+    # server sent before (a channel close, say) until it sends NEWKEYS, and
+    # sends it right after: it lands in the stream at one place.
+    client._send_kexinit()
+    client._kexinit_sent = True
+    try:
+        for _ in range(400):
+            if client._send_encryption is not old:
+                return "newkeys sent"
+            if wire.queue:
+                conn.data_received(wire.take())
+            if conn._transport is None:
+                return "server closed"
+            await asyncio.sleep(0.005)
+        return "stuck"
+    finally:
+        if client._transport is not None:
+            client._transport.pause_reading()
+
+
+def _quiet(client: Any) -> None:
+    """The client without asyncssh's empty MSG_IGNOREs (which tuning 3 drops):
+    what it answers in a rekey then takes the same bytes in both runs."""
+    send_packet = client.send_packet
+    empty = String(b"")
+
+    def without_ignores(pkttype: int, *args: bytes, **kw: Any) -> None:
+        if pkttype != MSG_IGNORE or args != (empty,):
+            send_packet(pkttype, *args, **kw)
+
+    client.send_packet = without_ignores
+
+
+def _act(chan: Any, what: str) -> None:
+    """A server session's doing between two reads."""
+    if what == "pause":
+        chan.pause_reading()
+    elif what == "resume":
+        chan.resume_reading()
+    elif what == "write":
+        if chan._send_state == "open":  # (else write() raises in the test)
+            chan.write(b"w" * 3000)
+    elif what == "write+close":
+        # With the client's window small, the channel is 'close_pending' until
+        # the client lets the rest out: what it receives meanwhile is dropped.
+        _act(chan, "write")
+        chan.close()
+    else:
+        chan.close()
+
+
+def _cycle(sizes: tuple[int, ...]) -> Iterator[int]:
+    while True:
+        yield from sizes
+
+
+# -- the property ------------------------------------------------------------------------
+
+
+def _both(scenario: Scenario, cipher: str, taken: list[int]) -> tuple[list[Any], list[Any]]:
+    """``scenario`` against a tuned server and against asyncssh's own; ``taken``
+    counts the packets the lane took (in the tuned run)."""
+    loop = asyncio.new_event_loop()
+    take = recvlane._take
+
+    def counted(conn: Any) -> bool | None:
+        done = take(conn)
+        taken[0] += bool(done)
+        return done
+
+    try:
+        tuning.apply()
+        recvlane._take = counted
+        try:
+            tuned = loop.run_until_complete(asyncio.wait_for(_run(scenario, cipher), 20))
+        finally:
+            recvlane._take = take
+        tuning.revert()
+        try:
+            plain = loop.run_until_complete(asyncio.wait_for(_run(scenario, cipher), 20))
+        finally:
+            tuning.apply()
+    finally:
+        loop.close()
+    return tuned, plain
+
+
+#: Always run: the length field split, NEWKEYS and the new keys' first packets
+#: in one read, data held for a paused session, a window adjust releasing what
+#: the server had to hold back, and a MAC failure after the rekey.
+_SPLIT_AND_REKEY = Scenario(
+    window=4096,
+    channels=2,
+    phases=(
+        (Pkt("data", 0, 3000), Pkt("window", 0, 5000), Pkt("data", 1, 2000), Pkt("data", 0, 10)),
+        (Pkt("data", 1, 1500), Pkt("data", 0, 0), Pkt("window", 1, 1), Pkt("data", 0, 900)),
+        (Pkt("data", 0, 33), Pkt("data", 1, 44, flip=900)),
+    ),
+    chunks=(2, 3, 1500, 1, 7000),
+    actions=((0, "write", 0), (1, "pause", 1), (4, "resume", 1)),
+    client_window=1000,
+)
+#: Always run: a session closing its channel and one pausing itself while
+#: being handed data, and data past what is left of the window.
+_INSIDE_AND_OVERRUN = Scenario(
+    window=300,
+    channels=2,
+    phases=(
+        (Pkt("data", 0, 100), Pkt("data", 1, 200), Pkt("data", 0, 60), Pkt("data", 1, 250)),
+        (Pkt("data", 1, 60),),
+    ),
+    chunks=(40, 9000),
+    inside=((1, "close"), (2, "pause")),
+)
+
+
+#: Always run: data for a channel its session closed with output still held
+#: back by the client's window ('close_pending'): dropped, its window untouched.
+_CLOSE_PENDING = Scenario(
+    window=4096,
+    channels=1,
+    phases=((Pkt("data", 0, 100), Pkt("data", 0, 10), Pkt("window", 0, 500)),),
+    chunks=(40,),
+    actions=((0, "write+close", 0),),
+    client_window=1000,
+)
+
+
+@pytest.mark.parametrize("cipher", [GCM, CHACHA], ids=["gcm", "chacha20"])
+def test_hostile_client_ends_as_with_asyncssh(cipher: str) -> None:
+    taken = [0]
+    ends: set[bool] = set()
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(scenarios(chacha=cipher == CHACHA))
+    @example(_SPLIT_AND_REKEY)
+    @example(_INSIDE_AND_OVERRUN)
+    @example(_CLOSE_PENDING)
+    def check(scenario: Scenario) -> None:
+        tuned, plain = _both(scenario, cipher, taken)
+        assert tuned == plain
+        ends.add(("up", True) in tuned)
+
+    check()
+    # The lane was in it (not every packet left to asyncssh), and the
+    # scenarios both kept connections up and got them refused.
+    assert taken[0] > 300, taken
+    assert ends == {True, False}
+
+
+@pytest.mark.parametrize("cipher", [GCM, CHACHA], ids=["gcm", "chacha20"])
+def test_fixed_scenarios_end_as_expected(cipher: str) -> None:
+    # The harness itself: what the two fixed scenarios must show, lane or not.
+    taken = [0]
+    tuned, plain = _both(_SPLIT_AND_REKEY, cipher, taken)
+    assert tuned == plain
+    assert taken[0] >= 6  # the lane took the data on either side of the rekey
+    assert ("rekey", "newkeys sent") in tuned
+    data = [(entry[1], len(entry[3])) for entry in tuned if entry[0] == "data"]
+    # Everything before the flipped bit, in order (channel 1 held while paused).
+    assert data == [(0, 3000), (0, 10), (1, 2000), (1, 1500), (0, 900), (0, 33)]
+    assert tuned.count(("rekey", "newkeys sent")) == 2
+    assert ("lost", ("MACError", 5, "MAC verification failed")) in tuned
+    # Channel 0: its window adjusted once (3000 back); the server's 3000 bytes
+    # written against the client's window of 1000 went out once the client
+    # allowed 5000 more. Channel 1: 3500 back after 3500 taken.
+    assert ("sent", MSG_CHANNEL_WINDOW_ADJUST, UInt32(0) + UInt32(3000)) in tuned
+    assert ("sent", MSG_CHANNEL_WINDOW_ADJUST, UInt32(1) + UInt32(3500)) in tuned
+    assert ("channel", ("open", "closed", False), (3153, 0), (3000, 0)) in tuned
+
+    tuned, plain = _both(_INSIDE_AND_OVERRUN, cipher, taken)
+    assert tuned == plain
+    # Channel 0's session closed it on its first data: the 60 bytes after are
+    # dropped (its window untouched); channel 1's paused itself on its first
+    # (200 bytes, the window then adjusted), holds 250 and 60 more overrun it.
+    assert [(entry[1], len(entry[3])) for entry in tuned if entry[0] == "data"] == [
+        (0, 100),
+        (1, 200),
+    ]
+    assert ("lost", ("ProtocolError", 2, "Window exceeded")) in tuned
+    assert ("channel", ("closed", "closed", False), (200, 0), (2097152, 0)) in tuned
+    assert ("channel", ("open", "closed", True), (50, 1), (2097152, 0)) in tuned
+
+    tuned, plain = _both(_CLOSE_PENDING, cipher, taken)
+    assert tuned == plain
+    assert not [entry for entry in tuned if entry[0] == "data"]
+    # 500 more of the 2000 held back went out; the 110 received were not counted.
+    assert ("channel", ("open", "close_pending", False), (4096, 0), (0, 1500)) in tuned
