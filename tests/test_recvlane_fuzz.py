@@ -37,9 +37,11 @@ wrap.
 A scenario may rekey between its phases: the hostile side's socket is read
 again and its queue pumped across until it has sent MSG_NEWKEYS; the next
 phase's packets are sealed under the new keys and delivered in the same reads
-as that NEWKEYS (which asyncssh's generic path must take first). A sequence
-number or IV the lane moved on wrongly shows up as a tag failure on the key
-exchange or after it.
+as that NEWKEYS (which asyncssh's generic path must take first); the first
+few may instead follow its KEXINIT, under the old keys, in the middle of the
+exchange. A sequence number or IV the lane moved on wrongly shows up as a tag
+failure on the key exchange or after it. Sessions may decode their data
+(``encoding``), and fail (raise) while handed it.
 
 Every run checks that the lane took packets (a lane that left everything to
 asyncssh would agree trivially). The module runs in ~20 s.
@@ -48,7 +50,7 @@ asyncssh would agree trivially). The module runs in ~20 s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -118,6 +120,10 @@ class Scenario:
     #: Both sides' sequence numbers set just short of the 32-bit wrap first (as
     #: after 2**32 packets without a rekey; strict kex resets them at NEWKEYS).
     seq_start: int | None = None
+    #: The first packets of each phase after the first go right after the
+    #: sender's KEXINIT (under the old keys, in the middle of the exchange).
+    kex_packets: int = 0
+    encoding: str | None = None  # the sessions' under test (str data: decoded)
 
 
 #: Channel numbers no channel has (the open ones are indices 0 and 1).
@@ -214,7 +220,7 @@ _ACTIONS = st.tuples(
 
 _INSIDE = st.tuples(
     st.one_of(st.integers(1, 3), st.integers(1, 12)),
-    st.sampled_from(["pause", "write", "close", "drop"]),
+    st.sampled_from(["pause", "write", "close", "drop", "raise"]),
 )
 
 
@@ -241,6 +247,8 @@ def scenarios(draw: st.DrawFn, chacha: bool, opens: bool = True) -> Scenario:
         tail=draw(st.sampled_from([b"", b"", b"", b"\x00" * 3, b"\xff" * 40])),
         cut=draw(st.sampled_from([0, 0, 0, 1, 5, 17])),
         seq_start=draw(st.sampled_from([None, None, None, _MASK - 2, _MASK])),
+        kex_packets=draw(st.sampled_from([0, 0, 1, 3])),
+        encoding=draw(st.sampled_from([None, None, None, "utf-8"])),
     )
 
 
@@ -353,10 +361,12 @@ class _Sink(asyncssh.SSHServerSession[bytes], asyncssh.SSHClientSession[bytes]):
 
     def data_received(self, data: bytes, datatype: Any) -> None:
         log = self._victim.log
-        log.append(("data", self._index, datatype, bytes(data)))
+        log.append(("data", self._index, datatype, data if type(data) is str else bytes(data)))
         what = self._victim.inside.pop(sum(entry[0] == "data" for entry in log), None)
         if what == "drop":  # the application ends the connection, mid-read
             self.chan.get_extra_info("connection").close()
+        elif what == "raise":  # the application fails
+            raise RuntimeError("session failed")
         elif what is not None:
             _act(self.chan, what)
 
@@ -443,7 +453,7 @@ async def _run(scenario: Scenario, cipher: str, side: str) -> list[Any]:
         authorized_client_keys=asyncssh.import_authorized_keys(
             client_key.export_public_key().decode()
         ),
-        encoding=None,
+        encoding=scenario.encoding if side == "server" else None,
         window=server_window,
         encryption_algs=[cipher],
         line_editor=False,
@@ -466,7 +476,11 @@ async def _run(scenario: Scenario, cipher: str, side: str) -> list[Any]:
         )
         factory = victim.sink if side == "client" else asyncssh.SSHClientSession
         for _ in range(scenario.channels):
-            await client.create_session(factory, encoding=None, window=client_window)
+            await client.create_session(
+                factory,
+                encoding=scenario.encoding if side == "client" else None,
+                window=client_window,
+            )
         server = _Server.conn
         assert server is not None
         server_sinks = _Server.victim.sinks
@@ -533,10 +547,24 @@ async def _play(
                 # exchange's bytes would only be read as the rest of it.
                 victim.log.append(("rekey", "mid-packet"))
                 break
-            outcome = await _rekey(peer, conn, wire)
+            early = 0
+            while early < min(scenario.kex_packets, len(phase)) and (
+                phase[early].fit is None and phase[early].kind != "open"
+            ):
+                early += 1
+
+            def seal_early(pkts: tuple[Pkt, ...] = phase[:early]) -> None:
+                nonlocal index
+                for pkt in pkts:
+                    chan = numbers[pkt.chan] if pkt.chan < len(numbers) else pkt.chan
+                    wire.queue.extend(_seal(peer, pkt, _payload(pkt, chan, index)))
+                    index += 1
+
+            outcome = await _rekey(peer, conn, wire, seal_early)
             victim.log.append(("rekey", outcome))
             if outcome != "newkeys sent":
                 break
+            phase = phase[early:]
         stream = b""
         for pkt in phase:
             chan = numbers[pkt.chan] if pkt.chan < len(numbers) else pkt.chan
@@ -568,7 +596,10 @@ async def _play(
     for _ in range(5):  # the connection's cleanup, when it closed
         await asyncio.sleep(0)
     log = victim.log
-    log.append(("seq", (conn._recv_seq - peer._send_seq) & _MASK))
+    if conn._transport is not None:
+        # In step with the sender (once it is gone, the sender may have moved
+        # on to new keys and numbers the receiver never saw).
+        log.append(("seq", (conn._recv_seq - peer._send_seq) & _MASK))
     for sink in victim.sinks:
         chan = sink.chan
         if chan is None:  # opened, its session not started
@@ -586,9 +617,10 @@ async def _play(
     return log
 
 
-async def _rekey(peer: Any, conn: Any, wire: _Wire) -> str:
+async def _rekey(peer: Any, conn: Any, wire: _Wire, early: Callable[[], None]) -> str:
     """The sender's key exchange, its packets delivered as they come, until it
-    has sent MSG_NEWKEYS (which stays queued, for the next phase's chunks)."""
+    has sent MSG_NEWKEYS (which stays queued, for the next phase's chunks);
+    ``early`` seals packets to follow its KEXINIT."""
     old = peer._send_encryption
     peer._transport.resume_reading()
     # From here on the sender holds back whatever it answers to what the
@@ -596,14 +628,17 @@ async def _rekey(peer: Any, conn: Any, wire: _Wire) -> str:
     # sends it right after: it lands in the stream at one place.
     peer._send_kexinit()
     peer._kexinit_sent = True
+    early()
     try:
         for _ in range(400):
+            if conn._transport is None:
+                return "receiver closed"
+            if peer._transport is None:
+                return "sender closed"
             if peer._send_encryption is not old:
                 return "newkeys sent"
             if wire.queue:
                 conn.data_received(wire.take())
-            if conn._transport is None:
-                return "receiver closed"
             await asyncio.sleep(0.005)
         return "stuck"
     finally:
@@ -632,7 +667,7 @@ def _act(chan: Any, what: str) -> None:
         chan.resume_reading()
     elif what == "write":
         if chan._send_state == "open":  # (else write() raises in the test)
-            chan.write(b"w" * 3000)
+            chan.write("w" * 3000 if chan._encoding else b"w" * 3000)
     elif what == "write+close":
         # With the client's window small, the channel is 'close_pending' until
         # the client lets the rest out: what it receives meanwhile is dropped.
