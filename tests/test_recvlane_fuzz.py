@@ -490,6 +490,11 @@ async def _run(scenario: Scenario, cipher: str, side: str) -> list[Any]:
             await asyncio.sleep(0.005)
         assert len(server_sinks) == scenario.channels
         conn, peer = (server, client) if side == "server" else (client, server)
+        for _ in range(200):  # everything the sender sent has been read
+            if conn._recv_seq == peer._send_seq:
+                break
+            await asyncio.sleep(0.005)
+        assert conn._recv_seq == peer._send_seq
         _quiet(peer)
         for chan in peer._channels.values():
             # The sender's own check of what it receives against the window it
@@ -533,7 +538,10 @@ async def _play(
             at += size
             for after, what, i in scenario.actions:
                 if after == delivered and i < scenario.channels:
-                    _act(victim.sinks[i].chan, what)
+                    try:
+                        _act(victim.sinks[i].chan, what)
+                    except RuntimeError as exc:  # a session's, resumed: to its caller
+                        victim.log.append(("raised", str(exc)))
             delivered += 1
             await asyncio.sleep(0)
 
@@ -596,9 +604,9 @@ async def _play(
     for _ in range(5):  # the connection's cleanup, when it closed
         await asyncio.sleep(0)
     log = victim.log
-    if conn._transport is not None:
-        # In step with the sender (once it is gone, the sender may have moved
-        # on to new keys and numbers the receiver never saw).
+    if conn._transport is not None and _same_keys(conn, peer):
+        # In step with the sender (which may have moved on to new keys and
+        # numbers the receiver never saw: its NEWKEYS lost or cut short).
         log.append(("seq", (conn._recv_seq - peer._send_seq) & _MASK))
     for sink in victim.sinks:
         chan = sink.chan
@@ -630,7 +638,7 @@ async def _rekey(peer: Any, conn: Any, wire: _Wire, early: Callable[[], None]) -
     peer._kexinit_sent = True
     early()
     try:
-        for _ in range(400):
+        for _ in range(200):  # a second at most
             if conn._transport is None:
                 return "receiver closed"
             if peer._transport is None:
@@ -644,6 +652,12 @@ async def _rekey(peer: Any, conn: Any, wire: _Wire, early: Callable[[], None]) -
     finally:
         if peer._transport is not None:
             peer._transport.pause_reading()
+
+
+def _same_keys(conn: Any, peer: Any) -> bool:
+    """Whether ``conn`` receives under the keys ``peer`` sends under."""
+    mine, theirs = conn._recv_encryption, peer._send_encryption
+    return bool(mine and theirs and mine._cipher._key == theirs._cipher._key)
 
 
 def _quiet(peer: Any) -> None:
