@@ -79,14 +79,14 @@ from tests.test_tuning_recvlane import CHACHA, CIPHERS
 _MASK = 0xFFFFFFFF
 _MAX_RECV_PKTLEN = 256 * 1024  # asyncssh's _DEFAULT_RECV_PKTLEN (the window is smaller)
 
-# -- what a hostile client does ------------------------------------------------------------
+# -- what a hostile peer does --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Pkt:
-    """One packet as the client seals it, and how it spoils it."""
+    """One packet as the hostile side seals it, and how it spoils it."""
 
-    kind: str  # data, window, ext, eof, close, ignore, global, other, stub
+    kind: str  # data, window, ext, eof, close, ignore, global, other, open, shell
     chan: int  # index of an open channel, or (>= 2) a raw channel number
     size: int = 0  # data bytes, or the window adjust's amount
     padbyte: int | None = None  # the padding length byte, when not the right one
@@ -105,16 +105,16 @@ class Pkt:
 
 @dataclass(frozen=True)
 class Scenario:
-    window: int
+    window: int  # what the side under test offers its peer
     channels: int
     phases: tuple[tuple[Pkt, ...], ...]  # a rekey between two phases
     chunks: tuple[int, ...]  # read sizes, used in turn
-    #: What the server's sessions do between chunks: (after chunk n, what, channel i).
+    #: What the sessions under test do between reads: (after read n, what, channel i).
     actions: tuple[tuple[int, str, int], ...] = ()
-    client_window: int = 2 * 1024 * 1024  # the server's send window
+    client_window: int = 2 * 1024 * 1024  # what the hostile side offers (its send window)
     #: What a session does when it is handed data the n-th time: (n, what).
     inside: tuple[tuple[int, str], ...] = ()
-    rekey_bytes: int = 1 << 30  # the server's (small: it starts key exchanges itself)
+    rekey_bytes: int = 1 << 30  # the side under test's (small: it starts key exchanges)
     tail: bytes = b""  # garbage after the last phase
     cut: int = 0  # bytes the last phase's stream loses at its end
     #: Both sides' sequence numbers set just short of the 32-bit wrap first (as
@@ -275,7 +275,7 @@ def _payload(pkt: Pkt, number: int, index: int) -> bytes:
         payload = Byte(MSG_IGNORE) + String(data[:64])
     elif pkt.kind == "global":
         payload = Byte(MSG_GLOBAL_REQUEST) + String(b"fuzz@conduit") + Boolean(False)
-    elif pkt.kind == "open":  # the client's own number for it: 100 + its number here
+    elif pkt.kind == "open":  # the sender's own number for it: 100 + the receiver's
         payload = (
             Byte(MSG_CHANNEL_OPEN) + String(b"session") + UInt32(100 + number) + UInt32(65536)
         ) + UInt32(32768)
@@ -286,13 +286,13 @@ def _payload(pkt: Pkt, number: int, index: int) -> bytes:
     return payload + bytes(pkt.trailing)
 
 
-def _seal(client: Any, pkt: Pkt, payload: bytes) -> bytes:
-    """``payload`` in one packet sealed under the client's send keys, spoilt as
-    ``pkt`` says; the client's sequence number (and GCM IV) move on."""
+def _seal(peer: Any, pkt: Pkt, payload: bytes) -> bytes:
+    """``payload`` in one packet sealed under ``peer``'s send keys, spoilt as
+    ``pkt`` says; its sequence number (and GCM IV) move on."""
     padbyte = pkt.padding if pkt.padbyte is None else pkt.padbyte
     body = Byte(padbyte) + payload + bytes(pkt.padding)
-    enc = client._send_encryption
-    seq = client._send_seq
+    enc = peer._send_encryption
+    seq = peer._send_seq
     header = UInt32(len(body))
     sealed, tag = enc.encrypt_packet((seq + pkt.nonce) & _MASK, header, body)
     packet = bytearray(sealed + tag)
@@ -307,7 +307,7 @@ def _seal(client: Any, pkt: Pkt, payload: bytes) -> bytes:
     if pkt.flip is not None:
         at = pkt.flip % (8 * len(packet))
         packet[at // 8] ^= 1 << (at % 8)
-    client._send_seq = (seq + 1) & _MASK
+    peer._send_seq = (seq + 1) & _MASK
     return bytes(packet)
 
 
