@@ -46,10 +46,12 @@ from bench.bench_gateway import (
     CIPHER,
     MIB,
     REPO,
+    create_cost,
     default_parent,
     free_port,
     parse_size,
     set_aside,
+    settle_creates,
     wait_port,
 )
 
@@ -338,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     servers = Servers(args)
     servers.setup()
+    creation = [settle_creates(servers.tmp)]  # see bench_gateway: deletes slow creates
     times: dict[tuple[str, str, str], list[float]] = {}
     cpu: dict[tuple[str, str, str], list[float]] = {}
     load = [os.getloadavg()[0]]
@@ -361,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 servers.stop(name)
             load.append(os.getloadavg()[0])
+        creation.append(create_cost(servers.tmp))
     finally:
         for name in list(servers.procs):
             servers.stop(name)
@@ -368,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.clients} clients at once; put/get {args.size // MIB} MiB each, tree "
         f"{args.files} x 4 KiB each (scp -O -r); median of {args.runs}; "
-        f"load average {' -> '.join(f'{x:.1f}' for x in load)}"
+        f"load average {' -> '.join(f'{x:.1f}' for x in load)}; creating a file "
+        f"{' -> '.join(f'{us:.0f}' for us in creation)} µs CPU"
     )
     med = {k: statistics.median(v) for k, v in times.items()}
     head = f"| row | cpus | {' | '.join(n + ' s' for n in names)} | "
