@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "(to see which refuses first)",
     )
     p.add_argument("--workers", type=int, help="write [gateway] workers = N into Conduit's config")
-    p.add_argument("--tmp", help="parent folder for the data (default: system temp)")
+    p.add_argument("--tmp", help="parent folder for the data (default: /var/tmp)")
     p.add_argument("--keep", action="store_true", help="keep the data folder")
     args = p.parse_args(argv)
     # What bench_gateway's servers read.
