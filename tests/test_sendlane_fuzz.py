@@ -52,7 +52,9 @@ checks, for each scenario and cipher:
 - ``lane`` and ``asyncssh`` deliver the same channel packets in the same
   order (asyncssh's MSG_IGNORE packets, dropped by change 3 under AEAD
   ciphers, shift sequence numbers and the rekey byte count, so those two
-  are compared with ``flush`` only);
+  are compared with ``flush`` only), unless the client stopped reading:
+  then when its window adjusts arrive decides where asyncssh's exit-status
+  falls among the data (see :func:`_compare`);
 - at every sync point the server's send sequence number is the client's
   receive sequence number, and at the end a key exchange started by the
   client completes (a wrong number would fail ChaCha20's tag; AES-GCM's IV
